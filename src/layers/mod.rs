@@ -1,0 +1,2 @@
+//! TODO(skeleton): owned by the layering helper.
+pub mod cli;

@@ -1,0 +1,24 @@
+//! nixery: a container registry that builds images on demand with Nix.
+//!
+//! Data flows one way: request ([`http`]) -> image name ([`image`]) ->
+//! cache lookup ([`cache`]) -> Nix step ([`nix`]) -> layer grouping
+//! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
+//! manifest ([`manifest`]) -> response. [`builder`] drives that chain.
+
+pub mod archive;
+pub mod build_errors;
+pub mod builder;
+pub mod cache;
+pub mod config;
+pub mod http;
+pub mod image;
+pub mod layers;
+pub mod logging;
+pub mod manifest;
+pub mod nix;
+pub mod popcount;
+pub mod popularity;
+pub mod reference;
+pub mod server;
+pub mod source;
+pub mod storage;

@@ -1,0 +1,1 @@
+//! TODO(skeleton): owned by a helper; replaced in its branch.

@@ -1,0 +1,182 @@
+//! Where blobs, build records and manifests live.
+//!
+//! The [`Storage`] trait knows nothing about HTTP or image names: it stores
+//! byte streams under validated [`StorageKey`]s and, when asked to serve a
+//! blob, answers with a [`Served`] value that the HTTP layer turns into a
+//! response (a redirect, or a stream with a length and a content type).
+
+pub mod filesystem;
+pub mod gcs;
+
+use std::{fmt, io, pin::Pin};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+/// A stream of bytes flowing into or out of storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+/// Prefix of content-addressed blobs (layers, configs, manifests).
+pub const LAYERS_PREFIX: &str = "layers";
+/// Prefix of layer build records (JSON), keyed by layer cache key.
+pub const BUILDS_PREFIX: &str = "builds";
+/// Prefix of cached manifests, keyed by manifest cache key.
+pub const MANIFESTS_PREFIX: &str = "manifests";
+/// Prefix of objects that are still being uploaded.
+pub const STAGING_PREFIX: &str = "staging";
+
+/// A storage key: `<prefix>/<name>` where the prefix is one of the four
+/// known prefixes and the name is made only of `[A-Za-z0-9_.-]`, does not
+/// start with a dot and is at most 128 characters long. Keys therefore can
+/// never name a path outside a backend's root.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageKey(String);
+
+/// A name that cannot be used in a [`StorageKey`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid storage key name {0:?}")]
+pub struct InvalidKey(pub String);
+
+impl StorageKey {
+    fn new(prefix: &str, name: &str) -> Result<Self, InvalidKey> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if valid {
+            Ok(Self(format!("{prefix}/{name}")))
+        } else {
+            Err(InvalidKey(name.to_owned()))
+        }
+    }
+
+    /// The content-addressed blob whose SHA-256 is `hex` (64 lowercase hex).
+    pub fn layer(hex: &str) -> Result<Self, InvalidKey> {
+        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Self::new(LAYERS_PREFIX, hex)
+        } else {
+            Err(InvalidKey(hex.to_owned()))
+        }
+    }
+
+    /// The build record of the layer with cache key `key`.
+    pub fn build(key: &str) -> Result<Self, InvalidKey> {
+        Self::new(BUILDS_PREFIX, key)
+    }
+
+    /// The cached manifest with cache key `key`.
+    pub fn manifest(key: &str) -> Result<Self, InvalidKey> {
+        Self::new(MANIFESTS_PREFIX, key)
+    }
+
+    /// A staging object named `name` (unique per upload).
+    pub fn staging(name: &str) -> Result<Self, InvalidKey> {
+        Self::new(STAGING_PREFIX, name)
+    }
+
+    /// The key as a relative path, `<prefix>/<name>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a completed `persist` wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persisted {
+    /// Lowercase hex SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Number of stored bytes.
+    pub size: u64,
+}
+
+/// A `Range` request for part of a blob, as the client sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=start-` or `bytes=start-end` (end inclusive).
+    From { start: u64, end: Option<u64> },
+    /// `bytes=-n`: the last `n` bytes.
+    Suffix(u64),
+}
+
+/// How the client asked for a blob.
+#[derive(Clone, Debug, Default)]
+pub struct ServeRequest {
+    /// The requested range, if any.
+    pub range: Option<ByteRange>,
+    /// True for `HEAD`: no body is needed.
+    pub head: bool,
+}
+
+/// A backend's answer to a request for a blob.
+pub enum Served {
+    /// Send the client elsewhere (303 See Other).
+    Redirect { location: String },
+    /// Send these bytes. `range` is `Some((start, end_inclusive))` when a
+    /// range was served; `body` is `None` for `HEAD`.
+    Content {
+        body: Option<ByteStream>,
+        total_len: u64,
+        range: Option<(u64, u64)>,
+        content_type: String,
+    },
+    /// The requested range lies outside a blob of `total_len` bytes.
+    RangeNotSatisfiable { total_len: u64 },
+}
+
+/// What can go wrong in a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("object {0} not found")]
+    NotFound(StorageKey),
+    /// Reading the input stream or the local disk failed.
+    #[error("I/O error on {key}: {source}")]
+    Io {
+        key: StorageKey,
+        #[source]
+        source: io::Error,
+    },
+    /// The remote backend refused or failed a request.
+    #[error("{backend} backend error on {key}: {message}")]
+    Backend {
+        backend: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+/// A place to keep blobs, build records and manifests.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Short backend name for logs (`filesystem`, `gcs`).
+    fn name(&self) -> &'static str;
+
+    /// Stream `body` into `key`, replacing any existing object, and return
+    /// the SHA-256 and size of what was written. The object becomes visible
+    /// under `key` only once complete.
+    async fn persist(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, StorageError>;
+
+    /// Stream the object at `key`; [`StorageError::NotFound`] if absent.
+    async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError>;
+
+    /// Rename `from` to `to`, replacing `to`. Safe to retry.
+    async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError>;
+
+    /// Answer a client's request for the blob at `key`.
+    async fn serve(&self, key: &StorageKey, request: &ServeRequest)
+    -> Result<Served, StorageError>;
+}
