@@ -1,0 +1,164 @@
+//! The caches do their job: cached images run no Nix build, shared layers
+//! are uploaded once, records survive restarts, and concurrent requests for
+//! one image share a single build.
+
+mod common;
+mod support;
+
+use std::collections::HashSet;
+
+use common::TestServer;
+use serde_json::Value;
+use support::offline_pkgs_repo;
+
+const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Number of Nix builds the server has logged so far.
+fn nix_builds(server: &TestServer) -> usize {
+    server
+        .logs()
+        .iter()
+        .filter(|line| line.contains("\"building image\""))
+        .count()
+}
+
+/// Number of layers the server has uploaded so far.
+fn layer_uploads(server: &TestServer) -> usize {
+    server
+        .logs()
+        .iter()
+        .filter(|line| line.contains("\"layer uploaded\""))
+        .count()
+}
+
+fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
+    let response = reqwest::blocking::Client::new()
+        .get(server.url(&format!("/v2/{name}/manifests/{tag}")))
+        .header("Accept", MANIFEST_V2)
+        .timeout(std::time::Duration::from_secs(300))
+        .send()
+        .expect("request manifest");
+    assert_eq!(response.status(), 200, "manifest {name}:{tag}");
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        MANIFEST_V2
+    );
+    let bytes = response.bytes().unwrap();
+    // A strict parser accepts it.
+    let _: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&bytes).expect("manifest parses strictly");
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn layer_digests(manifest: &Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn pinned_server(repo: &std::path::Path, storage: &std::path::Path) -> TestServer {
+    TestServer::builder()
+        .env("NIXERY_PKGS_REPO", format!("file://{}", repo.display()))
+        .env("NIX_TIMEOUT", "300")
+        .storage_path(storage)
+        .start()
+}
+
+#[test]
+fn second_pull_of_a_pinned_image_runs_no_nix_build() {
+    let (repo, commit) = offline_pkgs_repo();
+    let storage = tempfile::tempdir().unwrap();
+    let server = pinned_server(repo.path(), storage.path());
+    let first = get_manifest(&server, "hello", &commit);
+    assert_eq!(nix_builds(&server), 1);
+    let second = get_manifest(&server, "hello", &commit);
+    assert_eq!(nix_builds(&server), 1, "the second pull ran Nix");
+    assert_eq!(first, second);
+}
+
+#[test]
+fn shared_layers_are_reused_not_reuploaded() {
+    let storage = tempfile::tempdir().unwrap();
+    let server = TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .storage_path(storage.path())
+        .start();
+    let git = get_manifest(&server, "hello/git", "latest");
+    let uploads_after_git = layer_uploads(&server);
+    let htop = get_manifest(&server, "hello/htop", "latest");
+    let git_layers: HashSet<String> = layer_digests(&git).into_iter().collect();
+    let htop_layers = layer_digests(&htop);
+    let shared = htop_layers.iter().filter(|d| git_layers.contains(*d)).count();
+    assert!(shared >= 2, "hello/git and hello/htop share no layers");
+    let new_layers = htop_layers.len() - shared;
+    assert_eq!(
+        layer_uploads(&server) - uploads_after_git,
+        new_layers,
+        "shared layers were uploaded again"
+    );
+}
+
+#[test]
+fn pinned_image_is_served_after_restart_without_nix() {
+    let (repo, commit) = offline_pkgs_repo();
+    let storage = tempfile::tempdir().unwrap();
+    let before = {
+        let server = pinned_server(repo.path(), storage.path());
+        let manifest = get_manifest(&server, "hello/git", &commit);
+        server.stop();
+        manifest
+    };
+    let server = pinned_server(repo.path(), storage.path());
+    let after = get_manifest(&server, "hello/git", &commit);
+    assert_eq!(before, after);
+    assert_eq!(nix_builds(&server), 0, "the restarted server ran Nix");
+}
+
+#[test]
+fn layer_records_survive_restarts() {
+    let storage = tempfile::tempdir().unwrap();
+    let before = {
+        let server = TestServer::builder()
+            .env("NIX_TIMEOUT", "300")
+            .storage_path(storage.path())
+            .start();
+        let manifest = get_manifest(&server, "hello", "latest");
+        server.stop();
+        manifest
+    };
+    let server = TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .storage_path(storage.path())
+        .start();
+    let after = get_manifest(&server, "hello", "latest");
+    // Unpinned sources run Nix again, but every layer is already recorded.
+    assert_eq!(nix_builds(&server), 1);
+    assert_eq!(layer_uploads(&server), 0, "layers were packed again");
+    assert_eq!(layer_digests(&before), layer_digests(&after));
+}
+
+#[test]
+fn ten_concurrent_requests_run_one_nix_build() {
+    let server = TestServer::builder().env("NIX_TIMEOUT", "300").start();
+    let url = server.url("/v2/hello/curl/manifests/latest");
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let response = reqwest::blocking::Client::new()
+                    .get(url)
+                    .timeout(std::time::Duration::from_secs(300))
+                    .send()
+                    .expect("request");
+                (response.status().as_u16(), response.bytes().unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(results.iter().all(|(status, _)| *status == 200));
+    assert!(results.windows(2).all(|w| w[0].1 == w[1].1));
+    assert_eq!(nix_builds(&server), 1);
+}

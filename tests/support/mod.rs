@@ -1,0 +1,164 @@
+//! Fixtures for the end-to-end tests: a git repository holding the offline
+//! package set, a private containerd, and helpers to look inside unpacked
+//! images.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The offline package set in this repository.
+pub fn offline_pkgs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
+}
+
+/// Run a command and return its stdout, failing the test with its stderr.
+pub fn run(cmd: &mut Command) -> String {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? scripts/setup-host.sh installs it)"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A git repository holding a copy of the offline package set, committed
+/// once. Returns the directory (keep it alive) and the commit hash.
+pub fn offline_pkgs_repo() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", offline_pkgs_dir().display()))
+        .arg(repo));
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+            .args(args)
+            .current_dir(repo))
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "offline package set"]);
+    let commit = git(&["rev-parse", "HEAD"]).trim().to_owned();
+    (dir, commit)
+}
+
+/// Resolve `path` inside the root filesystem `root`, following symlinks
+/// (absolute targets are taken relative to `root`), as a chroot would.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut current = PathBuf::from(path);
+    for _ in 0..40 {
+        let mut resolved = root.to_path_buf();
+        let components: Vec<_> = current
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        let mut restart = None;
+        for (i, component) in components.iter().enumerate() {
+            resolved.push(component);
+            if let Ok(target) = std::fs::read_link(&resolved) {
+                let rest: PathBuf = components[i + 1..].iter().collect();
+                let next = if target.is_absolute() {
+                    target.join(rest)
+                } else {
+                    let parent = resolved
+                        .parent()
+                        .and_then(|p| p.strip_prefix(root).ok())
+                        .map(|p| Path::new("/").join(p))
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    parent.join(target).join(rest)
+                };
+                restart = Some(next);
+                break;
+            }
+        }
+        match restart {
+            Some(next) => current = next,
+            None => return resolved.exists().then_some(resolved),
+        }
+    }
+    None
+}
+
+/// A containerd daemon with its own config, root, state and socket under a
+/// temporary directory; killed by PID when dropped.
+pub struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Start containerd and wait until it answers on its socket.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path().display();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd-ttrpc.sock"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+"#
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd (is it installed? scripts/setup-host.sh installs it)");
+        let daemon = Self { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ok = daemon
+                .ctr()
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return daemon;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("containerd did not start; log: {}", daemon.log());
+    }
+
+    /// A `ctr` command talking to this daemon.
+    pub fn ctr(&self) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.dir.path().join("containerd.sock"));
+        cmd
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
