@@ -1,5 +1,516 @@
-//! TODO(skeleton): owned by the foundation helper.
+//! Settings of `nixery serve`: parsing (clap, flags and upstream environment
+//! variables) and validation into a [`Config`].
+//!
+//! Clap only collects raw strings here, so that a bad value in the
+//! environment never stops the other subcommands (`nixery layers`) from
+//! parsing. [`ServeArgs::into_config`] then checks everything at once and
+//! answers a [`ConfigError`] whose message names the offending variable.
 
-/// Settings of `nixery serve`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {}
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+/// Default `PORT`.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default `NIXERY_HOST` (all IPv4 interfaces).
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// Default `STORAGE_PATH` of the filesystem backend.
+pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
+/// Default `NIX_TIMEOUT`, in seconds.
+pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
+
+/// Settings of `nixery serve` as given on the command line or in the
+/// environment (see [`ServeSettings`] for each one).
+///
+/// The settings are boxed so that the `serve` subcommand variant stays small.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// The settings, unvalidated.
+    #[command(flatten)]
+    pub settings: Box<ServeSettings>,
+}
+
+impl From<ServeSettings> for ServeArgs {
+    fn from(settings: ServeSettings) -> Self {
+        Self {
+            settings: Box::new(settings),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Validate the settings; see [`ServeSettings::into_config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        (*self.settings).into_config()
+    }
+}
+
+/// Settings of `nixery serve`, each a flag that may also come from the
+/// upstream Nixery environment variable named in its `env`.
+///
+/// Values are kept as given; [`ServeSettings::into_config`] validates them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeSettings {
+    /// TCP port to listen on; 0 picks a free port.
+    #[arg(long, env = "PORT", value_name = "PORT")]
+    pub port: Option<String>,
+
+    /// Address to bind [default: 0.0.0.0].
+    #[arg(long, env = "NIXERY_HOST", value_name = "ADDR")]
+    pub host: Option<String>,
+
+    /// Nix channel to build from (e.g. nixos-unstable).
+    #[arg(long, env = "NIXERY_CHANNEL", value_name = "CHANNEL")]
+    pub channel: Option<String>,
+
+    /// Git repository holding a package set to build from.
+    #[arg(long, env = "NIXERY_PKGS_REPO", value_name = "URL")]
+    pub pkgs_repo: Option<String>,
+
+    /// Local path of a package set to build from.
+    #[arg(long, env = "NIXERY_PKGS_PATH", value_name = "PATH")]
+    pub pkgs_path: Option<PathBuf>,
+
+    /// Storage backend: `filesystem` or `gcs` [default: filesystem].
+    #[arg(long, env = "NIXERY_STORAGE_BACKEND", value_name = "BACKEND")]
+    pub storage_backend: Option<String>,
+
+    /// Root directory of the filesystem backend [default: /var/lib/nixery].
+    #[arg(long, env = "STORAGE_PATH", value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
+
+    /// Bucket of the gcs backend.
+    #[arg(long, env = "GCS_BUCKET", value_name = "BUCKET")]
+    pub gcs_bucket: Option<String>,
+
+    /// Service account key file of the gcs backend (enables signed URLs).
+    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS", value_name = "FILE")]
+    pub gcs_credentials: Option<PathBuf>,
+
+    /// Host:port of a GCS emulator to use instead of Google Cloud Storage.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST")]
+    pub storage_emulator_host: Option<String>,
+
+    /// Seconds a Nix build may take [default: 60].
+    #[arg(long, env = "NIX_TIMEOUT", value_name = "SECONDS")]
+    pub nix_timeout: Option<String>,
+
+    /// URL of the popularity data used to group layers.
+    #[arg(long, env = "NIX_POPULARITY_URL", value_name = "URL")]
+    pub popularity_url: Option<String>,
+
+    /// Program that runs the prepare-image Nix expression.
+    #[arg(long, env = "NIXERY_PREPARE_IMAGE", value_name = "PATH")]
+    pub prepare_image: Option<PathBuf>,
+
+    /// Layers packed at once [default: number of cores].
+    #[arg(long, env = "NIXERY_PACK_CONCURRENCY", value_name = "N")]
+    pub pack_concurrency: Option<String>,
+
+    /// Nix builds run at once [default: number of cores].
+    #[arg(long, env = "NIXERY_BUILD_CONCURRENCY", value_name = "N")]
+    pub build_concurrency: Option<String>,
+}
+
+/// Where the package set comes from (at most one is configured).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageSourceSetting {
+    /// `NIXERY_CHANNEL`: a Nix channel name.
+    Channel(String),
+    /// `NIXERY_PKGS_REPO`: a git repository URL.
+    GitRepo(String),
+    /// `NIXERY_PKGS_PATH`: a local directory.
+    Path(PathBuf),
+    /// None configured: the offline package set embedded in the binary.
+    Builtin,
+}
+
+/// Which storage backend to use, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageSetting {
+    /// Files under `path` (`STORAGE_PATH`).
+    Filesystem { path: PathBuf },
+    /// A Google Cloud Storage bucket.
+    Gcs {
+        bucket: String,
+        credentials: Option<PathBuf>,
+        emulator_host: Option<String>,
+    },
+}
+
+/// Validated settings of the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address to bind (`NIXERY_HOST`:`PORT`).
+    pub listen: SocketAddr,
+    /// Where packages come from.
+    pub package_source: PackageSourceSetting,
+    /// Where blobs, build records and manifests are kept.
+    pub storage: StorageSetting,
+    /// Longest a Nix build may run.
+    pub nix_timeout: Duration,
+    /// URL of the popularity data, if any.
+    pub popularity_url: Option<String>,
+    /// Program that runs prepare-image, if not the default.
+    pub prepare_image: Option<PathBuf>,
+    /// Layers packed at once (at least 1).
+    pub pack_concurrency: usize,
+    /// Nix builds run at once (at least 1).
+    pub build_concurrency: usize,
+}
+
+/// A missing, malformed or contradictory setting. Each message names the
+/// environment variable to fix.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value does not parse.
+    #[error("{var}={value:?} is invalid: {expected}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// More than one package source is set.
+    #[error("only one of NIXERY_CHANNEL, NIXERY_PKGS_REPO, NIXERY_PKGS_PATH may be set, got {}", .0.join(" and "))]
+    ConflictingSources(Vec<&'static str>),
+    /// A setting required by another one is missing.
+    #[error("{var} must be set when {because}")]
+    Missing {
+        var: &'static str,
+        because: &'static str,
+    },
+}
+
+/// Treat unset and empty values alike (an empty variable in a unit file or a
+/// compose file means "not configured").
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn present_path(value: Option<PathBuf>) -> Option<PathBuf> {
+    value.filter(|v| !v.as_os_str().is_empty())
+}
+
+fn parse_positive(
+    var: &'static str,
+    value: Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value: v,
+                expected: "expected a whole number of at least 1",
+            }),
+        },
+    }
+}
+
+impl ServeSettings {
+    /// Validate the settings. Defaults: `PORT` 8080, `NIXERY_HOST` 0.0.0.0,
+    /// `NIXERY_STORAGE_BACKEND` filesystem, `STORAGE_PATH` /var/lib/nixery,
+    /// `NIX_TIMEOUT` 60 s, concurrency = number of cores.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let port = match present(self.port) {
+            None => DEFAULT_PORT,
+            Some(v) => v.trim().parse::<u16>().map_err(|_| ConfigError::Invalid {
+                var: "PORT",
+                value: v,
+                expected: "expected a port number from 0 to 65535",
+            })?,
+        };
+        let host = present(self.host).unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        let ip: IpAddr = host.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: "NIXERY_HOST",
+            value: host.clone(),
+            expected: "expected an IP address such as 0.0.0.0 or ::1",
+        })?;
+
+        let channel = present(self.channel);
+        let repo = present(self.pkgs_repo);
+        let path = present_path(self.pkgs_path);
+        let set: Vec<&'static str> = [
+            channel.as_ref().map(|_| "NIXERY_CHANNEL"),
+            repo.as_ref().map(|_| "NIXERY_PKGS_REPO"),
+            path.as_ref().map(|_| "NIXERY_PKGS_PATH"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if set.len() > 1 {
+            return Err(ConfigError::ConflictingSources(set));
+        }
+        let package_source = match (channel, repo, path) {
+            (Some(c), _, _) => PackageSourceSetting::Channel(c),
+            (_, Some(r), _) => PackageSourceSetting::GitRepo(r),
+            (_, _, Some(p)) => PackageSourceSetting::Path(p),
+            _ => PackageSourceSetting::Builtin,
+        };
+
+        let backend = present(self.storage_backend).unwrap_or_else(|| "filesystem".to_owned());
+        let storage = match backend.trim() {
+            "filesystem" => StorageSetting::Filesystem {
+                path: present_path(self.storage_path)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_PATH)),
+            },
+            "gcs" => StorageSetting::Gcs {
+                bucket: present(self.gcs_bucket).ok_or(ConfigError::Missing {
+                    var: "GCS_BUCKET",
+                    because: "NIXERY_STORAGE_BACKEND=gcs",
+                })?,
+                credentials: present_path(self.gcs_credentials),
+                emulator_host: present(self.storage_emulator_host),
+            },
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "NIXERY_STORAGE_BACKEND",
+                    value: backend,
+                    expected: "expected filesystem or gcs",
+                });
+            }
+        };
+
+        let nix_timeout = match present(self.nix_timeout) {
+            None => Duration::from_secs(DEFAULT_NIX_TIMEOUT_SECS),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "NIX_TIMEOUT",
+                        value: v,
+                        expected: "expected a whole number of seconds of at least 1",
+                    });
+                }
+            },
+        };
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Config {
+            listen: SocketAddr::new(ip, port),
+            package_source,
+            storage,
+            nix_timeout,
+            popularity_url: present(self.popularity_url),
+            prepare_image: present_path(self.prepare_image),
+            pack_concurrency: parse_positive(
+                "NIXERY_PACK_CONCURRENCY",
+                self.pack_concurrency,
+                cores,
+            )?,
+            build_concurrency: parse_positive(
+                "NIXERY_BUILD_CONCURRENCY",
+                self.build_concurrency,
+                cores,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
+    }
+
+    #[test]
+    fn defaults_give_filesystem_builtin_on_port_8080() {
+        let c = ServeSettings::default().into_config().unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.package_source, PackageSourceSetting::Builtin);
+        assert_eq!(
+            c.storage,
+            StorageSetting::Filesystem {
+                path: PathBuf::from("/var/lib/nixery")
+            }
+        );
+        assert_eq!(c.nix_timeout, Duration::from_secs(60));
+        assert!(c.pack_concurrency >= 1 && c.build_concurrency >= 1);
+    }
+
+    #[test]
+    fn each_package_source_is_recognised() {
+        let c = ServeSettings {
+            channel: s("nixos-unstable"),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.into_config().unwrap().package_source,
+            PackageSourceSetting::Channel("nixos-unstable".into())
+        );
+        let c = ServeSettings {
+            pkgs_repo: s("https://example.org/pkgs.git"),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.into_config().unwrap().package_source,
+            PackageSourceSetting::GitRepo("https://example.org/pkgs.git".into())
+        );
+        let c = ServeSettings {
+            pkgs_path: Some("/srv/pkgs".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.into_config().unwrap().package_source,
+            PackageSourceSetting::Path("/srv/pkgs".into())
+        );
+    }
+
+    #[test]
+    fn two_package_sources_are_rejected_naming_both() {
+        let err = ServeSettings {
+            channel: s("nixos-unstable"),
+            pkgs_path: Some("/srv/pkgs".into()),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ConflictingSources(vec!["NIXERY_CHANNEL", "NIXERY_PKGS_PATH"])
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("NIXERY_CHANNEL and NIXERY_PKGS_PATH"), "{msg}");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = ServeSettings {
+            channel: s(""),
+            pkgs_repo: s("  "),
+            port: s(""),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.package_source, PackageSourceSetting::Builtin);
+        assert_eq!(c.listen.port(), 8080);
+    }
+
+    #[test]
+    fn gcs_without_bucket_names_gcs_bucket() {
+        let err = ServeSettings {
+            storage_backend: s("gcs"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("GCS_BUCKET must be set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gcs_with_bucket_keeps_credentials_and_emulator() {
+        let c = ServeSettings {
+            storage_backend: s("gcs"),
+            gcs_bucket: s("b"),
+            gcs_credentials: Some("/k.json".into()),
+            storage_emulator_host: s("127.0.0.1:4443"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.storage,
+            StorageSetting::Gcs {
+                bucket: "b".into(),
+                credentials: Some("/k.json".into()),
+                emulator_host: Some("127.0.0.1:4443".into())
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_backend_is_rejected() {
+        let err = ServeSettings {
+            storage_backend: s("s3"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().contains("NIXERY_STORAGE_BACKEND"), "{err}");
+    }
+
+    #[test]
+    fn unparsable_or_zero_nix_timeout_is_rejected() {
+        for bad in ["abc", "0", "-5", "1.5"] {
+            let err = ServeSettings {
+                nix_timeout: s(bad),
+                ..Default::default()
+            }
+            .into_config()
+            .unwrap_err();
+            assert!(err.to_string().starts_with("NIX_TIMEOUT="), "{err}");
+        }
+        let c = ServeSettings {
+            nix_timeout: s("300"),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.into_config().unwrap().nix_timeout,
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn zero_concurrency_is_rejected() {
+        let err = ServeSettings {
+            pack_concurrency: s("0"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("NIXERY_PACK_CONCURRENCY="),
+            "{err}"
+        );
+        let err = ServeSettings {
+            build_concurrency: s("many"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("NIXERY_BUILD_CONCURRENCY="),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_port_and_host_are_rejected() {
+        let err = ServeSettings {
+            port: s("70000"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("PORT="), "{err}");
+        let err = ServeSettings {
+            host: s("localhost:1"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_HOST="), "{err}");
+    }
+
+    #[test]
+    fn port_zero_and_ipv6_host_are_accepted() {
+        let c = ServeSettings {
+            port: s("0"),
+            host: s("::1"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.listen, "[::1]:0".parse().unwrap());
+    }
+}

@@ -1,7 +1,162 @@
-//! TODO(skeleton): owned by the foundation helper.
-use std::process::ExitCode;
+//! Start-up wiring: configuration, logging, storage, builder, socket, and a
+//! graceful shutdown on SIGINT/SIGTERM.
+//!
+//! Shutdown stops accepting connections at once, lets requests in flight
+//! finish, and gives up after [`SHUTDOWN_GRACE`].
 
-/// Run the server until SIGINT/SIGTERM.
-pub fn main(_args: crate::config::ServeArgs) -> ExitCode {
-    ExitCode::FAILURE
+use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    builder::ImageBuilder,
+    config::{Config, ServeArgs, StorageSetting},
+    http::{AppState, NoBuilder, router},
+    storage::{
+        Storage,
+        filesystem::{FilesystemStorage, InitError},
+    },
+};
+
+/// Longest wait for requests in flight once a shutdown signal arrived.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Exit code for a configuration error (as for a command-line usage error).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Why the server could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The filesystem backend's directory could not be prepared.
+    #[error(transparent)]
+    Storage(#[from] InitError),
+    /// The gcs backend is not compiled into this build yet.
+    #[error("the gcs storage backend is not available in this build")]
+    GcsUnavailable,
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    /// Accepting or serving connections failed.
+    #[error("serving failed: {0}")]
+    Serve(#[source] io::Error),
+}
+
+/// Entry point of `nixery serve`: validate the settings (exit code 2 with
+/// one line on stderr naming the variable if they are wrong), then run the
+/// server until SIGINT/SIGTERM.
+pub fn main(args: ServeArgs) -> ExitCode {
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("nixery: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "server stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Open the configured storage backend.
+pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
+    match setting {
+        StorageSetting::Filesystem { path } => Ok(Arc::new(FilesystemStorage::new(path)?)),
+        // TODO(lead): when the gcs branch lands, replace with
+        // `GcsStorage::connect(bucket, credentials, emulator_host).await`.
+        StorageSetting::Gcs { .. } => Err(ServerError::GcsUnavailable),
+    }
+}
+
+/// The image builder for this configuration.
+///
+/// LEAD: this is where the real builder is plugged in (it gets the config
+/// and the storage backend). Until then every tag answers 404
+/// `MANIFEST_UNKNOWN`.
+pub fn image_builder(_config: &Config, _storage: Arc<dyn Storage>) -> Arc<dyn ImageBuilder> {
+    Arc::new(NoBuilder)
+}
+
+/// Run the server for `config` until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let storage = open_storage(&config.storage).await?;
+    let builder = image_builder(&config, storage.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve(listener, AppState::new(storage, builder), shutdown_signal()).await
+}
+
+/// Serve `state` on `listener` until `shutdown` completes, then drain for
+/// at most [`SHUTDOWN_GRACE`]. Logs `listening` with field `addr` first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(addr = %addr, backend = state.storage.name(), "listening");
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let signal_draining = draining.clone();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutting down");
+        signal_draining.notify_one();
+    });
+    tokio::select! {
+        result = server => result.map_err(ServerError::Serve)?,
+        () = async { draining.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still in flight after the grace period, stopping anyway");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

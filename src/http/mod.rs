@@ -1,1 +1,143 @@
-//! TODO(skeleton): owned by a helper; replaced in its branch.
+//! The registry's HTTP surface (pull only), built with axum.
+//!
+//! - `GET`/`HEAD /v2/` answers 200 (the version check).
+//! - `GET`/`HEAD /v2/<name>/blobs/sha256:<hex>` serves `layers/<hex>`.
+//! - `GET`/`HEAD /v2/<name>/manifests/sha256:<hex>` serves `layers/<hex>`
+//!   as a manifest.
+//! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`].
+//! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
+//!   404 with a registry error body.
+//!
+//! Every `/v2` response carries `Docker-Distribution-API-Version:
+//! registry/2.0`. Each request is traced in a span `request` with fields
+//! `method` and `path`, and ends with an event `response` with `status` and
+//! `latency_ms`. Handlers hold no business logic: they validate the path
+//! ([`path`]), call storage or the builder, and shape the answer.
+
+pub mod blobs;
+pub mod error;
+pub mod manifests;
+pub mod no_builder;
+pub mod path;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri},
+    middleware,
+    response::IntoResponse,
+    routing::any,
+};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+pub use error::{ErrorCode, RegistryError};
+pub use no_builder::NoBuilder;
+
+use crate::{builder::ImageBuilder, reference::Reference, storage::Storage};
+
+/// Header naming the digest of the returned content.
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+/// Header announcing the registry API version.
+pub const API_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+/// Value of [`API_VERSION_HEADER`].
+pub const API_VERSION: &str = "registry/2.0";
+
+/// What the handlers share. Cheap to clone; add fields here (status page
+/// data, metrics) as the server grows.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where blobs and manifests are kept.
+    pub storage: Arc<dyn Storage>,
+    /// Produces manifests for tags.
+    pub builder: Arc<dyn ImageBuilder>,
+}
+
+impl AppState {
+    /// State with the given storage backend and image builder.
+    pub fn new(storage: Arc<dyn Storage>, builder: Arc<dyn ImageBuilder>) -> Self {
+        Self { storage, builder }
+    }
+}
+
+/// The application: every route, the API version header on `/v2`, and
+/// request tracing.
+pub fn router(state: AppState) -> Router {
+    let v2 = Router::new()
+        .route("/v2", any(registry))
+        .route("/v2/", any(registry))
+        .route("/v2/{*rest}", any(registry))
+        .layer(middleware::map_response(add_api_version));
+    Router::new()
+        .merge(v2)
+        .fallback(not_found)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response<Body>, latency: Duration, _: &Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1000.0,
+                        "response"
+                    );
+                }),
+        )
+        .with_state(state)
+}
+
+async fn add_api_version(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    response
+}
+
+async fn not_found() -> RegistryError {
+    RegistryError::no_such_endpoint()
+}
+
+/// Every request under `/v2`.
+async fn registry(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response<Body>, RegistryError> {
+    let head = match method {
+        Method::GET => false,
+        Method::HEAD => true,
+        other => return Err(RegistryError::method_not_allowed(other.as_str())),
+    };
+    match path::parse(uri.path())? {
+        path::Endpoint::Version => Ok(axum::Json(serde_json::json!({})).into_response()),
+        path::Endpoint::Blob { digest, .. } => {
+            blobs::serve(
+                state.storage.as_ref(),
+                &digest,
+                blobs::Kind::Blob,
+                head,
+                &headers,
+            )
+            .await
+        }
+        path::Endpoint::Manifest {
+            name,
+            reference: Reference::Tag(tag),
+        } => manifests::by_tag(state.builder.as_ref(), &name, &tag).await,
+        path::Endpoint::Manifest {
+            reference: Reference::Digest(digest),
+            ..
+        } => manifests::by_digest(state.storage.as_ref(), &digest, head, &headers).await,
+    }
+}

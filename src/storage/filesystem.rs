@@ -1,1 +1,533 @@
-//! TODO(skeleton): owned by a helper; replaced in its branch.
+//! Storage in a local directory (`STORAGE_PATH`).
+//!
+//! Layout: the object of key `<prefix>/<name>` is the file
+//! `<root>/<prefix>/<name>`; its content type is kept in a JSON sidecar
+//! `<root>/<prefix>/.meta~<name>` (no extended attributes, which tmpfs and
+//! some overlay filesystems reject). Files being written are
+//! `<root>/<prefix>/.tmp~<random>`. Key names never start with `.` nor
+//! contain `~`, so neither kind of helper file can be reached through a key.
+//!
+//! Crash safety: `persist` streams into a temporary file in the object's
+//! directory while hashing, fsyncs it, writes the sidecar the same way,
+//! renames the sidecar, fsyncs the directory, renames the object and fsyncs
+//! the directory again. An object therefore appears under its key only when
+//! complete, and a visible object always has its sidecar. A crash leaves at
+//! most a `.tmp~` file (removed by [`FilesystemStorage::new`] at start-up) or
+//! a sidecar without object (harmless: the next persist replaces it). A
+//! `persist` future that is dropped mid-write removes its temporary file.
+//!
+//! Two concurrent `persist` calls on one key with different content types
+//! may leave the content type of one with the bytes of the other; callers
+//! serialise uploads per key (and layer keys are content addressed).
+
+use std::{
+    io::{self, SeekFrom},
+    path::{Path, PathBuf},
+};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use super::{
+    BUILDS_PREFIX, ByteRange, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted,
+    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
+};
+
+/// Content type assumed for an object without a readable sidecar.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+/// File name prefix of objects being written.
+const TEMP_PREFIX: &str = ".tmp~";
+/// File name prefix of content type sidecars.
+const META_PREFIX: &str = ".meta~";
+/// Every key prefix, each a directory under the root.
+const PREFIXES: [&str; 4] = [
+    LAYERS_PREFIX,
+    BUILDS_PREFIX,
+    MANIFESTS_PREFIX,
+    STAGING_PREFIX,
+];
+
+/// The storage directory could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot prepare storage directory {path}: {source}")]
+pub struct InitError {
+    /// The directory that failed.
+    pub path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// A [`Storage`] backend keeping objects as files under a root directory.
+#[derive(Clone, Debug)]
+pub struct FilesystemStorage {
+    root: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    content_type: String,
+}
+
+impl FilesystemStorage {
+    /// Use `root`, creating it and its prefix directories if needed and
+    /// removing temporary files left by a crash.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, InitError> {
+        let root = root.into();
+        for prefix in PREFIXES {
+            let dir = root.join(prefix);
+            std::fs::create_dir_all(&dir).map_err(|source| InitError {
+                path: dir.clone(),
+                source,
+            })?;
+            let entries = std::fs::read_dir(&dir).map_err(|source| InitError {
+                path: dir.clone(),
+                source,
+            })?;
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let path = entry.path();
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::info!(path = %path.display(), "removed stale temporary file")
+                        }
+                        Err(error) => {
+                            tracing::warn!(path = %path.display(), error = %error, "cannot remove stale temporary file")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of the object stored under `key`.
+    pub fn object_path(&self, key: &StorageKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    fn meta_path(&self, key: &StorageKey) -> PathBuf {
+        let (prefix, name) = key.as_str().split_once('/').unwrap_or(("", key.as_str()));
+        self.root.join(prefix).join(format!("{META_PREFIX}{name}"))
+    }
+
+    fn dir_of(&self, key: &StorageKey) -> PathBuf {
+        let path = self.object_path(key);
+        path.parent()
+            .map_or_else(|| self.root.clone(), Path::to_path_buf)
+    }
+
+    async fn content_type(&self, key: &StorageKey) -> String {
+        match tokio::fs::read(self.meta_path(key)).await {
+            Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
+                .map(|m| m.content_type)
+                .unwrap_or_else(|_| DEFAULT_CONTENT_TYPE.to_owned()),
+            Err(_) => DEFAULT_CONTENT_TYPE.to_owned(),
+        }
+    }
+
+    /// Open the object as a regular file with its length.
+    async fn open(&self, key: &StorageKey) -> Result<(tokio::fs::File, u64), StorageError> {
+        let io_err = |source: io::Error| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StorageError::NotFound(key.clone())
+            } else {
+                StorageError::Io {
+                    key: key.clone(),
+                    source,
+                }
+            }
+        };
+        let file = tokio::fs::File::open(self.object_path(key))
+            .await
+            .map_err(io_err)?;
+        let meta = file.metadata().await.map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(StorageError::NotFound(key.clone()));
+        }
+        Ok((file, meta.len()))
+    }
+}
+
+/// A temporary file in `dir` that is deleted when dropped unless renamed.
+fn temp_file_in(dir: &Path) -> io::Result<(tokio::fs::File, tempfile::TempPath)> {
+    use std::os::unix::fs::PermissionsExt;
+    let (file, path) = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)?
+        .into_parts();
+    Ok((tokio::fs::File::from_std(file), path))
+}
+
+/// Make a rename or file creation in `dir` durable.
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+/// Rename the temporary file to `to`; afterwards it no longer needs removal.
+async fn commit(temp: tempfile::TempPath, to: &Path) -> io::Result<()> {
+    tokio::fs::rename(&temp, to).await?;
+    // The temporary name is gone: keep() only disarms the deletion on drop.
+    let _ = temp.keep();
+    Ok(())
+}
+
+/// Resolve a client's range against an object of `len` bytes: the inclusive
+/// `(start, end)` to send, or `None` when the range is unsatisfiable.
+fn resolve_range(range: ByteRange, len: u64) -> Option<(u64, u64)> {
+    match range {
+        ByteRange::From { start, end } => {
+            if start >= len {
+                return None;
+            }
+            let end = end.map_or(len - 1, |e| e.min(len - 1));
+            (end >= start).then_some((start, end))
+        }
+        ByteRange::Suffix(n) => (n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1)),
+    }
+}
+
+#[async_trait]
+impl Storage for FilesystemStorage {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn persist(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        mut body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let io_err = |source: io::Error| StorageError::Io {
+            key: key.clone(),
+            source,
+        };
+        let dir = self.dir_of(key);
+        let (mut file, temp) = temp_file_in(&dir).map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(io_err)?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io_err)?;
+        }
+        file.flush().await.map_err(io_err)?;
+        file.sync_all().await.map_err(io_err)?;
+        drop(file);
+
+        let meta = serde_json::to_vec(&Meta {
+            content_type: content_type.to_owned(),
+        })
+        .map_err(|e| io_err(io::Error::other(e)))?;
+        let (mut meta_file, meta_temp) = temp_file_in(&dir).map_err(io_err)?;
+        meta_file.write_all(&meta).await.map_err(io_err)?;
+        meta_file.flush().await.map_err(io_err)?;
+        meta_file.sync_all().await.map_err(io_err)?;
+        drop(meta_file);
+        commit(meta_temp, &self.meta_path(key))
+            .await
+            .map_err(io_err)?;
+        sync_dir(&dir).await.map_err(io_err)?;
+
+        commit(temp, &self.object_path(key)).await.map_err(io_err)?;
+        sync_dir(&dir).await.map_err(io_err)?;
+        Ok(Persisted {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        })
+    }
+
+    async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
+        let (file, _) = self.open(key).await?;
+        Ok(Box::pin(ReaderStream::new(file)))
+    }
+
+    async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
+        let io_err = |source: io::Error| StorageError::Io {
+            key: from.clone(),
+            source,
+        };
+        // Sidecar first, so that the object is never visible under `to`
+        // without its content type.
+        match tokio::fs::rename(self.meta_path(from), self.meta_path(to)).await {
+            Ok(()) => sync_dir(&self.dir_of(to)).await.map_err(io_err)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        match tokio::fs::rename(self.object_path(from), self.object_path(to)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A retried move whose first attempt completed.
+                return match tokio::fs::metadata(self.object_path(to)).await {
+                    Ok(m) if m.is_file() => Ok(()),
+                    _ => Err(StorageError::NotFound(from.clone())),
+                };
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+        sync_dir(&self.dir_of(to)).await.map_err(io_err)?;
+        if self.dir_of(from) != self.dir_of(to) {
+            sync_dir(&self.dir_of(from)).await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    async fn serve(
+        &self,
+        key: &StorageKey,
+        request: &ServeRequest,
+    ) -> Result<Served, StorageError> {
+        let (mut file, total_len) = self.open(key).await?;
+        let content_type = self.content_type(key).await;
+        let range = match request.range {
+            None => None,
+            Some(r) => match resolve_range(r, total_len) {
+                Some(resolved) => Some(resolved),
+                None => return Ok(Served::RangeNotSatisfiable { total_len }),
+            },
+        };
+        let body = if request.head {
+            None
+        } else {
+            let stream: ByteStream = match range {
+                None => Box::pin(ReaderStream::new(file)),
+                Some((start, end)) => {
+                    file.seek(SeekFrom::Start(start))
+                        .await
+                        .map_err(|source| StorageError::Io {
+                            key: key.clone(),
+                            source,
+                        })?;
+                    Box::pin(ReaderStream::new(file.take(end - start + 1)))
+                }
+            };
+            Some(stream)
+        };
+        Ok(Served::Content {
+            body,
+            total_len,
+            range,
+            content_type,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn stream_of(chunks: &[&'static [u8]]) -> ByteStream {
+        let items: Vec<io::Result<Bytes>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        Box::pin(futures::stream::iter(items))
+    }
+
+    async fn collect(mut s: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn persist_streams_hashes_and_fetch_returns_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let key = StorageKey::build("k1").unwrap();
+        let p = fs
+            .persist(&key, "application/json", stream_of(&[b"hello ", b"world"]))
+            .await
+            .unwrap();
+        assert_eq!(p.size, 11);
+        assert_eq!(p.sha256, hex::encode(Sha256::digest(b"hello world")));
+        assert_eq!(collect(fs.fetch(&key).await.unwrap()).await, b"hello world");
+        // Only the object and its sidecar remain: no temporary files.
+        assert_eq!(names_in(&dir.path().join("builds")), [".meta~k1", "k1"]);
+    }
+
+    #[tokio::test]
+    async fn fetch_of_absent_key_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let key = StorageKey::manifest("nope").unwrap();
+        assert!(matches!(
+            fs.fetch(&key).await,
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn failing_body_leaves_nothing_under_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let key = StorageKey::staging("up").unwrap();
+        let items: Vec<io::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"partial")),
+            Err(io::Error::other("client went away")),
+        ];
+        let err = fs
+            .persist(&key, "x/y", Box::pin(futures::stream::iter(items)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }));
+        assert!(names_in(&dir.path().join("staging")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_files_are_removed_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        FilesystemStorage::new(dir.path()).unwrap();
+        let stale = dir.path().join("layers").join(".tmp~abc123");
+        std::fs::write(&stale, b"half").unwrap();
+        FilesystemStorage::new(dir.path()).unwrap();
+        assert!(!stale.exists());
+    }
+
+    #[tokio::test]
+    async fn move_carries_content_type_and_is_retry_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let from = StorageKey::staging("s1").unwrap();
+        let hex = hex::encode(Sha256::digest(b"blob"));
+        let to = StorageKey::layer(&hex).unwrap();
+        fs.persist(&from, "application/x-test", stream_of(&[b"blob"]))
+            .await
+            .unwrap();
+        fs.move_object(&from, &to).await.unwrap();
+        fs.move_object(&from, &to).await.unwrap();
+        assert!(matches!(
+            fs.fetch(&from).await,
+            Err(StorageError::NotFound(_))
+        ));
+        match fs.serve(&to, &ServeRequest::default()).await.unwrap() {
+            Served::Content { content_type, .. } => assert_eq!(content_type, "application/x-test"),
+            _ => panic!("expected content"),
+        }
+        let missing = StorageKey::staging("never").unwrap();
+        let other = StorageKey::staging("other").unwrap();
+        assert!(matches!(
+            fs.move_object(&missing, &other).await,
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn serve_resolves_ranges_against_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let key = StorageKey::build("r").unwrap();
+        fs.persist(&key, "text/plain", stream_of(&[b"0123456789"]))
+            .await
+            .unwrap();
+        let req = |range| ServeRequest { range, head: false };
+        let cases = [
+            (
+                ByteRange::From {
+                    start: 2,
+                    end: Some(4),
+                },
+                (2, 4),
+                &b"234"[..],
+            ),
+            (
+                ByteRange::From {
+                    start: 7,
+                    end: None,
+                },
+                (7, 9),
+                b"789",
+            ),
+            (
+                ByteRange::From {
+                    start: 8,
+                    end: Some(99),
+                },
+                (8, 9),
+                b"89",
+            ),
+            (ByteRange::Suffix(3), (7, 9), b"789"),
+            (ByteRange::Suffix(50), (0, 9), b"0123456789"),
+        ];
+        for (range, expected, bytes) in cases {
+            match fs.serve(&key, &req(Some(range))).await.unwrap() {
+                Served::Content {
+                    body: Some(body),
+                    total_len: 10,
+                    range: Some(r),
+                    ..
+                } => {
+                    assert_eq!(r, expected, "{range:?}");
+                    assert_eq!(collect(body).await, bytes, "{range:?}");
+                }
+                _ => panic!("expected a partial body for {range:?}"),
+            }
+        }
+        for range in [
+            ByteRange::From {
+                start: 10,
+                end: None,
+            },
+            ByteRange::Suffix(0),
+        ] {
+            assert!(matches!(
+                fs.serve(&key, &req(Some(range))).await.unwrap(),
+                Served::RangeNotSatisfiable { total_len: 10 }
+            ));
+        }
+        match fs
+            .serve(
+                &key,
+                &ServeRequest {
+                    range: None,
+                    head: true,
+                },
+            )
+            .await
+            .unwrap()
+        {
+            Served::Content {
+                body: None,
+                total_len: 10,
+                range: None,
+                content_type,
+            } => assert_eq!(content_type, "text/plain"),
+            _ => panic!("expected headers only"),
+        }
+    }
+
+    #[test]
+    fn empty_objects_satisfy_no_range() {
+        assert_eq!(
+            resolve_range(
+                ByteRange::From {
+                    start: 0,
+                    end: None
+                },
+                0
+            ),
+            None
+        );
+        assert_eq!(resolve_range(ByteRange::Suffix(1), 0), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! Serving content-addressed objects (`layers/<hex>`): blobs, and manifests
+//! fetched by digest. The storage backend decides how (a redirect or a byte
+//! stream); this module only turns its answer into a response.
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::{DOCKER_CONTENT_DIGEST, error::RegistryError};
+use crate::{
+    reference::Digest,
+    storage::{ByteRange, ServeRequest, Served, Storage, StorageError, StorageKey},
+};
+
+/// Parse a `Range` header. Only a single `bytes=` range is honoured; any
+/// other form (several ranges, other units, malformed) is ignored and the
+/// whole blob is sent, as RFC 9110 allows.
+pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
+    let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = (start.trim(), end.trim());
+    let number = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
+    if start.is_empty() {
+        return number(end).map(ByteRange::Suffix);
+    }
+    let start = number(start)?;
+    if end.is_empty() {
+        return Some(ByteRange::From { start, end: None });
+    }
+    let end = number(end)?;
+    (end >= start).then_some(ByteRange::From {
+        start,
+        end: Some(end),
+    })
+}
+
+/// What is being served: decides the error code and the content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A blob: the stored content type, ranges honoured.
+    Blob,
+    /// A manifest by digest: always `media_type`, ranges ignored.
+    Manifest { media_type: &'static str },
+}
+
+/// Answer a GET or HEAD for the object with `digest`.
+pub async fn serve(
+    storage: &dyn Storage,
+    digest: &Digest,
+    kind: Kind,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, RegistryError> {
+    let digest_text = digest.to_string();
+    let not_found = || match kind {
+        Kind::Blob => RegistryError::blob_unknown(&digest_text),
+        Kind::Manifest { .. } => RegistryError::manifest_unknown(&digest_text),
+    };
+    // A validated digest always makes a valid key; keep the mapping anyway.
+    let key = StorageKey::layer(digest.hex()).map_err(|_| not_found())?;
+    let range = match kind {
+        Kind::Blob => headers.get(header::RANGE).and_then(parse_range),
+        Kind::Manifest { .. } => None,
+    };
+    let served = match storage.serve(&key, &ServeRequest { range, head }).await {
+        Ok(served) => served,
+        Err(StorageError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    match served {
+        Served::Redirect { location } => {
+            let location = HeaderValue::try_from(location).map_err(RegistryError::internal)?;
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+        }
+        Served::RangeNotSatisfiable { total_len } => {
+            let mut response = RegistryError::range_not_satisfiable(total_len).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{total_len}"))
+                    .map_err(RegistryError::internal)?,
+            );
+            Ok(response)
+        }
+        Served::Content {
+            body,
+            total_len,
+            range,
+            content_type,
+        } => {
+            let content_type = match kind {
+                Kind::Blob => content_type,
+                Kind::Manifest { media_type } => media_type.to_owned(),
+            };
+            let (status, length) = match range {
+                Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
+                None => (StatusCode::OK, total_len),
+            };
+            let mut builder = Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, content_type)
+                .header(header::CONTENT_LENGTH, length)
+                .header(DOCKER_CONTENT_DIGEST, &digest_text)
+                .header(header::ETAG, format!("\"{digest_text}\""));
+            if kind == Kind::Blob {
+                builder = builder.header(header::ACCEPT_RANGES, "bytes");
+            }
+            if let Some((start, end)) = range {
+                builder = builder.header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{total_len}"),
+                );
+            }
+            let body = body.map_or_else(Body::empty, Body::from_stream);
+            builder.body(body).map_err(RegistryError::internal)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(s: &str) -> Option<ByteRange> {
+        parse_range(&HeaderValue::from_str(s).unwrap())
+    }
+
+    #[test]
+    fn single_byte_ranges_parse() {
+        assert_eq!(
+            range("bytes=0-99"),
+            Some(ByteRange::From {
+                start: 0,
+                end: Some(99)
+            })
+        );
+        assert_eq!(
+            range("bytes=5-"),
+            Some(ByteRange::From {
+                start: 5,
+                end: None
+            })
+        );
+        assert_eq!(range("bytes=-7"), Some(ByteRange::Suffix(7)));
+        assert_eq!(
+            range(" bytes= 1 - 2 "),
+            Some(ByteRange::From {
+                start: 1,
+                end: Some(2)
+            })
+        );
+    }
+
+    #[test]
+    fn other_range_forms_are_ignored() {
+        for s in [
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=5-3",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=99999999999999999999999-",
+            "0-1",
+        ] {
+            assert_eq!(range(s), None, "{s}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Registry errors: the one place where failures become HTTP statuses and
+//! the registry JSON body `{"errors":[{"code":"...","message":"..."}]}`.
+//!
+//! The client sees a status, a code and a message in its own terms; the
+//! detail of an internal failure goes only to the logs (field `error`).
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::{builder::BuildError, reference::ReferenceError, storage::StorageError};
+
+/// Error codes of the distribution spec used by this registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The blob is not in storage.
+    BlobUnknown,
+    /// The digest is not `sha256:` + 64 lowercase hex digits.
+    DigestInvalid,
+    /// The manifest is not known (or could not be built from the name).
+    ManifestUnknown,
+    /// The repository name breaks the name grammar.
+    NameInvalid,
+    /// The tag breaks the tag grammar.
+    TagInvalid,
+    /// The requested byte range lies outside the blob.
+    RangeInvalid,
+    /// The method or endpoint is not offered by this pull-only registry.
+    Unsupported,
+    /// Anything else; details are in the logs.
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as sent in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BlobUnknown => "BLOB_UNKNOWN",
+            Self::DigestInvalid => "DIGEST_INVALID",
+            Self::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Self::NameInvalid => "NAME_INVALID",
+            Self::TagInvalid => "TAG_INVALID",
+            Self::RangeInvalid => "RANGE_INVALID",
+            Self::Unsupported => "UNSUPPORTED",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// An error answered to a registry client.
+#[derive(Debug)]
+pub struct RegistryError {
+    /// HTTP status of the response.
+    pub status: StatusCode,
+    /// Registry error code.
+    pub code: ErrorCode,
+    /// Message for the client.
+    pub message: String,
+    /// Detail for the logs only (internal failures).
+    detail: Option<String>,
+}
+
+impl RegistryError {
+    /// An error with a status, code and client-facing message.
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// 404 `BLOB_UNKNOWN` for `digest`.
+    pub fn blob_unknown(digest: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BlobUnknown,
+            format!("blob {digest} is not known to this registry"),
+        )
+    }
+
+    /// 404 `MANIFEST_UNKNOWN` for `reference`.
+    pub fn manifest_unknown(reference: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ManifestUnknown,
+            format!("manifest {reference} is not known to this registry"),
+        )
+    }
+
+    /// 405 `UNSUPPORTED` for any method but GET and HEAD.
+    pub fn method_not_allowed(method: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            format!("{method} is not supported: this registry is pull-only"),
+        )
+    }
+
+    /// 404 `UNSUPPORTED` for a path that is no registry endpoint.
+    pub fn no_such_endpoint() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::Unsupported,
+            "no such endpoint: this registry serves /v2/<name>/manifests/<reference> \
+             and /v2/<name>/blobs/<digest>",
+        )
+    }
+
+    /// 416 `RANGE_INVALID` for a blob of `total_len` bytes.
+    pub fn range_not_satisfiable(total_len: u64) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::RangeInvalid,
+            format!("the requested range lies outside the blob of {total_len} bytes"),
+        )
+    }
+
+    /// 500 `UNKNOWN`; `detail` is logged, not sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self {
+            detail: Some(detail.to_string()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Unknown,
+                "internal error, see the server logs",
+            )
+        }
+    }
+}
+
+impl From<ReferenceError> for RegistryError {
+    fn from(e: ReferenceError) -> Self {
+        let code = match e {
+            ReferenceError::Name(_) => ErrorCode::NameInvalid,
+            ReferenceError::Tag(_) => ErrorCode::TagInvalid,
+            ReferenceError::Digest(_) => ErrorCode::DigestInvalid,
+        };
+        Self::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    }
+}
+
+impl From<BuildError> for RegistryError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::PackagesNotFound(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                e.to_string(),
+            ),
+            BuildError::Unavailable => Self::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::ManifestUnknown,
+                "image building is not available on this server",
+            ),
+        }
+    }
+}
+
+impl From<StorageError> for RegistryError {
+    /// `NotFound` becomes 404 `BLOB_UNKNOWN` (manifest handlers map it to
+    /// `MANIFEST_UNKNOWN` themselves); other failures are internal.
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(key) => Self::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BlobUnknown,
+                format!("{key} is not known to this registry"),
+            ),
+            other => Self::internal(other),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    errors: [Entry<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct Entry<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        if let Some(detail) = &self.detail {
+            tracing::error!(error = %detail, code = self.code.as_str(), "request failed");
+        }
+        let body = Body {
+            errors: [Entry {
+                code: self.code.as_str(),
+                message: &self.message,
+            }],
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageKey;
+
+    async fn body_of(e: RegistryError) -> (StatusCode, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn packages_not_found_is_404_manifest_unknown_naming_them() {
+        let e = BuildError::PackagesNotFound(vec!["nope".into(), "nada".into()]);
+        let (status, body) = body_of(e.into()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+        let msg = body["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("nope") && msg.contains("nada"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn internal_storage_failures_hide_their_detail() {
+        let e = StorageError::Io {
+            key: StorageKey::build("x").unwrap(),
+            source: std::io::Error::other("disk on fire at /secret/path"),
+        };
+        let (status, body) = body_of(e.into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["errors"][0]["code"], "UNKNOWN");
+        assert!(!body.to_string().contains("/secret/path"));
+    }
+
+    #[tokio::test]
+    async fn reference_errors_map_to_their_codes() {
+        for (e, code) in [
+            (ReferenceError::Name("x"), "NAME_INVALID"),
+            (ReferenceError::Tag("x"), "TAG_INVALID"),
+            (ReferenceError::Digest("x"), "DIGEST_INVALID"),
+        ] {
+            let (status, body) = body_of(e.into()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(body["errors"][0]["code"], code);
+        }
+    }
+}

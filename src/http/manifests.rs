@@ -1,0 +1,61 @@
+//! Manifests: by tag through the [`ImageBuilder`], by digest from storage.
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
+};
+
+use super::{
+    DOCKER_CONTENT_DIGEST,
+    blobs::{self, Kind},
+    error::RegistryError,
+};
+use crate::{
+    builder::ImageBuilder,
+    reference::{Digest, RepositoryName, Tag},
+    storage::Storage,
+};
+
+/// Media type of the manifests this registry serves (Docker Image Manifest
+/// V2 Schema 2).
+// TODO(lead): point this at the constant in `crate::manifest` once the
+// archive branch lands, so the media type is defined in one place.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder.
+pub async fn by_tag(
+    builder: &dyn ImageBuilder,
+    name: &RepositoryName,
+    tag: &Tag,
+) -> Result<Response, RegistryError> {
+    let built = builder.manifest(name.as_str(), tag.as_str()).await?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+        .header(header::CONTENT_LENGTH, built.bytes.len())
+        .header(DOCKER_CONTENT_DIGEST, &built.digest)
+        .header(header::ETAG, format!("\"{}\"", built.digest))
+        .body(Body::from(built.bytes))
+        .map_err(RegistryError::internal)
+}
+
+/// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object
+/// `layers/<hex>`, always with the manifest media type.
+pub async fn by_digest(
+    storage: &dyn Storage,
+    digest: &Digest,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response, RegistryError> {
+    blobs::serve(
+        storage,
+        digest,
+        Kind::Manifest {
+            media_type: MANIFEST_MEDIA_TYPE,
+        },
+        head,
+        headers,
+    )
+    .await
+}
