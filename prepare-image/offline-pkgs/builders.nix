@@ -1,0 +1,51 @@
+# The build helpers of nixpkgs that prepare-image.nix and this package set
+# use (`runCommand`, `writeText`, `symlinkJoin`, `writeShellScriptBin`),
+# imitated without a standard environment: every build runs the host's
+# `/bin/sh` with the host's `/usr/bin:/bin` on PATH. That needs
+# `sandbox = false`, and it is only ever used at build time: no output of
+# this set refers to a host path (binaries are copied into the store).
+{ system, lib, shellInterpreter }:
+rec {
+  # Like nixpkgs' `runCommand name env script`: `env` becomes the
+  # derivation's attributes (environment variables of the build).
+  runCommand = name: env: script:
+    derivation ({
+      inherit name system;
+      builder = "/bin/sh";
+      args = [ "-e" "-c" script ];
+      PATH = "/usr/bin:/bin";
+    } // env);
+
+  # Like nixpkgs' `writeText name text`: a store file holding `text`.
+  writeText = name: text:
+    runCommand name { inherit text; passAsFile = [ "text" ]; } ''
+      cp "$textPath" "$out"
+    '';
+
+  # Like nixpkgs' `writeShellScriptBin name text`: `$out/bin/<name>` runs
+  # `text` with a shell from the store.
+  writeShellScriptBin = name: text:
+    runCommand name { inherit text; passAsFile = [ "text" ]; } ''
+      mkdir -p "$out/bin"
+      { printf '#!%s\n' "${shellInterpreter}"; cat "$textPath"; } > "$out/bin/${name}"
+      chmod 0755 "$out/bin/${name}"
+    '';
+
+  # Like nixpkgs' `symlinkJoin { name, paths }`: one tree of real
+  # directories whose files are symlinks into `paths`; the first path that
+  # provides a file wins (as with lndir).
+  symlinkJoin = { name, paths, ... }:
+    runCommand name { paths = map (p: "${p}") paths; } ''
+      mkdir -p "$out"
+      for p in $paths; do
+        cd "$p"
+        find . -mindepth 1 -type d -exec sh -c \
+          'out=$1; shift; for d; do mkdir -p "$out/$d"; done' sh "$out" {} +
+        find . -mindepth 1 ! -type d -exec sh -c \
+          'out=$1 src=$2; shift 2; for f; do
+             f=''${f#./}
+             [ -e "$out/$f" ] || [ -L "$out/$f" ] || ln -s "$src/$f" "$out/$f"
+           done' sh "$out" "$p" {} +
+      done
+    '';
+}
