@@ -397,3 +397,21 @@ async fn gzip_file_of_a_missing_file_ends_the_stream_in_an_error() {
         Err(ArchiveError::Read { .. })
     ));
 }
+
+#[tokio::test]
+async fn deep_directory_tree_is_packed_without_overflowing_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("abc-deep");
+    let mut deep = root.clone();
+    for _ in 0..1900 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    write_file(&deep.join("leaf"), b"bottom", 0o444);
+    let (blob, _) = pack(vec![root]).await;
+    let found = members(&blob);
+    assert_eq!(found.len(), 1902);
+    let leaf = found.last().unwrap();
+    assert_eq!(leaf.name, format!("{}/leaf", deep.display()));
+    assert_eq!(leaf.content, b"bottom");
+}

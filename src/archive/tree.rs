@@ -65,7 +65,26 @@ fn normalise(path: PathBuf) -> Result<PathBuf, ArchiveError> {
     }
 }
 
-fn append_tree(builder: &mut Builder<&mut HashingSink>, path: &Path) -> Result<(), ArchiveError> {
+/// Appends `root` and, if it is a directory, everything below it. The walk
+/// keeps an explicit stack rather than recursing, so no directory depth can
+/// overflow the thread's stack.
+fn append_tree(builder: &mut Builder<&mut HashingSink>, root: &Path) -> Result<(), ArchiveError> {
+    let mut pending = vec![root.to_owned()];
+    while let Some(path) = pending.pop() {
+        if let Some(mut children) = append_entry(builder, &path)? {
+            // Reversed, so that the smallest name is popped first.
+            children.sort_by(|a, b| b.cmp(a));
+            pending.extend(children.into_iter().map(|name| path.join(name)));
+        }
+    }
+    Ok(())
+}
+
+/// Appends the member for `path`; for a directory, returns its entries.
+fn append_entry(
+    builder: &mut Builder<&mut HashingSink>,
+    path: &Path,
+) -> Result<Option<Vec<OsString>>, ArchiveError> {
     let read_error = |source| ArchiveError::Read {
         path: path.to_owned(),
         source,
@@ -73,7 +92,12 @@ fn append_tree(builder: &mut Builder<&mut HashingSink>, path: &Path) -> Result<(
     let meta = fs::symlink_metadata(path).map_err(read_error)?;
     let kind = meta.file_type();
     let mut header = header_for(&meta);
+    let mut children = None;
     let written = if kind.is_dir() {
+        let names = fs::read_dir(path)
+            .and_then(|entries| entries.map(|e| e.map(|e| e.file_name())).collect())
+            .map_err(read_error)?;
+        children = Some(names);
         header.set_entry_type(EntryType::Directory);
         header.set_size(0);
         let mut name = OsString::from(path);
@@ -93,21 +117,7 @@ fn append_tree(builder: &mut Builder<&mut HashingSink>, path: &Path) -> Result<(
         return Err(ArchiveError::UnsupportedFileType(path.to_owned()));
     };
     written.map_err(|source| write_error(builder, path, source))?;
-
-    if kind.is_dir() {
-        let mut names = fs::read_dir(path)
-            .and_then(|entries| {
-                entries
-                    .map(|e| e.map(|e| e.file_name()))
-                    .collect::<io::Result<Vec<_>>>()
-            })
-            .map_err(read_error)?;
-        names.sort();
-        for name in names {
-            append_tree(builder, &path.join(name))?;
-        }
-    }
-    Ok(())
+    Ok(children)
 }
 
 /// A header with everything but the type, size and name filled in.
