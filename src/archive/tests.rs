@@ -415,3 +415,34 @@ async fn deep_directory_tree_is_packed_without_overflowing_the_stack() {
     assert_eq!(leaf.name, format!("{}/leaf", deep.display()));
     assert_eq!(leaf.content, b"bottom");
 }
+
+#[tokio::test]
+async fn gnu_tar_reads_the_same_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("abc-hello");
+    make_store_path(&root, false);
+    let long = root.join("l".repeat(120));
+    write_file(&long, b"long", 0o444);
+    let (blob, _) = pack(vec![root]).await;
+    let layer = dir.path().join("layer.tar.gz");
+    fs::write(&layer, &blob).unwrap();
+
+    let listing = std::process::Command::new("tar")
+        .args(["--absolute-names", "-tzf"])
+        .arg(&layer)
+        .output()
+        .expect("GNU tar is installed");
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let listed: Vec<String> = String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let ours: Vec<String> = members(&blob).into_iter().map(|m| m.name).collect();
+    assert_eq!(listed, ours);
+    assert!(listed.contains(&long.display().to_string()));
+}
