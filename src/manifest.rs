@@ -1,1 +1,394 @@
-//! TODO(skeleton): owned by a helper; replaced in its branch.
+//! Image manifests and configs: the media types, the layer order and the
+//! JSON documents a registry client receives.
+//!
+//! Images are Docker Image Manifest V2 Schema 2 documents. Everything here
+//! is pure: it takes layer descriptions and returns bytes and digests, so it
+//! is tested without a server, Nix or storage. The JSON is produced from
+//! serde structs (never maps), so the same inputs always give byte-identical
+//! documents and therefore the same manifest digest.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Media type of an image manifest (Docker Image Manifest V2 Schema 2).
+pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Media type of a layer: a gzip-compressed tar.
+pub const LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Media type of an image config.
+pub const IMAGE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// The environment of every image: where the CA bundle that Nixery puts in
+/// every image lives, for programs that honour `SSL_CERT_FILE`.
+pub const DEFAULT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+
+/// One packed layer as the manifest and config need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerEntry {
+    /// Lowercase hex SHA-256 of the compressed blob.
+    pub digest: String,
+    /// Size in bytes of the compressed blob.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the uncompressed tar.
+    pub diff_id: String,
+    /// The layer's merge rating from the grouping (higher = more popular).
+    pub merge_rating: u128,
+    /// The first (sorted) store path in the layer; breaks rating ties.
+    pub first_path: String,
+}
+
+/// A blob described by its digest and size (the image config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobRef {
+    /// Lowercase hex SHA-256 of the blob.
+    pub digest: String,
+    /// Size in bytes of the blob.
+    pub size: u64,
+}
+
+/// The documents of one image, ready to be stored and served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDocuments {
+    /// The image config JSON (store it as `layers/<config.digest>`).
+    pub config: Vec<u8>,
+    /// Digest and size of [`Self::config`].
+    pub config_ref: BlobRef,
+    /// The manifest JSON (media type [`MANIFEST_V2`]).
+    pub manifest: Vec<u8>,
+    /// Lowercase hex SHA-256 of [`Self::manifest`].
+    pub manifest_digest: String,
+}
+
+/// Why image documents could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A digest or diff_id is not 64 lowercase hex characters.
+    #[error("{field} {value:?} is not a lowercase hex SHA-256")]
+    InvalidDigest {
+        /// Which field held the value (`digest`, `diff_id`).
+        field: &'static str,
+        /// The offending value.
+        value: String,
+    },
+    /// Serialising a document failed.
+    #[error("serialising an image document failed: {0}")]
+    Serialise(#[from] serde_json::Error),
+}
+
+/// Orders layers for the manifest: merge rating highest first, ties broken
+/// by first store path (then digest), and `symlink_layer` always last.
+///
+/// Popular layers then form a common prefix across images, which clients
+/// that re-download everything after the first differing layer benefit from.
+pub fn order_layers(mut layers: Vec<LayerEntry>, symlink_layer: LayerEntry) -> Vec<LayerEntry> {
+    layers.sort_by(|a, b| {
+        b.merge_rating
+            .cmp(&a.merge_rating)
+            .then_with(|| a.first_path.cmp(&b.first_path))
+            .then_with(|| a.digest.cmp(&b.digest))
+    });
+    layers.push(symlink_layer);
+    layers
+}
+
+/// Builds the config and manifest of an image whose layers are `layers`
+/// (in any order) plus `symlink_layer`, for `architecture` ("amd64" or
+/// "arm64") and with `cmd` as the default command when given.
+pub fn assemble(
+    architecture: &str,
+    cmd: Option<&[String]>,
+    layers: Vec<LayerEntry>,
+    symlink_layer: LayerEntry,
+) -> Result<ImageDocuments, ManifestError> {
+    let layers = order_layers(layers, symlink_layer);
+    let config = config_json(architecture, cmd, &layers)?;
+    let config_ref = BlobRef {
+        digest: sha256_hex(&config),
+        size: config.len() as u64,
+    };
+    let manifest = manifest_json(&config_ref, &layers)?;
+    let manifest_digest = sha256_hex(&manifest);
+    Ok(ImageDocuments {
+        config,
+        config_ref,
+        manifest,
+        manifest_digest,
+    })
+}
+
+/// The image config JSON for `layers` in the given order.
+pub fn config_json(
+    architecture: &str,
+    cmd: Option<&[String]>,
+    layers: &[LayerEntry],
+) -> Result<Vec<u8>, ManifestError> {
+    let diff_ids = layers
+        .iter()
+        .map(|layer| prefixed("diff_id", &layer.diff_id))
+        .collect::<Result<_, _>>()?;
+    let config = ImageConfig {
+        architecture,
+        os: "linux",
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids,
+        },
+        config: RuntimeConfig {
+            cmd,
+            env: [DEFAULT_ENV],
+        },
+    };
+    Ok(serde_json::to_vec(&config)?)
+}
+
+/// The manifest JSON for `config` and `layers` in the given order.
+pub fn manifest_json(config: &BlobRef, layers: &[LayerEntry]) -> Result<Vec<u8>, ManifestError> {
+    let layers = layers
+        .iter()
+        .map(|layer| Descriptor::new(LAYER_TAR_GZIP, layer.size, &layer.digest))
+        .collect::<Result<_, _>>()?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: MANIFEST_V2,
+        config: Descriptor::new(IMAGE_CONFIG, config.size, &config.digest)?,
+        layers,
+    };
+    Ok(serde_json::to_vec(&manifest)?)
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `sha256:<hex>` after checking that `hex` is a lowercase hex SHA-256.
+fn prefixed(field: &'static str, hex: &str) -> Result<String, ManifestError> {
+    let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if valid {
+        Ok(format!("sha256:{hex}"))
+    } else {
+        Err(ManifestError::InvalidDigest {
+            field,
+            value: hex.to_owned(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ImageConfig<'a> {
+    architecture: &'a str,
+    os: &'static str,
+    rootfs: RootFs,
+    config: RuntimeConfig<'a>,
+}
+
+#[derive(Serialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<String>,
+}
+
+/// The part of the config a runtime reads; its keys are PascalCase, as the
+/// OCI image spec and Docker require (upstream Nixery wrote lowercase keys,
+/// which runtimes silently ignore).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RuntimeConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd: Option<&'a [String]>,
+    env: [&'static str; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    schema_version: u32,
+    media_type: &'static str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: &'static str,
+    size: u64,
+    digest: String,
+}
+
+impl Descriptor {
+    fn new(media_type: &'static str, size: u64, hex: &str) -> Result<Self, ManifestError> {
+        Ok(Self {
+            media_type,
+            size,
+            digest: prefixed("digest", hex)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::image::{Arch, ImageConfiguration, ImageManifest, Os};
+    use serde_json::Value;
+
+    use super::*;
+
+    fn hex_of(n: u8) -> String {
+        sha256_hex(&[n])
+    }
+
+    fn layer(n: u8, merge_rating: u128, first_path: &str) -> LayerEntry {
+        LayerEntry {
+            digest: hex_of(n),
+            size: 1000 + u64::from(n),
+            diff_id: hex_of(n + 100),
+            merge_rating,
+            first_path: first_path.to_owned(),
+        }
+    }
+
+    fn symlink_layer() -> LayerEntry {
+        layer(99, u128::MAX, "/nix/store/aaa-symlinks")
+    }
+
+    fn sample() -> (Vec<LayerEntry>, LayerEntry) {
+        let layers = vec![
+            layer(1, 5, "/nix/store/ccc-git"),
+            layer(2, 900, "/nix/store/zzz-glibc"),
+            layer(3, 5, "/nix/store/bbb-curl"),
+            layer(4, 0, "/nix/store/aaa-hello"),
+        ];
+        (layers, symlink_layer())
+    }
+
+    #[test]
+    fn layers_are_ordered_by_rating_then_first_path_with_symlink_layer_last() {
+        let (layers, symlinks) = sample();
+        let ordered: Vec<u8> = order_layers(layers, symlinks)
+            .iter()
+            .map(|l| (l.size - 1000) as u8)
+            .collect();
+        assert_eq!(ordered, vec![2, 3, 1, 4, 99]);
+    }
+
+    #[test]
+    fn order_does_not_depend_on_input_order() {
+        let (mut layers, symlinks) = sample();
+        let forwards = order_layers(layers.clone(), symlinks.clone());
+        layers.reverse();
+        assert_eq!(order_layers(layers, symlinks), forwards);
+    }
+
+    #[test]
+    fn manifest_parses_strictly_with_ordered_layer_descriptors() {
+        let (layers, symlinks) = sample();
+        let docs = assemble("amd64", None, layers, symlinks).unwrap();
+        let manifest = ImageManifest::from_reader(&docs.manifest[..]).unwrap();
+        assert_eq!(manifest.schema_version(), 2);
+        assert_eq!(
+            manifest.media_type().as_ref().unwrap().to_string(),
+            MANIFEST_V2
+        );
+        let config = manifest.config();
+        assert_eq!(config.media_type().to_string(), IMAGE_CONFIG);
+        assert_eq!(
+            config.digest().to_string(),
+            format!("sha256:{}", sha256_hex(&docs.config))
+        );
+        assert_eq!(config.size(), docs.config.len() as u64);
+        assert_eq!(docs.config_ref.digest, sha256_hex(&docs.config));
+        let described: Vec<_> = manifest
+            .layers()
+            .iter()
+            .map(|d| (d.media_type().to_string(), d.size(), d.digest().to_string()))
+            .collect();
+        let expected: Vec<_> = [2u8, 3, 1, 4, 99]
+            .iter()
+            .map(|&n| {
+                (
+                    LAYER_TAR_GZIP.to_owned(),
+                    1000 + u64::from(n),
+                    format!("sha256:{}", hex_of(n)),
+                )
+            })
+            .collect();
+        assert_eq!(described, expected);
+        assert_eq!(docs.manifest_digest, sha256_hex(&docs.manifest));
+    }
+
+    #[test]
+    fn config_parses_strictly_with_diff_ids_in_layer_order() {
+        let (layers, symlinks) = sample();
+        let docs = assemble("arm64", None, layers, symlinks).unwrap();
+        let config = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
+        assert_eq!(config.architecture(), &Arch::ARM64);
+        assert_eq!(config.os(), &Os::Linux);
+        assert_eq!(config.rootfs().typ(), "layers");
+        let expected: Vec<_> = [2u8, 3, 1, 4, 99]
+            .iter()
+            .map(|&n| format!("sha256:{}", hex_of(n + 100)))
+            .collect();
+        assert_eq!(config.rootfs().diff_ids(), &expected);
+        let runtime = config.config().as_ref().unwrap();
+        assert_eq!(
+            runtime.env().as_deref(),
+            Some(&[DEFAULT_ENV.to_owned()][..])
+        );
+        assert_eq!(runtime.cmd(), &None);
+    }
+
+    #[test]
+    fn config_keys_are_pascal_case_and_cmd_is_kept_when_given() {
+        let (layers, symlinks) = sample();
+        let cmd = vec!["/bin/hello".to_owned(), "--greeting=hi".to_owned()];
+        let docs = assemble("amd64", Some(&cmd), layers, symlinks).unwrap();
+        let parsed = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
+        assert_eq!(parsed.architecture(), &Arch::Amd64);
+        assert_eq!(parsed.config().as_ref().unwrap().cmd().as_ref(), Some(&cmd));
+
+        let raw: Value = serde_json::from_slice(&docs.config).unwrap();
+        let keys: Vec<_> = raw["config"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, vec!["Cmd", "Env"]);
+    }
+
+    #[test]
+    fn same_inputs_give_byte_identical_documents() {
+        let (layers, symlinks) = sample();
+        let first = assemble("amd64", None, layers.clone(), symlinks.clone()).unwrap();
+        let mut shuffled = layers;
+        shuffled.rotate_left(2);
+        let second = assemble("amd64", None, shuffled, symlinks).unwrap();
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn malformed_digest_is_an_error_not_a_broken_manifest() {
+        let (mut layers, symlinks) = sample();
+        layers[0].digest = "sha256:abc".to_owned();
+        let error = assemble("amd64", None, layers, symlinks).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ManifestError::InvalidDigest {
+                    field: "digest",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        let (mut layers, symlinks) = sample();
+        layers[1].diff_id = hex_of(1).to_uppercase();
+        let error = assemble("amd64", None, layers, symlinks).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ManifestError::InvalidDigest {
+                    field: "diff_id",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+}
