@@ -262,3 +262,21 @@ fn chain(error: &dyn Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narinfo_for_another_path_is_malformed() {
+        let asked = StorePath::parse("0c7c96gikmzv87i7lv3vq5s1cmfjd6zf-hello").unwrap();
+        let body = "StorePath: /nix/store/1c7c96gikmzv87i7lv3vq5s1cmfjd6zf-evil\n\
+                    URL: nar/x\nNarHash: sha256:x\nNarSize: 1\nReferences: \n";
+        assert!(matches!(
+            check(&asked, body.as_bytes()),
+            Err(Malformed::OtherPath(path)) if path.name() == "evil"
+        ));
+        let own = body.replace("1c7c96", "0c7c96");
+        assert!(check(&asked, own.as_bytes()).is_ok());
+    }
+}
