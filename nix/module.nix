@@ -1,0 +1,273 @@
+# NixOS module for nixery-rs: `services.nixery`.
+#
+# Every setting of the server is an option here, mapped to the environment
+# variable the server reads (see docs/deployment.md for the table). The
+# service runs as a dedicated system user under systemd's sandboxing and
+# builds through the host's nix-daemon (NIX_REMOTE=daemon), so it needs no
+# privileges of its own.
+#
+# `nix/tests/eval-module.nix` evaluates this file against a small stub of
+# nixpkgs' `lib` in CI: use only the `lib` functions that stub provides (or
+# add them there, with the same meaning as in nixpkgs).
+{ config, lib, pkgs, ... }:
+
+let
+  inherit (lib) literalExpression mkEnableOption mkIf mkOption optional optionalAttrs types;
+
+  cfg = config.services.nixery;
+
+  # The directory systemd creates and hands to the service user. Storage
+  # under /var/lib gets a StateDirectory; anywhere else it is created by
+  # tmpfiles and opened up with ReadWritePaths.
+  underVarLib = lib.hasPrefix "/var/lib/" cfg.storagePath;
+  stateDirectory = lib.removePrefix "/var/lib/" cfg.storagePath;
+
+  # Nix keeps its own caches (fetched channels and git repositories) under
+  # $XDG_CACHE_HOME; they must not land in the image storage.
+  cacheDirectory = "/var/cache/nixery";
+
+  # Name of the GCS key as handed over by systemd's LoadCredential.
+  gcsCredentialName = "gcs-credentials";
+
+  sourceVariable = {
+    builtin = { };
+    channel = { NIXERY_CHANNEL = cfg.packageSource.value; };
+    pkgsRepo = { NIXERY_PKGS_REPO = cfg.packageSource.value; };
+    pkgsPath = { NIXERY_PKGS_PATH = cfg.packageSource.value; };
+  }.${cfg.packageSource.kind};
+
+  # The server's configuration, one variable per setting.
+  environment = {
+    PORT = toString cfg.port;
+    NIXERY_HOST = cfg.host;
+    NIXERY_STORAGE_BACKEND = cfg.storageBackend;
+    STORAGE_PATH = cfg.storagePath;
+    NIX_TIMEOUT = toString cfg.nixTimeout;
+    RUST_LOG = cfg.logFilter;
+    NIX_REMOTE = "daemon";
+    HOME = cacheDirectory;
+    XDG_CACHE_HOME = cacheDirectory;
+  }
+  // sourceVariable
+  // optionalAttrs (cfg.gcsBucket != null) { GCS_BUCKET = cfg.gcsBucket; }
+  // optionalAttrs (cfg.gcsCredentialsFile != null) {
+    # %d is systemd's credentials directory, readable only by the service.
+    GOOGLE_APPLICATION_CREDENTIALS = "%d/${gcsCredentialName}";
+  }
+  // optionalAttrs (cfg.storageEmulatorHost != null) { STORAGE_EMULATOR_HOST = cfg.storageEmulatorHost; }
+  // optionalAttrs (cfg.popularityUrl != null) { NIX_POPULARITY_URL = cfg.popularityUrl; }
+  // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
+  // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
+  // optionalAttrs (cfg.buildConcurrency != null) { NIXERY_BUILD_CONCURRENCY = toString cfg.buildConcurrency; };
+
+  privilegedPort = cfg.port != 0 && cfg.port < 1024;
+in
+{
+  options.services.nixery = {
+    enable = mkEnableOption "Nixery, a container registry that builds images on demand with Nix";
+
+    package = mkOption {
+      type = types.package;
+      default = (import ../default.nix { inherit pkgs; }).nixery;
+      defaultText = literalExpression "(import ./default.nix { inherit pkgs; }).nixery";
+      description = "The nixery package to run (its wrapper presets the prepare-image program).";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8080;
+      description = "TCP port the registry listens on (PORT).";
+    };
+
+    host = mkOption {
+      type = types.str;
+      default = "0.0.0.0";
+      description = "Address the registry binds to (NIXERY_HOST).";
+    };
+
+    packageSource = {
+      kind = mkOption {
+        type = types.enum [ "builtin" "channel" "pkgsRepo" "pkgsPath" ];
+        default = "builtin";
+        description = ''
+          Where package sets come from: `builtin` (the offline package set
+          embedded in the binary), `channel` (NIXERY_CHANNEL, a nixpkgs
+          channel name), `pkgsRepo` (NIXERY_PKGS_REPO, a git repository
+          URL) or `pkgsPath` (NIXERY_PKGS_PATH, a local nixpkgs checkout).
+        '';
+      };
+      value = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "nixos-unstable";
+        description = "The channel name, repository URL or path for `kind`; null for `builtin`.";
+      };
+    };
+
+    storageBackend = mkOption {
+      type = types.enum [ "filesystem" "gcs" ];
+      default = "filesystem";
+      description = "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
+    };
+
+    storagePath = mkOption {
+      type = types.str;
+      default = "/var/lib/nixery";
+      description = ''
+        Directory for layers, manifests and build caches (STORAGE_PATH).
+        Created for the service user; paths outside /var/lib are created by
+        systemd-tmpfiles.
+      '';
+    };
+
+    gcsBucket = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Google Cloud Storage bucket, required by the `gcs` backend (GCS_BUCKET).";
+    };
+
+    gcsCredentialsFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/nixery-gcs.json";
+      description = ''
+        Service account key for GCS (GOOGLE_APPLICATION_CREDENTIALS). Given
+        as a string so the secret never enters the Nix store; systemd hands
+        a copy to the service through LoadCredential. Null uses the
+        metadata server or other ambient credentials.
+      '';
+    };
+
+    storageEmulatorHost = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "http://127.0.0.1:4443";
+      description = "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST).";
+    };
+
+    nixTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds one Nix build may take before it is aborted (NIX_TIMEOUT).";
+    };
+
+    popularityUrl = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        URL of the popularity map used for layering (NIX_POPULARITY_URL),
+        e.g. one produced by `nixery popcount`. Null uses the default.
+      '';
+    };
+
+    prepareImage = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Path of the prepare-image program (NIXERY_PREPARE_IMAGE). Null uses
+        the one the package was built with.
+      '';
+    };
+
+    packConcurrency = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "Layers packed in parallel (NIXERY_PACK_CONCURRENCY); null means one per CPU core.";
+    };
+
+    buildConcurrency = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
+    };
+
+    logFilter = mkOption {
+      type = types.str;
+      default = "info";
+      example = "info,nixery=debug";
+      description = "tracing log filter (RUST_LOG).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open `port` in the firewall.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = (cfg.packageSource.kind == "builtin") == (cfg.packageSource.value == null);
+        message = "services.nixery.packageSource.value must be set for kind `${cfg.packageSource.kind}`, and only then.";
+      }
+      {
+        assertion = cfg.storageBackend != "gcs" || cfg.gcsBucket != null;
+        message = "services.nixery.gcsBucket is required by the `gcs` storage backend.";
+      }
+      {
+        assertion = lib.hasPrefix "/" cfg.storagePath && cfg.storagePath != "/";
+        message = "services.nixery.storagePath must be an absolute path below /.";
+      }
+    ];
+
+    users.users.nixery = {
+      isSystemUser = true;
+      group = "nixery";
+      description = "Nixery registry";
+    };
+    users.groups.nixery = { };
+
+    systemd.tmpfiles.rules = optional (!underVarLib) "d '${cfg.storagePath}' 0750 nixery nixery - -";
+
+    systemd.services.nixery = {
+      description = "Nixery container registry";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" "nix-daemon.socket" ];
+      requires = [ "nix-daemon.socket" ];
+      # nix-build for the image builds, git for pkgsRepo sources.
+      path = [ config.nix.package pkgs.git ];
+      inherit environment;
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/nixery serve";
+        Restart = "on-failure";
+        User = "nixery";
+        Group = "nixery";
+        CacheDirectory = "nixery";
+        CacheDirectoryMode = "0700";
+        UMask = "0027";
+        LoadCredential = optional (cfg.gcsCredentialsFile != null) "${gcsCredentialName}:${cfg.gcsCredentialsFile}";
+        CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
+        AmbientCapabilities = optional privilegedPort "CAP_NET_BIND_SERVICE";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        # AF_UNIX reaches the nix-daemon socket.
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+        SystemCallArchitectures = "native";
+      }
+      // (if underVarLib then {
+        StateDirectory = stateDirectory;
+        StateDirectoryMode = "0750";
+      } else {
+        ReadWritePaths = [ cfg.storagePath ];
+      });
+    };
+
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port ];
+  };
+}

@@ -1,0 +1,367 @@
+//! The NixOS module (`nix/module.nix`) declares a typed option for every
+//! server setting and maps each to the variable the server reads, running
+//! a hardened service. Evaluated with `nix-instantiate` against the stub
+//! `lib` of `nix/tests/stub-lib.nix`, since nixpkgs is not available here:
+//! a typo, a wrong type or a missing mapping fails these tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+/// Every setting of the server (CONTEXT.md's list) and the option for it.
+const SETTINGS: &[(&str, &str)] = &[
+    ("PORT", "port"),
+    ("NIXERY_HOST", "host"),
+    ("NIXERY_CHANNEL", "packageSource.value"),
+    ("NIXERY_PKGS_REPO", "packageSource.value"),
+    ("NIXERY_PKGS_PATH", "packageSource.value"),
+    ("NIXERY_STORAGE_BACKEND", "storageBackend"),
+    ("STORAGE_PATH", "storagePath"),
+    ("GCS_BUCKET", "gcsBucket"),
+    ("GOOGLE_APPLICATION_CREDENTIALS", "gcsCredentialsFile"),
+    ("STORAGE_EMULATOR_HOST", "storageEmulatorHost"),
+    ("NIX_TIMEOUT", "nixTimeout"),
+    ("NIX_POPULARITY_URL", "popularityUrl"),
+    ("NIXERY_PREPARE_IMAGE", "prepareImage"),
+    ("NIXERY_PACK_CONCURRENCY", "packConcurrency"),
+    ("NIXERY_BUILD_CONCURRENCY", "buildConcurrency"),
+    ("RUST_LOG", "logFilter"),
+];
+
+/// Evaluates the module with `settings`; Err carries nix's message.
+fn eval(settings: Value) -> Result<Value, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(root.join("nix/tests/eval-module.nix"))
+        .args(["--argstr", "settings", &settings.to_string()])
+        .output()
+        .expect("nix-instantiate must be installed (Debian: nix-bin)");
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("eval-module.nix prints JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn eval_ok(settings: Value) -> Value {
+    eval(settings).unwrap_or_else(|error| panic!("module evaluation failed: {error}"))
+}
+
+fn environment(evaluated: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(
+        evaluated["config"]["systemd"]["services"]["nixery"]["environment"].clone(),
+    )
+    .expect("environment is a map of strings")
+}
+
+fn service_config(evaluated: &Value) -> &Value {
+    &evaluated["config"]["systemd"]["services"]["nixery"]["serviceConfig"]
+}
+
+/// A configuration setting every option away from its default.
+fn full_settings() -> Value {
+    json!({
+        "enable": true,
+        "port": 5000,
+        "host": "127.0.0.1",
+        "packageSource.kind": "channel",
+        "packageSource.value": "nixos-24.05",
+        "storageBackend": "gcs",
+        "storagePath": "/srv/nixery",
+        "gcsBucket": "layers",
+        "gcsCredentialsFile": "/run/secrets/gcs.json",
+        "storageEmulatorHost": "http://127.0.0.1:4443",
+        "nixTimeout": 120,
+        "popularityUrl": "https://example.org/popularity.json",
+        "prepareImage": "/opt/nixery-prepare-image",
+        "packConcurrency": 4,
+        "buildConcurrency": 2,
+        "logFilter": "info,nixery=debug",
+        "openFirewall": true
+    })
+}
+
+#[test]
+fn every_setting_has_a_typed_option() {
+    let options = &eval_ok(json!({}))["options"];
+    let expected_types = [
+        ("enable", "boolean"),
+        ("package", "package"),
+        ("port", "16 bit unsigned integer"),
+        ("host", "string"),
+        (
+            "packageSource.kind",
+            r#"one of "builtin", "channel", "pkgsRepo", "pkgsPath""#,
+        ),
+        ("packageSource.value", "null or string"),
+        ("storageBackend", r#"one of "filesystem", "gcs""#),
+        ("storagePath", "string"),
+        ("gcsBucket", "null or string"),
+        ("gcsCredentialsFile", "null or string"),
+        ("storageEmulatorHost", "null or string"),
+        ("nixTimeout", "positive integer"),
+        ("popularityUrl", "null or string"),
+        ("prepareImage", "null or string"),
+        ("packConcurrency", "null or positive integer"),
+        ("buildConcurrency", "null or positive integer"),
+        ("logFilter", "string"),
+        ("openFirewall", "boolean"),
+    ];
+    let declared: BTreeSet<&str> = options
+        .as_object()
+        .expect("options object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = expected_types.iter().map(|(name, _)| *name).collect();
+    assert_eq!(declared, expected);
+    for (name, ty) in expected_types {
+        assert_eq!(options[name]["type"], ty, "type of {name}");
+    }
+    for (variable, option) in SETTINGS {
+        assert!(
+            declared.contains(option),
+            "{variable} has no option {option}"
+        );
+    }
+    assert_eq!(options["port"]["default"], 8080);
+    assert_eq!(options["nixTimeout"]["default"], 60);
+    assert_eq!(options["storagePath"]["default"], "/var/lib/nixery");
+    assert_eq!(options["logFilter"]["default"], "info");
+}
+
+#[test]
+fn default_configuration_maps_to_the_server_defaults() {
+    let env = environment(&eval_ok(json!({ "enable": true })));
+    let expected: BTreeMap<String, String> = [
+        ("PORT", "8080"),
+        ("NIXERY_HOST", "0.0.0.0"),
+        ("NIXERY_STORAGE_BACKEND", "filesystem"),
+        ("STORAGE_PATH", "/var/lib/nixery"),
+        ("NIX_TIMEOUT", "60"),
+        ("RUST_LOG", "info"),
+        ("NIX_REMOTE", "daemon"),
+        ("HOME", "/var/cache/nixery"),
+        ("XDG_CACHE_HOME", "/var/cache/nixery"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(env, expected);
+}
+
+#[test]
+fn full_configuration_sets_every_setting_variable() {
+    let evaluated = eval_ok(full_settings());
+    assert_eq!(evaluated["failedAssertions"], json!([]));
+    let env = environment(&evaluated);
+    let expected: BTreeMap<String, String> = [
+        ("PORT", "5000"),
+        ("NIXERY_HOST", "127.0.0.1"),
+        ("NIXERY_CHANNEL", "nixos-24.05"),
+        ("NIXERY_STORAGE_BACKEND", "gcs"),
+        ("STORAGE_PATH", "/srv/nixery"),
+        ("GCS_BUCKET", "layers"),
+        // The key reaches the service through LoadCredential.
+        ("GOOGLE_APPLICATION_CREDENTIALS", "%d/gcs-credentials"),
+        ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443"),
+        ("NIX_TIMEOUT", "120"),
+        ("NIX_POPULARITY_URL", "https://example.org/popularity.json"),
+        ("NIXERY_PREPARE_IMAGE", "/opt/nixery-prepare-image"),
+        ("NIXERY_PACK_CONCURRENCY", "4"),
+        ("NIXERY_BUILD_CONCURRENCY", "2"),
+        ("RUST_LOG", "info,nixery=debug"),
+        ("NIX_REMOTE", "daemon"),
+        ("HOME", "/var/cache/nixery"),
+        ("XDG_CACHE_HOME", "/var/cache/nixery"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(env, expected);
+    assert_eq!(
+        service_config(&evaluated)["LoadCredential"],
+        json!(["gcs-credentials:/run/secrets/gcs.json"])
+    );
+    assert_eq!(
+        evaluated["config"]["networking"]["firewall"]["allowedTCPPorts"],
+        json!([5000])
+    );
+}
+
+#[test]
+fn each_package_source_kind_sets_only_its_variable() {
+    let sources = ["NIXERY_CHANNEL", "NIXERY_PKGS_REPO", "NIXERY_PKGS_PATH"];
+    for (kind, variable) in [
+        ("channel", "NIXERY_CHANNEL"),
+        ("pkgsRepo", "NIXERY_PKGS_REPO"),
+        ("pkgsPath", "NIXERY_PKGS_PATH"),
+    ] {
+        let env = environment(&eval_ok(json!({
+            "enable": true,
+            "packageSource.kind": kind,
+            "packageSource.value": "SOURCE",
+        })));
+        for other in sources {
+            let expected = (other == variable).then_some("SOURCE");
+            assert_eq!(env.get(other).map(String::as_str), expected, "kind {kind}");
+        }
+    }
+    let builtin = environment(&eval_ok(json!({ "enable": true })));
+    assert!(sources.iter().all(|v| !builtin.contains_key(*v)));
+}
+
+#[test]
+fn every_setting_reaches_the_environment_of_some_configuration() {
+    let mut seen = BTreeSet::new();
+    for kind in ["pkgsRepo", "pkgsPath"] {
+        let mut settings = full_settings();
+        settings["packageSource.kind"] = json!(kind);
+        seen.extend(environment(&eval_ok(settings)).into_keys());
+    }
+    seen.extend(environment(&eval_ok(full_settings())).into_keys());
+    for (variable, option) in SETTINGS {
+        assert!(seen.contains(*variable), "{option} never sets {variable}");
+    }
+    // Settings the server's own config.rs reads (clap `env = "..."`) must
+    // be reachable from the module too.
+    let config_rs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
+            .expect("src/config.rs");
+    for variable in config_rs
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+    {
+        assert!(
+            seen.contains(variable),
+            "config.rs reads {variable}; the module never sets it"
+        );
+    }
+}
+
+#[test]
+fn service_is_hardened_and_builds_through_the_daemon() {
+    let evaluated = eval_ok(json!({ "enable": true }));
+    let service = &evaluated["config"]["systemd"]["services"]["nixery"];
+    let config = service_config(&evaluated);
+    for (key, value) in [
+        ("User", json!("nixery")),
+        ("StateDirectory", json!("nixery")),
+        ("CacheDirectory", json!("nixery")),
+        ("ProtectSystem", json!("strict")),
+        ("ProtectHome", json!(true)),
+        ("PrivateTmp", json!(true)),
+        ("PrivateDevices", json!(true)),
+        ("NoNewPrivileges", json!(true)),
+        ("RestrictSUIDSGID", json!(true)),
+        ("CapabilityBoundingSet", json!([""])),
+        (
+            "ExecStart",
+            json!("/nix/store/00000000000000000000000000000000-nixery/bin/nixery serve"),
+        ),
+    ] {
+        assert_eq!(config[key], value, "serviceConfig.{key}");
+    }
+    assert_eq!(environment(&evaluated)["NIX_REMOTE"], "daemon");
+    let path = service["path"].as_array().expect("path list");
+    assert!(path.contains(&json!("/nix/store/00000000000000000000000000000000-nix")));
+    assert!(
+        service["requires"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("nix-daemon.socket"))
+    );
+    assert_eq!(
+        evaluated["config"]["users"]["users"]["nixery"]["isSystemUser"],
+        true
+    );
+    // Not opened unless asked.
+    assert!(
+        evaluated["config"]["networking"]["firewall"]
+            .get("allowedTCPPorts")
+            .is_none()
+    );
+}
+
+#[test]
+fn storage_outside_var_lib_is_created_and_made_writable() {
+    let evaluated = eval_ok(json!({ "enable": true, "storagePath": "/srv/nixery" }));
+    let config = service_config(&evaluated);
+    assert_eq!(config["ReadWritePaths"], json!(["/srv/nixery"]));
+    assert!(config.get("StateDirectory").is_none());
+    assert_eq!(
+        evaluated["config"]["systemd"]["tmpfiles"]["rules"],
+        json!(["d '/srv/nixery' 0750 nixery nixery - -"])
+    );
+}
+
+#[test]
+fn privileged_port_gets_only_the_bind_capability() {
+    let evaluated = eval_ok(json!({ "enable": true, "port": 80 }));
+    let config = service_config(&evaluated);
+    assert_eq!(
+        config["CapabilityBoundingSet"],
+        json!(["CAP_NET_BIND_SERVICE"])
+    );
+    assert_eq!(
+        config["AmbientCapabilities"],
+        json!(["CAP_NET_BIND_SERVICE"])
+    );
+}
+
+#[test]
+fn inconsistent_settings_fail_assertions() {
+    for (settings, message) in [
+        (json!({ "storageBackend": "gcs" }), "gcsBucket is required"),
+        (
+            json!({ "packageSource.kind": "channel" }),
+            "packageSource.value must be set",
+        ),
+        (
+            json!({ "packageSource.value": "nixos-24.05" }),
+            "packageSource.value must be set",
+        ),
+        (
+            json!({ "storagePath": "relative/dir" }),
+            "must be an absolute path",
+        ),
+    ] {
+        let mut settings = settings;
+        settings["enable"] = json!(true);
+        let failed = eval_ok(settings.clone())["failedAssertions"].to_string();
+        assert!(failed.contains(message), "{settings}: {failed}");
+    }
+}
+
+#[test]
+fn mistyped_or_unknown_option_fails_evaluation() {
+    for (settings, message) in [
+        (json!({ "port": "8080" }), "services.nixery.port"),
+        (json!({ "port": 70000 }), "services.nixery.port"),
+        (json!({ "nixTimeout": 0 }), "services.nixery.nixTimeout"),
+        (
+            json!({ "storageBackend": "s3" }),
+            "services.nixery.storageBackend",
+        ),
+        (
+            json!({ "packConcurrency": -1 }),
+            "services.nixery.packConcurrency",
+        ),
+        (
+            json!({ "prot": 80 }),
+            "unknown options: services.nixery.prot",
+        ),
+    ] {
+        let error = eval(settings.clone()).expect_err(&settings.to_string());
+        assert!(error.contains(message), "{settings}: {error}");
+    }
+}
+
+#[test]
+fn disabled_module_configures_nothing() {
+    assert_eq!(eval_ok(json!({}))["config"], json!({}));
+}
