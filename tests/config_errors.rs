@@ -100,3 +100,26 @@ fn unusable_storage_path_is_reported_as_an_error_event() {
         "{event}"
     );
 }
+
+#[test]
+fn help_keeps_the_command_description() {
+    let out = TestServer::builder().arg("--help").run_to_exit();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("A container registry that builds images on demand with Nix"),
+        "{stdout}"
+    );
+    for var in [
+        "PORT",
+        "NIXERY_CHANNEL",
+        "STORAGE_PATH",
+        "NIX_TIMEOUT",
+        "NIXERY_PACK_CONCURRENCY",
+    ] {
+        assert!(
+            stdout.contains(&format!("[env: {var}=")),
+            "{var} missing from --help"
+        );
+    }
+}
