@@ -21,10 +21,15 @@ pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
 /// Default `NIX_TIMEOUT`, in seconds.
 pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
 
-/// Settings of `nixery serve` as given on the command line or in the
-/// environment (see [`ServeSettings`] for each one).
-///
-/// The settings are boxed so that the `serve` subcommand variant stays small.
+// Clap turns a doc comment on a flattened `Args` struct into the `about`
+// text of the command it is flattened into, replacing `nixery --help`'s own.
+// The struct docs are therefore only attached when rustdoc runs.
+#[cfg_attr(
+    doc,
+    doc = "Settings of `nixery serve` as given on the command line or in the \
+           environment (see [`ServeSettings`] for each one). The settings are \
+           boxed so that the `serve` subcommand variant stays small."
+)]
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServeArgs {
     /// The settings, unvalidated.
@@ -47,10 +52,12 @@ impl ServeArgs {
     }
 }
 
-/// Settings of `nixery serve`, each a flag that may also come from the
-/// upstream Nixery environment variable named in its `env`.
-///
-/// Values are kept as given; [`ServeSettings::into_config`] validates them.
+#[cfg_attr(
+    doc,
+    doc = "Settings of `nixery serve`, each a flag that may also come from the \
+           upstream Nixery environment variable named in its `env`. Values are \
+           kept as given; [`ServeSettings::into_config`] validates them."
+)]
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServeSettings {
     /// TCP port to listen on; 0 picks a free port.

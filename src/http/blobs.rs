@@ -130,6 +130,58 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{ByteStream, Persisted};
+    use async_trait::async_trait;
+
+    /// A backend that, like GCS, answers every request with a redirect.
+    struct Redirecting;
+
+    #[async_trait]
+    impl Storage for Redirecting {
+        fn name(&self) -> &'static str {
+            "redirecting"
+        }
+        async fn persist(
+            &self,
+            key: &StorageKey,
+            _: &str,
+            _: ByteStream,
+        ) -> Result<Persisted, StorageError> {
+            Err(StorageError::NotFound(key.clone()))
+        }
+        async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
+            Err(StorageError::NotFound(key.clone()))
+        }
+        async fn move_object(&self, from: &StorageKey, _: &StorageKey) -> Result<(), StorageError> {
+            Err(StorageError::NotFound(from.clone()))
+        }
+        async fn serve(&self, key: &StorageKey, _: &ServeRequest) -> Result<Served, StorageError> {
+            Ok(Served::Redirect {
+                location: format!("https://storage.example/{key}?sig=1"),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_become_303_see_other_with_location() {
+        let hex = "ab".repeat(32);
+        let digest = Digest::parse(&format!("sha256:{hex}")).unwrap();
+        for kind in [
+            Kind::Blob,
+            Kind::Manifest {
+                media_type: "application/x",
+            },
+        ] {
+            let r = serve(&Redirecting, &digest, kind, false, &HeaderMap::new())
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            assert_eq!(
+                r.headers()[header::LOCATION],
+                format!("https://storage.example/layers/{hex}?sig=1")
+            );
+        }
+    }
 
     fn range(s: &str) -> Option<ByteRange> {
         parse_range(&HeaderValue::from_str(s).unwrap())

@@ -1,0 +1,426 @@
+//! Test harness shared by the end-to-end tests: runs the real `nixery`
+//! binary on a free 127.0.0.1 port with a temporary `STORAGE_PATH`.
+//!
+//! ```ignore
+//! mod common;
+//! let server = common::TestServer::builder().env("NIX_TIMEOUT", "5").start();
+//! let storage = server.storage();            // same STORAGE_PATH as the server
+//! let digest = common::put_blob(&storage, b"hello", "text/plain").await;
+//! let r = reqwest::get(server.url(&format!("/v2/x/blobs/{digest}"))).await?;
+//! assert!(server.logs().iter().any(|l| l.contains("\"response\"")));
+//! server.stop();                             // SIGTERM, waits for exit
+//! ```
+//!
+//! The server inherits the test's environment except every nixery setting
+//! (so a developer's `NIXERY_CHANNEL` cannot leak in); `PORT=0`,
+//! `NIXERY_HOST=127.0.0.1` and `STORAGE_PATH` are set, then whatever
+//! [`TestServerBuilder::env`] adds. `start` reads stdout until the
+//! `listening` event and takes the address from its `addr` field; every
+//! stdout line (JSON logs) and stderr line is kept. The process is killed by
+//! PID when the [`TestServer`] is dropped.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use nixery::storage::{Storage, StorageKey, filesystem::FilesystemStorage};
+use sha2::{Digest as _, Sha256};
+
+/// Every environment variable the server reads; removed from the inherited
+/// environment before the test's own values are applied.
+pub const SETTINGS: &[&str] = &[
+    "PORT",
+    "NIXERY_HOST",
+    "NIXERY_CHANNEL",
+    "NIXERY_PKGS_REPO",
+    "NIXERY_PKGS_PATH",
+    "NIXERY_STORAGE_BACKEND",
+    "STORAGE_PATH",
+    "GCS_BUCKET",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST",
+    "NIX_TIMEOUT",
+    "NIX_POPULARITY_URL",
+    "NIXERY_PREPARE_IMAGE",
+    "NIXERY_PACK_CONCURRENCY",
+    "NIXERY_BUILD_CONCURRENCY",
+    "RUST_LOG",
+];
+
+/// How long `start` waits for the `listening` event.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Configures and starts a [`TestServer`].
+#[derive(Default)]
+pub struct TestServerBuilder {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    storage_path: Option<PathBuf>,
+}
+
+impl TestServerBuilder {
+    /// Set an environment variable for the server.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Add a command-line argument (e.g. `serve`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Use this `STORAGE_PATH` (kept after the server stops) instead of a
+    /// fresh temporary directory.
+    pub fn storage_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.storage_path = Some(path.into());
+        self
+    }
+
+    fn command(&self, storage_path: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
+        for key in SETTINGS {
+            cmd.env_remove(key);
+        }
+        cmd.env("PORT", "0")
+            .env("NIXERY_HOST", "127.0.0.1")
+            .env("STORAGE_PATH", storage_path)
+            .env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.args(&self.args).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run the binary and wait (at most [`START_TIMEOUT`]) for it to exit
+    /// by itself, e.g. on a configuration error.
+    pub fn run_to_exit(self) -> Output {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = self
+            .storage_path
+            .clone()
+            .unwrap_or_else(|| dir.path().to_path_buf());
+        let mut child = self
+            .command(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nixery");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if child.try_wait().expect("wait for nixery").is_some() {
+                return child.wait_with_output().expect("collect nixery output");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect nixery output");
+                panic!(
+                    "nixery did not exit; stdout: {} stderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start the server and wait for its `listening` event.
+    pub fn start(self) -> TestServer {
+        let temp_dir = match self.storage_path {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().expect("temporary directory")),
+        };
+        let storage_path = self
+            .storage_path
+            .clone()
+            .or_else(|| temp_dir.as_ref().map(|d| d.path().to_path_buf()))
+            .expect("a storage path");
+        let mut child = self
+            .command(&storage_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nixery");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<SocketAddr>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout_logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                stdout_logs.lock().unwrap().push(line);
+            }
+        });
+        let err = child.stderr.take().expect("piped stderr");
+        let err_lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                err_lines.lock().unwrap().push(line);
+            }
+        });
+        let mut server = TestServer {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage_path,
+            _temp_dir: temp_dir,
+            logs,
+            stderr,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => panic!(
+                "nixery did not log `listening`; stdout: {:?} stderr: {:?}",
+                server.logs(),
+                server.stderr()
+            ),
+        }
+        server
+    }
+}
+
+/// The address in a `listening` log event, if `line` is one.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    if event["message"] != "listening" {
+        return None;
+    }
+    event["addr"].as_str()?.parse().ok()
+}
+
+/// A running `nixery` process.
+pub struct TestServer {
+    child: Option<Child>,
+    addr: SocketAddr,
+    storage_path: PathBuf,
+    _temp_dir: Option<tempfile::TempDir>,
+    logs: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// A builder with the default environment.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    /// Start with the default environment.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The server's `STORAGE_PATH`.
+    pub fn storage_path(&self) -> &Path {
+        &self.storage_path
+    }
+
+    /// A filesystem storage on the server's `STORAGE_PATH`.
+    pub fn storage(&self) -> FilesystemStorage {
+        FilesystemStorage::new(&self.storage_path).expect("open storage")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Every stdout line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Every stdout line so far that parses as JSON.
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait (at most `timeout`) for a log event matching `pred`.
+    pub fn wait_for_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.log_events().into_iter().find(|e| pred(e)) {
+                return Some(e);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+            // SAFETY: kill(2) on our own child's pid has no memory effects.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// Wait (at most 30 s) for the process to exit by itself.
+    pub fn wait(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("server already reaped");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for nixery") {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "nixery did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Store `bytes` as a blob the way the builder does (staging, then moved
+/// to `layers/<sha256>`) and return its digest `sha256:<hex>`.
+pub async fn put_blob(storage: &FilesystemStorage, bytes: &[u8], content_type: &str) -> String {
+    let hex = sha256_hex(bytes);
+    let staging = StorageKey::staging(&format!("upload-{hex}")).expect("staging key");
+    let chunks: Vec<std::io::Result<Bytes>> = bytes
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let persisted = storage
+        .persist(
+            &staging,
+            content_type,
+            Box::pin(futures::stream::iter(chunks)),
+        )
+        .await
+        .expect("persist blob");
+    assert_eq!(persisted.sha256, hex);
+    storage
+        .move_object(&staging, &StorageKey::layer(&hex).expect("layer key"))
+        .await
+        .expect("move blob");
+    format!("sha256:{hex}")
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Everything after the header block.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// First header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as registry error JSON: `(code, message)` of the first error.
+    pub fn registry_error(&self) -> Option<(String, String)> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let e = &v["errors"][0];
+        Some((
+            e["code"].as_str()?.to_owned(),
+            e["message"].as_str()?.to_owned(),
+        ))
+    }
+}
+
+/// Send `method target` as raw bytes (no client-side normalisation of `..`
+/// or percent escapes) and read the whole response (`Connection: close`).
+pub fn raw_request(addr: SocketAddr, method: &str, target: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set timeout");
+    let mut request = Vec::new();
+    request.extend_from_slice(method.as_bytes());
+    request.push(b' ');
+    request.extend_from_slice(target);
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(&request).expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    parse_raw(&raw)
+}
+
+fn parse_raw(raw: &[u8]) -> RawResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header block in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}

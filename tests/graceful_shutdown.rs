@@ -1,0 +1,81 @@
+//! On SIGTERM the server stops accepting connections at once, finishes the
+//! downloads in flight, and exits successfully.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use common::{TestServer, put_blob, sha256_hex};
+
+/// Large enough that it cannot sit in the socket buffers: the server is
+/// still sending when the signal arrives.
+const BLOB_LEN: usize = 64 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_download_completes_after_sigterm() {
+    let mut server = TestServer::start();
+    let bytes: Vec<u8> = (0..BLOB_LEN).map(|i| (i % 251) as u8).collect();
+    let digest = put_blob(&server.storage(), &bytes, "application/octet-stream").await;
+    let addr = server.addr();
+
+    // Start the download and read only the headers.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v2/x/blobs/{digest} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let header_end = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed before the headers");
+        received.extend_from_slice(&buf[..n]);
+        if let Some(pos) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+
+    server.signal(libc::SIGTERM);
+    server
+        .wait_for_event(Duration::from_secs(10), |e| e["message"] == "shutting down")
+        .expect("no `shutting down` event");
+    // New connections are refused while the download is still going.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server
+            .log_events()
+            .iter()
+            .all(|e| e["message"] != "stopped")
+    );
+
+    // The download in flight completes intact.
+    stream.read_to_end(&mut received).unwrap();
+    let body = &received[header_end..];
+    assert_eq!(body.len(), BLOB_LEN);
+    assert_eq!(format!("sha256:{}", sha256_hex(body)), digest);
+
+    let status = server.wait();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        server
+            .log_events()
+            .iter()
+            .any(|e| e["message"] == "stopped")
+    );
+}
