@@ -15,6 +15,6 @@
   nixBuild ? "${pkgs.nix}/bin/nix-build",
 }:
 pkgs.writeShellScriptBin "nixery-prepare-image" ''
-  exec ${nixBuild} --no-out-link --show-trace "$@" \
+  exec ${nixBuild} --no-out-link "$@" \
     ${./prepare-image.nix} --argstr loadPkgs ${./load-pkgs.nix}
 ''

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "nixery", version, about = "A container registry that builds images on demand with Nix")]
+#[command(
+    name = "nixery",
+    version,
+    about = "A container registry that builds images on demand with Nix"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

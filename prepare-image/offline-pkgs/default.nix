@@ -18,7 +18,7 @@
 # build (the busybox is an x86_64 binary).
 #
 # Test fixtures: `failing` is a build that fails, `sleepy` a build that
-# sleeps 1000 seconds, `throws` an attribute whose evaluation throws.
+# sleeps 1000 seconds (`sleepy-long`: 1001), `throws` an attribute whose evaluation throws.
 # `hello` prints the line in ./hello-greeting.txt ("Hello, world!").
 { system ? builtins.currentSystem, ... }:
 let
@@ -102,6 +102,12 @@ let
     done
   '';
 
+  # A build that sleeps `seconds` (a test fixture).
+  sleeper = name: seconds: runCommand name { } ''
+    sleep ${toString seconds}
+    mkdir -p "$out"
+  '';
+
   bashInteractive = package "bash-interactive-5.2p32" ''
     mkdir -p "$out/share/bash"
     program "$out/bin/bash" 'exec ${glibc}/bin/busybox ash "$@"'
@@ -180,10 +186,9 @@ rec {
     exit 1
   '';
 
-  sleepy = runCommand "sleepy-1.0" { } ''
-    sleep 1000
-    mkdir -p "$out"
-  '';
+  sleepy = sleeper "sleepy-1.0" 1000;
+  # A second one, so that two tests never wait for the same build.
+  sleepy-long = sleeper "sleepy-long-1.0" 1001;
 
   throws = throw "throws: this attribute of the offline package set throws on purpose";
 }

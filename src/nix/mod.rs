@@ -1,0 +1,546 @@
+//! The Nix step: turning an [`Image`] into realised store paths, their
+//! runtime graph and the symlink layer, by running `prepare-image`
+//! (`prepare-image/prepare-image.nix`, see NIXERY.md section 3).
+//!
+//! By default the Nix files embedded in the binary are written to a private
+//! directory and `nix-build` (from PATH) runs them; `NIXERY_PREPARE_IMAGE`
+//! names a wrapper program to run instead (`prepare-image/default.nix`
+//! builds one). Either way the process gets the same arguments
+//! (`--timeout`, `--argstr packages|srcType|srcArgs|system`), runs in its
+//! own process group, has its stderr logged line by line and is stopped
+//! with everything it started when the deadline passes or the caller stops
+//! waiting.
+
+mod embedded;
+mod process;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::build_errors::BuildErrors;
+use crate::image::Image;
+use crate::source::PackageSource;
+use process::{ProcessGroup, Tail};
+
+/// Lines of Nix's stderr kept for error reports.
+pub const STDERR_TAIL_LINES: usize = 30;
+
+/// Most bytes of stdout read (it holds only store paths).
+const MAX_STDOUT_BYTES: u64 = 64 * 1024;
+
+/// Exit status of nix-build when a build hit `--timeout`.
+const NIX_TIMEOUT_EXIT_CODE: i32 = 101;
+
+/// How the Nix step runs.
+#[derive(Clone, Debug)]
+pub struct NixSettings {
+    /// Where packages come from.
+    pub source: PackageSource,
+    /// `NIX_TIMEOUT`: given to Nix as `--timeout` and enforced as the
+    /// deadline of the whole Nix process group.
+    pub timeout: Duration,
+    /// `NIXERY_PREPARE_IMAGE`: a wrapper program to run instead of
+    /// `nix-build` with the embedded files.
+    pub prepare_image: Option<PathBuf>,
+}
+
+/// The symlink layer built by Nix: an uncompressed tarball.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SymlinkLayer {
+    /// Size of the tarball in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the tarball.
+    #[serde(rename = "tarHash")]
+    pub tar_hash: String,
+    /// The tarball's store path.
+    pub path: PathBuf,
+}
+
+/// What the Nix step produced for an image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrepareResult {
+    /// The `runtimeGraph` JSON as Nix wrote it: `exportReferencesGraph.graph`
+    /// (top-level store paths) and `graph` (one entry per closure path with
+    /// `path`, `closureSize`, `references`, ...). Validated to have both;
+    /// deserialise it into `crate::layers::RuntimeGraph`.
+    pub runtime_graph: serde_json::Value,
+    /// The symlink layer.
+    pub symlink_layer: SymlinkLayer,
+}
+
+/// Why the Nix step failed. `Display` is safe to show to clients: it holds
+/// no paths or Nix output (those are logged and kept in [`BuildErrors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    /// Some requested packages are not in the package set.
+    #[error("packages not found: {}", .0.join(", "))]
+    PackagesNotFound(Vec<String>),
+    /// Evaluation or a build failed.
+    #[error("the Nix build of image {image} failed")]
+    BuildFailed {
+        /// The image (`name:tag`).
+        image: String,
+        /// The last lines of Nix's stderr.
+        stderr_tail: String,
+    },
+    /// The build did not finish in time.
+    #[error("the Nix build of image {image} did not finish within {} seconds", .timeout.as_secs())]
+    TimedOut {
+        /// The image (`name:tag`).
+        image: String,
+        /// The time limit.
+        timeout: Duration,
+        /// The last lines of Nix's stderr.
+        stderr_tail: String,
+    },
+    /// The Nix program could not be started.
+    #[error("the Nix build could not be started")]
+    Spawn(#[source] std::io::Error),
+    /// Nix succeeded but its result could not be read.
+    #[error("the Nix build produced an unreadable result")]
+    BadResult(String),
+    /// The private directory for the Nix files could not be prepared, or
+    /// the configured package directory is unusable.
+    #[error("the Nix step could not be set up: {0}")]
+    Setup(String),
+}
+
+/// Runs the Nix step; one per server. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct NixRunner {
+    program: PathBuf,
+    leading_args: Vec<OsString>,
+    source: PackageSource,
+    timeout: Duration,
+    build_errors: Arc<BuildErrors>,
+    builds_started: AtomicU64,
+    // Keeps the written Nix files alive as long as the runner.
+    _files: tempfile::TempDir,
+}
+
+impl NixRunner {
+    /// Prepare the Nix step: write the embedded Nix files to a private
+    /// directory (the offline package set is used from there when the source
+    /// is [`PackageSource::Builtin`]) and choose the program to run.
+    /// Failures of builds are recorded in `build_errors`.
+    pub fn new(
+        settings: NixSettings,
+        build_errors: Arc<BuildErrors>,
+    ) -> Result<NixRunner, NixError> {
+        let files = tempfile::Builder::new()
+            .prefix("nixery-nix-")
+            .tempdir()
+            .map_err(|e| NixError::Setup(format!("creating a directory for the Nix files: {e}")))?;
+        embedded::write_all(files.path())
+            .map_err(|e| NixError::Setup(format!("writing the Nix files: {e}")))?;
+
+        let source = match settings.source {
+            PackageSource::Path(path) => PackageSource::Path(path.canonicalize().map_err(|e| {
+                NixError::Setup(format!("package set directory {}: {e}", path.display()))
+            })?),
+            other => other.with_builtin_dir(&files.path().join(embedded::OFFLINE_PKGS)),
+        };
+
+        let (program, leading_args) = match settings.prepare_image {
+            Some(wrapper) => (wrapper, Vec::new()),
+            None => (
+                PathBuf::from("nix-build"),
+                vec![
+                    "--no-out-link".into(),
+                    files.path().join(embedded::PREPARE_IMAGE).into(),
+                    "--argstr".into(),
+                    "loadPkgs".into(),
+                    files.path().join(embedded::LOAD_PKGS).into(),
+                ],
+            ),
+        };
+
+        Ok(NixRunner {
+            program,
+            leading_args,
+            source,
+            timeout: settings.timeout,
+            build_errors,
+            builds_started: AtomicU64::new(0),
+            _files: files,
+        })
+    }
+
+    /// The package source in use (`Builtin` resolved to its directory).
+    pub fn source(&self) -> &PackageSource {
+        &self.source
+    }
+
+    /// The manifest cache key of `image`, if its source is pinned.
+    pub fn cache_key(&self, image: &Image) -> Option<String> {
+        self.source.cache_key(&image.packages, &image.tag)
+    }
+
+    /// How many Nix processes this runner has started.
+    pub fn builds_started(&self) -> u64 {
+        self.builds_started.load(Ordering::Relaxed)
+    }
+
+    /// The full argument vector for `image` (after the program name).
+    fn args(&self, image: &Image) -> Vec<OsString> {
+        let packages = serde_json::Value::from(image.packages.clone()).to_string();
+        let mut args = self.leading_args.clone();
+        let timeout_secs = self.timeout.as_secs().max(1).to_string();
+        for arg in ["--timeout", timeout_secs.as_str()] {
+            args.push(arg.into());
+        }
+        for (name, value) in [
+            ("packages", packages),
+            ("srcType", self.source.src_type().to_string()),
+            ("srcArgs", self.source.src_args(&image.tag)),
+            ("system", image.arch.nix_system().to_string()),
+        ] {
+            args.push("--argstr".into());
+            args.push(name.into());
+            args.push(value.into());
+        }
+        args
+    }
+
+    /// Run the Nix step for `image`. Stops the Nix process group (and so its
+    /// builds) when the timeout passes or when the returned future is
+    /// dropped.
+    pub async fn prepare_image(&self, image: &Image) -> Result<PrepareResult, NixError> {
+        let label = format!("{}:{}", image.name, image.tag);
+        let result = self.run(image, &label).await;
+        if let Err(error) = &result {
+            match error {
+                NixError::PackagesNotFound(missing) => {
+                    tracing::info!(image = %label, missing = ?missing, "packages not found");
+                }
+                NixError::BuildFailed { stderr_tail, .. }
+                | NixError::TimedOut { stderr_tail, .. } => {
+                    tracing::error!(image = %label, error = %error, "nix build failed");
+                    self.build_errors
+                        .record(&label, &format!("{error}\n{stderr_tail}"));
+                }
+                other => {
+                    let detail = error_chain(other);
+                    tracing::error!(image = %label, error = %detail, "nix build failed");
+                    self.build_errors.record(&label, &detail);
+                }
+            }
+        }
+        result
+    }
+
+    async fn run(&self, image: &Image, label: &str) -> Result<PrepareResult, NixError> {
+        self.builds_started.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(image = %label, system = image.arch.nix_system(), "nix build started");
+
+        let mut command = Command::new(&self.program);
+        command
+            .args(self.args(image))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(NixError::Spawn)?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let mut group = ProcessGroup::new(child);
+
+        let tail = Arc::new(Mutex::new(Tail::new(STDERR_TAIL_LINES)));
+        let stderr_task = stderr.map(|stderr| {
+            let tail = tail.clone();
+            let label = label.to_string();
+            tokio::spawn(async move {
+                let result = process::for_each_line(BufReader::new(stderr), |line| {
+                    tracing::info!(image = %label, line = %line, "nix output");
+                    lock(&tail).push(line);
+                })
+                .await;
+                if let Err(error) = result {
+                    tracing::warn!(image = %label, error = %error, "reading nix output failed");
+                }
+            })
+        });
+
+        let work = async {
+            let read_stdout = async {
+                let mut out = Vec::new();
+                if let Some(stdout) = stdout {
+                    stdout.take(MAX_STDOUT_BYTES).read_to_end(&mut out).await?;
+                }
+                Ok::<_, std::io::Error>(out)
+            };
+            let (status, out) = tokio::join!(group.wait(), read_stdout);
+            Ok::<_, std::io::Error>((status?, out?))
+        };
+        let outcome = tokio::time::timeout(self.timeout, work).await;
+
+        let timed_out = outcome.is_err();
+        if timed_out {
+            group.terminate().await;
+        }
+        if let Some(task) = stderr_task {
+            // The pipe closes when the group is gone; don't wait forever on a
+            // stray process that inherited it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        let stderr_tail = lock(&tail).joined();
+
+        let (status, stdout) = match outcome {
+            Err(_) => {
+                return Err(NixError::TimedOut {
+                    image: label.to_string(),
+                    timeout: self.timeout,
+                    stderr_tail,
+                });
+            }
+            Ok(Err(io)) => return Err(NixError::BadResult(format!("waiting for nix-build: {io}"))),
+            Ok(Ok(done)) => done,
+        };
+
+        if !status.success() {
+            let nix_timed_out = status.code() == Some(NIX_TIMEOUT_EXIT_CODE)
+                || lock(&tail).contains("timed out after");
+            return Err(if nix_timed_out {
+                NixError::TimedOut {
+                    image: label.to_string(),
+                    timeout: self.timeout,
+                    stderr_tail,
+                }
+            } else {
+                NixError::BuildFailed {
+                    image: label.to_string(),
+                    stderr_tail,
+                }
+            });
+        }
+
+        let result_path = last_line(&stdout)
+            .ok_or_else(|| NixError::BadResult("no result path on stdout".into()))?;
+        let bytes = tokio::fs::read(&result_path)
+            .await
+            .map_err(|e| NixError::BadResult(format!("reading {}: {e}", result_path.display())))?;
+        let result = parse_result(&bytes)?;
+        tracing::info!(image = %label, result = %result_path.display(), "nix build finished");
+        Ok(result)
+    }
+}
+
+/// Lock `mutex`, ignoring poisoning (the tail stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The error and its sources, for logs.
+fn error_chain(error: &NixError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    if let NixError::BadResult(detail) = error {
+        text = format!("{text}: {detail}");
+    }
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// The last non-empty line of `stdout`, as a path.
+fn last_line(stdout: &[u8]) -> Option<PathBuf> {
+    let text = String::from_utf8_lossy(stdout);
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The JSON that prepare-image.nix writes.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawResult {
+    NotFound {
+        error: String,
+        pkgs: Vec<String>,
+    },
+    Built {
+        #[serde(rename = "runtimeGraph")]
+        runtime_graph: serde_json::Value,
+        #[serde(rename = "symlinkLayer")]
+        symlink_layer: SymlinkLayer,
+    },
+}
+
+/// Parse and check the result file of prepare-image.nix.
+fn parse_result(bytes: &[u8]) -> Result<PrepareResult, NixError> {
+    let raw: RawResult = serde_json::from_slice(bytes)
+        .map_err(|e| NixError::BadResult(format!("result is not the expected JSON: {e}")))?;
+    match raw {
+        RawResult::NotFound { error, pkgs } if error == "not_found" => {
+            Err(NixError::PackagesNotFound(pkgs))
+        }
+        RawResult::NotFound { error, .. } => {
+            Err(NixError::BadResult(format!("unknown error kind {error:?}")))
+        }
+        RawResult::Built {
+            runtime_graph,
+            symlink_layer,
+        } => {
+            let has_top_level = runtime_graph
+                .pointer("/exportReferencesGraph/graph")
+                .is_some_and(serde_json::Value::is_array);
+            let has_graph = runtime_graph
+                .get("graph")
+                .is_some_and(serde_json::Value::is_array);
+            if !has_top_level || !has_graph {
+                return Err(NixError::BadResult(
+                    "runtime graph lacks exportReferencesGraph.graph or graph".into(),
+                ));
+            }
+            let hash_ok = symlink_layer.tar_hash.len() == 64
+                && symlink_layer
+                    .tar_hash
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if !hash_ok || !symlink_layer.path.is_absolute() {
+                return Err(NixError::BadResult("malformed symlink layer".into()));
+            }
+            Ok(PrepareResult {
+                runtime_graph,
+                symlink_layer,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "a07d9188738b39352af845703290564df550048d790e8824e2a0241eed3286db";
+
+    #[test]
+    fn not_found_result_names_the_packages() {
+        let err = parse_result(br#"{"error":"not_found","pkgs":["nope","x\"y"]}"#).unwrap_err();
+        match err {
+            NixError::PackagesNotFound(pkgs) => assert_eq!(pkgs, ["nope", "x\"y"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn built_result_is_parsed() {
+        let json = format!(
+            r#"{{"runtimeGraph":{{"exportReferencesGraph":{{"graph":["/nix/store/a-x"]}},"graph":[{{"path":"/nix/store/a-x","closureSize":1,"references":[]}}]}},
+               "symlinkLayer":{{"size":10240,"tarHash":"{HASH}","path":"/nix/store/b-layer/layer.tar"}}}}"#
+        );
+        let result = parse_result(json.as_bytes()).unwrap();
+        assert_eq!(result.symlink_layer.size, 10240);
+        assert_eq!(result.symlink_layer.tar_hash, HASH);
+        assert_eq!(result.runtime_graph["graph"][0]["closureSize"], 1);
+    }
+
+    #[test]
+    fn malformed_results_are_bad_results() {
+        for json in [
+            "not json".to_string(),
+            r#"{"error":"other","pkgs":[]}"#.to_string(),
+            format!(r#"{{"runtimeGraph":{{"graph":[]}},"symlinkLayer":{{"size":1,"tarHash":"{HASH}","path":"/x"}}}}"#),
+            r#"{"runtimeGraph":{"exportReferencesGraph":{"graph":[]},"graph":[]},"symlinkLayer":{"size":1,"tarHash":"zz","path":"/x"}}"#.to_string(),
+            format!(r#"{{"runtimeGraph":{{"exportReferencesGraph":{{"graph":[]}},"graph":[]}},"symlinkLayer":{{"size":1,"tarHash":"{HASH}","path":"x"}}}}"#),
+        ] {
+            assert!(matches!(parse_result(json.as_bytes()), Err(NixError::BadResult(_))), "{json}");
+        }
+    }
+
+    #[test]
+    fn result_path_is_the_last_non_empty_line() {
+        assert_eq!(
+            last_line(b"/nix/store/a\n/nix/store/b\n\n"),
+            Some(PathBuf::from("/nix/store/b"))
+        );
+        assert_eq!(last_line(b"\n"), None);
+    }
+
+    #[test]
+    fn error_messages_hold_no_nix_output() {
+        let err = NixError::BuildFailed {
+            image: "hello:latest".into(),
+            stderr_tail: "/nix/store/secret-path".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "the Nix build of image hello:latest failed"
+        );
+        let err = NixError::TimedOut {
+            image: "sleepy:latest".into(),
+            timeout: Duration::from_secs(3),
+            stderr_tail: "/nix/store/x".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "the Nix build of image sleepy:latest did not finish within 3 seconds"
+        );
+        assert_eq!(
+            NixError::PackagesNotFound(vec!["a".into(), "b".into()]).to_string(),
+            "packages not found: a, b"
+        );
+    }
+
+    #[test]
+    fn arguments_carry_packages_as_json_and_the_source() {
+        let runner = NixRunner::new(
+            NixSettings {
+                source: PackageSource::Git("file:///srv/pkgs".into()),
+                timeout: Duration::from_secs(7),
+                prepare_image: Some(PathBuf::from("/bin/wrapper")),
+            },
+            Arc::new(BuildErrors::new()),
+        )
+        .unwrap();
+        let image = Image {
+            name: "x".into(),
+            tag: "main".into(),
+            packages: vec!["a\"b".into(), "${c}".into()],
+            arch: crate::image::Arch::Arm64,
+        };
+        let mut args: Vec<String> = runner
+            .args(&image)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let src_args: serde_json::Value = serde_json::from_str(&args[10]).unwrap();
+        assert_eq!(
+            src_args,
+            serde_json::json!({"url": "file:///srv/pkgs", "ref": "main"})
+        );
+        args[10] = "<srcArgs>".into();
+        assert_eq!(
+            args,
+            [
+                "--timeout",
+                "7",
+                "--argstr",
+                "packages",
+                r#"["a\"b","${c}"]"#,
+                "--argstr",
+                "srcType",
+                "git",
+                "--argstr",
+                "srcArgs",
+                "<srcArgs>",
+                "--argstr",
+                "system",
+                "aarch64-linux"
+            ]
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Package names are data, never code: whatever they contain, they reach
+//! Nix as JSON strings and come back as not-found (an evaluated name would
+//! abort the evaluation and show up as a build failure instead).
+
+mod nix_support;
+
+use nix_support::*;
+use nixery::image::{Arch, Image};
+use nixery::nix::NixError;
+
+const HOSTILE: &[&str] = &[
+    "\"",
+    "hello\"; builtins.abort \"evaluated\"; \"",
+    "${builtins.abort \"evaluated\"}",
+    "''${builtins.abort \"evaluated\"}''",
+    "builtins.abort",
+    "abort",
+    "hello;rm -rf /",
+    "../../etc/passwd",
+    "..",
+    "hello world",
+    "héllo-wörld",
+    "日本語",
+    "lib.toLower",
+    "hello.name",
+    "haskellPackages",
+    "with",
+    "\\",
+    "",
+    "__functor",
+];
+
+fn image_of(packages: &[&str]) -> Image {
+    let mut packages: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+    packages.sort();
+    packages.dedup();
+    Image {
+        name: "hostile".into(),
+        tag: "latest".into(),
+        packages,
+        arch: Arch::Amd64,
+    }
+}
+
+#[tokio::test]
+async fn hostile_names_are_not_found_and_never_evaluated() {
+    let (runner, errors) = offline_runner();
+    let mut requested: Vec<&str> = HOSTILE.to_vec();
+    requested.push("hello");
+    let err = runner
+        .prepare_image(&image_of(&requested))
+        .await
+        .unwrap_err();
+    match err {
+        NixError::PackagesNotFound(mut missing) => {
+            missing.sort();
+            let mut expected: Vec<String> = HOSTILE.iter().map(|s| s.to_string()).collect();
+            expected.sort();
+            assert_eq!(missing, expected);
+        }
+        other => panic!("expected PackagesNotFound, got {other:?}"),
+    }
+    assert!(errors.recent().is_empty());
+}
+
+#[tokio::test]
+async fn each_hostile_name_alone_is_not_found() {
+    let (runner, _) = offline_runner();
+    for name in [
+        "${builtins.abort \"evaluated\"}",
+        "héllo-wörld",
+        "../../etc/passwd",
+    ] {
+        let err = runner.prepare_image(&image_of(&[name])).await.unwrap_err();
+        assert!(
+            matches!(err, NixError::PackagesNotFound(ref m) if m == &[name]),
+            "{name}: {err:?}"
+        );
+    }
+}

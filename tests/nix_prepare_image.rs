@@ -1,0 +1,380 @@
+//! The Nix step against the offline package set, with the real nix-build:
+//! runtime graphs, the symlink layer and the package lookup rules.
+
+mod nix_support;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix_support::*;
+use nixery::build_errors::BuildErrors;
+use nixery::image::Image;
+use nixery::nix::{NixError, NixRunner, NixSettings};
+use nixery::source::PackageSource;
+use sha2::{Digest, Sha256};
+
+#[tokio::test]
+async fn hello_runtime_graph_references_the_libc() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name("hello", "latest"))
+        .await
+        .unwrap();
+
+    let top = top_level(&result);
+    let names: Vec<&str> = top.iter().map(|p| package_name(p)).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let hello = find_path(&top, "hello-");
+    find_path(&top, "nss-cacert-");
+    find_path(&top, "iana-etc-");
+
+    let entry = graph_entry(&result, hello);
+    let references: Vec<&str> = entry["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let glibc = references
+        .iter()
+        .find(|r| package_name(r).starts_with("glibc-"))
+        .unwrap_or_else(|| panic!("hello does not reference glibc: {references:?}"));
+    let glibc_entry = graph_entry(&result, glibc);
+    assert!(entry["closureSize"].as_u64().unwrap() > glibc_entry["closureSize"].as_u64().unwrap());
+    assert_eq!(run_hello(&result), "Hello, world!");
+}
+
+#[tokio::test]
+async fn symlink_layer_holds_the_forest_tmp_and_env() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name("git/hello", "latest"))
+        .await
+        .unwrap();
+    let layer = &result.symlink_layer;
+
+    let bytes = std::fs::read(&layer.path).unwrap();
+    assert_eq!(bytes.len() as u64, layer.size);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), layer.tar_hash);
+
+    let top = top_level(&result);
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut members = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let header = entry.header();
+        assert_eq!(header.uid().unwrap(), 0);
+        assert_eq!(header.gid().unwrap(), 0);
+        assert_eq!(header.mtime().unwrap(), 1);
+        let target = entry
+            .link_name()
+            .unwrap()
+            .map(|t| t.to_string_lossy().into_owned());
+        let mode = header.mode().unwrap();
+        let mut rest = Vec::new();
+        entry.read_to_end(&mut rest).unwrap();
+        members.push((path, target, mode));
+    }
+    let names: Vec<&str> = members.iter().map(|(p, _, _)| p.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "members are sorted");
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("./") && !n.starts_with('/')),
+        "{names:?}"
+    );
+
+    let target_of = |name: &str| {
+        members
+            .iter()
+            .find(|(p, _, _)| p.trim_end_matches('/') == name)
+            .unwrap_or_else(|| panic!("{name} not in {names:?}"))
+            .1
+            .clone()
+    };
+    assert_eq!(
+        target_of("bin/hello").unwrap(),
+        format!("{}/bin/hello", find_path(&top, "hello-"))
+    );
+    assert_eq!(
+        target_of("bin/git").unwrap(),
+        format!("{}/bin/git", find_path(&top, "git-"))
+    );
+    assert!(
+        target_of("etc/ssl/certs/ca-bundle.crt")
+            .unwrap()
+            .ends_with("/etc/ssl/certs/ca-bundle.crt")
+    );
+    assert!(target_of("usr/bin/env").unwrap().ends_with("/bin/env"));
+    let tmp = members
+        .iter()
+        .find(|(p, _, _)| p.trim_end_matches('/') == "tmp")
+        .unwrap();
+    assert_eq!(tmp.1, None);
+    assert_eq!(tmp.2 & 0o7777, 0o1777);
+}
+
+#[tokio::test]
+async fn env_in_the_symlink_layer_belongs_to_coreutils_of_the_package_set() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name("hello", "latest"))
+        .await
+        .unwrap();
+    let bytes = std::fs::read(&result.symlink_layer.path).unwrap();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let env_target = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap() == Path::new("usr/bin/env"))
+        .and_then(|e| e.link_name().unwrap().map(|t| t.into_owned()))
+        .expect("usr/bin/env is a symlink");
+    let env_target = env_target.to_string_lossy().into_owned();
+    assert!(
+        package_name(env_target.trim_end_matches("/bin/env")).starts_with("coreutils-"),
+        "{env_target}"
+    );
+    let output = std::process::Command::new(&env_target)
+        .arg("true")
+        .status()
+        .unwrap();
+    assert!(output.success());
+}
+
+#[tokio::test]
+async fn shell_resolves_to_its_four_packages() {
+    let (runner, _) = offline_runner();
+    let image = Image::from_name("shell", "latest");
+    let result = runner.prepare_image(&image).await.unwrap();
+    let mut names: Vec<String> = top_level(&result)
+        .iter()
+        .map(|p| package_name(p).split('-').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["bash", "coreutils", "iana", "moreutils", "nano", "nss"]
+    );
+    let bash = find_path(&top_level(&result), "bash-interactive-").to_string();
+    let output = std::process::Command::new(format!("{bash}/bin/bash"))
+        .args(["-c", "echo from-bash"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "from-bash");
+    assert_eq!(image.cmd(), Some(vec!["bash".to_string()]));
+}
+
+#[tokio::test]
+async fn lowercase_name_finds_the_camel_case_attribute() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name(
+            "haskellpackages.stylish-haskell",
+            "latest",
+        ))
+        .await
+        .unwrap();
+    find_path(&top_level(&result), "stylish-haskell-");
+}
+
+#[tokio::test]
+async fn name_starting_with_a_digit_finds_the_underscore_attribute() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name("1password", "latest"))
+        .await
+        .unwrap();
+    find_path(&top_level(&result), "1password-cli-");
+}
+
+#[tokio::test]
+async fn shared_dependencies_appear_once_in_the_graph() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name("git/curl/htop", "latest"))
+        .await
+        .unwrap();
+    let graph = result.runtime_graph["graph"].as_array().unwrap();
+    let paths: Vec<&str> = graph.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    let count = |prefix: &str| {
+        paths
+            .iter()
+            .filter(|p| package_name(p).starts_with(prefix))
+            .count()
+    };
+    assert_eq!(count("glibc-"), 1);
+    assert_eq!(count("zlib-"), 1);
+    assert_eq!(count("openssl-"), 1);
+    let top = top_level(&result);
+    let git = graph_entry(&result, find_path(&top, "git-"));
+    let curl = find_path(&top, "curl-");
+    assert!(
+        git["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == curl)
+    );
+}
+
+#[tokio::test]
+async fn big_package_closure_exceeds_100_mb() {
+    let (runner, _) = offline_runner();
+    let result = runner
+        .prepare_image(&Image::from_name("bigpkg", "latest"))
+        .await
+        .unwrap();
+    let big = find_path(&top_level(&result), "bigpkg-").to_string();
+    assert!(graph_entry(&result, &big)["closureSize"].as_u64().unwrap() > 100_000_000);
+}
+
+#[tokio::test]
+async fn missing_package_is_reported_by_name() {
+    let (runner, errors) = offline_runner();
+    let err = runner
+        .prepare_image(&Image::from_name(
+            "hello/doesnotexist/also-missing",
+            "latest",
+        ))
+        .await
+        .unwrap_err();
+    match err {
+        NixError::PackagesNotFound(missing) => {
+            assert_eq!(missing, ["also-missing", "doesnotexist"])
+        }
+        other => panic!("expected PackagesNotFound, got {other:?}"),
+    }
+    assert!(errors.recent().is_empty(), "not-found is not a build error");
+}
+
+#[tokio::test]
+async fn every_prepare_starts_one_nix_build() {
+    let (runner, _) = offline_runner();
+    assert_eq!(runner.builds_started(), 0);
+    runner
+        .prepare_image(&Image::from_name("hello", "latest"))
+        .await
+        .unwrap();
+    runner
+        .prepare_image(&Image::from_name("nope", "latest"))
+        .await
+        .unwrap_err();
+    assert_eq!(runner.builds_started(), 2);
+}
+
+#[tokio::test]
+async fn arm64_images_are_evaluated_for_aarch64() {
+    let (runner, errors) = offline_runner();
+    let err = runner
+        .prepare_image(&Image::from_name("arm64/nope", "latest"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NixError::PackagesNotFound(ref m) if m == &["nope"]),
+        "{err:?}"
+    );
+
+    // The offline set's binaries are x86-64: the aarch64 build is refused.
+    let err = runner
+        .prepare_image(&Image::from_name("arm64/hello", "latest"))
+        .await
+        .unwrap_err();
+    match err {
+        NixError::BuildFailed { stderr_tail, .. } => {
+            assert!(stderr_tail.contains("aarch64-linux"), "{stderr_tail}")
+        }
+        other => panic!("expected BuildFailed, got {other:?}"),
+    }
+    assert_eq!(errors.recent()[0].image, "arm64/hello:latest");
+}
+
+#[tokio::test]
+async fn package_path_source_is_used() {
+    let (runner, _) = runner(
+        PackageSource::Path(offline_pkgs_source_dir()),
+        Duration::from_secs(300),
+    );
+    let result = runner
+        .prepare_image(&Image::from_name("hello", "latest"))
+        .await
+        .unwrap();
+    assert_eq!(run_hello(&result), "Hello, world!");
+    assert_eq!(runner.cache_key(&Image::from_name("hello", "latest")), None);
+}
+
+#[tokio::test]
+async fn missing_package_path_is_a_setup_error() {
+    let err = NixRunner::new(
+        NixSettings {
+            source: PackageSource::Path("/nonexistent/nixery-pkgs".into()),
+            timeout: Duration::from_secs(10),
+            prepare_image: None,
+        },
+        Arc::new(BuildErrors::new()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, NixError::Setup(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn wrapper_program_runs_the_nix_step() {
+    // Build the nixery-prepare-image wrapper from prepare-image/default.nix
+    // with the offline set standing in for nixpkgs.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image");
+    let output = std::process::Command::new("nix-build")
+        .arg("--no-out-link")
+        .arg(root.join("default.nix"))
+        .args(["--arg", "pkgs"])
+        .arg(format!(
+            "import {} {{}}",
+            root.join("offline-pkgs").display()
+        ))
+        .args(["--argstr", "nixBuild", "nix-build"])
+        .output()
+        .expect("run nix-build");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let wrapper = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let program = Path::new(&wrapper).join("bin/nixery-prepare-image");
+
+    let runner = NixRunner::new(
+        NixSettings {
+            source: PackageSource::Builtin,
+            timeout: Duration::from_secs(300),
+            prepare_image: Some(program),
+        },
+        Arc::new(BuildErrors::new()),
+    )
+    .unwrap();
+    let result = runner
+        .prepare_image(&Image::from_name("hello", "latest"))
+        .await
+        .unwrap();
+    assert_eq!(run_hello(&result), "Hello, world!");
+    let err = runner
+        .prepare_image(&Image::from_name("nope", "latest"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NixError::PackagesNotFound(_)), "{err:?}");
+}
+
+#[test]
+fn wrapper_expression_parses() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/default.nix");
+    let status = std::process::Command::new("nix-instantiate")
+        .arg("--parse")
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run nix-instantiate");
+    assert!(status.success());
+}

@@ -1,0 +1,142 @@
+//! Shared helpers of the `nix_*` integration tests: runners over the
+//! offline package set and readers of the runtime graph. They run the real
+//! `nix-build`; without it the tests fail.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nixery::build_errors::BuildErrors;
+use nixery::nix::{NixRunner, NixSettings, PrepareResult};
+use nixery::source::PackageSource;
+
+/// A runner over `source` with `timeout`, and the ring it records into.
+pub fn runner(source: PackageSource, timeout: Duration) -> (NixRunner, Arc<BuildErrors>) {
+    let errors = Arc::new(BuildErrors::new());
+    let runner = NixRunner::new(
+        NixSettings {
+            source,
+            timeout,
+            prepare_image: None,
+        },
+        errors.clone(),
+    )
+    .expect("set up the Nix runner");
+    (runner, errors)
+}
+
+/// A runner over the embedded offline package set.
+pub fn offline_runner() -> (NixRunner, Arc<BuildErrors>) {
+    runner(PackageSource::Builtin, Duration::from_secs(300))
+}
+
+/// The offline package set in the source tree.
+pub fn offline_pkgs_source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
+}
+
+/// The top-level store paths of a result.
+pub fn top_level(result: &PrepareResult) -> Vec<String> {
+    result.runtime_graph["exportReferencesGraph"]["graph"]
+        .as_array()
+        .expect("exportReferencesGraph.graph is an array")
+        .iter()
+        .map(|p| p.as_str().expect("store path").to_string())
+        .collect()
+}
+
+/// The package name of a store path (`/nix/store/<hash>-hello-2.12.1` ->
+/// `hello-2.12.1`).
+pub fn package_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+/// The store path among `paths` whose package name starts with `prefix`.
+pub fn find_path<'a>(paths: &'a [String], prefix: &str) -> &'a str {
+    paths
+        .iter()
+        .find(|p| package_name(p).starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {paths:?}"))
+}
+
+/// The `graph` entry of `path`.
+pub fn graph_entry<'a>(result: &'a PrepareResult, path: &str) -> &'a serde_json::Value {
+    result.runtime_graph["graph"]
+        .as_array()
+        .expect("graph is an array")
+        .iter()
+        .find(|e| e["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not in graph"))
+}
+
+/// What `<store path>/bin/hello` prints.
+pub fn run_hello(result: &PrepareResult) -> String {
+    let top = top_level(result);
+    let hello = find_path(&top, "hello-");
+    let output = std::process::Command::new(format!("{hello}/bin/hello"))
+        .output()
+        .expect("run hello");
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim_end()
+        .to_string()
+}
+
+/// Command lines of all running processes (arguments joined by spaces).
+pub fn process_command_lines() -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit());
+        if !is_pid {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let line: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if !line.is_empty() {
+                lines.push(line.join(" "));
+            }
+        }
+    }
+    lines
+}
+
+/// Wait up to `within` for no process command line to contain `needle`;
+/// returns the ones still there.
+pub async fn processes_left(needle: &str, within: Duration) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left: Vec<String> = process_command_lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect();
+        if left.is_empty() || tokio::time::Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait up to `within` for a process command line containing `needle`.
+pub async fn process_appears(needle: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if process_command_lines().iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,60 @@
+//! NIX_TIMEOUT bounds the whole Nix step, and a Nix step that is stopped
+//! (deadline, or the caller giving up) leaves no process behind.
+
+mod nix_support;
+
+use std::time::{Duration, Instant};
+
+use nix_support::*;
+use nixery::image::Image;
+use nixery::nix::NixError;
+use nixery::source::PackageSource;
+
+#[tokio::test]
+async fn sleeping_build_times_out_and_leaves_no_process() {
+    let timeout = Duration::from_secs(3);
+    let (runner, errors) = runner(PackageSource::Builtin, timeout);
+    let started = Instant::now();
+    let err = runner
+        .prepare_image(&Image::from_name("sleepy", "latest"))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+
+    assert!(matches!(err, NixError::TimedOut { .. }), "{err:?}");
+    assert!(
+        elapsed < timeout + Duration::from_secs(8),
+        "took {elapsed:?}"
+    );
+    assert_eq!(errors.recent()[0].image, "sleepy:latest");
+    // Neither nix-build (its arguments name "sleepy") nor the builder.
+    assert_eq!(
+        processes_left("\"sleepy\"", Duration::from_secs(5)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        processes_left("sleep 1000", Duration::from_secs(5)).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn abandoned_build_leaves_no_process() {
+    let (runner, _) = runner(PackageSource::Builtin, Duration::from_secs(600));
+    let image = Image::from_name("sleepy-long", "latest");
+    let mut build = Box::pin(runner.prepare_image(&image));
+    let builder_seen = tokio::select! {
+        result = &mut build => panic!("the build cannot finish: {result:?}"),
+        seen = process_appears("sleep 1001", Duration::from_secs(60)) => seen,
+    };
+    assert!(builder_seen, "the sleeping builder never started");
+    drop(build);
+    assert_eq!(
+        processes_left("\"sleepy-long\"", Duration::from_secs(10)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        processes_left("sleep 1001", Duration::from_secs(10)).await,
+        Vec::<String>::new()
+    );
+}
