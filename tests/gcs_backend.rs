@@ -327,3 +327,31 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
     let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
     assert!(fetched == data);
 }
+
+#[tokio::test]
+async fn objects_are_listed_under_their_prefix_with_their_bytes() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage().await;
+    let record = StorageKey::build("abc").unwrap();
+    let manifest = StorageKey::manifest("abc").unwrap();
+    storage
+        .persist(
+            &record,
+            "application/json",
+            body_of(b"{\"r\":1}".to_vec(), 3),
+        )
+        .await
+        .unwrap();
+    storage
+        .persist(&manifest, "application/json", body_of(b"{}".to_vec(), 3))
+        .await
+        .unwrap();
+
+    // The helpers the end-to-end tests inspect the bucket with.
+    assert_eq!(
+        gcs.object_names("builds/").await,
+        vec!["builds/abc".to_owned()]
+    );
+    assert_eq!(gcs.object_bytes("builds/abc").await.unwrap(), b"{\"r\":1}");
+    assert!(gcs.object_bytes("builds/none").await.is_none());
+}

@@ -107,6 +107,44 @@ impl FakeGcs {
         Some(response.json().await.expect("metadata JSON"))
     }
 
+    /// Names of the objects whose name starts with `prefix`.
+    pub async fn object_names(&self, prefix: &str) -> Vec<String> {
+        let url = format!("{}/storage/v1/b/{BUCKET}/o", self.origin());
+        let listing: serde_json::Value = reqwest::Client::new()
+            .get(url)
+            .query(&[("prefix", prefix)])
+            .send()
+            .await
+            .expect("list request")
+            .json()
+            .await
+            .expect("listing JSON");
+        listing["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The object's bytes, `None` if absent.
+    pub async fn object_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        let mut url = reqwest::Url::parse(&self.origin()).expect("origin URL");
+        url.path_segments_mut()
+            .expect("base URL")
+            .extend(["storage", "v1", "b", BUCKET, "o", name]);
+        url.query_pairs_mut().append_pair("alt", "media");
+        let response = reqwest::get(url).await.expect("download request");
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(response.status().is_success(), "{}", response.status());
+        Some(response.bytes().await.expect("object body").to_vec())
+    }
+
     /// Kills the emulator (SIGKILL by PID) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
