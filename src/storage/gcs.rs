@@ -1,1 +1,0 @@
-//! TODO(skeleton): owned by a helper; replaced in its branch.

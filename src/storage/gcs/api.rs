@@ -1,0 +1,323 @@
+//! The few Cloud Storage JSON API calls the backend needs, over `reqwest`.
+//!
+//! The official `google-cloud-storage` client is not used for transfers:
+//! its uploads and downloads do not interoperate with fake-gcs-server and
+//! its object control calls speak gRPC, which no emulator serves (issue 6
+//! records the measurements). The JSON API is documented, small and works
+//! against both Google and the emulator.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Client, RequestBuilder, Response, StatusCode, Url, header};
+use serde::Deserialize;
+
+use super::auth::Auth;
+use super::endpoint::Endpoint;
+
+/// How much of an error response body is kept in an error message.
+const MAX_ERROR_BODY: usize = 512;
+
+/// A failed JSON API call.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// The server answered with an unexpected status.
+    #[error("HTTP {status}: {body}")]
+    Status { status: StatusCode, body: String },
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed (refused, reset, DNS, TLS).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// No access token could be obtained.
+    #[error("{0}")]
+    Auth(String),
+    /// The server's answer could not be understood.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+impl ApiError {
+    /// True for a `404 Not Found` answer.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// Where a resumable upload stands after one `PUT`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ChunkOutcome {
+    /// `308`: the server holds the first `committed` bytes.
+    Incomplete { committed: u64 },
+    /// `200`/`201`: the object is complete and visible.
+    Complete,
+}
+
+/// Part of a `storage#rewriteResponse`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RewriteResponse {
+    done: bool,
+    #[serde(default)]
+    rewrite_token: Option<String>,
+}
+
+/// An authorised JSON API client bound to one bucket.
+#[derive(Clone, Debug)]
+pub(crate) struct JsonApi {
+    pub(crate) http: Client,
+    pub(crate) auth: Auth,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) bucket: String,
+    /// Bound on every call that does not stream a download body.
+    pub(crate) request_timeout: Duration,
+}
+
+impl JsonApi {
+    /// Sends `request` with credentials and the request timeout.
+    async fn send(&self, request: RequestBuilder) -> Result<Response, ApiError> {
+        self.send_with(request, Some(self.request_timeout)).await
+    }
+
+    async fn send_with(
+        &self,
+        request: RequestBuilder,
+        timeout: Option<Duration>,
+    ) -> Result<Response, ApiError> {
+        let headers = self.auth.headers().await.map_err(ApiError::Auth)?;
+        let mut request = request.headers(headers);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        request.send().await.map_err(|e| self.transport(e))
+    }
+
+    /// Converts a `reqwest` error, naming timeouts as such.
+    pub(crate) fn transport(&self, error: reqwest::Error) -> ApiError {
+        if error.is_timeout() {
+            ApiError::Timeout(self.request_timeout)
+        } else {
+            ApiError::Transport(error_chain(&error))
+        }
+    }
+
+    /// `GET` the bucket: fails unless it exists and is readable.
+    pub(crate) async fn get_bucket(&self) -> Result<(), ApiError> {
+        let url = self.endpoint.bucket(&self.bucket);
+        let response = self
+            .send(self.http.get(url).query(&[("fields", "name")]))
+            .await?;
+        expect_success(response).await.map(drop)
+    }
+
+    /// `GET` an object's metadata: `Ok(())` if it exists.
+    pub(crate) async fn object_exists(&self, object: &str) -> Result<(), ApiError> {
+        let url = self.endpoint.object(&self.bucket, object);
+        let response = self
+            .send(self.http.get(url).query(&[("fields", "name")]))
+            .await?;
+        expect_success(response).await.map(drop)
+    }
+
+    /// `GET ...?alt=media`: the response whose body is the object. Only the
+    /// headers are bounded by the request timeout; the body is bounded by
+    /// the client's read timeout (maximum silence between reads).
+    pub(crate) async fn download(&self, object: &str) -> Result<Response, ApiError> {
+        let url = self.endpoint.object(&self.bucket, object);
+        let request = self.http.get(url).query(&[("alt", "media")]);
+        let response = tokio::time::timeout(self.request_timeout, self.send_with(request, None))
+            .await
+            .map_err(|_| ApiError::Timeout(self.request_timeout))??;
+        expect_success(response).await
+    }
+
+    /// `DELETE` an object.
+    pub(crate) async fn delete(&self, object: &str) -> Result<(), ApiError> {
+        let url = self.endpoint.object(&self.bucket, object);
+        let response = self.send(self.http.delete(url)).await?;
+        expect_success(response).await.map(drop)
+    }
+
+    /// Server-side copy of `from` to `to` in the bucket, repeating the
+    /// call with the returned `rewriteToken` until the copy is done.
+    pub(crate) async fn rewrite(&self, from: &str, to: &str) -> Result<(), ApiError> {
+        let url = self.endpoint.rewrite(&self.bucket, from, to);
+        let mut token: Option<String> = None;
+        loop {
+            let mut request = self
+                .http
+                .post(url.clone())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{}");
+            if let Some(token) = &token {
+                request = request.query(&[("rewriteToken", token)]);
+            }
+            let response = expect_success(self.send(request).await?).await?;
+            let answer: RewriteResponse = response
+                .json()
+                .await
+                .map_err(|e| ApiError::Protocol(format!("rewrite response: {e}")))?;
+            if answer.done {
+                return Ok(());
+            }
+            match answer.rewrite_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => {
+                    return Err(ApiError::Protocol(
+                        "rewrite not done and no rewriteToken to continue".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Single-request upload of a small object with its content type.
+    pub(crate) async fn media_upload(
+        &self,
+        object: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(), ApiError> {
+        let url = self.endpoint.upload(&self.bucket, object, "media");
+        let request = self
+            .http
+            .post(url)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body);
+        expect_success(self.send(request).await?).await.map(drop)
+    }
+
+    /// Starts a resumable upload; returns the session URL to `PUT` to.
+    pub(crate) async fn start_resumable(
+        &self,
+        object: &str,
+        content_type: &str,
+    ) -> Result<Url, ApiError> {
+        let url = self.endpoint.upload(&self.bucket, object, "resumable");
+        let metadata = serde_json::json!({ "name": object, "contentType": content_type });
+        let request = self
+            .http
+            .post(url)
+            .header("X-Upload-Content-Type", content_type)
+            .json(&metadata);
+        let response = expect_success(self.send(request).await?).await?;
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::Protocol("resumable upload without Location".to_owned()))?;
+        Url::parse(location).map_err(|e| ApiError::Protocol(format!("session URL: {e}")))
+    }
+
+    /// `PUT` bytes `start..start+len` of a resumable upload. `total` is the
+    /// object size when this is the last chunk, `None` otherwise.
+    pub(crate) async fn put_chunk(
+        &self,
+        session: &Url,
+        start: u64,
+        chunk: Bytes,
+        total: Option<u64>,
+    ) -> Result<ChunkOutcome, ApiError> {
+        let range = content_range(start, chunk.len() as u64, total);
+        let request = self
+            .http
+            .put(session.clone())
+            .header(header::CONTENT_RANGE, range)
+            .body(chunk);
+        let response = self.send(request).await?;
+        if response.status() == StatusCode::PERMANENT_REDIRECT {
+            let committed = match response.headers().get(header::RANGE) {
+                None => 0,
+                Some(value) => value
+                    .to_str()
+                    .ok()
+                    .and_then(committed_bytes)
+                    .ok_or_else(|| ApiError::Protocol(format!("bad Range header {value:?}")))?,
+            };
+            return Ok(ChunkOutcome::Incomplete { committed });
+        }
+        expect_success(response).await?;
+        Ok(ChunkOutcome::Complete)
+    }
+
+    /// Abandons a resumable upload (best effort: errors are ignored, the
+    /// service expires abandoned sessions anyway).
+    pub(crate) async fn cancel_resumable(&self, session: &Url) {
+        let _ = self.send(self.http.delete(session.clone())).await;
+    }
+}
+
+/// Returns the response if its status is a success, else the status and
+/// the start of the body as an error.
+async fn expect_success(response: Response) -> Result<Response, ApiError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let mut body = response.text().await.unwrap_or_default();
+    if body.len() > MAX_ERROR_BODY {
+        let mut end = MAX_ERROR_BODY;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        body.truncate(end);
+    }
+    Err(ApiError::Status {
+        status,
+        body: body.trim().to_owned(),
+    })
+}
+
+/// The `Content-Range` of a chunk: `bytes a-b/*` while the size is unknown,
+/// `bytes a-b/total` for the last chunk, `bytes */total` for an empty one.
+pub(crate) fn content_range(start: u64, len: u64, total: Option<u64>) -> String {
+    let total = total.map_or_else(|| "*".to_owned(), |t| t.to_string());
+    if len == 0 {
+        format!("bytes */{total}")
+    } else {
+        format!("bytes {start}-{}/{total}", start + len - 1)
+    }
+}
+
+/// Parses a `308` answer's `Range: bytes=0-N` into the committed byte
+/// count `N+1`.
+pub(crate) fn committed_bytes(range: &str) -> Option<u64> {
+    let last = range.strip_prefix("bytes=0-")?.trim().parse::<u64>().ok()?;
+    last.checked_add(1)
+}
+
+/// A `reqwest` error with its sources, which hold the useful part
+/// ("connection refused").
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_open_until_the_last_chunk() {
+        assert_eq!(content_range(0, 262_144, None), "bytes 0-262143/*");
+        assert_eq!(
+            content_range(262_144, 10, Some(262_154)),
+            "bytes 262144-262153/262154"
+        );
+        assert_eq!(content_range(5, 0, Some(5)), "bytes */5");
+    }
+
+    #[test]
+    fn committed_bytes_reads_the_inclusive_end() {
+        assert_eq!(committed_bytes("bytes=0-262143"), Some(262_144));
+        assert_eq!(committed_bytes("bytes=5-9"), None);
+        assert_eq!(committed_bytes("garbage"), None);
+    }
+}

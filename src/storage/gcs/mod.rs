@@ -1,0 +1,317 @@
+//! Google Cloud Storage backend: one bucket shared by any number of Nixery
+//! instances.
+//!
+//! Transfers use the Cloud Storage JSON API over `reqwest` ([`api`]) with
+//! bearer tokens from Application Default Credentials (`google-cloud-auth`);
+//! blobs are served by redirecting clients to the bucket, with a V4 signed
+//! URL built by `google-cloud-storage`'s `SignedUrlBuilder` when a service
+//! account key is configured. `STORAGE_EMULATOR_HOST` sends every call and
+//! every redirect to an emulator instead, without credentials.
+
+mod api;
+mod auth;
+mod endpoint;
+mod upload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use google_cloud_auth::signer::Signer;
+use google_cloud_storage::builder::storage::SignedUrlBuilder;
+
+use self::api::{ApiError, JsonApi};
+use self::endpoint::Endpoint;
+pub use self::upload::CHUNK_GRANULARITY;
+use self::upload::UploadError;
+use super::{ByteStream, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey};
+
+/// Backend name in logs and errors.
+const BACKEND: &str = "gcs";
+
+/// Tunables of the backend; [`GcsOptions::default`] suits production.
+#[derive(Clone, Debug)]
+pub struct GcsOptions {
+    /// Size of each resumable upload chunk, a multiple of
+    /// [`CHUNK_GRANULARITY`]; bodies smaller than this go in one request.
+    pub chunk_size: usize,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on each call that does not stream a download (metadata,
+    /// rewrite, delete, each upload chunk) and on a download's headers.
+    pub request_timeout: Duration,
+    /// Longest silence tolerated while streaming a download body.
+    pub read_timeout: Duration,
+    /// Lifetime of signed URLs.
+    pub signed_url_ttl: Duration,
+}
+
+impl Default for GcsOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: 32 * CHUNK_GRANULARITY, // 8 MiB
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(60),
+            signed_url_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why the backend could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum GcsError {
+    /// `STORAGE_EMULATOR_HOST` is not `host:port` or an http(s) URL.
+    #[error("STORAGE_EMULATOR_HOST={value:?} is not usable: {reason}")]
+    InvalidEmulatorHost { value: String, reason: String },
+    /// The credentials could not be loaded.
+    #[error("cannot load Google credentials{}: {message}", path.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
+    Credentials {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    /// The chunk size is not a positive multiple of 256 KiB.
+    #[error("upload chunk size {0} is not a positive multiple of 262144 bytes")]
+    InvalidChunkSize(usize),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+    /// The bucket lookup failed.
+    #[error("bucket {bucket:?} is not reachable at {endpoint}: {reason}")]
+    BucketUnreachable {
+        bucket: String,
+        endpoint: String,
+        reason: String,
+    },
+}
+
+/// The GCS storage backend. Cheap to clone; all clones share one
+/// connection pool and one token cache.
+#[derive(Clone)]
+pub struct GcsStorage {
+    api: JsonApi,
+    signer: Option<Signer>,
+    options: GcsOptions,
+}
+
+impl std::fmt::Debug for GcsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcsStorage")
+            .field("bucket", &self.api.bucket)
+            .field("endpoint", &self.api.endpoint.origin())
+            .field("signed_urls", &self.signer.is_some())
+            .finish()
+    }
+}
+
+impl GcsStorage {
+    /// Connects to `bucket` with default options: see [`Self::connect_with`].
+    pub async fn connect(
+        bucket: String,
+        credentials: Option<PathBuf>,
+        emulator_host: Option<String>,
+    ) -> Result<Self, GcsError> {
+        Self::connect_with(bucket, credentials, emulator_host, GcsOptions::default()).await
+    }
+
+    /// Connects to `bucket` and checks that it is reachable.
+    ///
+    /// With `emulator_host` (the `STORAGE_EMULATOR_HOST` value, `host:port`
+    /// or a URL) every call goes there without credentials. Otherwise
+    /// calls go to Google with tokens from `credentials` (a key file, as
+    /// named by `GOOGLE_APPLICATION_CREDENTIALS`) or, without it, from
+    /// Application Default Credentials. A service account key also enables
+    /// signed redirect URLs.
+    pub async fn connect_with(
+        bucket: String,
+        credentials: Option<PathBuf>,
+        emulator_host: Option<String>,
+        options: GcsOptions,
+    ) -> Result<Self, GcsError> {
+        if options.chunk_size == 0 || !options.chunk_size.is_multiple_of(CHUNK_GRANULARITY) {
+            return Err(GcsError::InvalidChunkSize(options.chunk_size));
+        }
+        let endpoint = match emulator_host.as_deref() {
+            Some(host) => Endpoint::emulator(host)?,
+            None => Endpoint::google(),
+        };
+        let identity = auth::load(credentials.as_deref(), endpoint.is_emulated())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .build()
+            .map_err(|e| GcsError::HttpClient(e.to_string()))?;
+        let api = JsonApi {
+            http,
+            auth: identity.auth,
+            endpoint,
+            bucket,
+            request_timeout: options.request_timeout,
+        };
+        api.get_bucket()
+            .await
+            .map_err(|e| GcsError::BucketUnreachable {
+                bucket: api.bucket.clone(),
+                endpoint: api.endpoint.origin(),
+                reason: match &e {
+                    ApiError::Status { status, .. } if status.as_u16() == 404 => {
+                        "the bucket does not exist".to_owned()
+                    }
+                    _ => e.to_string(),
+                },
+            })?;
+        tracing::info!(
+            backend = BACKEND,
+            bucket = %api.bucket,
+            endpoint = %api.endpoint.origin(),
+            emulated = api.endpoint.is_emulated(),
+            signed_urls = identity.signer.is_some(),
+            "storage backend ready"
+        );
+        Ok(Self {
+            api,
+            signer: identity.signer,
+            options,
+        })
+    }
+
+    /// The bucket this backend stores into.
+    pub fn bucket(&self) -> &str {
+        &self.api.bucket
+    }
+
+    /// The URL a client is sent to for `key`: signed when a service
+    /// account key is configured, else the public object URL.
+    async fn redirect_url(&self, key: &StorageKey) -> Result<String, StorageError> {
+        let Some(signer) = &self.signer else {
+            return Ok(self
+                .api
+                .endpoint
+                .public_object(&self.api.bucket, key.as_str())
+                .to_string());
+        };
+        let mut builder = SignedUrlBuilder::for_object(
+            format!("projects/_/buckets/{}", self.api.bucket),
+            key.as_str(),
+        )
+        .with_method(google_cloud_storage::http::Method::GET)
+        .with_expiration(self.options.signed_url_ttl);
+        if self.api.endpoint.is_emulated() {
+            builder = builder.with_endpoint(self.api.endpoint.origin());
+        }
+        builder
+            .sign_with(signer)
+            .await
+            .map_err(|e| backend_error(key, format!("cannot sign URL: {e}")))
+    }
+}
+
+fn backend_error(key: &StorageKey, message: String) -> StorageError {
+    StorageError::Backend {
+        backend: BACKEND,
+        key: key.to_string(),
+        message,
+    }
+}
+
+/// Maps an API error on `key`: `404` is the distinct not-found error.
+fn api_error(key: &StorageKey, error: ApiError) -> StorageError {
+    if error.is_not_found() {
+        StorageError::NotFound(key.clone())
+    } else {
+        backend_error(key, error.to_string())
+    }
+}
+
+#[async_trait]
+impl Storage for GcsStorage {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn persist(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let result = upload::upload(
+            &self.api,
+            key.as_str(),
+            content_type,
+            body,
+            self.options.chunk_size,
+        )
+        .await;
+        match result {
+            Ok(persisted) => {
+                tracing::debug!(
+                    backend = BACKEND,
+                    key = %key,
+                    size = persisted.size,
+                    digest = %persisted.sha256,
+                    "object persisted"
+                );
+                Ok(persisted)
+            }
+            Err(UploadError::Body(source)) => Err(StorageError::Io {
+                key: key.clone(),
+                source,
+            }),
+            Err(UploadError::Api(error)) => {
+                tracing::warn!(backend = BACKEND, key = %key, error = %error, "upload failed");
+                Err(backend_error(key, format!("upload failed: {error}")))
+            }
+        }
+    }
+
+    async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
+        let response = self
+            .api
+            .download(key.as_str())
+            .await
+            .map_err(|e| api_error(key, e))?;
+        let stream = response.bytes_stream().map_err(std::io::Error::other);
+        Ok(Box::pin(stream))
+    }
+
+    async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
+        match self.api.rewrite(from.as_str(), to.as_str()).await {
+            Ok(()) => {}
+            // A retried move whose first attempt got past the delete.
+            Err(e) if e.is_not_found() => {
+                return match self.api.object_exists(to.as_str()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_not_found() => Err(StorageError::NotFound(from.clone())),
+                    Err(e) => Err(api_error(to, e)),
+                };
+            }
+            Err(e) => return Err(backend_error(from, format!("rewrite to {to} failed: {e}"))),
+        }
+        match self.api.delete(from.as_str()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(backend_error(
+                from,
+                format!("delete after copy failed: {e}"),
+            )),
+        }
+    }
+
+    async fn serve(
+        &self,
+        key: &StorageKey,
+        _request: &ServeRequest,
+    ) -> Result<Served, StorageError> {
+        // Range and HEAD are answered by the bucket: clients repeat them
+        // against the redirect target. An absent object is reported here
+        // so that registry clients get a registry error, not a bucket 404.
+        self.api
+            .object_exists(key.as_str())
+            .await
+            .map_err(|e| api_error(key, e))?;
+        let location = self.redirect_url(key).await?;
+        Ok(Served::Redirect { location })
+    }
+}

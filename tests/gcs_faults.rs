@@ -1,0 +1,161 @@
+//! A dead or hung GCS backend gives errors in bounded time, never a hang,
+//! and an interrupted upload leaves nothing under its key.
+
+mod support_gcs;
+
+use std::time::Duration;
+
+use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage};
+use nixery::storage::{Storage, StorageError, StorageKey};
+use support_gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
+
+const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Generous bound for "an error rather than a hang" (the configured
+/// timeouts below are 2 s).
+const BOUND: Duration = Duration::from_secs(60);
+
+fn short_timeouts() -> GcsOptions {
+    GcsOptions {
+        chunk_size: 2 * CHUNK_GRANULARITY,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        ..GcsOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn emulator_killed_mid_upload_fails_persist_and_leaves_no_object() {
+    let mut gcs = FakeGcs::start().await;
+    let storage = gcs.storage_with(short_timeouts()).await;
+    let data = pattern(4 * 1024 * 1024, 11);
+    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let (body, reached, resume) = gated_body(data.clone(), 64 * 1024, 2 * 1024 * 1024);
+
+    let upload = tokio::spawn({
+        let (storage, key) = (storage.clone(), key.clone());
+        async move { tokio::time::timeout(BOUND, storage.persist(&key, LAYER_TYPE, body)).await }
+    });
+    reached.await.unwrap();
+    gcs.kill();
+    resume.send(()).unwrap();
+    let result = upload
+        .await
+        .unwrap()
+        .expect("persist hung on a dead backend");
+
+    assert!(
+        matches!(result, Err(StorageError::Backend { .. })),
+        "{result:?}"
+    );
+    gcs.restart().await;
+    assert!(matches!(
+        storage.fetch(&key).await,
+        Err(StorageError::NotFound(_))
+    ));
+    // The same upload succeeds once the backend is back.
+    let persisted = storage
+        .persist(&key, LAYER_TYPE, body_of(data.clone(), 64 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(persisted.sha256, sha256_hex(&data));
+}
+
+#[tokio::test]
+async fn emulator_hung_mid_upload_fails_persist_by_timeout_and_leaves_no_object() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage_with(short_timeouts()).await;
+    let data = pattern(4 * 1024 * 1024, 12);
+    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let (body, reached, resume) = gated_body(data, 64 * 1024, 2 * 1024 * 1024);
+
+    let upload = tokio::spawn({
+        let (storage, key) = (storage.clone(), key.clone());
+        async move { tokio::time::timeout(BOUND, storage.persist(&key, LAYER_TYPE, body)).await }
+    });
+    reached.await.unwrap();
+    gcs.freeze();
+    resume.send(()).unwrap();
+    let result = upload
+        .await
+        .unwrap()
+        .expect("persist hung on a frozen backend");
+    gcs.thaw();
+
+    let message = match result {
+        Err(StorageError::Backend { message, .. }) => message,
+        other => panic!("expected a backend error, got {other:?}"),
+    };
+    assert!(message.contains("no answer within"), "{message}");
+    assert!(matches!(
+        storage.fetch(&key).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn fetch_from_a_hung_emulator_fails_in_bounded_time() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage_with(short_timeouts()).await;
+    let key = StorageKey::manifest("frozen").unwrap();
+    storage
+        .persist(&key, "application/json", body_of(b"{}".to_vec(), 2))
+        .await
+        .unwrap();
+
+    gcs.freeze();
+    let result = tokio::time::timeout(BOUND, async {
+        let stream = storage.fetch(&key).await?;
+        collect(stream).await.map_err(|source| StorageError::Io {
+            key: key.clone(),
+            source,
+        })
+    })
+    .await;
+    gcs.thaw();
+
+    let result = result.expect("fetch hung on a frozen backend");
+    assert!(result.is_err(), "fetch from a frozen backend succeeded");
+}
+
+#[tokio::test]
+async fn move_on_a_hung_emulator_fails_in_bounded_time() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage_with(short_timeouts()).await;
+    let from = StorageKey::staging("frozen-move").unwrap();
+    let to = StorageKey::manifest("frozen-move").unwrap();
+    storage
+        .persist(&from, "application/json", body_of(b"{}".to_vec(), 2))
+        .await
+        .unwrap();
+
+    gcs.freeze();
+    let result = tokio::time::timeout(BOUND, storage.move_object(&from, &to)).await;
+    gcs.thaw();
+
+    let result = result.expect("move hung on a frozen backend");
+    assert!(
+        matches!(result, Err(StorageError::Backend { .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn connect_to_a_hung_emulator_fails_in_bounded_time() {
+    let gcs = FakeGcs::start().await;
+    gcs.freeze();
+
+    let result = tokio::time::timeout(
+        BOUND,
+        GcsStorage::connect_with(BUCKET.to_owned(), None, Some(gcs.host()), short_timeouts()),
+    )
+    .await;
+    gcs.thaw();
+
+    let error = result
+        .expect("connect hung on a frozen backend")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not reachable"), "{error}");
+}
