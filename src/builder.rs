@@ -30,7 +30,6 @@ use crate::{
     layers::{self, Layer, Popularity, RuntimeGraph},
     manifest::{self, LayerEntry},
     nix::{NixError, NixRunner},
-    source::PackageSource,
 };
 
 /// A manifest ready to be sent to a client.
@@ -68,7 +67,7 @@ pub enum BuildError {
     #[error("image building is not available")]
     Unavailable,
     /// Another request's build of the same image failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Shared(Arc<BuildError>),
 }
 
@@ -98,8 +97,6 @@ pub trait ImageBuilder: Send + Sync + 'static {
 
 /// Settings of the [`Builder`].
 pub struct BuilderSettings {
-    /// Where packages come from; decides manifest cacheability.
-    pub source: PackageSource,
     /// Package popularity for layer grouping.
     pub popularity: Popularity,
     /// Maximum number of layers from grouping (the symlink layer is extra).
@@ -191,7 +188,7 @@ impl Builder {
 impl ImageBuilder for Builder {
     async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
-        let cache_key = self.inner.settings.source.cache_key(&image.packages, tag);
+        let cache_key = self.inner.nix.cache_key(&image);
         if let Some(key) = &cache_key
             && let Some(bytes) = self.inner.cache.manifest(key).await
         {
@@ -236,7 +233,7 @@ impl Inner {
         )
         .map_err(|error| BuildError::Layers(error.to_string()))?;
 
-        let mut entries: Vec<LayerEntry> = stream::iter(groups)
+        let entries: Vec<LayerEntry> = stream::iter(groups)
             .map(|layer| {
                 let inner = self.clone();
                 let image_name = image.name.clone();
@@ -245,8 +242,6 @@ impl Inner {
             .buffer_unordered(self.settings.pack_concurrency.max(1))
             .try_collect()
             .await?;
-        manifest::order_layers(&mut entries);
-
         let symlink = &prepared.symlink_layer;
         let symlink_record = self
             .store_symlink_layer(&image.name, &symlink.tar_hash, symlink.path.clone())
@@ -258,24 +253,15 @@ impl Inner {
             merge_rating: 0,
             first_path: String::new(),
         };
-
-        let mut diff_ids: Vec<String> = entries.iter().map(|e| e.diff_id.clone()).collect();
-        diff_ids.push(symlink_entry.diff_id.clone());
-        let config = Bytes::from(manifest::config_json(
-            image.arch.image_arch(),
-            image.cmd(),
-            &diff_ids,
-        ));
-        let config_blob = self
-            .cache
-            .put_small_blob(manifest::IMAGE_CONFIG, config)
+        let layer_count = entries.len() + 1;
+        let cmd = image.cmd();
+        let documents =
+            manifest::assemble(image.arch.image_arch(), cmd.as_deref(), entries, symlink_entry)
+                .map_err(|error| BuildError::Layers(error.to_string()))?;
+        self.cache
+            .put_small_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
             .await?;
-        let manifest_bytes = Bytes::from(manifest::manifest_json(
-            &config_blob.sha256,
-            config_blob.size,
-            &entries,
-            &symlink_entry,
-        ));
+        let manifest_bytes = Bytes::from(documents.manifest);
         self.cache
             .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
             .await?;
@@ -283,7 +269,7 @@ impl Inner {
             self.cache.put_manifest(key, manifest_bytes.clone()).await?;
         }
         let built = BuiltManifest::from_bytes(manifest_bytes);
-        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = entries.len() + 1, "image built");
+        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
         Ok(built)
     }
 

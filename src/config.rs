@@ -6,6 +6,7 @@
 //! parsing. [`ServeArgs::into_config`] then checks everything at once and
 //! answers a [`ConfigError`] whose message names the offending variable.
 
+use crate::source::PackageSource;
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -121,19 +122,6 @@ pub struct ServeSettings {
     pub build_concurrency: Option<String>,
 }
 
-/// Where the package set comes from (at most one is configured).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PackageSourceSetting {
-    /// `NIXERY_CHANNEL`: a Nix channel name.
-    Channel(String),
-    /// `NIXERY_PKGS_REPO`: a git repository URL.
-    GitRepo(String),
-    /// `NIXERY_PKGS_PATH`: a local directory.
-    Path(PathBuf),
-    /// None configured: the offline package set embedded in the binary.
-    Builtin,
-}
-
 /// Which storage backend to use, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageSetting {
@@ -153,7 +141,7 @@ pub struct Config {
     /// Address to bind (`NIXERY_HOST`:`PORT`).
     pub listen: SocketAddr,
     /// Where packages come from.
-    pub package_source: PackageSourceSetting,
+    pub package_source: PackageSource,
     /// Where blobs, build records and manifests are kept.
     pub storage: StorageSetting,
     /// Longest a Nix build may run.
@@ -253,10 +241,10 @@ impl ServeSettings {
             return Err(ConfigError::ConflictingSources(set));
         }
         let package_source = match (channel, repo, path) {
-            (Some(c), _, _) => PackageSourceSetting::Channel(c),
-            (_, Some(r), _) => PackageSourceSetting::GitRepo(r),
-            (_, _, Some(p)) => PackageSourceSetting::Path(p),
-            _ => PackageSourceSetting::Builtin,
+            (Some(c), _, _) => PackageSource::Channel(c),
+            (_, Some(r), _) => PackageSource::Git(r),
+            (_, _, Some(p)) => PackageSource::Path(p),
+            _ => PackageSource::Builtin,
         };
 
         let backend = present(self.storage_backend).unwrap_or_else(|| "filesystem".to_owned());
@@ -330,7 +318,7 @@ mod tests {
     fn defaults_give_filesystem_builtin_on_port_8080() {
         let c = ServeSettings::default().into_config().unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.package_source, PackageSourceSetting::Builtin);
+        assert_eq!(c.package_source, PackageSource::Builtin);
         assert_eq!(
             c.storage,
             StorageSetting::Filesystem {
@@ -349,7 +337,7 @@ mod tests {
         };
         assert_eq!(
             c.into_config().unwrap().package_source,
-            PackageSourceSetting::Channel("nixos-unstable".into())
+            PackageSource::Channel("nixos-unstable".into())
         );
         let c = ServeSettings {
             pkgs_repo: s("https://example.org/pkgs.git"),
@@ -357,7 +345,7 @@ mod tests {
         };
         assert_eq!(
             c.into_config().unwrap().package_source,
-            PackageSourceSetting::GitRepo("https://example.org/pkgs.git".into())
+            PackageSource::Git("https://example.org/pkgs.git".into())
         );
         let c = ServeSettings {
             pkgs_path: Some("/srv/pkgs".into()),
@@ -365,7 +353,7 @@ mod tests {
         };
         assert_eq!(
             c.into_config().unwrap().package_source,
-            PackageSourceSetting::Path("/srv/pkgs".into())
+            PackageSource::Path("/srv/pkgs".into())
         );
     }
 
@@ -396,7 +384,7 @@ mod tests {
         }
         .into_config()
         .unwrap();
-        assert_eq!(c.package_source, PackageSourceSetting::Builtin);
+        assert_eq!(c.package_source, PackageSource::Builtin);
         assert_eq!(c.listen.port(), 8080);
     }
 

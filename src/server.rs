@@ -9,12 +9,18 @@ use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, tim
 use tokio::net::TcpListener;
 
 use crate::{
-    builder::ImageBuilder,
+    build_errors::BuildErrors,
+    builder::{Builder, BuilderSettings},
+    cache::Cache,
     config::{Config, ServeArgs, StorageSetting},
-    http::{AppState, NoBuilder, router},
+    http::{AppState, router},
+    layers::DEFAULT_BUDGET,
+    nix::{NixError, NixRunner, NixSettings},
+    popularity::{self, PopularityError},
     storage::{
         Storage,
         filesystem::{FilesystemStorage, InitError},
+        gcs::{GcsError, GcsStorage},
     },
 };
 
@@ -30,9 +36,9 @@ pub enum ServerError {
     /// The filesystem backend's directory could not be prepared.
     #[error(transparent)]
     Storage(#[from] InitError),
-    /// The gcs backend is not compiled into this build yet.
-    #[error("the gcs storage backend is not available in this build")]
-    GcsUnavailable,
+    /// The gcs backend could not connect to its bucket.
+    #[error(transparent)]
+    Gcs(#[from] GcsError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -40,6 +46,15 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// `NIX_POPULARITY_URL` could not be loaded.
+    #[error("NIX_POPULARITY_URL: {0}")]
+    Popularity(#[from] PopularityError),
+    /// The Nix step could not be prepared.
+    #[error("preparing the Nix step: {0}")]
+    Nix(#[from] NixError),
+    /// The local cache directory could not be created.
+    #[error("creating the local cache: {0}")]
+    LocalCache(#[source] io::Error),
     /// Accepting or serving connections failed.
     #[error("serving failed: {0}")]
     Serve(#[source] io::Error),
@@ -82,25 +97,50 @@ pub fn main(args: ServeArgs) -> ExitCode {
 pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
     match setting {
         StorageSetting::Filesystem { path } => Ok(Arc::new(FilesystemStorage::new(path)?)),
-        // TODO(lead): when the gcs branch lands, replace with
-        // `GcsStorage::connect(bucket, credentials, emulator_host).await`.
-        StorageSetting::Gcs { .. } => Err(ServerError::GcsUnavailable),
+        StorageSetting::Gcs {
+            bucket,
+            credentials,
+            emulator_host,
+        } => Ok(Arc::new(
+            GcsStorage::connect(bucket.clone(), credentials.clone(), emulator_host.clone()).await?,
+        )),
     }
 }
 
-/// The image builder for this configuration.
-///
-/// LEAD: this is where the real builder is plugged in (it gets the config
-/// and the storage backend). Until then every tag answers 404
-/// `MANIFEST_UNKNOWN`.
-pub fn image_builder(_config: &Config, _storage: Arc<dyn Storage>) -> Arc<dyn ImageBuilder> {
-    Arc::new(NoBuilder)
+/// The image builder for this configuration: the Nix step, the caches in
+/// front of `storage`, and the popularity map (loaded once, here).
+pub async fn image_builder(
+    config: &Config,
+    storage: Arc<dyn Storage>,
+    build_errors: Arc<BuildErrors>,
+) -> Result<Arc<Builder>, ServerError> {
+    let popularity = popularity::load(config.popularity_url.as_deref()).await?;
+    let nix = NixRunner::new(
+        NixSettings {
+            source: config.package_source.clone(),
+            timeout: config.nix_timeout,
+            prepare_image: config.prepare_image.clone(),
+        },
+        build_errors,
+    )?;
+    let cache = Cache::new(storage).map_err(ServerError::LocalCache)?;
+    Ok(Arc::new(Builder::new(
+        cache,
+        nix,
+        BuilderSettings {
+            popularity,
+            layer_budget: DEFAULT_BUDGET,
+            pack_concurrency: config.pack_concurrency,
+            build_concurrency: config.build_concurrency,
+        },
+    )))
 }
 
 /// Run the server for `config` until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let storage = open_storage(&config.storage).await?;
-    let builder = image_builder(&config, storage.clone());
+    let build_errors = Arc::new(BuildErrors::new());
+    let builder = image_builder(&config, storage.clone(), build_errors.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -106,7 +106,7 @@ fn pinned_image_is_served_after_restart_without_nix() {
     let (repo, commit) = offline_pkgs_repo();
     let storage = tempfile::tempdir().unwrap();
     let before = {
-        let server = pinned_server(repo.path(), storage.path());
+        let mut server = pinned_server(repo.path(), storage.path());
         let manifest = get_manifest(&server, "hello/git", &commit);
         server.stop();
         manifest
@@ -121,7 +121,7 @@ fn pinned_image_is_served_after_restart_without_nix() {
 fn layer_records_survive_restarts() {
     let storage = tempfile::tempdir().unwrap();
     let before = {
-        let server = TestServer::builder()
+        let mut server = TestServer::builder()
             .env("NIX_TIMEOUT", "300")
             .storage_path(storage.path())
             .start();

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     RangeInvalid,
     /// The method or endpoint is not offered by this pull-only registry.
     Unsupported,
+    /// Storing the built image failed.
+    ManifestUpload,
     /// Anything else; details are in the logs.
     Unknown,
 }
@@ -44,6 +46,7 @@ impl ErrorCode {
             Self::TagInvalid => "TAG_INVALID",
             Self::RangeInvalid => "RANGE_INVALID",
             Self::Unsupported => "UNSUPPORTED",
+            Self::ManifestUpload => "MANIFEST_UPLOAD",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -145,19 +148,52 @@ impl From<ReferenceError> for RegistryError {
 
 impl From<BuildError> for RegistryError {
     fn from(e: BuildError) -> Self {
-        match e {
-            BuildError::PackagesNotFound(_) => Self::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::ManifestUnknown,
-                e.to_string(),
+        let detail = error_chain(&e);
+        let error = match e.root() {
+            root @ BuildError::PackagesNotFound(_) => {
+                return Self::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    root.to_string(),
+                );
+            }
+            BuildError::Unavailable => {
+                return Self::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    "image building is not available on this server",
+                );
+            }
+            BuildError::NixFailed(_) | BuildError::Layers(_) | BuildError::Shared(_) => {
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Unknown,
+                    "the image build failed; the status page lists recent build errors",
+                )
+            }
+            BuildError::Storage(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::ManifestUpload,
+                "storing the built image failed, try again later",
             ),
-            BuildError::Unavailable => Self::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::ManifestUnknown,
-                "image building is not available on this server",
-            ),
+        };
+        Self {
+            detail: Some(detail),
+            ..error
         }
     }
+}
+
+/// `error` followed by its sources, for the logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 impl From<StorageError> for RegistryError {

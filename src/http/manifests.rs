@@ -21,7 +21,7 @@ use crate::{
 /// V2 Schema 2).
 // TODO(lead): point this at the constant in `crate::manifest` once the
 // archive branch lands, so the media type is defined in one place.
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+use crate::manifest::MANIFEST_V2 as MANIFEST_MEDIA_TYPE;
 
 /// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder.
 pub async fn by_tag(
