@@ -220,10 +220,14 @@ impl Inner {
         }
         tracing::info!(image = %image.name, tag = %image.tag, "building image");
 
-        let prepared = self.nix.prepare_image(image).await.map_err(|error| match error {
-            NixError::PackagesNotFound(packages) => BuildError::PackagesNotFound(packages),
-            other => BuildError::NixFailed(other),
-        })?;
+        let prepared = self
+            .nix
+            .prepare_image(image)
+            .await
+            .map_err(|error| match error {
+                NixError::PackagesNotFound(packages) => BuildError::PackagesNotFound(packages),
+                other => BuildError::NixFailed(other),
+            })?;
         let graph: RuntimeGraph = serde_json::from_value(prepared.runtime_graph.clone())
             .map_err(|error| BuildError::Layers(format!("reading the runtime graph: {error}")))?;
         let groups = layers::group_layers(
@@ -255,9 +259,13 @@ impl Inner {
         };
         let layer_count = entries.len() + 1;
         let cmd = image.cmd();
-        let documents =
-            manifest::assemble(image.arch.image_arch(), cmd.as_deref(), entries, symlink_entry)
-                .map_err(|error| BuildError::Layers(error.to_string()))?;
+        let documents = manifest::assemble(
+            image.arch.image_arch(),
+            cmd.as_deref(),
+            entries,
+            symlink_entry,
+        )
+        .map_err(|error| BuildError::Layers(error.to_string()))?;
         self.cache
             .put_small_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
             .await?;
@@ -276,7 +284,11 @@ impl Inner {
     /// Pack and upload one layer unless its build record exists. The merge
     /// rating always comes from the current grouping, so layer order is the
     /// same on cold and warm builds.
-    async fn store_layer(self: Arc<Self>, image: &str, layer: Layer) -> Result<LayerEntry, BuildError> {
+    async fn store_layer(
+        self: Arc<Self>,
+        image: &str,
+        layer: Layer,
+    ) -> Result<LayerEntry, BuildError> {
         let key = layer.key();
         let first_path = layer.contents.first().cloned().unwrap_or_default();
         let record = match self.cache.layer_record(&key).await {

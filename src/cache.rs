@@ -111,7 +111,11 @@ impl Cache {
     pub async fn put_manifest(&self, cache_key: &str, manifest: Bytes) -> Result<(), CacheError> {
         let key = StorageKey::manifest(cache_key)?;
         self.storage
-            .persist(&key, crate::manifest::MANIFEST_V2, bytes_stream(manifest.clone()))
+            .persist(
+                &key,
+                crate::manifest::MANIFEST_V2,
+                bytes_stream(manifest.clone()),
+            )
             .await?;
         write_atomically(&self.local_manifest_path(cache_key), &manifest)
             .await

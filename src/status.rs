@@ -150,7 +150,9 @@ mod tests {
         assert!(!html.contains("<img"));
         assert!(!html.contains("<b>host"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("&lt;img src=x onerror=alert(2)&gt; &amp; &quot;quoted&quot; &#39;single&#39;"));
+        assert!(html.contains(
+            "&lt;img src=x onerror=alert(2)&gt; &amp; &quot;quoted&quot; &#39;single&#39;"
+        ));
     }
 
     #[test]

@@ -91,7 +91,10 @@ fn shared_layers_are_reused_not_reuploaded() {
     let htop = get_manifest(&server, "hello/htop", "latest");
     let git_layers: HashSet<String> = layer_digests(&git).into_iter().collect();
     let htop_layers = layer_digests(&htop);
-    let shared = htop_layers.iter().filter(|d| git_layers.contains(*d)).count();
+    let shared = htop_layers
+        .iter()
+        .filter(|d| git_layers.contains(*d))
+        .count();
     assert!(shared >= 2, "hello/git and hello/htop share no layers");
     let new_layers = htop_layers.len() - shared;
     assert_eq!(

@@ -198,20 +198,61 @@ async fn other_paths_are_404_with_a_registry_body() {
 }
 
 #[tokio::test]
-async fn manifest_by_tag_without_a_builder_is_404_manifest_unknown() {
+async fn packages_nix_cannot_find_are_404_manifest_unknown_naming_each() {
     let server = TestServer::start();
     let base = server.url("");
     let message = expect_error(
         &base,
         Method::GET,
-        "/v2/shell/git/manifests/latest",
+        "/v2/hello/nosuchpkg/alsomissing/manifests/latest",
         404,
         "MANIFEST_UNKNOWN",
     )
     .await;
-    assert!(message.contains("not available"), "{message}");
-    let (status, _, _, _) = call(&base, Method::HEAD, "/v2/shell/manifests/latest").await;
+    assert!(message.contains("nosuchpkg"), "{message}");
+    assert!(message.contains("alsomissing"), "{message}");
+    assert!(!message.contains("hello"), "{message}");
+    let (status, _, _, _) = call(&base, Method::HEAD, "/v2/nosuchpkg/manifests/latest").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn failed_nix_build_is_500_unknown_without_internal_paths() {
+    let server = TestServer::start();
+    let base = server.url("");
+    let message = expect_error(
+        &base,
+        Method::GET,
+        "/v2/failing/manifests/latest",
+        500,
+        "UNKNOWN",
+    )
+    .await;
+    assert!(message.contains("build failed"), "{message}");
+    assert!(!message.contains("/nix/store"), "{message}");
+    assert!(!message.contains("/tmp"), "{message}");
+}
+
+#[tokio::test]
+async fn head_by_tag_builds_and_answers_the_same_headers_as_get() {
+    let server = TestServer::start();
+    let url = server.url("/v2/hello/manifests/latest");
+    let client = reqwest::Client::new();
+    let head = client.head(&url).send().await.expect("HEAD");
+    assert_eq!(head.status(), StatusCode::OK);
+    let head_headers = head.headers().clone();
+    assert!(head.bytes().await.unwrap().is_empty());
+    let get = client.get(&url).send().await.expect("GET");
+    assert_eq!(get.status(), StatusCode::OK);
+    let get_headers = get.headers().clone();
+    let body = get.bytes().await.unwrap();
+    for header in ["content-type", "content-length", "docker-content-digest"] {
+        assert_eq!(head_headers.get(header), get_headers.get(header), "{header}");
+    }
+    assert_eq!(
+        get_headers["content-length"].to_str().unwrap(),
+        body.len().to_string()
+    );
 }
 
 #[tokio::test]

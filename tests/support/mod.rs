@@ -16,9 +16,9 @@ pub fn offline_pkgs_dir() -> PathBuf {
 
 /// Run a command and return its stdout, failing the test with its stderr.
 pub fn run(cmd: &mut Command) -> String {
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed? scripts/setup-host.sh installs it)"));
+    let output = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? scripts/setup-host.sh installs it)")
+    });
     assert!(
         output.status.success(),
         "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
@@ -146,7 +146,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     /// A `ctr` command talking to this daemon.
     pub fn ctr(&self) -> Command {
         let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(self.dir.path().join("containerd.sock"));
+        cmd.arg("--address")
+            .arg(self.dir.path().join("containerd.sock"));
         cmd
     }
 
