@@ -247,7 +247,11 @@ async fn head_by_tag_builds_and_answers_the_same_headers_as_get() {
     let get_headers = get.headers().clone();
     let body = get.bytes().await.unwrap();
     for header in ["content-type", "content-length", "docker-content-digest"] {
-        assert_eq!(head_headers.get(header), get_headers.get(header), "{header}");
+        assert_eq!(
+            head_headers.get(header),
+            get_headers.get(header),
+            "{header}"
+        );
     }
     assert_eq!(
         get_headers["content-length"].to_str().unwrap(),
