@@ -332,6 +332,98 @@ mod tests {
         assert_eq!(read_bounded(stream, 10).await.unwrap().len(), 10);
     }
 
+    fn filesystem_cache() -> (tempfile::TempDir, Arc<dyn Storage>, Cache) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::filesystem::FilesystemStorage::new(dir.path()).unwrap());
+        let cache = Cache::new(storage.clone()).unwrap();
+        (dir, storage, cache)
+    }
+
+    #[tokio::test]
+    async fn storage_hit_fills_the_local_manifest_tier() {
+        let (_dir, storage, cache) = filesystem_cache();
+        let key = StorageKey::manifest("abc").unwrap();
+        storage
+            .persist(
+                &key,
+                "application/json",
+                bytes_stream(Bytes::from_static(b"{}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.manifest("abc").await.unwrap(),
+            Bytes::from_static(b"{}")
+        );
+        assert!(cache.local_manifest_path("abc").exists());
+        // The local tier now answers on its own.
+        std::fs::remove_dir_all(_dir.path().join("manifests")).unwrap();
+        assert_eq!(
+            cache.manifest("abc").await.unwrap(),
+            Bytes::from_static(b"{}")
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_build_record_is_a_miss() {
+        let (_dir, storage, cache) = filesystem_cache();
+        for (name, body) in [
+            ("notjson", &b"{not json"[..]),
+            (
+                "baddigest",
+                &br#"{"digest":"../x","size":1,"diff_id":"y"}"#[..],
+            ),
+        ] {
+            let key = StorageKey::build(name).unwrap();
+            storage
+                .persist(
+                    &key,
+                    "application/json",
+                    bytes_stream(Bytes::from(body.to_vec())),
+                )
+                .await
+                .unwrap();
+            assert!(cache.layer_record(name).await.is_none(), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn layer_records_round_trip_through_storage() {
+        let (_dir, storage, cache) = filesystem_cache();
+        let record = LayerRecord {
+            digest: "a".repeat(64),
+            size: 3,
+            diff_id: "b".repeat(64),
+        };
+        cache.put_layer_record("k", &record).await.unwrap();
+        // A fresh cache on the same storage (a restart) finds it.
+        let restarted = Cache::new(storage).unwrap();
+        assert_eq!(restarted.layer_record("k").await, Some(record));
+    }
+
+    #[tokio::test]
+    async fn uploaded_blob_lands_under_its_digest_with_nothing_left_in_staging() {
+        let (dir, storage, cache) = filesystem_cache();
+        let body = Bytes::from_static(b"layer bytes");
+        let persisted = cache
+            .upload_blob("application/octet-stream", bytes_stream(body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(persisted.sha256, hex::encode(Sha256::digest(&body)));
+        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        let stored = read_bounded(storage.fetch(&key).await.unwrap(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(stored, body);
+        let staging: Vec<_> = std::fs::read_dir(dir.path().join("staging"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(staging.is_empty(), "staging not empty: {staging:?}");
+    }
+
     #[test]
     fn staging_names_are_unique_and_valid_keys() {
         let a = unique_staging_name();

@@ -165,3 +165,52 @@ fn ten_concurrent_requests_run_one_nix_build() {
     assert!(results.windows(2).all(|w| w[0].1 == w[1].1));
     assert_eq!(nix_builds(&server), 1);
 }
+
+#[test]
+fn build_is_finished_and_kept_when_the_client_hangs_up() {
+    let storage = tempfile::tempdir().unwrap();
+    let server = TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .storage_path(storage.path())
+        .start();
+    let hung_up = reqwest::blocking::Client::new()
+        .get(server.url("/v2/bigpkg/manifests/latest"))
+        .timeout(std::time::Duration::from_millis(200))
+        .send();
+    assert!(hung_up.is_err(), "the build answered within 200 ms");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !server
+        .logs()
+        .iter()
+        .any(|line| line.contains("\"image built\""))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned build never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let uploads = layer_uploads(&server);
+    assert!(uploads > 0);
+
+    let manifest = get_manifest(&server, "bigpkg", "latest");
+    assert_eq!(
+        layer_uploads(&server),
+        uploads,
+        "layers were packed again after the client hung up"
+    );
+    let client = reqwest::blocking::Client::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let digest = layer["digest"].as_str().unwrap();
+        let response = client
+            .head(server.url(&format!("/v2/bigpkg/blobs/{digest}")))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{digest}");
+        assert_eq!(
+            response.headers()["content-length"].to_str().unwrap(),
+            layer["size"].to_string()
+        );
+    }
+}
