@@ -29,6 +29,8 @@ let
     pname = "nixery-server";
     inherit version src;
     cargoLock.lockFile = ./Cargo.lock;
+    # Shown on the status page (build.rs reads it; there is no .git here).
+    env.NIXERY_VERSION = version;
     # aws-lc-sys (TLS for GCS and popcount) is built with cmake; lzma-sys
     # links the system liblzma.
     nativeBuildInputs = [ pkgs.cmake pkgs.perl pkgs.pkg-config ];
