@@ -198,6 +198,15 @@ enum Content {
     Random,
 }
 
+/// How many distinct snippets binary-like content draws from.
+const SNIPPETS: usize = 700;
+
+/// Fixed pseudo-random bytes that binary-like snippets are cut from.
+static SNIPPET_TABLE: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    (0..SNIPPETS * 13 + 16).map(|_| rng.next() as u8).collect()
+});
+
 const WORDS: &[&str] = &[
     "the",
     "of",
@@ -277,16 +286,19 @@ fn fill(content: Content, len: usize, rng: &mut Rng, out: &mut Vec<u8>) {
             }
         }
         Content::Binary => {
+            // Recurring instruction-like snippets with random operands in
+            // between, so that both matching and entropy coding have work.
             while out.len() < len {
                 let r = rng.next();
-                // Zero runs, small opcodes and operands, occasional noise.
-                let byte = match r % 8 {
-                    0..=2 => 0,
-                    3..=5 => ((r >> 8) % 32) as u8 + 0x40,
-                    6 => ((r >> 8) % 16) as u8,
-                    _ => (r >> 8) as u8,
-                };
-                out.push(byte);
+                if r % 10 < 7 {
+                    let snippet = (r >> 8) as usize % SNIPPETS;
+                    let start = snippet * 13 % (SNIPPET_TABLE.len() - 16);
+                    out.extend_from_slice(
+                        &SNIPPET_TABLE[start..start + 4 + (r >> 20) as usize % 12],
+                    );
+                } else {
+                    out.extend_from_slice(&rng.next().to_le_bytes()[..1 + (r >> 8) as usize % 4]);
+                }
             }
         }
         Content::Random => {
