@@ -1,44 +1,65 @@
-//! The two-thread packing pipeline behind [`super::pack_store_paths`] and
-//! [`super::gzip_file`].
+//! The threads behind [`super::pack_store_paths`] and [`super::gzip_file`].
 //!
 //! ```text
-//! producer thread            compressor (blocking task)         async consumer
-//! tar + SHA-256 --chunks--> gzip --------------chunks---------> ByteStream
-//!       (sync_channel, TAR_CHUNKS)     (tokio mpsc, STREAM_CHUNKS)
+//! producer thread        compressor threads          collector (blocking task)   async consumer
+//! tar, SHA-256, CRC --blocks--> deflate block --results--> reorder, wrap --chunks--> ByteStream
+//!       (jobs: sync_channel)            (results: sync_channel)        (tokio mpsc)
 //! ```
 //!
-//! Producing the tar (reading files, hashing) and deflating run on separate
-//! threads so they overlap, like `tar | gzip` does. Both channels are
-//! bounded, so at most a few chunks of a layer are ever in memory, and each
-//! side notices promptly when the other has gone away: a dropped stream makes
-//! the compressor's send fail, the compressor then drops its receiver, and
-//! the producer's next send fails.
+//! Producing the tar (reading files, hashing) runs beside the compression,
+//! like `tar | gzip`, and the compression itself is spread over up to
+//! [`MAX_COMPRESSORS`] threads (see [`super::gzip`] for how blocks are
+//! deflated independently yet form one gzip stream). Every channel is
+//! bounded, so at most a few blocks of a layer are ever in memory, and each
+//! side notices promptly when the other has gone away: a dropped stream
+//! makes the collector's send fail, the collector then drops its receiver,
+//! the compressors' sends fail, they drop the jobs receiver, and the
+//! producer's next send fails.
 
 use std::{
+    collections::BTreeMap,
     io::{self, Write},
-    sync::mpsc::{Receiver, SyncSender, sync_channel},
-    thread,
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, SyncSender, sync_channel},
+    },
+    thread::{self, Scope, ScopedJoinHandle},
 };
 
 use bytes::Bytes;
-use flate2::{Compression, write::GzEncoder};
+use flate2::Crc;
 use sha2::{Digest, Sha256};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{ArchiveError, GZIP_LEVEL, TarSummary};
+use super::{
+    ArchiveError, GZIP_LEVEL, TarSummary,
+    gzip::{self, BLOCK},
+};
 use crate::storage::ByteStream;
 
-/// Size of the uncompressed chunks handed from producer to compressor.
-const TAR_CHUNK: usize = 256 * 1024;
-/// Uncompressed chunks in flight between producer and compressor.
-const TAR_CHUNKS: usize = 4;
-/// Size of the compressed chunks handed to the stream.
-const STREAM_CHUNK: usize = 64 * 1024;
-/// Compressed chunks in flight between compressor and consumer.
-const STREAM_CHUNKS: usize = 4;
+/// The most threads deflating one layer (layers are also packed side by
+/// side, so more would mostly oversubscribe the cores).
+const MAX_COMPRESSORS: usize = 4;
+/// Compressed chunks in flight between collector and consumer.
+const STREAM_CHUNKS: usize = 8;
 
 type Summary = Result<TarSummary, ArchiveError>;
+
+/// What the producer learnt, beyond the summary, for the gzip trailer.
+struct Produced {
+    summary: TarSummary,
+    crc: u32,
+}
+
+/// One block to deflate: its position, the previous block's tail and data.
+struct Job {
+    index: u64,
+    dictionary: Vec<u8>,
+    data: Vec<u8>,
+}
+
+type JobResult = (u64, io::Result<Vec<u8>>);
 
 /// Starts the pipeline; `produce` writes the uncompressed bytes into the
 /// sink it is given, and must return an error if any write fails.
@@ -55,28 +76,43 @@ fn run<P>(produce: P, out: mpsc::Sender<io::Result<Bytes>>) -> Summary
 where
     P: FnOnce(&mut HashingSink) -> Result<(), ArchiveError> + Send,
 {
-    let (chunk_tx, chunk_rx) = sync_channel(TAR_CHUNKS);
-    let encoder = GzEncoder::new(StreamSink::new(out.clone()), Compression::new(GZIP_LEVEL));
+    let compressors = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_COMPRESSORS);
+    let (job_tx, job_rx) = sync_channel::<Job>(compressors);
+    let (result_tx, result_rx) = sync_channel::<JobResult>(compressors);
     let result = thread::scope(|scope| {
-        let producer = thread::Builder::new()
-            .name("nixery-tar".into())
-            .spawn_scoped(scope, move || {
-                let mut sink = HashingSink::new(chunk_tx);
-                produce(&mut sink)?;
-                sink.finish()
-            })
-            .map_err(|e| ArchiveError::Worker(format!("cannot start the tar thread: {e}")))?;
-        // `compress` owns the receiver and drops it when it returns, which
-        // unblocks a producer still waiting to send.
-        let compressed = compress(chunk_rx, encoder);
-        let produced = producer
-            .join()
-            .unwrap_or_else(|_| Err(ArchiveError::Worker("the tar thread panicked".into())));
-        let (encoder, summary) = match (compressed, produced) {
-            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-            (Ok(encoder), Ok(summary)) => (encoder, summary),
+        let producer = start(scope, "nixery-tar", move || {
+            let mut sink = HashingSink::new(job_tx);
+            produce(&mut sink)?;
+            sink.finish()
+        })?;
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut workers = Vec::new();
+        for _ in 0..compressors {
+            let (jobs, results) = (Arc::clone(&job_rx), result_tx.clone());
+            workers.push(start(scope, "nixery-gzip", move || {
+                compress(&jobs, &results);
+                Ok(())
+            })?);
+        }
+        drop((job_rx, result_tx));
+
+        let mut sink = StreamSink::new(out.clone());
+        // `collect` owns the results receiver and drops it when it returns,
+        // which unblocks compressors and, through them, the producer.
+        let collected = collect(result_rx, &mut sink);
+        for worker in workers {
+            join(worker)?;
+        }
+        let produced = join(producer);
+        let Produced { summary, crc } = match (collected, produced) {
+            (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+            (Ok(()), Ok(produced)) => produced,
         };
-        finish(encoder)?;
+        sink.write_all(&gzip::trailer(crc, summary.tar_size))
+            .and_then(|()| sink.send_buffered())
+            .map_err(|e| sink.error(e))?;
         Ok(summary)
     });
     if let Err(error) = &result {
@@ -87,65 +123,108 @@ where
     result
 }
 
-/// Deflates every chunk until the producer hangs up.
-fn compress(
-    chunks: Receiver<Vec<u8>>,
-    mut encoder: GzEncoder<StreamSink>,
-) -> Result<GzEncoder<StreamSink>, ArchiveError> {
-    for chunk in chunks {
-        if let Err(e) = encoder.write_all(&chunk) {
-            return Err(sink_error(encoder.get_ref(), e));
+fn start<'scope, T, F>(
+    scope: &'scope Scope<'scope, '_>,
+    name: &str,
+    work: F,
+) -> Result<ScopedJoinHandle<'scope, Result<T, ArchiveError>>, ArchiveError>
+where
+    T: Send + 'scope,
+    F: FnOnce() -> Result<T, ArchiveError> + Send + 'scope,
+{
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn_scoped(scope, work)
+        .map_err(|e| ArchiveError::Worker(format!("cannot start a {name} thread: {e}")))
+}
+
+fn join<T>(handle: ScopedJoinHandle<'_, Result<T, ArchiveError>>) -> Result<T, ArchiveError> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(ArchiveError::Worker("a packing thread panicked".into())))
+}
+
+/// A compressor thread: deflates jobs until the producer hangs up or the
+/// collector stops listening.
+fn compress(jobs: &Mutex<Receiver<Job>>, results: &SyncSender<JobResult>) {
+    loop {
+        // The lock is held only while waiting for the next job; a poisoned
+        // lock means another compressor panicked, which `join` reports.
+        let job = match jobs.lock() {
+            Ok(jobs) => jobs.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let deflated = gzip::deflate_block(GZIP_LEVEL, &job.dictionary, &job.data);
+        if results.send((job.index, deflated)).is_err() {
+            return;
         }
     }
-    Ok(encoder)
 }
 
-/// Writes the gzip trailer and sends the last compressed chunk.
-fn finish(encoder: GzEncoder<StreamSink>) -> Result<(), ArchiveError> {
-    let mut sink = match encoder.finish() {
-        Ok(sink) => sink,
-        Err(e) => return Err(ArchiveError::Compress(e)),
-    };
-    sink.send_buffered().map_err(|e| sink_error(&sink, e))
-}
-
-fn sink_error(sink: &StreamSink, error: io::Error) -> ArchiveError {
-    if sink.closed {
-        ArchiveError::ConsumerGone
+/// Writes the gzip header, then the deflated blocks in order as they come.
+fn collect(results: Receiver<JobResult>, sink: &mut StreamSink) -> Result<(), ArchiveError> {
+    sink.write_all(&gzip::header()).map_err(|e| sink.error(e))?;
+    let mut waiting = BTreeMap::new();
+    let mut next = 0;
+    for (index, deflated) in results {
+        waiting.insert(index, deflated.map_err(ArchiveError::Compress)?);
+        while let Some(block) = waiting.remove(&next) {
+            sink.write_all(&block).map_err(|e| sink.error(e))?;
+            next += 1;
+        }
+    }
+    if waiting.is_empty() {
+        Ok(())
     } else {
-        ArchiveError::Compress(error)
+        Err(ArchiveError::Worker(
+            "a compressed block went missing".into(),
+        ))
     }
 }
 
 /// The producer's end: hashes and counts every byte and hands it on to the
-/// compressor in chunks of [`TAR_CHUNK`].
+/// compressors in blocks of [`BLOCK`].
 pub(super) struct HashingSink {
     buffer: Vec<u8>,
-    next: SyncSender<Vec<u8>>,
-    hasher: Sha256,
+    dictionary: Vec<u8>,
+    next: SyncSender<Job>,
+    index: u64,
+    sha256: Sha256,
+    crc: Crc,
     size: u64,
     closed: bool,
 }
 
 impl HashingSink {
-    fn new(next: SyncSender<Vec<u8>>) -> Self {
+    fn new(next: SyncSender<Job>) -> Self {
         Self {
-            buffer: Vec::with_capacity(TAR_CHUNK),
+            buffer: Vec::with_capacity(BLOCK),
+            dictionary: Vec::new(),
             next,
-            hasher: Sha256::new(),
+            index: 0,
+            sha256: Sha256::new(),
+            crc: Crc::new(),
             size: 0,
             closed: false,
         }
     }
 
-    /// Whether a write failed because the compressor has gone away.
+    /// Whether a write failed because the compressors have gone away.
     pub(super) fn is_closed(&self) -> bool {
         self.closed
     }
 
     fn send_buffered(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(TAR_CHUNK));
-        if self.next.send(chunk).is_err() {
+        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(BLOCK));
+        let dictionary = std::mem::replace(&mut self.dictionary, gzip::window_of(&data).to_vec());
+        let job = Job {
+            index: self.index,
+            dictionary,
+            data,
+        };
+        self.index += 1;
+        if self.next.send(job).is_err() {
             self.closed = true;
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -155,14 +234,17 @@ impl HashingSink {
         Ok(())
     }
 
-    fn finish(mut self) -> Summary {
+    fn finish(mut self) -> Result<Produced, ArchiveError> {
         if !self.buffer.is_empty() {
             self.send_buffered()
                 .map_err(|_| ArchiveError::ConsumerGone)?;
         }
-        Ok(TarSummary {
-            diff_id: hex::encode(self.hasher.finalize()),
-            tar_size: self.size,
+        Ok(Produced {
+            summary: TarSummary {
+                diff_id: hex::encode(self.sha256.finalize()),
+                tar_size: self.size,
+            },
+            crc: self.crc.sum(),
         })
     }
 }
@@ -175,12 +257,13 @@ impl Write for HashingSink {
                 "layer compressor stopped",
             ));
         }
-        let room = TAR_CHUNK - self.buffer.len();
+        let room = BLOCK - self.buffer.len();
         let taken = &data[..data.len().min(room)];
-        self.hasher.update(taken);
+        self.sha256.update(taken);
+        self.crc.update(taken);
         self.size += taken.len() as u64;
         self.buffer.extend_from_slice(taken);
-        if self.buffer.len() == TAR_CHUNK {
+        if self.buffer.len() == BLOCK {
             self.send_buffered()?;
         }
         Ok(taken.len())
@@ -191,13 +274,16 @@ impl Write for HashingSink {
     }
 }
 
-/// The compressor's end: collects compressed bytes into chunks of
-/// [`STREAM_CHUNK`] and sends them to the stream, waiting while it is full.
+/// The collector's end: sends compressed bytes to the stream in chunks of
+/// at least [`STREAM_CHUNK`], waiting while the stream is full.
 struct StreamSink {
     buffer: Vec<u8>,
     out: mpsc::Sender<io::Result<Bytes>>,
     closed: bool,
 }
+
+/// Smallest chunk handed to the stream (except the last).
+const STREAM_CHUNK: usize = 64 * 1024;
 
 impl StreamSink {
     fn new(out: mpsc::Sender<io::Result<Bytes>>) -> Self {
@@ -222,6 +308,14 @@ impl StreamSink {
         }
         Ok(())
     }
+
+    fn error(&self, error: io::Error) -> ArchiveError {
+        if self.closed {
+            ArchiveError::ConsumerGone
+        } else {
+            ArchiveError::Compress(error)
+        }
+    }
 }
 
 impl Write for StreamSink {
@@ -232,13 +326,11 @@ impl Write for StreamSink {
                 "layer stream dropped",
             ));
         }
-        let room = STREAM_CHUNK - self.buffer.len();
-        let taken = &data[..data.len().min(room)];
-        self.buffer.extend_from_slice(taken);
-        if self.buffer.len() == STREAM_CHUNK {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= STREAM_CHUNK {
             self.send_buffered()?;
         }
-        Ok(taken.len())
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
