@@ -17,7 +17,7 @@ use crate::{
     layers::DEFAULT_BUDGET,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
-    status::{StatusInfo, describe_source},
+    status::StatusInfo,
     storage::{
         Storage,
         filesystem::{FilesystemStorage, InitError},
@@ -148,7 +148,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })?;
-    let status = StatusInfo::new(describe_source(&config.package_source), storage.name());
+    let status = StatusInfo::for_source(&config.package_source, storage.name());
     let state = AppState::new(storage, builder).with_status(status, build_errors);
     serve(listener, state, shutdown_signal()).await
 }

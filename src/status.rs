@@ -135,9 +135,21 @@ pub struct StatusInfo {
     pub storage_backend: String,
     /// Meta-packages understood in image names, with what they mean.
     pub meta_packages: Vec<(String, String)>,
+    /// Credentials of the package source, replaced by `***` wherever they
+    /// appear in a build error.
+    pub secrets: Vec<String>,
 }
 
 impl StatusInfo {
+    /// Status information for a server building from `source` and storing
+    /// in the backend named `storage_backend`.
+    pub fn for_source(source: &PackageSource, storage_backend: &str) -> StatusInfo {
+        StatusInfo {
+            secrets: source_secrets(source),
+            ..StatusInfo::new(describe_source(source), storage_backend)
+        }
+    }
+
     /// Status information for a server using `package_source` (already
     /// described, see [`describe_source`]) and the storage backend named
     /// `storage_backend`.
@@ -147,6 +159,7 @@ impl StatusInfo {
             package_source,
             storage_backend: storage_backend.to_owned(),
             meta_packages: meta_packages(),
+            secrets: Vec::new(),
         }
     }
 
@@ -167,10 +180,19 @@ impl StatusInfo {
                 .map(|e| RecentError {
                     image: e.image.clone(),
                     at: format_utc(e.at),
-                    message: e.message.clone(),
+                    message: self.redact(&e.message),
                 })
                 .collect(),
         }
+    }
+}
+
+impl StatusInfo {
+    /// `text` with every secret replaced by `***`.
+    fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
     }
 }
 
@@ -202,6 +224,26 @@ pub fn describe_source(source: &PackageSource) -> String {
         PackageSource::Path(path) => format!("local package set at {}", path.display()),
         PackageSource::Builtin => "built-in offline package set".to_owned(),
     }
+}
+
+/// The credentials in a git source's URL: its user information and, on
+/// its own, the password in it (longest first, so both are caught).
+fn source_secrets(source: &PackageSource) -> Vec<String> {
+    let PackageSource::Git(url) = source else {
+        return Vec::new();
+    };
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@').filter(|(u, _)| !u.is_empty()) else {
+        return Vec::new();
+    };
+    let mut secrets = vec![userinfo.to_owned()];
+    if let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        secrets.push(password.to_owned());
+    }
+    secrets
 }
 
 /// `url` without user information (`user:password@`), query and fragment.
@@ -323,6 +365,32 @@ mod tests {
             describe_source(&PackageSource::Builtin),
             "built-in offline package set"
         );
+    }
+
+    #[test]
+    fn git_credentials_in_build_errors_are_redacted() {
+        let source = PackageSource::Git("https://alice:hunter2@git.example/p.git".into());
+        let info = StatusInfo::for_source(&source, "filesystem");
+        assert_eq!(
+            info.package_source,
+            "git repository https://git.example/p.git"
+        );
+        let error = BuildErrorEntry {
+            image: "hello:latest".into(),
+            message: "fetching 'https://alice:hunter2@git.example/p.git'; password hunter2".into(),
+            at: SystemTime::UNIX_EPOCH,
+        };
+        let page = info.page(None, &[error]);
+        assert_eq!(
+            page.recent_errors[0].message,
+            "fetching 'https://***@git.example/p.git'; password ***"
+        );
+        for source in [
+            PackageSource::Builtin,
+            PackageSource::Git("https://@git.example/p.git".into()),
+        ] {
+            assert!(StatusInfo::for_source(&source, "x").secrets.is_empty());
+        }
     }
 
     #[test]
