@@ -17,6 +17,7 @@ use crate::{
     layers::DEFAULT_BUDGET,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
+    status::StatusInfo,
     storage::{
         Storage,
         filesystem::{FilesystemStorage, InitError},
@@ -147,7 +148,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })?;
-    serve(listener, AppState::new(storage, builder), shutdown_signal()).await
+    let status = StatusInfo::for_source(&config.package_source, storage.name());
+    let state = AppState::new(storage, builder).with_status(status, build_errors);
+    serve(listener, state, shutdown_signal()).await
 }
 
 /// Serve `state` on `listener` until `shutdown` completes, then drain for
@@ -158,6 +161,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let state = state.listening_on(addr);
     tracing::info!(addr = %addr, backend = state.storage.name(), "listening");
     let draining = Arc::new(tokio::sync::Notify::new());
     let signal_draining = draining.clone();

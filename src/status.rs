@@ -6,7 +6,9 @@
 //! goes through [`escape_html`], so a package name or a Nix error containing
 //! markup is shown as text and never executed.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, time::SystemTime};
+
+use crate::{build_errors::BuildErrorEntry, image::SHELL_PACKAGES, source::PackageSource};
 
 /// The version of this build: the git commit it was built from, or `devel`.
 pub const VERSION: &str = match option_env!("NIXERY_VERSION") {
@@ -120,9 +122,312 @@ impl StatusPage {
     }
 }
 
+/// The parts of the status page fixed at start-up: everything but the
+/// request's host and the build errors. Built once and shared by requests.
+#[derive(Clone, Debug)]
+pub struct StatusInfo {
+    /// Host shown when a request names none (the address the server
+    /// listens on).
+    pub fallback_host: String,
+    /// Human description of the package source (no credentials).
+    pub package_source: String,
+    /// Storage backend name.
+    pub storage_backend: String,
+    /// Meta-packages understood in image names, with what they mean.
+    pub meta_packages: Vec<(String, String)>,
+    /// Credentials of the package source, replaced by `***` wherever they
+    /// appear in a build error.
+    pub secrets: Vec<String>,
+}
+
+impl StatusInfo {
+    /// Status information for a server building from `source` and storing
+    /// in the backend named `storage_backend`.
+    pub fn for_source(source: &PackageSource, storage_backend: &str) -> StatusInfo {
+        StatusInfo {
+            secrets: source_secrets(source),
+            ..StatusInfo::new(describe_source(source), storage_backend)
+        }
+    }
+
+    /// Status information for a server using `package_source` (already
+    /// described, see [`describe_source`]) and the storage backend named
+    /// `storage_backend`.
+    pub fn new(package_source: String, storage_backend: &str) -> StatusInfo {
+        StatusInfo {
+            fallback_host: "localhost".to_owned(),
+            package_source,
+            storage_backend: storage_backend.to_owned(),
+            meta_packages: meta_packages(),
+            secrets: Vec::new(),
+        }
+    }
+
+    /// The page for a request that named `host` (if any), listing `errors`
+    /// in the order given (the ring keeps them newest first).
+    pub fn page(&self, host: Option<&str>, errors: &[BuildErrorEntry]) -> StatusPage {
+        let host = host
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&self.fallback_host);
+        StatusPage {
+            host: host.to_owned(),
+            package_source: self.package_source.clone(),
+            storage_backend: self.storage_backend.clone(),
+            meta_packages: self.meta_packages.clone(),
+            recent_errors: errors
+                .iter()
+                .map(|e| RecentError {
+                    image: e.image.clone(),
+                    at: format_utc(e.at),
+                    message: self.redact(&e.message),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl StatusInfo {
+    /// `text` with every secret replaced by `***`.
+    fn redact(&self, text: &str) -> String {
+        self.secrets
+            .iter()
+            .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
+    }
+}
+
+/// The meta-packages of image names and what each one means.
+pub fn meta_packages() -> Vec<(String, String)> {
+    vec![
+        (
+            "shell".to_owned(),
+            format!(
+                "adds an interactive shell environment: {}",
+                SHELL_PACKAGES.join(", ")
+            ),
+        ),
+        (
+            "arm64".to_owned(),
+            "builds the image for 64-bit ARM (aarch64-linux) instead of x86_64-linux; \
+             it adds no package"
+                .to_owned(),
+        ),
+    ]
+}
+
+/// Describe where packages come from, for people, without credentials: a
+/// git URL loses any user name, password, query and fragment.
+pub fn describe_source(source: &PackageSource) -> String {
+    match source {
+        PackageSource::Channel(channel) => format!("nixpkgs channel {channel}"),
+        PackageSource::Git(url) => format!("git repository {}", without_credentials(url)),
+        PackageSource::Path(path) => format!("local package set at {}", path.display()),
+        PackageSource::Builtin => "built-in offline package set".to_owned(),
+    }
+}
+
+/// The credentials in a git source's URL: its user information and, on
+/// its own, the password in it (longest first, so both are caught).
+fn source_secrets(source: &PackageSource) -> Vec<String> {
+    let PackageSource::Git(url) = source else {
+        return Vec::new();
+    };
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@').filter(|(u, _)| !u.is_empty()) else {
+        return Vec::new();
+    };
+    let mut secrets = vec![userinfo.to_owned()];
+    if let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        secrets.push(password.to_owned());
+    }
+    secrets
+}
+
+/// `url` without user information (`user:password@`), query and fragment.
+///
+/// Hand-written rather than with the `url` crate, which rejects the
+/// scp-like `user@host:path` form git also accepts.
+pub fn without_credentials(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}"),
+        None => format!("{host}{path}"),
+    }
+}
+
+/// `at` as `YYYY-MM-DD HH:MM:SS UTC` (times before 1970 show as 1970).
+pub fn format_utc(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01.
+///
+/// Hand-written (Howard Hinnant's well-known days-to-civil arithmetic) to
+/// avoid a date crate for one timestamp format.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01 so leap days end each 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn utc_time_is_formatted_as_date_and_time() {
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(format_utc(at(0)), "1970-01-01 00:00:00 UTC");
+        // 2000-02-29 (a leap day in a year divisible by 400) 12:34:56.
+        assert_eq!(format_utc(at(951_827_696)), "2000-02-29 12:34:56 UTC");
+        assert_eq!(format_utc(at(1_709_251_199)), "2024-02-29 23:59:59 UTC");
+        assert_eq!(format_utc(at(1_798_761_600)), "2027-01-01 00:00:00 UTC");
+        assert_eq!(
+            format_utc(SystemTime::UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01 00:00:00 UTC"
+        );
+    }
+
+    #[test]
+    fn git_urls_lose_user_password_query_and_fragment() {
+        assert_eq!(
+            without_credentials("https://user:secret@git.example/pkgs.git"),
+            "https://git.example/pkgs.git"
+        );
+        assert_eq!(
+            without_credentials("https://token@git.example:8443/a/b?private_token=x#frag"),
+            "https://git.example:8443/a/b"
+        );
+        assert_eq!(
+            without_credentials("git@github.com:org/pkgs.git"),
+            "github.com:org/pkgs.git"
+        );
+        assert_eq!(
+            without_credentials("file:///srv/repos/a@b"),
+            "file:///srv/repos/a@b"
+        );
+        assert_eq!(
+            without_credentials("https://git.example/pkgs"),
+            "https://git.example/pkgs"
+        );
+    }
+
+    #[test]
+    fn each_package_source_is_described_without_secrets() {
+        let git = describe_source(&PackageSource::Git(
+            "https://alice:hunter2@git.example/nixpkgs.git".into(),
+        ));
+        assert_eq!(git, "git repository https://git.example/nixpkgs.git");
+        assert_eq!(
+            describe_source(&PackageSource::Channel("nixos-unstable".into())),
+            "nixpkgs channel nixos-unstable"
+        );
+        assert_eq!(
+            describe_source(&PackageSource::Path("/srv/pkgs".into())),
+            "local package set at /srv/pkgs"
+        );
+        assert_eq!(
+            describe_source(&PackageSource::Builtin),
+            "built-in offline package set"
+        );
+    }
+
+    #[test]
+    fn git_credentials_in_build_errors_are_redacted() {
+        let source = PackageSource::Git("https://alice:hunter2@git.example/p.git".into());
+        let info = StatusInfo::for_source(&source, "filesystem");
+        assert_eq!(
+            info.package_source,
+            "git repository https://git.example/p.git"
+        );
+        let error = BuildErrorEntry {
+            image: "hello:latest".into(),
+            message: "fetching 'https://alice:hunter2@git.example/p.git'; password hunter2".into(),
+            at: SystemTime::UNIX_EPOCH,
+        };
+        let page = info.page(None, &[error]);
+        assert_eq!(
+            page.recent_errors[0].message,
+            "fetching 'https://***@git.example/p.git'; password ***"
+        );
+        for source in [
+            PackageSource::Builtin,
+            PackageSource::Git("https://@git.example/p.git".into()),
+        ] {
+            assert!(StatusInfo::for_source(&source, "x").secrets.is_empty());
+        }
+    }
+
+    #[test]
+    fn page_uses_the_request_host_or_the_fallback_and_keeps_error_order() {
+        let mut info = StatusInfo::new("built-in offline package set".into(), "filesystem");
+        info.fallback_host = "0.0.0.0:8080".into();
+        let errors = [
+            BuildErrorEntry {
+                image: "new:latest".into(),
+                message: "second".into(),
+                at: SystemTime::UNIX_EPOCH,
+            },
+            BuildErrorEntry {
+                image: "old:latest".into(),
+                message: "first".into(),
+                at: SystemTime::UNIX_EPOCH,
+            },
+        ];
+        let page = info.page(Some("registry.example"), &errors);
+        assert_eq!(page.host, "registry.example");
+        let images: Vec<_> = page.recent_errors.iter().map(|e| &e.image).collect();
+        assert_eq!(images, ["new:latest", "old:latest"]);
+        assert_eq!(page.recent_errors[0].at, "1970-01-01 00:00:00 UTC");
+        assert_eq!(info.page(None, &[]).host, "0.0.0.0:8080");
+        assert_eq!(info.page(Some(" "), &[]).host, "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn meta_packages_name_the_shell_packages_and_arm64() {
+        let meta = meta_packages();
+        assert_eq!(meta[0].0, "shell");
+        for package in SHELL_PACKAGES {
+            assert!(meta[0].1.contains(package), "{package}");
+        }
+        assert_eq!(meta[1].0, "arm64");
+        assert!(meta[1].1.contains("aarch64-linux"));
+    }
 
     fn page_with_error(image: &str, message: &str) -> StatusPage {
         StatusPage {

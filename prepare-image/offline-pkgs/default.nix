@@ -17,8 +17,9 @@
 # for `system`, so an `aarch64-linux` image evaluates here but does not
 # build (the busybox is an x86_64 binary).
 #
-# Test fixtures: `failing` is a build that fails, `sleepy` a build that
-# sleeps 1000 seconds (`sleepy-long`: 1001), `throws` an attribute whose evaluation throws.
+# Test fixtures: `failing` is a build that fails (`xss-failing`: printing
+# markup), `sleepy` a build that sleeps 1000 seconds (`sleepy-long`:
+# 1001), `throws` an attribute whose evaluation throws.
 # `hello` prints the line in ./hello-greeting.txt ("Hello, world!").
 { system ? builtins.currentSystem, ... }:
 let
@@ -183,6 +184,15 @@ rec {
 
   failing = runCommand "failing-1.0" { } ''
     echo "failing: this build fails on purpose" >&2
+    exit 1
+  '';
+
+  # Fails printing markup, so the status page can show it must escape
+  # build output (tests/status_page*.rs).
+  xss-failing = runCommand "xss-failing-1.0" {
+    markup = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">";
+  } ''
+    printf '%s\n' "$markup" >&2
     exit 1
   '';
 

@@ -7,6 +7,7 @@
 //! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`].
 //! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
 //!   404 with a registry error body.
+//! - `GET`/`HEAD /` is the HTML status page ([`status`]).
 //!
 //! Every `/v2` response carries `Docker-Distribution-API-Version:
 //! registry/2.0`. Each request is traced in a span `request` with fields
@@ -19,8 +20,9 @@ pub mod error;
 pub mod manifests;
 pub mod no_builder;
 pub mod path;
+pub mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -29,7 +31,7 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri},
     middleware,
     response::IntoResponse,
-    routing::any,
+    routing::{any, get},
 };
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -37,7 +39,10 @@ use tracing::Span;
 pub use error::{ErrorCode, RegistryError};
 pub use no_builder::NoBuilder;
 
-use crate::{builder::ImageBuilder, reference::Reference, storage::Storage};
+use crate::{
+    build_errors::BuildErrors, builder::ImageBuilder, reference::Reference, status::StatusInfo,
+    storage::Storage,
+};
 
 /// Header naming the digest of the returned content.
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -47,20 +52,49 @@ pub const API_VERSION_HEADER: HeaderName =
 /// Value of [`API_VERSION_HEADER`].
 pub const API_VERSION: &str = "registry/2.0";
 
-/// What the handlers share. Cheap to clone; add fields here (status page
-/// data, metrics) as the server grows.
+/// What the handlers share. Cheap to clone; add fields here (metrics) as
+/// the server grows.
 #[derive(Clone)]
 pub struct AppState {
     /// Where blobs and manifests are kept.
     pub storage: Arc<dyn Storage>,
     /// Produces manifests for tags.
     pub builder: Arc<dyn ImageBuilder>,
+    /// The fixed parts of the status page.
+    pub status: Arc<StatusInfo>,
+    /// Recent build failures, shown on the status page.
+    pub build_errors: Arc<BuildErrors>,
 }
 
 impl AppState {
-    /// State with the given storage backend and image builder.
+    /// State with the given storage backend and image builder; the status
+    /// page says the package source is unknown and lists no build errors
+    /// until [`AppState::with_status`] gives it the real ones.
     pub fn new(storage: Arc<dyn Storage>, builder: Arc<dyn ImageBuilder>) -> Self {
-        Self { storage, builder }
+        let status = StatusInfo::new("unknown".to_owned(), storage.name());
+        Self {
+            storage,
+            builder,
+            status: Arc::new(status),
+            build_errors: Arc::new(BuildErrors::new()),
+        }
+    }
+
+    /// The same state with the status page's fixed parts and the ring of
+    /// build errors the builder records into.
+    pub fn with_status(self, status: StatusInfo, build_errors: Arc<BuildErrors>) -> Self {
+        Self {
+            status: Arc::new(status),
+            build_errors,
+            ..self
+        }
+    }
+
+    /// The same state, naming `addr` on the status page when a request
+    /// carries no `Host`.
+    pub fn listening_on(mut self, addr: SocketAddr) -> Self {
+        Arc::make_mut(&mut self.status).fallback_host = addr.to_string();
+        self
     }
 }
 
@@ -73,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(registry))
         .layer(middleware::map_response(add_api_version));
     Router::new()
+        .route("/", get(status::page))
         .merge(v2)
         .fallback(not_found)
         .layer(

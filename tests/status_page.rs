@@ -1,0 +1,174 @@
+//! The status page at `/` tells people how to pull from the host they
+//! asked, what the server runs with (never credentials) and which builds
+//! failed recently, with every interpolated string HTML-escaped.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use common::TestServer;
+use reqwest::{
+    StatusCode,
+    header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, X_CONTENT_TYPE_OPTIONS},
+};
+
+/// The image whose build fails printing markup (offline package set).
+const XSS_IMAGE: &str = "xss-failing";
+
+/// What `xss-failing` prints, raw and as it must appear in the HTML.
+const RAW_MARKUP: &str = "<script>document.title='pwned'</script>";
+const ESCAPED_MARKUP: &str = "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;";
+
+/// `GET /` with `Host: host`; returns the response headers and body.
+async fn status_page(server: &TestServer, host: &str) -> (reqwest::header::HeaderMap, String) {
+    let response = reqwest::Client::new()
+        .get(server.url("/"))
+        .header(HOST, host)
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    (headers, response.text().await.expect("page body"))
+}
+
+/// Pull the manifest of `image`, whose build is expected to fail.
+async fn fail_build(server: &TestServer, image: &str) {
+    let response = reqwest::get(server.url(&format!("/v2/{image}/manifests/latest")))
+        .await
+        .expect("GET manifest");
+    assert_eq!(
+        response.status(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{image} was expected to fail to build"
+    );
+}
+
+#[tokio::test]
+async fn page_names_the_request_host_backend_source_and_version() {
+    let server = TestServer::start();
+    let (headers, body) = status_page(&server, "registry.example:5000").await;
+    assert!(
+        body.contains("docker pull registry.example:5000/shell/git/htop"),
+        "{body}"
+    );
+    assert!(!body.contains(&server.addr().to_string()), "{body}");
+    assert!(body.contains("<td>filesystem</td>"), "{body}");
+    assert!(
+        body.contains("<td>built-in offline package set</td>"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "<td id=\"version\">{}</td>",
+            nixery::status::VERSION
+        )),
+        "{body}"
+    );
+    for meta in [
+        "<code>shell</code>",
+        "<code>arm64</code>",
+        "bashInteractive",
+    ] {
+        assert!(body.contains(meta), "{meta} missing: {body}");
+    }
+    assert!(body.contains("No build has failed recently."), "{body}");
+    assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(
+        headers[CONTENT_SECURITY_POLICY],
+        "default-src 'none'; style-src 'unsafe-inline'"
+    );
+    assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+}
+
+#[tokio::test]
+async fn head_answers_the_page_headers_without_a_body() {
+    let server = TestServer::start();
+    let response = reqwest::Client::new()
+        .head(server.url("/"))
+        .send()
+        .await
+        .expect("HEAD /");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert!(response.bytes().await.expect("body").is_empty());
+}
+
+#[test]
+fn request_without_host_shows_the_listen_address() {
+    let server = TestServer::start();
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    // HTTP/1.0 needs no Host header.
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("send request");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read response");
+    assert!(raw.starts_with("HTTP/1.0 200"), "{raw}");
+    assert!(
+        raw.contains(&format!("docker pull {}/shell/git/htop", server.addr())),
+        "{raw}"
+    );
+}
+
+#[tokio::test]
+async fn failed_build_is_listed_with_its_output_escaped() {
+    let server = TestServer::builder().env("NIX_TIMEOUT", "60").start();
+    fail_build(&server, XSS_IMAGE).await;
+    fail_build(&server, "failing").await;
+    let (_, body) = status_page(&server, "registry.example").await;
+    let newest = body.find("<code>failing:latest</code>");
+    let older = body.find(&format!("<code>{XSS_IMAGE}:latest</code>"));
+    assert!(
+        matches!((newest, older), (Some(n), Some(o)) if n < o),
+        "both failures, newest first: {body}"
+    );
+    assert!(body.contains(ESCAPED_MARKUP), "{body}");
+    assert!(
+        body.contains("&lt;img src=x onerror=&quot;document.title=&#39;pwned&#39;&quot;&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains(RAW_MARKUP), "{body}");
+    assert!(!body.contains("<img"), "{body}");
+    assert!(body.contains(" UTC</p>"), "{body}");
+}
+
+#[tokio::test]
+async fn hostile_host_header_is_escaped() {
+    let server = TestServer::start();
+    let (_, body) = status_page(&server, "<b>x</b>").await;
+    assert!(
+        body.contains("docker pull &lt;b&gt;x&lt;/b&gt;/shell"),
+        "{body}"
+    );
+    assert!(!body.contains("<b>x"), "{body}");
+}
+
+#[tokio::test]
+async fn git_source_credentials_never_appear() {
+    // Port 1 on localhost refuses at once, so the build fails quickly and
+    // its error (which names the repository) is on the page too.
+    let server = TestServer::builder()
+        .env(
+            "NIXERY_PKGS_REPO",
+            "https://user:secret@127.0.0.1:1/pkgs.git",
+        )
+        .env("NIX_TIMEOUT", "60")
+        .start();
+    fail_build(&server, "hello").await;
+    let (_, body) = status_page(&server, "registry.example").await;
+    assert!(
+        body.contains("<td>git repository https://127.0.0.1:1/pkgs.git</td>"),
+        "{body}"
+    );
+    assert!(body.contains("<code>hello:latest</code>"), "{body}");
+    assert!(!body.contains("secret"), "{body}");
+    assert!(!body.contains("user:"), "{body}");
+}
