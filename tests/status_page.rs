@@ -172,3 +172,16 @@ async fn git_source_credentials_never_appear() {
     assert!(!body.contains("secret"), "{body}");
     assert!(!body.contains("user:"), "{body}");
 }
+
+#[tokio::test]
+async fn writes_to_the_status_page_are_405_registry_errors() {
+    let server = TestServer::start();
+    let response = reqwest::Client::new()
+        .post(server.url("/"))
+        .send()
+        .await
+        .expect("POST /");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: serde_json::Value = response.json().await.expect("registry error body");
+    assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+}

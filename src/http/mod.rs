@@ -107,7 +107,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(registry))
         .layer(middleware::map_response(add_api_version));
     Router::new()
-        .route("/", get(status::page))
+        .route(
+            "/",
+            get(status::page).fallback(|method: axum::http::Method| async move {
+                RegistryError::method_not_allowed(method.as_str())
+            }),
+        )
         .merge(v2)
         .fallback(not_found)
         .layer(
