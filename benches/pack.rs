@@ -1,11 +1,13 @@
 //! Layer packing throughput, against `tar -cf - PATHS | gzip -6 | sha256sum`
 //! on the same paths in the same run.
 //!
-//! Run with `cargo bench --bench pack`. By default it generates a closure of
-//! about 120 MB under a temporary directory (source-like text, binary-like
-//! data, already compressed data, many files of varied sizes, symlinks);
-//! set `NIXERY_BENCH_PATHS` to whitespace-separated store paths to pack
-//! those instead. `NIXERY_BENCH_ROUNDS` (default 3) sets how many times
+//! Run with `cargo bench --bench pack`. By default it packs the closure of
+//! the offline package set's `bigpkg` (over 100 MB, built with `nix-build`
+//! if needed). `NIXERY_BENCH_INPUT=generated` packs a generated closure of
+//! about 120 MB under a temporary directory instead (source-like text,
+//! binary-like data, already compressed data, many files of varied sizes,
+//! symlinks), and `NIXERY_BENCH_PATHS` packs the whitespace-separated store
+//! paths it names. `NIXERY_BENCH_ROUNDS` (default 3) sets how many times
 //! each contender runs, interleaved. Figures use each contender's fastest
 //! round (noise from other work on the machine only ever adds time); the
 //! median is printed beside it.
@@ -36,6 +38,15 @@ fn main() -> ExitCode {
     let generated;
     let paths = match env::var("NIXERY_BENCH_PATHS") {
         Ok(list) if !list.trim().is_empty() => list.split_whitespace().map(PathBuf::from).collect(),
+        _ if env::var("NIXERY_BENCH_INPUT").as_deref() != Ok("generated") => {
+            match bigpkg_closure() {
+                Ok(paths) => {
+                    println!("packing the closure of bigpkg: {} store paths", paths.len());
+                    paths
+                }
+                Err(e) => return fail(&format!("cannot build bigpkg: {e}")),
+            }
+        }
         _ => {
             generated = match tempfile::tempdir() {
                 Ok(dir) => dir,
@@ -320,6 +331,30 @@ fn fill(content: Content, len: usize, rng: &mut Rng, out: &mut Vec<u8>) {
 
 /// Generates about [`GENERATED_BYTES`] of store paths under `root` and
 /// returns them.
+/// The closure of the offline package set's >100 MB package.
+fn bigpkg_closure() -> Result<Vec<PathBuf>, String> {
+    let pkgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs");
+    let built = command_stdout(
+        Command::new("nix-build")
+            .arg(&pkgs)
+            .args(["-A", "bigpkg", "--no-out-link"]),
+    )?;
+    let out = built.lines().last().unwrap_or_default().trim().to_owned();
+    let closure = command_stdout(Command::new("nix-store").args(["-qR", &out]))?;
+    Ok(closure.lines().map(PathBuf::from).collect())
+}
+
+fn command_stdout(cmd: &mut Command) -> Result<String, String> {
+    let output = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("{cmd:?} failed with {}", output.status));
+    }
+    String::from_utf8(output.stdout).map_err(|e| format!("{cmd:?}: {e}"))
+}
+
 fn generate_closure(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut buffer = Vec::new();
