@@ -353,11 +353,20 @@ impl Inner {
             .map_err(|_| BuildError::Unavailable)?;
         let (body, packer) = pack();
         let uploaded = self.cache.upload_blob(manifest::LAYER_TAR_GZIP, body).await;
-        let summary = packer
+        let packed = packer
             .await
-            .map_err(|error| BuildError::Layers(format!("packing task: {error}")))?
-            .map_err(|error| BuildError::Layers(format!("packing layer {layer_key}: {error}")))?;
-        let persisted = uploaded?;
+            .map_err(|error| BuildError::Layers(format!("packing task: {error}")))?;
+        let (summary, persisted) = match (packed, uploaded) {
+            (Ok(summary), uploaded) => (summary, uploaded?),
+            // The upload gave up first (the storage failed); the packer
+            // only saw its consumer go, so the upload error is the cause.
+            (Err(archive::ArchiveError::ConsumerGone), Err(error)) => return Err(error.into()),
+            (Err(error), _) => {
+                return Err(BuildError::Layers(format!(
+                    "packing layer {layer_key}: {error}"
+                )));
+            }
+        };
         let record = LayerRecord {
             digest: persisted.sha256,
             size: persisted.size,

@@ -1,0 +1,316 @@
+//! End-to-end tests of the gcs backend through the server binary, against
+//! a real fake-gcs-server started by each test (issue 6).
+//!
+//! Properties defended: a full `skopeo copy` works when every blob is a
+//! redirect to the bucket; two instances with separate local tiers share
+//! one bucket (an image built by one is served by the other without Nix,
+//! and a layer uploaded by one is not uploaded again by the other); a
+//! bucket that dies during a build gives a 5xx registry error in bounded
+//! time, leaves no build record without its blob, and the same request
+//! succeeds once the bucket is back.
+
+mod common;
+mod support;
+mod support_gcs;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::Value;
+use support::offline_pkgs_repo;
+use support_gcs::{BUCKET, FakeGcs, sha256_hex};
+
+const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Bytes sent to the emulator after which the big layer is mid-upload.
+const MID_UPLOAD_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A failed build must be reported within this time of the bucket dying.
+const FAILURE_BOUND: Duration = Duration::from_secs(90);
+
+/// A server on the gcs backend against the emulator at `emulator_host`,
+/// with its own local tier (the harness gives each server its own
+/// `STORAGE_PATH`).
+fn gcs_server(emulator_host: &str, repo: Option<&std::path::Path>) -> TestServer {
+    let mut builder = TestServer::builder()
+        .env("NIXERY_STORAGE_BACKEND", "gcs")
+        .env("GCS_BUCKET", BUCKET)
+        .env("STORAGE_EMULATOR_HOST", emulator_host)
+        .env("NIX_TIMEOUT", "300");
+    if let Some(repo) = repo {
+        builder = builder.env("NIXERY_PKGS_REPO", format!("file://{}", repo.display()));
+    }
+    builder.start()
+}
+
+/// Number of log events of `server` whose message is `message`.
+fn count_logs(server: &TestServer, message: &str) -> usize {
+    server
+        .log_events()
+        .iter()
+        .filter(|event| event["message"] == message)
+        .count()
+}
+
+async fn request_manifest(server: &TestServer, name: &str, tag: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(server.url(&format!("/v2/{name}/manifests/{tag}")))
+        .header("Accept", MANIFEST_V2)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .expect("an answer to the manifest request")
+}
+
+async fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
+    let response = request_manifest(server, name, tag).await;
+    let status = response.status();
+    let body = response.text().await.expect("manifest body");
+    assert_eq!(status, 200, "manifest {name}:{tag}: {body}");
+    serde_json::from_str(&body).expect("manifest JSON")
+}
+
+fn layer_digests(manifest: &Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .expect("layers array")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
+fn registry_host(server: &TestServer) -> String {
+    server.addr().to_string()
+}
+
+/// Asserts that `GET` and `HEAD` on the blob `digest` of repository `name`
+/// answer `303` to the object in the bucket, on `emulator_host` (the
+/// server's `STORAGE_EMULATOR_HOST`), and that the object exists.
+async fn assert_blob_redirects_to_bucket(
+    server: &TestServer,
+    gcs: &FakeGcs,
+    emulator_host: &str,
+    name: &str,
+    digest: &str,
+) {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client");
+    let hex = digest.trim_start_matches("sha256:");
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let response = no_redirects
+            .request(
+                method.clone(),
+                server.url(&format!("/v2/{name}/blobs/{digest}")),
+            )
+            .send()
+            .await
+            .expect("blob request");
+        assert_eq!(response.status(), 303, "{method} {digest}");
+        let location = response.headers()["location"]
+            .to_str()
+            .expect("ASCII location");
+        assert_eq!(
+            location,
+            format!("http://{emulator_host}/{BUCKET}/layers/{hex}")
+        );
+    }
+    assert!(
+        gcs.object_metadata(&format!("layers/{hex}"))
+            .await
+            .is_some(),
+        "layers/{hex} is not in the bucket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copy_follows_blob_redirects_to_the_bucket_and_verifies_digests() {
+    let gcs = FakeGcs::start().await;
+    let server = gcs_server(&gcs.host(), None);
+    let work = tempfile::tempdir().expect("temporary directory");
+    let layout = work.path().join("layout");
+
+    let copy = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!(
+            "docker://{}/hello/git:latest",
+            registry_host(&server)
+        ))
+        .arg(format!("oci:{}:img", layout.display()))
+        .output()
+        .expect("run skopeo (is it installed?)");
+    assert!(
+        copy.status.success(),
+        "skopeo copy failed: {}\nserver logs: {:#?}",
+        String::from_utf8_lossy(&copy.stderr),
+        server.logs()
+    );
+
+    // skopeo verified every blob against its digest; check the copies too.
+    let blobs = layout.join("blobs/sha256");
+    let mut copied = HashSet::new();
+    for entry in std::fs::read_dir(&blobs).expect("copied blobs") {
+        let path = entry.expect("directory entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("blob name")
+            .to_owned();
+        assert_eq!(sha256_hex(&std::fs::read(&path).expect("blob")), name);
+        copied.insert(name);
+    }
+
+    // The copied manifest names only layers that were copied, and each of
+    // them is a redirect to the bucket. (skopeo rewrites the config when it
+    // converts the manifest to OCI, so only layer digests carry over.)
+    // Reading it from the layout avoids another (uncacheable) build of
+    // `latest`.
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("layout index"))
+            .expect("index JSON");
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("manifest digest");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(blobs.join(manifest_digest.trim_start_matches("sha256:")))
+            .expect("copied manifest"),
+    )
+    .expect("manifest JSON");
+    let digests = layer_digests(&manifest);
+    assert!(digests.len() >= 2, "{manifest}");
+    for digest in &digests {
+        assert!(
+            copied.contains(digest.trim_start_matches("sha256:")),
+            "skopeo did not copy {digest}"
+        );
+        assert_blob_redirects_to_bucket(&server, &gcs, &gcs.host(), "hello/git", digest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_built_by_one_instance_is_served_by_another_without_nix() {
+    let gcs = FakeGcs::start().await;
+    let (repo, commit) = offline_pkgs_repo();
+    let a = gcs_server(&gcs.host(), Some(repo.path()));
+    let b = gcs_server(&gcs.host(), Some(repo.path()));
+    assert_ne!(a.addr(), b.addr());
+    assert_ne!(a.storage_path(), b.storage_path());
+
+    let from_a = get_manifest(&a, "hello/git", &commit).await;
+    let from_b = get_manifest(&b, "hello/git", &commit).await;
+
+    assert_eq!(count_logs(&a, "building image"), 1);
+    assert_eq!(count_logs(&b, "building image"), 0, "instance B ran Nix");
+    assert_eq!(from_a, from_b);
+    for digest in layer_digests(&from_b) {
+        assert_blob_redirects_to_bucket(&b, &gcs, &gcs.host(), "hello/git", &digest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_uploaded_by_one_instance_is_not_uploaded_again_by_another() {
+    let gcs = FakeGcs::start().await;
+    let (repo, commit) = offline_pkgs_repo();
+    let a = gcs_server(&gcs.host(), Some(repo.path()));
+    let b = gcs_server(&gcs.host(), Some(repo.path()));
+
+    let git = get_manifest(&a, "hello/git", &commit).await;
+    let htop = get_manifest(&b, "hello/htop", &commit).await;
+
+    let git_layers: HashSet<String> = layer_digests(&git).into_iter().collect();
+    let htop_layers = layer_digests(&htop);
+    let shared = htop_layers
+        .iter()
+        .filter(|d| git_layers.contains(*d))
+        .count();
+    assert!(shared >= 2, "hello/git and hello/htop share no layers");
+    assert_eq!(count_logs(&b, "building image"), 1);
+    assert_eq!(
+        count_logs(&b, "layer uploaded"),
+        htop_layers.len() - shared,
+        "instance B uploaded layers that instance A had uploaded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_dying_mid_build_gives_5xx_leaves_no_dangling_record_and_recovers() {
+    // The server reaches the emulator through a proxy that counts the
+    // bytes it sends, to see how far the uploads have got.
+    let (mut gcs, proxy) = FakeGcs::start_behind_proxy().await;
+    let server = gcs_server(&proxy.host(), None);
+    // `bigpkg`'s closure holds a >100 MB incompressible file, so its
+    // layer is by far the largest upload of the build.
+    let url = server.url("/v2/bigpkg/manifests/latest");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("Accept", MANIFEST_V2)
+                .timeout(Duration::from_secs(600))
+                .send()
+                .await
+        }
+    });
+    // Kill the bucket once two upload chunks (8 MiB each) have gone out:
+    // the other layers are far smaller, so the big one is mid-upload.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while proxy.client_bytes() < MID_UPLOAD_BYTES {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never got going: {:#?}",
+            server.logs()
+        );
+        assert!(
+            !first.is_finished(),
+            "the build ended before the big upload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gcs.kill();
+    let killed_at = Instant::now();
+
+    let response = first
+        .await
+        .expect("request task")
+        .expect("an answer, not a hang");
+    let elapsed = killed_at.elapsed();
+    eprintln!("the failed build was reported {elapsed:?} after the bucket died");
+    assert!(elapsed < FAILURE_BOUND, "the failure took {elapsed:?}");
+    let status = response.status();
+    let body: Value = response.json().await.expect("registry error body");
+    assert!(status.is_server_error(), "{status}: {body}");
+    // Reported as the storage failure it is, not as a broken build.
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UPLOAD", "{body}");
+    assert_eq!(count_logs(&server, "image build failed"), 1);
+
+    // The emulator keeps its objects on disk: every build record it holds
+    // points at a blob it holds too.
+    gcs.restart().await;
+    let records = gcs.object_names("builds/").await;
+    assert!(
+        records.len() >= count_logs(&server, "layer uploaded") && !records.is_empty(),
+        "the layers uploaded before the kill have no records: {records:?}"
+    );
+    for record in &records {
+        let bytes = gcs.object_bytes(record).await.expect("listed record");
+        let record_json: Value = serde_json::from_slice(&bytes).expect("record JSON");
+        let digest = record_json["digest"].as_str().expect("record digest");
+        let blob = format!("layers/{}", digest.trim_start_matches("sha256:"));
+        assert!(
+            gcs.object_metadata(&blob).await.is_some(),
+            "{record} points at missing {blob}"
+        );
+    }
+
+    let retry = request_manifest(&server, "bigpkg", "latest").await;
+    let status = retry.status();
+    let manifest: Value = retry.json().await.expect("manifest JSON");
+    assert_eq!(status, 200, "{manifest}");
+    for digest in layer_digests(&manifest) {
+        assert_blob_redirects_to_bucket(&server, &gcs, &proxy.host(), "bigpkg", &digest).await;
+    }
+}
