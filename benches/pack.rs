@@ -334,11 +334,11 @@ fn fill(content: Content, len: usize, rng: &mut Rng, out: &mut Vec<u8>) {
 /// The closure of the offline package set's >100 MB package.
 fn bigpkg_closure() -> Result<Vec<PathBuf>, String> {
     let pkgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs");
-    let built = command_stdout(
-        Command::new("nix-build")
-            .arg(&pkgs)
-            .args(["-A", "bigpkg", "--no-out-link"]),
-    )?;
+    let built = command_stdout(Command::new("nix-build").arg(&pkgs).args([
+        "-A",
+        "bigpkg",
+        "--no-out-link",
+    ]))?;
     let out = built.lines().last().unwrap_or_default().trim().to_owned();
     let closure = command_stdout(Command::new("nix-store").args(["-qR", &out]))?;
     Ok(closure.lines().map(PathBuf::from).collect())

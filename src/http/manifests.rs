@@ -17,10 +17,7 @@ use crate::{
     storage::Storage,
 };
 
-/// Media type of the manifests this registry serves (Docker Image Manifest
-/// V2 Schema 2).
-// TODO(lead): point this at the constant in `crate::manifest` once the
-// archive branch lands, so the media type is defined in one place.
+// The media type is defined once, with the manifest it describes.
 use crate::manifest::MANIFEST_V2 as MANIFEST_MEDIA_TYPE;
 
 /// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder.

@@ -18,7 +18,6 @@
 pub mod blobs;
 pub mod error;
 pub mod manifests;
-pub mod no_builder;
 pub mod path;
 pub mod status;
 
@@ -37,7 +36,6 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 pub use error::{ErrorCode, RegistryError};
-pub use no_builder::NoBuilder;
 
 use crate::{
     build_errors::BuildErrors, builder::ImageBuilder, reference::Reference, status::StatusInfo,
