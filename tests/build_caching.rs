@@ -9,26 +9,18 @@ use std::collections::HashSet;
 
 use common::TestServer;
 use serde_json::Value;
-use support::offline_pkgs_repo;
+use support::{count_logs, layer_digests, offline_pkgs_repo};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Number of Nix builds the server has logged so far.
 fn nix_builds(server: &TestServer) -> usize {
-    server
-        .logs()
-        .iter()
-        .filter(|line| line.contains("\"building image\""))
-        .count()
+    count_logs(server, "building image")
 }
 
 /// Number of layers the server has uploaded so far.
 fn layer_uploads(server: &TestServer) -> usize {
-    server
-        .logs()
-        .iter()
-        .filter(|line| line.contains("\"layer uploaded\""))
-        .count()
+    count_logs(server, "layer uploaded")
 }
 
 fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
@@ -48,15 +40,6 @@ fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
     let _: oci_spec::image::ImageManifest =
         serde_json::from_slice(&bytes).expect("manifest parses strictly");
     serde_json::from_slice(&bytes).unwrap()
-}
-
-fn layer_digests(manifest: &Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn pinned_server(repo: &std::path::Path, storage: &std::path::Path) -> TestServer {
@@ -180,11 +163,7 @@ fn build_is_finished_and_kept_when_the_client_hangs_up() {
     assert!(hung_up.is_err(), "the build answered within 200 ms");
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !server
-        .logs()
-        .iter()
-        .any(|line| line.contains("\"image built\""))
-    {
+    while count_logs(&server, "image built") == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the abandoned build never finished"

@@ -15,11 +15,7 @@ fn start_server() -> TestServer {
 }
 
 fn host(server: &TestServer) -> String {
-    server
-        .url("/")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned()
+    server.addr().to_string()
 }
 
 #[test]

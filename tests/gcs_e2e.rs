@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use serde_json::Value;
-use support::offline_pkgs_repo;
+use support::{count_logs, layer_digests, offline_pkgs_repo};
 use support_gcs::{BUCKET, FakeGcs, sha256_hex};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -45,15 +45,6 @@ fn gcs_server(emulator_host: &str, repo: Option<&std::path::Path>) -> TestServer
     builder.start()
 }
 
-/// Number of log events of `server` whose message is `message`.
-fn count_logs(server: &TestServer, message: &str) -> usize {
-    server
-        .log_events()
-        .iter()
-        .filter(|event| event["message"] == message)
-        .count()
-}
-
 async fn request_manifest(server: &TestServer, name: &str, tag: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(server.url(&format!("/v2/{name}/manifests/{tag}")))
@@ -70,15 +61,6 @@ async fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
     let body = response.text().await.expect("manifest body");
     assert_eq!(status, 200, "manifest {name}:{tag}: {body}");
     serde_json::from_str(&body).expect("manifest JSON")
-}
-
-fn layer_digests(manifest: &Value) -> Vec<String> {
-    manifest["layers"]
-        .as_array()
-        .expect("layers array")
-        .iter()
-        .map(|l| l["digest"].as_str().expect("digest").to_owned())
-        .collect()
 }
 
 fn registry_host(server: &TestServer) -> String {

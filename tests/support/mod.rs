@@ -9,6 +9,26 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Number of log events of `server` whose message is `message` (e.g.
+/// `building image` for Nix builds, `layer uploaded` for packed layers).
+pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
+    server
+        .log_events()
+        .iter()
+        .filter(|event| event["message"] == message)
+        .count()
+}
+
+/// The layer digests of a manifest, in manifest order.
+pub fn layer_digests(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .expect("layers array")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
 /// The offline package set in this repository.
 pub fn offline_pkgs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
