@@ -29,6 +29,7 @@ use crate::{
     image::Image,
     layers::{self, Layer, Popularity, RuntimeGraph},
     manifest::{self, LayerEntry},
+    metrics::Metrics,
     nix::{NixError, NixRunner},
 };
 
@@ -121,11 +122,18 @@ struct Inner {
     pack_slots: Semaphore,
     build_slots: Semaphore,
     in_flight: Mutex<HashMap<String, SharedBuild>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Builder {
-    /// A builder storing through `cache` and running Nix through `nix`.
-    pub fn new(cache: Cache, nix: NixRunner, settings: BuilderSettings) -> Self {
+    /// A builder storing through `cache`, running Nix through `nix` and
+    /// counting what it does in `metrics`.
+    pub fn new(
+        cache: Cache,
+        nix: NixRunner,
+        settings: BuilderSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let pack_slots = Semaphore::new(settings.pack_concurrency.max(1));
         let build_slots = Semaphore::new(settings.build_concurrency.max(1));
         Self {
@@ -136,13 +144,9 @@ impl Builder {
                 pack_slots,
                 build_slots,
                 in_flight: Mutex::new(HashMap::new()),
+                metrics,
             }),
         }
-    }
-
-    /// How many Nix builds this builder has started (cache hits start none).
-    pub fn nix_builds_started(&self) -> u64 {
-        self.inner.nix.builds_started()
     }
 
     /// Join the build of `image` already in flight, or start one.
@@ -161,6 +165,7 @@ impl Builder {
         let task = tokio::spawn(async move {
             let result = inner.build(&image, cache_key.as_deref()).await;
             if let Err(error) = &result {
+                Metrics::inc(&inner.metrics.build_failures);
                 tracing::error!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
             }
             inner
@@ -192,6 +197,7 @@ impl ImageBuilder for Builder {
         if let Some(key) = &cache_key
             && let Some(bytes) = self.inner.cache.manifest(key).await
         {
+            Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag, cache_key = %key, "manifest cache hit");
             return Ok(BuiltManifest::from_bytes(bytes));
         }
@@ -216,8 +222,10 @@ impl Inner {
         if let Some(key) = cache_key
             && let Some(bytes) = self.cache.manifest(key).await
         {
+            Metrics::inc(&self.metrics.manifest_cache_hits);
             return Ok(BuiltManifest::from_bytes(bytes));
         }
+        Metrics::inc(&self.metrics.nix_builds);
         tracing::info!(image = %image.name, tag = %image.tag, "building image");
 
         let prepared = self
@@ -291,11 +299,11 @@ impl Inner {
     ) -> Result<LayerEntry, BuildError> {
         let key = layer.key();
         let first_path = layer.contents.first().cloned().unwrap_or_default();
-        let record = match self.cache.layer_record(&key).await {
+        let record = match self.cached_layer(&key).await {
             Some(record) => record,
             None => {
                 let _upload = self.cache.lock_upload(&key).await;
-                match self.cache.layer_record(&key).await {
+                match self.cached_layer(&key).await {
                     Some(record) => record,
                     None => {
                         let paths = layer.contents.iter().map(PathBuf::from).collect();
@@ -314,6 +322,15 @@ impl Inner {
         })
     }
 
+    /// The build record of layer `key` if it exists, counted as a hit.
+    async fn cached_layer(&self, key: &str) -> Option<LayerRecord> {
+        let record = self.cache.layer_record(key).await;
+        if record.is_some() {
+            Metrics::inc(&self.metrics.layer_cache_hits);
+        }
+        record
+    }
+
     /// Gzip and upload the symlink layer tarball, keyed by its tar hash.
     async fn store_symlink_layer(
         self: &Arc<Self>,
@@ -321,11 +338,11 @@ impl Inner {
         tar_hash: &str,
         path: PathBuf,
     ) -> Result<LayerRecord, BuildError> {
-        if let Some(record) = self.cache.layer_record(tar_hash).await {
+        if let Some(record) = self.cached_layer(tar_hash).await {
             return Ok(record);
         }
         let _upload = self.cache.lock_upload(tar_hash).await;
-        if let Some(record) = self.cache.layer_record(tar_hash).await {
+        if let Some(record) = self.cached_layer(tar_hash).await {
             return Ok(record);
         }
         self.pack_and_record(image, tar_hash, move || archive::gzip_file(path))
@@ -373,6 +390,8 @@ impl Inner {
             diff_id: summary.diff_id,
         };
         self.cache.put_layer_record(layer_key, &record).await?;
+        Metrics::inc(&self.metrics.layers_uploaded);
+        Metrics::add(&self.metrics.layer_bytes_uploaded, record.size);
         tracing::info!(image, layer = layer_key, digest = %record.digest, size = record.size, "layer uploaded");
         Ok(record)
     }

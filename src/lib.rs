@@ -15,6 +15,7 @@ pub mod image;
 pub mod layers;
 pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod nix;
 pub mod popcount;
 pub mod popularity;

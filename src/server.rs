@@ -15,6 +15,7 @@ use crate::{
     config::{Config, ServeArgs, StorageSetting},
     http::{AppState, router},
     layers::DEFAULT_BUDGET,
+    metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
     status::StatusInfo,
@@ -114,6 +115,7 @@ pub async fn image_builder(
     config: &Config,
     storage: Arc<dyn Storage>,
     build_errors: Arc<BuildErrors>,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Builder>, ServerError> {
     let popularity = popularity::load(config.popularity_url.as_deref()).await?;
     let nix = NixRunner::new(
@@ -134,6 +136,7 @@ pub async fn image_builder(
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
         },
+        metrics,
     )))
 }
 
@@ -141,7 +144,14 @@ pub async fn image_builder(
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let storage = open_storage(&config.storage).await?;
     let build_errors = Arc::new(BuildErrors::new());
-    let builder = image_builder(&config, storage.clone(), build_errors.clone()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let builder = image_builder(
+        &config,
+        storage.clone(),
+        build_errors.clone(),
+        metrics.clone(),
+    )
+    .await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -149,7 +159,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
     let status = StatusInfo::for_source(&config.package_source, storage.name());
-    let state = AppState::new(storage, builder).with_status(status, build_errors);
+    let state = AppState::new(storage, builder)
+        .with_status(status, build_errors)
+        .with_metrics(metrics);
     serve(listener, state, shutdown_signal()).await
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use common::TestServer;
 use serde_json::Value;
-use support::{count_logs, layer_digests, offline_pkgs_repo};
+use support::{count_logs, layer_digests, metric, offline_pkgs_repo};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
@@ -192,4 +192,27 @@ fn build_is_finished_and_kept_when_the_client_hangs_up() {
             layer["size"].to_string()
         );
     }
+}
+
+#[test]
+fn metrics_count_nix_builds_cache_hits_and_uploads() {
+    let (repo, commit) = offline_pkgs_repo();
+    let storage = tempfile::tempdir().unwrap();
+    let server = pinned_server(repo.path(), storage.path());
+    assert_eq!(metric(&server, "nixery_nix_builds_total"), 0);
+    let manifest = get_manifest(&server, "hello/git", &commit);
+    assert_eq!(metric(&server, "nixery_nix_builds_total"), 1);
+    let uploaded = metric(&server, "nixery_layers_uploaded_total");
+    // Every layer, the symlink layer included, was packed once.
+    assert_eq!(uploaded as usize, layer_digests(&manifest).len());
+    assert!(metric(&server, "nixery_layer_bytes_uploaded_total") > 0);
+    get_manifest(&server, "hello/git", &commit);
+    assert_eq!(metric(&server, "nixery_manifest_cache_hits_total"), 1);
+    assert_eq!(metric(&server, "nixery_nix_builds_total"), 1);
+    let missing = reqwest::blocking::get(server.url("/v2/nosuchpkg/manifests/latest")).unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(metric(&server, "nixery_build_failures_total"), 1);
+    // A different image sharing layers finds their records.
+    get_manifest(&server, "hello/htop", &commit);
+    assert!(metric(&server, "nixery_layer_cache_hits_total") >= 2);
 }

@@ -38,8 +38,8 @@ use tracing::Span;
 pub use error::{ErrorCode, RegistryError};
 
 use crate::{
-    build_errors::BuildErrors, builder::ImageBuilder, reference::Reference, status::StatusInfo,
-    storage::Storage,
+    build_errors::BuildErrors, builder::ImageBuilder, metrics::Metrics, reference::Reference,
+    status::StatusInfo, storage::Storage,
 };
 
 /// Header naming the digest of the returned content.
@@ -62,6 +62,8 @@ pub struct AppState {
     pub status: Arc<StatusInfo>,
     /// Recent build failures, shown on the status page.
     pub build_errors: Arc<BuildErrors>,
+    /// Counters exported at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -75,7 +77,13 @@ impl AppState {
             builder,
             status: Arc::new(status),
             build_errors: Arc::new(BuildErrors::new()),
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// The same state with the counters the builder increments.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The same state with the status page's fixed parts and the ring of
@@ -111,6 +119,12 @@ pub fn router(state: AppState) -> Router {
                 RegistryError::method_not_allowed(method.as_str())
             }),
         )
+        .route(
+            "/metrics",
+            get(metrics).fallback(|method: axum::http::Method| async move {
+                RegistryError::method_not_allowed(method.as_str())
+            }),
+        )
         .merge(v2)
         .fallback(not_found)
         .layer(
@@ -132,6 +146,18 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .with_state(state)
+}
+
+/// GET `/metrics`: the counters in the Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response<Body> {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn add_api_version(mut response: Response<Body>) -> Response<Body> {

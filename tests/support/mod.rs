@@ -19,6 +19,17 @@ pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
         .count()
 }
 
+/// The value of counter `name` at the server's `/metrics` endpoint.
+pub fn metric(server: &crate::common::TestServer, name: &str) -> u64 {
+    let text = reqwest::blocking::get(server.url("/metrics"))
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
+}
+
 /// The layer digests of a manifest, in manifest order.
 pub fn layer_digests(manifest: &serde_json::Value) -> Vec<String> {
     manifest["layers"]

@@ -1,0 +1,110 @@
+//! Counters of what the registry did, exported at `/metrics` in the
+//! Prometheus text format.
+//!
+//! A handful of monotonic counters is the whole need, so they are plain
+//! atomics rendered by hand (the text format for counters is three lines
+//! each) rather than a metrics framework and its registry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Everything counted since start-up. Shared by the builder (which counts)
+/// and the HTTP layer (which renders).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Nix steps started (one per image build that was not a cache hit).
+    pub nix_builds: AtomicU64,
+    /// Image builds that failed (missing packages included).
+    pub build_failures: AtomicU64,
+    /// Manifests answered from the manifest cache.
+    pub manifest_cache_hits: AtomicU64,
+    /// Layers packed and uploaded.
+    pub layers_uploaded: AtomicU64,
+    /// Compressed bytes of the layers packed and uploaded.
+    pub layer_bytes_uploaded: AtomicU64,
+    /// Layers found in the cache (their build record existed).
+    pub layer_cache_hits: AtomicU64,
+}
+
+/// Name, help text and accessor of one counter.
+type Counter = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
+
+/// Every counter, in output order.
+const COUNTERS: [Counter; 6] = [
+    (
+        "nixery_nix_builds_total",
+        "Nix steps started for image builds.",
+        |m| &m.nix_builds,
+    ),
+    (
+        "nixery_build_failures_total",
+        "Image builds that failed.",
+        |m| &m.build_failures,
+    ),
+    (
+        "nixery_manifest_cache_hits_total",
+        "Manifests served from the manifest cache without building.",
+        |m| &m.manifest_cache_hits,
+    ),
+    (
+        "nixery_layers_uploaded_total",
+        "Layers packed and uploaded to storage.",
+        |m| &m.layers_uploaded,
+    ),
+    (
+        "nixery_layer_bytes_uploaded_total",
+        "Compressed bytes of the layers uploaded to storage.",
+        |m| &m.layer_bytes_uploaded,
+    ),
+    (
+        "nixery_layer_cache_hits_total",
+        "Layers whose build record was found, so they were not packed again.",
+        |m| &m.layer_cache_hits,
+    ),
+];
+
+/// Content type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Metrics {
+    /// Add one to `counter`.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// All counters in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        for (name, help, counter) in COUNTERS {
+            let value = counter(self).load(Ordering::Relaxed);
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_lists_every_counter_with_help_type_and_value() {
+        let metrics = Metrics::default();
+        Metrics::inc(&metrics.nix_builds);
+        Metrics::add(&metrics.layer_bytes_uploaded, 1234);
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE nixery_nix_builds_total counter\nnixery_nix_builds_total 1\n")
+        );
+        assert!(text.contains("nixery_layer_bytes_uploaded_total 1234\n"));
+        assert!(text.contains("nixery_build_failures_total 0\n"));
+        assert_eq!(text.matches("# HELP ").count(), COUNTERS.len());
+        assert_eq!(text.matches("# TYPE ").count(), COUNTERS.len());
+    }
+}
