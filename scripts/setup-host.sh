@@ -25,14 +25,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Nix: builds run as nixbld users without a sandbox; nixpkgs' binary cache is
-# unreachable here, so no substituters (else every build retries it).
+# Nix: builds run as nixbld users without a sandbox. The binary cache is
+# unreachable on machines without internet access, and Nix then wastes
+# seconds retrying it on every build, so by default no substituters are
+# used; NIXERY_OFFLINE=0 keeps the ones configured. Only these keys are
+# changed; the first run keeps a copy of the previous file.
+nix_conf=/etc/nix/nix.conf
 mkdir -p /etc/nix
-cat > /etc/nix/nix.conf <<'CONF'
-sandbox = false
-substituters =
-build-users-group = nixbld
-CONF
+touch "$nix_conf"
+[ -e "$nix_conf.before-nixery" ] || cp "$nix_conf" "$nix_conf.before-nixery"
+set_nix_option() {
+  local key=$1 value=$2
+  if grep -qE "^[[:space:]]*$key[[:space:]]*=" "$nix_conf"; then
+    sed -i -E "s|^[[:space:]]*$key[[:space:]]*=.*|$key = $value|" "$nix_conf"
+  else
+    echo "$key = $value" >> "$nix_conf"
+  fi
+}
+set_nix_option sandbox false
+set_nix_option build-users-group nixbld
+if [ "${NIXERY_OFFLINE:-1}" = 1 ]; then
+  set_nix_option substituters ""
+fi
 
 # podman and containers/image as root: a policy that accepts unsigned images.
 mkdir -p /etc/containers
