@@ -161,18 +161,26 @@ impl Builder {
             return build.clone();
         }
         let inner = self.inner.clone();
-        let key = flight_key.clone();
+        let flight = InFlightEntry {
+            inner: self.inner.clone(),
+            key: flight_key.clone(),
+        };
         let task = tokio::spawn(async move {
+            // Leaves the in-flight map when the build ends, even by a panic,
+            // so that a later request starts afresh.
+            let _flight = flight;
             let result = inner.build(&image, cache_key.as_deref()).await;
             if let Err(error) = &result {
                 Metrics::inc(&inner.metrics.build_failures);
-                tracing::error!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                match error {
+                    BuildError::PackagesNotFound(_) => {
+                        tracing::warn!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                    }
+                    _ => {
+                        tracing::error!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                    }
+                }
             }
-            inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&key);
             result.map_err(Arc::new)
         });
         let build: SharedBuild = task
@@ -186,6 +194,22 @@ impl Builder {
             .shared();
         in_flight.insert(flight_key, build.clone());
         build
+    }
+}
+
+/// Removes a build from the in-flight map when dropped.
+struct InFlightEntry {
+    inner: Arc<Inner>,
+    key: String,
+}
+
+impl Drop for InFlightEntry {
+    fn drop(&mut self) {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.key);
     }
 }
 
