@@ -89,7 +89,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %error, "server stopped");
+            tracing::error!(error = %error, "server failed");
             ExitCode::FAILURE
         }
     }

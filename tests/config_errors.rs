@@ -123,3 +123,42 @@ fn help_keeps_the_command_description() {
         );
     }
 }
+
+/// The single `server failed` event of a server that could not start.
+fn startup_failure(env: &[(&str, &str)]) -> serde_json::Value {
+    let mut builder = TestServer::builder();
+    for (k, v) in env {
+        builder = builder.env(*k, *v);
+    }
+    let out = builder.run_to_exit();
+    assert_eq!(out.status.code(), Some(1), "{env:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failures: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "server failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "{env:?}: {stdout}");
+    failures[0].clone()
+}
+
+#[test]
+fn unreachable_bucket_stops_start_up_naming_it() {
+    // Nothing listens on port 9 of the loopback address.
+    let event = startup_failure(&[
+        ("NIXERY_STORAGE_BACKEND", "gcs"),
+        ("GCS_BUCKET", "no-such-bucket"),
+        ("STORAGE_EMULATOR_HOST", "127.0.0.1:9"),
+    ]);
+    let error = event["error"].as_str().unwrap();
+    assert!(error.contains("no-such-bucket"), "{error}");
+    assert!(error.contains("not reachable"), "{error}");
+}
+
+#[test]
+fn unreadable_popularity_map_stops_start_up_naming_the_variable() {
+    let event = startup_failure(&[("NIX_POPULARITY_URL", "/nonexistent/popularity.json")]);
+    let error = event["error"].as_str().unwrap();
+    assert!(error.contains("NIX_POPULARITY_URL"), "{error}");
+    assert!(error.contains("/nonexistent/popularity.json"), "{error}");
+}
