@@ -75,15 +75,7 @@ mod tests {
     use super::*;
 
     fn noise(len: usize) -> Vec<u8> {
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
+        crate::archive::tests::xorshift_bytes(len, 0x2545_f491_4f6c_dd1d)
     }
 
     /// The whole stream for `data`, built block by block as the pipeline does.

@@ -123,7 +123,8 @@ fn make_store_path(root: &Path, backwards: bool) {
     }
 }
 
-fn xorshift_bytes(len: usize, mut state: u64) -> Vec<u8> {
+/// Deterministic pseudo-random bytes (xorshift64), shared by the archive tests.
+pub(super) fn xorshift_bytes(len: usize, mut state: u64) -> Vec<u8> {
     (0..len)
         .map(|_| {
             state ^= state << 13;
