@@ -6,7 +6,7 @@
 //! parsing. [`ServeArgs::into_config`] then checks everything at once and
 //! answers a [`ConfigError`] whose message names the offending variable.
 
-use crate::source::PackageSource;
+use crate::{connection::ConnectionLimits, source::PackageSource};
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -120,6 +120,14 @@ pub struct ServeSettings {
     /// Nix builds run at once [default: number of cores].
     #[arg(long, env = "NIXERY_BUILD_CONCURRENCY", value_name = "N")]
     pub build_concurrency: Option<String>,
+
+    /// Seconds a client may take to send a request's headers [default: 30].
+    #[arg(long, env = "NIXERY_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<String>,
+
+    /// Seconds an idle keep-alive connection is kept open [default: 60].
+    #[arg(long, env = "NIXERY_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<String>,
 }
 
 /// Which storage backend to use, with its settings.
@@ -154,6 +162,8 @@ pub struct Config {
     pub pack_concurrency: usize,
     /// Nix builds run at once (at least 1).
     pub build_concurrency: usize,
+    /// Header and idle cut-offs of client connections.
+    pub limits: ConnectionLimits,
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -206,10 +216,30 @@ fn parse_positive(
     }
 }
 
+/// A duration given in whole seconds, at least 1.
+fn parse_seconds(
+    var: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value: v,
+                expected: "expected a whole number of seconds of at least 1",
+            }),
+        },
+    }
+}
+
 impl ServeSettings {
     /// Validate the settings. Defaults: `PORT` 8080, `NIXERY_HOST` 0.0.0.0,
     /// `NIXERY_STORAGE_BACKEND` filesystem, `STORAGE_PATH` /var/lib/nixery,
-    /// `NIX_TIMEOUT` 60 s, concurrency = number of cores.
+    /// `NIX_TIMEOUT` 60 s, concurrency = number of cores,
+    /// `NIXERY_HEADER_TIMEOUT` 30 s, `NIXERY_IDLE_TIMEOUT` 60 s.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let port = match present(self.port) {
             None => DEFAULT_PORT,
@@ -270,18 +300,23 @@ impl ServeSettings {
             }
         };
 
-        let nix_timeout = match present(self.nix_timeout) {
-            None => Duration::from_secs(DEFAULT_NIX_TIMEOUT_SECS),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(secs) if secs > 0 => Duration::from_secs(secs),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "NIX_TIMEOUT",
-                        value: v,
-                        expected: "expected a whole number of seconds of at least 1",
-                    });
-                }
-            },
+        let nix_timeout = parse_seconds(
+            "NIX_TIMEOUT",
+            self.nix_timeout,
+            Duration::from_secs(DEFAULT_NIX_TIMEOUT_SECS),
+        )?;
+        let defaults = ConnectionLimits::default();
+        let limits = ConnectionLimits {
+            header_timeout: parse_seconds(
+                "NIXERY_HEADER_TIMEOUT",
+                self.header_timeout,
+                defaults.header_timeout,
+            )?,
+            idle_timeout: parse_seconds(
+                "NIXERY_IDLE_TIMEOUT",
+                self.idle_timeout,
+                defaults.idle_timeout,
+            )?,
         };
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -302,6 +337,7 @@ impl ServeSettings {
                 self.build_concurrency,
                 cores,
             )?,
+            limits,
         })
     }
 }
@@ -453,6 +489,35 @@ mod tests {
             c.into_config().unwrap().nix_timeout,
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn connection_timeouts_default_and_parse() {
+        let c = ServeSettings::default().into_config().unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        let c = ServeSettings {
+            header_timeout: s("5"),
+            idle_timeout: s(" 7 "),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(7));
+        for (header, idle, var) in [
+            (s("0"), None, "NIXERY_HEADER_TIMEOUT="),
+            (None, s("soon"), "NIXERY_IDLE_TIMEOUT="),
+        ] {
+            let err = ServeSettings {
+                header_timeout: header,
+                idle_timeout: idle,
+                ..Default::default()
+            }
+            .into_config()
+            .unwrap_err();
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
     }
 
     #[test]

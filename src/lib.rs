@@ -10,6 +10,7 @@ pub mod build_errors;
 pub mod builder;
 pub mod cache;
 pub mod config;
+pub mod connection;
 pub mod http;
 pub mod image;
 pub mod layers;

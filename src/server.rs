@@ -6,6 +6,7 @@
 
 use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -13,6 +14,7 @@ use crate::{
     builder::{Builder, BuilderSettings},
     cache::Cache,
     config::{Config, ServeArgs, StorageSetting},
+    connection::{self, ConnectionLimits},
     http::{AppState, router},
     layers::DEFAULT_BUDGET,
     metrics::Metrics,
@@ -162,34 +164,87 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let state = AppState::new(storage, builder)
         .with_status(status, build_errors)
         .with_metrics(metrics);
-    serve(listener, state, shutdown_signal()).await
+    serve_with(listener, state, config.limits, shutdown_signal()).await
 }
 
-/// Serve `state` on `listener` until `shutdown` completes, then drain for
-/// at most [`SHUTDOWN_GRACE`]. Logs `listening` with field `addr` first.
+/// Serve `state` on `listener` with the default [`ConnectionLimits`]; see
+/// [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(listener, state, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serve `state` on `listener` until `shutdown` completes, then drain for
+/// at most [`SHUTDOWN_GRACE`]. Logs `listening` with field `addr` first.
+///
+/// Each accepted connection gets `TCP_NODELAY` and the header and idle
+/// cut-offs of `limits` ([`connection`](crate::connection)) and is served
+/// as HTTP/1.1 on a task of its own. On shutdown the listener is closed at
+/// once, idle connections are closed, and busy ones end after their
+/// current response.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let state = state.listening_on(addr);
     tracing::info!(addr = %addr, backend = state.storage.name(), "listening");
-    let draining = Arc::new(tokio::sync::Notify::new());
-    let signal_draining = draining.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutting down");
-        signal_draining.notify_one();
-    });
+    let app = router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The connection module enforces its own header timeout, which also
+    // covers the time before the first byte; hyper's would need a timer.
+    http.header_read_timeout(None).keep_alive(true).writev(true);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (io, service) = connection::prepare(stream, app.clone(), limits);
+        let conn = connections.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutting down");
     tokio::select! {
-        result = server => result.map_err(ServerError::Serve)?,
-        () = async { draining.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still in flight after the grace period, stopping anyway");
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After a failed `accept`: a client that gave up during the handshake is
+/// no news; anything else (out of file descriptors) is logged and slowed
+/// down so the loop does not spin.
+async fn accept_failed(error: &io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Completes on SIGINT or SIGTERM.
