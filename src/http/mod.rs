@@ -19,6 +19,7 @@ pub mod blobs;
 pub mod error;
 pub mod manifests;
 pub mod path;
+pub mod small_objects;
 pub mod status;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -41,6 +42,7 @@ use crate::{
     build_errors::BuildErrors, builder::ImageBuilder, metrics::Metrics, reference::Reference,
     status::StatusInfo, storage::Storage,
 };
+use small_objects::SmallObjects;
 
 /// Header naming the digest of the returned content.
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -64,6 +66,8 @@ pub struct AppState {
     pub build_errors: Arc<BuildErrors>,
     /// Counters exported at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Small content-addressed objects kept in memory.
+    pub objects: Arc<SmallObjects>,
 }
 
 impl AppState {
@@ -78,6 +82,7 @@ impl AppState {
             status: Arc::new(status),
             build_errors: Arc::new(BuildErrors::new()),
             metrics: Arc::new(Metrics::default()),
+            objects: Arc::new(SmallObjects::default()),
         }
     }
 
@@ -188,6 +193,7 @@ async fn registry(
         path::Endpoint::Blob { digest, .. } => {
             blobs::serve(
                 state.storage.as_ref(),
+                &state.objects,
                 &digest,
                 blobs::Kind::Blob,
                 head,
@@ -202,6 +208,15 @@ async fn registry(
         path::Endpoint::Manifest {
             reference: Reference::Digest(digest),
             ..
-        } => manifests::by_digest(state.storage.as_ref(), &digest, head, &headers).await,
+        } => {
+            manifests::by_digest(
+                state.storage.as_ref(),
+                &state.objects,
+                &digest,
+                head,
+                &headers,
+            )
+            .await
+        }
     }
 }

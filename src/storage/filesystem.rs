@@ -21,19 +21,19 @@
 //! serialise uploads per key (and layer keys are content addressed).
 
 use std::{
-    io::{self, SeekFrom},
+    io,
     path::{Path, PathBuf},
 };
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    BUILDS_PREFIX, ByteRange, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted,
-    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
+    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, STAGING_PREFIX,
+    ServeRequest, Served, Storage, StorageError, StorageKey, file_body,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -133,8 +133,9 @@ impl FilesystemStorage {
         }
     }
 
-    /// Open the object as a regular file with its length.
-    async fn open(&self, key: &StorageKey) -> Result<(tokio::fs::File, u64), StorageError> {
+    /// Open the object as a regular file with its length (one hop to the
+    /// blocking pool for both).
+    async fn open(&self, key: &StorageKey) -> Result<(std::fs::File, u64), StorageError> {
         let io_err = |source: io::Error| {
             if source.kind() == io::ErrorKind::NotFound {
                 StorageError::NotFound(key.clone())
@@ -145,10 +146,15 @@ impl FilesystemStorage {
                 }
             }
         };
-        let file = tokio::fs::File::open(self.object_path(key))
-            .await
-            .map_err(io_err)?;
-        let meta = file.metadata().await.map_err(io_err)?;
+        let path = self.object_path(key);
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let meta = file.metadata()?;
+            Ok::<_, io::Error>((file, meta))
+        })
+        .await
+        .map_err(|join_error| io_err(io::Error::other(join_error)))?;
+        let (file, meta) = opened.map_err(io_err)?;
         if !meta.is_file() {
             return Err(StorageError::NotFound(key.clone()));
         }
@@ -178,21 +184,6 @@ async fn commit(temp: tempfile::TempPath, to: &Path) -> io::Result<()> {
     // The temporary name is gone: keep() only disarms the deletion on drop.
     let _ = temp.keep();
     Ok(())
-}
-
-/// Resolve a client's range against an object of `len` bytes: the inclusive
-/// `(start, end)` to send, or `None` when the range is unsatisfiable.
-fn resolve_range(range: ByteRange, len: u64) -> Option<(u64, u64)> {
-    match range {
-        ByteRange::From { start, end } => {
-            if start >= len {
-                return None;
-            }
-            let end = end.map_or(len - 1, |e| e.min(len - 1));
-            (end >= start).then_some((start, end))
-        }
-        ByteRange::Suffix(n) => (n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1)),
-    }
 }
 
 #[async_trait]
@@ -249,7 +240,7 @@ impl Storage for FilesystemStorage {
 
     async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
         let (file, _) = self.open(key).await?;
-        Ok(Box::pin(ReaderStream::new(file)))
+        Ok(Box::pin(ReaderStream::new(tokio::fs::File::from_std(file))))
     }
 
     async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
@@ -287,11 +278,11 @@ impl Storage for FilesystemStorage {
         key: &StorageKey,
         request: &ServeRequest,
     ) -> Result<Served, StorageError> {
-        let (mut file, total_len) = self.open(key).await?;
+        let (file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
         let range = match request.range {
             None => None,
-            Some(r) => match resolve_range(r, total_len) {
+            Some(r) => match r.resolve(total_len) {
                 Some(resolved) => Some(resolved),
                 None => return Ok(Served::RangeNotSatisfiable { total_len }),
             },
@@ -299,19 +290,9 @@ impl Storage for FilesystemStorage {
         let body = if request.head {
             None
         } else {
-            let stream: ByteStream = match range {
-                None => Box::pin(ReaderStream::new(file)),
-                Some((start, end)) => {
-                    file.seek(SeekFrom::Start(start))
-                        .await
-                        .map_err(|source| StorageError::Io {
-                            key: key.clone(),
-                            source,
-                        })?;
-                    Box::pin(ReaderStream::new(file.take(end - start + 1)))
-                }
-            };
-            Some(stream)
+            let (start, end) = range.unwrap_or((0, total_len.saturating_sub(1)));
+            let len = if total_len == 0 { 0 } else { end - start + 1 };
+            Some(file_body::stream_region(file, start, len))
         };
         Ok(Served::Content {
             body,
@@ -325,6 +306,7 @@ impl Storage for FilesystemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ByteRange;
     use bytes::Bytes;
 
     fn stream_of(chunks: &[&'static [u8]]) -> ByteStream {
@@ -516,18 +498,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn empty_objects_satisfy_no_range() {
-        assert_eq!(
-            resolve_range(
-                ByteRange::From {
-                    start: 0,
-                    end: None
-                },
-                0
-            ),
-            None
-        );
-        assert_eq!(resolve_range(ByteRange::Suffix(1), 0), None);
+    #[tokio::test]
+    async fn an_empty_object_is_served_with_an_empty_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let key = StorageKey::build("empty").unwrap();
+        fs.persist(&key, "text/plain", stream_of(&[]))
+            .await
+            .unwrap();
+        match fs.serve(&key, &ServeRequest::default()).await.unwrap() {
+            Served::Content {
+                body: Some(body),
+                total_len: 0,
+                range: None,
+                ..
+            } => assert!(collect(body).await.is_empty()),
+            _ => panic!("expected an empty body"),
+        }
     }
 }

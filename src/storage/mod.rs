@@ -5,6 +5,7 @@
 //! blob, answers with a [`Served`] value that the HTTP layer turns into a
 //! response (a redirect, or a stream with a length and a content type).
 
+pub mod file_body;
 pub mod filesystem;
 pub mod gcs;
 
@@ -107,6 +108,23 @@ pub enum ByteRange {
     Suffix(u64),
 }
 
+impl ByteRange {
+    /// Resolve the range against an object of `len` bytes: the inclusive
+    /// `(start, end)` to send, or `None` when the range is unsatisfiable.
+    pub fn resolve(self, len: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From { start, end } => {
+                if start >= len {
+                    return None;
+                }
+                let end = end.map_or(len - 1, |e| e.min(len - 1));
+                (end >= start).then_some((start, end))
+            }
+            ByteRange::Suffix(n) => (n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1)),
+        }
+    }
+}
+
 /// How the client asked for a blob.
 #[derive(Clone, Debug, Default)]
 pub struct ServeRequest {
@@ -179,4 +197,21 @@ pub trait Storage: Send + Sync + 'static {
     /// Answer a client's request for the blob at `key`.
     async fn serve(&self, key: &StorageKey, request: &ServeRequest)
     -> Result<Served, StorageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange;
+
+    #[test]
+    fn empty_objects_satisfy_no_range() {
+        let all = ByteRange::From {
+            start: 0,
+            end: None,
+        };
+        assert_eq!(all.resolve(0), None);
+        assert_eq!(ByteRange::Suffix(1).resolve(0), None);
+        assert_eq!(all.resolve(3), Some((0, 2)));
+        assert_eq!(ByteRange::Suffix(5).resolve(3), Some((0, 2)));
+    }
 }
