@@ -43,6 +43,8 @@ let
     NIXERY_STORAGE_BACKEND = cfg.storageBackend;
     STORAGE_PATH = cfg.storagePath;
     NIX_TIMEOUT = toString cfg.nixTimeout;
+    NIXERY_HEADER_TIMEOUT = toString cfg.headerTimeout;
+    NIXERY_IDLE_TIMEOUT = toString cfg.idleTimeout;
     RUST_LOG = cfg.logFilter;
     NIX_REMOTE = "daemon";
     HOME = cacheDirectory;
@@ -179,6 +181,18 @@ in
       type = types.nullOr types.ints.positive;
       default = null;
       description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
+    };
+
+    headerTimeout = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Seconds a client may take to send a request's headers (NIXERY_HEADER_TIMEOUT).";
+    };
+
+    idleTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds an idle keep-alive connection is kept open (NIXERY_IDLE_TIMEOUT).";
     };
 
     logFilter = mkOption {

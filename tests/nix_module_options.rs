@@ -27,6 +27,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_PREPARE_IMAGE", "prepareImage"),
     ("NIXERY_PACK_CONCURRENCY", "packConcurrency"),
     ("NIXERY_BUILD_CONCURRENCY", "buildConcurrency"),
+    ("NIXERY_HEADER_TIMEOUT", "headerTimeout"),
+    ("NIXERY_IDLE_TIMEOUT", "idleTimeout"),
     ("RUST_LOG", "logFilter"),
 ];
 
@@ -79,6 +81,8 @@ fn full_settings() -> Value {
         "prepareImage": "/opt/nixery-prepare-image",
         "packConcurrency": 4,
         "buildConcurrency": 2,
+        "headerTimeout": 10,
+        "idleTimeout": 20,
         "logFilter": "info,nixery=debug",
         "openFirewall": true
     })
@@ -107,6 +111,8 @@ fn every_setting_has_a_typed_option() {
         ("prepareImage", "null or string"),
         ("packConcurrency", "null or positive integer"),
         ("buildConcurrency", "null or positive integer"),
+        ("headerTimeout", "positive integer"),
+        ("idleTimeout", "positive integer"),
         ("logFilter", "string"),
         ("openFirewall", "boolean"),
     ];
@@ -142,6 +148,8 @@ fn default_configuration_maps_to_the_server_defaults() {
         ("NIXERY_STORAGE_BACKEND", "filesystem"),
         ("STORAGE_PATH", "/var/lib/nixery"),
         ("NIX_TIMEOUT", "60"),
+        ("NIXERY_HEADER_TIMEOUT", "30"),
+        ("NIXERY_IDLE_TIMEOUT", "60"),
         ("RUST_LOG", "info"),
         ("NIX_REMOTE", "daemon"),
         ("HOME", "/var/cache/nixery"),
@@ -173,6 +181,8 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_PREPARE_IMAGE", "/opt/nixery-prepare-image"),
         ("NIXERY_PACK_CONCURRENCY", "4"),
         ("NIXERY_BUILD_CONCURRENCY", "2"),
+        ("NIXERY_HEADER_TIMEOUT", "10"),
+        ("NIXERY_IDLE_TIMEOUT", "20"),
         ("RUST_LOG", "info,nixery=debug"),
         ("NIX_REMOTE", "daemon"),
         ("HOME", "/var/cache/nixery"),
