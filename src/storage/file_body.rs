@@ -9,7 +9,11 @@
 //! which hyper owns; the benchmark in `scripts/bench-serve.sh` compares this
 //! path with nginx's `sendfile` on the same file.
 
-use std::{fs::File, io, os::unix::fs::FileExt, sync::Arc};
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryFutureExt, stream};
@@ -25,7 +29,7 @@ pub const READ_AHEAD: usize = 2;
 /// than that (truncated behind the server's back) ends the stream with an
 /// `UnexpectedEof` error rather than short data.
 pub fn stream_region(file: File, start: u64, len: u64) -> ByteStream {
-    let file = Arc::new(file);
+    let file = Arc::new(Mutex::new(file));
     let chunks = (0..len.div_ceil(CHUNK_LEN)).map(move |i| {
         let offset = start + i * CHUNK_LEN;
         let chunk_len = CHUNK_LEN.min(start + len - offset);
@@ -39,10 +43,21 @@ pub fn stream_region(file: File, start: u64, len: u64) -> ByteStream {
     Box::pin(reads.buffered(READ_AHEAD))
 }
 
-fn read_chunk(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
-    let len = usize::try_from(len).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset)?;
+/// Read `len` bytes at `offset`. `read_to_end` fills the buffer's spare
+/// capacity directly (no zeroing pass over a megabyte per chunk); the lock
+/// only orders the seek and the read of the (at most [`READ_AHEAD`]) reads
+/// of one download.
+fn read_chunk(file: &Mutex<File>, offset: u64, len: u64) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
+    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+    file.seek(SeekFrom::Start(offset))?;
+    (&mut *file).take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file ends {} bytes short", len - buf.len() as u64),
+        ));
+    }
     Ok(Bytes::from(buf))
 }
 
