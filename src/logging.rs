@@ -15,6 +15,12 @@
 //! up to [`BUFFERED_LINES`] lines wait for it, and lines beyond that are
 //! dropped and counted (the count is printed on stderr at exit).
 
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    os::fd::AsFd,
+};
+
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +46,16 @@ impl Drop for LogGuard {
     }
 }
 
+/// Standard output for the writer thread. That thread drains every queued
+/// line before it flushes, so under load many lines go out in one `write`;
+/// `Stdout` itself would make a system call per line.
+fn stdout_writer() -> Box<dyn Write + Send> {
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(BufWriter::with_capacity(64 * 1024, File::from(fd))),
+        Err(_) => Box::new(std::io::stdout()),
+    }
+}
+
 /// Install the JSON subscriber for this process. Calling it twice is
 /// harmless (the second call changes nothing). An unparsable `RUST_LOG`
 /// falls back to [`DEFAULT_FILTER`] and is reported as a warning event.
@@ -55,7 +71,7 @@ pub fn init() -> LogGuard {
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("nixery-log")
-        .finish(std::io::stdout());
+        .finish(stdout_writer());
     let dropped = writer.error_counter();
     let installed = tracing_subscriber::fmt()
         .json()
