@@ -1,8 +1,10 @@
-//! Start-up wiring: configuration, logging, storage, builder, socket, and a
-//! graceful shutdown on SIGINT/SIGTERM.
+//! Start-up wiring: configuration, logging, storage, builder, socket, the
+//! accept loop, and a graceful shutdown on SIGINT/SIGTERM.
 //!
-//! Shutdown stops accepting connections at once, lets requests in flight
-//! finish, and gives up after [`SHUTDOWN_GRACE`].
+//! Connections are served as HTTP/1.1 by hyper, each on a task of its own,
+//! with the per-connection limits of [`crate::connection`]. Shutdown stops
+//! accepting connections at once, lets requests in flight finish, and gives
+//! up after [`SHUTDOWN_GRACE`].
 
 use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
