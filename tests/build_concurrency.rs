@@ -45,16 +45,7 @@ fn sleepy_then_hello(limit: &str) -> Vec<Value> {
         .expect("hello answered");
     assert_eq!(hello.status(), 200);
     assert_eq!(sleepy.join().unwrap().expect("sleepy answered"), 500);
-    // Log lines are written by a thread of their own and may reach stdout
-    // just after the response that follows them.
-    for (message, image) in [("image built", "hello"), ("image build failed", "sleepy")] {
-        server
-            .wait_for_event(Duration::from_secs(10), |e| {
-                e["message"] == message && e["image"] == image
-            })
-            .unwrap_or_else(|| panic!("no {message:?} event for {image}"));
-    }
-    server.log_events()
+    server.settled_log_events()
 }
 
 #[test]
