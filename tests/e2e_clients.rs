@@ -50,6 +50,23 @@ fn skopeo_copy_of_hello_git_unpacks_and_runs_hello() {
 }
 
 #[test]
+fn skopeo_inspect_with_tags_lists_latest() {
+    let server = start_server();
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/hello", host(&server)),
+    ]));
+    let inspected: serde_json::Value = serde_json::from_str(&out).expect("skopeo inspect JSON");
+    assert_eq!(
+        inspected["RepoTags"],
+        serde_json::json!(["latest"]),
+        "{out}"
+    );
+    assert_eq!(inspected["Architecture"], "amd64", "{out}");
+}
+
+#[test]
 fn podman_pull_succeeds() {
     let server = start_server();
     let store = tempfile::tempdir().unwrap();

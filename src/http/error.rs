@@ -27,6 +27,8 @@ pub enum ErrorCode {
     TagInvalid,
     /// The requested byte range lies outside the blob.
     RangeInvalid,
+    /// The `n` parameter of a tags list is not a non-negative number.
+    PaginationNumberInvalid,
     /// The method or endpoint is not offered by this pull-only registry.
     Unsupported,
     /// Storing the built image failed.
@@ -45,6 +47,7 @@ impl ErrorCode {
             Self::NameInvalid => "NAME_INVALID",
             Self::TagInvalid => "TAG_INVALID",
             Self::RangeInvalid => "RANGE_INVALID",
+            Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unsupported => "UNSUPPORTED",
             Self::ManifestUpload => "MANIFEST_UPLOAD",
             Self::Unknown => "UNKNOWN",
@@ -108,8 +111,8 @@ impl RegistryError {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorCode::Unsupported,
-            "no such endpoint: this registry serves /v2/<name>/manifests/<reference> \
-             and /v2/<name>/blobs/<digest>",
+            "no such endpoint: this registry serves /v2/<name>/manifests/<reference>, \
+             /v2/<name>/blobs/<digest> and /v2/<name>/tags/list",
         )
     }
 
