@@ -24,7 +24,6 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
@@ -36,17 +35,8 @@ const MAX_CACHED_OBJECT: usize = 16 * 1024 * 1024;
 /// Content type of build records.
 const RECORD_CONTENT_TYPE: &str = "application/json";
 
-/// What is known about a packed layer: enough to reference it from a
-/// manifest without packing it again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRecord {
-    /// Lowercase hex SHA-256 of the compressed blob (`layers/<digest>`).
-    pub digest: String,
-    /// Size of the compressed blob in bytes.
-    pub size: u64,
-    /// Lowercase hex SHA-256 of the uncompressed tar.
-    pub diff_id: String,
-}
+// The record and its stored (upstream-compatible) form live in their own module.
+pub use crate::layer_record::LayerRecord;
 
 /// Errors of the cache that a build must report.
 #[derive(Debug, thiserror::Error)]
@@ -130,13 +120,17 @@ impl Cache {
         }
         let key = StorageKey::build(layer_key).ok()?;
         let bytes = self.read_object(&key).await?;
-        match serde_json::from_slice::<LayerRecord>(&bytes) {
+        match crate::layer_record::decode(&bytes) {
             Ok(record) if StorageKey::layer(&record.digest).is_ok() => {
                 self.records().insert(layer_key.to_owned(), record.clone());
                 Some(record)
             }
-            Ok(_) | Err(_) => {
-                tracing::warn!(key = %key, "ignoring corrupt build record");
+            Ok(_) => {
+                tracing::warn!(key = %key, "ignoring build record with an invalid digest");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(key = %key, error = %error, "ignoring corrupt build record");
                 None
             }
         }
@@ -150,7 +144,7 @@ impl Cache {
         record: &LayerRecord,
     ) -> Result<(), CacheError> {
         let key = StorageKey::build(layer_key)?;
-        let json = Bytes::from(serde_json::to_vec(record)?);
+        let json = Bytes::from(crate::layer_record::encode(record)?);
         self.storage
             .persist(&key, RECORD_CONTENT_TYPE, bytes_stream(json))
             .await?;

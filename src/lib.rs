@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod http;
 pub mod image;
+pub mod layer_record;
 pub mod layers;
 pub mod logging;
 pub mod manifest;

@@ -2,8 +2,11 @@
 //!
 //! Layout: the object of key `<prefix>/<name>` is the file
 //! `<root>/<prefix>/<name>`; its content type is kept in a JSON sidecar
-//! `<root>/<prefix>/.meta~<name>` (no extended attributes, which tmpfs and
-//! some overlay filesystems reject). Files being written are
+//! `<root>/<prefix>/.meta~<name>` and, where the filesystem supports user
+//! extended attributes, also in the attribute `user.mime_type` of the file,
+//! where upstream Nixery keeps it (and which it needs to serve a blob).
+//! Reading prefers a non-empty attribute, then the sidecar, so a directory
+//! written by either server is served by the other. Files being written are
 //! `<root>/<prefix>/.tmp~<random>`. Key names never start with `.` nor
 //! contain `~`, so neither kind of helper file can be reached through a key.
 //!
@@ -42,6 +45,10 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const TEMP_PREFIX: &str = ".tmp~";
 /// File name prefix of content type sidecars.
 const META_PREFIX: &str = ".meta~";
+/// Extended attribute holding the content type, as upstream Nixery names it.
+pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
+/// Longest content type read from the extended attribute.
+const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
 const PREFIXES: [&str; 4] = [
     LAYERS_PREFIX,
@@ -125,6 +132,14 @@ impl FilesystemStorage {
     }
 
     async fn content_type(&self, key: &StorageKey) -> String {
+        let path = self.object_path(key);
+        let from_xattr = tokio::task::spawn_blocking(move || read_content_type_xattr(&path))
+            .await
+            .ok()
+            .flatten();
+        if let Some(content_type) = from_xattr {
+            return content_type;
+        }
         match tokio::fs::read(self.meta_path(key)).await {
             Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
                 .map(|m| m.content_type)
@@ -153,6 +168,28 @@ impl FilesystemStorage {
             return Err(StorageError::NotFound(key.clone()));
         }
         Ok((file, meta.len()))
+    }
+}
+
+/// The content type in the object's `user.mime_type` attribute, if it is
+/// set, non-empty, short and UTF-8 (upstream sets it empty on build records).
+fn read_content_type_xattr(path: &Path) -> Option<String> {
+    let value = xattr::get(path, CONTENT_TYPE_XATTR).ok().flatten()?;
+    if value.is_empty() || value.len() > MAX_XATTR_LEN {
+        return None;
+    }
+    let text = String::from_utf8(value).ok()?;
+    // A header value cannot hold control characters.
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+/// Set `user.mime_type` on `file` for upstream Nixery. Filesystems without
+/// user attributes (tmpfs before Linux 6.6, some overlays) refuse it; the
+/// sidecar still records the type, so a failure is only logged.
+fn write_content_type_xattr(file: &std::fs::File, content_type: &str) {
+    use xattr::FileExt as _;
+    if let Err(error) = file.set_xattr(CONTENT_TYPE_XATTR, content_type.as_bytes()) {
+        tracing::debug!(error = %error, "content type not stored as an extended attribute");
     }
 }
 
@@ -222,7 +259,17 @@ impl Storage for FilesystemStorage {
             file.write_all(&chunk).await.map_err(io_err)?;
         }
         file.flush().await.map_err(io_err)?;
-        file.sync_all().await.map_err(io_err)?;
+        let file = file.into_std().await;
+        let file = tokio::task::spawn_blocking({
+            let content_type = content_type.to_owned();
+            move || {
+                write_content_type_xattr(&file, &content_type);
+                file.sync_all().map(|()| file)
+            }
+        })
+        .await
+        .map_err(|e| io_err(io::Error::other(e)))?
+        .map_err(io_err)?;
         drop(file);
 
         let meta = serde_json::to_vec(&Meta {
@@ -514,6 +561,86 @@ mod tests {
             } => assert_eq!(content_type, "text/plain"),
             _ => panic!("expected headers only"),
         }
+    }
+
+    async fn served_type(fs: &FilesystemStorage, key: &StorageKey) -> String {
+        match fs.serve(key, &ServeRequest::default()).await.unwrap() {
+            Served::Content { content_type, .. } => content_type,
+            _ => panic!("expected content"),
+        }
+    }
+
+    /// Whether the filesystem of `dir` keeps user extended attributes.
+    fn supports_xattrs(dir: &Path) -> bool {
+        let probe = dir.join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let ok = xattr::set(&probe, CONTENT_TYPE_XATTR, b"x").is_ok();
+        std::fs::remove_file(probe).unwrap();
+        ok
+    }
+
+    #[tokio::test]
+    async fn persisted_and_moved_objects_carry_the_upstream_attribute() {
+        let dir = tempfile::tempdir().unwrap();
+        if !supports_xattrs(dir.path()) {
+            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+            return;
+        }
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let from = StorageKey::staging("x1").unwrap();
+        let hex = hex::encode(Sha256::digest(b"layer"));
+        let to = StorageKey::layer(&hex).unwrap();
+        fs.persist(&from, "application/x-layer", stream_of(&[b"layer"]))
+            .await
+            .unwrap();
+        fs.move_object(&from, &to).await.unwrap();
+        let path = fs.object_path(&to);
+        assert_eq!(
+            xattr::get(&path, CONTENT_TYPE_XATTR).unwrap().as_deref(),
+            Some(&b"application/x-layer"[..])
+        );
+        // The sidecar is kept for filesystems without attributes.
+        assert!(
+            dir.path()
+                .join("layers")
+                .join(format!(".meta~{hex}"))
+                .exists()
+        );
+    }
+
+    #[tokio::test]
+    async fn content_type_comes_from_the_attribute_or_else_the_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        if !supports_xattrs(dir.path()) {
+            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+            return;
+        }
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        // Written by upstream: a plain file with the attribute, no sidecar.
+        let upstream = StorageKey::layer(&"1".repeat(64)).unwrap();
+        std::fs::write(fs.object_path(&upstream), b"blob").unwrap();
+        xattr::set(
+            fs.object_path(&upstream),
+            CONTENT_TYPE_XATTR,
+            b"application/x-up",
+        )
+        .unwrap();
+        assert_eq!(served_type(&fs, &upstream).await, "application/x-up");
+        // Upstream sets the attribute empty on build records: not a type.
+        let record = StorageKey::build("k").unwrap();
+        std::fs::write(fs.object_path(&record), b"{}").unwrap();
+        xattr::set(fs.object_path(&record), CONTENT_TYPE_XATTR, b"").unwrap();
+        assert_eq!(served_type(&fs, &record).await, DEFAULT_CONTENT_TYPE);
+        // Written here on a filesystem without attributes: the sidecar.
+        let sidecar_only = StorageKey::build("s").unwrap();
+        fs.persist(&sidecar_only, "text/x-side", stream_of(&[b"s"]))
+            .await
+            .unwrap();
+        xattr::remove(fs.object_path(&sidecar_only), CONTENT_TYPE_XATTR).unwrap();
+        assert_eq!(served_type(&fs, &sidecar_only).await, "text/x-side");
+        // An attribute no header could carry is ignored.
+        xattr::set(fs.object_path(&sidecar_only), CONTENT_TYPE_XATTR, b"a\nb").unwrap();
+        assert_eq!(served_type(&fs, &sidecar_only).await, "text/x-side");
     }
 
     #[test]
