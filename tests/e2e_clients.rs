@@ -1,6 +1,7 @@
 //! Real registry clients pull images that the server builds on demand with
 //! real Nix: skopeo (verifying every digest and size), umoci to unpack,
-//! podman, and containerd's ctr (which resolves tags with HEAD first).
+//! podman, containerd's ctr (which resolves tags with HEAD first) and Docker
+//! (a private `dockerd` per test, which pulls, then runs the images).
 
 mod common;
 mod support;
@@ -8,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use common::TestServer;
-use support::{Containerd, resolve_in_root, run};
+use support::{Containerd, docker::Docker, resolve_in_root, run};
 
 fn start_server() -> TestServer {
     TestServer::builder().env("NIX_TIMEOUT", "300").start()
@@ -111,5 +112,108 @@ fn containerd_pull_resolves_with_head_and_lists_the_image() {
     assert!(
         images.lines().any(|l| l.trim() == reference),
         "ctr image ls does not list {reference}: {images}"
+    );
+}
+
+/// `docker pull` then `docker run --rm --network none IMAGE ARGS...`;
+/// returns what the container printed.
+fn docker_pull_and_run(docker: &Docker, image: &str, args: &[&str]) -> String {
+    let pull = docker
+        .docker()
+        .args(["pull", image])
+        .output()
+        .expect("run docker pull");
+    assert!(
+        pull.status.success(),
+        "docker pull {image} failed: {}\n{}\ndockerd log:\n{}",
+        String::from_utf8_lossy(&pull.stdout),
+        String::from_utf8_lossy(&pull.stderr),
+        docker.log()
+    );
+    run(docker
+        .docker()
+        .args(["run", "--rm", "--network", "none", image])
+        .args(args))
+}
+
+/// The (method, path) of every request the server answered, in order.
+fn requests(server: &TestServer) -> Vec<(String, String)> {
+    server
+        .log_events()
+        .iter()
+        .filter(|e| e["message"] == "response")
+        .filter_map(|e| {
+            Some((
+                e["span"]["method"].as_str()?.to_owned(),
+                e["span"]["path"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn docker_pulls_and_runs_hello_git_and_shell_git() {
+    let server = start_server();
+    let docker = Docker::start();
+    let hello = docker_pull_and_run(&docker, &format!("{}/hello/git", host(&server)), &["hello"]);
+    assert_eq!(hello.trim(), "Hello, world!");
+    let git = docker_pull_and_run(
+        &docker,
+        &format!("{}/shell/git", host(&server)),
+        &["sh", "-c", "git --version && command -v bash"],
+    );
+    assert!(git.contains("git 2.46.0"), "{git}");
+    assert!(
+        git.contains("/bin/bash"),
+        "the shell meta-package is missing: {git}"
+    );
+}
+
+#[test]
+fn docker_resolves_the_tag_with_head_then_fetches_the_manifest_by_digest() {
+    let server = start_server();
+    let docker = Docker::start();
+    let name = "hello";
+    let reference = format!("{}/{name}:latest", host(&server));
+    run(docker.docker().args(["pull", &reference]));
+    let manifest_requests: Vec<(String, String)> = requests(&server)
+        .into_iter()
+        .filter(|(_, path)| path.starts_with(&format!("/v2/{name}/manifests/")))
+        .collect();
+
+    // The digest Docker recorded is the one the registry announced.
+    let head = reqwest::blocking::Client::new()
+        .head(server.url(&format!("/v2/{name}/manifests/latest")))
+        .send()
+        .expect("HEAD manifest");
+    let digest = head.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let repo_digests = run(docker.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &reference,
+    ]));
+    assert!(
+        repo_digests.contains(&format!("{}/{name}@{digest}", host(&server))),
+        "{repo_digests} does not name {digest}"
+    );
+
+    let by_tag = ("HEAD".to_owned(), format!("/v2/{name}/manifests/latest"));
+    let by_digest = ("GET".to_owned(), format!("/v2/{name}/manifests/{digest}"));
+    let tag_at = manifest_requests.iter().position(|r| *r == by_tag);
+    let digest_at = manifest_requests.iter().position(|r| *r == by_digest);
+    assert!(
+        matches!((tag_at, digest_at), (Some(t), Some(d)) if t < d),
+        "expected HEAD by tag, then GET by digest: {manifest_requests:?}"
+    );
+    assert!(
+        !manifest_requests
+            .iter()
+            .any(|(method, path)| method == "GET" && path.ends_with("/latest")),
+        "Docker fetched the manifest by tag: {manifest_requests:?}"
     );
 }
