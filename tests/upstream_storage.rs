@@ -69,6 +69,37 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
     tar
 }
 
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest as _;
+    hex::encode(sha1::Sha1::digest(bytes))
+}
+
+/// The sorted top-level store paths a layer tar holds, or `None` if it
+/// holds anything outside `/nix/store` (the symlink layer).
+fn store_paths(tar: &[u8]) -> Option<Vec<String>> {
+    let mut paths = BTreeSet::new();
+    for entry in tar::Archive::new(tar).entries().expect("a tar") {
+        let entry = entry.expect("a tar entry");
+        let path = entry.path().expect("an entry path").into_owned();
+        let mut parts = path
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        match (
+            parts.next().as_deref(),
+            parts.next().as_deref(),
+            parts.next(),
+        ) {
+            (Some("nix"), Some("store"), Some(name)) => {
+                paths.insert(format!("/nix/store/{name}"));
+            }
+            (Some("nix"), Some("store") | None, None) => {}
+            _ => return None,
+        }
+    }
+    Some(paths.into_iter().collect())
+}
+
 /// The hex of `sha256:<hex>`, failing the test on any other shape.
 fn hex_of(value: &Value) -> String {
     let text = value
@@ -131,6 +162,12 @@ fn records_and_blobs_written_here_are_what_upstream_reads() {
                 Some(LAYER_TYPE.as_bytes()),
                 "{key}"
             );
+        }
+        // Upstream's key: the symlink layer's tar hash, or the SHA-1 of
+        // the layer's (sorted) store paths joined by `:`.
+        match store_paths(&gunzip(&blob)) {
+            None => assert_eq!(key, tar_hash, "symlink layer key"),
+            Some(paths) => assert_eq!(key, sha1_hex(paths.join(":").as_bytes()), "{paths:?}"),
         }
         recorded.insert(format!("sha256:{digest}"));
     }
