@@ -152,3 +152,32 @@ pub async fn process_appears(needle: &str, within: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A package set directory: the offline set plus `count` packages
+/// `salt0`, `salt1`, ... whose store paths are new to this run (a
+/// directory with a file holding a unique salt), so that images asking for them are cold: their
+/// symlink layer and runtime graph have never been built. Keep the
+/// returned directory alive while it is used.
+pub fn salted_pkgs(count: usize) -> tempfile::TempDir {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let salt = format!("{}-{nanos}", std::process::id());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let expression = format!(
+        r#"args:
+let base = import {offline} args;
+in base // builtins.listToAttrs (builtins.genList (i: {{
+  name = "salt${{toString i}}";
+  value = base.runCommand "salt-{salt}-${{toString i}}" {{ }} ''
+    mkdir -p "$out/share"
+    echo "{salt} ${{toString i}}" > "$out/share/salt-${{toString i}}"
+  '';
+}}) {count})
+"#,
+        offline = offline_pkgs_source_dir().display(),
+    );
+    std::fs::write(dir.path().join("default.nix"), expression).expect("write default.nix");
+    dir
+}
