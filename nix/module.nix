@@ -70,8 +70,8 @@ in
 
     package = mkOption {
       type = types.package;
-      default = (import ../default.nix { inherit pkgs; }).nixery;
-      defaultText = literalExpression "(import ./default.nix { inherit pkgs; }).nixery";
+      default = (import ../default.nix { inherit pkgs; nix = config.nix.package; }).nixery;
+      defaultText = literalExpression "(import ./default.nix { inherit pkgs; nix = config.nix.package; }).nixery";
       description = "The nixery package to run (its wrapper presets the prepare-image program).";
     };
 
@@ -102,7 +102,13 @@ in
         type = types.nullOr types.str;
         default = null;
         example = "nixos-unstable";
-        description = "The channel name, repository URL or path for `kind`; null for `builtin`.";
+        description = ''
+          The channel name, repository URL or path for `kind`; null for
+          `builtin`. The service runs with ProtectHome=true, so a `pkgsPath`
+          under /home (or /root) is invisible to it: keep package sets
+          elsewhere, or relax it with
+          `systemd.services.nixery.serviceConfig.ProtectHome = lib.mkForce "read-only"`.
+        '';
       };
     };
 
