@@ -54,7 +54,7 @@ impl BuiltManifest {
 pub enum BuildError {
     /// The package set refuses some requested packages (not found, not a
     /// derivation, unfree, broken, ...); decided by evaluation alone.
-    #[error("{}", NixError::Refused(.0.clone()))]
+    #[error("{}", crate::nix::describe_refusals(.0))]
     PackagesRefused(Vec<Refusal>),
     /// The Nix step failed or timed out; details are in the logs.
     #[error("the image build failed")]

@@ -95,7 +95,7 @@ pub struct PrepareResult {
 pub enum NixError {
     /// The package set refuses some requested packages (decided during
     /// evaluation; nothing was built).
-    #[error("{}", join_refusals(.0))]
+    #[error("{}", describe_refusals(.0))]
     Refused(Vec<Refusal>),
     /// Evaluation or a build failed.
     #[error("the Nix build of image {image} failed")]
@@ -390,8 +390,9 @@ fn last_line(stdout: &[u8]) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The refusals as one message.
-fn join_refusals(refusals: &[Refusal]) -> String {
+/// The refusals as one message for clients: each package and why, joined
+/// by "; ".
+pub fn describe_refusals(refusals: &[Refusal]) -> String {
     let parts: Vec<String> = refusals.iter().map(ToString::to_string).collect();
     parts.join("; ")
 }
