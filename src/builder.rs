@@ -27,10 +27,10 @@ use crate::{
     archive,
     cache::{Cache, CacheError, LayerRecord},
     image::Image,
-    layers::{self, Layer, Popularity, RuntimeGraph},
+    layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry},
     metrics::Metrics,
-    nix::{NixError, NixRunner},
+    nix::{NixError, NixRunner, Refusal},
 };
 
 /// A manifest ready to be sent to a client.
@@ -52,9 +52,10 @@ impl BuiltManifest {
 /// Why an image could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// Some requested packages do not exist in the package set.
-    #[error("packages not found: {}", .0.join(", "))]
-    PackagesNotFound(Vec<String>),
+    /// The package set refuses some requested packages (not found, not a
+    /// derivation, unfree, broken, ...); decided by evaluation alone.
+    #[error("{}", crate::nix::describe_refusals(.0))]
+    PackagesRefused(Vec<Refusal>),
     /// The Nix step failed or timed out; details are in the logs.
     #[error("the image build failed")]
     NixFailed(#[source] NixError),
@@ -173,7 +174,7 @@ impl Builder {
             if let Err(error) = &result {
                 Metrics::inc(&inner.metrics.build_failures);
                 match error {
-                    BuildError::PackagesNotFound(_) => {
+                    BuildError::PackagesRefused(_) => {
                         tracing::warn!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
                     }
                     _ => {
@@ -257,13 +258,11 @@ impl Inner {
             .prepare_image(image)
             .await
             .map_err(|error| match error {
-                NixError::PackagesNotFound(packages) => BuildError::PackagesNotFound(packages),
+                NixError::Refused(refusals) => BuildError::PackagesRefused(refusals),
                 other => BuildError::NixFailed(other),
             })?;
-        let graph: RuntimeGraph = serde_json::from_value(prepared.runtime_graph.clone())
-            .map_err(|error| BuildError::Layers(format!("reading the runtime graph: {error}")))?;
         let groups = layers::group_layers(
-            &graph,
+            &prepared.runtime_graph,
             &self.settings.popularity,
             self.settings.layer_budget,
         )

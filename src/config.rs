@@ -19,8 +19,12 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 /// Default `STORAGE_PATH` of the filesystem backend.
 pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
-/// Default `NIX_TIMEOUT`, in seconds.
+/// Default `NIX_TIMEOUT` (one build), in seconds, as upstream.
 pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
+/// Default `NIXERY_NIX_DEADLINE` (one image's whole Nix step), in seconds:
+/// enough for a cold channel (tarball download and evaluation) and
+/// substituting a large closure.
+pub const DEFAULT_NIX_DEADLINE_SECS: u64 = 1800;
 
 // Clap turns a doc comment on a flattened `Args` struct into the `about`
 // text of the command it is flattened into, replacing `nixery --help`'s own.
@@ -101,9 +105,19 @@ pub struct ServeSettings {
     #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST")]
     pub storage_emulator_host: Option<String>,
 
-    /// Seconds a Nix build may take [default: 60].
+    /// Seconds one Nix build (derivation) may run, given to Nix as
+    /// --timeout [default: 60].
     #[arg(long, env = "NIX_TIMEOUT", value_name = "SECONDS")]
     pub nix_timeout: Option<String>,
+
+    /// Seconds one image's whole Nix step (evaluation, downloads, builds)
+    /// may take [default: 1800].
+    #[arg(long, env = "NIXERY_NIX_DEADLINE", value_name = "SECONDS")]
+    pub nix_deadline: Option<String>,
+
+    /// Serve packages with unfree licences (true/false) [default: false].
+    #[arg(long, env = "NIXERY_ALLOW_UNFREE", value_name = "BOOL")]
+    pub allow_unfree: Option<String>,
 
     /// URL of the popularity data used to group layers.
     #[arg(long, env = "NIX_POPULARITY_URL", value_name = "URL")]
@@ -144,8 +158,12 @@ pub struct Config {
     pub package_source: PackageSource,
     /// Where blobs, build records and manifests are kept.
     pub storage: StorageSetting,
-    /// Longest a Nix build may run.
+    /// Longest one Nix build may run (`NIX_TIMEOUT`).
     pub nix_timeout: Duration,
+    /// Longest one image's whole Nix step may take (`NIXERY_NIX_DEADLINE`).
+    pub nix_deadline: Duration,
+    /// Whether unfree packages are served (`NIXERY_ALLOW_UNFREE`).
+    pub allow_unfree: bool,
     /// URL of the popularity data, if any.
     pub popularity_url: Option<String>,
     /// Program that runs prepare-image, if not the default.
@@ -186,6 +204,25 @@ fn present(value: Option<String>) -> Option<String> {
 
 fn present_path(value: Option<PathBuf>) -> Option<PathBuf> {
     value.filter(|v| !v.as_os_str().is_empty())
+}
+
+/// A positive whole number of seconds from `var`, or `default` seconds.
+fn parse_seconds(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match present(value) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value: v,
+                expected: "expected a whole number of seconds of at least 1",
+            }),
+        },
+    }
 }
 
 fn parse_positive(
@@ -270,15 +307,22 @@ impl ServeSettings {
             }
         };
 
-        let nix_timeout = match present(self.nix_timeout) {
-            None => Duration::from_secs(DEFAULT_NIX_TIMEOUT_SECS),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+        let nix_timeout = parse_seconds("NIX_TIMEOUT", self.nix_timeout, DEFAULT_NIX_TIMEOUT_SECS)?;
+        let nix_deadline = parse_seconds(
+            "NIXERY_NIX_DEADLINE",
+            self.nix_deadline,
+            DEFAULT_NIX_DEADLINE_SECS,
+        )?;
+        let allow_unfree = match present(self.allow_unfree) {
+            None => false,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
                 _ => {
                     return Err(ConfigError::Invalid {
-                        var: "NIX_TIMEOUT",
+                        var: "NIXERY_ALLOW_UNFREE",
                         value: v,
-                        expected: "expected a whole number of seconds of at least 1",
+                        expected: "expected true or false",
                     });
                 }
             },
@@ -290,6 +334,8 @@ impl ServeSettings {
             package_source,
             storage,
             nix_timeout,
+            nix_deadline,
+            allow_unfree,
             popularity_url: present(self.popularity_url),
             prepare_image: present_path(self.prepare_image),
             pack_concurrency: parse_positive(
@@ -326,6 +372,8 @@ mod tests {
             }
         );
         assert_eq!(c.nix_timeout, Duration::from_secs(60));
+        assert_eq!(c.nix_deadline, Duration::from_secs(1800));
+        assert!(!c.allow_unfree);
         assert!(c.pack_concurrency >= 1 && c.build_concurrency >= 1);
     }
 
@@ -453,6 +501,44 @@ mod tests {
             c.into_config().unwrap().nix_timeout,
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn nix_deadline_is_its_own_setting() {
+        let err = ServeSettings {
+            nix_deadline: s("0"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_NIX_DEADLINE="), "{err}");
+        let c = ServeSettings {
+            nix_timeout: s("30"),
+            nix_deadline: s("900"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.nix_timeout, Duration::from_secs(30));
+        assert_eq!(c.nix_deadline, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn allow_unfree_takes_booleans_only() {
+        for (value, expected) in [("true", true), ("1", true), ("False", false), ("no", false)] {
+            let c = ServeSettings {
+                allow_unfree: s(value),
+                ..Default::default()
+            };
+            assert_eq!(c.into_config().unwrap().allow_unfree, expected, "{value}");
+        }
+        let err = ServeSettings {
+            allow_unfree: s("maybe"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_ALLOW_UNFREE="), "{err}");
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub async fn image_builder(
         NixSettings {
             source: config.package_source.clone(),
             timeout: config.nix_timeout,
+            deadline: config.nix_deadline,
+            allow_unfree: config.allow_unfree,
             prepare_image: config.prepare_image.clone(),
         },
         build_errors,

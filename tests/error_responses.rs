@@ -291,8 +291,15 @@ struct MissingPackages;
 #[async_trait]
 impl ImageBuilder for MissingPackages {
     async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
-        Err(BuildError::PackagesNotFound(
-            name.split('/').map(str::to_owned).collect(),
+        Err(BuildError::PackagesRefused(
+            name.split('/')
+                .map(|package| nixery::nix::Refusal {
+                    package: package.to_owned(),
+                    reason: nixery::nix::RefusalReason::NotFound,
+                    system: "x86_64-linux".into(),
+                    message: None,
+                })
+                .collect(),
         ))
     }
 }

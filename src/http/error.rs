@@ -21,6 +21,9 @@ pub enum ErrorCode {
     DigestInvalid,
     /// The manifest is not known (or could not be built from the name).
     ManifestUnknown,
+    /// The image exists in principle but is refused (unfree, insecure,
+    /// broken or unavailable packages).
+    Denied,
     /// The repository name breaks the name grammar.
     NameInvalid,
     /// The tag breaks the tag grammar.
@@ -44,6 +47,7 @@ impl ErrorCode {
             Self::BlobUnknown => "BLOB_UNKNOWN",
             Self::DigestInvalid => "DIGEST_INVALID",
             Self::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Self::Denied => "DENIED",
             Self::NameInvalid => "NAME_INVALID",
             Self::TagInvalid => "TAG_INVALID",
             Self::RangeInvalid => "RANGE_INVALID",
@@ -153,12 +157,16 @@ impl From<BuildError> for RegistryError {
     fn from(e: BuildError) -> Self {
         let detail = error_chain(&e);
         let error = match e.root() {
-            root @ BuildError::PackagesNotFound(_) => {
-                return Self::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::ManifestUnknown,
-                    root.to_string(),
-                );
+            root @ BuildError::PackagesRefused(refusals) => {
+                // 404 when every refused package is simply not there
+                // (missing, not a package, removed); 403 when the package
+                // set refuses an existing one.
+                let (status, code) = if refusals.iter().all(|r| r.reason.is_absent()) {
+                    (StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown)
+                } else {
+                    (StatusCode::FORBIDDEN, ErrorCode::Denied)
+                };
+                return Self::new(status, code, root.to_string());
             }
             BuildError::Unavailable => {
                 return Self::new(
@@ -256,14 +264,39 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
+    fn refusal(package: &str, reason: crate::nix::RefusalReason) -> crate::nix::Refusal {
+        crate::nix::Refusal {
+            package: package.into(),
+            reason,
+            system: "x86_64-linux".into(),
+            message: None,
+        }
+    }
+
     #[tokio::test]
     async fn packages_not_found_is_404_manifest_unknown_naming_them() {
-        let e = BuildError::PackagesNotFound(vec!["nope".into(), "nada".into()]);
+        use crate::nix::RefusalReason::*;
+        let e = BuildError::PackagesRefused(vec![
+            refusal("nope", NotFound),
+            refusal("lib", NotADerivation),
+        ]);
         let (status, body) = body_of(e.into()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
         let msg = body["errors"][0]["message"].as_str().unwrap();
-        assert!(msg.contains("nope") && msg.contains("nada"), "{msg}");
+        assert!(msg.contains("'nope'") && msg.contains("'lib'"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn refused_existing_packages_are_403_denied_naming_package_and_reason() {
+        use crate::nix::RefusalReason::*;
+        let e =
+            BuildError::PackagesRefused(vec![refusal("nope", NotFound), refusal("rssh", Insecure)]);
+        let (status, body) = body_of(e.into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        let msg = body["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("'rssh' is marked as insecure"), "{msg}");
     }
 
     #[tokio::test]
