@@ -355,3 +355,37 @@ async fn objects_are_listed_under_their_prefix_with_their_bytes() {
     assert_eq!(gcs.object_bytes("builds/abc").await.unwrap(), b"{\"r\":1}");
     assert!(gcs.object_bytes("builds/none").await.is_none());
 }
+
+#[tokio::test]
+async fn serve_with_a_required_content_type_refuses_other_objects() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage().await;
+    let layer = StorageKey::layer(&sha256_hex(b"layer")).unwrap();
+    storage
+        .persist(&layer, LAYER_TYPE, body_of(b"layer".to_vec(), 5))
+        .await
+        .unwrap();
+    let only_manifests = ServeRequest {
+        only_content_type: Some(MANIFEST_TYPE_FOR_TESTS),
+        ..ServeRequest::default()
+    };
+    assert!(matches!(
+        storage.serve(&layer, &only_manifests).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let manifest = StorageKey::layer(&sha256_hex(b"{}")).unwrap();
+    storage
+        .persist(
+            &manifest,
+            MANIFEST_TYPE_FOR_TESTS,
+            body_of(b"{}".to_vec(), 2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        storage.serve(&manifest, &only_manifests).await,
+        Ok(Served::Redirect { .. })
+    ));
+}
+
+const MANIFEST_TYPE_FOR_TESTS: &str = "application/vnd.docker.distribution.manifest.v2+json";

@@ -289,6 +289,12 @@ impl Storage for FilesystemStorage {
     ) -> Result<Served, StorageError> {
         let (mut file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
+        if request
+            .only_content_type
+            .is_some_and(|required| required != content_type)
+        {
+            return Err(StorageError::NotFound(key.clone()));
+        }
         let range = match request.range {
             None => None,
             Some(r) => match resolve_range(r, total_len) {
@@ -440,7 +446,10 @@ mod tests {
         fs.persist(&key, "text/plain", stream_of(&[b"0123456789"]))
             .await
             .unwrap();
-        let req = |range| ServeRequest { range, head: false };
+        let req = |range| ServeRequest {
+            range,
+            ..ServeRequest::default()
+        };
         let cases = [
             (
                 ByteRange::From {
@@ -499,8 +508,8 @@ mod tests {
             .serve(
                 &key,
                 &ServeRequest {
-                    range: None,
                     head: true,
+                    ..ServeRequest::default()
                 },
             )
             .await

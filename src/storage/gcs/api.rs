@@ -54,6 +54,14 @@ pub(crate) enum ChunkOutcome {
     Complete,
 }
 
+/// Part of a `storage#object`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectMetadata {
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
 /// Part of a `storage#rewriteResponse`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,11 +121,21 @@ impl JsonApi {
 
     /// `GET` an object's metadata: `Ok(())` if it exists.
     pub(crate) async fn object_exists(&self, object: &str) -> Result<(), ApiError> {
+        self.content_type(object).await.map(drop)
+    }
+
+    /// `GET` an object's metadata: its content type if it exists.
+    pub(crate) async fn content_type(&self, object: &str) -> Result<String, ApiError> {
         let url = self.endpoint.object(&self.bucket, object);
         let response = self
-            .send(self.http.get(url).query(&[("fields", "name")]))
+            .send(self.http.get(url).query(&[("fields", "name,contentType")]))
             .await?;
-        expect_success(response).await.map(drop)
+        let answer: ObjectMetadata = expect_success(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ApiError::Protocol(format!("object metadata: {e}")))?;
+        Ok(answer.content_type.unwrap_or_default())
     }
 
     /// `GET ...?alt=media`: the response whose body is the object. Only the

@@ -302,15 +302,22 @@ impl Storage for GcsStorage {
     async fn serve(
         &self,
         key: &StorageKey,
-        _request: &ServeRequest,
+        request: &ServeRequest,
     ) -> Result<Served, StorageError> {
         // Range and HEAD are answered by the bucket: clients repeat them
         // against the redirect target. An absent object is reported here
         // so that registry clients get a registry error, not a bucket 404.
-        self.api
-            .object_exists(key.as_str())
+        let content_type = self
+            .api
+            .content_type(key.as_str())
             .await
             .map_err(|e| api_error(key, e))?;
+        if request
+            .only_content_type
+            .is_some_and(|required| required != content_type)
+        {
+            return Err(StorageError::NotFound(key.clone()));
+        }
         let location = self.redirect_url(key).await?;
         Ok(Served::Redirect { location })
     }
