@@ -64,6 +64,13 @@ pub enum BuildError {
     /// Storing a layer, the config or the manifest failed.
     #[error("storing the image failed")]
     Storage(#[source] CacheError),
+    /// Looking up the cache failed (not a miss: the backend failed even
+    /// after retries), so no build was started.
+    #[error("the storage backend is unavailable")]
+    Lookup(#[source] CacheError),
+    /// So many builds are running or waiting that a new one is refused.
+    #[error("{0} image builds are running or waiting; try again later")]
+    Busy(usize),
     /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
@@ -106,6 +113,9 @@ pub struct BuilderSettings {
     pub pack_concurrency: usize,
     /// Images built at once.
     pub build_concurrency: usize,
+    /// Images that may wait for a build slot; a new build beyond them is
+    /// refused with [`BuildError::Busy`].
+    pub build_queue: usize,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
@@ -149,8 +159,14 @@ impl Builder {
         }
     }
 
-    /// Join the build of `image` already in flight, or start one.
-    fn join_or_start(&self, image: Image, cache_key: Option<String>) -> SharedBuild {
+    /// Join the build of `image` already in flight, or start one unless
+    /// the build slots and the queue are all taken. A build counts until it
+    /// ends, whether or not anyone still waits for it.
+    fn join_or_start(
+        &self,
+        image: Image,
+        cache_key: Option<String>,
+    ) -> Result<SharedBuild, BuildError> {
         let flight_key = format!("{}:{}", image.name, image.tag);
         let mut in_flight = self
             .inner
@@ -158,7 +174,14 @@ impl Builder {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(build) = in_flight.get(&flight_key) {
-            return build.clone();
+            return Ok(build.clone());
+        }
+        let admitted =
+            self.inner.settings.build_concurrency.max(1) + self.inner.settings.build_queue;
+        if in_flight.len() >= admitted {
+            Metrics::inc(&self.inner.metrics.builds_refused);
+            tracing::warn!(image = %image.name, tag = %image.tag, builds = in_flight.len(), "build queue full, refusing a new build");
+            return Err(BuildError::Busy(in_flight.len()));
         }
         let inner = self.inner.clone();
         let flight = InFlightEntry {
@@ -193,7 +216,7 @@ impl Builder {
             .boxed()
             .shared();
         in_flight.insert(flight_key, build.clone());
-        build
+        Ok(build)
     }
 }
 
@@ -219,13 +242,18 @@ impl ImageBuilder for Builder {
         let image = Image::from_name(name, tag);
         let cache_key = self.inner.nix.cache_key(&image);
         if let Some(key) = &cache_key
-            && let Some(bytes) = self.inner.cache.manifest(key).await
+            && let Some(bytes) = self
+                .inner
+                .cache
+                .manifest(key)
+                .await
+                .map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag, cache_key = %key, "manifest cache hit");
             return Ok(BuiltManifest::from_bytes(bytes));
         }
-        self.join_or_start(image, cache_key)
+        self.join_or_start(image, cache_key)?
             .await
             .map_err(BuildError::Shared)
     }
@@ -244,7 +272,7 @@ impl Inner {
             .map_err(|_| BuildError::Unavailable)?;
         // A build that started while we waited may have cached the result.
         if let Some(key) = cache_key
-            && let Some(bytes) = self.cache.manifest(key).await
+            && let Some(bytes) = self.cache.manifest(key).await.map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.metrics.manifest_cache_hits);
             return Ok(BuiltManifest::from_bytes(bytes));
@@ -323,11 +351,11 @@ impl Inner {
     ) -> Result<LayerEntry, BuildError> {
         let key = layer.key();
         let first_path = layer.contents.first().cloned().unwrap_or_default();
-        let record = match self.cached_layer(&key).await {
+        let record = match self.cached_layer(&key).await? {
             Some(record) => record,
             None => {
                 let _upload = self.cache.lock_upload(&key).await;
-                match self.cached_layer(&key).await {
+                match self.cached_layer(&key).await? {
                     Some(record) => record,
                     None => {
                         let paths = layer.contents.iter().map(PathBuf::from).collect();
@@ -347,12 +375,12 @@ impl Inner {
     }
 
     /// The build record of layer `key` if it exists, counted as a hit.
-    async fn cached_layer(&self, key: &str) -> Option<LayerRecord> {
-        let record = self.cache.layer_record(key).await;
+    async fn cached_layer(&self, key: &str) -> Result<Option<LayerRecord>, BuildError> {
+        let record = self.cache.layer_record(key).await?;
         if record.is_some() {
             Metrics::inc(&self.metrics.layer_cache_hits);
         }
-        record
+        Ok(record)
     }
 
     /// Gzip and upload the symlink layer tarball, keyed by its tar hash.
@@ -362,11 +390,11 @@ impl Inner {
         tar_hash: &str,
         path: PathBuf,
     ) -> Result<LayerRecord, BuildError> {
-        if let Some(record) = self.cached_layer(tar_hash).await {
+        if let Some(record) = self.cached_layer(tar_hash).await? {
             return Ok(record);
         }
         let _upload = self.cache.lock_upload(tar_hash).await;
-        if let Some(record) = self.cached_layer(tar_hash).await {
+        if let Some(record) = self.cached_layer(tar_hash).await? {
             return Ok(record);
         }
         self.pack_and_record(image, tar_hash, move || archive::gzip_file(path))

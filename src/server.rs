@@ -135,6 +135,7 @@ pub async fn image_builder(
             layer_budget: DEFAULT_BUDGET,
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
+            build_queue: config.build_queue,
         },
         metrics,
     )))
