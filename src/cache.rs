@@ -10,19 +10,16 @@
 //! client; a storage failure other than "not found" is an error (the
 //! backend has already retried it), never a miss, so that a bucket
 //! brown-out does not turn every pull into a Nix build.
-//! Blobs are uploaded to `staging/` first and moved to `layers/<sha256>`
-//! only when complete, and a build record is written only after its blob is
-//! in place, so a record found here always points at an existing blob.
+//! Blobs become visible under `layers/<sha256>` only when complete (the
+//! backend's [`Storage::persist_blob`] stages them its own way), and a build
+//! record is written only after its blob is in place, so a record found
+//! here always points at an existing blob.
 
 use std::{
     collections::HashMap,
     io,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, Weak},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -173,18 +170,14 @@ impl Cache {
         self.upload_locks.lock(layer_key).await
     }
 
-    /// Stream `body` into a staging object, then move it to
-    /// `layers/<sha256>`. Returns the blob's digest and size.
+    /// Stream `body` into `layers/<sha256>` the backend's way (see
+    /// [`Storage::persist_blob`]). Returns the blob's digest and size.
     pub async fn upload_blob(
         &self,
         content_type: &str,
         body: ByteStream,
     ) -> Result<Persisted, CacheError> {
-        let staging = StorageKey::staging(&unique_staging_name())?;
-        let persisted = self.storage.persist(&staging, content_type, body).await?;
-        let target = StorageKey::layer(&persisted.sha256)?;
-        self.storage.move_object(&staging, &target).await?;
-        Ok(persisted)
+        Ok(self.storage.persist_blob(content_type, body).await?)
     }
 
     /// Store a small in-memory blob under `layers/<sha256>` directly.
@@ -265,7 +258,7 @@ async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Result<Bytes>
 /// Write `bytes` to `path` through a temporary file and a rename, so that a
 /// reader never sees a partial file.
 async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", unique_staging_name()));
+    let tmp = path.with_extension(format!("tmp-{}", crate::storage::staging::unique_name()));
     tokio::fs::write(&tmp, bytes).await?;
     match tokio::fs::rename(&tmp, path).await {
         Ok(()) => Ok(()),
@@ -274,21 +267,6 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
             Err(error)
         }
     }
-}
-
-/// A name unique to this process and call, for staging objects.
-fn unique_staging_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Async mutexes created on demand per key and dropped when unused.
@@ -462,13 +440,5 @@ mod tests {
         let (_dir, _storage, cache) = filesystem_cache();
         assert!(cache.manifest("abc").await.unwrap().is_none());
         assert!(cache.layer_record("abc").await.unwrap().is_none());
-    }
-
-    #[test]
-    fn staging_names_are_unique_and_valid_keys() {
-        let a = unique_staging_name();
-        let b = unique_staging_name();
-        assert_ne!(a, b);
-        assert!(StorageKey::staging(&a).is_ok());
     }
 }

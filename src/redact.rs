@@ -32,7 +32,7 @@ fn ends_url(c: char) -> bool {
     !c.is_ascii()
         || c.is_ascii_whitespace()
         || c.is_ascii_control()
-        || matches!(c, '"' | '\'' | '`' | '<' | '>')
+        || matches!(c, '"' | '\'' | '`' | '<' | '>' | '(' | ')')
 }
 
 /// Redacts `authority/path?query#fragment` (the part after `://`).

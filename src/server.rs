@@ -98,7 +98,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
 /// Open the configured storage backend.
 pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
     match setting {
-        StorageSetting::Filesystem { path } => Ok(Arc::new(FilesystemStorage::new(path)?)),
+        StorageSetting::Filesystem { path } => {
+            // Creating directories and sweeping old uploads is blocking work.
+            let path = path.clone();
+            let storage = tokio::task::spawn_blocking(move || FilesystemStorage::new(path))
+                .await
+                .map_err(|e| ServerError::Serve(io::Error::other(e)))??;
+            Ok(Arc::new(storage))
+        }
         StorageSetting::Gcs {
             bucket,
             credentials,
@@ -159,6 +166,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })?;
+    // Runs until the runtime stops; the filesystem backend has already
+    // swept once while opening.
+    tokio::spawn(crate::storage::staging::clean_periodically(storage.clone()));
     let status = StatusInfo::for_source(&config.package_source, storage.name());
     let state = AppState::new(storage, builder)
         .with_status(status, build_errors)
