@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     archive,
+    build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
     image::Image,
     layers::{self, Layer, Popularity, RuntimeGraph},
@@ -71,6 +72,9 @@ pub enum BuildError {
     /// So many builds are running or waiting that a new one is refused.
     #[error("{0} image builds are running or waiting; try again later")]
     Busy(usize),
+    /// The build task stopped without a result (it panicked).
+    #[error("the image build stopped unexpectedly: {0}")]
+    Crashed(String),
     /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
@@ -85,6 +89,23 @@ impl BuildError {
         match self {
             BuildError::Shared(inner) => inner.root(),
             other => other,
+        }
+    }
+}
+
+impl BuildError {
+    /// The step that failed, as shown on the status page.
+    pub fn kind(&self) -> &'static str {
+        match self.root() {
+            BuildError::PackagesNotFound(_) => "packages",
+            BuildError::NixFailed(_) => "nix",
+            BuildError::Layers(_) => "layers",
+            BuildError::Storage(_) => "storage",
+            BuildError::Lookup(_) => "storage lookup",
+            BuildError::Busy(_) => "queue",
+            BuildError::Crashed(_) => "crash",
+            BuildError::Unavailable => "unavailable",
+            BuildError::Shared(_) => "shared",
         }
     }
 }
@@ -116,6 +137,9 @@ pub struct BuilderSettings {
     /// Images that may wait for a build slot; a new build beyond them is
     /// refused with [`BuildError::Busy`].
     pub build_queue: usize,
+    /// Where failed builds are recorded for the status page. The Nix step
+    /// records its own failures; the builder records every other kind.
+    pub build_errors: Arc<BuildErrors>,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
@@ -195,29 +219,55 @@ impl Builder {
             let result = inner.build(&image, cache_key.as_deref()).await;
             if let Err(error) = &result {
                 Metrics::inc(&inner.metrics.build_failures);
+                let detail = crate::redact::redact(&error_chain(error));
                 match error {
                     BuildError::PackagesNotFound(_) => {
-                        tracing::warn!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                        tracing::warn!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
                     }
                     _ => {
-                        tracing::error!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                        tracing::error!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
                     }
+                }
+                // The Nix step has recorded its own failure with its output.
+                if !matches!(error, BuildError::NixFailed(_)) {
+                    inner.settings.build_errors.record_kind(
+                        &format!("{}:{}", image.name, image.tag),
+                        error.kind(),
+                        &detail,
+                    );
                 }
             }
             result.map_err(Arc::new)
         });
+        let errors = self.inner.settings.build_errors.clone();
+        let label = flight_key.clone();
         let build: SharedBuild = task
-            .map(|joined| match joined {
+            .map(move |joined| match joined {
                 Ok(result) => result,
-                Err(join_error) => Err(Arc::new(BuildError::Layers(format!(
-                    "build task ended unexpectedly: {join_error}"
-                )))),
+                Err(join_error) => {
+                    let error = BuildError::Crashed(join_error.to_string());
+                    tracing::error!(image = %label, kind = error.kind(), error = %error, "image build failed");
+                    errors.record_kind(&label, error.kind(), &error.to_string());
+                    Err(Arc::new(error))
+                }
             })
             .boxed()
             .shared();
         in_flight.insert(flight_key, build.clone());
         Ok(build)
     }
+}
+
+/// `error` followed by its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// Removes a build from the in-flight map when dropped.

@@ -32,7 +32,7 @@ fn ends_url(c: char) -> bool {
     !c.is_ascii()
         || c.is_ascii_whitespace()
         || c.is_ascii_control()
-        || matches!(c, '"' | '\'' | '`' | '<' | '>' | '(' | ')')
+        || matches!(c, '"' | '\'' | '`' | '<' | '>' | '(' | ')' | '\\')
 }
 
 /// Redacts `authority/path?query#fragment` (the part after `://`).
@@ -131,6 +131,14 @@ mod tests {
             redact("«git+ssh://u@h/r?k=v» and “https://x/y?t=1”"),
             "«git+ssh://***@h/r?k=***» and “https://x/y?t=***”"
         );
+    }
+
+    #[test]
+    fn urls_inside_json_strings_keep_the_json_valid() {
+        let line = serde_json::json!({"error": "GET \"https://u:p@h/x?t=1\" failed"}).to_string();
+        let redacted = redact(&line);
+        let parsed: serde_json::Value = serde_json::from_str(&redacted).unwrap();
+        assert_eq!(parsed["error"], "GET \"https://***@h/x?t=***\" failed");
     }
 
     #[test]

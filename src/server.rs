@@ -131,7 +131,7 @@ pub async fn image_builder(
             timeout: config.nix_timeout,
             prepare_image: config.prepare_image.clone(),
         },
-        build_errors,
+        build_errors.clone(),
     )?;
     let cache = Cache::new(storage).map_err(ServerError::LocalCache)?;
     Ok(Arc::new(Builder::new(
@@ -143,6 +143,7 @@ pub async fn image_builder(
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
             build_queue: config.build_queue,
+            build_errors: build_errors.clone(),
         },
         metrics,
     )))

@@ -53,3 +53,30 @@ fn failing_cache_lookup_is_answered_503_without_running_nix() {
     assert_eq!(response.status(), 200);
     assert_eq!(count_logs(&server, "building image"), 1);
 }
+
+#[test]
+fn storage_failure_during_a_build_is_on_the_status_page_with_its_kind() {
+    let server = TestServer::builder().env("NIX_TIMEOUT", "120").start();
+    // Writing any blob now fails with "not a directory".
+    let layers = server.storage_path().join("layers");
+    std::fs::remove_dir_all(&layers).unwrap();
+    std::fs::write(&layers, b"").unwrap();
+
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .get(server.url("/v2/hello/manifests/latest"))
+        .timeout(Duration::from_secs(300))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UPLOAD", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("status page"), "{message}");
+
+    let page = client.get(server.url("/")).send().unwrap().text().unwrap();
+    assert!(
+        page.contains("<code>hello:latest</code> (storage failure)"),
+        "{page}"
+    );
+}

@@ -178,7 +178,10 @@ impl From<BuildError> for RegistryError {
                     "image building is not available on this server",
                 );
             }
-            BuildError::NixFailed(_) | BuildError::Layers(_) | BuildError::Shared(_) => Self::new(
+            BuildError::NixFailed(_)
+            | BuildError::Layers(_)
+            | BuildError::Crashed(_)
+            | BuildError::Shared(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::Unknown,
                 "the image build failed; the status page lists recent build errors",
