@@ -2,7 +2,8 @@
 //! graceful shutdown on SIGINT/SIGTERM.
 //!
 //! Shutdown stops accepting connections at once, lets requests in flight
-//! finish, and gives up after [`SHUTDOWN_GRACE`].
+//! finish, gives up after [`SHUTDOWN_GRACE`], then stops every Nix process
+//! group still running before the process exits.
 
 use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -84,7 +85,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(async {
+        let result = run(config).await;
+        // Build tasks still running would be dropped with the runtime, too
+        // late to stop their Nix process groups: stop those first.
+        crate::nix::process::stop_all(crate::nix::process::TERMINATE_GRACE).await;
+        result
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@
 //! waiting.
 
 mod embedded;
-mod process;
+pub(crate) mod process;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
