@@ -141,7 +141,12 @@ impl GcsStorage {
             Some(host) => Endpoint::emulator(host)?,
             None => Endpoint::google(),
         };
-        let identity = auth::load(credentials.as_deref(), endpoint.is_emulated())?;
+        // Reading the key file is blocking work.
+        let emulated = endpoint.is_emulated();
+        let identity =
+            tokio::task::spawn_blocking(move || auth::load(credentials.as_deref(), emulated))
+                .await
+                .map_err(|e| GcsError::HttpClient(format!("loading credentials: {e}")))??;
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
