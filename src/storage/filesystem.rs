@@ -121,7 +121,11 @@ impl FilesystemStorage {
                         Some((pid, created)) => {
                             !staging::process_alive(pid) || staging::is_stale(created, max_age)
                         }
-                        None => true,
+                        // Not a name this server gives: only its age counts.
+                        None => entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|t| staging::is_stale(t, max_age)),
                     }
                 } else {
                     false
@@ -680,6 +684,7 @@ mod staging_tests {
             layers.join(format!(".tmp~{me}-live")),
             staging_dir.join(format!("{me}-{}-2", nanos(Duration::ZERO))),
             layers.join("a".repeat(64)),
+            staging_dir.join("not-a-staging-name"),
         ];
         for path in &removed {
             let age = if path.ends_with(format!(".tmp~{me}-old")) {

@@ -8,7 +8,9 @@
 //! [`STAGING_MAX_AGE`] (every backend): no upload takes that long, and an
 //! object still being written is never touched, because it is either a
 //! hidden temporary file of a live process (filesystem) or not an object
-//! at all until its last chunk is accepted (GCS).
+//! at all until its last chunk is accepted (GCS). Objects whose name this
+//! server does not give are removed only by age (filesystem modification
+//! time) or left alone (GCS).
 
 use std::{
     sync::{

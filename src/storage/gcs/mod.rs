@@ -326,10 +326,11 @@ impl Storage for GcsStorage {
             .map_err(|e| backend_error_named(&prefix, format!("listing staging: {e}")))?;
         let mut removed = 0;
         for name in names {
+            // A name this server does not give is left alone.
             let stale = name
                 .strip_prefix(&prefix)
                 .and_then(super::staging::parse_name)
-                .is_none_or(|(_, created)| super::staging::is_stale(created, max_age));
+                .is_some_and(|(_, created)| super::staging::is_stale(created, max_age));
             if !stale {
                 continue;
             }
