@@ -60,7 +60,8 @@ let
   // optionalAttrs (cfg.popularityUrl != null) { NIX_POPULARITY_URL = cfg.popularityUrl; }
   // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
   // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
-  // optionalAttrs (cfg.buildConcurrency != null) { NIXERY_BUILD_CONCURRENCY = toString cfg.buildConcurrency; };
+  // optionalAttrs (cfg.buildConcurrency != null) { NIXERY_BUILD_CONCURRENCY = toString cfg.buildConcurrency; }
+  // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
 in
@@ -199,6 +200,12 @@ in
       type = types.nullOr types.ints.positive;
       default = null;
       description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
+    };
+
+    buildQueue = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
     };
 
     logFilter = mkOption {

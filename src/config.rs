@@ -134,6 +134,11 @@ pub struct ServeSettings {
     /// Nix builds run at once [default: number of cores].
     #[arg(long, env = "NIXERY_BUILD_CONCURRENCY", value_name = "N")]
     pub build_concurrency: Option<String>,
+
+    /// Images that may wait for a build slot; beyond them requests for new
+    /// images get 429 [default: 16].
+    #[arg(long, env = "NIXERY_BUILD_QUEUE", value_name = "N")]
+    pub build_queue: Option<String>,
 }
 
 /// Which storage backend to use, with its settings.
@@ -172,6 +177,8 @@ pub struct Config {
     pub pack_concurrency: usize,
     /// Nix builds run at once (at least 1).
     pub build_concurrency: usize,
+    /// Images that may wait for a build slot (0 allowed).
+    pub build_queue: usize,
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -222,6 +229,27 @@ fn parse_seconds(
                 expected: "expected a whole number of seconds of at least 1",
             }),
         },
+    }
+}
+
+/// Default of `NIXERY_BUILD_QUEUE`: enough for a burst of distinct images
+/// from a deployment, small enough that abandoned requests cannot queue
+/// hours of Nix work.
+pub const DEFAULT_BUILD_QUEUE: usize = 16;
+
+/// A whole number, 0 allowed, `default` when unset.
+fn parse_count(
+    var: &'static str,
+    value: Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<usize>().map_err(|_| ConfigError::Invalid {
+            var,
+            value: v,
+            expected: "expected a whole number (0 or more)",
+        }),
     }
 }
 
@@ -348,6 +376,7 @@ impl ServeSettings {
                 self.build_concurrency,
                 cores,
             )?,
+            build_queue: parse_count("NIXERY_BUILD_QUEUE", self.build_queue, DEFAULT_BUILD_QUEUE)?,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod nix;
 pub mod popcount;
 pub mod popularity;
+pub mod redact;
 pub mod reference;
 pub mod server;
 pub mod source;

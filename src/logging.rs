@@ -8,8 +8,14 @@
 //!
 //! `RUST_LOG` filters events with the usual `tracing-subscriber` directives;
 //! the default is `info`.
+//!
+//! Every line goes through [`crate::redact`] on its way out, so that no
+//! event (ours, or a dependency's quoting a URL) writes credentials or
+//! query tokens to the log.
 
-use tracing_subscriber::EnvFilter;
+use std::io::{self, Write};
+
+use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 /// Default filter when `RUST_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "info";
@@ -32,10 +38,46 @@ pub fn init() {
         .with_span_list(false)
         .with_target(true)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(RedactingStdout)
         .try_init()
         .is_ok();
     if installed && let Some((value, error)) = bad_filter {
         tracing::warn!(value, error = %error, "RUST_LOG is invalid, using the default filter");
+    }
+}
+
+/// Makes a [`RedactedLine`] writer per event.
+struct RedactingStdout;
+
+impl<'a> MakeWriter<'a> for RedactingStdout {
+    type Writer = RedactedLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactedLine(Vec::with_capacity(256))
+    }
+}
+
+/// Collects one formatted event and writes it, redacted, to stdout when
+/// dropped (one `write_all`, so concurrent events do not interleave).
+struct RedactedLine(Vec<u8>);
+
+impl Write for RedactedLine {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let line = crate::redact::redact(&String::from_utf8_lossy(&self.0));
+        let _ = io::stdout().lock().write_all(line.as_bytes());
     }
 }

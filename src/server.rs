@@ -2,7 +2,8 @@
 //! graceful shutdown on SIGINT/SIGTERM.
 //!
 //! Shutdown stops accepting connections at once, lets requests in flight
-//! finish, and gives up after [`SHUTDOWN_GRACE`].
+//! finish, gives up after [`SHUTDOWN_GRACE`], then stops every Nix process
+//! group still running before the process exits.
 
 use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -84,7 +85,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(async {
+        let result = run(config).await;
+        // Build tasks still running would be dropped with the runtime, too
+        // late to stop their Nix process groups: stop those first.
+        crate::nix::process::stop_all(crate::nix::process::TERMINATE_GRACE).await;
+        result
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,7 +105,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
 /// Open the configured storage backend.
 pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
     match setting {
-        StorageSetting::Filesystem { path } => Ok(Arc::new(FilesystemStorage::new(path)?)),
+        StorageSetting::Filesystem { path } => {
+            // Creating directories and sweeping old uploads is blocking work.
+            let path = path.clone();
+            let storage = tokio::task::spawn_blocking(move || FilesystemStorage::new(path))
+                .await
+                .map_err(|e| ServerError::Serve(io::Error::other(e)))??;
+            Ok(Arc::new(storage))
+        }
         StorageSetting::Gcs {
             bucket,
             credentials,
@@ -126,7 +140,7 @@ pub async fn image_builder(
             allow_unfree: config.allow_unfree,
             prepare_image: config.prepare_image.clone(),
         },
-        build_errors,
+        build_errors.clone(),
     )?;
     let cache = Cache::new(storage).map_err(ServerError::LocalCache)?;
     Ok(Arc::new(Builder::new(
@@ -137,6 +151,8 @@ pub async fn image_builder(
             layer_budget: DEFAULT_BUDGET,
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
+            build_queue: config.build_queue,
+            build_errors: build_errors.clone(),
         },
         metrics,
     )))
@@ -160,6 +176,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })?;
+    // Runs until the runtime stops; the filesystem backend has already
+    // swept once while opening.
+    tokio::spawn(crate::storage::staging::clean_periodically(storage.clone()));
     let status = StatusInfo::for_source(&config.package_source, storage.name());
     let state = AppState::new(storage, builder)
         .with_status(status, build_errors)

@@ -29,6 +29,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_PREPARE_IMAGE", "prepareImage"),
     ("NIXERY_PACK_CONCURRENCY", "packConcurrency"),
     ("NIXERY_BUILD_CONCURRENCY", "buildConcurrency"),
+    ("NIXERY_BUILD_QUEUE", "buildQueue"),
     ("RUST_LOG", "logFilter"),
 ];
 
@@ -83,6 +84,7 @@ fn full_settings() -> Value {
         "prepareImage": "/opt/nixery-prepare-image",
         "packConcurrency": 4,
         "buildConcurrency": 2,
+        "buildQueue": 3,
         "logFilter": "info,nixery=debug",
         "openFirewall": true
     })
@@ -113,6 +115,7 @@ fn every_setting_has_a_typed_option() {
         ("prepareImage", "null or string"),
         ("packConcurrency", "null or positive integer"),
         ("buildConcurrency", "null or positive integer"),
+        ("buildQueue", "null or unsigned integer"),
         ("logFilter", "string"),
         ("openFirewall", "boolean"),
     ];
@@ -183,6 +186,7 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_PREPARE_IMAGE", "/opt/nixery-prepare-image"),
         ("NIXERY_PACK_CONCURRENCY", "4"),
         ("NIXERY_BUILD_CONCURRENCY", "2"),
+        ("NIXERY_BUILD_QUEUE", "3"),
         ("RUST_LOG", "info,nixery=debug"),
         ("NIX_REMOTE", "daemon"),
         ("HOME", "/var/cache/nixery"),

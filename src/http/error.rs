@@ -36,6 +36,10 @@ pub enum ErrorCode {
     Unsupported,
     /// Storing the built image failed.
     ManifestUpload,
+    /// Too many images are waiting to be built; retry later.
+    TooManyRequests,
+    /// The storage backend is failing; retry later.
+    Unavailable,
     /// Anything else; details are in the logs.
     Unknown,
 }
@@ -54,6 +58,8 @@ impl ErrorCode {
             Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unsupported => "UNSUPPORTED",
             Self::ManifestUpload => "MANIFEST_UPLOAD",
+            Self::TooManyRequests => "TOOMANYREQUESTS",
+            Self::Unavailable => "UNAVAILABLE",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -70,7 +76,14 @@ pub struct RegistryError {
     pub message: String,
     /// Detail for the logs only (internal failures).
     detail: Option<String>,
+    /// Seconds sent in `Retry-After`, for errors a client should retry.
+    pub retry_after: Option<u64>,
 }
+
+/// `Retry-After` seconds of a 429 (build queue full) or 503 (storage
+/// failing): long enough for a slot to free or a brown-out to pass, short
+/// enough that a kubelet's back-off does not stretch much beyond it.
+pub const RETRY_AFTER_SECS: u64 = 10;
 
 impl RegistryError {
     /// An error with a status, code and client-facing message.
@@ -80,6 +93,7 @@ impl RegistryError {
             code,
             message: message.into(),
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -175,7 +189,10 @@ impl From<BuildError> for RegistryError {
                     "image building is not available on this server",
                 );
             }
-            BuildError::NixFailed(_) | BuildError::Layers(_) | BuildError::Shared(_) => Self::new(
+            BuildError::NixFailed(_)
+            | BuildError::Layers(_)
+            | BuildError::Crashed(_)
+            | BuildError::Shared(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::Unknown,
                 "the image build failed; the status page lists recent build errors",
@@ -183,8 +200,24 @@ impl From<BuildError> for RegistryError {
             BuildError::Storage(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::ManifestUpload,
-                "storing the built image failed, try again later",
+                "storing the built image failed; the status page lists recent build errors",
             ),
+            BuildError::Busy(_) => Self {
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    "too many images are being built; try again later",
+                )
+            },
+            BuildError::Lookup(_) => Self {
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "the storage backend is failing; no build was started, try again later",
+                )
+            },
         };
         Self {
             detail: Some(detail),
@@ -234,15 +267,20 @@ struct Entry<'a> {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         if let Some(detail) = &self.detail {
-            tracing::error!(error = %detail, code = self.code.as_str(), "request failed");
+            tracing::error!(error = %crate::redact::redact(detail), code = self.code.as_str(), "request failed");
         }
         let body = Body {
             errors: [Entry {
                 code: self.code.as_str(),
-                message: &self.message,
+                message: &crate::redact::redact(&self.message),
             }],
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response
                 .headers_mut()

@@ -16,7 +16,7 @@
 //! [`refusal`].
 
 mod embedded;
-mod process;
+pub(crate) mod process;
 pub mod refusal;
 
 use std::ffi::OsString;

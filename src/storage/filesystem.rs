@@ -15,9 +15,12 @@
 //! renames the sidecar, fsyncs the directory, renames the object and fsyncs
 //! the directory again. An object therefore appears under its key only when
 //! complete, and a visible object always has its sidecar. A crash leaves at
-//! most a `.tmp~` file (removed by [`FilesystemStorage::new`] at start-up) or
-//! a sidecar without object (harmless: the next persist replaces it). A
-//! `persist` future that is dropped mid-write removes its temporary file.
+//! most a `.tmp~<pid>-` file (removed at start-up and by
+//! [`Storage::clean_staging`] once its process is gone or it is an hour
+//! old) or a sidecar without object (harmless: the next persist replaces
+//! it). A `persist` future that is dropped mid-write removes its temporary
+//! file. Blobs ([`Storage::persist_blob`]) are written to a temporary file
+//! in `layers/` and renamed to their digest: they need no staging object.
 //!
 //! Two concurrent `persist` calls on one key with different content types
 //! may leave the content type of one with the bytes of the other; callers
@@ -36,7 +39,7 @@ use tokio_util::io::ReaderStream;
 
 use super::{
     BUILDS_PREFIX, ByteRange, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted,
-    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
+    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -80,7 +83,8 @@ struct Meta {
 
 impl FilesystemStorage {
     /// Use `root`, creating it and its prefix directories if needed and
-    /// removing temporary files left by a crash.
+    /// removing what crashed uploads left (see [`Self::sweep`]). Blocking:
+    /// call it from a blocking context.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, InitError> {
         let root = root.into();
         for prefix in PREFIXES {
@@ -89,25 +93,134 @@ impl FilesystemStorage {
                 path: dir.clone(),
                 source,
             })?;
-            let entries = std::fs::read_dir(&dir).map_err(|source| InitError {
-                path: dir.clone(),
+        }
+        let storage = Self { root };
+        storage
+            .sweep(staging::STAGING_MAX_AGE)
+            .map_err(|source| InitError {
+                path: storage.root.clone(),
                 source,
             })?;
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                    let path = entry.path();
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {
-                            tracing::info!(path = %path.display(), "removed stale temporary file")
+        Ok(storage)
+    }
+
+    /// Remove temporary files and staged objects whose owner process is
+    /// gone or that are older than `max_age` (by modification time for
+    /// temporary files, which a live upload keeps touching; by the time in
+    /// the name for staged objects). Blocking. Returns how many went.
+    fn sweep(&self, max_age: std::time::Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        for prefix in PREFIXES {
+            let dir = self.root.join(prefix);
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                let stale = if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
+                    let owner_alive = rest
+                        .split('-')
+                        .next()
+                        .and_then(|pid| pid.parse().ok())
+                        .is_some_and(staging::process_alive);
+                    let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                    !owner_alive || modified.is_some_and(|t| staging::is_stale(t, max_age))
+                } else if prefix == STAGING_PREFIX && !name.starts_with('.') {
+                    match staging::parse_name(&name) {
+                        Some((pid, created)) => {
+                            !staging::process_alive(pid) || staging::is_stale(created, max_age)
                         }
-                        Err(error) => {
-                            tracing::warn!(path = %path.display(), error = %error, "cannot remove stale temporary file")
+                        // Not a name this server gives: only its age counts.
+                        None => entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|t| staging::is_stale(t, max_age)),
+                    }
+                } else {
+                    false
+                };
+                if !stale {
+                    continue;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        removed += 1;
+                        tracing::info!(path = %path.display(), "removed stale upload file");
+                        if !name.starts_with('.') {
+                            let _ = std::fs::remove_file(dir.join(format!("{META_PREFIX}{name}")));
                         }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), error = %error, "cannot remove stale upload file")
                     }
                 }
             }
         }
-        Ok(Self { root })
+        Ok(removed)
+    }
+
+    /// Stream `body` into a temporary file in `dir` while hashing it, then
+    /// make it visible under `key`, or under `layers/<sha256>` when `key` is
+    /// `None` (`dir` must then be the layers directory). See the module
+    /// documentation for the order of writes, renames and syncs.
+    async fn write(
+        &self,
+        dir: &Path,
+        key: Option<&StorageKey>,
+        content_type: &str,
+        mut body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        // Until the digest is known, errors name the upload.
+        let upload = StorageKey(format!("{STAGING_PREFIX}/{}", staging::unique_name()));
+        let io_err = |source: io::Error| StorageError::Io {
+            key: key.unwrap_or(&upload).clone(),
+            source,
+        };
+        let (mut file, temp) = temp_file_in(dir).await.map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(io_err)?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io_err)?;
+        }
+        file.flush().await.map_err(io_err)?;
+        // The attribute is set on the temporary file, so it travels with the
+        // rename; then the data is synced.
+        let file = file.into_std().await;
+        let content_type_owned = content_type.to_owned();
+        tokio::task::spawn_blocking(move || {
+            write_content_type_xattr(&file, &content_type_owned);
+            file.sync_all()
+        })
+        .await
+        .map_err(|e| io_err(io::Error::other(e)))?
+        .map_err(io_err)?;
+        let sha256 = hex::encode(hasher.finalize());
+        let key = match key {
+            Some(key) => key.clone(),
+            None => StorageKey::layer(&sha256).map_err(|e| io_err(io::Error::other(e)))?,
+        };
+
+        let meta = serde_json::to_vec(&Meta {
+            content_type: content_type.to_owned(),
+        })
+        .map_err(|e| io_err(io::Error::other(e)))?;
+        let (mut meta_file, meta_temp) = temp_file_in(dir).await.map_err(io_err)?;
+        meta_file.write_all(&meta).await.map_err(io_err)?;
+        meta_file.flush().await.map_err(io_err)?;
+        meta_file.sync_all().await.map_err(io_err)?;
+        drop(meta_file);
+        commit(meta_temp, &self.meta_path(&key))
+            .await
+            .map_err(io_err)?;
+        sync_dir(dir).await.map_err(io_err)?;
+
+        commit(temp, &self.object_path(&key))
+            .await
+            .map_err(io_err)?;
+        sync_dir(dir).await.map_err(io_err)?;
+        Ok(Persisted { sha256, size })
     }
 
     /// The root directory.
@@ -193,14 +306,21 @@ fn write_content_type_xattr(file: &std::fs::File, content_type: &str) {
     }
 }
 
-/// A temporary file in `dir` that is deleted when dropped unless renamed.
-fn temp_file_in(dir: &Path) -> io::Result<(tokio::fs::File, tempfile::TempPath)> {
+/// A temporary file in `dir`, named after this process (so that clean-up
+/// can tell a live upload from a crashed one), deleted when dropped unless
+/// renamed. Created off the async workers.
+async fn temp_file_in(dir: &Path) -> io::Result<(tokio::fs::File, tempfile::TempPath)> {
     use std::os::unix::fs::PermissionsExt;
-    let (file, path) = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)?
-        .into_parts();
+    let dir = dir.to_path_buf();
+    let (file, path) = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map(tempfile::NamedTempFile::into_parts)
+    })
+    .await
+    .map_err(io::Error::other)??;
     Ok((tokio::fs::File::from_std(file), path))
 }
 
@@ -242,55 +362,32 @@ impl Storage for FilesystemStorage {
         &self,
         key: &StorageKey,
         content_type: &str,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<Persisted, StorageError> {
-        let io_err = |source: io::Error| StorageError::Io {
-            key: key.clone(),
-            source,
-        };
-        let dir = self.dir_of(key);
-        let (mut file, temp) = temp_file_in(&dir).map_err(io_err)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(io_err)?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(io_err)?;
-        }
-        file.flush().await.map_err(io_err)?;
-        let file = file.into_std().await;
-        let file = tokio::task::spawn_blocking({
-            let content_type = content_type.to_owned();
-            move || {
-                write_content_type_xattr(&file, &content_type);
-                file.sync_all().map(|()| file)
-            }
-        })
-        .await
-        .map_err(|e| io_err(io::Error::other(e)))?
-        .map_err(io_err)?;
-        drop(file);
-
-        let meta = serde_json::to_vec(&Meta {
-            content_type: content_type.to_owned(),
-        })
-        .map_err(|e| io_err(io::Error::other(e)))?;
-        let (mut meta_file, meta_temp) = temp_file_in(&dir).map_err(io_err)?;
-        meta_file.write_all(&meta).await.map_err(io_err)?;
-        meta_file.flush().await.map_err(io_err)?;
-        meta_file.sync_all().await.map_err(io_err)?;
-        drop(meta_file);
-        commit(meta_temp, &self.meta_path(key))
+        self.write(&self.dir_of(key), Some(key), content_type, body)
             .await
-            .map_err(io_err)?;
-        sync_dir(&dir).await.map_err(io_err)?;
+    }
 
-        commit(temp, &self.object_path(key)).await.map_err(io_err)?;
-        sync_dir(&dir).await.map_err(io_err)?;
-        Ok(Persisted {
-            sha256: hex::encode(hasher.finalize()),
-            size,
+    /// Written to a temporary file in `layers/` and renamed to its digest:
+    /// no staging object, nothing to move.
+    async fn persist_blob(
+        &self,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let dir = self.root.join(LAYERS_PREFIX);
+        self.write(&dir, None, content_type, body).await
+    }
+
+    async fn clean_staging(&self, max_age: std::time::Duration) -> Result<usize, StorageError> {
+        let this = self.clone();
+        let swept = tokio::task::spawn_blocking(move || this.sweep(max_age))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|result| result);
+        swept.map_err(|source| StorageError::Io {
+            key: StorageKey(STAGING_PREFIX.to_owned()),
+            source,
         })
     }
 
@@ -336,6 +433,12 @@ impl Storage for FilesystemStorage {
     ) -> Result<Served, StorageError> {
         let (mut file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
+        if request
+            .only_content_type
+            .is_some_and(|required| required != content_type)
+        {
+            return Err(StorageError::NotFound(key.clone()));
+        }
         let range = match request.range {
             None => None,
             Some(r) => match resolve_range(r, total_len) {
@@ -487,7 +590,10 @@ mod tests {
         fs.persist(&key, "text/plain", stream_of(&[b"0123456789"]))
             .await
             .unwrap();
-        let req = |range| ServeRequest { range, head: false };
+        let req = |range| ServeRequest {
+            range,
+            ..ServeRequest::default()
+        };
         let cases = [
             (
                 ByteRange::From {
@@ -546,8 +652,8 @@ mod tests {
             .serve(
                 &key,
                 &ServeRequest {
-                    range: None,
                     head: true,
+                    ..ServeRequest::default()
                 },
             )
             .await
@@ -656,5 +762,117 @@ mod tests {
             None
         );
         assert_eq!(resolve_range(ByteRange::Suffix(1), 0), None);
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::{Duration, SystemTime};
+
+    /// A process id that no longer runs.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    fn touch(path: &Path, age: Duration) {
+        let file = std::fs::File::create(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[tokio::test]
+    async fn clean_up_removes_what_dead_or_old_uploads_left_and_keeps_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let me = std::process::id();
+        let dead = dead_pid();
+        let layers = dir.path().join(LAYERS_PREFIX);
+        let staging_dir = dir.path().join(STAGING_PREFIX);
+        let nanos = |age: Duration| {
+            (SystemTime::now() - age)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        };
+        let hour = Duration::from_secs(3600);
+        let removed = [
+            layers.join(format!(".tmp~{dead}-abc")),
+            layers.join(format!(".tmp~{me}-old")),
+            layers.join(".tmp~noowner"),
+            staging_dir.join(format!("{dead}-{}-0", nanos(Duration::ZERO))),
+            staging_dir.join(format!("{me}-{}-1", nanos(2 * hour))),
+        ];
+        let kept = [
+            layers.join(format!(".tmp~{me}-live")),
+            staging_dir.join(format!("{me}-{}-2", nanos(Duration::ZERO))),
+            layers.join("a".repeat(64)),
+            staging_dir.join("not-a-staging-name"),
+        ];
+        for path in &removed {
+            let age = if path.ends_with(format!(".tmp~{me}-old")) {
+                2 * hour
+            } else {
+                Duration::ZERO
+            };
+            touch(path, age);
+        }
+        for path in &kept {
+            touch(path, Duration::ZERO);
+        }
+
+        let count = fs.clean_staging(hour).await.unwrap();
+
+        assert_eq!(count, removed.len());
+        for path in &removed {
+            assert!(!path.exists(), "{} survived", path.display());
+        }
+        for path in &kept {
+            assert!(path.exists(), "{} was removed", path.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_in_progress_survives_clean_up_and_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+        let body: ByteStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        let upload = tokio::spawn({
+            let fs = fs.clone();
+            async move { fs.persist_blob("application/octet-stream", body).await }
+        });
+        sender
+            .send(Ok(Bytes::from_static(b"first ")))
+            .await
+            .unwrap();
+        // Wait for the temporary file to exist.
+        let layers = dir.path().join(LAYERS_PREFIX);
+        for _ in 0..200 {
+            if std::fs::read_dir(&layers).unwrap().next().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        fs.clean_staging(staging::STAGING_MAX_AGE).await.unwrap();
+        // A restart of another instance on the same directory sweeps too.
+        FilesystemStorage::new(dir.path()).unwrap();
+
+        sender
+            .send(Ok(Bytes::from_static(b"second")))
+            .await
+            .unwrap();
+        drop(sender);
+        let persisted = upload.await.unwrap().unwrap();
+        assert_eq!(
+            persisted.sha256,
+            hex::encode(Sha256::digest(b"first second"))
+        );
+        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        assert!(fs.object_path(&key).is_file());
     }
 }
