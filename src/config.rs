@@ -19,8 +19,12 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 /// Default `STORAGE_PATH` of the filesystem backend.
 pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
-/// Default `NIX_TIMEOUT`, in seconds.
+/// Default `NIX_TIMEOUT` (one build), in seconds, as upstream.
 pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
+/// Default `NIXERY_NIX_DEADLINE` (one image's whole Nix step), in seconds:
+/// enough for a cold channel (tarball download and evaluation) and
+/// substituting a large closure.
+pub const DEFAULT_NIX_DEADLINE_SECS: u64 = 1800;
 
 // Clap turns a doc comment on a flattened `Args` struct into the `about`
 // text of the command it is flattened into, replacing `nixery --help`'s own.
@@ -101,9 +105,19 @@ pub struct ServeSettings {
     #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST")]
     pub storage_emulator_host: Option<String>,
 
-    /// Seconds a Nix build may take [default: 60].
+    /// Seconds one Nix build (derivation) may run, given to Nix as
+    /// --timeout [default: 60].
     #[arg(long, env = "NIX_TIMEOUT", value_name = "SECONDS")]
     pub nix_timeout: Option<String>,
+
+    /// Seconds one image's whole Nix step (evaluation, downloads, builds)
+    /// may take [default: 1800].
+    #[arg(long, env = "NIXERY_NIX_DEADLINE", value_name = "SECONDS")]
+    pub nix_deadline: Option<String>,
+
+    /// Serve packages with unfree licences (true/false) [default: false].
+    #[arg(long, env = "NIXERY_ALLOW_UNFREE", value_name = "BOOL")]
+    pub allow_unfree: Option<String>,
 
     /// URL of the popularity data used to group layers.
     #[arg(long, env = "NIX_POPULARITY_URL", value_name = "URL")]
@@ -128,6 +142,11 @@ pub struct ServeSettings {
     /// Seconds an idle keep-alive connection is kept open [default: 60].
     #[arg(long, env = "NIXERY_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub idle_timeout: Option<String>,
+
+    /// Images that may wait for a build slot; beyond them requests for new
+    /// images get 429 [default: 16].
+    #[arg(long, env = "NIXERY_BUILD_QUEUE", value_name = "N")]
+    pub build_queue: Option<String>,
 }
 
 /// Which storage backend to use, with its settings.
@@ -152,8 +171,12 @@ pub struct Config {
     pub package_source: PackageSource,
     /// Where blobs, build records and manifests are kept.
     pub storage: StorageSetting,
-    /// Longest a Nix build may run.
+    /// Longest one Nix build may run (`NIX_TIMEOUT`).
     pub nix_timeout: Duration,
+    /// Longest one image's whole Nix step may take (`NIXERY_NIX_DEADLINE`).
+    pub nix_deadline: Duration,
+    /// Whether unfree packages are served (`NIXERY_ALLOW_UNFREE`).
+    pub allow_unfree: bool,
     /// URL of the popularity data, if any.
     pub popularity_url: Option<String>,
     /// Program that runs prepare-image, if not the default.
@@ -164,6 +187,8 @@ pub struct Config {
     pub build_concurrency: usize,
     /// Header and idle cut-offs of client connections.
     pub limits: ConnectionLimits,
+    /// Images that may wait for a build slot (0 allowed).
+    pub build_queue: usize,
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -198,6 +223,46 @@ fn present_path(value: Option<PathBuf>) -> Option<PathBuf> {
     value.filter(|v| !v.as_os_str().is_empty())
 }
 
+/// A positive whole number of seconds from `var`, or `default` seconds.
+fn parse_seconds(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match present(value) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value: v,
+                expected: "expected a whole number of seconds of at least 1",
+            }),
+        },
+    }
+}
+
+/// Default of `NIXERY_BUILD_QUEUE`: enough for a burst of distinct images
+/// from a deployment, small enough that abandoned requests cannot queue
+/// hours of Nix work.
+pub const DEFAULT_BUILD_QUEUE: usize = 16;
+
+/// A whole number, 0 allowed, `default` when unset.
+fn parse_count(
+    var: &'static str,
+    value: Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<usize>().map_err(|_| ConfigError::Invalid {
+            var,
+            value: v,
+            expected: "expected a whole number (0 or more)",
+        }),
+    }
+}
+
 fn parse_positive(
     var: &'static str,
     value: Option<String>,
@@ -216,24 +281,6 @@ fn parse_positive(
     }
 }
 
-/// A duration given in whole seconds, at least 1.
-fn parse_seconds(
-    var: &'static str,
-    value: Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match present(value) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-            _ => Err(ConfigError::Invalid {
-                var,
-                value: v,
-                expected: "expected a whole number of seconds of at least 1",
-            }),
-        },
-    }
-}
 
 impl ServeSettings {
     /// Validate the settings. Defaults: `PORT` 8080, `NIXERY_HOST` 0.0.0.0,
@@ -300,22 +347,37 @@ impl ServeSettings {
             }
         };
 
-        let nix_timeout = parse_seconds(
-            "NIX_TIMEOUT",
-            self.nix_timeout,
-            Duration::from_secs(DEFAULT_NIX_TIMEOUT_SECS),
+        let nix_timeout = parse_seconds("NIX_TIMEOUT", self.nix_timeout, DEFAULT_NIX_TIMEOUT_SECS)?;
+        let nix_deadline = parse_seconds(
+            "NIXERY_NIX_DEADLINE",
+            self.nix_deadline,
+            DEFAULT_NIX_DEADLINE_SECS,
         )?;
+        let allow_unfree = match present(self.allow_unfree) {
+            None => false,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "NIXERY_ALLOW_UNFREE",
+                        value: v,
+                        expected: "expected true or false",
+                    });
+                }
+            },
+        };
         let defaults = ConnectionLimits::default();
         let limits = ConnectionLimits {
             header_timeout: parse_seconds(
                 "NIXERY_HEADER_TIMEOUT",
                 self.header_timeout,
-                defaults.header_timeout,
+                defaults.header_timeout.as_secs(),
             )?,
             idle_timeout: parse_seconds(
                 "NIXERY_IDLE_TIMEOUT",
                 self.idle_timeout,
-                defaults.idle_timeout,
+                defaults.idle_timeout.as_secs(),
             )?,
         };
 
@@ -325,6 +387,8 @@ impl ServeSettings {
             package_source,
             storage,
             nix_timeout,
+            nix_deadline,
+            allow_unfree,
             popularity_url: present(self.popularity_url),
             prepare_image: present_path(self.prepare_image),
             pack_concurrency: parse_positive(
@@ -338,6 +402,7 @@ impl ServeSettings {
                 cores,
             )?,
             limits,
+            build_queue: parse_count("NIXERY_BUILD_QUEUE", self.build_queue, DEFAULT_BUILD_QUEUE)?,
         })
     }
 }
@@ -362,6 +427,8 @@ mod tests {
             }
         );
         assert_eq!(c.nix_timeout, Duration::from_secs(60));
+        assert_eq!(c.nix_deadline, Duration::from_secs(1800));
+        assert!(!c.allow_unfree);
         assert!(c.pack_concurrency >= 1 && c.build_concurrency >= 1);
     }
 
@@ -518,6 +585,44 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn nix_deadline_is_its_own_setting() {
+        let err = ServeSettings {
+            nix_deadline: s("0"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_NIX_DEADLINE="), "{err}");
+        let c = ServeSettings {
+            nix_timeout: s("30"),
+            nix_deadline: s("900"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.nix_timeout, Duration::from_secs(30));
+        assert_eq!(c.nix_deadline, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn allow_unfree_takes_booleans_only() {
+        for (value, expected) in [("true", true), ("1", true), ("False", false), ("no", false)] {
+            let c = ServeSettings {
+                allow_unfree: s(value),
+                ..Default::default()
+            };
+            assert_eq!(c.into_config().unwrap().allow_unfree, expected, "{value}");
+        }
+        let err = ServeSettings {
+            allow_unfree: s("maybe"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_ALLOW_UNFREE="), "{err}");
     }
 
     #[test]

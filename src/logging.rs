@@ -14,6 +14,11 @@
 //! slow or stalled reader of stdout never holds up a request or a build:
 //! up to [`BUFFERED_LINES`] lines wait for it, and lines beyond that are
 //! dropped and counted (the count is printed on stderr at exit).
+//!
+//! That thread also passes every line through [`crate::redact`] on its way
+//! out, so no event (ours, or a dependency's quoting a URL) writes
+//! credentials or query tokens to the log, and the scan costs the request
+//! nothing.
 
 use std::{
     fs::File,
@@ -46,13 +51,30 @@ impl Drop for LogGuard {
     }
 }
 
-/// Standard output for the writer thread. That thread drains every queued
-/// line before it flushes, so under load many lines go out in one `write`;
-/// `Stdout` itself would make a system call per line.
-fn stdout_writer() -> Box<dyn Write + Send> {
-    match std::io::stdout().as_fd().try_clone_to_owned() {
+/// Standard output for the writer thread, redacting each line. That thread
+/// drains every queued line before it flushes, so under load many lines go
+/// out in one `write`; `Stdout` itself would make a system call per line.
+fn stdout_writer() -> RedactingWriter<Box<dyn Write + Send>> {
+    let stdout: Box<dyn Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => Box::new(BufWriter::with_capacity(64 * 1024, File::from(fd))),
         Err(_) => Box::new(std::io::stdout()),
+    };
+    RedactingWriter(stdout)
+}
+
+/// Writes each buffer it is given (the writer thread hands over one whole
+/// event line per write) through [`crate::redact::redact`].
+struct RedactingWriter<W>(W);
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let redacted = crate::redact::redact(&String::from_utf8_lossy(line));
+        self.0.write_all(redacted.as_bytes())?;
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 

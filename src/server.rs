@@ -3,8 +3,9 @@
 //!
 //! Connections are served as HTTP/1.1 by hyper, each on a task of its own,
 //! with the per-connection limits of [`crate::connection`]. Shutdown stops
-//! accepting connections at once, lets requests in flight finish, and gives
-//! up after [`SHUTDOWN_GRACE`].
+//! accepting connections at once, lets requests in flight finish, gives up
+//! after [`SHUTDOWN_GRACE`], then stops every Nix process group still
+//! running before the process exits.
 
 use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -88,7 +89,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(async {
+        let result = run(config).await;
+        // Build tasks still running would be dropped with the runtime, too
+        // late to stop their Nix process groups: stop those first.
+        crate::nix::process::stop_all(crate::nix::process::TERMINATE_GRACE).await;
+        result
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,7 +109,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
 /// Open the configured storage backend.
 pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
     match setting {
-        StorageSetting::Filesystem { path } => Ok(Arc::new(FilesystemStorage::new(path)?)),
+        StorageSetting::Filesystem { path } => {
+            // Creating directories and sweeping old uploads is blocking work.
+            let path = path.clone();
+            let storage = tokio::task::spawn_blocking(move || FilesystemStorage::new(path))
+                .await
+                .map_err(|e| ServerError::Serve(io::Error::other(e)))??;
+            Ok(Arc::new(storage))
+        }
         StorageSetting::Gcs {
             bucket,
             credentials,
@@ -126,9 +140,11 @@ pub async fn image_builder(
         NixSettings {
             source: config.package_source.clone(),
             timeout: config.nix_timeout,
+            deadline: config.nix_deadline,
+            allow_unfree: config.allow_unfree,
             prepare_image: config.prepare_image.clone(),
         },
-        build_errors,
+        build_errors.clone(),
     )?;
     let cache = Cache::new(storage).map_err(ServerError::LocalCache)?;
     Ok(Arc::new(Builder::new(
@@ -139,6 +155,8 @@ pub async fn image_builder(
             layer_budget: DEFAULT_BUDGET,
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
+            build_queue: config.build_queue,
+            build_errors: build_errors.clone(),
         },
         metrics,
     )))
@@ -162,6 +180,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })?;
+    // Runs until the runtime stops; the filesystem backend has already
+    // swept once while opening.
+    tokio::spawn(crate::storage::staging::clean_periodically(storage.clone()));
     let status = StatusInfo::for_source(&config.package_source, storage.name());
     let state = AppState::new(storage, builder)
         .with_status(status, build_errors)

@@ -162,9 +162,7 @@ async fn content_type_survives_a_restart() {
 async fn manifest_by_digest_has_the_manifest_media_type() {
     let server = TestServer::start();
     let manifest = br#"{"schemaVersion":2}"#;
-    // Stored with some other type: the manifest route must still answer
-    // with the manifest media type.
-    let digest = put_blob(&server.storage(), manifest, "application/octet-stream").await;
+    let digest = put_blob(&server.storage(), manifest, MANIFEST_TYPE).await;
     let url = server.url(&format!("/v2/shell/manifests/{digest}"));
     let r = reqwest::get(&url).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -182,6 +180,40 @@ async fn manifest_by_digest_has_the_manifest_media_type() {
         head.headers()[header::CONTENT_LENGTH],
         manifest.len().to_string()
     );
+}
+
+#[tokio::test]
+async fn manifest_by_digest_refuses_objects_that_are_not_manifests() {
+    let server = TestServer::start();
+    // A layer, a config and an untyped object: all stored, none a manifest.
+    for (bytes, content_type) in [
+        (&b"\x1f\x8b layer bytes"[..], LAYER_TYPE),
+        (
+            &br#"{"architecture":"amd64"}"#[..],
+            "application/vnd.docker.container.image.v1+json",
+        ),
+        (&br#"{"schemaVersion":2}"#[..], "application/octet-stream"),
+    ] {
+        let digest = put_blob(&server.storage(), bytes, content_type).await;
+        let client = reqwest::Client::new();
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let url = server.url(&format!("/v2/shell/manifests/{digest}"));
+            let r = client.request(method.clone(), &url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {content_type}");
+            if method == reqwest::Method::GET {
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(
+                    body["errors"][0]["code"], "MANIFEST_UNKNOWN",
+                    "{content_type}"
+                );
+            }
+        }
+        // The same object is still served as a blob.
+        let blob = reqwest::get(server.url(&format!("/v2/shell/blobs/{digest}")))
+            .await
+            .unwrap();
+        assert_eq!(blob.status(), StatusCode::OK);
+    }
 }
 
 #[tokio::test]

@@ -59,7 +59,8 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
 pub enum Kind {
     /// A blob: the stored content type, ranges honoured.
     Blob,
-    /// A manifest by digest: always `media_type`, ranges ignored.
+    /// A manifest by digest: only an object stored as `media_type` (any
+    /// other is unknown), ranges ignored.
     Manifest { media_type: &'static str },
 }
 
@@ -82,12 +83,25 @@ pub async fn serve(
         Kind::Blob => headers.get(header::RANGE).and_then(parse_range),
         Kind::Manifest { .. } => None,
     };
+    let only_content_type = match kind {
+        Kind::Blob => None,
+        Kind::Manifest { media_type } => Some(media_type),
+    };
     if let Some(object) = objects.get(digest.hex()) {
+        // Only a manifest is served as one, from memory as from storage.
+        if only_content_type.is_some_and(|required| object.content_type != required) {
+            return Err(not_found());
+        }
         return from_memory(object, digest, kind, head, range);
     }
     // A validated digest always makes a valid key; keep the mapping anyway.
     let key = StorageKey::layer(digest.hex()).map_err(|_| not_found())?;
-    let served = match storage.serve(&key, &ServeRequest { range, head }).await {
+    let request = ServeRequest {
+        range,
+        head,
+        only_content_type,
+    };
+    let served = match storage.serve(&key, &request).await {
         Ok(served) => served,
         Err(StorageError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),

@@ -5,6 +5,7 @@
 //! - `GET`/`HEAD /v2/<name>/manifests/sha256:<hex>` serves `layers/<hex>`
 //!   as a manifest.
 //! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`].
+//! - `GET`/`HEAD /v2/<name>/tags/list` lists `latest` ([`tags`]).
 //! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
 //!   404 with a registry error body.
 //! - `GET`/`HEAD /` is the HTML status page ([`status`]).
@@ -21,6 +22,7 @@ pub mod manifests;
 pub mod path;
 pub mod small_objects;
 pub mod status;
+pub mod tags;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -190,6 +192,7 @@ async fn registry(
     };
     match path::parse(uri.path())? {
         path::Endpoint::Version => Ok(axum::Json(serde_json::json!({})).into_response()),
+        path::Endpoint::TagsList { name } => tags::list(&name, uri.query()),
         path::Endpoint::Blob { digest, .. } => {
             blobs::serve(
                 state.storage.as_ref(),

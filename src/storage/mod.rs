@@ -8,8 +8,9 @@
 pub mod file_body;
 pub mod filesystem;
 pub mod gcs;
+pub mod staging;
 
-use std::{fmt, io, pin::Pin};
+use std::{fmt, io, pin::Pin, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -132,6 +133,10 @@ pub struct ServeRequest {
     pub range: Option<ByteRange>,
     /// True for `HEAD`: no body is needed.
     pub head: bool,
+    /// Serve the object only if it was stored with this content type;
+    /// any other object is [`StorageError::NotFound`]. Manifests by digest
+    /// use it so that a layer or a config is never served as a manifest.
+    pub only_content_type: Option<&'static str>,
 }
 
 /// A backend's answer to a request for a blob.
@@ -197,6 +202,39 @@ pub trait Storage: Send + Sync + 'static {
     /// Answer a client's request for the blob at `key`.
     async fn serve(&self, key: &StorageKey, request: &ServeRequest)
     -> Result<Served, StorageError>;
+
+    /// Stream `body` into the content-addressed blob `layers/<sha256>`,
+    /// which becomes visible only once complete. By default the body is
+    /// persisted under a unique `staging/` name and then moved; a backend
+    /// with a cheaper way (a rename of a temporary file) overrides this.
+    async fn persist_blob(
+        &self,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let name = staging::unique_name();
+        let staging = StorageKey::staging(&name).map_err(|e| StorageError::Backend {
+            backend: self.name(),
+            key: name.clone(),
+            message: e.to_string(),
+        })?;
+        let persisted = self.persist(&staging, content_type, body).await?;
+        let target = StorageKey::layer(&persisted.sha256).map_err(|e| StorageError::Backend {
+            backend: self.name(),
+            key: staging.to_string(),
+            message: e.to_string(),
+        })?;
+        self.move_object(&staging, &target).await?;
+        Ok(persisted)
+    }
+
+    /// Remove what failed uploads and crashes left in staging: objects
+    /// whose owner is gone or older than `max_age`, never an upload in
+    /// progress (see [`staging`]). Returns how many were removed.
+    async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
+        let _ = max_age;
+        Ok(0)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! images.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
