@@ -281,7 +281,6 @@ fn parse_positive(
     }
 }
 
-
 impl ServeSettings {
     /// Validate the settings. Defaults: `PORT` 8080, `NIXERY_HOST` 0.0.0.0,
     /// `NIXERY_STORAGE_BACKEND` filesystem, `STORAGE_PATH` /var/lib/nixery,

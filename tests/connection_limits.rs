@@ -18,6 +18,7 @@ use common::{TestServer, put_blob, sha256_hex};
 use nixery::{
     builder::{BuildError, BuiltManifest, ImageBuilder},
     http::AppState,
+    nix::{Refusal, RefusalReason},
     storage::filesystem::FilesystemStorage,
 };
 
@@ -210,7 +211,12 @@ struct NoImages;
 #[async_trait]
 impl ImageBuilder for NoImages {
     async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
-        Err(BuildError::PackagesNotFound(vec![name.to_owned()]))
+        Err(BuildError::PackagesRefused(vec![Refusal {
+            package: name.to_owned(),
+            reason: RefusalReason::NotFound,
+            system: "x86_64-linux".to_owned(),
+            message: None,
+        }]))
     }
 }
 
