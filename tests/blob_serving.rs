@@ -341,15 +341,34 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("1000"));
     assert!(head.body.is_empty());
-    // The manifest route answers from memory too, with the manifest type
-    // and no ranges.
+    // The manifest route does not serve it from memory either: it is not
+    // stored as a manifest.
     let r = client
         .get(server.url(&format!("/v2/x/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    // A manifest, once fetched, is answered from memory on the manifest
+    // route, with the manifest type and no ranges.
+    let manifest = br#"{"schemaVersion":2}"#;
+    let digest = put_blob(&server.storage(), manifest, MANIFEST_TYPE).await;
+    let url = server.url(&format!("/v2/x/manifests/{digest}"));
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::remove_file(server.storage_path().join("layers").join(hex)).unwrap();
+    let r = client
+        .get(&url)
         .header(header::RANGE, "bytes=0-9")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], MANIFEST_TYPE);
-    assert_eq!(r.bytes().await.unwrap(), &bytes[..]);
+    assert_eq!(r.bytes().await.unwrap(), &manifest[..]);
 }
