@@ -597,6 +597,94 @@ mod tests {
         );
     }
 
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    fn commit(dir: &Path, text: &str) -> String {
+        std::fs::write(dir.join("file"), text).unwrap();
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", text]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    #[tokio::test]
+    async fn channel_resolves_on_the_remote_and_moves_only_after_the_ttl() {
+        let remote = tempfile::tempdir().unwrap();
+        git(remote.path(), &["init", "-q", "-b", "nixos-test"]);
+        let first = commit(remote.path(), "1");
+        let url = format!("file://{}", remote.path().display());
+        let resolver = |ttl| {
+            Resolver::new(ResolverSettings {
+                source: PackageSource::Channel("nixos-test".into()),
+                embedded_hash: None,
+                ttl,
+                channel_remote: url.clone(),
+            })
+        };
+        let long = resolver(Duration::from_secs(3600));
+        let resolved = long.resolve("ignored").await.unwrap();
+        assert_eq!(resolved.revision, Revision::Commit(first.clone()));
+        assert_eq!(resolved.src_type, "git");
+        let args: serde_json::Value = serde_json::from_str(&resolved.src_args).unwrap();
+        assert_eq!(
+            args,
+            serde_json::json!({"url": url, "rev": first, "ref": "refs/heads/nixos-test"})
+        );
+
+        let second = commit(remote.path(), "2");
+        assert_eq!(
+            long.resolve("latest").await.unwrap().revision,
+            Revision::Commit(first),
+            "moved within the TTL"
+        );
+        let short = resolver(Duration::ZERO);
+        assert_eq!(
+            short.resolve("latest").await.unwrap().revision,
+            Revision::Commit(second)
+        );
+        let missing = Resolver::new(ResolverSettings {
+            source: PackageSource::Channel("nixos-none".into()),
+            embedded_hash: None,
+            ttl: Duration::ZERO,
+            channel_remote: url.clone(),
+        });
+        assert!(matches!(
+            missing.resolve("latest").await,
+            Err(ResolveError::UnknownChannel(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unreachable_remote_keeps_the_last_listing() {
+        let remote = tempfile::tempdir().unwrap();
+        git(remote.path(), &["init", "-q", "-b", "main"]);
+        let first = commit(remote.path(), "1");
+        let resolver = Resolver::new(ResolverSettings {
+            source: PackageSource::Git(format!("file://{}", remote.path().display())),
+            embedded_hash: None,
+            ttl: Duration::ZERO,
+            channel_remote: DEFAULT_CHANNEL_REMOTE.into(),
+        });
+        assert_eq!(
+            resolver.resolve("main").await.unwrap().revision,
+            Revision::Commit(first.clone())
+        );
+        std::fs::remove_dir_all(remote.path().join(".git")).unwrap();
+        assert_eq!(
+            resolver.resolve("main").await.unwrap().revision,
+            Revision::Commit(first)
+        );
+    }
+
     #[test]
     fn fingerprint_changes_with_any_edit() {
         let dir = tempfile::tempdir().unwrap();

@@ -407,3 +407,28 @@ fn local_manifest_tier_survives_a_restart_and_belongs_to_its_storage() {
         "answered from another storage's tier"
     );
 }
+
+#[test]
+fn channel_name_is_built_from_the_commit_of_the_configured_remote() {
+    let repo = package_repo();
+    let commit = git(repo.path(), &["rev-parse", "HEAD"]);
+    let server = TestServer::builder()
+        .env("NIXERY_CHANNEL", "main")
+        .env(
+            "NIXERY_CHANNEL_REMOTE",
+            format!("file://{}", repo.path().display()),
+        )
+        .env("NIX_TIMEOUT", "300")
+        .start();
+    let built = manifest(&server, "hello", "latest");
+    assert_eq!(manifest(&server, "hello", "any-tag"), built);
+    assert_eq!(nix_builds(&server), 1);
+    let event = server
+        .log_events()
+        .into_iter()
+        .find(|e| e["message"] == "building image")
+        .expect("a build event");
+    let revision = event["revision"].as_str().unwrap();
+    assert_eq!(revision, format!("commit {}", &commit[..12]));
+    assert_eq!(count_logs(&server, "source refs listed"), 1);
+}
