@@ -27,6 +27,10 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_PREPARE_IMAGE", "prepareImage"),
     ("NIXERY_PACK_CONCURRENCY", "packConcurrency"),
     ("NIXERY_BUILD_CONCURRENCY", "buildConcurrency"),
+    ("NIXERY_SOURCE_TTL", "sourceTtl"),
+    ("NIXERY_CHANNEL_REMOTE", "channelRemote"),
+    ("NIXERY_CACHE_DIR", "cacheDir"),
+    ("NIXERY_MANIFEST_CACHE_ENTRIES", "manifestCacheEntries"),
     ("RUST_LOG", "logFilter"),
 ];
 
@@ -79,6 +83,10 @@ fn full_settings() -> Value {
         "prepareImage": "/opt/nixery-prepare-image",
         "packConcurrency": 4,
         "buildConcurrency": 2,
+        "sourceTtl": 0,
+        "channelRemote": "file:///srv/nixpkgs",
+        "cacheDir": "/srv/nixery-cache",
+        "manifestCacheEntries": 100,
         "logFilter": "info,nixery=debug",
         "openFirewall": true
     })
@@ -107,6 +115,10 @@ fn every_setting_has_a_typed_option() {
         ("prepareImage", "null or string"),
         ("packConcurrency", "null or positive integer"),
         ("buildConcurrency", "null or positive integer"),
+        ("sourceTtl", "null or unsigned integer"),
+        ("channelRemote", "null or string"),
+        ("cacheDir", "null or string"),
+        ("manifestCacheEntries", "null or positive integer"),
         ("logFilter", "string"),
         ("openFirewall", "boolean"),
     ];
@@ -173,6 +185,10 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_PREPARE_IMAGE", "/opt/nixery-prepare-image"),
         ("NIXERY_PACK_CONCURRENCY", "4"),
         ("NIXERY_BUILD_CONCURRENCY", "2"),
+        ("NIXERY_SOURCE_TTL", "0"),
+        ("NIXERY_CHANNEL_REMOTE", "file:///srv/nixpkgs"),
+        ("NIXERY_CACHE_DIR", "/srv/nixery-cache"),
+        ("NIXERY_MANIFEST_CACHE_ENTRIES", "100"),
         ("RUST_LOG", "info,nixery=debug"),
         ("NIX_REMOTE", "daemon"),
         ("HOME", "/var/cache/nixery"),
