@@ -5,9 +5,13 @@
 # git branch within NIXERY_SOURCE_TTL) a release server is started on fresh
 # storage, the image is pulled once (cold: runs Nix), then `wrk -t2 -c8`
 # pulls it by tag for DURATION seconds. Printed per source: requests per
-# second, p50 and p99 latency, and the ratio of req/s to a reference run on
-# the same server and machine (`GET /v2/`, which does no work), plus the
-# number of Nix builds the server logged during the run (must be 0).
+# second, p50 and p99 latency; the same for a reference run on the same
+# server and machine (`GET /v2/`, which does no work: the floor set by HTTP,
+# logging and the machine), the ratio of the two rates, and the number of
+# Nix builds the server logged during the run (must be 0).
+#
+# RUST_LOG is passed to the server (default info: one `response` event per
+# request); `RUST_LOG=warn,nixery::server=info` measures without it.
 #
 # Usage: bash scripts/bench-warm-tags.sh [DURATION_SECONDS]   (default 10)
 # Needs wrk (apt-get install wrk), git, curl, nix-build; builds
@@ -93,7 +97,7 @@ to_ms() {
 
 builds() { grep -c '"message":"building image"' "$log" || true; }
 
-printf '%-14s %12s %9s %9s %14s %10s\n' source "req/s" "p50 ms" "p99 ms" "vs GET /v2/" "nix builds"
+printf '%-12s %10s %8s %8s | %12s %8s %7s | %10s\n' source "req/s" "p50 ms" "p99 ms" "GET /v2/ r/s" "p99 ms" ratio "nix builds"
 bench() {
   local name=$1 tag=$2; shift 2
   start "$name" "$@"
@@ -101,11 +105,11 @@ bench() {
   curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$url" \
     || { echo "cold pull of $name failed:" >&2; tail -20 "$log" >&2; exit 1; }
   local before; before=$(builds)
-  read -r ref_rps _ _ < <(wrk_run "http://$addr/v2/")
+  read -r ref_rps _ ref_p99 < <(wrk_run "http://$addr/v2/")
   read -r rps p50 p99 < <(wrk_run "$url")
   local during=$(( $(builds) - before ))
   local ratio; ratio=$(awk -v a="$rps" -v b="$ref_rps" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-14s %12s %9s %9s %14s %10s\n' "$name" "$rps" "$p50" "$p99" "$ratio" "$during"
+  printf '%-12s %10s %8s %8s | %12s %8s %7s | %10s\n' "$name" "$rps" "$p50" "$p99" "$ref_rps" "$ref_p99" "$ratio" "$during"
   stop
 }
 
