@@ -224,12 +224,23 @@ impl Drop for InFlightEntry {
 impl ImageBuilder for Builder {
     async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
-        let resolved = self
-            .inner
-            .resolver
-            .resolve(tag)
-            .await
-            .map_err(BuildError::Source)?;
+        let resolved = match self.inner.resolver.resolve(tag).await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                let label = format!("{}:{tag}", image.name);
+                match &error {
+                    ResolveError::UnknownRef(_) | ResolveError::UnknownChannel(_) => {
+                        tracing::warn!(image = %label, error = %error, "package source not resolved");
+                    }
+                    _ => {
+                        let detail = error_chain(&error);
+                        tracing::error!(image = %label, error = %detail, "package source not resolved");
+                        self.inner.nix.build_errors().record(&label, &detail);
+                    }
+                }
+                return Err(BuildError::Source(error));
+            }
+        };
         let identity =
             ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
         // The warm path: one map lookup, nothing logged above debug.
@@ -446,4 +457,15 @@ impl Inner {
         tracing::info!(image, layer = layer_key, digest = %record.digest, size = record.size, "layer uploaded");
         Ok(record)
     }
+}
+
+/// `error` followed by its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
 }

@@ -181,6 +181,11 @@ impl NixRunner {
         &self.source
     }
 
+    /// Where failures of the image step are recorded (for the status page).
+    pub fn build_errors(&self) -> &Arc<BuildErrors> {
+        &self.build_errors
+    }
+
     /// How many Nix processes this runner has started.
     pub fn builds_started(&self) -> u64 {
         self.builds_started.load(Ordering::Relaxed)
