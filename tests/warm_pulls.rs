@@ -390,9 +390,9 @@ fn local_manifest_tier_survives_a_restart_and_belongs_to_its_storage() {
     assert_eq!(manifest(&restarted, "hello", "latest"), built);
     assert_eq!(nix_builds(&restarted), 0, "the restarted server ran Nix");
     let hit = restarted
-        .log_events()
-        .into_iter()
-        .find(|e| e["message"] == "manifest cache hit")
+        .wait_for_event(Duration::from_secs(10), |e| {
+            e["message"] == "manifest cache hit"
+        })
         .expect("a cache hit event");
     assert_eq!(hit["tier"], "disk");
     restarted.stop();
@@ -424,9 +424,9 @@ fn channel_name_is_built_from_the_commit_of_the_configured_remote() {
     assert_eq!(manifest(&server, "hello", "any-tag"), built);
     assert_eq!(nix_builds(&server), 1);
     let event = server
-        .log_events()
-        .into_iter()
-        .find(|e| e["message"] == "building image")
+        .wait_for_event(Duration::from_secs(10), |e| {
+            e["message"] == "building image"
+        })
         .expect("a build event");
     let revision = event["revision"].as_str().unwrap();
     assert_eq!(revision, format!("commit {}", &commit[..12]));
