@@ -5,7 +5,20 @@
 #
 # and exposes the NixOS module as `nixosModules.nixery`. See
 # docs/deployment.md.
+#
+# Which nixpkgs: the server is built with `buildRustPackage` and
+# `cargoLock` and needs a rustc at least Cargo.toml's `rust-version`
+# (1.91: the crate uses the 2024 edition and let chains), which means
+# nixpkgs 25.11 or a later nixos-unstable; check with
+# `nix-instantiate --eval -A rustc.version '<nixpkgs>'`. Older nixpkgs fail
+# to build it. The package sets the server serves images from are another
+# matter: the Nix files of prepare-image/ work with nixpkgs as old as 20.09
+# (tests/nix_real_nixpkgs.rs).
 { pkgs ? import <nixpkgs> { }
+  # The Nix whose nix-build the prepare-image wrapper runs; the NixOS
+  # module passes the host's (`config.nix.package`), so that images are
+  # built by the same Nix as the daemon rather than a second copy.
+, nix ? pkgs.nix
   # Packages added to the container image, e.g. tools a custom
   # NIXERY_PKGS_REPO needs to fetch from.
 , extraImagePackages ? [ ]
@@ -48,7 +61,10 @@ let
 
   # The program the server runs to evaluate and build an image's packages
   # (built from prepare-image/).
-  nixery-prepare-image = import ./prepare-image { inherit pkgs; };
+  nixery-prepare-image = import ./prepare-image {
+    inherit pkgs;
+    nixBuild = "${nix}/bin/nix-build";
+  };
   prepareImageProgram = "${nixery-prepare-image}/bin/nixery-prepare-image";
 
   # The server with NIXERY_PREPARE_IMAGE defaulting to the wrapper above;

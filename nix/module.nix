@@ -43,6 +43,10 @@ let
     NIXERY_STORAGE_BACKEND = cfg.storageBackend;
     STORAGE_PATH = cfg.storagePath;
     NIX_TIMEOUT = toString cfg.nixTimeout;
+    NIXERY_HEADER_TIMEOUT = toString cfg.headerTimeout;
+    NIXERY_IDLE_TIMEOUT = toString cfg.idleTimeout;
+    NIXERY_NIX_DEADLINE = toString cfg.nixDeadline;
+    NIXERY_ALLOW_UNFREE = if cfg.allowUnfree then "true" else "false";
     RUST_LOG = cfg.logFilter;
     NIX_REMOTE = "daemon";
     HOME = cacheDirectory;
@@ -62,7 +66,8 @@ let
   // optionalAttrs (cfg.sourceTtl != null) { NIXERY_SOURCE_TTL = toString cfg.sourceTtl; }
   // optionalAttrs (cfg.channelRemote != null) { NIXERY_CHANNEL_REMOTE = cfg.channelRemote; }
   // optionalAttrs (cfg.cacheDir != null) { NIXERY_CACHE_DIR = cfg.cacheDir; }
-  // optionalAttrs (cfg.manifestCacheEntries != null) { NIXERY_MANIFEST_CACHE_ENTRIES = toString cfg.manifestCacheEntries; };
+  // optionalAttrs (cfg.manifestCacheEntries != null) { NIXERY_MANIFEST_CACHE_ENTRIES = toString cfg.manifestCacheEntries; }
+  // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
 in
@@ -72,8 +77,8 @@ in
 
     package = mkOption {
       type = types.package;
-      default = (import ../default.nix { inherit pkgs; }).nixery;
-      defaultText = literalExpression "(import ./default.nix { inherit pkgs; }).nixery";
+      default = (import ../default.nix { inherit pkgs; nix = config.nix.package; }).nixery;
+      defaultText = literalExpression "(import ./default.nix { inherit pkgs; nix = config.nix.package; }).nixery";
       description = "The nixery package to run (its wrapper presets the prepare-image program).";
     };
 
@@ -104,7 +109,13 @@ in
         type = types.nullOr types.str;
         default = null;
         example = "nixos-unstable";
-        description = "The channel name, repository URL or path for `kind`; null for `builtin`.";
+        description = ''
+          The channel name, repository URL or path for `kind`; null for
+          `builtin`. The service runs with ProtectHome=true, so a `pkgsPath`
+          under /home (or /root) is invisible to it: keep package sets
+          elsewhere, or relax it with
+          `systemd.services.nixery.serviceConfig.ProtectHome = lib.mkForce "read-only"`.
+        '';
       };
     };
 
@@ -152,7 +163,19 @@ in
     nixTimeout = mkOption {
       type = types.ints.positive;
       default = 60;
-      description = "Seconds one Nix build may take before it is aborted (NIX_TIMEOUT).";
+      description = "Seconds one Nix build (derivation) may run before Nix aborts it (NIX_TIMEOUT).";
+    };
+
+    nixDeadline = mkOption {
+      type = types.ints.positive;
+      default = 1800;
+      description = "Seconds one image's whole Nix step (evaluation, downloads, builds) may take (NIXERY_NIX_DEADLINE).";
+    };
+
+    allowUnfree = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Serve packages with unfree licences, as nixpkgs' config.allowUnfree (NIXERY_ALLOW_UNFREE).";
     };
 
     popularityUrl = mkOption {
@@ -209,6 +232,24 @@ in
       description = "Manifests kept in memory (NIXERY_MANIFEST_CACHE_ENTRIES); null means 4096.";
     };
 
+    headerTimeout = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "Seconds a client may take to send a request's headers (NIXERY_HEADER_TIMEOUT).";
+    };
+
+    idleTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds an idle keep-alive connection is kept open (NIXERY_IDLE_TIMEOUT).";
+    };
+
+    buildQueue = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
+    };
+
     logFilter = mkOption {
       type = types.str;
       default = "info";
@@ -254,8 +295,9 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" "nix-daemon.socket" ];
       requires = [ "nix-daemon.socket" ];
-      # nix-build for the image builds, git for pkgsRepo sources.
-      path = [ config.nix.package pkgs.git ];
+      # nix-build for the image builds, git (and ssh, for git over ssh) for
+      # pkgsRepo sources.
+      path = [ config.nix.package pkgs.git pkgs.openssh ];
       inherit environment;
       serviceConfig = {
         ExecStart = "${cfg.package}/bin/nixery serve";

@@ -8,9 +8,12 @@
 #   srcType "path":    srcArgs is the absolute path of a directory holding
 #                      a package set (its default.nix).
 #
+# `allowUnfree` becomes nixpkgs' `config.allowUnfree` (NIXERY_ALLOW_UNFREE);
+# nothing else of the user's nixpkgs configuration applies.
+#
 # The result is a function from a Nix system ("x86_64-linux") to the
 # package set imported for that system.
-{ srcType, srcArgs }:
+{ srcType, srcArgs, allowUnfree ? false }:
 let
   gitArgs = builtins.fromJSON srcArgs;
 
@@ -29,6 +32,6 @@ in
 system: import source {
   inherit system;
   # Neither the user's nixpkgs configuration nor their overlays apply.
-  config = { };
+  config = { inherit allowUnfree; };
   overlays = [ ];
 }

@@ -11,7 +11,7 @@ fi
 
 packages=(
   nix-bin nix-setup-systemd busybox-static tar findutils           # the Nix step and the offline package set
-  skopeo umoci podman containerd   # real registry clients in the tests
+  skopeo umoci podman containerd docker.io   # real registry clients in the tests
   openssl git curl xz-utils ca-certificates
   python3-venv                     # fake-gcs-server for the GCS tests
   chromium                         # status page check in a real browser

@@ -1,4 +1,5 @@
-//! The most recent build errors, for the status page.
+//! The most recent build errors, for the status page. Messages are
+//! redacted ([`crate::redact`]) when recorded.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -12,6 +13,8 @@ pub const CAPACITY: usize = 15;
 pub struct BuildErrorEntry {
     /// The image that failed (`name:tag`).
     pub image: String,
+    /// Which step failed (`nix`, `packages`, `layers`, `storage`, `crash`).
+    pub kind: String,
     /// What went wrong (the tail of Nix's output).
     pub message: String,
     /// When it was recorded.
@@ -32,11 +35,17 @@ impl BuildErrors {
         BuildErrors::default()
     }
 
-    /// Record that building `image` failed with `message`.
+    /// Record that the Nix step of `image` failed with `message`.
     pub fn record(&self, image: &str, message: &str) {
+        self.record_kind(image, "nix", message);
+    }
+
+    /// Record that building `image` failed in step `kind` with `message`.
+    pub fn record_kind(&self, image: &str, kind: &str, message: &str) {
         let entry = BuildErrorEntry {
             image: image.to_string(),
-            message: message.to_string(),
+            kind: kind.to_string(),
+            message: crate::redact::redact(message),
             at: SystemTime::now(),
         };
         // A panic elsewhere while holding the lock leaves a consistent deque.
@@ -96,6 +105,24 @@ mod tests {
         assert_eq!(kept.len(), CAPACITY);
         assert_eq!(kept[0], "image19:latest");
         assert_eq!(kept[CAPACITY - 1], "image5:latest");
+    }
+
+    #[test]
+    fn kinds_are_kept_and_urls_in_messages_are_redacted() {
+        let errors = BuildErrors::new();
+        errors.record_kind(
+            "a:latest",
+            "storage",
+            "upload to https://u:pw@h/b?token=abc failed",
+        );
+        errors.record("b:latest", "nix says no");
+        let recent = errors.recent();
+        assert_eq!(recent[0].kind, "nix");
+        assert_eq!(recent[1].kind, "storage");
+        assert_eq!(
+            recent[1].message,
+            "upload to https://***@h/b?token=*** failed"
+        );
     }
 
     #[test]

@@ -28,14 +28,15 @@ use tokio::sync::Semaphore;
 
 use crate::{
     archive,
+    build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
     identity::ImageIdentity,
     image::Image,
-    layers::{self, Layer, Popularity, RuntimeGraph},
+    layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry},
     manifest_cache::ManifestCache,
     metrics::Metrics,
-    nix::{NixError, NixRunner},
+    nix::{NixError, NixRunner, Refusal},
     resolve::{ResolveError, Resolved, Resolver},
 };
 
@@ -47,9 +48,10 @@ pub enum BuildError {
     /// The package source could not be resolved for the tag.
     #[error(transparent)]
     Source(ResolveError),
-    /// Some requested packages do not exist in the package set.
-    #[error("packages not found: {}", .0.join(", "))]
-    PackagesNotFound(Vec<String>),
+    /// The package set refuses some requested packages (not found, not a
+    /// derivation, unfree, broken, ...); decided by evaluation alone.
+    #[error("{}", crate::nix::describe_refusals(.0))]
+    PackagesRefused(Vec<Refusal>),
     /// The Nix step failed or timed out; details are in the logs.
     #[error("the image build failed")]
     NixFailed(#[source] NixError),
@@ -59,6 +61,16 @@ pub enum BuildError {
     /// Storing a layer, the config or the manifest failed.
     #[error("storing the image failed")]
     Storage(#[source] CacheError),
+    /// Looking up the cache failed (not a miss: the backend failed even
+    /// after retries), so no build was started.
+    #[error("the storage backend is unavailable")]
+    Lookup(#[source] CacheError),
+    /// So many builds are running or waiting that a new one is refused.
+    #[error("{0} image builds are running or waiting; try again later")]
+    Busy(usize),
+    /// The build task stopped without a result (it panicked).
+    #[error("the image build stopped unexpectedly: {0}")]
+    Crashed(String),
     /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
@@ -73,6 +85,24 @@ impl BuildError {
         match self {
             BuildError::Shared(inner) => inner.root(),
             other => other,
+        }
+    }
+}
+
+impl BuildError {
+    /// The step that failed, as shown on the status page.
+    pub fn kind(&self) -> &'static str {
+        match self.root() {
+            BuildError::Source(_) => "source",
+            BuildError::PackagesRefused(_) => "packages",
+            BuildError::NixFailed(_) => "nix",
+            BuildError::Layers(_) => "layers",
+            BuildError::Storage(_) => "storage",
+            BuildError::Lookup(_) => "storage lookup",
+            BuildError::Busy(_) => "queue",
+            BuildError::Crashed(_) => "crash",
+            BuildError::Unavailable => "unavailable",
+            BuildError::Shared(_) => "shared",
         }
     }
 }
@@ -101,6 +131,12 @@ pub struct BuilderSettings {
     pub pack_concurrency: usize,
     /// Images built at once.
     pub build_concurrency: usize,
+    /// Images that may wait for a build slot; a new build beyond them is
+    /// refused with [`BuildError::Busy`].
+    pub build_queue: usize,
+    /// Where failed builds are recorded for the status page. The Nix step
+    /// records its own failures; the builder records every other kind.
+    pub build_errors: Arc<BuildErrors>,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
@@ -151,13 +187,15 @@ impl Builder {
         }
     }
 
-    /// Join the build of `identity` already in flight, or start one.
+    /// Join the build of `identity` already in flight, or start one unless
+    /// the build slots and the queue are all taken. A build counts until it
+    /// ends, whether or not anyone still waits for it.
     fn join_or_start(
         &self,
         image: Image,
         resolved: Resolved,
         identity: ImageIdentity,
-    ) -> SharedBuild {
+    ) -> Result<SharedBuild, BuildError> {
         let flight_key = identity.key().to_owned();
         let mut in_flight = self
             .inner
@@ -165,7 +203,14 @@ impl Builder {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(build) = in_flight.get(&flight_key) {
-            return build.clone();
+            return Ok(build.clone());
+        }
+        let admitted =
+            self.inner.settings.build_concurrency.max(1) + self.inner.settings.build_queue;
+        if in_flight.len() >= admitted {
+            Metrics::inc(&self.inner.metrics.builds_refused);
+            tracing::warn!(image = %image.name, tag = %image.tag, builds = in_flight.len(), "build queue full, refusing a new build");
+            return Err(BuildError::Busy(in_flight.len()));
         }
         let inner = self.inner.clone();
         let flight = InFlightEntry {
@@ -179,29 +224,55 @@ impl Builder {
             let result = inner.build(&image, &resolved, &identity).await;
             if let Err(error) = &result {
                 Metrics::inc(&inner.metrics.build_failures);
+                let detail = crate::redact::redact(&error_chain(error));
                 match error {
-                    BuildError::PackagesNotFound(_) => {
-                        tracing::warn!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                    BuildError::PackagesRefused(_) => {
+                        tracing::warn!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
                     }
                     _ => {
-                        tracing::error!(image = %image.name, tag = %image.tag, error = %error, "image build failed");
+                        tracing::error!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
                     }
+                }
+                // The Nix step has recorded its own failure with its output.
+                if !matches!(error, BuildError::NixFailed(_)) {
+                    inner.settings.build_errors.record_kind(
+                        &format!("{}:{}", image.name, image.tag),
+                        error.kind(),
+                        &detail,
+                    );
                 }
             }
             result.map_err(Arc::new)
         });
+        let errors = self.inner.settings.build_errors.clone();
+        let label = flight_key.clone();
         let build: SharedBuild = task
-            .map(|joined| match joined {
+            .map(move |joined| match joined {
                 Ok(result) => result,
-                Err(join_error) => Err(Arc::new(BuildError::Layers(format!(
-                    "build task ended unexpectedly: {join_error}"
-                )))),
+                Err(join_error) => {
+                    let error = BuildError::Crashed(join_error.to_string());
+                    tracing::error!(image = %label, kind = error.kind(), error = %error, "image build failed");
+                    errors.record_kind(&label, error.kind(), &error.to_string());
+                    Err(Arc::new(error))
+                }
             })
             .boxed()
             .shared();
         in_flight.insert(flight_key, build.clone());
-        build
+        Ok(build)
     }
+}
+
+/// `error` followed by its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// Removes a build from the in-flight map when dropped.
@@ -249,12 +320,18 @@ impl ImageBuilder for Builder {
             tracing::debug!(image = %image.name, tag, key = identity.key(), "manifest cache hit");
             return Ok(built);
         }
-        if let Some((built, tier)) = self.inner.manifests.get(identity.key()).await {
+        if let Some((built, tier)) = self
+            .inner
+            .manifests
+            .get(identity.key())
+            .await
+            .map_err(BuildError::Lookup)?
+        {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
         }
-        self.join_or_start(image, resolved, identity)
+        self.join_or_start(image, resolved, identity)?
             .await
             .map_err(BuildError::Shared)
     }
@@ -273,7 +350,12 @@ impl Inner {
             .await
             .map_err(|_| BuildError::Unavailable)?;
         // A build that finished while we waited may have cached the result.
-        if let Some((built, tier)) = self.manifests.get(identity.key()).await {
+        if let Some((built, tier)) = self
+            .manifests
+            .get(identity.key())
+            .await
+            .map_err(BuildError::Lookup)?
+        {
             Metrics::inc(&self.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
@@ -293,13 +375,11 @@ impl Inner {
             .prepare_image_from(image, resolved.src_type, resolved.src_args.clone())
             .await
             .map_err(|error| match error {
-                NixError::PackagesNotFound(packages) => BuildError::PackagesNotFound(packages),
+                NixError::Refused(refusals) => BuildError::PackagesRefused(refusals),
                 other => BuildError::NixFailed(other),
             })?;
-        let graph: RuntimeGraph = serde_json::from_value(prepared.runtime_graph.clone())
-            .map_err(|error| BuildError::Layers(format!("reading the runtime graph: {error}")))?;
         let groups = layers::group_layers(
-            &graph,
+            &prepared.runtime_graph,
             &self.settings.popularity,
             self.settings.layer_budget,
         )
@@ -361,11 +441,11 @@ impl Inner {
     ) -> Result<LayerEntry, BuildError> {
         let key = layer.key();
         let first_path = layer.contents.first().cloned().unwrap_or_default();
-        let record = match self.cached_layer(&key).await {
+        let record = match self.cached_layer(&key).await? {
             Some(record) => record,
             None => {
                 let _upload = self.cache.lock_upload(&key).await;
-                match self.cached_layer(&key).await {
+                match self.cached_layer(&key).await? {
                     Some(record) => record,
                     None => {
                         let paths = layer.contents.iter().map(PathBuf::from).collect();
@@ -385,12 +465,12 @@ impl Inner {
     }
 
     /// The build record of layer `key` if it exists, counted as a hit.
-    async fn cached_layer(&self, key: &str) -> Option<LayerRecord> {
-        let record = self.cache.layer_record(key).await;
+    async fn cached_layer(&self, key: &str) -> Result<Option<LayerRecord>, BuildError> {
+        let record = self.cache.layer_record(key).await?;
         if record.is_some() {
             Metrics::inc(&self.metrics.layer_cache_hits);
         }
-        record
+        Ok(record)
     }
 
     /// Gzip and upload the symlink layer tarball, keyed by its tar hash.
@@ -400,11 +480,11 @@ impl Inner {
         tar_hash: &str,
         path: PathBuf,
     ) -> Result<LayerRecord, BuildError> {
-        if let Some(record) = self.cached_layer(tar_hash).await {
+        if let Some(record) = self.cached_layer(tar_hash).await? {
             return Ok(record);
         }
         let _upload = self.cache.lock_upload(tar_hash).await;
-        if let Some(record) = self.cached_layer(tar_hash).await {
+        if let Some(record) = self.cached_layer(tar_hash).await? {
             return Ok(record);
         }
         self.pack_and_record(image, tar_hash, move || archive::gzip_file(path))

@@ -6,25 +6,24 @@
 //!   instance using the same bucket.
 //!
 //! Lookups try memory first; a storage hit fills it. A corrupt storage
-//! entry is a miss (logged), never an error for the client.
-//! Blobs are uploaded to `staging/` first and moved to `layers/<sha256>`
-//! only when complete, and a build record is written only after its blob is
-//! in place, so a record found here always points at an existing blob.
+//! entry is a miss (logged), never an error for the client; a storage
+//! failure other than "not found" is an error (the backend has already
+//! retried it), never a miss, so that a bucket brown-out does not turn every
+//! pull into a Nix build.
+//! Blobs become visible under `layers/<sha256>` only when complete (the
+//! backend's [`Storage::persist_blob`] stages them its own way), and a build
+//! record is written only after its blob is in place, so a record found
+//! here always points at an existing blob.
 
 use std::{
     collections::HashMap,
     io,
     path::Path,
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, Weak},
 };
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
@@ -36,17 +35,8 @@ const MAX_CACHED_OBJECT: usize = 16 * 1024 * 1024;
 /// Content type of build records.
 const RECORD_CONTENT_TYPE: &str = "application/json";
 
-/// What is known about a packed layer: enough to reference it from a
-/// manifest without packing it again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRecord {
-    /// Lowercase hex SHA-256 of the compressed blob (`layers/<digest>`).
-    pub digest: String,
-    /// Size of the compressed blob in bytes.
-    pub size: u64,
-    /// Lowercase hex SHA-256 of the uncompressed tar.
-    pub diff_id: String,
-}
+// The record and its stored (upstream-compatible) form live in their own module.
+pub use crate::layer_record::LayerRecord;
 
 /// Errors of the cache that a build must report.
 #[derive(Debug, thiserror::Error)]
@@ -84,21 +74,28 @@ impl Cache {
         &self.storage
     }
 
-    /// The build record of the layer with cache key `layer_key`, memory first.
-    pub async fn layer_record(&self, layer_key: &str) -> Option<LayerRecord> {
+    /// The build record of the layer with cache key `layer_key`, memory
+    /// first; `Ok(None)` when there is none (or only a corrupt one).
+    pub async fn layer_record(&self, layer_key: &str) -> Result<Option<LayerRecord>, CacheError> {
         if let Some(record) = self.records().get(layer_key) {
-            return Some(record.clone());
+            return Ok(Some(record.clone()));
         }
-        let key = StorageKey::build(layer_key).ok()?;
-        let bytes = self.read_object(&key).await?;
-        match serde_json::from_slice::<LayerRecord>(&bytes) {
+        let key = StorageKey::build(layer_key)?;
+        let Some(bytes) = self.read_object(&key).await? else {
+            return Ok(None);
+        };
+        match crate::layer_record::decode(&bytes) {
             Ok(record) if StorageKey::layer(&record.digest).is_ok() => {
                 self.records().insert(layer_key.to_owned(), record.clone());
-                Some(record)
+                Ok(Some(record))
             }
-            Ok(_) | Err(_) => {
-                tracing::warn!(key = %key, "ignoring corrupt build record");
-                None
+            Ok(_) => {
+                tracing::warn!(key = %key, "ignoring build record with an invalid digest");
+                Ok(None)
+            }
+            Err(error) => {
+                tracing::warn!(key = %key, error = %error, "ignoring corrupt build record");
+                Ok(None)
             }
         }
     }
@@ -111,7 +108,7 @@ impl Cache {
         record: &LayerRecord,
     ) -> Result<(), CacheError> {
         let key = StorageKey::build(layer_key)?;
-        let json = Bytes::from(serde_json::to_vec(record)?);
+        let json = Bytes::from(crate::layer_record::encode(record)?);
         self.storage
             .persist(&key, RECORD_CONTENT_TYPE, bytes_stream(json))
             .await?;
@@ -125,18 +122,14 @@ impl Cache {
         self.upload_locks.lock(layer_key).await
     }
 
-    /// Stream `body` into a staging object, then move it to
-    /// `layers/<sha256>`. Returns the blob's digest and size.
+    /// Stream `body` into `layers/<sha256>` the backend's way (see
+    /// [`Storage::persist_blob`]). Returns the blob's digest and size.
     pub async fn upload_blob(
         &self,
         content_type: &str,
         body: ByteStream,
     ) -> Result<Persisted, CacheError> {
-        let staging = StorageKey::staging(&unique_staging_name())?;
-        let persisted = self.storage.persist(&staging, content_type, body).await?;
-        let target = StorageKey::layer(&persisted.sha256)?;
-        self.storage.move_object(&staging, &target).await?;
-        Ok(persisted)
+        Ok(self.storage.persist_blob(content_type, body).await?)
     }
 
     /// Store a small in-memory blob under `layers/<sha256>` directly.
@@ -161,20 +154,29 @@ impl Cache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn read_object(&self, key: &StorageKey) -> Option<Bytes> {
+    /// The object at `key`: `Ok(None)` if it does not exist or is too
+    /// large to be a cache entry, an error if the backend failed.
+    pub(crate) async fn read_object(&self, key: &StorageKey) -> Result<Option<Bytes>, StorageError> {
         let stream = match self.storage.fetch(key).await {
             Ok(stream) => stream,
-            Err(StorageError::NotFound(_)) => return None,
+            Err(StorageError::NotFound(_)) => return Ok(None),
             Err(error) => {
-                tracing::warn!(key = %key, backend = self.storage.name(), error = %error, "cache lookup failed");
-                return None;
+                tracing::warn!(key = %key, backend = self.storage.name(), error = %crate::redact::redact(&error.to_string()), "cache lookup failed");
+                return Err(error);
             }
         };
         match read_bounded(stream, MAX_CACHED_OBJECT).await {
-            Ok(bytes) => Some(bytes),
-            Err(error) => {
-                tracing::warn!(key = %key, backend = self.storage.name(), error = %error, "cache read failed");
-                None
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
+                tracing::warn!(key = %key, backend = self.storage.name(), "ignoring oversized cache entry");
+                Ok(None)
+            }
+            Err(source) => {
+                tracing::warn!(key = %key, backend = self.storage.name(), error = %crate::redact::redact(&source.to_string()), "cache read failed");
+                Err(StorageError::Io {
+                    key: key.clone(),
+                    source,
+                })
             }
         }
     }
@@ -191,7 +193,10 @@ pub(crate) async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Re
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if buffer.len() + chunk.len() > limit {
-            return Err(io::Error::other("object larger than the cache limit"));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "object larger than the cache limit",
+            ));
         }
         buffer.extend_from_slice(&chunk);
     }
@@ -201,7 +206,7 @@ pub(crate) async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Re
 /// Write `bytes` to `path` through a temporary file and a rename, so that a
 /// reader never sees a partial file.
 pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", unique_staging_name()));
+    let tmp = path.with_extension(format!("tmp-{}", crate::storage::staging::unique_name()));
     tokio::fs::write(&tmp, bytes).await?;
     match tokio::fs::rename(&tmp, path).await {
         Ok(()) => Ok(()),
@@ -210,21 +215,6 @@ pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()
             Err(error)
         }
     }
-}
-
-/// A name unique to this process and call, for staging objects.
-fn unique_staging_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Async mutexes created on demand per key and dropped when unused.
@@ -316,7 +306,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            assert!(cache.layer_record(name).await.is_none(), "{name}");
+            assert!(cache.layer_record(name).await.unwrap().is_none(), "{name}");
         }
     }
 
@@ -331,7 +321,7 @@ mod tests {
         cache.put_layer_record("k", &record).await.unwrap();
         // A fresh cache on the same storage (a restart) finds it.
         let restarted = Cache::new(storage);
-        assert_eq!(restarted.layer_record("k").await, Some(record));
+        assert_eq!(restarted.layer_record("k").await.unwrap(), Some(record));
     }
 
     #[tokio::test]
@@ -356,11 +346,22 @@ mod tests {
         assert!(staging.is_empty(), "staging not empty: {staging:?}");
     }
 
-    #[test]
-    fn staging_names_are_unique_and_valid_keys() {
-        let a = unique_staging_name();
-        let b = unique_staging_name();
-        assert_ne!(a, b);
-        assert!(StorageKey::staging(&a).is_ok());
+    #[tokio::test]
+    async fn a_failing_backend_is_an_error_not_a_miss() {
+        let (dir, _storage, cache) = filesystem_cache();
+        // Reading `manifests/<key>` now fails with "not a directory".
+        std::fs::remove_dir_all(dir.path().join("manifests")).unwrap();
+        std::fs::write(dir.path().join("manifests"), b"").unwrap();
+        std::fs::remove_dir_all(dir.path().join("builds")).unwrap();
+        std::fs::write(dir.path().join("builds"), b"").unwrap();
+        assert!(cache.manifest("abc").await.is_err());
+        assert!(cache.layer_record("abc").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_absent_entry_is_a_miss() {
+        let (_dir, _storage, cache) = filesystem_cache();
+        assert!(cache.manifest("abc").await.unwrap().is_none());
+        assert!(cache.layer_record("abc").await.unwrap().is_none());
     }
 }

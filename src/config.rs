@@ -6,7 +6,7 @@
 //! parsing. [`ServeArgs::into_config`] then checks everything at once and
 //! answers a [`ConfigError`] whose message names the offending variable.
 
-use crate::source::PackageSource;
+use crate::{connection::ConnectionLimits, source::PackageSource};
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -19,12 +19,16 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 /// Default `STORAGE_PATH` of the filesystem backend.
 pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
-/// Default `NIX_TIMEOUT`, in seconds.
+/// Default `NIX_TIMEOUT` (one build), in seconds, as upstream.
 pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
 /// Default `NIXERY_SOURCE_TTL`, in seconds.
 pub const DEFAULT_SOURCE_TTL_SECS: u64 = 60;
 /// Default `NIXERY_MANIFEST_CACHE_ENTRIES`.
 pub const DEFAULT_MANIFEST_CACHE_ENTRIES: usize = 4096;
+/// Default `NIXERY_NIX_DEADLINE` (one image's whole Nix step), in seconds:
+/// enough for a cold channel (tarball download and evaluation) and
+/// substituting a large closure.
+pub const DEFAULT_NIX_DEADLINE_SECS: u64 = 1800;
 
 // Clap turns a doc comment on a flattened `Args` struct into the `about`
 // text of the command it is flattened into, replacing `nixery --help`'s own.
@@ -105,9 +109,19 @@ pub struct ServeSettings {
     #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST")]
     pub storage_emulator_host: Option<String>,
 
-    /// Seconds a Nix build may take [default: 60].
+    /// Seconds one Nix build (derivation) may run, given to Nix as
+    /// --timeout [default: 60].
     #[arg(long, env = "NIX_TIMEOUT", value_name = "SECONDS")]
     pub nix_timeout: Option<String>,
+
+    /// Seconds one image's whole Nix step (evaluation, downloads, builds)
+    /// may take [default: 1800].
+    #[arg(long, env = "NIXERY_NIX_DEADLINE", value_name = "SECONDS")]
+    pub nix_deadline: Option<String>,
+
+    /// Serve packages with unfree licences (true/false) [default: false].
+    #[arg(long, env = "NIXERY_ALLOW_UNFREE", value_name = "BOOL")]
+    pub allow_unfree: Option<String>,
 
     /// URL of the popularity data used to group layers.
     #[arg(long, env = "NIX_POPULARITY_URL", value_name = "URL")]
@@ -141,6 +155,19 @@ pub struct ServeSettings {
     /// Manifests kept in memory [default: 4096].
     #[arg(long, env = "NIXERY_MANIFEST_CACHE_ENTRIES", value_name = "N")]
     pub manifest_cache_entries: Option<String>,
+
+    /// Seconds a client may take to send a request's headers [default: 30].
+    #[arg(long, env = "NIXERY_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<String>,
+
+    /// Seconds an idle keep-alive connection is kept open [default: 60].
+    #[arg(long, env = "NIXERY_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub idle_timeout: Option<String>,
+
+    /// Images that may wait for a build slot; beyond them requests for new
+    /// images get 429 [default: 16].
+    #[arg(long, env = "NIXERY_BUILD_QUEUE", value_name = "N")]
+    pub build_queue: Option<String>,
 }
 
 /// Which storage backend to use, with its settings.
@@ -165,8 +192,12 @@ pub struct Config {
     pub package_source: PackageSource,
     /// Where blobs, build records and manifests are kept.
     pub storage: StorageSetting,
-    /// Longest a Nix build may run.
+    /// Longest one Nix build may run (`NIX_TIMEOUT`).
     pub nix_timeout: Duration,
+    /// Longest one image's whole Nix step may take (`NIXERY_NIX_DEADLINE`).
+    pub nix_deadline: Duration,
+    /// Whether unfree packages are served (`NIXERY_ALLOW_UNFREE`).
+    pub allow_unfree: bool,
     /// URL of the popularity data, if any.
     pub popularity_url: Option<String>,
     /// Program that runs prepare-image, if not the default.
@@ -184,6 +215,10 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// Manifests kept in memory (at least 1).
     pub manifest_cache_entries: usize,
+    /// Header and idle cut-offs of client connections.
+    pub limits: ConnectionLimits,
+    /// Images that may wait for a build slot (0 allowed).
+    pub build_queue: usize,
 }
 
 impl StorageSetting {
@@ -261,6 +296,46 @@ fn present_path(value: Option<PathBuf>) -> Option<PathBuf> {
     value.filter(|v| !v.as_os_str().is_empty())
 }
 
+/// A positive whole number of seconds from `var`, or `default` seconds.
+fn parse_seconds(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match present(value) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value: v,
+                expected: "expected a whole number of seconds of at least 1",
+            }),
+        },
+    }
+}
+
+/// Default of `NIXERY_BUILD_QUEUE`: enough for a burst of distinct images
+/// from a deployment, small enough that abandoned requests cannot queue
+/// hours of Nix work.
+pub const DEFAULT_BUILD_QUEUE: usize = 16;
+
+/// A whole number, 0 allowed, `default` when unset.
+fn parse_count(
+    var: &'static str,
+    value: Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<usize>().map_err(|_| ConfigError::Invalid {
+            var,
+            value: v,
+            expected: "expected a whole number (0 or more)",
+        }),
+    }
+}
+
 fn parse_positive(
     var: &'static str,
     value: Option<String>,
@@ -283,7 +358,8 @@ impl ServeSettings {
     /// Validate the settings. Defaults: `PORT` 8080, `NIXERY_HOST` 0.0.0.0,
     /// `NIXERY_STORAGE_BACKEND` filesystem, `STORAGE_PATH` /var/lib/nixery,
     /// `NIX_TIMEOUT` 60 s, concurrency = number of cores,
-    /// `NIXERY_SOURCE_TTL` 60 s, 4096 manifests in memory.
+    /// `NIXERY_SOURCE_TTL` 60 s, 4096 manifests in memory,
+    /// `NIXERY_HEADER_TIMEOUT` 30 s, `NIXERY_IDLE_TIMEOUT` 60 s.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let port = match present(self.port) {
             None => DEFAULT_PORT,
@@ -344,18 +420,38 @@ impl ServeSettings {
             }
         };
 
-        let nix_timeout = match present(self.nix_timeout) {
-            None => Duration::from_secs(DEFAULT_NIX_TIMEOUT_SECS),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(secs) if secs > 0 => Duration::from_secs(secs),
+        let nix_timeout = parse_seconds("NIX_TIMEOUT", self.nix_timeout, DEFAULT_NIX_TIMEOUT_SECS)?;
+        let nix_deadline = parse_seconds(
+            "NIXERY_NIX_DEADLINE",
+            self.nix_deadline,
+            DEFAULT_NIX_DEADLINE_SECS,
+        )?;
+        let allow_unfree = match present(self.allow_unfree) {
+            None => false,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
                 _ => {
                     return Err(ConfigError::Invalid {
-                        var: "NIX_TIMEOUT",
+                        var: "NIXERY_ALLOW_UNFREE",
                         value: v,
-                        expected: "expected a whole number of seconds of at least 1",
+                        expected: "expected true or false",
                     });
                 }
             },
+        };
+        let defaults = ConnectionLimits::default();
+        let limits = ConnectionLimits {
+            header_timeout: parse_seconds(
+                "NIXERY_HEADER_TIMEOUT",
+                self.header_timeout,
+                defaults.header_timeout.as_secs(),
+            )?,
+            idle_timeout: parse_seconds(
+                "NIXERY_IDLE_TIMEOUT",
+                self.idle_timeout,
+                defaults.idle_timeout.as_secs(),
+            )?,
         };
 
         let source_ttl = match present(self.source_ttl) {
@@ -378,6 +474,8 @@ impl ServeSettings {
             package_source,
             storage,
             nix_timeout,
+            nix_deadline,
+            allow_unfree,
             popularity_url: present(self.popularity_url),
             prepare_image: present_path(self.prepare_image),
             pack_concurrency: parse_positive(
@@ -400,6 +498,8 @@ impl ServeSettings {
                 self.manifest_cache_entries,
                 DEFAULT_MANIFEST_CACHE_ENTRIES,
             )?,
+            limits,
+            build_queue: parse_count("NIXERY_BUILD_QUEUE", self.build_queue, DEFAULT_BUILD_QUEUE)?,
         })
     }
 }
@@ -424,6 +524,8 @@ mod tests {
             }
         );
         assert_eq!(c.nix_timeout, Duration::from_secs(60));
+        assert_eq!(c.nix_deadline, Duration::from_secs(1800));
+        assert!(!c.allow_unfree);
         assert!(c.pack_concurrency >= 1 && c.build_concurrency >= 1);
     }
 
@@ -551,6 +653,73 @@ mod tests {
             c.into_config().unwrap().nix_timeout,
             Duration::from_secs(300)
         );
+    }
+
+    #[test]
+    fn connection_timeouts_default_and_parse() {
+        let c = ServeSettings::default().into_config().unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        let c = ServeSettings {
+            header_timeout: s("5"),
+            idle_timeout: s(" 7 "),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(7));
+        for (header, idle, var) in [
+            (s("0"), None, "NIXERY_HEADER_TIMEOUT="),
+            (None, s("soon"), "NIXERY_IDLE_TIMEOUT="),
+        ] {
+            let err = ServeSettings {
+                header_timeout: header,
+                idle_timeout: idle,
+                ..Default::default()
+            }
+            .into_config()
+            .unwrap_err();
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn nix_deadline_is_its_own_setting() {
+        let err = ServeSettings {
+            nix_deadline: s("0"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_NIX_DEADLINE="), "{err}");
+        let c = ServeSettings {
+            nix_timeout: s("30"),
+            nix_deadline: s("900"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.nix_timeout, Duration::from_secs(30));
+        assert_eq!(c.nix_deadline, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn allow_unfree_takes_booleans_only() {
+        for (value, expected) in [("true", true), ("1", true), ("False", false), ("no", false)] {
+            let c = ServeSettings {
+                allow_unfree: s(value),
+                ..Default::default()
+            };
+            assert_eq!(c.into_config().unwrap().allow_unfree, expected, "{value}");
+        }
+        let err = ServeSettings {
+            allow_unfree: s("maybe"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_ALLOW_UNFREE="), "{err}");
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //!    seen to hold the manifest blob it describes;
 //! 3. storage: `manifests/<key>`, shared by every instance on the bucket.
 //!
-//! A lower-tier hit fills the tiers above it. A missing or unreadable entry
-//! is a miss (logged), never an error for the client.
+//! A lower-tier hit fills the tiers above it. A missing or malformed entry
+//! is a miss (logged); a storage failure other than "not found" is an error
+//! (the backend has already retried it), so that a bucket brown-out is
+//! answered as such instead of turning every pull into a Nix build.
 
 use std::{
     io,
@@ -112,19 +114,22 @@ impl ManifestCache {
         self.lock().get(key).cloned()
     }
 
-    /// The manifest for `key` and the tier that had it, memory first.
-    pub async fn get(&self, key: &str) -> Option<(BuiltManifest, Tier)> {
+    /// The manifest for `key` and the tier that had it, memory first;
+    /// `Ok(None)` when no tier has it, an error when the storage failed.
+    pub async fn get(&self, key: &str) -> Result<Option<(BuiltManifest, Tier)>, CacheError> {
         if let Some(built) = self.memory(key) {
-            return Some((built, Tier::Memory));
+            return Ok(Some((built, Tier::Memory)));
         }
-        if let Some(built) = self.read_disk(key).await {
+        if let Some(built) = self.read_disk(key).await? {
             self.lock().put(key.to_owned(), built.clone());
-            return Some((built, Tier::Disk));
+            return Ok(Some((built, Tier::Disk)));
         }
-        let built = self.read_storage(key).await?;
+        let Some(built) = self.read_storage(key).await? else {
+            return Ok(None);
+        };
         self.write_disk(key, &built.bytes).await;
         self.lock().put(key.to_owned(), built.clone());
-        Some((built, Tier::Storage))
+        Ok(Some((built, Tier::Storage)))
     }
 
     /// Store `built` under `key` in every tier. Call only once the blobs
@@ -158,54 +163,67 @@ impl ManifestCache {
         Some(self.disk.as_ref()?.join(key))
     }
 
-    async fn read_disk(&self, key: &str) -> Option<BuiltManifest> {
-        let path = self.disk_path(key)?;
+    async fn read_disk(&self, key: &str) -> Result<Option<BuiltManifest>, StorageError> {
+        let Some(path) = self.disk_path(key) else {
+            return Ok(None);
+        };
         let bytes = match tokio::fs::read(&path).await {
             Ok(bytes) if !bytes.is_empty() && bytes.len() <= MAX_MANIFEST => bytes,
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "ignoring malformed local manifest");
-                return None;
+                return Ok(None);
             }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return None,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => {
                 tracing::warn!(path = %path.display(), error = %error, "reading local manifest failed");
-                return None;
+                return Ok(None);
             }
         };
         let built = BuiltManifest::from_bytes(Bytes::from(bytes));
         // The storage must still hold the manifest blob (and so, written
         // before it, every blob the manifest names).
-        let blob = StorageKey::layer(built.digest_hex()).ok()?;
+        let Ok(blob) = StorageKey::layer(built.digest_hex()) else {
+            return Ok(None);
+        };
         match self.storage.fetch(&blob).await {
-            Ok(_) => Some(built),
+            Ok(_) => Ok(Some(built)),
             Err(StorageError::NotFound(_)) => {
                 tracing::warn!(key, digest = %built.digest, "local manifest names a blob the storage lacks, dropping it");
                 let _ = tokio::fs::remove_file(&path).await;
-                None
+                Ok(None)
             }
             Err(error) => {
-                tracing::warn!(key, error = %error, "checking a local manifest against storage failed");
-                None
+                tracing::warn!(key, error = %crate::redact::redact(&error.to_string()), "checking a local manifest against storage failed");
+                Err(error)
             }
         }
     }
 
-    async fn read_storage(&self, key: &str) -> Option<BuiltManifest> {
-        let storage_key = StorageKey::manifest(key).ok()?;
+    async fn read_storage(&self, key: &str) -> Result<Option<BuiltManifest>, StorageError> {
+        let Ok(storage_key) = StorageKey::manifest(key) else {
+            return Ok(None);
+        };
         let stream = match self.storage.fetch(&storage_key).await {
             Ok(stream) => stream,
-            Err(StorageError::NotFound(_)) => return None,
+            Err(StorageError::NotFound(_)) => return Ok(None),
             Err(error) => {
-                tracing::warn!(key = %storage_key, backend = self.storage.name(), error = %error, "manifest lookup failed");
-                return None;
+                tracing::warn!(key = %storage_key, backend = self.storage.name(), error = %crate::redact::redact(&error.to_string()), "manifest lookup failed");
+                return Err(error);
             }
         };
         match read_bounded(stream, MAX_MANIFEST).await {
-            Ok(bytes) if !bytes.is_empty() => Some(BuiltManifest::from_bytes(bytes)),
-            Ok(_) => None,
-            Err(error) => {
-                tracing::warn!(key = %storage_key, backend = self.storage.name(), error = %error, "manifest read failed");
-                None
+            Ok(bytes) if !bytes.is_empty() => Ok(Some(BuiltManifest::from_bytes(bytes))),
+            Ok(_) => Ok(None),
+            Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
+                tracing::warn!(key = %storage_key, backend = self.storage.name(), "ignoring oversized cached manifest");
+                Ok(None)
+            }
+            Err(source) => {
+                tracing::warn!(key = %storage_key, backend = self.storage.name(), error = %crate::redact::redact(&source.to_string()), "manifest read failed");
+                Err(StorageError::Io {
+                    key: storage_key,
+                    source,
+                })
             }
         }
     }

@@ -23,13 +23,15 @@ pub struct Metrics {
     pub layer_bytes_uploaded: AtomicU64,
     /// Layers found in the cache (their build record existed).
     pub layer_cache_hits: AtomicU64,
+    /// New builds refused because the build queue was full (429).
+    pub builds_refused: AtomicU64,
 }
 
 /// Name, help text and accessor of one counter.
 type Counter = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
 
 /// Every counter, in output order.
-const COUNTERS: [Counter; 6] = [
+const COUNTERS: [Counter; 7] = [
     (
         "nixery_nix_builds_total",
         "Nix steps started for image builds.",
@@ -59,6 +61,11 @@ const COUNTERS: [Counter; 6] = [
         "nixery_layer_cache_hits_total",
         "Layers whose build record was found, so they were not packed again.",
         |m| &m.layer_cache_hits,
+    ),
+    (
+        "nixery_builds_refused_total",
+        "New image builds refused with 429 because the build queue was full.",
+        |m| &m.builds_refused,
     ),
 ];
 

@@ -1,11 +1,15 @@
-//! Start-up wiring: configuration, logging, storage, builder, socket, and a
-//! graceful shutdown on SIGINT/SIGTERM.
+//! Start-up wiring: configuration, logging, storage, builder, socket, the
+//! accept loop, and a graceful shutdown on SIGINT/SIGTERM.
 //!
-//! Shutdown stops accepting connections at once, lets requests in flight
-//! finish, and gives up after [`SHUTDOWN_GRACE`].
+//! Connections are served as HTTP/1.1 by hyper, each on a task of its own,
+//! with the per-connection limits of [`crate::connection`]. Shutdown stops
+//! accepting connections at once, lets requests in flight finish, gives up
+//! after [`SHUTDOWN_GRACE`], then stops every Nix process group still
+//! running before the process exits.
 
 use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -13,6 +17,7 @@ use crate::{
     builder::{Builder, BuilderSettings},
     cache::Cache,
     config::{Config, ServeArgs, StorageSetting},
+    connection::{self, ConnectionLimits},
     http::{AppState, router},
     layers::DEFAULT_BUDGET,
     manifest_cache::{ManifestCache, local_tier_dir},
@@ -76,7 +81,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::logging::init();
+    let _logs = crate::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,7 +92,13 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(async {
+        let result = run(config).await;
+        // Build tasks still running would be dropped with the runtime, too
+        // late to stop their Nix process groups: stop those first.
+        crate::nix::process::stop_all(crate::nix::process::TERMINATE_GRACE).await;
+        result
+    });
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,7 +112,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
 /// Open the configured storage backend.
 pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
     match setting {
-        StorageSetting::Filesystem { path } => Ok(Arc::new(FilesystemStorage::new(path)?)),
+        StorageSetting::Filesystem { path } => {
+            // Creating directories and sweeping old uploads is blocking work.
+            let path = path.clone();
+            let storage = tokio::task::spawn_blocking(move || FilesystemStorage::new(path))
+                .await
+                .map_err(|e| ServerError::Serve(io::Error::other(e)))??;
+            Ok(Arc::new(storage))
+        }
         StorageSetting::Gcs {
             bucket,
             credentials,
@@ -125,9 +143,11 @@ pub async fn image_builder(
         NixSettings {
             source: config.package_source.clone(),
             timeout: config.nix_timeout,
+            deadline: config.nix_deadline,
+            allow_unfree: config.allow_unfree,
             prepare_image: config.prepare_image.clone(),
         },
-        build_errors,
+        build_errors.clone(),
     )?;
     let embedded_hash = matches!(config.package_source, PackageSource::Builtin)
         .then(crate::nix::embedded_files_hash);
@@ -171,6 +191,8 @@ pub async fn image_builder(
             layer_budget: DEFAULT_BUDGET,
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
+            build_queue: config.build_queue,
+            build_errors: build_errors.clone(),
         },
         metrics,
     )))
@@ -194,38 +216,94 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             addr: config.listen,
             source,
         })?;
+    // Runs until the runtime stops; the filesystem backend has already
+    // swept once while opening.
+    tokio::spawn(crate::storage::staging::clean_periodically(storage.clone()));
     let status = StatusInfo::for_source(&config.package_source, storage.name());
     let state = AppState::new(storage, builder)
         .with_status(status, build_errors)
         .with_metrics(metrics);
-    serve(listener, state, shutdown_signal()).await
+    serve_with(listener, state, config.limits, shutdown_signal()).await
 }
 
-/// Serve `state` on `listener` until `shutdown` completes, then drain for
-/// at most [`SHUTDOWN_GRACE`]. Logs `listening` with field `addr` first.
+/// Serve `state` on `listener` with the default [`ConnectionLimits`]; see
+/// [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(listener, state, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serve `state` on `listener` until `shutdown` completes, then drain for
+/// at most [`SHUTDOWN_GRACE`]. Logs `listening` with field `addr` first.
+///
+/// Each accepted connection gets `TCP_NODELAY` and the header and idle
+/// cut-offs of `limits` ([`connection`](crate::connection)) and is served
+/// as HTTP/1.1 on a task of its own. On shutdown the listener is closed at
+/// once, idle connections are closed, and busy ones end after their
+/// current response.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let state = state.listening_on(addr);
     tracing::info!(addr = %addr, backend = state.storage.name(), "listening");
-    let draining = Arc::new(tokio::sync::Notify::new());
-    let signal_draining = draining.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutting down");
-        signal_draining.notify_one();
-    });
+    let app = router(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The connection module enforces its own header timeout, which also
+    // covers the time before the first byte; hyper's would need a timer.
+    http.header_read_timeout(None).keep_alive(true).writev(true);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (io, service) = connection::prepare(stream, app.clone(), limits);
+        let conn = connections.watch(http.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutting down");
     tokio::select! {
-        result = server => result.map_err(ServerError::Serve)?,
-        () = async { draining.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still in flight after the grace period, stopping anyway");
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After a failed `accept`: a client that gave up during the handshake is
+/// no news; anything else (out of file descriptors) is logged and slowed
+/// down so the loop does not spin.
+async fn accept_failed(error: &io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Completes on SIGINT or SIGTERM.

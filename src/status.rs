@@ -26,6 +26,8 @@ pub struct RecentError {
     pub image: String,
     /// When it failed, already formatted (UTC).
     pub at: String,
+    /// Which step failed.
+    pub kind: String,
     /// What went wrong (tail of Nix's output or an error message).
     pub message: String,
 }
@@ -109,8 +111,9 @@ impl StatusPage {
             for error in &self.recent_errors {
                 let _ = writeln!(
                     html,
-                    "<li><p><code>{}</code> at {}</p><pre>{}</pre></li>",
+                    "<li><p><code>{}</code> ({} failure) at {}</p><pre>{}</pre></li>",
                     escape_html(&error.image),
+                    escape_html(&error.kind),
                     escape_html(&error.at),
                     escape_html(&error.message)
                 );
@@ -180,7 +183,8 @@ impl StatusInfo {
                 .map(|e| RecentError {
                     image: e.image.clone(),
                     at: format_utc(e.at),
-                    message: self.redact(&e.message),
+                    kind: e.kind.clone(),
+                    message: self.redact(&crate::redact::redact(&e.message)),
                 })
                 .collect(),
         }
@@ -379,6 +383,7 @@ mod tests {
             image: "hello:latest".into(),
             message: "fetching 'https://alice:hunter2@git.example/p.git'; password hunter2".into(),
             at: SystemTime::UNIX_EPOCH,
+            kind: "nix".into(),
         };
         let page = info.page(None, &[error]);
         assert_eq!(
@@ -402,11 +407,13 @@ mod tests {
                 image: "new:latest".into(),
                 message: "second".into(),
                 at: SystemTime::UNIX_EPOCH,
+                kind: "nix".into(),
             },
             BuildErrorEntry {
                 image: "old:latest".into(),
                 message: "first".into(),
                 at: SystemTime::UNIX_EPOCH,
+                kind: "nix".into(),
             },
         ];
         let page = info.page(Some("registry.example"), &errors);
@@ -438,6 +445,7 @@ mod tests {
             recent_errors: vec![RecentError {
                 image: image.into(),
                 at: "2026-11-26 10:00:00 UTC".into(),
+                kind: "nix".into(),
                 message: message.into(),
             }],
         }

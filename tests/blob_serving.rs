@@ -162,9 +162,7 @@ async fn content_type_survives_a_restart() {
 async fn manifest_by_digest_has_the_manifest_media_type() {
     let server = TestServer::start();
     let manifest = br#"{"schemaVersion":2}"#;
-    // Stored with some other type: the manifest route must still answer
-    // with the manifest media type.
-    let digest = put_blob(&server.storage(), manifest, "application/octet-stream").await;
+    let digest = put_blob(&server.storage(), manifest, MANIFEST_TYPE).await;
     let url = server.url(&format!("/v2/shell/manifests/{digest}"));
     let r = reqwest::get(&url).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -182,6 +180,40 @@ async fn manifest_by_digest_has_the_manifest_media_type() {
         head.headers()[header::CONTENT_LENGTH],
         manifest.len().to_string()
     );
+}
+
+#[tokio::test]
+async fn manifest_by_digest_refuses_objects_that_are_not_manifests() {
+    let server = TestServer::start();
+    // A layer, a config and an untyped object: all stored, none a manifest.
+    for (bytes, content_type) in [
+        (&b"\x1f\x8b layer bytes"[..], LAYER_TYPE),
+        (
+            &br#"{"architecture":"amd64"}"#[..],
+            "application/vnd.docker.container.image.v1+json",
+        ),
+        (&br#"{"schemaVersion":2}"#[..], "application/octet-stream"),
+    ] {
+        let digest = put_blob(&server.storage(), bytes, content_type).await;
+        let client = reqwest::Client::new();
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let url = server.url(&format!("/v2/shell/manifests/{digest}"));
+            let r = client.request(method.clone(), &url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {content_type}");
+            if method == reqwest::Method::GET {
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(
+                    body["errors"][0]["code"], "MANIFEST_UNKNOWN",
+                    "{content_type}"
+                );
+            }
+        }
+        // The same object is still served as a blob.
+        let blob = reqwest::get(server.url(&format!("/v2/shell/blobs/{digest}")))
+            .await
+            .unwrap();
+        assert_eq!(blob.status(), StatusCode::OK);
+    }
 }
 
 #[tokio::test]
@@ -205,4 +237,119 @@ async fn serve_subcommand_flags_override_the_environment() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ranges_and_head_of_a_large_blob_are_exact_across_read_chunks() {
+    let server = TestServer::start();
+    let mib = 1024 * 1024;
+    let bytes = content(3 * mib + 17);
+    let digest = put_blob(&server.storage(), &bytes, LAYER_TYPE).await;
+    let url = server.url(&format!("/v2/x/blobs/{digest}"));
+    let client = reqwest::Client::new();
+    let len = bytes.len();
+    for (range, start, end) in [
+        (format!("bytes={}-{}", mib - 3, mib + 2), mib - 3, mib + 2),
+        (format!("bytes={mib}-"), mib, len - 1),
+        (format!("bytes=1-{}", 2 * mib), 1, 2 * mib),
+        ("bytes=-1".to_owned(), len - 1, len - 1),
+        (
+            format!("bytes={}-{}", 2 * mib - 1, 2 * mib - 1),
+            2 * mib - 1,
+            2 * mib - 1,
+        ),
+    ] {
+        let r = client
+            .get(&url)
+            .header(header::RANGE, &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            r.headers()[header::CONTENT_RANGE],
+            format!("bytes {start}-{end}/{len}"),
+            "{range}"
+        );
+        assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+    }
+    let r = common::raw_request(
+        server.addr(),
+        "HEAD",
+        format!("/v2/x/blobs/{digest}").as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers() {
+    let server = TestServer::start();
+    let bytes = content(1000);
+    let digest = put_blob(&server.storage(), &bytes, "application/x-config+json").await;
+    let url = server.url(&format!("/v2/x/blobs/{digest}"));
+    let client = reqwest::Client::new();
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.bytes().await.unwrap(), &bytes[..]);
+    // Gone from storage, the object is still served, from memory.
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::remove_file(server.storage_path().join("layers").join(hex)).unwrap();
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_registry_headers(&r, &digest);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "application/x-config+json"
+    );
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], "1000");
+    assert_eq!(r.headers()[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(r.bytes().await.unwrap(), &bytes[..]);
+    for (range, start, end) in [
+        ("bytes=10-19", 10, 19),
+        ("bytes=-5", 995, 999),
+        ("bytes=990-5000", 990, 999),
+    ] {
+        let r = client
+            .get(&url)
+            .header(header::RANGE, range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_registry_headers(&r, &digest);
+        assert_eq!(
+            r.headers()[header::CONTENT_RANGE],
+            format!("bytes {start}-{end}/1000")
+        );
+        assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+    }
+    let r = client
+        .get(&url)
+        .header(header::RANGE, "bytes=1000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */1000");
+    let head = common::raw_request(
+        server.addr(),
+        "HEAD",
+        format!("/v2/x/blobs/{digest}").as_bytes(),
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1000"));
+    assert!(head.body.is_empty());
+    // The manifest route answers from memory too, with the manifest type
+    // and no ranges.
+    let r = client
+        .get(server.url(&format!("/v2/x/manifests/{digest}")))
+        .header(header::RANGE, "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], MANIFEST_TYPE);
+    assert_eq!(r.bytes().await.unwrap(), &bytes[..]);
 }

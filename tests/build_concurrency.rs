@@ -45,7 +45,7 @@ fn sleepy_then_hello(limit: &str) -> Vec<Value> {
         .expect("hello answered");
     assert_eq!(hello.status(), 200);
     assert_eq!(sleepy.join().unwrap().expect("sleepy answered"), 500);
-    server.log_events()
+    server.settled_log_events()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Real registry clients pull images that the server builds on demand with
 //! real Nix: skopeo (verifying every digest and size), umoci to unpack,
-//! podman, and containerd's ctr (which resolves tags with HEAD first).
+//! podman, containerd's ctr (which resolves tags with HEAD first) and Docker
+//! (a private `dockerd` per test, which pulls, then runs the images).
 
 mod common;
 mod support;
@@ -8,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use common::TestServer;
-use support::{Containerd, resolve_in_root, run};
+use support::{Containerd, docker::Docker, resolve_in_root, run};
 
 fn start_server() -> TestServer {
     TestServer::builder().env("NIX_TIMEOUT", "300").start()
@@ -47,6 +48,23 @@ fn skopeo_copy_of_hello_git_unpacks_and_runs_hello() {
         resolve_in_root(&rootfs, "/bin/git").is_some(),
         "git is missing from the image"
     );
+}
+
+#[test]
+fn skopeo_inspect_with_tags_lists_latest() {
+    let server = start_server();
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/hello", host(&server)),
+    ]));
+    let inspected: serde_json::Value = serde_json::from_str(&out).expect("skopeo inspect JSON");
+    assert_eq!(
+        inspected["RepoTags"],
+        serde_json::json!(["latest"]),
+        "{out}"
+    );
+    assert_eq!(inspected["Architecture"], "amd64", "{out}");
 }
 
 #[test]
@@ -95,4 +113,161 @@ fn containerd_pull_resolves_with_head_and_lists_the_image() {
         images.lines().any(|l| l.trim() == reference),
         "ctr image ls does not list {reference}: {images}"
     );
+}
+
+/// `docker pull` then `docker run --rm --network none IMAGE ARGS...`;
+/// returns what the container printed.
+fn docker_pull_and_run(docker: &Docker, image: &str, args: &[&str]) -> String {
+    let pull = docker
+        .docker()
+        .args(["pull", image])
+        .output()
+        .expect("run docker pull");
+    assert!(
+        pull.status.success(),
+        "docker pull {image} failed: {}\n{}\ndockerd log:\n{}",
+        String::from_utf8_lossy(&pull.stdout),
+        String::from_utf8_lossy(&pull.stderr),
+        docker.log()
+    );
+    run(docker
+        .docker()
+        .args(["run", "--rm", "--network", "none", image])
+        .args(args))
+}
+
+/// The (method, path) of every request the server answered, in order.
+fn requests(server: &TestServer) -> Vec<(String, String)> {
+    server
+        .log_events()
+        .iter()
+        .filter(|e| e["message"] == "response")
+        .filter_map(|e| {
+            Some((
+                e["span"]["method"].as_str()?.to_owned(),
+                e["span"]["path"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn docker_pulls_and_runs_hello_git_and_shell_git() {
+    let server = start_server();
+    let docker = Docker::start();
+    let hello = docker_pull_and_run(&docker, &format!("{}/hello/git", host(&server)), &["hello"]);
+    assert_eq!(hello.trim(), "Hello, world!");
+    let git = docker_pull_and_run(
+        &docker,
+        &format!("{}/shell/git", host(&server)),
+        &["sh", "-c", "git --version && command -v bash"],
+    );
+    assert!(git.contains("git 2.46.0"), "{git}");
+    assert!(
+        git.contains("/bin/bash"),
+        "the shell meta-package is missing: {git}"
+    );
+}
+
+#[test]
+fn docker_resolves_the_tag_with_head_then_fetches_the_manifest_by_digest() {
+    let server = start_server();
+    let docker = Docker::start();
+    let name = "hello";
+    let reference = format!("{}/{name}:latest", host(&server));
+    run(docker.docker().args(["pull", &reference]));
+    let manifest_requests: Vec<(String, String)> = requests(&server)
+        .into_iter()
+        .filter(|(_, path)| path.starts_with(&format!("/v2/{name}/manifests/")))
+        .collect();
+
+    // The digest Docker recorded is the one the registry announced.
+    let head = reqwest::blocking::Client::new()
+        .head(server.url(&format!("/v2/{name}/manifests/latest")))
+        .send()
+        .expect("HEAD manifest");
+    let digest = head.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let repo_digests = run(docker.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &reference,
+    ]));
+    assert!(
+        repo_digests.contains(&format!("{}/{name}@{digest}", host(&server))),
+        "{repo_digests} does not name {digest}"
+    );
+
+    let by_tag = ("HEAD".to_owned(), format!("/v2/{name}/manifests/latest"));
+    let by_digest = ("GET".to_owned(), format!("/v2/{name}/manifests/{digest}"));
+    let tag_at = manifest_requests.iter().position(|r| *r == by_tag);
+    let digest_at = manifest_requests.iter().position(|r| *r == by_digest);
+    assert!(
+        matches!((tag_at, digest_at), (Some(t), Some(d)) if t < d),
+        "expected HEAD by tag, then GET by digest: {manifest_requests:?}"
+    );
+    assert!(
+        !manifest_requests
+            .iter()
+            .any(|(method, path)| method == "GET" && path.ends_with("/latest")),
+        "Docker fetched the manifest by tag: {manifest_requests:?}"
+    );
+}
+
+/// What Nix says when the host cannot build for `aarch64-linux` at all.
+const NO_AARCH64_BUILDER: &str = "a 'aarch64-linux' with features {} is required to build";
+
+/// `docker pull --platform linux/arm64 HOST/arm64/hello` (pull only: this
+/// host cannot run arm64 binaries). Needs a Nix that can build
+/// `aarch64-linux` derivations; where Nix refuses them (no aarch64 builder
+/// or `extra-platforms`, as on the x86-64 CI machines) the test checks that
+/// Docker's request reached an aarch64 build, then says SKIPPED.
+#[test]
+fn docker_pulls_arm64_images_for_linux_arm64() {
+    let server = start_server();
+    let docker = Docker::start();
+    let reference = format!("{}/arm64/hello:latest", host(&server));
+    let pull = docker
+        .docker()
+        .args(["pull", "--platform", "linux/arm64", &reference])
+        .output()
+        .expect("run docker pull");
+    let nix_system = server
+        .log_events()
+        .into_iter()
+        .find(|e| e["message"] == "nix build started")
+        .and_then(|e| e["system"].as_str().map(str::to_owned));
+    assert_eq!(nix_system.as_deref(), Some("aarch64-linux"));
+    if !pull.status.success() {
+        let refused = server.log_events().iter().any(|e| {
+            e["message"] == "nix output"
+                && e["line"]
+                    .as_str()
+                    .is_some_and(|l| l.contains(NO_AARCH64_BUILDER))
+        });
+        let stderr = String::from_utf8_lossy(&pull.stderr);
+        assert!(
+            refused && stderr.contains("500"),
+            "docker pull --platform linux/arm64 failed: {stderr}\ndockerd log:\n{}",
+            docker.log()
+        );
+        eprintln!(
+            "SKIPPED: Nix on this host cannot build aarch64-linux derivations \
+             (\"{NO_AARCH64_BUILDER} ...\"), so no arm64 image can be produced here; \
+             Docker's request did reach an aarch64 build and got the registry's 500"
+        );
+        return;
+    }
+    let platform = run(docker.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Os}}/{{.Architecture}}",
+        &reference,
+    ]));
+    assert_eq!(platform.trim(), "linux/arm64");
 }

@@ -185,7 +185,7 @@ async fn write_methods_are_405_unsupported() {
 async fn other_paths_are_404_with_a_registry_body() {
     let server = TestServer::start();
     let base = server.url("");
-    for path in ["/foo", "/v2/_catalog", "/v2/x/tags/list", "/v2x", "/v3/"] {
+    for path in ["/foo", "/v2/_catalog", "/v2/x/tags/all", "/v2x", "/v3/"] {
         expect_error(&base, Method::GET, path, 404, "UNSUPPORTED").await;
     }
 }
@@ -291,8 +291,15 @@ struct MissingPackages;
 #[async_trait]
 impl ImageBuilder for MissingPackages {
     async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
-        Err(BuildError::PackagesNotFound(
-            name.split('/').map(str::to_owned).collect(),
+        Err(BuildError::PackagesRefused(
+            name.split('/')
+                .map(|package| nixery::nix::Refusal {
+                    package: package.to_owned(),
+                    reason: nixery::nix::RefusalReason::NotFound,
+                    system: "x86_64-linux".into(),
+                    message: None,
+                })
+                .collect(),
         ))
     }
 }

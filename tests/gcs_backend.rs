@@ -355,3 +355,67 @@ async fn objects_are_listed_under_their_prefix_with_their_bytes() {
     assert_eq!(gcs.object_bytes("builds/abc").await.unwrap(), b"{\"r\":1}");
     assert!(gcs.object_bytes("builds/none").await.is_none());
 }
+
+#[tokio::test]
+async fn serve_with_a_required_content_type_refuses_other_objects() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage().await;
+    let layer = StorageKey::layer(&sha256_hex(b"layer")).unwrap();
+    storage
+        .persist(&layer, LAYER_TYPE, body_of(b"layer".to_vec(), 5))
+        .await
+        .unwrap();
+    let only_manifests = ServeRequest {
+        only_content_type: Some(MANIFEST_TYPE_FOR_TESTS),
+        ..ServeRequest::default()
+    };
+    assert!(matches!(
+        storage.serve(&layer, &only_manifests).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let manifest = StorageKey::layer(&sha256_hex(b"{}")).unwrap();
+    storage
+        .persist(
+            &manifest,
+            MANIFEST_TYPE_FOR_TESTS,
+            body_of(b"{}".to_vec(), 2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        storage.serve(&manifest, &only_manifests).await,
+        Ok(Served::Redirect { .. })
+    ));
+}
+
+const MANIFEST_TYPE_FOR_TESTS: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+#[tokio::test]
+async fn staging_clean_up_removes_old_objects_and_keeps_recent_ones() {
+    let gcs = FakeGcs::start().await;
+    let storage = gcs.storage().await;
+    // Staging names carry their owner and start time (unix nanos).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let two_hours_ago = now - std::time::Duration::from_secs(2 * 3600);
+    let old = StorageKey::staging(&format!("4242-{}-0", two_hours_ago.as_nanos())).unwrap();
+    let recent = StorageKey::staging(&format!("4242-{}-1", now.as_nanos())).unwrap();
+    let layer = StorageKey::layer(&sha256_hex(b"kept")).unwrap();
+    for key in [&old, &recent, &layer] {
+        storage
+            .persist(key, LAYER_TYPE, body_of(b"kept".to_vec(), 4))
+            .await
+            .unwrap();
+    }
+
+    let removed = storage
+        .clean_staging(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    assert_eq!(removed, 1);
+    assert!(gcs.object_metadata(old.as_str()).await.is_none());
+    assert!(gcs.object_metadata(recent.as_str()).await.is_some());
+    assert!(gcs.object_metadata(layer.as_str()).await.is_some());
+}

@@ -296,3 +296,45 @@ async fn bucket_dying_mid_build_gives_5xx_leaves_no_dangling_record_and_recovers
         assert_blob_redirects_to_bucket(&server, &gcs, &proxy.host(), "bigpkg", &digest).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_images_build_and_pull_while_a_fifth_of_api_calls_fail() {
+    let (gcs, proxy) = FakeGcs::start_behind_faults(200, 13).await;
+    let server = gcs_server(&proxy.host(), None);
+    let work = tempfile::tempdir().expect("temporary directory");
+    for image in ["hello", "curl", "htop"] {
+        let layout = work.path().join(image);
+        let copy = Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!(
+                "docker://{}/{image}:latest",
+                registry_host(&server)
+            ))
+            .arg(format!("oci:{}:img", layout.display()))
+            .output()
+            .expect("run skopeo (is it installed?)");
+        assert!(
+            copy.status.success(),
+            "{image}: skopeo copy failed: {}\nserver logs: {:#?}",
+            String::from_utf8_lossy(&copy.stderr),
+            server.logs()
+        );
+        for entry in std::fs::read_dir(layout.join("blobs/sha256")).expect("copied blobs") {
+            let path = entry.expect("directory entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("blob name");
+            assert_eq!(sha256_hex(&std::fs::read(&path).expect("blob")), name);
+        }
+    }
+    let counts = proxy.counts();
+    eprintln!("fault proxy: {counts:?}");
+    assert!(
+        counts.faults() >= 3,
+        "too few faults to mean anything: {counts:?}"
+    );
+    assert!(count_logs(&server, "storage call failed, retrying") >= 1);
+    // Nothing was left half-moved: no staging object remains.
+    assert!(gcs.object_names("staging/").await.is_empty());
+}

@@ -1,11 +1,14 @@
 //! A dead or hung GCS backend gives errors in bounded time, never a hang,
-//! and an interrupted upload leaves nothing under its key.
+//! and an interrupted upload leaves nothing under its key. Through a proxy
+//! failing a share of the API calls (503s and dropped connections), calls
+//! are retried and uploads resume, so storage keeps working; a bucket
+//! failing every call is an error, never a "not found".
 
 mod support_gcs;
 
 use std::time::Duration;
 
-use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage};
+use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage, RetryPolicy};
 use nixery::storage::{Storage, StorageError, StorageKey};
 use support_gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
 
@@ -21,6 +24,10 @@ fn short_timeouts() -> GcsOptions {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            total: Duration::from_secs(6),
+            ..RetryPolicy::default()
+        },
         ..GcsOptions::default()
     }
 }
@@ -158,4 +165,81 @@ async fn connect_to_a_hung_emulator_fails_in_bounded_time() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("not reachable"), "{error}");
+}
+
+/// Quick retries for the storage-level fault tests.
+fn quick_retries() -> GcsOptions {
+    GcsOptions {
+        retry: RetryPolicy {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_retries: 12,
+            total: Duration::from_secs(20),
+        },
+        ..short_timeouts()
+    }
+}
+
+#[tokio::test]
+async fn uploads_moves_and_reads_survive_a_fifth_of_api_calls_failing() {
+    let (gcs, proxy) = FakeGcs::start_behind_faults(0, 7).await;
+    let storage =
+        GcsStorage::connect_with(BUCKET.to_owned(), None, Some(proxy.host()), quick_retries())
+            .await
+            .expect("connect through the proxy");
+    proxy.set_rate(200);
+    for round in 0..4u64 {
+        // 5 chunks of 512 KiB and a tail: several resumable PUTs each.
+        let data = pattern(5 * 2 * CHUNK_GRANULARITY + 1000, 20 + round);
+        let staging = StorageKey::staging(&format!("faults-{round}")).unwrap();
+        let persisted = storage
+            .persist(&staging, LAYER_TYPE, body_of(data.clone(), 64 * 1024))
+            .await
+            .expect("persist despite faults");
+        assert_eq!(persisted.sha256, sha256_hex(&data));
+        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        storage
+            .move_object(&staging, &key)
+            .await
+            .expect("move despite faults");
+        let stored = gcs.object_bytes(key.as_str()).await.expect("moved object");
+        assert!(stored == data, "stored bytes differ (round {round})");
+        assert!(gcs.object_metadata(staging.as_str()).await.is_none());
+        let fetched = collect(storage.fetch(&key).await.expect("fetch despite faults"))
+            .await
+            .expect("download body");
+        assert!(fetched == data);
+    }
+    assert!(
+        proxy.counts().faults() >= 5,
+        "too few faults were injected to mean anything: {:?}",
+        proxy.counts()
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_failing_every_call_is_an_error_not_a_missing_object() {
+    let (_gcs, proxy) = FakeGcs::start_behind_faults(0, 8).await;
+    let storage =
+        GcsStorage::connect_with(BUCKET.to_owned(), None, Some(proxy.host()), quick_retries())
+            .await
+            .expect("connect through the proxy");
+    proxy.set_rate(1000);
+    let key = StorageKey::manifest("absent-or-not").unwrap();
+    let result = tokio::time::timeout(BOUND, storage.fetch(&key))
+        .await
+        .expect("fetch gave up in bounded time");
+    assert!(
+        matches!(result, Err(StorageError::Backend { .. })),
+        "{:?}",
+        result.map(|_| ())
+    );
+    assert!(
+        proxy
+            .counts()
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 2,
+        "not retried"
+    );
 }

@@ -32,19 +32,18 @@ async fn failing_build_is_a_build_failure_with_its_output() {
 }
 
 #[tokio::test]
-async fn evaluation_throw_is_a_build_failure() {
+async fn throwing_attribute_is_refused_with_its_message() {
     let (runner, errors) = runner(PackageSource::Builtin, Duration::from_secs(120));
     let err = runner
         .prepare_image(&Image::from_name("throws", "latest"))
         .await
         .unwrap_err();
-    match &err {
-        NixError::BuildFailed { stderr_tail, .. } => {
-            assert!(stderr_tail.contains("throws on purpose"), "{stderr_tail}")
-        }
-        other => panic!("expected BuildFailed, got {other:?}"),
-    }
-    assert_eq!(errors.recent()[0].image, "throws:latest");
+    assert_eq!(
+        refused(&err),
+        [("throws".to_string(), nixery::nix::RefusalReason::Throws)]
+    );
+    assert!(err.to_string().contains("throws on purpose"), "{err}");
+    assert!(errors.recent().is_empty(), "a refusal is not a build error");
 }
 
 #[tokio::test]
@@ -82,6 +81,8 @@ async fn missing_nix_program_is_a_spawn_error() {
             nixery::nix::NixSettings {
                 source: PackageSource::Builtin,
                 timeout: Duration::from_secs(10),
+                deadline: Duration::from_secs(10),
+                allow_unfree: false,
                 prepare_image: Some("/nonexistent/nixery-prepare-image".into()),
             },
             errors.clone(),

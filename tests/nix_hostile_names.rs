@@ -1,12 +1,13 @@
 //! Package names are data, never code: whatever they contain, they reach
-//! Nix as JSON strings and come back as not-found (an evaluated name would
-//! abort the evaluation and show up as a build failure instead).
+//! Nix as JSON strings and come back as not found, or as not a derivation
+//! when they name a set or a string of the package set (an evaluated name
+//! would abort the evaluation and show up as a build failure instead).
 
 mod nix_support;
 
 use nix_support::*;
 use nixery::image::{Arch, Image};
-use nixery::nix::NixError;
+use nixery::nix::RefusalReason;
 
 const HOSTILE: &[&str] = &[
     "\"",
@@ -51,15 +52,21 @@ async fn hostile_names_are_not_found_and_never_evaluated() {
         .prepare_image(&image_of(&requested))
         .await
         .unwrap_err();
-    match err {
-        NixError::PackagesNotFound(mut missing) => {
-            missing.sort();
-            let mut expected: Vec<String> = HOSTILE.iter().map(|s| s.to_string()).collect();
-            expected.sort();
-            assert_eq!(missing, expected);
-        }
-        other => panic!("expected PackagesNotFound, got {other:?}"),
-    }
+    let mut missing = refused(&err);
+    missing.sort();
+    let mut expected: Vec<(String, RefusalReason)> = HOSTILE
+        .iter()
+        .map(|s| {
+            let reason = if ["haskellPackages", "hello.name", "lib.toLower"].contains(s) {
+                RefusalReason::NotADerivation
+            } else {
+                RefusalReason::NotFound
+            };
+            (s.to_string(), reason)
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(missing, expected);
     assert!(errors.recent().is_empty());
 }
 
@@ -72,9 +79,10 @@ async fn each_hostile_name_alone_is_not_found() {
         "../../etc/passwd",
     ] {
         let err = runner.prepare_image(&image_of(&[name])).await.unwrap_err();
-        assert!(
-            matches!(err, NixError::PackagesNotFound(ref m) if m == &[name]),
-            "{name}: {err:?}"
+        assert_eq!(
+            refused(&err),
+            [(name.to_string(), RefusalReason::NotFound)],
+            "{name}"
         );
     }
 }

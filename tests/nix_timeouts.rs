@@ -1,4 +1,5 @@
-//! NIX_TIMEOUT bounds the whole Nix step, and a Nix step that is stopped
+//! NIXERY_NIX_DEADLINE bounds the whole Nix step, NIX_TIMEOUT (given to
+//! Nix as `--timeout`) each build, and a Nix step that is stopped
 //! (deadline, or the caller giving up) leaves no process behind.
 
 mod nix_support;
@@ -7,13 +8,20 @@ use std::time::{Duration, Instant};
 
 use nix_support::*;
 use nixery::image::Image;
-use nixery::nix::NixError;
+use nixery::nix::{NixError, NixSettings};
 use nixery::source::PackageSource;
 
 #[tokio::test]
 async fn sleeping_build_times_out_and_leaves_no_process() {
+    // The deadline of the whole step, well before Nix's own per-build one.
     let timeout = Duration::from_secs(3);
-    let (runner, errors) = runner(PackageSource::Builtin, timeout);
+    let (runner, errors) = runner_with(NixSettings {
+        source: PackageSource::Builtin,
+        timeout: Duration::from_secs(600),
+        deadline: timeout,
+        allow_unfree: false,
+        prepare_image: None,
+    });
     let started = Instant::now();
     let err = runner
         .prepare_image(&Image::from_name("sleepy", "latest"))
@@ -55,6 +63,35 @@ async fn abandoned_build_leaves_no_process() {
     );
     assert_eq!(
         processes_left("sleep 1001", Duration::from_secs(10)).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn nix_timeout_stops_one_build_within_a_longer_deadline() {
+    let (runner, _) = runner_with(NixSettings {
+        source: PackageSource::Builtin,
+        timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(120),
+        allow_unfree: false,
+        prepare_image: None,
+    });
+    let started = Instant::now();
+    let err = runner
+        .prepare_image(&Image::from_name("sleepy", "latest"))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    match &err {
+        // Nix itself stopped the build ("timed out after 2 seconds").
+        NixError::TimedOut { stderr_tail, .. } => {
+            assert!(stderr_tail.contains("timed out after"), "{stderr_tail}")
+        }
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    assert_eq!(
+        processes_left("sleep 1000", Duration::from_secs(5)).await,
         Vec::<String>::new()
     );
 }

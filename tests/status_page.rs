@@ -185,3 +185,51 @@ async fn writes_to_the_status_page_are_405_registry_errors() {
     let body: serde_json::Value = response.json().await.expect("registry error body");
     assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
 }
+
+#[tokio::test]
+async fn user_info_and_query_tokens_are_redacted_in_page_body_and_logs() {
+    // The Nix step fails echoing a credentialled URL, as git and Nix do
+    // for the URLs they cannot fetch.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let script = dir.path().join("prepare-image");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         echo \"fatal: unable to access 'https://robot:hunter2@git.example/p.git?private_token=TOKEN123&ref=x': 403\" >&2\n\
+         exit 1\n",
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make script executable");
+    let server = TestServer::builder()
+        .env("NIXERY_PREPARE_IMAGE", script.to_str().expect("UTF-8 path"))
+        .env("NIX_TIMEOUT", "60")
+        .start();
+    let response = reqwest::get(server.url("/v2/hello/manifests/latest"))
+        .await
+        .expect("GET manifest");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = response.text().await.expect("error body");
+    let (_, page) = status_page(&server, "registry.example").await;
+    // The failure is on the page with its kind, and its cause names the
+    // repository with the secrets masked.
+    assert!(
+        page.contains("<code>hello:latest</code> (nix failure)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("https://***@git.example/p.git?private_token=***&amp;ref=***"),
+        "{page}"
+    );
+    let logs = server.logs().join("\n");
+    assert!(logs.contains("private_token=***"), "{logs}");
+    for (name, text) in [
+        ("response body", &body),
+        ("status page", &page),
+        ("logs", &logs),
+    ] {
+        for secret in ["hunter2", "TOKEN123", "robot:"] {
+            assert!(!text.contains(secret), "{secret} in the {name}: {text}");
+        }
+    }
+}

@@ -25,7 +25,7 @@ let
     inherit name;
     outPath = "/nix/store/00000000000000000000000000000000-${name}";
   };
-  pkgs = { git = stubDerivation "git"; };
+  pkgs = { git = stubDerivation "git"; openssh = stubDerivation "openssh"; };
   overrides = { package = stubDerivation "nixery"; };
 
   # Option declarations do not depend on `config`.

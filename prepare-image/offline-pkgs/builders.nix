@@ -7,12 +7,15 @@
 { system, lib, shellInterpreter }:
 rec {
   # Like nixpkgs' `runCommand name env script`: `env` becomes the
-  # derivation's attributes (environment variables of the build).
+  # derivation's attributes (environment variables of the build). The
+  # script ends with `true`: dash execs the last command of `sh -c`, and a
+  # last program that closes stdio before it exits gets the build killed
+  # by Nix 2.8 (see prepare-image.nix).
   runCommand = name: env: script:
     derivation ({
       inherit name system;
       builder = "/bin/sh";
-      args = [ "-e" "-c" script ];
+      args = [ "-e" "-c" (script + "\ntrue\n") ];
       PATH = "/usr/bin:/bin";
     } // env);
 

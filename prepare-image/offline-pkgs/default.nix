@@ -12,16 +12,24 @@
 # share `glibc`, `git` and `curl` share `zlib` and `openssl`, `htop` and
 # `nano` share `ncurses`, and `bigpkg`'s closure exceeds 100 MB.
 #
-# Like nixpkgs, it is a function taking `system` (and ignoring other
-# arguments such as `config` and `overlays`). Its derivations are declared
-# for `system`, so an `aarch64-linux` image evaluates here but does not
-# build (the busybox is an x86_64 binary).
+# Like nixpkgs, it is a function taking `system` and `config` (of which it
+# reads `allowUnfree`, `allowBroken`, `allowInsecure`) and ignoring other
+# arguments such as `overlays`. Its derivations are declared for `system`,
+# so an `aarch64-linux` image evaluates here but does not build (the
+# busybox is an x86_64 binary).
+#
+# Like nixpkgs, it refuses packages when their derivation is used, with
+# its messages (see `checkMeta`): `_1password` is unfree, `rssh` insecure,
+# `grub4dos` broken, `contacts` only for Darwin; `alienfx` is a removed
+# package (an alias that throws), `uses-broken` depends on a broken
+# package, `lib` and `python3Packages` are not derivations.
 #
 # Test fixtures: `failing` is a build that fails (`xss-failing`: printing
 # markup), `sleepy` a build that sleeps 1000 seconds (`sleepy-long`:
-# 1001), `throws` an attribute whose evaluation throws.
+# 1001), `throws` an attribute whose evaluation throws, `type-error` one
+# whose evaluation fails in a way `builtins.tryEval` cannot catch.
 # `hello` prints the line in ./hello-greeting.txt ("Hello, world!").
-{ system ? builtins.currentSystem, ... }:
+{ system ? builtins.currentSystem, config ? { }, ... }:
 let
   lib = import ./lib.nix;
 
@@ -109,6 +117,29 @@ let
     mkdir -p "$out"
   '';
 
+  # Like nixpkgs' check-meta: a package whose `meta` makes it unfree
+  # (unless config.allowUnfree), broken, not for `system` or insecure keeps
+  # its attributes, `meta` included, but throws when its derivation is used.
+  checkMeta = meta: drv:
+    let
+      licenses = let l = meta.license or [ ]; in if builtins.isList l then l else [ l ];
+      problem =
+        if !(config.allowUnfree or false) && builtins.any (l: !(l.free or true)) licenses
+        then "has an unfree license (‘unfree’)"
+        else if (meta.broken or false) && !(config.allowBroken or false)
+        then "is marked as broken"
+        else if meta ? platforms && !(builtins.elem system meta.platforms)
+        then "is not available on the requested hostPlatform ${system}"
+        else if (meta.knownVulnerabilities or [ ]) != [ ] && !(config.allowInsecure or false)
+        then "is marked as insecure"
+        else null;
+      refuse = throw "Package ‘${drv.name}’ ${problem}, refusing to evaluate.";
+    in
+    drv // { inherit meta; }
+    // (if problem == null then { } else { drvPath = refuse; outPath = refuse; });
+
+  unfree = { free = false; shortName = "unfree"; fullName = "Unfree"; };
+
   bashInteractive = package "bash-interactive-5.2p32" ''
     mkdir -p "$out/share/bash"
     program "$out/bin/bash" 'exec ${glibc}/bin/busybox ash "$@"'
@@ -152,7 +183,28 @@ rec {
     hello = simpleProgram { name = "haskell-hello"; version = "1.0.0.2"; bin = "hello-hs"; libs = [ gmp ]; };
   };
 
-  _1password = simpleProgram { name = "1password-cli"; version = "2.30.0"; bin = "op"; };
+  _1password = checkMeta { license = unfree; }
+    (simpleProgram { name = "1password-cli"; version = "2.30.0"; bin = "op"; });
+
+  rssh = checkMeta { knownVulnerabilities = [ "CVE-2019-1000018" ]; }
+    (simpleProgram { name = "rssh"; version = "2.3.4"; bin = "rssh"; });
+
+  grub4dos = checkMeta { broken = true; }
+    (simpleProgram { name = "grub4dos"; version = "0.4.6a"; bin = "grub4dos"; });
+
+  contacts = checkMeta { platforms = [ "x86_64-darwin" "aarch64-darwin" ]; }
+    (simpleProgram { name = "contacts"; version = "1.1a-3"; bin = "contacts"; });
+
+  uses-broken = package "uses-broken-1.0" ''
+    needs "$out/deps" ${grub4dos}
+  '';
+
+  # Removed from the set: an alias that throws, as nixpkgs' aliases.nix has.
+  alienfx = throw "alienfx has been removed.";
+
+  python3Packages = {
+    requests = simpleProgram { name = "python3.12-requests"; version = "2.32.3"; bin = "requests"; };
+  };
 
   # A CA bundle in the place nixpkgs' cacert has it, with one self-signed
   # root generated at build time.
@@ -201,4 +253,6 @@ rec {
   sleepy-long = sleeper "sleepy-long-1.0" 1001;
 
   throws = throw "throws: this attribute of the offline package set throws on purpose";
+
+  type-error = 1 + "one";
 }

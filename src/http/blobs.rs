@@ -1,6 +1,8 @@
 //! Serving content-addressed objects (`layers/<hex>`): blobs, and manifests
-//! fetched by digest. The storage backend decides how (a redirect or a byte
-//! stream); this module only turns its answer into a response.
+//! fetched by digest. Small objects come from memory once fetched
+//! ([`SmallObjects`]); otherwise the storage backend decides how (a
+//! redirect or a byte stream) and this module turns its answer into a
+//! response.
 
 use axum::{
     body::Body,
@@ -8,10 +10,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{DOCKER_CONTENT_DIGEST, error::RegistryError};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::{
+    DOCKER_CONTENT_DIGEST,
+    error::RegistryError,
+    small_objects::{CachedObject, MAX_OBJECT_LEN, SmallObjects},
+};
 use crate::{
     reference::Digest,
-    storage::{ByteRange, ServeRequest, Served, Storage, StorageError, StorageKey},
+    storage::{ByteRange, ByteStream, ServeRequest, Served, Storage, StorageError, StorageKey},
 };
 
 /// Parse a `Range` header. Only a single `bytes=` range is honoured; any
@@ -50,30 +59,49 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
 pub enum Kind {
     /// A blob: the stored content type, ranges honoured.
     Blob,
-    /// A manifest by digest: always `media_type`, ranges ignored.
+    /// A manifest by digest: only an object stored as `media_type` (any
+    /// other is unknown), ranges ignored.
     Manifest { media_type: &'static str },
 }
 
-/// Answer a GET or HEAD for the object with `digest`.
+/// Answer a GET or HEAD for the object with `digest`: from `objects` if it
+/// is there, else from storage (a full GET of a small object fills
+/// `objects`).
 pub async fn serve(
     storage: &dyn Storage,
+    objects: &SmallObjects,
     digest: &Digest,
     kind: Kind,
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
-    let digest_text = digest.to_string();
     let not_found = || match kind {
-        Kind::Blob => RegistryError::blob_unknown(&digest_text),
-        Kind::Manifest { .. } => RegistryError::manifest_unknown(&digest_text),
+        Kind::Blob => RegistryError::blob_unknown(&digest.to_string()),
+        Kind::Manifest { .. } => RegistryError::manifest_unknown(&digest.to_string()),
     };
-    // A validated digest always makes a valid key; keep the mapping anyway.
-    let key = StorageKey::layer(digest.hex()).map_err(|_| not_found())?;
     let range = match kind {
         Kind::Blob => headers.get(header::RANGE).and_then(parse_range),
         Kind::Manifest { .. } => None,
     };
-    let served = match storage.serve(&key, &ServeRequest { range, head }).await {
+    let only_content_type = match kind {
+        Kind::Blob => None,
+        Kind::Manifest { media_type } => Some(media_type),
+    };
+    if let Some(object) = objects.get(digest.hex()) {
+        // Only a manifest is served as one, from memory as from storage.
+        if only_content_type.is_some_and(|required| object.content_type != required) {
+            return Err(not_found());
+        }
+        return from_memory(object, digest, kind, head, range);
+    }
+    // A validated digest always makes a valid key; keep the mapping anyway.
+    let key = StorageKey::layer(digest.hex()).map_err(|_| not_found())?;
+    let request = ServeRequest {
+        range,
+        head,
+        only_content_type,
+    };
+    let served = match storage.serve(&key, &request).await {
         Ok(served) => served,
         Err(StorageError::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),
@@ -83,14 +111,20 @@ pub async fn serve(
             let location = HeaderValue::try_from(location).map_err(RegistryError::internal)?;
             Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
         }
-        Served::RangeNotSatisfiable { total_len } => {
-            let mut response = RegistryError::range_not_satisfiable(total_len).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{total_len}"))
-                    .map_err(RegistryError::internal)?,
-            );
-            Ok(response)
+        Served::RangeNotSatisfiable { total_len } => range_not_satisfiable(total_len),
+        Served::Content {
+            body: Some(body),
+            total_len,
+            range: None,
+            content_type,
+        } if total_len <= MAX_OBJECT_LEN => {
+            let bytes = read_small(body, total_len)
+                .await
+                .map_err(|source| StorageError::Io { key, source })?;
+            let content_type =
+                HeaderValue::try_from(content_type).map_err(RegistryError::internal)?;
+            let object = objects.insert(digest.hex(), bytes, content_type);
+            from_memory(object, digest, kind, head, None)
         }
         Served::Content {
             body,
@@ -98,39 +132,103 @@ pub async fn serve(
             range,
             content_type,
         } => {
-            let content_type = match kind {
-                Kind::Blob => content_type,
-                Kind::Manifest { media_type } => media_type.to_owned(),
-            };
-            let (status, length) = match range {
-                Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
-                None => (StatusCode::OK, total_len),
-            };
-            let mut builder = Response::builder()
-                .status(status)
-                .header(header::CONTENT_TYPE, content_type)
-                .header(header::CONTENT_LENGTH, length)
-                .header(DOCKER_CONTENT_DIGEST, &digest_text)
-                .header(header::ETAG, format!("\"{digest_text}\""));
-            if kind == Kind::Blob {
-                builder = builder.header(header::ACCEPT_RANGES, "bytes");
-            }
-            if let Some((start, end)) = range {
-                builder = builder.header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{total_len}"),
-                );
-            }
+            let content_type =
+                HeaderValue::try_from(content_type).map_err(RegistryError::internal)?;
             let body = body.map_or_else(Body::empty, Body::from_stream);
-            builder.body(body).map_err(RegistryError::internal)
+            content_response(digest, kind, content_type, total_len, range, body)
         }
     }
+}
+
+/// Read a small object's whole body (at most `len` bytes are kept).
+async fn read_small(mut body: ByteStream, len: u64) -> std::io::Result<Bytes> {
+    let mut bytes = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk?);
+    }
+    Ok(bytes.freeze())
+}
+
+/// Answer from an object held in memory, resolving `range` against it.
+fn from_memory(
+    object: CachedObject,
+    digest: &Digest,
+    kind: Kind,
+    head: bool,
+    range: Option<ByteRange>,
+) -> Result<Response, RegistryError> {
+    let total_len = object.bytes.len() as u64;
+    let range = match range {
+        None => None,
+        Some(range) => match range.resolve(total_len) {
+            Some(resolved) => Some(resolved),
+            None => return range_not_satisfiable(total_len),
+        },
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        match range {
+            // Both ends lie within the object, which fits in memory.
+            Some((start, end)) => Body::from(object.bytes.slice(start as usize..=end as usize)),
+            None => Body::from(object.bytes),
+        }
+    };
+    content_response(digest, kind, object.content_type, total_len, range, body)
+}
+
+/// 416 with the `Content-Range` naming the length.
+fn range_not_satisfiable(total_len: u64) -> Result<Response, RegistryError> {
+    let mut response = RegistryError::range_not_satisfiable(total_len).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes */{total_len}")).map_err(RegistryError::internal)?,
+    );
+    Ok(response)
+}
+
+/// 200 or 206 with the registry headers. `range` is the resolved inclusive
+/// range if one is served; `body` holds exactly those bytes (nothing for
+/// HEAD).
+fn content_response(
+    digest: &Digest,
+    kind: Kind,
+    content_type: HeaderValue,
+    total_len: u64,
+    range: Option<(u64, u64)>,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let content_type = match kind {
+        Kind::Blob => content_type,
+        Kind::Manifest { media_type } => HeaderValue::from_static(media_type),
+    };
+    let (status, length) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
+        None => (StatusCode::OK, total_len),
+    };
+    let digest_text = digest.to_string();
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::ETAG, format!("\"{digest_text}\""))
+        .header(DOCKER_CONTENT_DIGEST, digest_text);
+    if kind == Kind::Blob {
+        builder = builder.header(header::ACCEPT_RANGES, "bytes");
+    }
+    if let Some((start, end)) = range {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{total_len}"),
+        );
+    }
+    builder.body(body).map_err(RegistryError::internal)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{ByteStream, Persisted};
+    use crate::storage::Persisted;
     use async_trait::async_trait;
 
     /// A backend that, like GCS, answers every request with a redirect.
@@ -172,9 +270,17 @@ mod tests {
                 media_type: "application/x",
             },
         ] {
-            let r = serve(&Redirecting, &digest, kind, false, &HeaderMap::new())
-                .await
-                .unwrap();
+            let objects = SmallObjects::default();
+            let r = serve(
+                &Redirecting,
+                &objects,
+                &digest,
+                kind,
+                false,
+                &HeaderMap::new(),
+            )
+            .await
+            .unwrap();
             assert_eq!(r.status(), StatusCode::SEE_OTHER);
             assert_eq!(
                 r.headers()[header::LOCATION],

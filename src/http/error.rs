@@ -23,16 +23,25 @@ pub enum ErrorCode {
     DigestInvalid,
     /// The manifest is not known (or could not be built from the name).
     ManifestUnknown,
+    /// The image exists in principle but is refused (unfree, insecure,
+    /// broken or unavailable packages).
+    Denied,
     /// The repository name breaks the name grammar.
     NameInvalid,
     /// The tag breaks the tag grammar.
     TagInvalid,
     /// The requested byte range lies outside the blob.
     RangeInvalid,
+    /// The `n` parameter of a tags list is not a non-negative number.
+    PaginationNumberInvalid,
     /// The method or endpoint is not offered by this pull-only registry.
     Unsupported,
     /// Storing the built image failed.
     ManifestUpload,
+    /// Too many images are waiting to be built; retry later.
+    TooManyRequests,
+    /// The storage backend is failing; retry later.
+    Unavailable,
     /// Anything else; details are in the logs.
     Unknown,
 }
@@ -44,11 +53,15 @@ impl ErrorCode {
             Self::BlobUnknown => "BLOB_UNKNOWN",
             Self::DigestInvalid => "DIGEST_INVALID",
             Self::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Self::Denied => "DENIED",
             Self::NameInvalid => "NAME_INVALID",
             Self::TagInvalid => "TAG_INVALID",
             Self::RangeInvalid => "RANGE_INVALID",
+            Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unsupported => "UNSUPPORTED",
             Self::ManifestUpload => "MANIFEST_UPLOAD",
+            Self::TooManyRequests => "TOOMANYREQUESTS",
+            Self::Unavailable => "UNAVAILABLE",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -65,7 +78,14 @@ pub struct RegistryError {
     pub message: String,
     /// Detail for the logs only (internal failures).
     detail: Option<String>,
+    /// Seconds sent in `Retry-After`, for errors a client should retry.
+    pub retry_after: Option<u64>,
 }
+
+/// `Retry-After` seconds of a 429 (build queue full) or 503 (storage
+/// failing): long enough for a slot to free or a brown-out to pass, short
+/// enough that a kubelet's back-off does not stretch much beyond it.
+pub const RETRY_AFTER_SECS: u64 = 10;
 
 impl RegistryError {
     /// An error with a status, code and client-facing message.
@@ -75,6 +95,7 @@ impl RegistryError {
             code,
             message: message.into(),
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -110,8 +131,8 @@ impl RegistryError {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorCode::Unsupported,
-            "no such endpoint: this registry serves /v2/<name>/manifests/<reference> \
-             and /v2/<name>/blobs/<digest>",
+            "no such endpoint: this registry serves /v2/<name>/manifests/<reference>, \
+             /v2/<name>/blobs/<digest> and /v2/<name>/tags/list",
         )
     }
 
@@ -152,12 +173,16 @@ impl From<BuildError> for RegistryError {
     fn from(e: BuildError) -> Self {
         let detail = error_chain(&e);
         let error = match e.root() {
-            root @ BuildError::PackagesNotFound(_) => {
-                return Self::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::ManifestUnknown,
-                    root.to_string(),
-                );
+            root @ BuildError::PackagesRefused(refusals) => {
+                // 404 when every refused package is simply not there
+                // (missing, not a package, removed); 403 when the package
+                // set refuses an existing one.
+                let (status, code) = if refusals.iter().all(|r| r.reason.is_absent()) {
+                    (StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown)
+                } else {
+                    (StatusCode::FORBIDDEN, ErrorCode::Denied)
+                };
+                return Self::new(status, code, root.to_string());
             }
             root @ BuildError::Source(
                 ResolveError::UnknownRef(_) | ResolveError::UnknownChannel(_),
@@ -180,7 +205,10 @@ impl From<BuildError> for RegistryError {
                     "image building is not available on this server",
                 );
             }
-            BuildError::NixFailed(_) | BuildError::Layers(_) | BuildError::Shared(_) => Self::new(
+            BuildError::NixFailed(_)
+            | BuildError::Layers(_)
+            | BuildError::Crashed(_)
+            | BuildError::Shared(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::Unknown,
                 "the image build failed; the status page lists recent build errors",
@@ -188,8 +216,24 @@ impl From<BuildError> for RegistryError {
             BuildError::Storage(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::ManifestUpload,
-                "storing the built image failed, try again later",
+                "storing the built image failed; the status page lists recent build errors",
             ),
+            BuildError::Busy(_) => Self {
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    "too many images are being built; try again later",
+                )
+            },
+            BuildError::Lookup(_) => Self {
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "the storage backend is failing; no build was started, try again later",
+                )
+            },
         };
         Self {
             detail: Some(detail),
@@ -239,15 +283,20 @@ struct Entry<'a> {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         if let Some(detail) = &self.detail {
-            tracing::error!(error = %detail, code = self.code.as_str(), "request failed");
+            tracing::error!(error = %crate::redact::redact(detail), code = self.code.as_str(), "request failed");
         }
         let body = Body {
             errors: [Entry {
                 code: self.code.as_str(),
-                message: &self.message,
+                message: &crate::redact::redact(&self.message),
             }],
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response
                 .headers_mut()
@@ -269,14 +318,39 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
+    fn refusal(package: &str, reason: crate::nix::RefusalReason) -> crate::nix::Refusal {
+        crate::nix::Refusal {
+            package: package.into(),
+            reason,
+            system: "x86_64-linux".into(),
+            message: None,
+        }
+    }
+
     #[tokio::test]
     async fn packages_not_found_is_404_manifest_unknown_naming_them() {
-        let e = BuildError::PackagesNotFound(vec!["nope".into(), "nada".into()]);
+        use crate::nix::RefusalReason::*;
+        let e = BuildError::PackagesRefused(vec![
+            refusal("nope", NotFound),
+            refusal("lib", NotADerivation),
+        ]);
         let (status, body) = body_of(e.into()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
         let msg = body["errors"][0]["message"].as_str().unwrap();
-        assert!(msg.contains("nope") && msg.contains("nada"), "{msg}");
+        assert!(msg.contains("'nope'") && msg.contains("'lib'"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn refused_existing_packages_are_403_denied_naming_package_and_reason() {
+        use crate::nix::RefusalReason::*;
+        let e =
+            BuildError::PackagesRefused(vec![refusal("nope", NotFound), refusal("rssh", Insecure)]);
+        let (status, body) = body_of(e.into()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        let msg = body["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("'rssh' is marked as insecure"), "{msg}");
     }
 
     #[tokio::test]

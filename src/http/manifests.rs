@@ -10,6 +10,7 @@ use super::{
     DOCKER_CONTENT_DIGEST,
     blobs::{self, Kind},
     error::RegistryError,
+    small_objects::SmallObjects,
 };
 use crate::{
     builder::ImageBuilder,
@@ -41,12 +42,14 @@ pub async fn by_tag(
 /// `layers/<hex>`, always with the manifest media type.
 pub async fn by_digest(
     storage: &dyn Storage,
+    objects: &SmallObjects,
     digest: &Digest,
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
     blobs::serve(
         storage,
+        objects,
         digest,
         Kind::Manifest {
             media_type: MANIFEST_MEDIA_TYPE,

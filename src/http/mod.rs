@@ -5,6 +5,7 @@
 //! - `GET`/`HEAD /v2/<name>/manifests/sha256:<hex>` serves `layers/<hex>`
 //!   as a manifest.
 //! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`].
+//! - `GET`/`HEAD /v2/<name>/tags/list` lists `latest` ([`tags`]).
 //! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
 //!   404 with a registry error body.
 //! - `GET`/`HEAD /` is the HTML status page ([`status`]).
@@ -19,7 +20,9 @@ pub mod blobs;
 pub mod error;
 pub mod manifests;
 pub mod path;
+pub mod small_objects;
 pub mod status;
+pub mod tags;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -41,6 +44,7 @@ use crate::{
     build_errors::BuildErrors, builder::ImageBuilder, metrics::Metrics, reference::Reference,
     status::StatusInfo, storage::Storage,
 };
+use small_objects::SmallObjects;
 
 /// Header naming the digest of the returned content.
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -64,6 +68,8 @@ pub struct AppState {
     pub build_errors: Arc<BuildErrors>,
     /// Counters exported at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Small content-addressed objects kept in memory.
+    pub objects: Arc<SmallObjects>,
 }
 
 impl AppState {
@@ -78,6 +84,7 @@ impl AppState {
             status: Arc::new(status),
             build_errors: Arc::new(BuildErrors::new()),
             metrics: Arc::new(Metrics::default()),
+            objects: Arc::new(SmallObjects::default()),
         }
     }
 
@@ -185,9 +192,11 @@ async fn registry(
     };
     match path::parse(uri.path())? {
         path::Endpoint::Version => Ok(axum::Json(serde_json::json!({})).into_response()),
+        path::Endpoint::TagsList { name } => tags::list(&name, uri.query()),
         path::Endpoint::Blob { digest, .. } => {
             blobs::serve(
                 state.storage.as_ref(),
+                &state.objects,
                 &digest,
                 blobs::Kind::Blob,
                 head,
@@ -202,6 +211,15 @@ async fn registry(
         path::Endpoint::Manifest {
             reference: Reference::Digest(digest),
             ..
-        } => manifests::by_digest(state.storage.as_ref(), &digest, head, &headers).await,
+        } => {
+            manifests::by_digest(
+                state.storage.as_ref(),
+                &state.objects,
+                &digest,
+                head,
+                &headers,
+            )
+            .await
+        }
     }
 }

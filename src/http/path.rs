@@ -27,6 +27,8 @@ pub enum Endpoint {
         name: RepositoryName,
         reference: Reference,
     },
+    /// `/v2/<name>/tags/list`.
+    TagsList { name: RepositoryName },
 }
 
 /// Decode one segment; `None` if it is not UTF-8.
@@ -51,7 +53,8 @@ pub fn parse(raw_path: &str) -> Result<Endpoint, RegistryError> {
         return Err(RegistryError::no_such_endpoint());
     };
     let kind = decode(kind).ok_or_else(RegistryError::no_such_endpoint)?;
-    if kind != "blobs" && kind != "manifests" {
+    let tags_list = kind == "tags" && decode(reference).as_deref() == Some("list");
+    if kind != "blobs" && kind != "manifests" && !tags_list {
         return Err(RegistryError::no_such_endpoint());
     }
     if name_segments.is_empty() {
@@ -69,7 +72,9 @@ pub fn parse(raw_path: &str) -> Result<Endpoint, RegistryError> {
         name.push_str(&decoded);
     }
     let name = RepositoryName::parse(&name)?;
-    if kind == "blobs" {
+    if tags_list {
+        Ok(Endpoint::TagsList { name })
+    } else if kind == "blobs" {
         let digest = decode(reference).ok_or(ReferenceError::Digest("not valid UTF-8"))?;
         Ok(Endpoint::Blob {
             name,
@@ -113,6 +118,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match parse("/v2/shell/git/tags/list").unwrap() {
+            Endpoint::TagsList { name } => assert_eq!(name.as_str(), "shell/git"),
+            other => panic!("{other:?}"),
+        }
+        // A repository may itself be called `tags`.
+        assert!(matches!(
+            parse("/v2/tags/tags/list").unwrap(),
+            Endpoint::TagsList { .. }
+        ));
         // An encoded colon is accepted: it is decoded after splitting.
         assert!(parse(&format!("/v2/a/manifests/sha256%3A{HEX}")).is_ok());
     }
@@ -137,7 +151,11 @@ mod tests {
             ("/v2/a/blobs/sha256:%ff", DigestInvalid),
             (&format!("/v2//blobs/sha256:{HEX}"), NameInvalid),
             (&format!("/v2/blobs/sha256:{HEX}"), NameInvalid),
-            ("/v2/a/tags/list", Unsupported),
+            ("/v2/../tags/list", NameInvalid),
+            ("/v2/%2e%2e/tags/list", NameInvalid),
+            ("/v2/tags/list", NameInvalid),
+            ("/v2/a/tags/other", Unsupported),
+            ("/v2/a/tags", Unsupported),
             ("/v2x", Unsupported),
         ];
         for (path, expected) in cases {

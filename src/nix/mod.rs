@@ -6,13 +6,18 @@
 //! directory and `nix-build` (from PATH) runs them; `NIXERY_PREPARE_IMAGE`
 //! names a wrapper program to run instead (`prepare-image/default.nix`
 //! builds one). Either way the process gets the same arguments
-//! (`--timeout`, `--argstr packages|srcType|srcArgs|system`), runs in its
-//! own process group, has its stderr logged line by line and is stopped
-//! with everything it started when the deadline passes or the caller stops
-//! waiting.
+//! (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree`),
+//! runs in its own process group, has its stderr logged line by line and is
+//! stopped with everything it started when the deadline passes or the
+//! caller stops waiting.
+//!
+//! Packages the package set refuses (not found, unfree, removed, ...) are
+//! decided during evaluation and come back as [`NixError::Refused`]; see
+//! [`refusal`].
 
 mod embedded;
-mod process;
+pub(crate) mod process;
+pub mod refusal;
 
 pub use embedded::content_hash as embedded_files_hash;
 
@@ -29,8 +34,10 @@ use tokio::process::Command;
 
 use crate::build_errors::BuildErrors;
 use crate::image::Image;
+use crate::layers::RuntimeGraph;
 use crate::source::PackageSource;
 use process::{ProcessGroup, Tail};
+pub use refusal::{Refusal, RefusalReason};
 
 /// Lines of Nix's stderr kept for error reports.
 pub const STDERR_TAIL_LINES: usize = 30;
@@ -46,9 +53,15 @@ const NIX_TIMEOUT_EXIT_CODE: i32 = 101;
 pub struct NixSettings {
     /// Where packages come from.
     pub source: PackageSource,
-    /// `NIX_TIMEOUT`: given to Nix as `--timeout` and enforced as the
-    /// deadline of the whole Nix process group.
+    /// `NIX_TIMEOUT`: given to Nix as `--timeout`, the longest one build
+    /// (one derivation) may run.
     pub timeout: Duration,
+    /// `NIXERY_NIX_DEADLINE`: the longest the whole Nix step of an image
+    /// (evaluation, downloads, builds) may take; then the process group is
+    /// stopped.
+    pub deadline: Duration,
+    /// `NIXERY_ALLOW_UNFREE`: let the package set evaluate unfree packages.
+    pub allow_unfree: bool,
     /// `NIXERY_PREPARE_IMAGE`: a wrapper program to run instead of
     /// `nix-build` with the embedded files.
     pub prepare_image: Option<PathBuf>,
@@ -67,14 +80,14 @@ pub struct SymlinkLayer {
 }
 
 /// What the Nix step produced for an image.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct PrepareResult {
-    /// The `runtimeGraph` JSON as Nix wrote it: `exportReferencesGraph.graph`
-    /// (top-level store paths) and `graph` (one entry per closure path with
-    /// `path`, `closureSize`, `references`, ...). Validated to have both;
-    /// deserialise it into `crate::layers::RuntimeGraph`.
-    pub runtime_graph: serde_json::Value,
+    /// The closure of the requested packages: the top-level store paths and
+    /// one entry per path of the closure.
+    #[serde(rename = "runtimeGraph")]
+    pub runtime_graph: RuntimeGraph,
     /// The symlink layer.
+    #[serde(rename = "symlinkLayer")]
     pub symlink_layer: SymlinkLayer,
 }
 
@@ -82,9 +95,10 @@ pub struct PrepareResult {
 /// no paths or Nix output (those are logged and kept in [`BuildErrors`]).
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
-    /// Some requested packages are not in the package set.
-    #[error("packages not found: {}", .0.join(", "))]
-    PackagesNotFound(Vec<String>),
+    /// The package set refuses some requested packages (decided during
+    /// evaluation; nothing was built).
+    #[error("{}", describe_refusals(.0))]
+    Refused(Vec<Refusal>),
     /// Evaluation or a build failed.
     #[error("the Nix build of image {image} failed")]
     BuildFailed {
@@ -93,7 +107,7 @@ pub enum NixError {
         /// The last lines of Nix's stderr.
         stderr_tail: String,
     },
-    /// The build did not finish in time.
+    /// A build or the whole Nix step did not finish in time.
     #[error("the Nix build of image {image} did not finish within {} seconds", .timeout.as_secs())]
     TimedOut {
         /// The image (`name:tag`).
@@ -122,6 +136,8 @@ pub struct NixRunner {
     leading_args: Vec<OsString>,
     source: PackageSource,
     timeout: Duration,
+    deadline: Duration,
+    allow_unfree: bool,
     build_errors: Arc<BuildErrors>,
     builds_started: AtomicU64,
     // Keeps the written Nix files alive as long as the runner.
@@ -170,6 +186,8 @@ impl NixRunner {
             leading_args,
             source,
             timeout: settings.timeout,
+            deadline: settings.deadline,
+            allow_unfree: settings.allow_unfree,
             build_errors,
             builds_started: AtomicU64::new(0),
             _files: files,
@@ -205,6 +223,7 @@ impl NixRunner {
             ("srcType", src_type.to_string()),
             ("srcArgs", src_args),
             ("system", image.arch.nix_system().to_string()),
+            ("allowUnfree", self.allow_unfree.to_string()),
         ] {
             args.push("--argstr".into());
             args.push(name.into());
@@ -235,8 +254,9 @@ impl NixRunner {
         let result = self.run(image, &label, src_type, src_args).await;
         if let Err(error) = &result {
             match error {
-                NixError::PackagesNotFound(missing) => {
-                    tracing::info!(image = %label, missing = ?missing, "packages not found");
+                NixError::Refused(refusals) => {
+                    let refused: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+                    tracing::info!(image = %label, refused = ?refused, "packages refused");
                 }
                 NixError::BuildFailed { stderr_tail, .. }
                 | NixError::TimedOut { stderr_tail, .. } => {
@@ -277,12 +297,15 @@ impl NixRunner {
         let mut group = ProcessGroup::new(child);
 
         let tail = Arc::new(Mutex::new(Tail::new(STDERR_TAIL_LINES)));
+        let markers = Arc::new(Mutex::new(refusal::Markers::default()));
         let stderr_task = stderr.map(|stderr| {
             let tail = tail.clone();
+            let markers = markers.clone();
             let label = label.to_string();
             tokio::spawn(async move {
                 let result = process::for_each_line(BufReader::new(stderr), |line| {
                     tracing::info!(image = %label, line = %line, "nix output");
+                    lock(&markers).offer(&line);
                     lock(&tail).push(line);
                 })
                 .await;
@@ -303,7 +326,7 @@ impl NixRunner {
             let (status, out) = tokio::join!(group.wait(), read_stdout);
             Ok::<_, std::io::Error>((status?, out?))
         };
-        let outcome = tokio::time::timeout(self.timeout, work).await;
+        let outcome = tokio::time::timeout(self.deadline, work).await;
 
         let timed_out = outcome.is_err();
         if timed_out {
@@ -320,7 +343,7 @@ impl NixRunner {
             Err(_) => {
                 return Err(NixError::TimedOut {
                     image: label.to_string(),
-                    timeout: self.timeout,
+                    timeout: self.deadline,
                     stderr_tail,
                 });
             }
@@ -329,6 +352,10 @@ impl NixRunner {
         };
 
         if !status.success() {
+            let refused = refusal::refusals(&lock(&markers), &stderr_tail, image.arch.nix_system());
+            if !refused.is_empty() {
+                return Err(NixError::Refused(refused));
+            }
             let nix_timed_out = status.code() == Some(NIX_TIMEOUT_EXIT_CODE)
                 || lock(&tail).contains("timed out after");
             return Err(if nix_timed_out {
@@ -386,62 +413,27 @@ fn last_line(stdout: &[u8]) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The JSON that prepare-image.nix writes.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawResult {
-    NotFound {
-        error: String,
-        pkgs: Vec<String>,
-    },
-    Built {
-        #[serde(rename = "runtimeGraph")]
-        runtime_graph: serde_json::Value,
-        #[serde(rename = "symlinkLayer")]
-        symlink_layer: SymlinkLayer,
-    },
+/// The refusals as one message for clients: each package and why, joined
+/// by "; ".
+pub fn describe_refusals(refusals: &[Refusal]) -> String {
+    let parts: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+    parts.join("; ")
 }
 
 /// Parse and check the result file of prepare-image.nix.
 fn parse_result(bytes: &[u8]) -> Result<PrepareResult, NixError> {
-    let raw: RawResult = serde_json::from_slice(bytes)
+    let result: PrepareResult = serde_json::from_slice(bytes)
         .map_err(|e| NixError::BadResult(format!("result is not the expected JSON: {e}")))?;
-    match raw {
-        RawResult::NotFound { error, pkgs } if error == "not_found" => {
-            Err(NixError::PackagesNotFound(pkgs))
-        }
-        RawResult::NotFound { error, .. } => {
-            Err(NixError::BadResult(format!("unknown error kind {error:?}")))
-        }
-        RawResult::Built {
-            runtime_graph,
-            symlink_layer,
-        } => {
-            let has_top_level = runtime_graph
-                .pointer("/exportReferencesGraph/graph")
-                .is_some_and(serde_json::Value::is_array);
-            let has_graph = runtime_graph
-                .get("graph")
-                .is_some_and(serde_json::Value::is_array);
-            if !has_top_level || !has_graph {
-                return Err(NixError::BadResult(
-                    "runtime graph lacks exportReferencesGraph.graph or graph".into(),
-                ));
-            }
-            let hash_ok = symlink_layer.tar_hash.len() == 64
-                && symlink_layer
-                    .tar_hash
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-            if !hash_ok || !symlink_layer.path.is_absolute() {
-                return Err(NixError::BadResult("malformed symlink layer".into()));
-            }
-            Ok(PrepareResult {
-                runtime_graph,
-                symlink_layer,
-            })
-        }
+    let layer = &result.symlink_layer;
+    let hash_ok = layer.tar_hash.len() == 64
+        && layer
+            .tar_hash
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hash_ok || !layer.path.is_absolute() {
+        return Err(NixError::BadResult("malformed symlink layer".into()));
     }
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -449,15 +441,6 @@ mod tests {
     use super::*;
 
     const HASH: &str = "a07d9188738b39352af845703290564df550048d790e8824e2a0241eed3286db";
-
-    #[test]
-    fn not_found_result_names_the_packages() {
-        let err = parse_result(br#"{"error":"not_found","pkgs":["nope","x\"y"]}"#).unwrap_err();
-        match err {
-            NixError::PackagesNotFound(pkgs) => assert_eq!(pkgs, ["nope", "x\"y"]),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 
     #[test]
     fn built_result_is_parsed() {
@@ -468,14 +451,14 @@ mod tests {
         let result = parse_result(json.as_bytes()).unwrap();
         assert_eq!(result.symlink_layer.size, 10240);
         assert_eq!(result.symlink_layer.tar_hash, HASH);
-        assert_eq!(result.runtime_graph["graph"][0]["closureSize"], 1);
+        assert_eq!(result.runtime_graph.graph[0].closure_size, 1);
     }
 
     #[test]
     fn malformed_results_are_bad_results() {
         for json in [
             "not json".to_string(),
-            r#"{"error":"other","pkgs":[]}"#.to_string(),
+            r#"{"error":"not_found","pkgs":[]}"#.to_string(),
             format!(r#"{{"runtimeGraph":{{"graph":[]}},"symlinkLayer":{{"size":1,"tarHash":"{HASH}","path":"/x"}}}}"#),
             r#"{"runtimeGraph":{"exportReferencesGraph":{"graph":[]},"graph":[]},"symlinkLayer":{"size":1,"tarHash":"zz","path":"/x"}}"#.to_string(),
             format!(r#"{{"runtimeGraph":{{"exportReferencesGraph":{{"graph":[]}},"graph":[]}},"symlinkLayer":{{"size":1,"tarHash":"{HASH}","path":"x"}}}}"#),
@@ -512,9 +495,15 @@ mod tests {
             err.to_string(),
             "the Nix build of image sleepy:latest did not finish within 3 seconds"
         );
+        let refusal = |package: &str| Refusal {
+            package: package.into(),
+            reason: RefusalReason::NotFound,
+            system: "x86_64-linux".into(),
+            message: None,
+        };
         assert_eq!(
-            NixError::PackagesNotFound(vec!["a".into(), "b".into()]).to_string(),
-            "packages not found: a, b"
+            NixError::Refused(vec![refusal("a"), refusal("b")]).to_string(),
+            "package 'a' is not in the package set; package 'b' is not in the package set"
         );
     }
 
@@ -524,6 +513,8 @@ mod tests {
             NixSettings {
                 source: PackageSource::Git("file:///srv/pkgs".into()),
                 timeout: Duration::from_secs(7),
+                deadline: Duration::from_secs(70),
+                allow_unfree: false,
                 prepare_image: Some(PathBuf::from("/bin/wrapper")),
             },
             Arc::new(BuildErrors::new()),
@@ -563,7 +554,10 @@ mod tests {
                 "<srcArgs>",
                 "--argstr",
                 "system",
-                "aarch64-linux"
+                "aarch64-linux",
+                "--argstr",
+                "allowUnfree",
+                "false"
             ]
         );
     }

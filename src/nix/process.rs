@@ -1,11 +1,16 @@
 //! Running one Nix process: its own process group (so that everything it
 //! starts can be stopped together), bounded reading of its output, and
 //! clean-up when the deadline passes or the caller gives up.
+//!
+//! Every live group is also in a process-wide registry, so that shutdown
+//! can stop them all ([`stop_all`]) before the process exits: build tasks
+//! are dropped when the runtime stops, too late for their own clean-up.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::process::Child;
@@ -31,6 +36,9 @@ impl ProcessGroup {
     /// `process_group(0)`.
     pub fn new(child: Child) -> ProcessGroup {
         let pgid = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok());
+        if let Some(pgid) = pgid {
+            live_groups().insert(pgid);
+        }
         ProcessGroup {
             child: Some(child),
             pgid,
@@ -46,6 +54,7 @@ impl ProcessGroup {
             .ok_or_else(|| io::Error::other("process already reaped"))?;
         let status = child.wait().await?;
         self.finished = true;
+        forget_group(self.pgid);
         Ok(status)
     }
 
@@ -67,6 +76,7 @@ impl ProcessGroup {
         // Anything left in the group after its leader exited.
         signal_group(self.pgid, libc::SIGKILL);
         self.finished = true;
+        forget_group(self.pgid);
     }
 }
 
@@ -90,10 +100,64 @@ impl Drop for ProcessGroup {
                         signal_group(pgid, libc::SIGKILL);
                         let _ = child.wait().await;
                     }
+                    forget_group(pgid);
                 });
             }
-            _ => signal_group(pgid, libc::SIGKILL),
+            _ => {
+                signal_group(pgid, libc::SIGKILL);
+                forget_group(pgid);
+            }
         }
+    }
+}
+
+/// The process groups started and not yet reaped.
+fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<libc::pid_t>> {
+    static LIVE: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
+    // The set stays consistent even if a holder panicked.
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn forget_group(pgid: Option<libc::pid_t>) {
+    if let Some(pgid) = pgid {
+        live_groups().remove(&pgid);
+    }
+}
+
+/// Number of Nix process groups running now.
+pub fn running_groups() -> usize {
+    live_groups().len()
+}
+
+/// Stop every running process group: SIGTERM (Nix stops its builds), then
+/// SIGKILL for any still running after `grace`. Returns once every group
+/// has been reaped by its owner or, after the SIGKILL, at most one more
+/// second later. Call it on a runtime that still drives the build tasks
+/// (they reap their children).
+pub async fn stop_all(grace: Duration) {
+    let groups: Vec<libc::pid_t> = live_groups().iter().copied().collect();
+    if groups.is_empty() {
+        return;
+    }
+    tracing::info!(groups = groups.len(), "stopping Nix before exit");
+    for &pgid in &groups {
+        signal_group(Some(pgid), libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while running_groups() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<libc::pid_t> = live_groups().iter().copied().collect();
+    if left.is_empty() {
+        return;
+    }
+    tracing::warn!(groups = left.len(), "Nix did not stop in time, killing it");
+    for &pgid in &left {
+        signal_group(Some(pgid), libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while running_groups() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! Layout: the object of key `<prefix>/<name>` is the file
 //! `<root>/<prefix>/<name>`; its content type is kept in a JSON sidecar
-//! `<root>/<prefix>/.meta~<name>` (no extended attributes, which tmpfs and
-//! some overlay filesystems reject). Files being written are
+//! `<root>/<prefix>/.meta~<name>` and, where the filesystem supports user
+//! extended attributes, also in the attribute `user.mime_type` of the file,
+//! where upstream Nixery keeps it (and which it needs to serve a blob).
+//! Reading prefers a non-empty attribute, then the sidecar, so a directory
+//! written by either server is served by the other. Files being written are
 //! `<root>/<prefix>/.tmp~<random>`. Key names never start with `.` nor
 //! contain `~`, so neither kind of helper file can be reached through a key.
 //!
@@ -12,28 +15,31 @@
 //! renames the sidecar, fsyncs the directory, renames the object and fsyncs
 //! the directory again. An object therefore appears under its key only when
 //! complete, and a visible object always has its sidecar. A crash leaves at
-//! most a `.tmp~` file (removed by [`FilesystemStorage::new`] at start-up) or
-//! a sidecar without object (harmless: the next persist replaces it). A
-//! `persist` future that is dropped mid-write removes its temporary file.
+//! most a `.tmp~<pid>-` file (removed at start-up and by
+//! [`Storage::clean_staging`] once its process is gone or it is an hour
+//! old) or a sidecar without object (harmless: the next persist replaces
+//! it). A `persist` future that is dropped mid-write removes its temporary
+//! file. Blobs ([`Storage::persist_blob`]) are written to a temporary file
+//! in `layers/` and renamed to their digest: they need no staging object.
 //!
 //! Two concurrent `persist` calls on one key with different content types
 //! may leave the content type of one with the bytes of the other; callers
 //! serialise uploads per key (and layer keys are content addressed).
 
 use std::{
-    io::{self, SeekFrom},
+    io,
     path::{Path, PathBuf},
 };
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::{
-    BUILDS_PREFIX, ByteRange, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted,
-    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
+    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, STAGING_PREFIX,
+    ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -42,6 +48,10 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const TEMP_PREFIX: &str = ".tmp~";
 /// File name prefix of content type sidecars.
 const META_PREFIX: &str = ".meta~";
+/// Extended attribute holding the content type, as upstream Nixery names it.
+pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
+/// Longest content type read from the extended attribute.
+const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
 const PREFIXES: [&str; 4] = [
     LAYERS_PREFIX,
@@ -73,7 +83,8 @@ struct Meta {
 
 impl FilesystemStorage {
     /// Use `root`, creating it and its prefix directories if needed and
-    /// removing temporary files left by a crash.
+    /// removing what crashed uploads left (see [`Self::sweep`]). Blocking:
+    /// call it from a blocking context.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, InitError> {
         let root = root.into();
         for prefix in PREFIXES {
@@ -82,25 +93,134 @@ impl FilesystemStorage {
                 path: dir.clone(),
                 source,
             })?;
-            let entries = std::fs::read_dir(&dir).map_err(|source| InitError {
-                path: dir.clone(),
+        }
+        let storage = Self { root };
+        storage
+            .sweep(staging::STAGING_MAX_AGE)
+            .map_err(|source| InitError {
+                path: storage.root.clone(),
                 source,
             })?;
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                    let path = entry.path();
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {
-                            tracing::info!(path = %path.display(), "removed stale temporary file")
+        Ok(storage)
+    }
+
+    /// Remove temporary files and staged objects whose owner process is
+    /// gone or that are older than `max_age` (by modification time for
+    /// temporary files, which a live upload keeps touching; by the time in
+    /// the name for staged objects). Blocking. Returns how many went.
+    fn sweep(&self, max_age: std::time::Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        for prefix in PREFIXES {
+            let dir = self.root.join(prefix);
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                let stale = if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
+                    let owner_alive = rest
+                        .split('-')
+                        .next()
+                        .and_then(|pid| pid.parse().ok())
+                        .is_some_and(staging::process_alive);
+                    let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                    !owner_alive || modified.is_some_and(|t| staging::is_stale(t, max_age))
+                } else if prefix == STAGING_PREFIX && !name.starts_with('.') {
+                    match staging::parse_name(&name) {
+                        Some((pid, created)) => {
+                            !staging::process_alive(pid) || staging::is_stale(created, max_age)
                         }
-                        Err(error) => {
-                            tracing::warn!(path = %path.display(), error = %error, "cannot remove stale temporary file")
+                        // Not a name this server gives: only its age counts.
+                        None => entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|t| staging::is_stale(t, max_age)),
+                    }
+                } else {
+                    false
+                };
+                if !stale {
+                    continue;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        removed += 1;
+                        tracing::info!(path = %path.display(), "removed stale upload file");
+                        if !name.starts_with('.') {
+                            let _ = std::fs::remove_file(dir.join(format!("{META_PREFIX}{name}")));
                         }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), error = %error, "cannot remove stale upload file")
                     }
                 }
             }
         }
-        Ok(Self { root })
+        Ok(removed)
+    }
+
+    /// Stream `body` into a temporary file in `dir` while hashing it, then
+    /// make it visible under `key`, or under `layers/<sha256>` when `key` is
+    /// `None` (`dir` must then be the layers directory). See the module
+    /// documentation for the order of writes, renames and syncs.
+    async fn write(
+        &self,
+        dir: &Path,
+        key: Option<&StorageKey>,
+        content_type: &str,
+        mut body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        // Until the digest is known, errors name the upload.
+        let upload = StorageKey(format!("{STAGING_PREFIX}/{}", staging::unique_name()));
+        let io_err = |source: io::Error| StorageError::Io {
+            key: key.unwrap_or(&upload).clone(),
+            source,
+        };
+        let (mut file, temp) = temp_file_in(dir).await.map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(io_err)?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io_err)?;
+        }
+        file.flush().await.map_err(io_err)?;
+        // The attribute is set on the temporary file, so it travels with the
+        // rename; then the data is synced.
+        let file = file.into_std().await;
+        let content_type_owned = content_type.to_owned();
+        tokio::task::spawn_blocking(move || {
+            write_content_type_xattr(&file, &content_type_owned);
+            file.sync_all()
+        })
+        .await
+        .map_err(|e| io_err(io::Error::other(e)))?
+        .map_err(io_err)?;
+        let sha256 = hex::encode(hasher.finalize());
+        let key = match key {
+            Some(key) => key.clone(),
+            None => StorageKey::layer(&sha256).map_err(|e| io_err(io::Error::other(e)))?,
+        };
+
+        let meta = serde_json::to_vec(&Meta {
+            content_type: content_type.to_owned(),
+        })
+        .map_err(|e| io_err(io::Error::other(e)))?;
+        let (mut meta_file, meta_temp) = temp_file_in(dir).await.map_err(io_err)?;
+        meta_file.write_all(&meta).await.map_err(io_err)?;
+        meta_file.flush().await.map_err(io_err)?;
+        meta_file.sync_all().await.map_err(io_err)?;
+        drop(meta_file);
+        commit(meta_temp, &self.meta_path(&key))
+            .await
+            .map_err(io_err)?;
+        sync_dir(dir).await.map_err(io_err)?;
+
+        commit(temp, &self.object_path(&key))
+            .await
+            .map_err(io_err)?;
+        sync_dir(dir).await.map_err(io_err)?;
+        Ok(Persisted { sha256, size })
     }
 
     /// The root directory.
@@ -125,6 +245,14 @@ impl FilesystemStorage {
     }
 
     async fn content_type(&self, key: &StorageKey) -> String {
+        let path = self.object_path(key);
+        let from_xattr = tokio::task::spawn_blocking(move || read_content_type_xattr(&path))
+            .await
+            .ok()
+            .flatten();
+        if let Some(content_type) = from_xattr {
+            return content_type;
+        }
         match tokio::fs::read(self.meta_path(key)).await {
             Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
                 .map(|m| m.content_type)
@@ -133,8 +261,9 @@ impl FilesystemStorage {
         }
     }
 
-    /// Open the object as a regular file with its length.
-    async fn open(&self, key: &StorageKey) -> Result<(tokio::fs::File, u64), StorageError> {
+    /// Open the object as a regular file with its length (one hop to the
+    /// blocking pool for both).
+    async fn open(&self, key: &StorageKey) -> Result<(std::fs::File, u64), StorageError> {
         let io_err = |source: io::Error| {
             if source.kind() == io::ErrorKind::NotFound {
                 StorageError::NotFound(key.clone())
@@ -145,10 +274,15 @@ impl FilesystemStorage {
                 }
             }
         };
-        let file = tokio::fs::File::open(self.object_path(key))
-            .await
-            .map_err(io_err)?;
-        let meta = file.metadata().await.map_err(io_err)?;
+        let path = self.object_path(key);
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let meta = file.metadata()?;
+            Ok::<_, io::Error>((file, meta))
+        })
+        .await
+        .map_err(|join_error| io_err(io::Error::other(join_error)))?;
+        let (file, meta) = opened.map_err(io_err)?;
         if !meta.is_file() {
             return Err(StorageError::NotFound(key.clone()));
         }
@@ -156,14 +290,43 @@ impl FilesystemStorage {
     }
 }
 
-/// A temporary file in `dir` that is deleted when dropped unless renamed.
-fn temp_file_in(dir: &Path) -> io::Result<(tokio::fs::File, tempfile::TempPath)> {
+/// The content type in the object's `user.mime_type` attribute, if it is
+/// set, non-empty, short and UTF-8 (upstream sets it empty on build records).
+fn read_content_type_xattr(path: &Path) -> Option<String> {
+    let value = xattr::get(path, CONTENT_TYPE_XATTR).ok().flatten()?;
+    if value.is_empty() || value.len() > MAX_XATTR_LEN {
+        return None;
+    }
+    let text = String::from_utf8(value).ok()?;
+    // A header value cannot hold control characters.
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+/// Set `user.mime_type` on `file` for upstream Nixery. Filesystems without
+/// user attributes (tmpfs before Linux 6.6, some overlays) refuse it; the
+/// sidecar still records the type, so a failure is only logged.
+fn write_content_type_xattr(file: &std::fs::File, content_type: &str) {
+    use xattr::FileExt as _;
+    if let Err(error) = file.set_xattr(CONTENT_TYPE_XATTR, content_type.as_bytes()) {
+        tracing::debug!(error = %error, "content type not stored as an extended attribute");
+    }
+}
+
+/// A temporary file in `dir`, named after this process (so that clean-up
+/// can tell a live upload from a crashed one), deleted when dropped unless
+/// renamed. Created off the async workers.
+async fn temp_file_in(dir: &Path) -> io::Result<(tokio::fs::File, tempfile::TempPath)> {
     use std::os::unix::fs::PermissionsExt;
-    let (file, path) = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)?
-        .into_parts();
+    let dir = dir.to_path_buf();
+    let (file, path) = tokio::task::spawn_blocking(move || {
+        tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map(tempfile::NamedTempFile::into_parts)
+    })
+    .await
+    .map_err(io::Error::other)??;
     Ok((tokio::fs::File::from_std(file), path))
 }
 
@@ -180,21 +343,6 @@ async fn commit(temp: tempfile::TempPath, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Resolve a client's range against an object of `len` bytes: the inclusive
-/// `(start, end)` to send, or `None` when the range is unsatisfiable.
-fn resolve_range(range: ByteRange, len: u64) -> Option<(u64, u64)> {
-    match range {
-        ByteRange::From { start, end } => {
-            if start >= len {
-                return None;
-            }
-            let end = end.map_or(len - 1, |e| e.min(len - 1));
-            (end >= start).then_some((start, end))
-        }
-        ByteRange::Suffix(n) => (n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1)),
-    }
-}
-
 #[async_trait]
 impl Storage for FilesystemStorage {
     fn name(&self) -> &'static str {
@@ -205,51 +353,38 @@ impl Storage for FilesystemStorage {
         &self,
         key: &StorageKey,
         content_type: &str,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<Persisted, StorageError> {
-        let io_err = |source: io::Error| StorageError::Io {
-            key: key.clone(),
-            source,
-        };
-        let dir = self.dir_of(key);
-        let (mut file, temp) = temp_file_in(&dir).map_err(io_err)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(io_err)?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(io_err)?;
-        }
-        file.flush().await.map_err(io_err)?;
-        file.sync_all().await.map_err(io_err)?;
-        drop(file);
-
-        let meta = serde_json::to_vec(&Meta {
-            content_type: content_type.to_owned(),
-        })
-        .map_err(|e| io_err(io::Error::other(e)))?;
-        let (mut meta_file, meta_temp) = temp_file_in(&dir).map_err(io_err)?;
-        meta_file.write_all(&meta).await.map_err(io_err)?;
-        meta_file.flush().await.map_err(io_err)?;
-        meta_file.sync_all().await.map_err(io_err)?;
-        drop(meta_file);
-        commit(meta_temp, &self.meta_path(key))
+        self.write(&self.dir_of(key), Some(key), content_type, body)
             .await
-            .map_err(io_err)?;
-        sync_dir(&dir).await.map_err(io_err)?;
+    }
 
-        commit(temp, &self.object_path(key)).await.map_err(io_err)?;
-        sync_dir(&dir).await.map_err(io_err)?;
-        Ok(Persisted {
-            sha256: hex::encode(hasher.finalize()),
-            size,
+    /// Written to a temporary file in `layers/` and renamed to its digest:
+    /// no staging object, nothing to move.
+    async fn persist_blob(
+        &self,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let dir = self.root.join(LAYERS_PREFIX);
+        self.write(&dir, None, content_type, body).await
+    }
+
+    async fn clean_staging(&self, max_age: std::time::Duration) -> Result<usize, StorageError> {
+        let this = self.clone();
+        let swept = tokio::task::spawn_blocking(move || this.sweep(max_age))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|result| result);
+        swept.map_err(|source| StorageError::Io {
+            key: StorageKey(STAGING_PREFIX.to_owned()),
+            source,
         })
     }
 
     async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
         let (file, _) = self.open(key).await?;
-        Ok(Box::pin(ReaderStream::new(file)))
+        Ok(Box::pin(ReaderStream::new(tokio::fs::File::from_std(file))))
     }
 
     async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
@@ -287,11 +422,17 @@ impl Storage for FilesystemStorage {
         key: &StorageKey,
         request: &ServeRequest,
     ) -> Result<Served, StorageError> {
-        let (mut file, total_len) = self.open(key).await?;
+        let (file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
+        if request
+            .only_content_type
+            .is_some_and(|required| required != content_type)
+        {
+            return Err(StorageError::NotFound(key.clone()));
+        }
         let range = match request.range {
             None => None,
-            Some(r) => match resolve_range(r, total_len) {
+            Some(r) => match r.resolve(total_len) {
                 Some(resolved) => Some(resolved),
                 None => return Ok(Served::RangeNotSatisfiable { total_len }),
             },
@@ -299,19 +440,9 @@ impl Storage for FilesystemStorage {
         let body = if request.head {
             None
         } else {
-            let stream: ByteStream = match range {
-                None => Box::pin(ReaderStream::new(file)),
-                Some((start, end)) => {
-                    file.seek(SeekFrom::Start(start))
-                        .await
-                        .map_err(|source| StorageError::Io {
-                            key: key.clone(),
-                            source,
-                        })?;
-                    Box::pin(ReaderStream::new(file.take(end - start + 1)))
-                }
-            };
-            Some(stream)
+            let (start, end) = range.unwrap_or((0, total_len.saturating_sub(1)));
+            let len = if total_len == 0 { 0 } else { end - start + 1 };
+            Some(file_body::stream_region(file, start, len))
         };
         Ok(Served::Content {
             body,
@@ -325,6 +456,7 @@ impl Storage for FilesystemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ByteRange;
     use bytes::Bytes;
 
     fn stream_of(chunks: &[&'static [u8]]) -> ByteStream {
@@ -440,7 +572,10 @@ mod tests {
         fs.persist(&key, "text/plain", stream_of(&[b"0123456789"]))
             .await
             .unwrap();
-        let req = |range| ServeRequest { range, head: false };
+        let req = |range| ServeRequest {
+            range,
+            ..ServeRequest::default()
+        };
         let cases = [
             (
                 ByteRange::From {
@@ -499,8 +634,8 @@ mod tests {
             .serve(
                 &key,
                 &ServeRequest {
-                    range: None,
                     head: true,
+                    ..ServeRequest::default()
                 },
             )
             .await
@@ -516,18 +651,227 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_empty_object_is_served_with_an_empty_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let key = StorageKey::build("empty").unwrap();
+        fs.persist(&key, "text/plain", stream_of(&[]))
+            .await
+            .unwrap();
+        match fs.serve(&key, &ServeRequest::default()).await.unwrap() {
+            Served::Content {
+                body: Some(body),
+                total_len: 0,
+                range: None,
+                ..
+            } => assert!(collect(body).await.is_empty()),
+            _ => panic!("expected an empty body"),
+        }
+    }
+
+    async fn served_type(fs: &FilesystemStorage, key: &StorageKey) -> String {
+        match fs.serve(key, &ServeRequest::default()).await.unwrap() {
+            Served::Content { content_type, .. } => content_type,
+            _ => panic!("expected content"),
+        }
+    }
+
+    /// Whether the filesystem of `dir` keeps user extended attributes.
+    fn supports_xattrs(dir: &Path) -> bool {
+        let probe = dir.join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let ok = xattr::set(&probe, CONTENT_TYPE_XATTR, b"x").is_ok();
+        std::fs::remove_file(probe).unwrap();
+        ok
+    }
+
+    #[tokio::test]
+    async fn persisted_and_moved_objects_carry_the_upstream_attribute() {
+        let dir = tempfile::tempdir().unwrap();
+        if !supports_xattrs(dir.path()) {
+            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+            return;
+        }
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let from = StorageKey::staging("x1").unwrap();
+        let hex = hex::encode(Sha256::digest(b"layer"));
+        let to = StorageKey::layer(&hex).unwrap();
+        fs.persist(&from, "application/x-layer", stream_of(&[b"layer"]))
+            .await
+            .unwrap();
+        fs.move_object(&from, &to).await.unwrap();
+        let path = fs.object_path(&to);
+        assert_eq!(
+            xattr::get(&path, CONTENT_TYPE_XATTR).unwrap().as_deref(),
+            Some(&b"application/x-layer"[..])
+        );
+        // The sidecar is kept for filesystems without attributes.
+        assert!(
+            dir.path()
+                .join("layers")
+                .join(format!(".meta~{hex}"))
+                .exists()
+        );
+    }
+
+    #[tokio::test]
+    async fn content_type_comes_from_the_attribute_or_else_the_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        if !supports_xattrs(dir.path()) {
+            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+            return;
+        }
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        // Written by upstream: a plain file with the attribute, no sidecar.
+        let upstream = StorageKey::layer(&"1".repeat(64)).unwrap();
+        std::fs::write(fs.object_path(&upstream), b"blob").unwrap();
+        xattr::set(
+            fs.object_path(&upstream),
+            CONTENT_TYPE_XATTR,
+            b"application/x-up",
+        )
+        .unwrap();
+        assert_eq!(served_type(&fs, &upstream).await, "application/x-up");
+        // Upstream sets the attribute empty on build records: not a type.
+        let record = StorageKey::build("k").unwrap();
+        std::fs::write(fs.object_path(&record), b"{}").unwrap();
+        xattr::set(fs.object_path(&record), CONTENT_TYPE_XATTR, b"").unwrap();
+        assert_eq!(served_type(&fs, &record).await, DEFAULT_CONTENT_TYPE);
+        // Written here on a filesystem without attributes: the sidecar.
+        let sidecar_only = StorageKey::build("s").unwrap();
+        fs.persist(&sidecar_only, "text/x-side", stream_of(&[b"s"]))
+            .await
+            .unwrap();
+        xattr::remove(fs.object_path(&sidecar_only), CONTENT_TYPE_XATTR).unwrap();
+        assert_eq!(served_type(&fs, &sidecar_only).await, "text/x-side");
+        // An attribute no header could carry is ignored.
+        xattr::set(fs.object_path(&sidecar_only), CONTENT_TYPE_XATTR, b"a\nb").unwrap();
+        assert_eq!(served_type(&fs, &sidecar_only).await, "text/x-side");
+    }
+
     #[test]
     fn empty_objects_satisfy_no_range() {
         assert_eq!(
-            resolve_range(
-                ByteRange::From {
-                    start: 0,
-                    end: None
-                },
-                0
-            ),
+            ByteRange::From {
+                start: 0,
+                end: None
+            }
+            .resolve(0),
             None
         );
-        assert_eq!(resolve_range(ByteRange::Suffix(1), 0), None);
+        assert_eq!(ByteRange::Suffix(1).resolve(0), None);
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::{Duration, SystemTime};
+
+    /// A process id that no longer runs.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    fn touch(path: &Path, age: Duration) {
+        let file = std::fs::File::create(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[tokio::test]
+    async fn clean_up_removes_what_dead_or_old_uploads_left_and_keeps_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let me = std::process::id();
+        let dead = dead_pid();
+        let layers = dir.path().join(LAYERS_PREFIX);
+        let staging_dir = dir.path().join(STAGING_PREFIX);
+        let nanos = |age: Duration| {
+            (SystemTime::now() - age)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        };
+        let hour = Duration::from_secs(3600);
+        let removed = [
+            layers.join(format!(".tmp~{dead}-abc")),
+            layers.join(format!(".tmp~{me}-old")),
+            layers.join(".tmp~noowner"),
+            staging_dir.join(format!("{dead}-{}-0", nanos(Duration::ZERO))),
+            staging_dir.join(format!("{me}-{}-1", nanos(2 * hour))),
+        ];
+        let kept = [
+            layers.join(format!(".tmp~{me}-live")),
+            staging_dir.join(format!("{me}-{}-2", nanos(Duration::ZERO))),
+            layers.join("a".repeat(64)),
+            staging_dir.join("not-a-staging-name"),
+        ];
+        for path in &removed {
+            let age = if path.ends_with(format!(".tmp~{me}-old")) {
+                2 * hour
+            } else {
+                Duration::ZERO
+            };
+            touch(path, age);
+        }
+        for path in &kept {
+            touch(path, Duration::ZERO);
+        }
+
+        let count = fs.clean_staging(hour).await.unwrap();
+
+        assert_eq!(count, removed.len());
+        for path in &removed {
+            assert!(!path.exists(), "{} survived", path.display());
+        }
+        for path in &kept {
+            assert!(path.exists(), "{} was removed", path.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_in_progress_survives_clean_up_and_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+        let body: ByteStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        let upload = tokio::spawn({
+            let fs = fs.clone();
+            async move { fs.persist_blob("application/octet-stream", body).await }
+        });
+        sender
+            .send(Ok(Bytes::from_static(b"first ")))
+            .await
+            .unwrap();
+        // Wait for the temporary file to exist.
+        let layers = dir.path().join(LAYERS_PREFIX);
+        for _ in 0..200 {
+            if std::fs::read_dir(&layers).unwrap().next().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        fs.clean_staging(staging::STAGING_MAX_AGE).await.unwrap();
+        // A restart of another instance on the same directory sweeps too.
+        FilesystemStorage::new(dir.path()).unwrap();
+
+        sender
+            .send(Ok(Bytes::from_static(b"second")))
+            .await
+            .unwrap();
+        drop(sender);
+        let persisted = upload.await.unwrap().unwrap();
+        assert_eq!(
+            persisted.sha256,
+            hex::encode(Sha256::digest(b"first second"))
+        );
+        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        assert!(fs.object_path(&key).is_file());
     }
 }

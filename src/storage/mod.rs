@@ -5,10 +5,12 @@
 //! blob, answers with a [`Served`] value that the HTTP layer turns into a
 //! response (a redirect, or a stream with a length and a content type).
 
+pub mod file_body;
 pub mod filesystem;
 pub mod gcs;
+pub mod staging;
 
-use std::{fmt, io, pin::Pin};
+use std::{fmt, io, pin::Pin, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -107,6 +109,23 @@ pub enum ByteRange {
     Suffix(u64),
 }
 
+impl ByteRange {
+    /// Resolve the range against an object of `len` bytes: the inclusive
+    /// `(start, end)` to send, or `None` when the range is unsatisfiable.
+    pub fn resolve(self, len: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From { start, end } => {
+                if start >= len {
+                    return None;
+                }
+                let end = end.map_or(len - 1, |e| e.min(len - 1));
+                (end >= start).then_some((start, end))
+            }
+            ByteRange::Suffix(n) => (n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1)),
+        }
+    }
+}
+
 /// How the client asked for a blob.
 #[derive(Clone, Debug, Default)]
 pub struct ServeRequest {
@@ -114,6 +133,10 @@ pub struct ServeRequest {
     pub range: Option<ByteRange>,
     /// True for `HEAD`: no body is needed.
     pub head: bool,
+    /// Serve the object only if it was stored with this content type;
+    /// any other object is [`StorageError::NotFound`]. Manifests by digest
+    /// use it so that a layer or a config is never served as a manifest.
+    pub only_content_type: Option<&'static str>,
 }
 
 /// A backend's answer to a request for a blob.
@@ -179,4 +202,54 @@ pub trait Storage: Send + Sync + 'static {
     /// Answer a client's request for the blob at `key`.
     async fn serve(&self, key: &StorageKey, request: &ServeRequest)
     -> Result<Served, StorageError>;
+
+    /// Stream `body` into the content-addressed blob `layers/<sha256>`,
+    /// which becomes visible only once complete. By default the body is
+    /// persisted under a unique `staging/` name and then moved; a backend
+    /// with a cheaper way (a rename of a temporary file) overrides this.
+    async fn persist_blob(
+        &self,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let name = staging::unique_name();
+        let staging = StorageKey::staging(&name).map_err(|e| StorageError::Backend {
+            backend: self.name(),
+            key: name.clone(),
+            message: e.to_string(),
+        })?;
+        let persisted = self.persist(&staging, content_type, body).await?;
+        let target = StorageKey::layer(&persisted.sha256).map_err(|e| StorageError::Backend {
+            backend: self.name(),
+            key: staging.to_string(),
+            message: e.to_string(),
+        })?;
+        self.move_object(&staging, &target).await?;
+        Ok(persisted)
+    }
+
+    /// Remove what failed uploads and crashes left in staging: objects
+    /// whose owner is gone or older than `max_age`, never an upload in
+    /// progress (see [`staging`]). Returns how many were removed.
+    async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
+        let _ = max_age;
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange;
+
+    #[test]
+    fn empty_objects_satisfy_no_range() {
+        let all = ByteRange::From {
+            start: 0,
+            end: None,
+        };
+        assert_eq!(all.resolve(0), None);
+        assert_eq!(ByteRange::Suffix(1).resolve(0), None);
+        assert_eq!(all.resolve(3), Some((0, 2)));
+        assert_eq!(ByteRange::Suffix(5).resolve(3), Some((0, 2)));
+    }
 }

@@ -50,6 +50,8 @@ pub const SETTINGS: &[&str] = &[
     "GOOGLE_APPLICATION_CREDENTIALS",
     "STORAGE_EMULATOR_HOST",
     "NIX_TIMEOUT",
+    "NIXERY_NIX_DEADLINE",
+    "NIXERY_ALLOW_UNFREE",
     "NIX_POPULARITY_URL",
     "NIXERY_PREPARE_IMAGE",
     "NIXERY_PACK_CONCURRENCY",
@@ -58,6 +60,9 @@ pub const SETTINGS: &[&str] = &[
     "NIXERY_CHANNEL_REMOTE",
     "NIXERY_CACHE_DIR",
     "NIXERY_MANIFEST_CACHE_ENTRIES",
+    "NIXERY_HEADER_TIMEOUT",
+    "NIXERY_IDLE_TIMEOUT",
+    "NIXERY_BUILD_QUEUE",
     "RUST_LOG",
 ];
 
@@ -267,6 +272,24 @@ impl TestServer {
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Every log event so far, including every event the server logged
+    /// before this call. The server writes log lines from a thread of its
+    /// own, so a line can reach stdout just after the response that
+    /// followed it; this sends a request to a path of its own and waits for
+    /// that request's `response` event, which the server writes after all
+    /// earlier lines.
+    pub fn settled_log_events(&self) -> Vec<serde_json::Value> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = format!("/v2/_log-barrier/{}-{n}", std::process::id());
+        raw_request(self.addr, "GET", path.as_bytes());
+        self.wait_for_event(Duration::from_secs(30), |e| {
+            e["message"] == "response" && e["span"]["path"] == path.as_str()
+        })
+        .unwrap_or_else(|| panic!("no response event for the log barrier {path}"));
+        self.log_events()
     }
 
     /// Every stderr line so far.

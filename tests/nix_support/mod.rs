@@ -8,21 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nixery::build_errors::BuildErrors;
-use nixery::nix::{NixRunner, NixSettings, PrepareResult};
+use nixery::layers::PathInfo;
+use nixery::nix::{NixError, NixRunner, NixSettings, PrepareResult, RefusalReason};
 use nixery::source::PackageSource;
 
-/// A runner over `source` with `timeout`, and the ring it records into.
+/// A runner over `source` whose builds and whole Nix step both have
+/// `timeout`, and the ring it records into.
 pub fn runner(source: PackageSource, timeout: Duration) -> (NixRunner, Arc<BuildErrors>) {
+    runner_with(NixSettings {
+        source,
+        timeout,
+        deadline: timeout,
+        allow_unfree: false,
+        prepare_image: None,
+    })
+}
+
+/// A runner with `settings`, and the ring it records into.
+pub fn runner_with(settings: NixSettings) -> (NixRunner, Arc<BuildErrors>) {
     let errors = Arc::new(BuildErrors::new());
-    let runner = NixRunner::new(
-        NixSettings {
-            source,
-            timeout,
-            prepare_image: None,
-        },
-        errors.clone(),
-    )
-    .expect("set up the Nix runner");
+    let runner = NixRunner::new(settings, errors.clone()).expect("set up the Nix runner");
     (runner, errors)
 }
 
@@ -38,12 +43,7 @@ pub fn offline_pkgs_source_dir() -> PathBuf {
 
 /// The top-level store paths of a result.
 pub fn top_level(result: &PrepareResult) -> Vec<String> {
-    result.runtime_graph["exportReferencesGraph"]["graph"]
-        .as_array()
-        .expect("exportReferencesGraph.graph is an array")
-        .iter()
-        .map(|p| p.as_str().expect("store path").to_string())
-        .collect()
+    result.runtime_graph.export_references_graph.graph.clone()
 }
 
 /// The package name of a store path (`/nix/store/<hash>-hello-2.12.1` ->
@@ -62,13 +62,25 @@ pub fn find_path<'a>(paths: &'a [String], prefix: &str) -> &'a str {
 }
 
 /// The `graph` entry of `path`.
-pub fn graph_entry<'a>(result: &'a PrepareResult, path: &str) -> &'a serde_json::Value {
-    result.runtime_graph["graph"]
-        .as_array()
-        .expect("graph is an array")
+pub fn graph_entry<'a>(result: &'a PrepareResult, path: &str) -> &'a PathInfo {
+    result
+        .runtime_graph
+        .graph
         .iter()
-        .find(|e| e["path"] == path)
+        .find(|e| e.path == path)
         .unwrap_or_else(|| panic!("{path} not in graph"))
+}
+
+/// The refusals of a failed Nix step as (package, reason) pairs; panics on
+/// other errors.
+pub fn refused(error: &NixError) -> Vec<(String, RefusalReason)> {
+    match error {
+        NixError::Refused(refusals) => refusals
+            .iter()
+            .map(|r| (r.package.clone(), r.reason))
+            .collect(),
+        other => panic!("expected refused packages, got {other:?}"),
+    }
 }
 
 /// What `<store path>/bin/hello` prints.
@@ -139,4 +151,33 @@ pub async fn process_appears(needle: &str, within: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A package set directory: the offline set plus `count` packages
+/// `salt0`, `salt1`, ... whose store paths are new to this run (a
+/// directory with a file holding a unique salt), so that images asking for them are cold: their
+/// symlink layer and runtime graph have never been built. Keep the
+/// returned directory alive while it is used.
+pub fn salted_pkgs(count: usize) -> tempfile::TempDir {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let salt = format!("{}-{nanos}", std::process::id());
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let expression = format!(
+        r#"args:
+let base = import {offline} args;
+in base // builtins.listToAttrs (builtins.genList (i: {{
+  name = "salt${{toString i}}";
+  value = base.runCommand "salt-{salt}-${{toString i}}" {{ }} ''
+    mkdir -p "$out/share"
+    echo "{salt} ${{toString i}}" > "$out/share/salt-${{toString i}}"
+  '';
+}}) {count})
+"#,
+        offline = offline_pkgs_source_dir().display(),
+    );
+    std::fs::write(dir.path().join("default.nix"), expression).expect("write default.nix");
+    dir
 }

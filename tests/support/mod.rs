@@ -3,6 +3,8 @@
 //! images.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -10,10 +12,11 @@ use std::{
 };
 
 /// Number of log events of `server` whose message is `message` (e.g.
-/// `building image` for Nix builds, `layer uploaded` for packed layers).
+/// `building image` for Nix builds, `layer uploaded` for packed layers),
+/// counting every event logged before the call.
 pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
     server
-        .log_events()
+        .settled_log_events()
         .iter()
         .filter(|event| event["message"] == message)
         .count()

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod faults;
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -41,6 +42,15 @@ impl FakeGcs {
         let (listener, proxy_port) = proxy::CountingProxy::bind().await;
         let gcs = Self::start_inner(Some(proxy_port)).await;
         let proxy = proxy::CountingProxy::forward_to(listener, gcs.port);
+        (gcs, proxy)
+    }
+
+    /// Starts an emulator whose clients all go through a
+    /// [`faults::FaultProxy`] failing `per_mille` of the API calls.
+    pub async fn start_behind_faults(per_mille: u32, seed: u64) -> (FakeGcs, faults::FaultProxy) {
+        let (listener, proxy_port) = faults::FaultProxy::bind().await;
+        let gcs = Self::start_inner(Some(proxy_port)).await;
+        let proxy = faults::FaultProxy::forward_to(listener, gcs.port, per_mille, seed);
         (gcs, proxy)
     }
 
@@ -190,7 +200,9 @@ impl FakeGcs {
         let child = Command::new(&self.binary)
             .args(["-scheme", "http", "-host", "127.0.0.1"])
             .args(["-port", &self.port.to_string()])
-            .args(["-public-host", &self.host()])
+            // Public object URLs (blob redirects) are answered only for
+            // this host: the proxy's when clients go through one.
+            .args(["-public-host", self.external.trim_start_matches("http://")])
             .args(["-external-url", &self.external])
             .args(["-backend", "filesystem", "-filesystem-root"])
             .arg(self.root.path().join("data"))

@@ -14,6 +14,10 @@ use serde::Deserialize;
 
 use super::auth::Auth;
 use super::endpoint::Endpoint;
+use super::retry::RetryPolicy;
+
+/// Longest retrying of the bucket lookup at start-up.
+const CONNECT_RETRY_TOTAL: Duration = Duration::from_secs(5);
 
 /// How much of an error response body is kept in an error message.
 const MAX_ERROR_BODY: usize = 512;
@@ -54,6 +58,32 @@ pub(crate) enum ChunkOutcome {
     Complete,
 }
 
+/// Part of a `storage#object`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectMetadata {
+    #[serde(default)]
+    content_type: Option<String>,
+    /// Decimal string, as the JSON API sends 64-bit numbers.
+    #[serde(default)]
+    size: Option<String>,
+}
+
+/// One page of a `storage#objects` listing.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListPage {
+    #[serde(default)]
+    items: Vec<ListItem>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListItem {
+    name: String,
+}
+
 /// Part of a `storage#rewriteResponse`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -72,6 +102,8 @@ pub(crate) struct JsonApi {
     pub(crate) bucket: String,
     /// Bound on every call that does not stream a download body.
     pub(crate) request_timeout: Duration,
+    /// How transient failures are retried.
+    pub(crate) retry: RetryPolicy,
 }
 
 impl JsonApi {
@@ -103,45 +135,148 @@ impl JsonApi {
     }
 
     /// `GET` the bucket: fails unless it exists and is readable.
+    /// Retried for at most [`CONNECT_RETRY_TOTAL`]: a bucket that is not
+    /// there at start-up is reported soon.
     pub(crate) async fn get_bucket(&self) -> Result<(), ApiError> {
-        let url = self.endpoint.bucket(&self.bucket);
-        let response = self
-            .send(self.http.get(url).query(&[("fields", "name")]))
-            .await?;
-        expect_success(response).await.map(drop)
+        let policy = RetryPolicy {
+            total: self.retry.total.min(CONNECT_RETRY_TOTAL),
+            ..self.retry
+        };
+        policy
+            .run("get bucket", &self.bucket, || async {
+                let url = self.endpoint.bucket(&self.bucket);
+                let response = self
+                    .send(self.http.get(url).query(&[("fields", "name")]))
+                    .await?;
+                expect_success(response).await.map(drop)
+            })
+            .await
     }
 
     /// `GET` an object's metadata: `Ok(())` if it exists.
     pub(crate) async fn object_exists(&self, object: &str) -> Result<(), ApiError> {
-        let url = self.endpoint.object(&self.bucket, object);
-        let response = self
-            .send(self.http.get(url).query(&[("fields", "name")]))
-            .await?;
-        expect_success(response).await.map(drop)
+        self.content_type(object).await.map(drop)
+    }
+
+    /// Names of the objects whose name starts with `prefix`, every page.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page: ListPage = self
+                .retry
+                .run("list", prefix, || async {
+                    let url = self.endpoint.objects(&self.bucket);
+                    let mut request = self
+                        .http
+                        .get(url)
+                        .query(&[("prefix", prefix), ("fields", "items(name),nextPageToken")]);
+                    if let Some(token) = &token {
+                        request = request.query(&[("pageToken", token)]);
+                    }
+                    expect_success(self.send(request).await?)
+                        .await?
+                        .json()
+                        .await
+                        .map_err(|e| self.body_error("object listing", e))
+                })
+                .await?;
+            names.extend(page.items.into_iter().map(|item| item.name));
+            match page.next_page_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    /// `GET` an object's metadata: its size if it exists.
+    pub(crate) async fn object_size(&self, object: &str) -> Result<u64, ApiError> {
+        self.retry
+            .run("get metadata", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let response = self
+                    .send(self.http.get(url).query(&[("fields", "name,size")]))
+                    .await?;
+                let answer: ObjectMetadata = expect_success(response)
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| self.body_error("object metadata", e))?;
+                answer
+                    .size
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| ApiError::Protocol("object metadata without size".to_owned()))
+            })
+            .await
+    }
+
+    /// `GET` an object's metadata: its content type if it exists.
+    pub(crate) async fn content_type(&self, object: &str) -> Result<String, ApiError> {
+        self.retry
+            .run("get metadata", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let response = self
+                    .send(self.http.get(url).query(&[("fields", "name,contentType")]))
+                    .await?;
+                let answer: ObjectMetadata = expect_success(response)
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| self.body_error("object metadata", e))?;
+                Ok(answer.content_type.unwrap_or_default())
+            })
+            .await
     }
 
     /// `GET ...?alt=media`: the response whose body is the object. Only the
     /// headers are bounded by the request timeout; the body is bounded by
     /// the client's read timeout (maximum silence between reads).
+    /// Only getting the headers is retried.
     pub(crate) async fn download(&self, object: &str) -> Result<Response, ApiError> {
-        let url = self.endpoint.object(&self.bucket, object);
-        let request = self.http.get(url).query(&[("alt", "media")]);
-        let response = tokio::time::timeout(self.request_timeout, self.send_with(request, None))
+        self.retry
+            .run("download", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let request = self.http.get(url).query(&[("alt", "media")]);
+                let response =
+                    tokio::time::timeout(self.request_timeout, self.send_with(request, None))
+                        .await
+                        .map_err(|_| ApiError::Timeout(self.request_timeout))??;
+                expect_success(response).await
+            })
             .await
-            .map_err(|_| ApiError::Timeout(self.request_timeout))??;
-        expect_success(response).await
     }
 
     /// `DELETE` an object.
     pub(crate) async fn delete(&self, object: &str) -> Result<(), ApiError> {
-        let url = self.endpoint.object(&self.bucket, object);
-        let response = self.send(self.http.delete(url)).await?;
-        expect_success(response).await.map(drop)
+        self.retry
+            .run("delete", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let response = self.send(self.http.delete(url)).await?;
+                expect_success(response).await.map(drop)
+            })
+            .await
+    }
+
+    /// A body that could not be read or decoded: a broken connection is a
+    /// transport failure (retried), anything else a protocol error.
+    fn body_error(&self, what: &str, error: reqwest::Error) -> ApiError {
+        if error.is_decode() {
+            ApiError::Protocol(format!("{what}: {error}"))
+        } else {
+            self.transport(error)
+        }
     }
 
     /// Server-side copy of `from` to `to` in the bucket, repeating the
     /// call with the returned `rewriteToken` until the copy is done.
     pub(crate) async fn rewrite(&self, from: &str, to: &str) -> Result<(), ApiError> {
+        self.retry
+            .run("rewrite", from, || self.rewrite_once(from, to))
+            .await
+    }
+
+    async fn rewrite_once(&self, from: &str, to: &str) -> Result<(), ApiError> {
         let url = self.endpoint.rewrite(&self.bucket, from, to);
         let mut token: Option<String> = None;
         loop {
@@ -157,7 +292,7 @@ impl JsonApi {
             let answer: RewriteResponse = response
                 .json()
                 .await
-                .map_err(|e| ApiError::Protocol(format!("rewrite response: {e}")))?;
+                .map_err(|e| self.body_error("rewrite response", e))?;
             if answer.done {
                 return Ok(());
             }
@@ -179,13 +314,17 @@ impl JsonApi {
         content_type: &str,
         body: Bytes,
     ) -> Result<(), ApiError> {
-        let url = self.endpoint.upload(&self.bucket, object, "media");
-        let request = self
-            .http
-            .post(url)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body);
-        expect_success(self.send(request).await?).await.map(drop)
+        self.retry
+            .run("media upload", object, || async {
+                let url = self.endpoint.upload(&self.bucket, object, "media");
+                let request = self
+                    .http
+                    .post(url)
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(body.clone());
+                expect_success(self.send(request).await?).await.map(drop)
+            })
+            .await
     }
 
     /// Starts a resumable upload; returns the session URL to `PUT` to.
@@ -194,24 +333,32 @@ impl JsonApi {
         object: &str,
         content_type: &str,
     ) -> Result<Url, ApiError> {
-        let url = self.endpoint.upload(&self.bucket, object, "resumable");
-        let metadata = serde_json::json!({ "name": object, "contentType": content_type });
-        let request = self
-            .http
-            .post(url)
-            .header("X-Upload-Content-Type", content_type)
-            .json(&metadata);
-        let response = expect_success(self.send(request).await?).await?;
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::Protocol("resumable upload without Location".to_owned()))?;
-        Url::parse(location).map_err(|e| ApiError::Protocol(format!("session URL: {e}")))
+        self.retry
+            .run("start upload", object, || async {
+                let url = self.endpoint.upload(&self.bucket, object, "resumable");
+                let metadata = serde_json::json!({ "name": object, "contentType": content_type });
+                let request = self
+                    .http
+                    .post(url)
+                    .header("X-Upload-Content-Type", content_type)
+                    .json(&metadata);
+                let response = expect_success(self.send(request).await?).await?;
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        ApiError::Protocol("resumable upload without Location".to_owned())
+                    })?;
+                Url::parse(location).map_err(|e| ApiError::Protocol(format!("session URL: {e}")))
+            })
+            .await
     }
 
     /// `PUT` bytes `start..start+len` of a resumable upload. `total` is the
-    /// object size when this is the last chunk, `None` otherwise.
+    /// object size when this is the last chunk, `None` otherwise. Not
+    /// retried here: the caller resends from the offset the server last
+    /// confirmed.
     pub(crate) async fn put_chunk(
         &self,
         session: &Url,

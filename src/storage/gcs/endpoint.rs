@@ -76,6 +76,11 @@ impl Endpoint {
         self.with_segments(&["storage", "v1", "b", bucket])
     }
 
+    /// `.../storage/v1/b/<bucket>/o`: the object listing.
+    pub(crate) fn objects(&self, bucket: &str) -> Url {
+        self.with_segments(&["storage", "v1", "b", bucket, "o"])
+    }
+
     /// `.../storage/v1/b/<bucket>/o/<object>`: object metadata, download
     /// (with `alt=media`) and delete.
     pub(crate) fn object(&self, bucket: &str, object: &str) -> Url {

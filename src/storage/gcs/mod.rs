@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod endpoint;
+mod retry;
 mod upload;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use google_cloud_storage::builder::storage::SignedUrlBuilder;
 
 use self::api::{ApiError, JsonApi};
 use self::endpoint::Endpoint;
+pub use self::retry::RetryPolicy;
 pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
 use super::{ByteStream, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey};
@@ -45,6 +47,8 @@ pub struct GcsOptions {
     pub read_timeout: Duration,
     /// Lifetime of signed URLs.
     pub signed_url_ttl: Duration,
+    /// How calls that fail transiently are retried.
+    pub retry: RetryPolicy,
 }
 
 impl Default for GcsOptions {
@@ -55,6 +59,7 @@ impl Default for GcsOptions {
             request_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(60),
             signed_url_ttl: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -136,7 +141,12 @@ impl GcsStorage {
             Some(host) => Endpoint::emulator(host)?,
             None => Endpoint::google(),
         };
-        let identity = auth::load(credentials.as_deref(), endpoint.is_emulated())?;
+        // Reading the key file is blocking work.
+        let emulated = endpoint.is_emulated();
+        let identity =
+            tokio::task::spawn_blocking(move || auth::load(credentials.as_deref(), emulated))
+                .await
+                .map_err(|e| GcsError::HttpClient(format!("loading credentials: {e}")))??;
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
@@ -148,6 +158,7 @@ impl GcsStorage {
             endpoint,
             bucket,
             request_timeout: options.request_timeout,
+            retry: options.retry,
         };
         api.get_bucket()
             .await
@@ -208,9 +219,13 @@ impl GcsStorage {
 }
 
 fn backend_error(key: &StorageKey, message: String) -> StorageError {
+    backend_error_named(key.as_str(), message)
+}
+
+fn backend_error_named(object: &str, message: String) -> StorageError {
     StorageError::Backend {
         backend: BACKEND,
-        key: key.to_string(),
+        key: object.to_owned(),
         message,
     }
 }
@@ -299,18 +314,57 @@ impl Storage for GcsStorage {
         }
     }
 
+    /// Staged objects exist only between a completed upload and its move
+    /// (an upload in progress is no object yet), so only their age counts;
+    /// owners may be on other hosts.
+    async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
+        let prefix = format!("{}/", super::STAGING_PREFIX);
+        let names = self
+            .api
+            .list(&prefix)
+            .await
+            .map_err(|e| backend_error_named(&prefix, format!("listing staging: {e}")))?;
+        let mut removed = 0;
+        for name in names {
+            // A name this server does not give is left alone.
+            let stale = name
+                .strip_prefix(&prefix)
+                .and_then(super::staging::parse_name)
+                .is_some_and(|(_, created)| super::staging::is_stale(created, max_age));
+            if !stale {
+                continue;
+            }
+            match self.api.delete(&name).await {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(backend = BACKEND, object = %name, "removed stale staging object");
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(backend_error_named(&name, format!("delete failed: {e}"))),
+            }
+        }
+        Ok(removed)
+    }
+
     async fn serve(
         &self,
         key: &StorageKey,
-        _request: &ServeRequest,
+        request: &ServeRequest,
     ) -> Result<Served, StorageError> {
         // Range and HEAD are answered by the bucket: clients repeat them
         // against the redirect target. An absent object is reported here
         // so that registry clients get a registry error, not a bucket 404.
-        self.api
-            .object_exists(key.as_str())
+        let content_type = self
+            .api
+            .content_type(key.as_str())
             .await
             .map_err(|e| api_error(key, e))?;
+        if request
+            .only_content_type
+            .is_some_and(|required| required != content_type)
+        {
+            return Err(StorageError::NotFound(key.clone()));
+        }
         let location = self.redirect_url(key).await?;
         Ok(Served::Redirect { location })
     }

@@ -7,6 +7,15 @@
 //! chunk, which carries the total size, is accepted: an interrupted upload
 //! leaves nothing under the key. A body that ends before filling one chunk
 //! is sent in a single media upload instead.
+//!
+//! A chunk whose `PUT` fails transiently is sent again, with back-off, from
+//! the last offset the server confirmed; the server ignores bytes it
+//! already holds and its `308` answer reports how far it got, and sending
+//! resumes from there. (The status query `Content-Range: bytes */*` would
+//! save resending, but fake-gcs-server completes the upload on it.) A last
+//! chunk whose answer was lost finds the session gone (`404`) on the
+//! retry: the upload then checks that the object exists with the expected
+//! size.
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -86,7 +95,17 @@ pub(crate) async fn upload(
     let last = buffer.freeze();
     match &session {
         None => api.media_upload(object, content_type, last).await?,
-        Some(url) => send_range(api, url, sent, last, Some(size)).await?,
+        Some(url) => match send_range(api, url, sent, last, Some(size)).await {
+            Ok(()) => {}
+            // The session is gone: completed by an attempt whose answer was
+            // lost, or expired. Only the object can tell.
+            Err(error) if error.is_not_found() => {
+                if api.object_size(object).await.ok() != Some(size) {
+                    return Err(error.into());
+                }
+            }
+            Err(error) => return Err(error.into()),
+        },
     }
     Ok(Persisted {
         sha256: hex::encode(hasher.finalize()),
@@ -96,7 +115,8 @@ pub(crate) async fn upload(
 
 /// Sends `data` as bytes `start..` of the upload, resending whatever part
 /// the server reports it did not keep, until it holds all of it (or, with
-/// `total`, until the object is complete).
+/// `total`, until the object is complete). Transient failures are retried
+/// from the last offset the server confirmed.
 async fn send_range(
     api: &JsonApi,
     session: &Url,
@@ -109,7 +129,13 @@ async fn send_range(
     loop {
         let skip = usize::try_from(offset - start).unwrap_or(data.len());
         let rest = data.slice(skip.min(data.len())..);
-        match api.put_chunk(session, offset, rest, total).await? {
+        let outcome = api
+            .retry
+            .run("upload chunk", session.path(), || {
+                api.put_chunk(session, offset, rest.clone(), total)
+            })
+            .await?;
+        match outcome {
             ChunkOutcome::Complete if total.is_some() => return Ok(()),
             ChunkOutcome::Complete => {
                 return Err(ApiError::Protocol(

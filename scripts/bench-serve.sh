@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Serving benchmark: how fast the registry answers the warm path, measured
+# side by side with nginx's sendfile on the same machine in the same run.
+#
+#   bash scripts/bench-serve.sh            # full run (about 3 minutes)
+#   DURATION=5 bash scripts/bench-serve.sh # shorter wrk runs
+#   SLOWLORIS=0 bash scripts/bench-serve.sh # skip the 30 s cut-off check
+#   IMAGE=git bash scripts/bench-serve.sh   # another image of the offline set
+#
+# It builds the release binary, starts it on 127.0.0.1 with filesystem
+# storage in a temporary directory, pulls the offline package set's
+# `bigpkg` image (one layer of about 100 MB) so that a real build fills
+# storage, restarts the server (so its peak memory covers serving only),
+# and then runs wrk against:
+#
+# - the largest blob, wrk -t2 -c4, next to nginx (sendfile on) serving the
+#   very same file from the storage directory: MB/s and the ratio;
+# - the same blob with 8 clients: the server's peak RSS (VmHWM);
+# - manifest by digest, manifest by tag (warm) and the config blob, wrk
+#   -t2 -c8 --latency: requests/s and p99;
+# - a raw socket that sends `GET /v2/ HTTP/1.1\r\nHost: x\r\n` and nothing
+#   more: seconds until the server closes it (default header timeout).
+#
+# Needs wrk, nginx, python3 and a working nix-build (scripts/setup-host.sh);
+# installs wrk and nginx-light with apt-get when missing and run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+SLOWLORIS=${SLOWLORIS:-1}
+IMAGE=${IMAGE:-bigpkg}
+
+have_tools() {
+  command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
+}
+if ! have_tools; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx-light >/dev/null
+  else
+    echo "bench-serve: needs wrk and nginx (apt-get install wrk nginx-light)" >&2
+    exit 1
+  fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# NIXERY_BIN runs another binary instead (to try the script itself).
+if [ -n "${NIXERY_BIN:-}" ]; then
+  BIN=$NIXERY_BIN
+else
+  cargo build --release --quiet --bin nixery
+  BIN=$PWD/target/release/nixery
+fi
+
+WORK=$(mktemp -d /tmp/nixery-bench.XXXXXX)
+chmod 755 "$WORK"
+STORAGE=$WORK/storage
+NIXERY_PID=
+NGINX_PID=
+cleanup() {
+  [ -n "$NIXERY_PID" ] && kill "$NIXERY_PID" 2>/dev/null && wait "$NIXERY_PID" 2>/dev/null
+  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Start nixery on a free port; sets NIXERY_PID and ADDR.
+start_nixery() {
+  local log=$WORK/nixery-$1.log
+  PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH=$STORAGE NIX_TIMEOUT=600 RUST_LOG=info \
+    "$BIN" serve >"$log" 2>&1 &
+  NIXERY_PID=$!
+  for _ in $(seq 600); do
+    ADDR=$(sed -n 's/.*"message":"listening","addr":"\([^"]*\)".*/\1/p' "$log" | head -1)
+    [ -n "$ADDR" ] && return 0
+    sleep 0.1
+  done
+  echo "bench-serve: nixery did not start:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+stop_nixery() {
+  kill "$NIXERY_PID"
+  wait "$NIXERY_PID" || true
+  NIXERY_PID=
+}
+
+echo "== building the $IMAGE image (cold build, not timed)"
+start_nixery build
+curl -sf "http://$ADDR/v2/$IMAGE/manifests/latest" -o "$WORK/manifest.json"
+stop_nixery
+
+read -r MANIFEST_DIGEST CONFIG_DIGEST LAYER_DIGEST LAYER_SIZE < <(python3 - "$WORK/manifest.json" <<'EOF'
+import hashlib, json, sys
+raw = open(sys.argv[1], "rb").read()
+m = json.loads(raw)
+big = max(m["layers"], key=lambda l: l["size"])
+print("sha256:" + hashlib.sha256(raw).hexdigest(), m["config"]["digest"], big["digest"], big["size"])
+EOF
+)
+LAYER_HEX=${LAYER_DIGEST#sha256:}
+echo "largest layer: $LAYER_DIGEST ($LAYER_SIZE bytes)"
+
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+$( [ "$(id -u)" -eq 0 ] && echo "user root;" )
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $WORK/nginx-body;
+  proxy_temp_path $WORK/nginx-proxy;
+  fastcgi_temp_path $WORK/nginx-fastcgi;
+  uwsgi_temp_path $WORK/nginx-uwsgi;
+  scgi_temp_path $WORK/nginx-scgi;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:0;
+    root $STORAGE;
+  }
+}
+EOF
+# nginx cannot listen on port 0 and report it; pick a free port.
+NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -i "s/listen 127.0.0.1:0;/listen 127.0.0.1:$NGINX_PORT;/" "$WORK/nginx.conf"
+"$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
+NGINX_PID=$!
+sleep 0.5
+curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/layers/$LAYER_HEX"
+
+start_nixery bench
+BLOB_URL="http://$ADDR/v2/$IMAGE/blobs/$LAYER_DIGEST"
+curl -sf -o /dev/null "$BLOB_URL"
+
+# Transfer/sec of a wrk run, in MB/s (10^6 bytes).
+wrk_mbps() {
+  wrk "$@" | python3 -c '
+import re, sys
+out = sys.stdin.read()
+m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[m.group(2)]
+print(f"{float(m.group(1)) * scale / 1e6:.0f}")'
+}
+
+# Requests/s and p99 latency (ms) of a wrk --latency run.
+wrk_rps_p99() {
+  wrk --latency "$@" | python3 -c '
+import re, sys
+out = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+v, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out).groups()
+ms = float(v) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+errors = f"  NON-2XX: {non2xx.group(1)}" if non2xx else ""
+print(f"{rps:.0f} req/s  p99 {ms:.2f} ms{errors}")'
+}
+
+echo "== largest blob, wrk -t2 -c4 -d${DURATION}s (best of 2, alternating)"
+best_nginx=0
+best_nixery=0
+for _ in 1 2; do
+  n=$(wrk_mbps -t2 -c4 -d"${DURATION}s" "http://127.0.0.1:$NGINX_PORT/layers/$LAYER_HEX")
+  r=$(wrk_mbps -t2 -c4 -d"${DURATION}s" "$BLOB_URL")
+  echo "  nginx sendfile: $n MB/s   nixery: $r MB/s"
+  [ "$n" -gt "$best_nginx" ] && best_nginx=$n
+  [ "$r" -gt "$best_nixery" ] && best_nixery=$r
+done
+ratio=$(python3 -c "print(f'{$best_nixery / $best_nginx:.2f}')")
+echo "blob download: nixery $best_nixery MB/s, nginx sendfile $best_nginx MB/s, ratio $ratio"
+
+echo "== largest blob, 8 clients (wrk -t2 -c8 -d${DURATION}s): peak RSS"
+r=$(wrk_mbps -t2 -c8 -d"${DURATION}s" "$BLOB_URL")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$NIXERY_PID/status")
+echo "blob with 8 clients: $r MB/s, nixery peak RSS $((hwm / 1024)) MB"
+
+echo "== small objects, wrk -t2 -c8 -d${DURATION}s --latency"
+echo "manifest by digest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/manifests/$MANIFEST_DIGEST")"
+echo "manifest by tag (warm): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/manifests/latest")"
+echo "config blob: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")"
+echo "/v2/: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")"
+
+if [ "$SLOWLORIS" = 1 ]; then
+  echo "== unfinished request head (default NIXERY_HEADER_TIMEOUT)"
+  python3 - "$ADDR" <<'EOF'
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)))
+s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+start = time.monotonic()
+s.settimeout(120)
+try:
+    while s.recv(4096):
+        pass
+except (ConnectionResetError, socket.timeout):
+    pass
+print(f"unfinished request head closed after {time.monotonic() - start:.1f} s")
+EOF
+fi

@@ -1,0 +1,329 @@
+//! prepare-image against real nixpkgs (24.11 and 20.09 from
+//! `../shared/real-nix`), by evaluation only: nothing of real nixpkgs can be
+//! built here (no binary cache, no network).
+//!
+//! - Refused packages go through the real `NixRunner` (nix-build): the
+//!   refusal is decided during evaluation, so the run ends before any build.
+//! - Found packages are instantiated with `nix-instantiate` (which writes
+//!   .drv files but builds nothing) and the image's build closure is
+//!   checked for the package's derivation.
+//! - The server, with each tree as `NIXERY_PKGS_PATH`, answers each refusal
+//!   with its registry error quickly.
+//!
+//! Without `../shared/real-nix` every test prints SKIPPED and returns.
+
+mod common;
+mod nix_support;
+mod real_nix_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix_support::*;
+use nixery::image::Image;
+use nixery::nix::RefusalReason;
+use nixery::source::PackageSource;
+use real_nix_support::Tree;
+use serde_json::Value;
+
+use RefusalReason::*;
+
+/// One expected refusal: the image name, and the one package refused.
+struct Refused {
+    image: &'static str,
+    package: &'static str,
+    reason: RefusalReason,
+    /// Text the client's message must contain besides the package name.
+    says: &'static str,
+}
+
+/// The table (and the other reasons) for each tree.
+fn refusal_cases(tree: Tree) -> Vec<Refused> {
+    let common = [
+        (
+            "doesnotexist",
+            "doesnotexist",
+            NotFound,
+            "not in the package set",
+        ),
+        (
+            "hello/doesnotexist",
+            "doesnotexist",
+            NotFound,
+            "not in the package set",
+        ),
+        (
+            "python3Packages",
+            "python3Packages",
+            NotADerivation,
+            "not a package",
+        ),
+        ("lib", "lib", NotADerivation, "not a package"),
+        ("1password", "1password", Unfree, "NIXERY_ALLOW_UNFREE"),
+        (
+            "contacts",
+            "contacts",
+            Unsupported,
+            "not available on x86_64-linux",
+        ),
+    ];
+    let specific: &[(&str, &str, RefusalReason, &str)] = match tree {
+        Tree::Nixpkgs2009 => &[
+            ("rssh", "rssh", Insecure, "insecure"),
+            ("alienfx", "alienfx", Throws, "alienfx has been removed."),
+        ],
+        _ => &[
+            ("litestream", "litestream", Insecure, "insecure"),
+            ("grub4dos", "grub4dos", Broken, "broken"),
+            (
+                "acorn",
+                "acorn",
+                Throws,
+                "acorn has been removed as the upstream project was archived",
+            ),
+        ],
+    };
+    common
+        .iter()
+        .chain(specific)
+        .map(|&(image, package, reason, says)| Refused {
+            image,
+            package,
+            reason,
+            says,
+        })
+        .collect()
+}
+
+async fn refusals_are_decided_by_evaluation(tree: Tree, test: &str) {
+    let Some(dir) = real_nix_support::tree(tree, test) else {
+        return;
+    };
+    let (runner, errors) = runner(PackageSource::Path(dir), Duration::from_secs(120));
+    for case in refusal_cases(tree) {
+        let started = Instant::now();
+        let err = runner
+            .prepare_image(&Image::from_name(case.image, "latest"))
+            .await
+            .expect_err(case.image);
+        let elapsed = started.elapsed();
+        assert_eq!(
+            refused(&err),
+            [(case.package.to_string(), case.reason)],
+            "{}: {err}",
+            case.image
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("'{}'", case.package)) && message.contains(case.says),
+            "{}: {message}",
+            case.image
+        );
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{} took {elapsed:?}",
+            case.image
+        );
+    }
+    assert!(errors.recent().is_empty(), "refusals are not build errors");
+}
+
+#[tokio::test]
+async fn refusals_of_nixpkgs_24_11_are_decided_by_evaluation() {
+    refusals_are_decided_by_evaluation(
+        Tree::Nixpkgs2411,
+        "refusals_of_nixpkgs_24_11_are_decided_by_evaluation",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refusals_of_nixpkgs_20_09_are_decided_by_evaluation() {
+    refusals_are_decided_by_evaluation(
+        Tree::Nixpkgs2009,
+        "refusals_of_nixpkgs_20_09_are_decided_by_evaluation",
+    )
+    .await;
+}
+
+/// Instantiate prepare-image.nix for `packages` on `system`: the derivations
+/// of its build closure (path -> derivation JSON).
+fn instantiate_image(
+    tree: &Path,
+    packages: &[String],
+    system: &str,
+    allow_unfree: bool,
+) -> serde_json::Map<String, Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image");
+    let output = Command::new("nix-instantiate")
+        .arg(root.join("prepare-image.nix"))
+        .args(["--argstr", "packages"])
+        .arg(serde_json::to_string(packages).expect("JSON"))
+        .args(["--argstr", "srcType", "path", "--argstr", "srcArgs"])
+        .arg(tree)
+        .args(["--argstr", "system", system])
+        .args(["--argstr", "allowUnfree", &allow_unfree.to_string()])
+        .output()
+        .expect("run nix-instantiate");
+    assert!(
+        output.status.success(),
+        "{packages:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let drv = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let shown = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "show-derivation",
+            "--recursive",
+        ])
+        .arg(&drv)
+        .output()
+        .expect("run nix show-derivation");
+    assert!(shown.status.success());
+    match serde_json::from_slice(&shown.stdout).expect("JSON") {
+        Value::Object(map) => map,
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// The derivation in `closure` whose name starts with `prefix`.
+fn find_drv<'a>(closure: &'a serde_json::Map<String, Value>, prefix: &str) -> &'a Value {
+    closure
+        .iter()
+        .find(|(path, _)| package_name(path).starts_with(prefix))
+        .map(|(_, drv)| drv)
+        .unwrap_or_else(|| panic!("no {prefix}* among {} derivations", closure.len()))
+}
+
+fn found_packages_evaluate(tree: Tree, test: &str) {
+    let Some(dir) = real_nix_support::tree(tree, test) else {
+        return;
+    };
+    let python = match tree {
+        Tree::Nixpkgs2009 => "python3.8-requests-",
+        _ => "python3.12-requests-",
+    };
+    let cases: &[(&str, &[&str])] = &[
+        ("hello", &["hello-2."]),
+        (
+            "shell/git",
+            &[
+                "bash-interactive-",
+                "coreutils-",
+                "moreutils-",
+                "nano-",
+                "git-",
+            ],
+        ),
+        ("python3Packages.requests", &[python]),
+        ("python3packages.requests", &[python]),
+    ];
+    for (name, expected) in cases {
+        let image = Image::from_name(name, "latest");
+        let closure = instantiate_image(&dir, &image.packages, "x86_64-linux", false);
+        for prefix in *expected {
+            find_drv(&closure, prefix);
+        }
+        find_drv(&closure, "nixery-runtime-graph.json");
+    }
+
+    let image = Image::from_name("arm64/hello", "latest");
+    let closure = instantiate_image(&dir, &image.packages, image.arch.nix_system(), false);
+    assert_eq!(find_drv(&closure, "hello-2.")["system"], "aarch64-linux");
+    // The tools that assemble the image run here.
+    assert_eq!(
+        find_drv(&closure, "nixery-runtime-graph.json")["system"],
+        "x86_64-linux"
+    );
+
+    // NIXERY_ALLOW_UNFREE reaches nixpkgs' config.allowUnfree.
+    let closure = instantiate_image(&dir, &["1password".to_string()], "x86_64-linux", true);
+    find_drv(&closure, "1password");
+}
+
+#[test]
+fn found_packages_of_nixpkgs_24_11_evaluate() {
+    found_packages_evaluate(
+        Tree::Nixpkgs2411,
+        "found_packages_of_nixpkgs_24_11_evaluate",
+    );
+}
+
+#[test]
+fn found_packages_of_nixpkgs_20_09_evaluate() {
+    found_packages_evaluate(
+        Tree::Nixpkgs2009,
+        "found_packages_of_nixpkgs_20_09_evaluate",
+    );
+}
+
+/// The server with `tree` as its package set answers each refusal with
+/// its registry error, quickly and without building anything.
+fn server_answers_refusals(tree: Tree, test: &str) {
+    let Some(dir) = real_nix_support::tree(tree, test) else {
+        return;
+    };
+    let server = common::TestServer::builder()
+        .env("NIXERY_PKGS_PATH", dir.to_str().expect("UTF-8 path"))
+        .start();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    for case in refusal_cases(tree) {
+        let started = Instant::now();
+        let response = client
+            .get(server.url(&format!("/v2/{}/manifests/latest", case.image)))
+            .send()
+            .expect("request");
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        let body: Value = response.json().expect("registry error body");
+        let code = body["errors"][0]["code"].as_str().unwrap_or("");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        let expected = if case.reason.is_absent() {
+            (404, "MANIFEST_UNKNOWN")
+        } else {
+            (403, "DENIED")
+        };
+        assert_eq!((status, code), expected, "{}: {message}", case.image);
+        assert!(
+            message.contains(&format!("'{}'", case.package)) && message.contains(case.says),
+            "{}: {message}",
+            case.image
+        );
+        if case.image.contains("hello/") {
+            assert!(!message.contains("hello"), "{message}");
+        }
+        assert!(
+            elapsed < Duration::from_secs(20),
+            "{} took {elapsed:?}",
+            case.image
+        );
+    }
+    let built: Vec<String> = server
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("will be built") || l.contains("building '"))
+        .collect();
+    assert!(built.is_empty(), "something was built: {built:#?}");
+}
+
+#[test]
+fn server_answers_refusals_of_nixpkgs_24_11() {
+    server_answers_refusals(
+        Tree::Nixpkgs2411,
+        "server_answers_refusals_of_nixpkgs_24_11",
+    );
+}
+
+#[test]
+fn server_answers_refusals_of_nixpkgs_20_09() {
+    server_answers_refusals(
+        Tree::Nixpkgs2009,
+        "server_answers_refusals_of_nixpkgs_20_09",
+    );
+}

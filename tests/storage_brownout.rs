@@ -1,0 +1,82 @@
+//! A storage backend that fails (rather than answering "not found") is an
+//! error, not a cache miss: the pull is answered `503 UNAVAILABLE` with
+//! `Retry-After` and no Nix build is started. Once storage is back, the
+//! same pull builds.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::TestServer;
+use support::{count_logs, offline_pkgs_repo};
+
+#[test]
+fn failing_cache_lookup_is_answered_503_without_running_nix() {
+    let (repo, commit) = offline_pkgs_repo();
+    let server = TestServer::builder()
+        .env(
+            "NIXERY_PKGS_REPO",
+            format!("file://{}", repo.path().display()),
+        )
+        .env("NIX_TIMEOUT", "120")
+        .start();
+    // Reading any cached manifest now fails with "not a directory".
+    let manifests = server.storage_path().join("manifests");
+    std::fs::remove_dir_all(&manifests).unwrap();
+    std::fs::write(&manifests, b"").unwrap();
+
+    let client = reqwest::blocking::Client::new();
+    let url = server.url(&format!("/v2/hello/manifests/{commit}"));
+    let response = client
+        .get(&url)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "10");
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    assert_eq!(
+        count_logs(&server, "building image"),
+        0,
+        "Nix ran during a storage failure"
+    );
+
+    std::fs::remove_file(&manifests).unwrap();
+    std::fs::create_dir(&manifests).unwrap();
+    let response = client
+        .get(&url)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(count_logs(&server, "building image"), 1);
+}
+
+#[test]
+fn storage_failure_during_a_build_is_on_the_status_page_with_its_kind() {
+    let server = TestServer::builder().env("NIX_TIMEOUT", "120").start();
+    // Writing any blob now fails with "not a directory".
+    let layers = server.storage_path().join("layers");
+    std::fs::remove_dir_all(&layers).unwrap();
+    std::fs::write(&layers, b"").unwrap();
+
+    let client = reqwest::blocking::Client::new();
+    let response = client
+        .get(server.url("/v2/hello/manifests/latest"))
+        .timeout(Duration::from_secs(300))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UPLOAD", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("status page"), "{message}");
+
+    let page = client.get(server.url("/")).send().unwrap().text().unwrap();
+    assert!(
+        page.contains("<code>hello:latest</code> (storage failure)"),
+        "{page}"
+    );
+}
