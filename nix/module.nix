@@ -63,6 +63,10 @@ let
   // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
   // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
   // optionalAttrs (cfg.buildConcurrency != null) { NIXERY_BUILD_CONCURRENCY = toString cfg.buildConcurrency; }
+  // optionalAttrs (cfg.sourceTtl != null) { NIXERY_SOURCE_TTL = toString cfg.sourceTtl; }
+  // optionalAttrs (cfg.channelRemote != null) { NIXERY_CHANNEL_REMOTE = cfg.channelRemote; }
+  // optionalAttrs (cfg.cacheDir != null) { NIXERY_CACHE_DIR = cfg.cacheDir; }
+  // optionalAttrs (cfg.manifestCacheEntries != null) { NIXERY_MANIFEST_CACHE_ENTRIES = toString cfg.manifestCacheEntries; }
   // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
@@ -202,6 +206,30 @@ in
       type = types.nullOr types.ints.positive;
       default = null;
       description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
+    };
+
+    sourceTtl = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      description = "Seconds a git ref or channel name stays resolved to its commit (NIXERY_SOURCE_TTL); null means 60.";
+    };
+
+    channelRemote = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Git remote channel names are resolved against (NIXERY_CHANNEL_REMOTE); null means https://github.com/NixOS/nixpkgs.";
+    };
+
+    cacheDir = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Directory of the local manifest tier (NIXERY_CACHE_DIR); null means the service's cache directory.";
+    };
+
+    manifestCacheEntries = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "Manifests kept in memory (NIXERY_MANIFEST_CACHE_ENTRIES); null means 4096.";
     };
 
     headerTimeout = mkOption {

@@ -1,7 +1,11 @@
 //! Builds images: drives the chain from image name to stored manifest.
 //!
-//! `manifest(name, tag)` parses the name, looks for a cached manifest, and
-//! otherwise runs one build per image at a time (single flight): the Nix
+//! `manifest(name, tag)` parses the name, resolves the package source to an
+//! exact revision ([`crate::resolve`]), derives the image's identity
+//! ([`crate::identity`]) and looks it up in the manifest tiers
+//! ([`crate::manifest_cache`]). Otherwise it runs one build per identity at
+//! a time (single flight, so requests join only a build of exactly their
+//! image): the Nix
 //! step, layer grouping, packing of every layer not yet recorded (bounded
 //! concurrency, CPU work off the async workers), the symlink layer, the
 //! config and the manifest. Builds run in their own task so that a client
@@ -20,39 +24,30 @@ use futures::{
     future::{BoxFuture, Shared},
     stream,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::{
     archive,
     build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
+    identity::ImageIdentity,
     image::Image,
     layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry},
+    manifest_cache::ManifestCache,
     metrics::Metrics,
     nix::{NixError, NixRunner, Refusal},
+    resolve::{ResolveError, Resolved, Resolver},
 };
 
-/// A manifest ready to be sent to a client.
-#[derive(Clone, Debug)]
-pub struct BuiltManifest {
-    /// The manifest JSON exactly as stored.
-    pub bytes: Bytes,
-    /// Its digest, `sha256:<hex>`.
-    pub digest: String,
-}
-
-impl BuiltManifest {
-    fn from_bytes(bytes: Bytes) -> Self {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        Self { bytes, digest }
-    }
-}
+pub use crate::manifest_cache::BuiltManifest;
 
 /// Why an image could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The package source could not be resolved for the tag.
+    #[error(transparent)]
+    Source(ResolveError),
     /// The package set refuses some requested packages (not found, not a
     /// derivation, unfree, broken, ...); decided by evaluation alone.
     #[error("{}", crate::nix::describe_refusals(.0))]
@@ -98,6 +93,7 @@ impl BuildError {
     /// The step that failed, as shown on the status page.
     pub fn kind(&self) -> &'static str {
         match self.root() {
+            BuildError::Source(_) => "source",
             BuildError::PackagesRefused(_) => "packages",
             BuildError::NixFailed(_) => "nix",
             BuildError::Layers(_) => "layers",
@@ -152,6 +148,8 @@ pub struct Builder {
 
 struct Inner {
     cache: Cache,
+    manifests: ManifestCache,
+    resolver: Resolver,
     nix: NixRunner,
     settings: BuilderSettings,
     pack_slots: Semaphore,
@@ -161,10 +159,13 @@ struct Inner {
 }
 
 impl Builder {
-    /// A builder storing through `cache`, running Nix through `nix` and
-    /// counting what it does in `metrics`.
+    /// A builder storing layers through `cache` and manifests in
+    /// `manifests`, resolving the package source with `resolver`, running
+    /// Nix through `nix` and counting what it does in `metrics`.
     pub fn new(
         cache: Cache,
+        manifests: ManifestCache,
+        resolver: Resolver,
         nix: NixRunner,
         settings: BuilderSettings,
         metrics: Arc<Metrics>,
@@ -174,6 +175,8 @@ impl Builder {
         Self {
             inner: Arc::new(Inner {
                 cache,
+                manifests,
+                resolver,
                 nix,
                 settings,
                 pack_slots,
@@ -184,15 +187,16 @@ impl Builder {
         }
     }
 
-    /// Join the build of `image` already in flight, or start one unless
+    /// Join the build of `identity` already in flight, or start one unless
     /// the build slots and the queue are all taken. A build counts until it
     /// ends, whether or not anyone still waits for it.
     fn join_or_start(
         &self,
         image: Image,
-        cache_key: Option<String>,
+        resolved: Resolved,
+        identity: ImageIdentity,
     ) -> Result<SharedBuild, BuildError> {
-        let flight_key = format!("{}:{}", image.name, image.tag);
+        let flight_key = identity.key().to_owned();
         let mut in_flight = self
             .inner
             .in_flight
@@ -217,7 +221,7 @@ impl Builder {
             // Leaves the in-flight map when the build ends, even by a panic,
             // so that a later request starts afresh.
             let _flight = flight;
-            let result = inner.build(&image, cache_key.as_deref()).await;
+            let result = inner.build(&image, &resolved, &identity).await;
             if let Err(error) = &result {
                 Metrics::inc(&inner.metrics.build_failures);
                 let detail = crate::redact::redact(&error_chain(error));
@@ -291,20 +295,43 @@ impl Drop for InFlightEntry {
 impl ImageBuilder for Builder {
     async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
-        let cache_key = self.inner.nix.cache_key(&image);
-        if let Some(key) = &cache_key
-            && let Some(bytes) = self
-                .inner
-                .cache
-                .manifest(key)
-                .await
-                .map_err(BuildError::Lookup)?
+        let resolved = match self.inner.resolver.resolve(tag).await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                let label = format!("{}:{tag}", image.name);
+                match &error {
+                    ResolveError::UnknownRef(_) | ResolveError::UnknownChannel(_) => {
+                        tracing::warn!(image = %label, error = %error, "package source not resolved");
+                    }
+                    _ => {
+                        let detail = error_chain(&error);
+                        tracing::error!(image = %label, error = %detail, "package source not resolved");
+                        self.inner.nix.build_errors().record(&label, &detail);
+                    }
+                }
+                return Err(BuildError::Source(error));
+            }
+        };
+        let identity =
+            ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+        // The warm path: one map lookup, nothing logged above debug.
+        if let Some(built) = self.inner.manifests.memory(identity.key()) {
+            Metrics::inc(&self.inner.metrics.manifest_cache_hits);
+            tracing::debug!(image = %image.name, tag, key = identity.key(), "manifest cache hit");
+            return Ok(built);
+        }
+        if let Some((built, tier)) = self
+            .inner
+            .manifests
+            .get(identity.key())
+            .await
+            .map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::info!(image = %image.name, tag, cache_key = %key, "manifest cache hit");
-            return Ok(BuiltManifest::from_bytes(bytes));
+            tracing::info!(image = %image.name, tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            return Ok(built);
         }
-        self.join_or_start(image, cache_key)?
+        self.join_or_start(image, resolved, identity)?
             .await
             .map_err(BuildError::Shared)
     }
@@ -314,26 +341,38 @@ impl Inner {
     async fn build(
         self: &Arc<Self>,
         image: &Image,
-        cache_key: Option<&str>,
+        resolved: &Resolved,
+        identity: &ImageIdentity,
     ) -> Result<BuiltManifest, BuildError> {
         let _slot = self
             .build_slots
             .acquire()
             .await
             .map_err(|_| BuildError::Unavailable)?;
-        // A build that started while we waited may have cached the result.
-        if let Some(key) = cache_key
-            && let Some(bytes) = self.cache.manifest(key).await.map_err(BuildError::Lookup)?
+        // A build that finished while we waited may have cached the result.
+        if let Some((built, tier)) = self
+            .manifests
+            .get(identity.key())
+            .await
+            .map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.metrics.manifest_cache_hits);
-            return Ok(BuiltManifest::from_bytes(bytes));
+            tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            return Ok(built);
         }
         Metrics::inc(&self.metrics.nix_builds);
-        tracing::info!(image = %image.name, tag = %image.tag, "building image");
+        tracing::info!(
+            image = %image.name,
+            tag = %image.tag,
+            system = image.arch.nix_system(),
+            revision = %resolved.revision.describe(),
+            key = identity.key(),
+            "building image"
+        );
 
         let prepared = self
             .nix
-            .prepare_image(image)
+            .prepare_image_from(image, resolved.src_type, resolved.src_args.clone())
             .await
             .map_err(|error| match error {
                 NixError::Refused(refusals) => BuildError::PackagesRefused(refusals),
@@ -382,10 +421,12 @@ impl Inner {
         self.cache
             .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
             .await?;
-        if let Some(key) = cache_key {
-            self.cache.put_manifest(key, manifest_bytes.clone()).await?;
-        }
         let built = BuiltManifest::from_bytes(manifest_bytes);
+        if self.resolver.still_current(resolved).await {
+            self.manifests.put(identity.key(), &built).await?;
+        } else {
+            tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
+        }
         tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
         Ok(built)
     }
@@ -496,4 +537,15 @@ impl Inner {
         tracing::info!(image, layer = layer_key, digest = %record.digest, size = record.size, "layer uploaded");
         Ok(record)
     }
+}
+
+/// `error` followed by its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
 }

@@ -1,15 +1,15 @@
-//! The two cache tiers in front of image building.
+//! The layer caches in front of image building (manifests have their own
+//! tiers, see [`crate::manifest_cache`]).
 //!
-//! * Local tier: manifests as files in a private temporary directory (they
-//!   can be large), layer build records in memory.
-//! * Storage tier: `manifests/<cache-key>` and `builds/<layer-key>` in the
-//!   storage backend, shared by every instance using the same bucket.
+//! * Memory: layer build records.
+//! * Storage: `builds/<layer-key>` in the storage backend, shared by every
+//!   instance using the same bucket.
 //!
-//! Lookups try the local tier first; a storage hit fills the local tier.
-//! A corrupt storage entry is a miss (logged), never an error for the
-//! client; a storage failure other than "not found" is an error (the
-//! backend has already retried it), never a miss, so that a bucket
-//! brown-out does not turn every pull into a Nix build.
+//! Lookups try memory first; a storage hit fills it. A corrupt storage
+//! entry is a miss (logged), never an error for the client; a storage
+//! failure other than "not found" is an error (the backend has already
+//! retried it), never a miss, so that a bucket brown-out does not turn every
+//! pull into a Nix build.
 //! Blobs become visible under `layers/<sha256>` only when complete (the
 //! backend's [`Storage::persist_blob`] stages them its own way), and a build
 //! record is written only after its blob is in place, so a record found
@@ -18,7 +18,7 @@
 use std::{
     collections::HashMap,
     io,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex, Weak},
 };
 
@@ -47,73 +47,31 @@ pub enum CacheError {
     /// A key derived from build data was not a valid storage key.
     #[error(transparent)]
     Key(#[from] InvalidKey),
-    /// The local manifest directory could not be written.
-    #[error("local cache: {0}")]
-    Local(#[source] io::Error),
     /// A record could not be serialised.
     #[error("encoding build record: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
-/// Both cache tiers plus the per-key upload locks.
+/// Layer build records plus the per-key upload locks.
 pub struct Cache {
     storage: Arc<dyn Storage>,
-    manifest_dir: tempfile::TempDir,
     layer_records: Mutex<HashMap<String, LayerRecord>>,
     upload_locks: KeyedLocks,
 }
 
 impl Cache {
-    /// A cache over `storage` with an empty local tier in a new private
-    /// temporary directory.
-    pub fn new(storage: Arc<dyn Storage>) -> io::Result<Self> {
-        let manifest_dir = tempfile::Builder::new()
-            .prefix("nixery-manifests-")
-            .tempdir()?;
-        Ok(Self {
+    /// A cache over `storage` with nothing in memory yet.
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
             storage,
-            manifest_dir,
             layer_records: Mutex::new(HashMap::new()),
             upload_locks: KeyedLocks::default(),
-        })
+        }
     }
 
     /// The storage backend behind the cache.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
-    }
-
-    /// The cached manifest for `cache_key`, local tier first; `Ok(None)`
-    /// when neither tier has it.
-    pub async fn manifest(&self, cache_key: &str) -> Result<Option<Bytes>, CacheError> {
-        let key = StorageKey::manifest(cache_key)?;
-        let local = self.local_manifest_path(cache_key);
-        if let Ok(bytes) = tokio::fs::read(&local).await {
-            return Ok(Some(Bytes::from(bytes)));
-        }
-        let Some(bytes) = self.read_object(&key).await? else {
-            return Ok(None);
-        };
-        if let Err(error) = write_atomically(&local, &bytes).await {
-            tracing::warn!(key = %key, error = %error, "could not fill local manifest cache");
-        }
-        Ok(Some(bytes))
-    }
-
-    /// Store `manifest` under `cache_key` in both tiers.
-    pub async fn put_manifest(&self, cache_key: &str, manifest: Bytes) -> Result<(), CacheError> {
-        let key = StorageKey::manifest(cache_key)?;
-        self.storage
-            .persist(
-                &key,
-                crate::manifest::MANIFEST_V2,
-                bytes_stream(manifest.clone()),
-            )
-            .await?;
-        write_atomically(&self.local_manifest_path(cache_key), &manifest)
-            .await
-            .map_err(CacheError::Local)?;
-        Ok(())
     }
 
     /// The build record of the layer with cache key `layer_key`, memory
@@ -196,13 +154,9 @@ impl Cache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn local_manifest_path(&self, cache_key: &str) -> PathBuf {
-        self.manifest_dir.path().join(cache_key)
-    }
-
     /// The object at `key`: `Ok(None)` if it does not exist or is too
     /// large to be a cache entry, an error if the backend failed.
-    async fn read_object(&self, key: &StorageKey) -> Result<Option<Bytes>, StorageError> {
+    pub(crate) async fn read_object(&self, key: &StorageKey) -> Result<Option<Bytes>, StorageError> {
         let stream = match self.storage.fetch(key).await {
             Ok(stream) => stream,
             Err(StorageError::NotFound(_)) => return Ok(None),
@@ -234,7 +188,7 @@ pub fn bytes_stream(bytes: Bytes) -> ByteStream {
 }
 
 /// Collect a stream of at most `limit` bytes.
-async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Result<Bytes> {
+pub(crate) async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Result<Bytes> {
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
@@ -251,7 +205,7 @@ async fn read_bounded(mut stream: ByteStream, limit: usize) -> io::Result<Bytes>
 
 /// Write `bytes` to `path` through a temporary file and a rename, so that a
 /// reader never sees a partial file.
-async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", crate::storage::staging::unique_name()));
     tokio::fs::write(&tmp, bytes).await?;
     match tokio::fs::rename(&tmp, path).await {
@@ -329,33 +283,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage: Arc<dyn Storage> =
             Arc::new(crate::storage::filesystem::FilesystemStorage::new(dir.path()).unwrap());
-        let cache = Cache::new(storage.clone()).unwrap();
+        let cache = Cache::new(storage.clone());
         (dir, storage, cache)
-    }
-
-    #[tokio::test]
-    async fn storage_hit_fills_the_local_manifest_tier() {
-        let (_dir, storage, cache) = filesystem_cache();
-        let key = StorageKey::manifest("abc").unwrap();
-        storage
-            .persist(
-                &key,
-                "application/json",
-                bytes_stream(Bytes::from_static(b"{}")),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            cache.manifest("abc").await.unwrap().unwrap(),
-            Bytes::from_static(b"{}")
-        );
-        assert!(cache.local_manifest_path("abc").exists());
-        // The local tier now answers on its own.
-        std::fs::remove_dir_all(_dir.path().join("manifests")).unwrap();
-        assert_eq!(
-            cache.manifest("abc").await.unwrap().unwrap(),
-            Bytes::from_static(b"{}")
-        );
     }
 
     #[tokio::test]
@@ -391,7 +320,7 @@ mod tests {
         };
         cache.put_layer_record("k", &record).await.unwrap();
         // A fresh cache on the same storage (a restart) finds it.
-        let restarted = Cache::new(storage).unwrap();
+        let restarted = Cache::new(storage);
         assert_eq!(restarted.layer_record("k").await.unwrap(), Some(record));
     }
 

@@ -21,6 +21,10 @@ pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
 /// Default `NIX_TIMEOUT` (one build), in seconds, as upstream.
 pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
+/// Default `NIXERY_SOURCE_TTL`, in seconds.
+pub const DEFAULT_SOURCE_TTL_SECS: u64 = 60;
+/// Default `NIXERY_MANIFEST_CACHE_ENTRIES`.
+pub const DEFAULT_MANIFEST_CACHE_ENTRIES: usize = 4096;
 /// Default `NIXERY_NIX_DEADLINE` (one image's whole Nix step), in seconds:
 /// enough for a cold channel (tarball download and evaluation) and
 /// substituting a large closure.
@@ -135,6 +139,23 @@ pub struct ServeSettings {
     #[arg(long, env = "NIXERY_BUILD_CONCURRENCY", value_name = "N")]
     pub build_concurrency: Option<String>,
 
+    /// Seconds a git ref or channel stays resolved to its commit [default: 60].
+    #[arg(long, env = "NIXERY_SOURCE_TTL", value_name = "SECONDS")]
+    pub source_ttl: Option<String>,
+
+    /// Git remote channel names are resolved against
+    /// [default: https://github.com/NixOS/nixpkgs].
+    #[arg(long, env = "NIXERY_CHANNEL_REMOTE", value_name = "URL")]
+    pub channel_remote: Option<String>,
+
+    /// Directory of the local manifest tier [default: $XDG_CACHE_HOME/nixery].
+    #[arg(long, env = "NIXERY_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Manifests kept in memory [default: 4096].
+    #[arg(long, env = "NIXERY_MANIFEST_CACHE_ENTRIES", value_name = "N")]
+    pub manifest_cache_entries: Option<String>,
+
     /// Seconds a client may take to send a request's headers [default: 30].
     #[arg(long, env = "NIXERY_HEADER_TIMEOUT", value_name = "SECONDS")]
     pub header_timeout: Option<String>,
@@ -185,10 +206,62 @@ pub struct Config {
     pub pack_concurrency: usize,
     /// Nix builds run at once (at least 1).
     pub build_concurrency: usize,
+    /// How long a resolved git ref or channel is reused.
+    pub source_ttl: Duration,
+    /// Remote channel names are resolved against.
+    pub channel_remote: String,
+    /// Directory of the local manifest tier, if set (else a default under
+    /// the user's cache directory, see [`default_cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
+    /// Manifests kept in memory (at least 1).
+    pub manifest_cache_entries: usize,
     /// Header and idle cut-offs of client connections.
     pub limits: ConnectionLimits,
     /// Images that may wait for a build slot (0 allowed).
     pub build_queue: usize,
+}
+
+impl StorageSetting {
+    /// A string naming this storage and no other: the filesystem root
+    /// (made absolute) or the bucket and its endpoint. The local manifest
+    /// tier is kept per identity.
+    pub fn identity(&self) -> String {
+        match self {
+            StorageSetting::Filesystem { path } => {
+                let absolute = path
+                    .canonicalize()
+                    .or_else(|_| std::path::absolute(path))
+                    .unwrap_or_else(|_| path.clone());
+                format!("filesystem:{}", absolute.display())
+            }
+            StorageSetting::Gcs {
+                bucket,
+                emulator_host,
+                ..
+            } => format!(
+                "gcs:{}/{bucket}",
+                emulator_host.as_deref().unwrap_or("storage.googleapis.com")
+            ),
+        }
+    }
+}
+
+/// The local manifest tier's default parent directory:
+/// `$XDG_CACHE_HOME/nixery`, else `$HOME/.cache/nixery`, else
+/// `/var/cache/nixery`.
+pub fn default_cache_dir() -> PathBuf {
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    from_env("XDG_CACHE_HOME")
+        .or_else(|| from_env("HOME").map(|home| home.join(".cache")))
+        .map_or_else(
+            || PathBuf::from("/var/cache/nixery"),
+            |dir| dir.join("nixery"),
+        )
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -285,6 +358,7 @@ impl ServeSettings {
     /// Validate the settings. Defaults: `PORT` 8080, `NIXERY_HOST` 0.0.0.0,
     /// `NIXERY_STORAGE_BACKEND` filesystem, `STORAGE_PATH` /var/lib/nixery,
     /// `NIX_TIMEOUT` 60 s, concurrency = number of cores,
+    /// `NIXERY_SOURCE_TTL` 60 s, 4096 manifests in memory,
     /// `NIXERY_HEADER_TIMEOUT` 30 s, `NIXERY_IDLE_TIMEOUT` 60 s.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let port = match present(self.port) {
@@ -380,6 +454,20 @@ impl ServeSettings {
             )?,
         };
 
+        let source_ttl = match present(self.source_ttl) {
+            None => Duration::from_secs(DEFAULT_SOURCE_TTL_SECS),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(secs) => Duration::from_secs(secs),
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: "NIXERY_SOURCE_TTL",
+                        value: v,
+                        expected: "expected a whole number of seconds (0 resolves on every pull)",
+                    });
+                }
+            },
+        };
+
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen: SocketAddr::new(ip, port),
@@ -399,6 +487,16 @@ impl ServeSettings {
                 "NIXERY_BUILD_CONCURRENCY",
                 self.build_concurrency,
                 cores,
+            )?,
+            source_ttl,
+            channel_remote: present(self.channel_remote)
+                .map(|r| r.trim().to_owned())
+                .unwrap_or_else(|| crate::resolve::DEFAULT_CHANNEL_REMOTE.to_owned()),
+            cache_dir: present_path(self.cache_dir),
+            manifest_cache_entries: parse_positive(
+                "NIXERY_MANIFEST_CACHE_ENTRIES",
+                self.manifest_cache_entries,
+                DEFAULT_MANIFEST_CACHE_ENTRIES,
             )?,
             limits,
             build_queue: parse_count("NIXERY_BUILD_QUEUE", self.build_queue, DEFAULT_BUILD_QUEUE)?,
@@ -646,6 +744,62 @@ mod tests {
             err.to_string().starts_with("NIXERY_BUILD_CONCURRENCY="),
             "{err}"
         );
+    }
+
+    #[test]
+    fn source_ttl_and_cache_settings_are_parsed() {
+        let c = ServeSettings::default().into_config().unwrap();
+        assert_eq!(c.source_ttl, Duration::from_secs(DEFAULT_SOURCE_TTL_SECS));
+        assert_eq!(c.channel_remote, crate::resolve::DEFAULT_CHANNEL_REMOTE);
+        assert_eq!(c.manifest_cache_entries, DEFAULT_MANIFEST_CACHE_ENTRIES);
+        let c = ServeSettings {
+            source_ttl: s("0"),
+            channel_remote: s("file:///srv/nixpkgs"),
+            cache_dir: Some("/srv/cache".into()),
+            manifest_cache_entries: s("10"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.source_ttl, Duration::ZERO);
+        assert_eq!(c.channel_remote, "file:///srv/nixpkgs");
+        assert_eq!(c.cache_dir, Some(PathBuf::from("/srv/cache")));
+        assert_eq!(c.manifest_cache_entries, 10);
+        for (settings, var) in [
+            (
+                ServeSettings {
+                    source_ttl: s("-1"),
+                    ..Default::default()
+                },
+                "NIXERY_SOURCE_TTL=",
+            ),
+            (
+                ServeSettings {
+                    manifest_cache_entries: s("0"),
+                    ..Default::default()
+                },
+                "NIXERY_MANIFEST_CACHE_ENTRIES=",
+            ),
+        ] {
+            let err = settings.into_config().unwrap_err();
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn storage_identities_differ_per_root_and_bucket() {
+        let fs = |p: &str| StorageSetting::Filesystem { path: p.into() }.identity();
+        let gcs = |b: &str| {
+            StorageSetting::Gcs {
+                bucket: b.into(),
+                credentials: None,
+                emulator_host: None,
+            }
+            .identity()
+        };
+        assert_ne!(fs("/srv/a"), fs("/srv/b"));
+        assert_ne!(gcs("a"), gcs("b"));
+        assert_ne!(fs("a"), gcs("a"));
     }
 
     #[test]

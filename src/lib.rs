@@ -1,7 +1,8 @@
 //! nixery: a container registry that builds images on demand with Nix.
 //!
 //! Data flows one way: request ([`http`]) -> image name ([`image`]) ->
-//! cache lookup ([`cache`]) -> Nix step ([`nix`]) -> layer grouping
+//! exact revision ([`resolve`]) -> image identity ([`identity`]) ->
+//! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
 //! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
 //! manifest ([`manifest`]) -> response. [`builder`] drives that chain.
 
@@ -12,17 +13,20 @@ pub mod cache;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod identity;
 pub mod image;
 pub mod layer_record;
 pub mod layers;
 pub mod logging;
 pub mod manifest;
+pub mod manifest_cache;
 pub mod metrics;
 pub mod nix;
 pub mod popcount;
 pub mod popularity;
 pub mod redact;
 pub mod reference;
+pub mod resolve;
 pub mod server;
 pub mod source;
 pub mod status;

@@ -20,9 +20,12 @@ use crate::{
     connection::{self, ConnectionLimits},
     http::{AppState, router},
     layers::DEFAULT_BUDGET,
+    manifest_cache::{ManifestCache, local_tier_dir},
     metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
+    resolve::{Resolver, ResolverSettings},
+    source::PackageSource,
     status::StatusInfo,
     storage::{
         Storage,
@@ -59,8 +62,8 @@ pub enum ServerError {
     /// The Nix step could not be prepared.
     #[error("preparing the Nix step: {0}")]
     Nix(#[from] NixError),
-    /// The local cache directory could not be created.
-    #[error("creating the local cache: {0}")]
+    /// The local manifest tier's directory could not be created.
+    #[error("creating the local manifest cache (NIXERY_CACHE_DIR): {0}")]
     LocalCache(#[source] io::Error),
     /// Accepting or serving connections failed.
     #[error("serving failed: {0}")]
@@ -146,9 +149,42 @@ pub async fn image_builder(
         },
         build_errors.clone(),
     )?;
-    let cache = Cache::new(storage).map_err(ServerError::LocalCache)?;
+    let embedded_hash = matches!(config.package_source, PackageSource::Builtin)
+        .then(crate::nix::embedded_files_hash);
+    let resolver = Resolver::new(ResolverSettings {
+        source: nix.source().clone(),
+        embedded_hash,
+        ttl: config.source_ttl,
+        channel_remote: config.channel_remote.clone(),
+    });
+    let identity = config.storage.identity();
+    // A directory the operator chose must work; the default may be
+    // unwritable (a read-only home), which only costs the disk tier.
+    let disk = match &config.cache_dir {
+        Some(dir) => Some(local_tier_dir(dir, &identity).map_err(ServerError::LocalCache)?),
+        None => {
+            let dir = crate::config::default_cache_dir();
+            match local_tier_dir(&dir, &identity) {
+                Ok(disk) => Some(disk),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), error = %error, "no local manifest tier: the default cache directory is unusable, set NIXERY_CACHE_DIR");
+                    None
+                }
+            }
+        }
+    };
+    let manifests = ManifestCache::new(storage.clone(), config.manifest_cache_entries, disk)
+        .map_err(ServerError::LocalCache)?;
+    tracing::info!(
+        dir = %manifests.disk_dir().map_or_else(|| "none".into(), |d| d.display().to_string()),
+        memory_entries = config.manifest_cache_entries,
+        "manifest cache"
+    );
+    let cache = Cache::new(storage);
     Ok(Arc::new(Builder::new(
         cache,
+        manifests,
+        resolver,
         nix,
         BuilderSettings {
             popularity,

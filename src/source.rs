@@ -1,10 +1,9 @@
-//! Package sources: where the Nix package set comes from, how that is told
-//! to `prepare-image` (`srcType`, `srcArgs`), and when a manifest may be
-//! cached (only when the source is pinned to a commit).
+//! Package sources: where the Nix package set comes from and how that is
+//! told to `prepare-image` (`srcType`, `srcArgs`) for an unresolved tag.
+//! The server resolves every source to an exact revision first, see
+//! [`crate::resolve`].
 
 use std::path::{Path, PathBuf};
-
-use sha1::{Digest, Sha1};
 
 /// The package set an image is built from (exactly one is configured).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,26 +67,6 @@ impl PackageSource {
             PackageSource::Builtin => String::new(),
         }
     }
-
-    /// The manifest cache key of `packages` built at `tag`: the hex SHA-1 of
-    /// the sorted package names concatenated, followed by the pinned commit.
-    /// `None` when the source is not pinned to a commit (a channel name, a
-    /// git branch or tag, a local directory), so the result may change.
-    pub fn cache_key(&self, packages: &[String], tag: &str) -> Option<String> {
-        let commit = match self {
-            PackageSource::Channel(channel) if is_commit(channel) => channel.as_str(),
-            PackageSource::Git(_) if is_commit(tag) => tag,
-            _ => return None,
-        };
-        let mut sorted: Vec<&str> = packages.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
-        let mut hasher = Sha1::new();
-        for package in sorted {
-            hasher.update(package.as_bytes());
-        }
-        hasher.update(commit.as_bytes());
-        Some(hex::encode(hasher.finalize()))
-    }
 }
 
 #[cfg(test)]
@@ -95,14 +74,6 @@ mod tests {
     use super::*;
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-    fn pkgs(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn sha1_hex(s: &str) -> String {
-        hex::encode(Sha1::digest(s.as_bytes()))
-    }
 
     #[test]
     fn commit_ids_are_exactly_40_lower_case_hex_digits() {
@@ -120,19 +91,6 @@ mod tests {
         assert_eq!(source.src_type(), "nixpkgs");
         assert_eq!(source.src_args("latest"), "nixos-unstable");
         assert_eq!(source.src_args("v1"), "nixos-unstable");
-    }
-
-    #[test]
-    fn channel_is_cacheable_only_when_it_is_a_commit() {
-        let packages = pkgs(&["hello", "cacert"]);
-        assert_eq!(
-            PackageSource::Channel("nixos-unstable".into()).cache_key(&packages, "latest"),
-            None
-        );
-        assert_eq!(
-            PackageSource::Channel(COMMIT.into()).cache_key(&packages, "latest"),
-            Some(sha1_hex(&format!("cacerthello{COMMIT}")))
-        );
     }
 
     fn git_args(tag: &str) -> serde_json::Value {
@@ -173,45 +131,15 @@ mod tests {
     }
 
     #[test]
-    fn git_is_cacheable_only_for_commit_tags() {
-        let source = PackageSource::Git("https://example.org/pkgs.git".into());
-        let packages = pkgs(&["iana-etc", "git", "cacert"]);
-        assert_eq!(source.cache_key(&packages, "latest"), None);
-        assert_eq!(source.cache_key(&packages, "main"), None);
-        assert_eq!(
-            source.cache_key(&packages, COMMIT),
-            Some(sha1_hex(&format!("cacertgitiana-etc{COMMIT}")))
-        );
-    }
-
-    #[test]
-    fn cache_key_does_not_depend_on_package_order() {
-        let source = PackageSource::Git("u".into());
-        assert_eq!(
-            source.cache_key(&pkgs(&["b", "a"]), COMMIT),
-            source.cache_key(&pkgs(&["a", "b"]), COMMIT)
-        );
-        assert_ne!(
-            source.cache_key(&pkgs(&["a", "b"]), COMMIT),
-            source.cache_key(&pkgs(&["a", "c"]), COMMIT)
-        );
-    }
-
-    #[test]
-    fn path_renders_the_directory_and_is_never_cacheable() {
+    fn path_renders_the_directory() {
         let source = PackageSource::Path("/srv/pkgs".into());
         assert_eq!(source.src_type(), "path");
         assert_eq!(source.src_args("latest"), "/srv/pkgs");
-        assert_eq!(source.cache_key(&pkgs(&["hello"]), COMMIT), None);
     }
 
     #[test]
-    fn builtin_resolves_to_its_directory_and_is_never_cacheable() {
+    fn builtin_resolves_to_its_directory() {
         assert_eq!(PackageSource::Builtin.src_type(), "path");
-        assert_eq!(
-            PackageSource::Builtin.cache_key(&pkgs(&["hello"]), COMMIT),
-            None
-        );
         let resolved =
             PackageSource::Builtin.with_builtin_dir(Path::new("/run/nixery/offline-pkgs"));
         assert_eq!(

@@ -1,7 +1,8 @@
 //! Package sources for real: a local git repository (`file://` URL) holding
 //! the offline package set, whose commits differ in what `hello` prints.
 //! Tag `latest` builds HEAD, a branch or tag name builds that ref, a
-//! 40-hex tag builds that commit and is the only cacheable case.
+//! 40-hex tag builds that commit; resolved first (as the server does), each
+//! builds exactly the commit it was resolved to.
 
 mod nix_support;
 
@@ -10,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix_support::*;
+use nixery::identity::Revision;
 use nixery::image::Image;
+use nixery::resolve::{Resolver, ResolverSettings};
 use nixery::source::PackageSource;
 
 /// A git repository with the offline package set:
@@ -73,22 +76,46 @@ impl PackageRepo {
         PackageSource::Git(format!("file://{}", self.dir.path().display()))
     }
 
-    /// What hello prints in the image built at `tag`, and its cache key.
-    async fn hello_at(&self, tag: &str) -> (String, Option<String>) {
+    /// What hello prints in the image built at `tag` (unresolved: the tag
+    /// goes to Nix as it is).
+    async fn hello_at(&self, tag: &str) -> String {
         let (runner, _) = runner(self.source(), Duration::from_secs(300));
         let image = Image::from_name("hello", tag);
         let result = runner.prepare_image(&image).await.unwrap();
-        (run_hello(&result), runner.cache_key(&image))
+        run_hello(&result)
+    }
+
+    /// The commit `tag` resolves to and what hello prints when built from
+    /// that resolution.
+    async fn resolved_hello_at(&self, source: PackageSource, tag: &str) -> (String, String) {
+        let (runner, _) = runner(source.clone(), Duration::from_secs(300));
+        let resolver = Resolver::new(ResolverSettings {
+            source,
+            embedded_hash: None,
+            ttl: Duration::from_secs(60),
+            channel_remote: "file:///nonexistent".into(),
+        });
+        let resolved = resolver.resolve(tag).await.unwrap();
+        let Revision::Commit(commit) = resolved.revision.clone() else {
+            panic!("{resolved:?}");
+        };
+        let image = Image::from_name("hello", tag);
+        let result = runner
+            .prepare_image_from(&image, resolved.src_type, resolved.src_args)
+            .await
+            .unwrap();
+        (commit, run_hello(&result))
+    }
+
+    fn rev_parse(&self, rev: &str) -> String {
+        git(self.dir.path(), &["rev-parse", rev])
     }
 }
 
 #[tokio::test]
-async fn git_latest_builds_head_and_is_not_cacheable() {
+async fn git_latest_builds_head() {
     let repo = PackageRepo::new();
-    assert_eq!(
-        repo.hello_at("latest").await,
-        ("Hello from main!".to_string(), None)
-    );
+    assert_eq!(repo.hello_at("latest").await, "Hello from main!");
 }
 
 #[tokio::test]
@@ -96,42 +123,54 @@ async fn git_branch_name_builds_that_branch() {
     let repo = PackageRepo::new();
     assert_eq!(
         repo.hello_at("feature").await,
-        ("Hello from the feature branch!".to_string(), None)
+        "Hello from the feature branch!"
     );
 }
 
 #[tokio::test]
 async fn git_tag_name_builds_that_tag() {
     let repo = PackageRepo::new();
-    assert_eq!(
-        repo.hello_at("v1").await,
-        ("Hello from tag v1!".to_string(), None)
-    );
+    assert_eq!(repo.hello_at("v1").await, "Hello from tag v1!");
 }
 
 #[tokio::test]
-async fn git_commit_builds_that_commit_and_is_cacheable() {
+async fn git_commit_builds_that_commit() {
     let repo = PackageRepo::new();
-    let (greeting, key) = repo.hello_at(&repo.first_commit).await;
+    let greeting = repo.hello_at(&repo.first_commit).await;
     assert_eq!(greeting, "Hello from the first commit!");
-    let image = Image::from_name("hello", &repo.first_commit);
-    assert_eq!(
-        key,
-        repo.source().cache_key(&image.packages, &repo.first_commit)
-    );
-    assert!(key.is_some());
 }
 
 #[tokio::test]
-async fn git_unknown_ref_is_a_build_failure() {
+async fn resolved_refs_build_exactly_the_resolved_commit() {
     let repo = PackageRepo::new();
-    let (runner, _) = runner(repo.source(), Duration::from_secs(120));
-    let err = runner
-        .prepare_image(&Image::from_name("hello", "no-such-branch"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, nixery::nix::NixError::BuildFailed { .. }),
-        "{err:?}"
+    // A working tree is read in place by Nix; a bare repository is fetched
+    // like a remote one (by ref, then checked out at the commit).
+    let bare = tempfile::tempdir().unwrap();
+    let bare_dir = bare.path().join("pkgs.git");
+    git(
+        repo.dir.path(),
+        &["clone", "-q", "--bare", ".", bare_dir.to_str().unwrap()],
+    );
+    let sources = [
+        repo.source(),
+        PackageSource::Git(format!("file://{}", bare_dir.display())),
+    ];
+    for source in sources {
+        for (tag, rev, greeting) in [
+            ("latest", "main", "Hello from main!"),
+            ("feature", "feature", "Hello from the feature branch!"),
+            ("v1", "v1^{commit}", "Hello from tag v1!"),
+        ] {
+            assert_eq!(
+                repo.resolved_hello_at(source.clone(), tag).await,
+                (repo.rev_parse(rev), greeting.to_string()),
+                "{tag} from {source:?}"
+            );
+        }
+    }
+    let first = repo.first_commit.clone();
+    assert_eq!(
+        repo.resolved_hello_at(repo.source(), &first).await,
+        (first, "Hello from the first commit!".to_string())
     );
 }

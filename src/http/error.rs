@@ -10,7 +10,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{builder::BuildError, reference::ReferenceError, storage::StorageError};
+use crate::{
+    builder::BuildError, reference::ReferenceError, resolve::ResolveError, storage::StorageError,
+};
 
 /// Error codes of the distribution spec used by this registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +184,20 @@ impl From<BuildError> for RegistryError {
                 };
                 return Self::new(status, code, root.to_string());
             }
+            root @ BuildError::Source(
+                ResolveError::UnknownRef(_) | ResolveError::UnknownChannel(_),
+            ) => {
+                return Self::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::ManifestUnknown,
+                    root.to_string(),
+                );
+            }
+            BuildError::Source(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Unknown,
+                "resolving the package source failed, try again later",
+            ),
             BuildError::Unavailable => {
                 return Self::new(
                     StatusCode::NOT_FOUND,

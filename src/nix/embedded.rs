@@ -39,6 +39,20 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Hex SHA-256 of every embedded file (path and contents, unambiguously
+/// encoded): the revision of the embedded package set, fixed per binary.
+pub fn content_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (path, contents) in FILES {
+        for part in [path.as_bytes(), contents.as_bytes()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// Write [`FILES`] under `dir` (directories 0755, files 0644, so that Nix
 /// can read them whichever user evaluates).
 pub fn write_all(dir: &Path) -> io::Result<()> {

@@ -19,6 +19,8 @@ mod embedded;
 pub(crate) mod process;
 pub mod refusal;
 
+pub use embedded::content_hash as embedded_files_hash;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -197,9 +199,9 @@ impl NixRunner {
         &self.source
     }
 
-    /// The manifest cache key of `image`, if its source is pinned.
-    pub fn cache_key(&self, image: &Image) -> Option<String> {
-        self.source.cache_key(&image.packages, &image.tag)
+    /// Where failures of the image step are recorded (for the status page).
+    pub fn build_errors(&self) -> &Arc<BuildErrors> {
+        &self.build_errors
     }
 
     /// How many Nix processes this runner has started.
@@ -207,8 +209,9 @@ impl NixRunner {
         self.builds_started.load(Ordering::Relaxed)
     }
 
-    /// The full argument vector for `image` (after the program name).
-    fn args(&self, image: &Image) -> Vec<OsString> {
+    /// The full argument vector for `image` built from the source given
+    /// as `srcType` and `srcArgs` (after the program name).
+    fn args(&self, image: &Image, src_type: &str, src_args: String) -> Vec<OsString> {
         let packages = serde_json::Value::from(image.packages.clone()).to_string();
         let mut args = self.leading_args.clone();
         let timeout_secs = self.timeout.as_secs().max(1).to_string();
@@ -217,8 +220,8 @@ impl NixRunner {
         }
         for (name, value) in [
             ("packages", packages),
-            ("srcType", self.source.src_type().to_string()),
-            ("srcArgs", self.source.src_args(&image.tag)),
+            ("srcType", src_type.to_string()),
+            ("srcArgs", src_args),
             ("system", image.arch.nix_system().to_string()),
             ("allowUnfree", self.allow_unfree.to_string()),
         ] {
@@ -233,8 +236,22 @@ impl NixRunner {
     /// builds) when the timeout passes or when the returned future is
     /// dropped.
     pub async fn prepare_image(&self, image: &Image) -> Result<PrepareResult, NixError> {
+        let src_args = self.source.src_args(&image.tag);
+        self.prepare_image_from(image, self.source.src_type(), src_args)
+            .await
+    }
+
+    /// [`NixRunner::prepare_image`] with the package source given as
+    /// `srcType` and `srcArgs` (a source resolved to an exact revision,
+    /// see [`crate::resolve`]) instead of derived from the image tag.
+    pub async fn prepare_image_from(
+        &self,
+        image: &Image,
+        src_type: &str,
+        src_args: String,
+    ) -> Result<PrepareResult, NixError> {
         let label = format!("{}:{}", image.name, image.tag);
-        let result = self.run(image, &label).await;
+        let result = self.run(image, &label, src_type, src_args).await;
         if let Err(error) = &result {
             match error {
                 NixError::Refused(refusals) => {
@@ -257,13 +274,19 @@ impl NixRunner {
         result
     }
 
-    async fn run(&self, image: &Image, label: &str) -> Result<PrepareResult, NixError> {
+    async fn run(
+        &self,
+        image: &Image,
+        label: &str,
+        src_type: &str,
+        src_args: String,
+    ) -> Result<PrepareResult, NixError> {
         self.builds_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(image = %label, system = image.arch.nix_system(), "nix build started");
 
         let mut command = Command::new(&self.program);
         command
-            .args(self.args(image))
+            .args(self.args(image, src_type, src_args))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -503,8 +526,9 @@ mod tests {
             packages: vec!["a\"b".into(), "${c}".into()],
             arch: crate::image::Arch::Arm64,
         };
+        let src_args = runner.source().src_args(&image.tag);
         let mut args: Vec<String> = runner
-            .args(&image)
+            .args(&image, runner.source().src_type(), src_args)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();

@@ -13,7 +13,9 @@
 //!
 //! The server inherits the test's environment except every nixery setting
 //! (so a developer's `NIXERY_CHANNEL` cannot leak in); `PORT=0`,
-//! `NIXERY_HOST=127.0.0.1` and `STORAGE_PATH` are set, then whatever
+//! `NIXERY_HOST=127.0.0.1`, `STORAGE_PATH` and `NIXERY_CACHE_DIR` (a fresh
+//! temporary directory, so the local manifest tier starts empty) are set,
+//! then whatever
 //! [`TestServerBuilder::env`] adds. `start` reads stdout until the
 //! `listening` event and takes the address from its `addr` field; every
 //! stdout line (JSON logs) and stderr line is kept. The process is killed by
@@ -54,6 +56,10 @@ pub const SETTINGS: &[&str] = &[
     "NIXERY_PREPARE_IMAGE",
     "NIXERY_PACK_CONCURRENCY",
     "NIXERY_BUILD_CONCURRENCY",
+    "NIXERY_SOURCE_TTL",
+    "NIXERY_CHANNEL_REMOTE",
+    "NIXERY_CACHE_DIR",
+    "NIXERY_MANIFEST_CACHE_ENTRIES",
     "NIXERY_HEADER_TIMEOUT",
     "NIXERY_IDLE_TIMEOUT",
     "NIXERY_BUILD_QUEUE",
@@ -91,7 +97,7 @@ impl TestServerBuilder {
         self
     }
 
-    fn command(&self, storage_path: &Path) -> Command {
+    fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
         for key in SETTINGS {
             cmd.env_remove(key);
@@ -99,6 +105,7 @@ impl TestServerBuilder {
         cmd.env("PORT", "0")
             .env("NIXERY_HOST", "127.0.0.1")
             .env("STORAGE_PATH", storage_path)
+            .env("NIXERY_CACHE_DIR", cache_dir)
             .env("RUST_LOG", "info");
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -116,7 +123,7 @@ impl TestServerBuilder {
             .clone()
             .unwrap_or_else(|| dir.path().to_path_buf());
         let mut child = self
-            .command(&path)
+            .command(&path, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -150,8 +157,9 @@ impl TestServerBuilder {
             .clone()
             .or_else(|| temp_dir.as_ref().map(|d| d.path().to_path_buf()))
             .expect("a storage path");
+        let cache_dir = tempfile::tempdir().expect("temporary directory");
         let mut child = self
-            .command(&storage_path)
+            .command(&storage_path, cache_dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -181,6 +189,7 @@ impl TestServerBuilder {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             storage_path,
             _temp_dir: temp_dir,
+            _cache_dir: cache_dir,
             logs,
             stderr,
         };
@@ -211,6 +220,7 @@ pub struct TestServer {
     addr: SocketAddr,
     storage_path: PathBuf,
     _temp_dir: Option<tempfile::TempDir>,
+    _cache_dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }

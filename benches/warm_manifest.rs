@@ -1,0 +1,138 @@
+//! The warm path of a manifest pull by tag, without HTTP: `Builder::manifest`
+//! for an image whose manifest is cached, per package source kind (the
+//! embedded set, a local path, a pinned commit, a git branch within its
+//! TTL). Each call parses the name, resolves the source, derives the image
+//! identity and finds it in the memory tier; none may run Nix (checked
+//! after each run). The `scripts/bench-warm-tags.sh` numbers through HTTP
+//! are bounded by this cost plus the server's per-request overhead.
+
+use std::{hint::black_box, path::Path, process::Command, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use nixery::{
+    build_errors::BuildErrors,
+    builder::{Builder, BuilderSettings, BuiltManifest, ImageBuilder},
+    cache::Cache,
+    identity::ImageIdentity,
+    image::Image,
+    layers::{DEFAULT_BUDGET, Popularity},
+    manifest_cache::ManifestCache,
+    metrics::Metrics,
+    nix::{NixRunner, NixSettings, embedded_files_hash},
+    resolve::{DEFAULT_CHANNEL_REMOTE, Resolver, ResolverSettings},
+    source::PackageSource,
+    storage::{Storage, filesystem::FilesystemStorage},
+};
+
+const NAME: &str = "hello/git";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(output.status.success(), "git {args:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// A builder over `source` whose manifest for `NAME:tag` is cached.
+fn warm_builder(
+    runtime: &tokio::runtime::Runtime,
+    storage_dir: &Path,
+    source: PackageSource,
+    tag: &str,
+) -> (Builder, Arc<Metrics>) {
+    let storage: Arc<dyn Storage> = Arc::new(FilesystemStorage::new(storage_dir).unwrap());
+    let embedded = matches!(source, PackageSource::Builtin);
+    let nix = NixRunner::new(
+        NixSettings {
+            source,
+            timeout: Duration::from_secs(60),
+            prepare_image: None,
+        },
+        Arc::new(BuildErrors::new()),
+    )
+    .unwrap();
+    let resolver = Resolver::new(ResolverSettings {
+        source: nix.source().clone(),
+        embedded_hash: embedded.then(embedded_files_hash),
+        ttl: Duration::from_secs(3600),
+        channel_remote: DEFAULT_CHANNEL_REMOTE.into(),
+    });
+    let image = Image::from_name(NAME, tag);
+    let resolved = runtime.block_on(resolver.resolve(tag)).unwrap();
+    let identity = ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+    let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
+    let manifest = BuiltManifest::from_bytes(Bytes::from_static(br#"{"schemaVersion":2}"#));
+    runtime
+        .block_on(manifests.put(identity.key(), &manifest))
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let builder = Builder::new(
+        Cache::new(storage),
+        manifests,
+        resolver,
+        nix,
+        BuilderSettings {
+            popularity: Popularity::default(),
+            layer_budget: DEFAULT_BUDGET,
+            pack_concurrency: 1,
+            build_concurrency: 1,
+        },
+        metrics.clone(),
+    );
+    (builder, metrics)
+}
+
+fn warm_manifest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("default.nix"), "{ ... }: { }\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "bench"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    let pkgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs");
+    let url = format!("file://{}", repo.display());
+
+    let cases = [
+        ("embedded set", PackageSource::Builtin, "latest".to_string()),
+        (
+            "local path",
+            PackageSource::Path(pkgs),
+            "latest".to_string(),
+        ),
+        ("pinned commit", PackageSource::Git(url.clone()), commit),
+        ("git branch", PackageSource::Git(url), "main".to_string()),
+    ];
+    let mut group = c.benchmark_group("warm manifest by tag");
+    for (index, (kind, source, tag)) in cases.into_iter().enumerate() {
+        let storage = scratch.path().join(format!("storage-{index}"));
+        let (builder, metrics) = warm_builder(&runtime, &storage, source, &tag);
+        group.bench_function(kind, |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(builder.manifest(black_box(NAME), black_box(&tag)))
+                    .unwrap()
+            })
+        });
+        let builds = metrics
+            .nix_builds
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(builds, 0, "{kind}: a warm pull ran Nix");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, warm_manifest);
+criterion_main!(benches);

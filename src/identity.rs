@@ -1,0 +1,216 @@
+//! The identity of one exact image: which revision of the package set,
+//! which target system, which packages.
+//!
+//! Two requests get the same image exactly when their [`ImageIdentity`]s are
+//! equal, so the identity's [`key`](ImageIdentity::key) is the only key used
+//! to join builds in flight, to look up and fill every manifest cache tier
+//! and to name the stored manifest (`manifests/<key>`).
+//!
+//! The key is the hex SHA-256 of an unambiguous encoding: a version tag,
+//! then every field as its byte length followed by its bytes, and the
+//! package list as its length followed by each name encoded the same way.
+//! Unlike upstream's key (the names concatenated without a separator, no
+//! system), no two distinct inputs share an encoding: `jq/zsh` and `jqzsh`,
+//! or `hello` for amd64 and arm64, are different images.
+
+use sha2::{Digest, Sha256};
+
+/// Version of the encoding; changing the encoding must change this.
+const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v1";
+
+/// An exact revision of the package set an image is built from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Revision {
+    /// The package set embedded in the binary, by the hash of its files.
+    Embedded(String),
+    /// A git commit (a pinned channel, a git tag, branch or HEAD resolved
+    /// to the commit it pointed at).
+    Commit(String),
+    /// A local directory, by the fingerprint of its tree (paths, sizes,
+    /// modification times) when it was last looked at.
+    Path {
+        /// The directory.
+        dir: String,
+        /// Hex fingerprint of its tree.
+        fingerprint: String,
+    },
+}
+
+impl Revision {
+    /// The fields of the revision: a kind tag, then its values.
+    fn fields(&self) -> Vec<&[u8]> {
+        match self {
+            Revision::Embedded(hash) => vec![b"embedded", hash.as_bytes()],
+            Revision::Commit(commit) => vec![b"commit", commit.as_bytes()],
+            Revision::Path { dir, fingerprint } => {
+                vec![b"path", dir.as_bytes(), fingerprint.as_bytes()]
+            }
+        }
+    }
+
+    /// A short human-readable form for logs (`commit 0123abcd…`).
+    pub fn describe(&self) -> String {
+        match self {
+            Revision::Embedded(hash) => format!("embedded {}", short(hash)),
+            Revision::Commit(commit) => format!("commit {}", short(commit)),
+            Revision::Path { fingerprint, .. } => format!("path {}", short(fingerprint)),
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+/// This exact image: revision, Nix system and package list.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageIdentity {
+    key: String,
+}
+
+impl ImageIdentity {
+    /// The identity of `packages` (as given: callers pass the sorted,
+    /// de-duplicated list of [`crate::image::Image`]) built for `system`
+    /// from `revision`.
+    pub fn new(revision: &Revision, system: &str, packages: &[String]) -> ImageIdentity {
+        let key = hex::encode(Sha256::digest(encode(revision, system, packages)));
+        ImageIdentity { key }
+    }
+
+    /// The key: 64 lower-case hex digits, valid as a storage key name.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The unambiguous byte encoding the key is the hash of.
+fn encode(revision: &Revision, system: &str, packages: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + packages.iter().map(|p| p.len() + 8).sum::<usize>());
+    put(&mut out, ENCODING_VERSION);
+    let fields = revision.fields();
+    put_len(&mut out, fields.len());
+    for field in fields {
+        put(&mut out, field);
+    }
+    put(&mut out, system.as_bytes());
+    put_len(&mut out, packages.len());
+    for package in packages {
+        put(&mut out, package.as_bytes());
+    }
+    out
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&(len as u64).to_be_bytes());
+}
+
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Image;
+    use proptest::prelude::*;
+
+    fn id(revision: &Revision, system: &str, packages: &[&str]) -> ImageIdentity {
+        let packages: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+        ImageIdentity::new(revision, system, &packages)
+    }
+
+    fn commit() -> Revision {
+        Revision::Commit("0123456789abcdef0123456789abcdef01234567".into())
+    }
+
+    #[test]
+    fn names_joined_differently_are_different_images() {
+        let rev = commit();
+        assert_ne!(
+            id(&rev, "x86_64-linux", &["jq", "zsh"]),
+            id(&rev, "x86_64-linux", &["jqzsh"])
+        );
+        assert_ne!(
+            id(&rev, "x86_64-linux", &["a", ""]),
+            id(&rev, "x86_64-linux", &["a"])
+        );
+    }
+
+    #[test]
+    fn meta_packages_and_same_named_packages_are_different_images() {
+        let rev = commit();
+        let identity = |name: &str| {
+            let image = Image::from_name(name, "latest");
+            ImageIdentity::new(&rev, image.arch.nix_system(), &image.packages)
+        };
+        assert_ne!(identity("shell/hello"), identity("hello/shell"));
+        assert_ne!(identity("arm64/htop"), identity("htop/arm64"));
+        assert_ne!(identity("arm64/hello"), identity("hello"));
+        assert_eq!(identity("git/hello"), identity("hello/git"));
+    }
+
+    #[test]
+    fn key_is_64_hex_digits() {
+        let key = id(&commit(), "x86_64-linux", &["hello"]).key().to_string();
+        assert_eq!(key.len(), 64);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(crate::storage::StorageKey::manifest(&key).is_ok());
+    }
+
+    fn revision() -> impl Strategy<Value = Revision> {
+        prop_oneof![
+            "[0-9a-f]{0,8}".prop_map(Revision::Embedded),
+            "[0-9a-f]{0,8}".prop_map(Revision::Commit),
+            ("[a-c/]{0,4}", "[0-9a-f]{0,4}")
+                .prop_map(|(dir, fingerprint)| Revision::Path { dir, fingerprint }),
+        ]
+    }
+
+    /// Small alphabets so that near-collisions (shared prefixes, empty
+    /// names, names that are concatenations of others) are common.
+    fn input() -> impl Strategy<Value = (Revision, String, Vec<String>)> {
+        (
+            revision(),
+            prop_oneof![Just("x86_64-linux".to_string()), "[ab]{0,2}"],
+            proptest::collection::vec("[ab/]{0,3}", 0..4),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn distinct_inputs_never_share_a_key(a in input(), b in input()) {
+            let key_a = ImageIdentity::new(&a.0, &a.1, &a.2);
+            let key_b = ImageIdentity::new(&b.0, &b.1, &b.2);
+            prop_assert_eq!(a == b, key_a == key_b);
+            prop_assert_eq!(a == b, encode(&a.0, &a.1, &a.2) == encode(&b.0, &b.1, &b.2));
+        }
+
+        #[test]
+        fn changing_one_component_changes_the_key(
+            (rev, system, packages) in input(),
+            other_rev in revision(),
+            extra in "[ab]{0,3}",
+        ) {
+            let base = ImageIdentity::new(&rev, &system, &packages);
+            if other_rev != rev {
+                prop_assert_ne!(&base, &ImageIdentity::new(&other_rev, &system, &packages));
+            }
+            let other_system = format!("{system}{extra}x");
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &other_system, &packages));
+            let mut more = packages.clone();
+            more.push(extra.clone());
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &more));
+            if let Some((last, rest)) = packages.split_last() {
+                // Moving bytes between neighbouring names is another image.
+                let mut joined = rest.to_vec();
+                if let Some(prev) = joined.last_mut() {
+                    prev.push_str(last);
+                    prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &joined));
+                }
+            }
+        }
+    }
+}
