@@ -48,13 +48,16 @@ fn warm_builder(
 ) -> (Builder, Arc<Metrics>) {
     let storage: Arc<dyn Storage> = Arc::new(FilesystemStorage::new(storage_dir).unwrap());
     let embedded = matches!(source, PackageSource::Builtin);
+    let build_errors = Arc::new(BuildErrors::new());
     let nix = NixRunner::new(
         NixSettings {
             source,
             timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(600),
+            allow_unfree: false,
             prepare_image: None,
         },
-        Arc::new(BuildErrors::new()),
+        build_errors.clone(),
     )
     .unwrap();
     let resolver = Resolver::new(ResolverSettings {
@@ -82,6 +85,8 @@ fn warm_builder(
             layer_budget: DEFAULT_BUDGET,
             pack_concurrency: 1,
             build_concurrency: 1,
+            build_queue: 16,
+            build_errors,
         },
         metrics.clone(),
     );

@@ -538,14 +538,3 @@ impl Inner {
         Ok(record)
     }
 }
-
-/// `error` followed by its sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text = format!("{text}: {inner}");
-        source = inner.source();
-    }
-    text
-}

@@ -290,7 +290,7 @@ mod tests {
         assert!(cache.memory("02").is_none(), "least recently used kept");
         assert!(cache.memory("01").is_some() && cache.memory("03").is_some());
         // Evicted entries still come from storage.
-        assert_eq!(cache.get("02").await.unwrap().1, Tier::Storage);
+        assert_eq!(cache.get("02").await.unwrap().unwrap().1, Tier::Storage);
     }
 
     #[tokio::test]
@@ -306,9 +306,9 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
 
         let restarted = ManifestCache::new(storage, 8, Some(local.path().into())).unwrap();
-        let (found, tier) = restarted.get(KEY).await.unwrap();
+        let (found, tier) = restarted.get(KEY).await.unwrap().unwrap();
         assert_eq!((found.bytes, tier), (built.bytes, Tier::Disk));
-        assert_eq!(restarted.get(KEY).await.unwrap().1, Tier::Memory);
+        assert_eq!(restarted.get(KEY).await.unwrap().unwrap().1, Tier::Memory);
     }
 
     #[tokio::test]
@@ -318,8 +318,19 @@ mod tests {
         let built = BuiltManifest::from_bytes(Bytes::from_static(b"{\"m\":2}"));
         std::fs::write(local.path().join(KEY), &built.bytes).unwrap();
         let cache = ManifestCache::new(storage(root.path()), 8, Some(local.path().into())).unwrap();
-        assert!(cache.get(KEY).await.is_none());
+        assert!(cache.get(KEY).await.unwrap().is_none());
         assert!(!local.path().join(KEY).exists(), "stale entry kept");
+    }
+
+    #[tokio::test]
+    async fn a_failing_storage_is_an_error_not_a_miss() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = ManifestCache::new(storage(root.path()), 8, None).unwrap();
+        assert!(cache.get(KEY).await.unwrap().is_none());
+        // Reading `manifests/<key>` now fails with "not a directory".
+        std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
+        std::fs::write(root.path().join("manifests"), b"").unwrap();
+        assert!(cache.get(KEY).await.is_err());
     }
 
     #[test]
@@ -345,6 +356,6 @@ mod tests {
         let cache = ManifestCache::new(storage(root.path()), 8, Some(local.path().into())).unwrap();
         assert!(cache.disk_path("../x").is_none());
         assert!(cache.disk_path("").is_none());
-        assert!(cache.get("../x").await.is_none());
+        assert!(cache.get("../x").await.unwrap().is_none());
     }
 }
