@@ -74,15 +74,21 @@ fn any_system_pkgs() -> tempfile::TempDir {
         .arg(dir.path()));
     let default = dir.path().join("default.nix");
     let text = std::fs::read_to_string(&default).expect("default.nix");
-    let header = "{ system ? builtins.currentSystem, ... }:\nlet\n";
-    assert!(
-        text.contains(header),
-        "offline-pkgs/default.nix changed shape"
-    );
-    let text = text.replacen(
-        header,
-        "{ ... }:\nlet\n  system = builtins.currentSystem;\n",
-        1,
+    // The set's arguments start with `{ system ? builtins.currentSystem,`
+    // and its body with `let`: drop the argument, bind it in the `let`.
+    let argument = "{ system ? builtins.currentSystem, ";
+    let header_end = text.find(argument).and_then(|start| {
+        let after = start + text[start..].find("\nlet\n")? + "\nlet\n".len();
+        Some((start, after))
+    });
+    let Some((start, after)) = header_end else {
+        panic!("offline-pkgs/default.nix changed shape");
+    };
+    let text = format!(
+        "{}{{ {}  system = builtins.currentSystem;\n{}",
+        &text[..start],
+        &text[start + argument.len()..after],
+        &text[after..]
     );
     std::fs::write(&default, text).expect("write default.nix");
     dir
