@@ -224,7 +224,7 @@ impl Builder {
             let result = inner.build(&image, &resolved, &identity).await;
             if let Err(error) = &result {
                 Metrics::inc(&inner.metrics.build_failures);
-                let detail = crate::redact::redact(&error_chain(error));
+                let detail = crate::redact::redact(&crate::error_text::chain(error));
                 match error {
                     BuildError::PackagesRefused(_) => {
                         tracing::warn!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
@@ -263,18 +263,6 @@ impl Builder {
     }
 }
 
-/// `error` followed by its sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
 /// Removes a build from the in-flight map when dropped.
 struct InFlightEntry {
     inner: Arc<Inner>,
@@ -304,7 +292,7 @@ impl ImageBuilder for Builder {
                         tracing::warn!(image = %label, error = %error, "package source not resolved");
                     }
                     _ => {
-                        let detail = error_chain(&error);
+                        let detail = crate::error_text::chain(&error);
                         tracing::error!(image = %label, error = %detail, "package source not resolved");
                         self.inner.nix.build_errors().record(&label, &detail);
                     }

@@ -171,7 +171,7 @@ impl From<ReferenceError> for RegistryError {
 
 impl From<BuildError> for RegistryError {
     fn from(e: BuildError) -> Self {
-        let detail = error_chain(&e);
+        let detail = crate::error_text::chain(&e);
         let error = match e.root() {
             root @ BuildError::PackagesRefused(refusals) => {
                 // 404 when every refused package is simply not there
@@ -240,18 +240,6 @@ impl From<BuildError> for RegistryError {
             ..error
         }
     }
-}
-
-/// `error` followed by its sources, for the logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 impl From<StorageError> for RegistryError {

@@ -392,16 +392,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The error and its sources, for logs.
 fn error_chain(error: &NixError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    if let NixError::BadResult(detail) = error {
-        text = format!("{text}: {detail}");
+    match error {
+        NixError::BadResult(detail) => format!("{error}: {detail}"),
+        other => crate::error_text::chain(other),
     }
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// The last non-empty line of `stdout`, as a path.

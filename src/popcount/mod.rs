@@ -20,7 +20,6 @@ pub mod narinfo;
 pub mod store_path;
 pub mod tally;
 
-use std::error::Error;
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -106,7 +105,8 @@ pub async fn count(
         let fetched = match result {
             Ok(fetched) => fetched,
             Err(error) => {
-                progress.suspend(|| eprintln!("failed: {path}: {}", chain(&error)));
+                progress
+                    .suspend(|| eprintln!("failed: {path}: {}", crate::error_text::chain(&error)));
                 summary.failed.push((path.clone(), error));
                 continue;
             }
@@ -249,18 +249,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// An error and its sources on one line.
-fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ impl JsonApi {
         if error.is_timeout() {
             ApiError::Timeout(self.request_timeout)
         } else {
-            ApiError::Transport(error_chain(&error))
+            ApiError::Transport(crate::error_text::chain(&error))
         }
     }
 
@@ -432,19 +432,6 @@ pub(crate) fn content_range(start: u64, len: u64, total: Option<u64>) -> String 
 pub(crate) fn committed_bytes(range: &str) -> Option<u64> {
     let last = range.strip_prefix("bytes=0-")?.trim().parse::<u64>().ok()?;
     last.checked_add(1)
-}
-
-/// A `reqwest` error with its sources, which hold the useful part
-/// ("connection refused").
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        message.push_str(": ");
-        message.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    message
 }
 
 #[cfg(test)]
