@@ -197,3 +197,34 @@ impl Drop for Containerd {
         let _ = self.child.wait();
     }
 }
+
+/// A copy of the offline package set whose derivations are declared for
+/// the build machine whatever system is asked for, so that `arm64` images
+/// build here (their programs are x86-64, their config says arm64).
+pub fn any_system_pkgs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", offline_pkgs_dir().display()))
+        .arg(dir.path()));
+    let default = dir.path().join("default.nix");
+    let text = std::fs::read_to_string(&default).expect("default.nix");
+    // The set's arguments start with `{ system ? builtins.currentSystem,`
+    // and its body with `let`: drop the argument, bind it in the `let`.
+    let argument = "{ system ? builtins.currentSystem, ";
+    let header_end = text.find(argument).and_then(|start| {
+        let after = start + text[start..].find("\nlet\n")? + "\nlet\n".len();
+        Some((start, after))
+    });
+    let Some((start, after)) = header_end else {
+        panic!("offline-pkgs/default.nix changed shape");
+    };
+    let text = format!(
+        "{}{{ {}  system = builtins.currentSystem;\n{}",
+        &text[..start],
+        &text[start + argument.len()..after],
+        &text[after..]
+    );
+    std::fs::write(&default, text).expect("write default.nix");
+    dir
+}
