@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use common::TestServer;
-use support::{Containerd, any_system_pkgs, docker::Docker, resolve_in_root, run};
+use support::{Containerd, any_system_pkgs, docker::Docker, pull_and_unpack, resolve_in_root, run};
 
 fn start_server() -> TestServer {
     TestServer::builder().env("NIX_TIMEOUT", "300").start()
@@ -22,21 +22,7 @@ fn host(server: &TestServer) -> String {
 #[test]
 fn skopeo_copy_of_hello_git_unpacks_and_runs_hello() {
     let server = start_server();
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{}/hello/git:latest", host(&server)),
-        &format!("oci:{}:img", layout.display()),
-    ]));
-
-    let bundle = work.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:img", layout.display()))
-        .arg(&bundle));
-    let rootfs = bundle.join("rootfs");
+    let (_work, rootfs) = pull_and_unpack(host(&server), "hello/git");
 
     let hello = run(Command::new("chroot").arg(&rootfs).arg("/bin/hello"));
     assert_eq!(hello.trim(), "Hello, world!");

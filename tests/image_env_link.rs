@@ -5,30 +5,11 @@
 mod common;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::TestServer;
-use support::{resolve_in_root, run};
-
-/// Pull `name:latest` from `server` and unpack it; the temporary directory
-/// and the root filesystem inside it.
-fn unpack(server: &TestServer, name: &str) -> (tempfile::TempDir, PathBuf) {
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{}/{name}:latest", server.addr()),
-        &format!("oci:{}:img", layout.display()),
-    ]));
-    let bundle = work.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:img", layout.display()))
-        .arg(&bundle));
-    (work, bundle.join("rootfs"))
-}
+use support::{pull_and_unpack, resolve_in_root, run};
 
 /// Symlinks under `dir` (inside `root`) that do not resolve inside `root`.
 fn dangling_links(root: &Path, dir: &str) -> Vec<String> {
@@ -50,14 +31,14 @@ fn dangling_links(root: &Path, dir: &str) -> Vec<String> {
 fn env_is_absent_from_hello_and_resolves_in_shell() {
     let server = TestServer::builder().start();
 
-    let (_hello_dir, hello) = unpack(&server, "hello");
+    let (_hello_dir, hello) = pull_and_unpack(server.addr(), "hello");
     assert!(
         std::fs::symlink_metadata(hello.join("usr/bin/env")).is_err(),
         "hello has no coreutils, so no /usr/bin/env"
     );
     assert_eq!(dangling_links(&hello, "/bin"), Vec::<String>::new());
 
-    let (_shell_dir, shell) = unpack(&server, "shell");
+    let (_shell_dir, shell) = pull_and_unpack(server.addr(), "shell");
     let env = resolve_in_root(&shell, "/usr/bin/env").expect("/usr/bin/env resolves in shell");
     assert!(env.is_file(), "{}", env.display());
     assert_eq!(dangling_links(&shell, "/usr/bin"), Vec::<String>::new());

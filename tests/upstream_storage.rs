@@ -18,7 +18,7 @@ use std::{
 
 use common::{TestServer, sha256_hex};
 use serde_json::Value;
-use support::{count_logs, layer_digests, resolve_in_root, run};
+use support::{count_logs, layer_digests, pull_and_unpack, resolve_in_root, run};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -298,20 +298,7 @@ fn a_root_written_by_upstream_is_served_reusing_every_layer() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], LAYER_TYPE);
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{}/hello:latest", server.addr()),
-        &format!("oci:{}:img", layout.display()),
-    ]));
-    let bundle = work.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:img", layout.display()))
-        .arg(&bundle));
-    let rootfs = bundle.join("rootfs");
+    let (_work, rootfs) = pull_and_unpack(server.addr(), "hello");
     assert!(resolve_in_root(&rootfs, "/bin/hello").is_some());
     let hello = run(Command::new("chroot").arg(&rootfs).arg("/bin/hello"));
     assert_eq!(hello.trim(), "Hello, world!");

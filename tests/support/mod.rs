@@ -48,6 +48,26 @@ pub fn offline_pkgs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
 }
 
+/// Copy `name:latest` from the registry at `addr` with skopeo and unpack it
+/// with umoci: the temporary directory holding both, and the image's root
+/// filesystem inside it.
+pub fn pull_and_unpack(addr: impl std::fmt::Display, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = work.path().join("layout");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{addr}/{name}:latest"),
+        &format!("oci:{}:img", layout.display()),
+    ]));
+    let bundle = work.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:img", layout.display()))
+        .arg(&bundle));
+    (work, bundle.join("rootfs"))
+}
+
 /// Run a command and return its stdout, failing the test with its stderr.
 pub fn run(cmd: &mut Command) -> String {
     let output = cmd.output().unwrap_or_else(|e| {

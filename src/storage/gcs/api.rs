@@ -189,44 +189,40 @@ impl JsonApi {
         }
     }
 
-    /// `GET` an object's metadata: its size if it exists.
-    pub(crate) async fn object_size(&self, object: &str) -> Result<u64, ApiError> {
+    /// `GET` the metadata `fields` (`name,size`) of an object, if it exists.
+    async fn metadata(&self, object: &str, fields: &str) -> Result<ObjectMetadata, ApiError> {
         self.retry
             .run("get metadata", object, || async {
                 let url = self.endpoint.object(&self.bucket, object);
                 let response = self
-                    .send(self.http.get(url).query(&[("fields", "name,size")]))
+                    .send(self.http.get(url).query(&[("fields", fields)]))
                     .await?;
-                let answer: ObjectMetadata = expect_success(response)
+                expect_success(response)
                     .await?
                     .json()
                     .await
-                    .map_err(|e| self.body_error("object metadata", e))?;
-                answer
-                    .size
-                    .as_deref()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| ApiError::Protocol("object metadata without size".to_owned()))
+                    .map_err(|e| self.body_error("object metadata", e))
             })
             .await
     }
 
-    /// `GET` an object's metadata: its content type if it exists.
+    /// An object's size, if it exists.
+    pub(crate) async fn object_size(&self, object: &str) -> Result<u64, ApiError> {
+        self.metadata(object, "name,size")
+            .await?
+            .size
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::Protocol("object metadata without size".to_owned()))
+    }
+
+    /// An object's content type, if it exists.
     pub(crate) async fn content_type(&self, object: &str) -> Result<String, ApiError> {
-        self.retry
-            .run("get metadata", object, || async {
-                let url = self.endpoint.object(&self.bucket, object);
-                let response = self
-                    .send(self.http.get(url).query(&[("fields", "name,contentType")]))
-                    .await?;
-                let answer: ObjectMetadata = expect_success(response)
-                    .await?
-                    .json()
-                    .await
-                    .map_err(|e| self.body_error("object metadata", e))?;
-                Ok(answer.content_type.unwrap_or_default())
-            })
-            .await
+        Ok(self
+            .metadata(object, "name,contentType")
+            .await?
+            .content_type
+            .unwrap_or_default())
     }
 
     /// `GET ...?alt=media`: the response whose body is the object. Only the
