@@ -72,7 +72,7 @@ fn warm_builder(
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
     let manifest = BuiltManifest::from_bytes(Bytes::from_static(br#"{"schemaVersion":2}"#));
     runtime
-        .block_on(manifests.put(identity.key(), &manifest))
+        .block_on(manifests.put(identity.key(), &manifest, None))
         .unwrap();
     let metrics = Arc::new(Metrics::default());
     let builder = Builder::new(
@@ -87,6 +87,7 @@ fn warm_builder(
             build_concurrency: 1,
             build_queue: 16,
             build_errors,
+            gc: None,
         },
         metrics.clone(),
     );

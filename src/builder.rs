@@ -30,6 +30,7 @@ use crate::{
     archive,
     build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
+    gc::GcWatch,
     identity::ImageIdentity,
     image::Image,
     layers::{self, Layer, Popularity},
@@ -74,6 +75,10 @@ pub enum BuildError {
     /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
+    /// Garbage collections removed blobs of the image while it was being
+    /// built, twice in a row.
+    #[error("a storage collection removed blobs of the image during its build; try again")]
+    Collected,
     /// Another request's build of the same image failed.
     #[error(transparent)]
     Shared(Arc<BuildError>),
@@ -102,6 +107,7 @@ impl BuildError {
             BuildError::Busy(_) => "queue",
             BuildError::Crashed(_) => "crash",
             BuildError::Unavailable => "unavailable",
+            BuildError::Collected => "collection",
             BuildError::Shared(_) => "shared",
         }
     }
@@ -137,6 +143,9 @@ pub struct BuilderSettings {
     /// Where failed builds are recorded for the status page. The Nix step
     /// records its own failures; the builder records every other kind.
     pub build_errors: Arc<BuildErrors>,
+    /// Use marks and collection generations (see [`crate::gc::watch`]);
+    /// without it nothing is marked and collections are not watched.
+    pub gc: Option<Arc<GcWatch>>,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
@@ -185,6 +194,11 @@ impl Builder {
                 metrics,
             }),
         }
+    }
+
+    /// The local disk tier's directory, if there is one.
+    pub fn local_tier_dir(&self) -> Option<PathBuf> {
+        self.inner.manifests.disk_dir().map(PathBuf::from)
     }
 
     /// Join the build of `identity` already in flight, or start one unless
@@ -306,6 +320,7 @@ impl ImageBuilder for Builder {
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::debug!(image = %image.name, tag, key = identity.key(), "manifest cache hit");
+            self.inner.touch(&built);
             return Ok(built);
         }
         if let Some((built, tier)) = self
@@ -317,6 +332,7 @@ impl ImageBuilder for Builder {
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            self.inner.touch(&built);
             return Ok(built);
         }
         self.join_or_start(image, resolved, identity)?
@@ -326,6 +342,13 @@ impl ImageBuilder for Builder {
 }
 
 impl Inner {
+    /// Record a use of `built` (off the request path).
+    fn touch(&self, built: &BuiltManifest) {
+        if let Some(watch) = &self.settings.gc {
+            watch.touch(built.digest_hex());
+        }
+    }
+
     async fn build(
         self: &Arc<Self>,
         image: &Image,
@@ -348,6 +371,51 @@ impl Inner {
             tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
         }
+        // A collection may remove blobs the build reuses; then it is built
+        // again, once (see `GcWatch::settle`).
+        for attempt in 0..2 {
+            let started = self.settings.gc.as_ref().map(|watch| watch.snapshot());
+            let (built, blobs, layer_count) = self.build_once(image, resolved, identity).await?;
+            let stamp = match (&self.settings.gc, started) {
+                (Some(watch), Some(started)) => {
+                    match watch
+                        .settle(started, built.digest_hex(), &blobs)
+                        .await
+                        .map_err(|e| BuildError::Storage(e.into()))?
+                    {
+                        Some(stamp) => Some(stamp),
+                        None => {
+                            self.cache.forget_records();
+                            if attempt == 0 {
+                                tracing::warn!(image = %image.name, tag = %image.tag, "blobs of the image were collected during its build, building it again");
+                                continue;
+                            }
+                            return Err(BuildError::Collected);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if self.resolver.still_current(resolved).await {
+                self.manifests.put(identity.key(), &built, stamp).await?;
+            } else {
+                tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
+            }
+            tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
+            return Ok(built);
+        }
+        Err(BuildError::Collected)
+    }
+
+    /// The Nix step, grouping, packing and the stored config and manifest
+    /// blobs: the manifest, the hex digests of every blob it names, and its
+    /// layer count.
+    async fn build_once(
+        self: &Arc<Self>,
+        image: &Image,
+        resolved: &Resolved,
+        identity: &ImageIdentity,
+    ) -> Result<(BuiltManifest, Vec<String>, usize), BuildError> {
         Metrics::inc(&self.metrics.nix_builds);
         tracing::info!(
             image = %image.name,
@@ -394,6 +462,8 @@ impl Inner {
             first_path: String::new(),
         };
         let layer_count = entries.len() + 1;
+        let mut blobs: Vec<String> = entries.iter().map(|e| e.digest.clone()).collect();
+        blobs.push(symlink_entry.digest.clone());
         let cmd = image.cmd();
         let documents = manifest::assemble(
             image.arch.image_arch(),
@@ -409,14 +479,12 @@ impl Inner {
         self.cache
             .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
             .await?;
-        let built = BuiltManifest::from_bytes(manifest_bytes);
-        if self.resolver.still_current(resolved).await {
-            self.manifests.put(identity.key(), &built).await?;
-        } else {
-            tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
-        }
-        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
-        Ok(built)
+        blobs.push(documents.config_ref.digest.clone());
+        Ok((
+            BuiltManifest::from_bytes(manifest_bytes),
+            blobs,
+            layer_count,
+        ))
     }
 
     /// Pack and upload one layer unless its build record exists. The merge

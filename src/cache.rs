@@ -13,7 +13,10 @@
 //! Blobs become visible under `layers/<sha256>` only when complete (the
 //! backend's [`Storage::persist_blob`] stages them its own way), and a build
 //! record is written only after its blob is in place, so a record found
-//! here always points at an existing blob.
+//! here always points at an existing blob. With a [`GcWatch`], records in
+//! memory carry the collection generation they were read under and are
+//! read again from storage once a collection has run (see
+//! [`crate::gc::watch`]).
 
 use std::{
     collections::HashMap,
@@ -27,7 +30,10 @@ use futures::{StreamExt, stream};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::storage::{ByteStream, InvalidKey, Persisted, Storage, StorageError, StorageKey};
+use crate::{
+    gc::GcWatch,
+    storage::{ByteStream, InvalidKey, Persisted, Storage, StorageError, StorageKey},
+};
 
 /// Largest manifest or build record read back from storage.
 const MAX_CACHED_OBJECT: usize = 16 * 1024 * 1024;
@@ -55,8 +61,9 @@ pub enum CacheError {
 /// Layer build records plus the per-key upload locks.
 pub struct Cache {
     storage: Arc<dyn Storage>,
-    layer_records: Mutex<HashMap<String, LayerRecord>>,
+    layer_records: Mutex<HashMap<String, (LayerRecord, Option<u64>)>>,
     upload_locks: KeyedLocks,
+    watch: Option<Arc<GcWatch>>,
 }
 
 impl Cache {
@@ -66,7 +73,30 @@ impl Cache {
             storage,
             layer_records: Mutex::new(HashMap::new()),
             upload_locks: KeyedLocks::default(),
+            watch: None,
         }
+    }
+
+    /// The same cache, trusting records only under the collection
+    /// generation `watch` knows.
+    pub fn with_watch(self, watch: Arc<GcWatch>) -> Self {
+        Self {
+            watch: Some(watch),
+            ..self
+        }
+    }
+
+    /// Forget every record held in memory (a collection removed a blob one
+    /// of them named).
+    pub fn forget_records(&self) {
+        self.records().clear();
+    }
+
+    /// The stamp of a record just read or written.
+    fn stamp(&self) -> Option<u64> {
+        self.watch
+            .as_ref()
+            .map_or(Some(0), |watch| watch.stamp_for_read())
     }
 
     /// The storage backend behind the cache.
@@ -77,8 +107,11 @@ impl Cache {
     /// The build record of the layer with cache key `layer_key`, memory
     /// first; `Ok(None)` when there is none (or only a corrupt one).
     pub async fn layer_record(&self, layer_key: &str) -> Result<Option<LayerRecord>, CacheError> {
-        if let Some(record) = self.records().get(layer_key) {
-            return Ok(Some(record.clone()));
+        if let Some((record, stamp)) = self.records().get(layer_key) {
+            let trusted = self.watch.as_ref().is_none_or(|w| w.trusts(*stamp));
+            if trusted {
+                return Ok(Some(record.clone()));
+            }
         }
         let key = StorageKey::build(layer_key)?;
         let Some(bytes) = self.read_object(&key).await? else {
@@ -86,7 +119,9 @@ impl Cache {
         };
         match crate::layer_record::decode(&bytes) {
             Ok(record) if StorageKey::layer(&record.digest).is_ok() => {
-                self.records().insert(layer_key.to_owned(), record.clone());
+                let stamp = self.stamp();
+                self.records()
+                    .insert(layer_key.to_owned(), (record.clone(), stamp));
                 Ok(Some(record))
             }
             Ok(_) => {
@@ -112,7 +147,9 @@ impl Cache {
         self.storage
             .persist(&key, RECORD_CONTENT_TYPE, bytes_stream(json))
             .await?;
-        self.records().insert(layer_key.to_owned(), record.clone());
+        let stamp = self.stamp();
+        self.records()
+            .insert(layer_key.to_owned(), (record.clone(), stamp));
         Ok(())
     }
 
@@ -146,7 +183,7 @@ impl Cache {
             .await?)
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, LayerRecord>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, (LayerRecord, Option<u64>)>> {
         // A poisoned map only means another task panicked mid-insert of a
         // complete value; the data is still consistent.
         self.layer_records

@@ -168,6 +168,24 @@ pub struct ServeSettings {
     /// images get 429 [default: 16].
     #[arg(long, env = "NIXERY_BUILD_QUEUE", value_name = "N")]
     pub build_queue: Option<String>,
+
+    /// Collect images not pulled within this long, periodically (45s, 10m,
+    /// 12h, 30d) [default: unset, no periodic collection].
+    #[arg(long, env = "NIXERY_GC_KEEP", value_name = "DURATION")]
+    pub gc_keep: Option<String>,
+
+    /// Time between periodic collections [default: 24h].
+    #[arg(long, env = "NIXERY_GC_INTERVAL", value_name = "DURATION")]
+    pub gc_interval: Option<String>,
+
+    /// Objects younger than this are never collected by periodic runs
+    /// [default: 1h].
+    #[arg(long, env = "NIXERY_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
+
+    /// Use of an image is written to storage at most this often [default: 1h].
+    #[arg(long, env = "NIXERY_GC_TOUCH_INTERVAL", value_name = "DURATION")]
+    pub gc_touch_interval: Option<String>,
 }
 
 /// Which storage backend to use, with its settings.
@@ -181,6 +199,96 @@ pub enum StorageSetting {
         credentials: Option<PathBuf>,
         emulator_host: Option<String>,
     },
+}
+
+/// Garbage collection settings of the server (see [`crate::gc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcSettings {
+    /// Periodic collection keeps images used within this long; `None`
+    /// turns periodic collection off (`NIXERY_GC_KEEP`).
+    pub keep: Option<Duration>,
+    /// Time between periodic collections (`NIXERY_GC_INTERVAL`).
+    pub interval: Duration,
+    /// Objects younger than this are never collected (`NIXERY_GC_GRACE`).
+    pub grace: Duration,
+    /// A use mark is rewritten at most this often
+    /// (`NIXERY_GC_TOUCH_INTERVAL`).
+    pub touch_interval: Duration,
+}
+
+/// Default `NIXERY_GC_INTERVAL`.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Default `NIXERY_GC_GRACE` and `nixery gc --grace`.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// Default `NIXERY_GC_TOUCH_INTERVAL`.
+pub const DEFAULT_GC_TOUCH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default `nixery gc --keep`.
+pub const DEFAULT_GC_KEEP: Duration = Duration::from_secs(30 * 86_400);
+
+/// A positive duration such as `45s`, `10m`, `12h` or `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("a duration must be longer than zero".to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A duration setting from `var`, `default` when unset.
+fn duration_setting(
+    var: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match present(value) {
+        None => Ok(default),
+        Some(v) => parse_duration(&v).map_err(|_| ConfigError::Invalid {
+            var,
+            value: v,
+            expected: "expected a duration such as 45s, 10m, 12h or 30d",
+        }),
+    }
+}
+
+impl GcSettings {
+    fn from_settings(
+        keep: Option<String>,
+        interval: Option<String>,
+        grace: Option<String>,
+        touch_interval: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let touch_interval = duration_setting(
+            "NIXERY_GC_TOUCH_INTERVAL",
+            touch_interval,
+            DEFAULT_GC_TOUCH_INTERVAL,
+        )?;
+        let keep = match present(keep) {
+            None => None,
+            Some(v) => {
+                let parsed = duration_setting("NIXERY_GC_KEEP", Some(v.clone()), DEFAULT_GC_KEEP)?;
+                if parsed < min_keep(touch_interval) {
+                    return Err(ConfigError::Invalid {
+                        var: "NIXERY_GC_KEEP",
+                        value: v,
+                        expected: "expected at least twice the notice period (6 times NIXERY_GC_TOUCH_INTERVAL, at most 60s)",
+                    });
+                }
+                Some(parsed)
+            }
+        };
+        Ok(Self {
+            keep,
+            interval: duration_setting("NIXERY_GC_INTERVAL", interval, DEFAULT_GC_INTERVAL)?,
+            grace: duration_setting("NIXERY_GC_GRACE", grace, DEFAULT_GC_GRACE)?,
+            touch_interval,
+        })
+    }
+}
+
+/// The shortest `keep` a collection accepts: twice its notice period, so
+/// that images served while servers learn of the collection are kept.
+pub fn min_keep(touch_interval: Duration) -> Duration {
+    2 * crate::gc::watch::notice_period(touch_interval)
 }
 
 /// Validated settings of the server.
@@ -219,6 +327,8 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// Images that may wait for a build slot (0 allowed).
     pub build_queue: usize,
+    /// Garbage collection.
+    pub gc: GcSettings,
 }
 
 impl StorageSetting {
@@ -500,6 +610,12 @@ impl ServeSettings {
             )?,
             limits,
             build_queue: parse_count("NIXERY_BUILD_QUEUE", self.build_queue, DEFAULT_BUILD_QUEUE)?,
+            gc: GcSettings::from_settings(
+                self.gc_keep,
+                self.gc_interval,
+                self.gc_grace,
+                self.gc_touch_interval,
+            )?,
         })
     }
 }
@@ -800,6 +916,53 @@ mod tests {
         assert_ne!(fs("/srv/a"), fs("/srv/b"));
         assert_ne!(gcs("a"), gcs("b"));
         assert_ne!(fs("a"), gcs("a"));
+    }
+
+    #[test]
+    fn gc_settings_parse_durations_and_refuse_a_keep_shorter_than_the_notice() {
+        let c = ServeSettings::default().into_config().unwrap();
+        assert_eq!(c.gc.keep, None);
+        assert_eq!(c.gc.interval, DEFAULT_GC_INTERVAL);
+        assert_eq!(c.gc.grace, Duration::from_secs(3600));
+        let c = ServeSettings {
+            gc_keep: s("30d"),
+            gc_interval: s("12h"),
+            gc_grace: s("10m"),
+            gc_touch_interval: s("45s"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.gc.keep, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.gc.interval, Duration::from_secs(12 * 3600));
+        assert_eq!(c.gc.grace, Duration::from_secs(600));
+        assert_eq!(c.gc.touch_interval, Duration::from_secs(45));
+        for (settings, var) in [
+            (
+                ServeSettings {
+                    gc_keep: s("10s"),
+                    ..Default::default()
+                },
+                "NIXERY_GC_KEEP=",
+            ),
+            (
+                ServeSettings {
+                    gc_grace: s("soon"),
+                    ..Default::default()
+                },
+                "NIXERY_GC_GRACE=",
+            ),
+            (
+                ServeSettings {
+                    gc_interval: s("0s"),
+                    ..Default::default()
+                },
+                "NIXERY_GC_INTERVAL=",
+            ),
+        ] {
+            let err = settings.into_config().unwrap_err();
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
     }
 
     #[test]

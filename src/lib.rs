@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod connection;
 pub mod error_text;
+pub mod gc;
 pub mod http;
 pub mod identity;
 pub mod image;

@@ -9,7 +9,11 @@
 //!    seen to hold the manifest blob it describes;
 //! 3. storage: `manifests/<key>`, shared by every instance on the bucket.
 //!
-//! A lower-tier hit fills the tiers above it. A missing or malformed entry
+//! A lower-tier hit fills the tiers above it. With a [`GcWatch`], every
+//! entry carries the collection generation it was last checked under and
+//! is confirmed against storage before it is served under a newer one (see
+//! [`crate::gc::watch`]); entries from the disk tier and storage are always
+//! confirmed. A missing or malformed entry
 //! is a miss (logged); a storage failure other than "not found" is an error
 //! (the backend has already retried it), so that a bucket brown-out is
 //! answered as such instead of turning every pull into a Nix build.
@@ -27,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     cache::{CacheError, bytes_stream, read_bounded, write_atomically},
+    gc::GcWatch,
     storage::{Storage, StorageError, StorageKey},
 };
 
@@ -50,7 +55,7 @@ impl BuiltManifest {
     }
 
     /// The hex part of the digest.
-    fn digest_hex(&self) -> &str {
+    pub fn digest_hex(&self) -> &str {
         self.digest.trim_start_matches("sha256:")
     }
 }
@@ -77,11 +82,15 @@ impl Tier {
     }
 }
 
+/// A memory entry: the manifest and the generation it was checked under.
+type Stamped = (BuiltManifest, Option<u64>);
+
 /// Manifests by image identity key, in memory, on local disk and in storage.
 pub struct ManifestCache {
-    memory: Mutex<LruCache<String, BuiltManifest>>,
+    memory: Mutex<LruCache<String, Stamped>>,
     disk: Option<PathBuf>,
     storage: Arc<dyn Storage>,
+    watch: Option<Arc<GcWatch>>,
 }
 
 impl ManifestCache {
@@ -101,7 +110,16 @@ impl ManifestCache {
             memory: Mutex::new(LruCache::new(capacity)),
             disk,
             storage,
+            watch: None,
         })
+    }
+
+    /// The same tiers, checked against collections seen by `watch`.
+    pub fn with_watch(self, watch: Arc<GcWatch>) -> Self {
+        Self {
+            watch: Some(watch),
+            ..self
+        }
     }
 
     /// The local tier's directory, if there is one.
@@ -109,9 +127,15 @@ impl ManifestCache {
         self.disk.as_deref()
     }
 
-    /// The manifest for `key` from the memory tier alone.
+    /// The manifest for `key` from the memory tier alone, if it may be
+    /// served without asking storage.
     pub fn memory(&self, key: &str) -> Option<BuiltManifest> {
-        self.lock().get(key).cloned()
+        let mut memory = self.lock();
+        let (built, stamp) = memory.get(key)?;
+        match &self.watch {
+            Some(watch) if !watch.trusts(*stamp) => None,
+            _ => Some(built.clone()),
+        }
     }
 
     /// The manifest for `key` and the tier that had it, memory first;
@@ -120,21 +144,65 @@ impl ManifestCache {
         if let Some(built) = self.memory(key) {
             return Ok(Some((built, Tier::Memory)));
         }
-        if let Some(built) = self.read_disk(key).await? {
-            self.lock().put(key.to_owned(), built.clone());
+        let untrusted = self.lock().get(key).map(|(built, _)| built.clone());
+        if let Some(built) = untrusted
+            && let Some(stamp) = self.confirm(key, &built).await?
+        {
+            self.lock().put(key.to_owned(), (built.clone(), stamp));
+            return Ok(Some((built, Tier::Memory)));
+        }
+        if let Some((built, stamp)) = self.read_disk(key).await? {
+            self.lock().put(key.to_owned(), (built.clone(), stamp));
             return Ok(Some((built, Tier::Disk)));
         }
         let Some(built) = self.read_storage(key).await? else {
             return Ok(None);
         };
+        let Some(stamp) = self.confirm(key, &built).await? else {
+            return Ok(None);
+        };
         self.write_disk(key, &built.bytes).await;
-        self.lock().put(key.to_owned(), built.clone());
+        self.lock().put(key.to_owned(), (built.clone(), stamp));
         Ok(Some((built, Tier::Storage)))
     }
 
-    /// Store `built` under `key` in every tier. Call only once the blobs
-    /// it names (and the manifest blob itself) are in storage.
-    pub async fn put(&self, key: &str, built: &BuiltManifest) -> Result<(), CacheError> {
+    /// Without a watch: `Some(None)` (serve, nothing to stamp). With one:
+    /// the stamp when the manifest may be served, `None` when it was
+    /// collected (then it leaves the memory and disk tiers).
+    async fn confirm(
+        &self,
+        key: &str,
+        built: &BuiltManifest,
+    ) -> Result<Option<Option<u64>>, StorageError> {
+        let Some(watch) = &self.watch else {
+            return Ok(Some(None));
+        };
+        match watch.confirm(built.digest_hex()).await {
+            Ok(Some(stamp)) => Ok(Some(Some(stamp))),
+            Ok(None) => {
+                tracing::info!(key, digest = %built.digest, "cached manifest was collected, building it again");
+                self.lock().pop(key);
+                if let Some(path) = self.disk_path(key) {
+                    let _ = tokio::fs::remove_file(path).await;
+                }
+                Ok(None)
+            }
+            Err(error) => {
+                tracing::warn!(key, error = %crate::redact::redact(&error.to_string()), "confirming a cached manifest against storage failed");
+                Err(error)
+            }
+        }
+    }
+
+    /// Store `built` under `key` in every tier, stamped with the collection
+    /// generation `stamp` it was checked under. Call only once the blobs it
+    /// names (and the manifest blob itself) are in storage.
+    pub async fn put(
+        &self,
+        key: &str,
+        built: &BuiltManifest,
+        stamp: Option<u64>,
+    ) -> Result<(), CacheError> {
         let storage_key = StorageKey::manifest(key)?;
         self.storage
             .persist(
@@ -144,11 +212,11 @@ impl ManifestCache {
             )
             .await?;
         self.write_disk(key, &built.bytes).await;
-        self.lock().put(key.to_owned(), built.clone());
+        self.lock().put(key.to_owned(), (built.clone(), stamp));
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, BuiltManifest>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Stamped>> {
         // A poisoned map only means a panic between complete operations.
         self.memory
             .lock()
@@ -163,7 +231,7 @@ impl ManifestCache {
         Some(self.disk.as_ref()?.join(key))
     }
 
-    async fn read_disk(&self, key: &str) -> Result<Option<BuiltManifest>, StorageError> {
+    async fn read_disk(&self, key: &str) -> Result<Option<Stamped>, StorageError> {
         let Some(path) = self.disk_path(key) else {
             return Ok(None);
         };
@@ -180,13 +248,16 @@ impl ManifestCache {
             }
         };
         let built = BuiltManifest::from_bytes(Bytes::from(bytes));
+        if self.watch.is_some() {
+            return Ok(self.confirm(key, &built).await?.map(|stamp| (built, stamp)));
+        }
         // The storage must still hold the manifest blob (and so, written
         // before it, every blob the manifest names).
         let Ok(blob) = StorageKey::layer(built.digest_hex()) else {
             return Ok(None);
         };
         match self.storage.fetch(&blob).await {
-            Ok(_) => Ok(Some(built)),
+            Ok(_) => Ok(Some((built, None))),
             Err(StorageError::NotFound(_)) => {
                 tracing::warn!(key, digest = %built.digest, "local manifest names a blob the storage lacks, dropping it");
                 let _ = tokio::fs::remove_file(&path).await;
@@ -238,13 +309,18 @@ impl ManifestCache {
     }
 }
 
+/// Where [`local_tier_dir`] puts the tier, without creating anything.
+pub fn local_tier_path(cache_dir: &Path, storage_identity: &str) -> PathBuf {
+    let hash = hex::encode(Sha256::digest(storage_identity.as_bytes()));
+    cache_dir.join(format!("manifests-{}", &hash[..16]))
+}
+
 /// The local tier's directory for the storage named `storage_identity`
 /// (see [`crate::config::StorageSetting::identity`]) under `cache_dir`:
 /// `<cache_dir>/manifests-<first 16 hex digits of its SHA-256>`. A file
 /// `storage` beside the manifests names the storage, for operators.
 pub fn local_tier_dir(cache_dir: &Path, storage_identity: &str) -> io::Result<PathBuf> {
-    let hash = hex::encode(Sha256::digest(storage_identity.as_bytes()));
-    let dir = cache_dir.join(format!("manifests-{}", &hash[..16]));
+    let dir = local_tier_path(cache_dir, storage_identity);
     std::fs::create_dir_all(&dir)?;
     let label = dir.join("storage");
     if !label.exists() {
@@ -278,13 +354,13 @@ mod tests {
         let cache = ManifestCache::new(storage(root.path()), 2, None).unwrap();
         for key in ["01", "02"] {
             cache
-                .put(key, &BuiltManifest::from_bytes(Bytes::from(key)))
+                .put(key, &BuiltManifest::from_bytes(Bytes::from(key)), None)
                 .await
                 .unwrap();
         }
         assert!(cache.memory("01").is_some());
         cache
-            .put("03", &BuiltManifest::from_bytes(Bytes::from("03")))
+            .put("03", &BuiltManifest::from_bytes(Bytes::from("03")), None)
             .await
             .unwrap();
         assert!(cache.memory("02").is_none(), "least recently used kept");
@@ -301,7 +377,7 @@ mod tests {
         let built = BuiltManifest::from_bytes(Bytes::from_static(b"{\"m\":1}"));
         store_blob(&storage, &built).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
-        cache.put(KEY, &built).await.unwrap();
+        cache.put(KEY, &built, None).await.unwrap();
         drop(cache);
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
 

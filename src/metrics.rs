@@ -25,13 +25,24 @@ pub struct Metrics {
     pub layer_cache_hits: AtomicU64,
     /// New builds refused because the build queue was full (429).
     pub builds_refused: AtomicU64,
+    /// Periodic collections that completed.
+    pub gc_runs: AtomicU64,
+    /// Periodic collections that failed.
+    pub gc_failures: AtomicU64,
+    /// Objects deleted by periodic collections.
+    pub gc_objects_deleted: AtomicU64,
+    /// Bytes deleted by periodic collections.
+    pub gc_bytes_deleted: AtomicU64,
+    /// Unix time of the last completed periodic collection (a gauge; 0
+    /// before the first).
+    pub gc_last_run: AtomicU64,
 }
 
 /// Name, help text and accessor of one counter.
 type Counter = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
 
 /// Every counter, in output order.
-const COUNTERS: [Counter; 7] = [
+const COUNTERS: [Counter; 11] = [
     (
         "nixery_nix_builds_total",
         "Nix steps started for image builds.",
@@ -67,7 +78,34 @@ const COUNTERS: [Counter; 7] = [
         "New image builds refused with 429 because the build queue was full.",
         |m| &m.builds_refused,
     ),
+    (
+        "nixery_gc_runs_total",
+        "Periodic garbage collections that completed.",
+        |m| &m.gc_runs,
+    ),
+    (
+        "nixery_gc_failures_total",
+        "Periodic garbage collections that failed.",
+        |m| &m.gc_failures,
+    ),
+    (
+        "nixery_gc_objects_deleted_total",
+        "Objects deleted by periodic garbage collections.",
+        |m| &m.gc_objects_deleted,
+    ),
+    (
+        "nixery_gc_bytes_deleted_total",
+        "Bytes deleted by periodic garbage collections.",
+        |m| &m.gc_bytes_deleted,
+    ),
 ];
+
+/// Every gauge, in output order (after the counters).
+const GAUGES: [Counter; 1] = [(
+    "nixery_gc_last_run_timestamp_seconds",
+    "Unix time of the last completed periodic garbage collection (0: none yet).",
+    |m| &m.gc_last_run,
+)];
 
 /// Content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -92,6 +130,12 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             ));
         }
+        for (name, help, gauge) in GAUGES {
+            let value = gauge(self).load(Ordering::Relaxed);
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        }
         text
     }
 }
@@ -111,7 +155,9 @@ mod tests {
         );
         assert!(text.contains("nixery_layer_bytes_uploaded_total 1234\n"));
         assert!(text.contains("nixery_build_failures_total 0\n"));
-        assert_eq!(text.matches("# HELP ").count(), COUNTERS.len());
-        assert_eq!(text.matches("# TYPE ").count(), COUNTERS.len());
+        let all = COUNTERS.len() + GAUGES.len();
+        assert_eq!(text.matches("# HELP ").count(), all);
+        assert_eq!(text.matches("# TYPE ").count(), all);
+        assert!(text.contains("# TYPE nixery_gc_last_run_timestamp_seconds gauge\n"));
     }
 }

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     builder::ImageBuilder,
+    gc::GcWatch,
     reference::{Digest, RepositoryName, Tag},
     storage::Storage,
 };
@@ -39,15 +40,24 @@ pub async fn by_tag(
 }
 
 /// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object
-/// `layers/<hex>`, always with the manifest media type.
+/// `layers/<hex>`, always with the manifest media type. With a `watch`,
+/// serving marks the manifest as used, and while a collection may be
+/// deleting it is first confirmed against storage.
 pub async fn by_digest(
     storage: &dyn Storage,
     objects: &SmallObjects,
+    watch: Option<&GcWatch>,
     digest: &Digest,
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
-    blobs::serve(
+    if let Some(watch) = watch
+        && !watch.quiet()
+        && watch.confirm(digest.hex()).await?.is_none()
+    {
+        return Err(RegistryError::manifest_unknown(&digest.to_string()));
+    }
+    let response = blobs::serve(
         storage,
         objects,
         digest,
@@ -57,5 +67,9 @@ pub async fn by_digest(
         head,
         headers,
     )
-    .await
+    .await?;
+    if let Some(watch) = watch {
+        watch.touch(digest.hex());
+    }
+    Ok(response)
 }

@@ -37,9 +37,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
+use bytes::Bytes;
+
 use super::{
-    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, STAGING_PREFIX,
-    ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
+    ALL_PREFIXES, ByteStream, LAYERS_PREFIX, ObjectInfo, Persisted, STAGING_PREFIX, ServeRequest,
+    Served, Storage, StorageError, StorageKey, file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -53,12 +55,7 @@ pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
 /// Longest content type read from the extended attribute.
 const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
-const PREFIXES: [&str; 4] = [
-    LAYERS_PREFIX,
-    BUILDS_PREFIX,
-    MANIFESTS_PREFIX,
-    STAGING_PREFIX,
-];
+const PREFIXES: [&str; 6] = ALL_PREFIXES;
 
 /// The storage directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -245,20 +242,98 @@ impl FilesystemStorage {
     }
 
     async fn content_type(&self, key: &StorageKey) -> String {
-        let path = self.object_path(key);
-        let from_xattr = tokio::task::spawn_blocking(move || read_content_type_xattr(&path))
+        let (path, meta) = (self.object_path(key), self.meta_path(key));
+        tokio::task::spawn_blocking(move || content_type_of(&path, &meta))
             .await
-            .ok()
-            .flatten();
-        if let Some(content_type) = from_xattr {
-            return content_type;
+            .unwrap_or_else(|_| DEFAULT_CONTENT_TYPE.to_owned())
+    }
+
+    /// What `stat` and `list` report for the object at `key`. Blocking.
+    fn info(&self, key: StorageKey) -> io::Result<ObjectInfo> {
+        let path = self.object_path(&key);
+        let meta = std::fs::metadata(&path)?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
         }
-        match tokio::fs::read(self.meta_path(key)).await {
-            Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
-                .map(|m| m.content_type)
-                .unwrap_or_else(|_| DEFAULT_CONTENT_TYPE.to_owned()),
-            Err(_) => DEFAULT_CONTENT_TYPE.to_owned(),
+        let content_type = content_type_of(&path, &self.meta_path(&key));
+        Ok(ObjectInfo {
+            key,
+            size: meta.len(),
+            modified: meta.modified()?,
+            content_type: Some(content_type),
+        })
+    }
+
+    /// Every object under `prefix`. Blocking.
+    fn list_blocking(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
+        let mut found = Vec::new();
+        let entries = match std::fs::read_dir(self.root.join(prefix)) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(error) => return Err(error),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            // Helper files (`.tmp~`, `.meta~`) and foreign names are no keys.
+            let Some(key) = name
+                .to_str()
+                .and_then(|name| StorageKey::listed(prefix, name).ok())
+            else {
+                continue;
+            };
+            match self.info(key) {
+                Ok(info) => found.push(info),
+                // Deleted since the directory was read, or a directory.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
         }
+        Ok(found)
+    }
+
+    /// Remove the object and then its sidecar; absent files are fine.
+    /// Blocking.
+    fn delete_blocking(&self, key: &StorageKey) -> io::Result<()> {
+        for path in [self.object_path(key), self.meta_path(key)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `bytes` to a temporary file and hard-link it to `key`, which
+    /// fails when the key exists: an atomic "create if absent". Blocking.
+    fn create_new_blocking(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> io::Result<bool> {
+        use std::io::Write as _;
+        let dir = self.dir_of(key);
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .tempfile_in(&dir)?;
+        temp.write_all(bytes)?;
+        write_content_type_xattr(temp.as_file(), content_type);
+        temp.as_file().sync_all()?;
+        match std::fs::hard_link(temp.path(), self.object_path(key)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(error) => return Err(error),
+        }
+        // The sidecar follows the object here (the attribute already names
+        // the type); these objects are small control objects.
+        let meta = serde_json::to_vec(&Meta {
+            content_type: content_type.to_owned(),
+        })
+        .map_err(io::Error::other)?;
+        std::fs::write(self.meta_path(key), meta)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(true)
     }
 
     /// Open the object as a regular file with its length (one hop to the
@@ -288,6 +363,18 @@ impl FilesystemStorage {
         }
         Ok((file, meta.len()))
     }
+}
+
+/// The content type of the object at `path` with sidecar `meta`: the
+/// attribute, else the sidecar, else [`DEFAULT_CONTENT_TYPE`]. Blocking.
+fn content_type_of(path: &Path, meta: &Path) -> String {
+    if let Some(content_type) = read_content_type_xattr(path) {
+        return content_type;
+    }
+    std::fs::read(meta)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Meta>(&bytes).ok())
+        .map_or_else(|| DEFAULT_CONTENT_TYPE.to_owned(), |m| m.content_type)
 }
 
 /// The content type in the object's `user.mime_type` attribute, if it is
@@ -380,6 +467,70 @@ impl Storage for FilesystemStorage {
             key: StorageKey(STAGING_PREFIX.to_owned()),
             source,
         })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let this = self.clone();
+        let owned = prefix.to_owned();
+        tokio::task::spawn_blocking(move || this.list_blocking(&owned))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|listed| listed)
+            .map_err(|error| StorageError::Backend {
+                backend: "filesystem",
+                key: format!("{prefix}/"),
+                message: format!("listing failed: {error}"),
+            })
+    }
+
+    async fn stat(&self, key: &StorageKey) -> Result<ObjectInfo, StorageError> {
+        let this = self.clone();
+        let owned = key.clone();
+        match tokio::task::spawn_blocking(move || this.info(owned))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|info| info)
+        {
+            Ok(info) => Ok(info),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.clone()))
+            }
+            Err(source) => Err(StorageError::Io {
+                key: key.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        let this = self.clone();
+        let owned = key.clone();
+        tokio::task::spawn_blocking(move || this.delete_blocking(&owned))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|deleted| deleted)
+            .map_err(|source| StorageError::Io {
+                key: key.clone(),
+                source,
+            })
+    }
+
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<bool, StorageError> {
+        let this = self.clone();
+        let (owned, content_type) = (key.clone(), content_type.to_owned());
+        tokio::task::spawn_blocking(move || this.create_new_blocking(&owned, &content_type, &bytes))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|created| created)
+            .map_err(|source| StorageError::Io {
+                key: key.clone(),
+                source,
+            })
     }
 
     async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {

@@ -10,7 +10,11 @@ pub mod filesystem;
 pub mod gcs;
 pub mod staging;
 
-use std::{fmt, io, pin::Pin, time::Duration};
+use std::{
+    fmt, io,
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,9 +31,23 @@ pub const BUILDS_PREFIX: &str = "builds";
 pub const MANIFESTS_PREFIX: &str = "manifests";
 /// Prefix of objects that are still being uploaded.
 pub const STAGING_PREFIX: &str = "staging";
+/// Prefix of use marks, keyed by manifest digest (see [`crate::gc`]).
+pub const USES_PREFIX: &str = "uses";
+/// Prefix of the garbage collector's own objects (lock, generation).
+pub const GC_PREFIX: &str = "gc";
 
-/// A storage key: `<prefix>/<name>` where the prefix is one of the four
-/// known prefixes and the name is made only of `[A-Za-z0-9_.-]`, does not
+/// Every key prefix, in no particular order.
+pub const ALL_PREFIXES: [&str; 6] = [
+    LAYERS_PREFIX,
+    BUILDS_PREFIX,
+    MANIFESTS_PREFIX,
+    STAGING_PREFIX,
+    USES_PREFIX,
+    GC_PREFIX,
+];
+
+/// A storage key: `<prefix>/<name>` where the prefix is one of the
+/// [`ALL_PREFIXES`] and the name is made only of `[A-Za-z0-9_.-]`, does not
 /// start with a dot and is at most 128 characters long. Keys therefore can
 /// never name a path outside a backend's root.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +97,36 @@ impl StorageKey {
         Self::new(STAGING_PREFIX, name)
     }
 
+    /// The use mark of the manifest whose SHA-256 is `hex`.
+    pub fn use_mark(hex: &str) -> Result<Self, InvalidKey> {
+        Self::layer(hex).and_then(|_| Self::new(USES_PREFIX, hex))
+    }
+
+    /// The garbage collector's object `name` (`lock`, `generation`).
+    pub fn gc(name: &str) -> Result<Self, InvalidKey> {
+        Self::new(GC_PREFIX, name)
+    }
+
+    /// The key of `name` found by listing `prefix` (one of
+    /// [`ALL_PREFIXES`]); names no key can have are refused.
+    pub fn listed(prefix: &str, name: &str) -> Result<Self, InvalidKey> {
+        if ALL_PREFIXES.contains(&prefix) {
+            Self::new(prefix, name)
+        } else {
+            Err(InvalidKey(format!("{prefix}/{name}")))
+        }
+    }
+
+    /// The prefix part (`layers`, `builds`, ...).
+    pub fn prefix(&self) -> &str {
+        self.0.split_once('/').map_or("", |(prefix, _)| prefix)
+    }
+
+    /// The name part, after the prefix.
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or("", |(_, name)| name)
+    }
+
     /// The key as a relative path, `<prefix>/<name>`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -98,6 +146,19 @@ pub struct Persisted {
     pub sha256: String,
     /// Number of stored bytes.
     pub size: u64,
+}
+
+/// What listing or `stat` tells about one stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: StorageKey,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written (a rewrite of the same key counts).
+    pub modified: SystemTime,
+    /// Its content type, when the backend keeps one.
+    pub content_type: Option<String>,
 }
 
 /// A `Range` request for part of a blob, as the client sent it.
@@ -227,6 +288,29 @@ pub trait Storage: Send + Sync + 'static {
         self.move_object(&staging, &target).await?;
         Ok(persisted)
     }
+
+    /// Every object under `prefix` (one of [`ALL_PREFIXES`]), in no
+    /// particular order. Objects whose name is not a valid key name (put
+    /// there by hand) are left out.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+
+    /// What the backend knows about the object at `key`;
+    /// [`StorageError::NotFound`] if absent.
+    async fn stat(&self, key: &StorageKey) -> Result<ObjectInfo, StorageError>;
+
+    /// Remove the object at `key`. Removing an absent object succeeds, so
+    /// a retried or repeated delete is harmless.
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
+
+    /// Store `bytes` at `key` only if no object is there: `Ok(true)` when
+    /// this call created it, `Ok(false)` when one existed. The check and
+    /// the write are one atomic step (a lock is built on it).
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<bool, StorageError>;
 
     /// Remove what failed uploads and crashes left in staging: objects
     /// whose owner is gone or older than `max_age`, never an upload in

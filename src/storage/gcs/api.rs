@@ -43,6 +43,12 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// True for a `412 Precondition Failed` answer (a conditional write
+    /// found the object there).
+    pub(crate) fn is_precondition_failed(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if *status == StatusCode::PRECONDITION_FAILED)
+    }
+
     /// True for a `404 Not Found` answer.
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ApiError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
@@ -67,6 +73,58 @@ struct ObjectMetadata {
     /// Decimal string, as the JSON API sends 64-bit numbers.
     #[serde(default)]
     size: Option<String>,
+    /// RFC 3339 time of the last write.
+    #[serde(default)]
+    updated: Option<String>,
+}
+
+/// An object as listed or looked up: name, size, last write, type.
+#[derive(Clone, Debug)]
+pub(crate) struct ListedObject {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) updated: std::time::SystemTime,
+    pub(crate) content_type: Option<String>,
+}
+
+impl ListedObject {
+    fn from_metadata(name: String, meta: ObjectMetadata) -> Result<Self, ApiError> {
+        let size = meta
+            .size
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::Protocol(format!("object {name} without size")))?;
+        let updated = meta
+            .updated
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .and_then(|t| u64::try_from(t.as_millisecond()).ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .ok_or_else(|| ApiError::Protocol(format!("object {name} without update time")))?;
+        Ok(Self {
+            name,
+            size,
+            updated,
+            content_type: meta.content_type,
+        })
+    }
+}
+
+/// One page of a listing with each object's metadata.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailedPage {
+    #[serde(default)]
+    items: Vec<DetailedItem>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DetailedItem {
+    name: String,
+    #[serde(flatten)]
+    meta: ObjectMetadata,
 }
 
 /// One page of a `storage#objects` listing.
@@ -187,6 +245,51 @@ impl JsonApi {
                 _ => return Ok(names),
             }
         }
+    }
+
+    /// The objects whose name starts with `prefix`, with size, last write
+    /// and content type, every page.
+    pub(crate) async fn list_detailed(&self, prefix: &str) -> Result<Vec<ListedObject>, ApiError> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page: DetailedPage = self
+                .retry
+                .run("list", prefix, || async {
+                    let url = self.endpoint.objects(&self.bucket);
+                    let mut request = self.http.get(url).query(&[
+                        ("prefix", prefix),
+                        (
+                            "fields",
+                            "items(name,size,updated,contentType),nextPageToken",
+                        ),
+                    ]);
+                    if let Some(token) = &token {
+                        request = request.query(&[("pageToken", token)]);
+                    }
+                    expect_success(self.send(request).await?)
+                        .await?
+                        .json()
+                        .await
+                        .map_err(|e| self.body_error("object listing", e))
+                })
+                .await?;
+            for item in page.items {
+                objects.push(ListedObject::from_metadata(item.name, item.meta)?);
+            }
+            match page.next_page_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => return Ok(objects),
+            }
+        }
+    }
+
+    /// An object's size, last write and content type, if it exists.
+    pub(crate) async fn stat(&self, object: &str) -> Result<ListedObject, ApiError> {
+        let meta = self
+            .metadata(object, "name,size,updated,contentType")
+            .await?;
+        ListedObject::from_metadata(object.to_owned(), meta)
     }
 
     /// `GET` the metadata `fields` (`name,size`) of an object, if it exists.
@@ -321,6 +424,34 @@ impl JsonApi {
                 expect_success(self.send(request).await?).await.map(drop)
             })
             .await
+    }
+
+    /// Single-request upload that succeeds only if no object of that name
+    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does.
+    pub(crate) async fn create_new(
+        &self,
+        object: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<bool, ApiError> {
+        let outcome = self
+            .retry
+            .run("conditional upload", object, || async {
+                let url = self.endpoint.upload(&self.bucket, object, "media");
+                let request = self
+                    .http
+                    .post(url)
+                    .query(&[("ifGenerationMatch", "0")])
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(body.clone());
+                expect_success(self.send(request).await?).await.map(drop)
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(error) if error.is_precondition_failed() => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Starts a resumable upload; returns the session URL to `PUT` to.

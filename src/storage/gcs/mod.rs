@@ -27,7 +27,9 @@ use self::endpoint::Endpoint;
 pub use self::retry::RetryPolicy;
 pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
-use super::{ByteStream, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey};
+use super::{
+    ByteStream, ObjectInfo, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey,
+};
 
 /// Backend name in logs and errors.
 const BACKEND: &str = "gcs";
@@ -312,6 +314,63 @@ impl Storage for GcsStorage {
                 format!("delete after copy failed: {e}"),
             )),
         }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let listed_prefix = format!("{prefix}/");
+        let objects = self
+            .api
+            .list_detailed(&listed_prefix)
+            .await
+            .map_err(|e| backend_error_named(&listed_prefix, format!("listing failed: {e}")))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|object| {
+                let name = object.name.strip_prefix(&listed_prefix)?;
+                // Deeper names (`layers/a/b`) and foreign names are no keys.
+                let key = StorageKey::listed(prefix, name).ok()?;
+                Some(ObjectInfo {
+                    key,
+                    size: object.size,
+                    modified: object.updated,
+                    content_type: object.content_type,
+                })
+            })
+            .collect())
+    }
+
+    async fn stat(&self, key: &StorageKey) -> Result<ObjectInfo, StorageError> {
+        let object = self
+            .api
+            .stat(key.as_str())
+            .await
+            .map_err(|e| api_error(key, e))?;
+        Ok(ObjectInfo {
+            key: key.clone(),
+            size: object.size,
+            modified: object.updated,
+            content_type: object.content_type,
+        })
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        match self.api.delete(key.as_str()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(backend_error(key, format!("delete failed: {e}"))),
+        }
+    }
+
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<bool, StorageError> {
+        self.api
+            .create_new(key.as_str(), content_type, bytes)
+            .await
+            .map_err(|e| backend_error(key, format!("conditional upload failed: {e}")))
     }
 
     /// Staged objects exist only between a completed upload and its move
