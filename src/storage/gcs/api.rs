@@ -427,23 +427,37 @@ impl JsonApi {
     }
 
     /// Single-request upload that succeeds only if no object of that name
-    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does.
+    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does. It is a
+    /// multipart upload (metadata and bytes in one `multipart/related`
+    /// body), the kind fake-gcs-server applies the precondition to.
     pub(crate) async fn create_new(
         &self,
         object: &str,
         content_type: &str,
         body: Bytes,
     ) -> Result<bool, ApiError> {
+        const BOUNDARY: &str = "nixery-create-new-boundary";
+        let metadata = serde_json::json!({ "name": object, "contentType": content_type });
+        let mut multipart = format!(
+            "--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        multipart.extend_from_slice(&body);
+        multipart.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let multipart = Bytes::from(multipart);
         let outcome = self
             .retry
             .run("conditional upload", object, || async {
-                let url = self.endpoint.upload(&self.bucket, object, "media");
+                let url = self.endpoint.upload(&self.bucket, object, "multipart");
                 let request = self
                     .http
                     .post(url)
                     .query(&[("ifGenerationMatch", "0")])
-                    .header(header::CONTENT_TYPE, content_type)
-                    .body(body.clone());
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("multipart/related; boundary={BOUNDARY}"),
+                    )
+                    .body(multipart.clone());
                 expect_success(self.send(request).await?).await.map(drop)
             })
             .await;
