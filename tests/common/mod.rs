@@ -63,6 +63,10 @@ pub const SETTINGS: &[&str] = &[
     "NIXERY_HEADER_TIMEOUT",
     "NIXERY_IDLE_TIMEOUT",
     "NIXERY_BUILD_QUEUE",
+    "NIXERY_GC_KEEP",
+    "NIXERY_GC_INTERVAL",
+    "NIXERY_GC_GRACE",
+    "NIXERY_GC_TOUCH_INTERVAL",
     "RUST_LOG",
 ];
 
@@ -249,6 +253,11 @@ impl TestServer {
     /// The server's `STORAGE_PATH`.
     pub fn storage_path(&self) -> &Path {
         &self.storage_path
+    }
+
+    /// The server's `NIXERY_CACHE_DIR`.
+    pub fn cache_dir(&self) -> &Path {
+        self._cache_dir.path()
     }
 
     /// A filesystem storage on the server's `STORAGE_PATH`.
