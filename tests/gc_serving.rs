@@ -160,10 +160,6 @@ fn local_tier_holds(server: &TestServer, manifest_digest_hex: &str) -> bool {
     })
 }
 
-fn manifest_hex(manifest: &Value) -> String {
-    sha256_hex(&serde_json::to_vec(manifest).expect("JSON"))
-}
-
 fn fs_server() -> TestServer {
     TestServer::builder()
         .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)

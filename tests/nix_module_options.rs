@@ -322,7 +322,11 @@ fn the_nix_store_is_collected_by_nix_unless_turned_off() {
     assert_eq!(tuned["settings"]["min-free"], 1000);
     assert_eq!(tuned["gc"]["options"], "--delete-older-than 30d");
     let off = eval_ok(json!({ "enable": true, "nixStoreGc.enable": false }));
-    assert!(off["config"].get("nix").is_none(), "{}", off["config"]["nix"]);
+    assert!(
+        off["config"].get("nix").is_none(),
+        "{}",
+        off["config"]["nix"]
+    );
 }
 
 #[test]
