@@ -38,12 +38,14 @@ const LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Objects written before this pause are "old" for the policies below.
-const AGE: Duration = Duration::from_millis(2500);
+/// The margins (old objects are 1.5 s past `keep`, a use is up to 4 s
+/// recent) leave room for a loaded machine.
+const AGE: Duration = Duration::from_millis(5500);
 
-/// Keep images used within 2 s, never delete objects younger than 1 s.
+/// Keep images used within 4 s, never delete objects younger than 1 s.
 fn policy() -> Policy {
     Policy {
-        keep: Duration::from_secs(2),
+        keep: Duration::from_secs(4),
         grace: Duration::from_secs(1),
         touch_interval: Duration::ZERO,
     }
@@ -322,7 +324,16 @@ async fn grace(storage: Arc<dyn Storage>) {
     };
     let report = collect(&storage, &options(strict)).await;
     assert!(report.deleted.is_empty(), "{:?}", report.deleted);
-    let report = collect(&storage, &options(policy())).await;
+    // Old objects are past a grace of 4 s, fresh ones 4 s within it.
+    let report = collect(
+        &storage,
+        &options(Policy {
+            keep: Duration::ZERO,
+            grace: Duration::from_secs(4),
+            ..policy()
+        }),
+    )
+    .await;
     assert_eq!(deleted(&report, Kind::Manifest), [format!("layers/{old}")]);
     for kept in [&fresh, &fresh_layer] {
         assert!(exists(s, &layer(kept)).await);
@@ -410,7 +421,16 @@ async fn one_at_a_time(storage: Arc<dyn Storage>) {
         let storage = storage.clone();
         async move { gc::collect(storage, &slow, &mut |_| {}).await }
     });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Wait until the first one holds the lock.
+    while !storage
+        .list("gc")
+        .await
+        .unwrap()
+        .iter()
+        .any(|o| o.key.name() == "lock")
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let second = gc::collect(storage.clone(), &options(policy()), &mut |_| {}).await;
     assert!(matches!(second, Err(GcError::Busy(_))), "{second:?}");
     let first = first.await.unwrap().expect("first collection");
