@@ -485,3 +485,102 @@ async fn on_gcs_gc_collects_the_unpulled_image_and_the_server_rebuilds_it() {
         .unwrap();
     assert_eq!(builds, 3);
 }
+
+/// Modification time of the use mark of the manifest `hex`, if any.
+fn mark_time(storage: &std::path::Path, hex: &str) -> Option<std::time::SystemTime> {
+    std::fs::metadata(storage.join("uses").join(hex))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+/// Wait (at most 10 s) until the mark of `hex` is newer than `since`.
+fn mark_moves(storage: &std::path::Path, hex: &str, since: std::time::SystemTime) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if mark_time(storage, hex).is_some_and(|t| t > since) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn use_is_recorded_from_every_tier_by_tag_and_by_digest() {
+    let storage = tempfile::tempdir().expect("storage");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let start = || {
+        TestServer::builder()
+            .storage_path(storage.path())
+            .env("NIXERY_CACHE_DIR", cache.path().display().to_string())
+            .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
+            .start()
+    };
+    let mut first = start();
+    let manifest = client()
+        .get(first.url("/v2/zlib/manifests/latest"))
+        .header("Accept", MANIFEST_V2)
+        .send()
+        .and_then(|r| r.bytes())
+        .expect("zlib built");
+    let hex = sha256_hex(&manifest);
+    let built = mark_time(storage.path(), &hex).expect("the build marked the image");
+    let wait_touch = || std::thread::sleep(Duration::from_millis(1100));
+
+    // Memory tier, by tag.
+    wait_touch();
+    pull(&first, "zlib").expect("pull by tag");
+    assert!(
+        mark_moves(storage.path(), &hex, built),
+        "memory tier pull not marked"
+    );
+    // By digest.
+    let by_tag = mark_time(storage.path(), &hex).expect("mark");
+    wait_touch();
+    let response = client()
+        .get(first.url(&format!("/v2/zlib/manifests/sha256:{hex}")))
+        .header("Accept", MANIFEST_V2)
+        .send()
+        .expect("pull by digest");
+    assert_eq!(response.status(), 200);
+    assert!(
+        mark_moves(storage.path(), &hex, by_tag),
+        "pull by digest not marked"
+    );
+    first.stop();
+
+    // Disk tier: a restarted server on the same cache directory.
+    let by_digest = mark_time(storage.path(), &hex).expect("mark");
+    wait_touch();
+    let mut second = start();
+    pull(&second, "zlib").expect("pull from the disk tier");
+    assert!(
+        mark_moves(storage.path(), &hex, by_digest),
+        "disk tier pull not marked"
+    );
+    assert!(hit_from(&second, "disk"));
+    second.stop();
+
+    // Storage tier: a server with an empty cache directory.
+    let from_disk = mark_time(storage.path(), &hex).expect("mark");
+    wait_touch();
+    let third = TestServer::builder()
+        .storage_path(storage.path())
+        .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
+        .start();
+    pull(&third, "zlib").expect("pull from the storage tier");
+    assert!(
+        mark_moves(storage.path(), &hex, from_disk),
+        "storage tier pull not marked"
+    );
+    assert!(hit_from(&third, "storage"));
+}
+
+/// Whether `server` answered a manifest from `tier` and built nothing.
+fn hit_from(server: &TestServer, tier: &str) -> bool {
+    let events = server.settled_log_events();
+    !events.iter().any(|e| e["message"] == "building image")
+        && events
+            .iter()
+            .any(|e| e["message"] == "manifest cache hit" && e["tier"] == tier)
+}
