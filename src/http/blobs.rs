@@ -87,15 +87,14 @@ pub async fn serve(
         Kind::Blob => None,
         Kind::Manifest { media_type } => Some(media_type),
     };
-    if let Some(object) = objects.get(digest.hex()) {
+    if let Some(object) = objects.get(digest) {
         // Only a manifest is served as one, from memory as from storage.
         if only_content_type.is_some_and(|required| object.content_type != required) {
             return Err(not_found());
         }
         return from_memory(object, digest, kind, head, range);
     }
-    // A validated digest always makes a valid key; keep the mapping anyway.
-    let key = StorageKey::layer(digest.hex()).map_err(|_| not_found())?;
+    let key = StorageKey::layer(digest);
     let request = ServeRequest {
         range,
         head,
@@ -123,7 +122,7 @@ pub async fn serve(
                 .map_err(|source| StorageError::Io { key, source })?;
             let content_type =
                 HeaderValue::try_from(content_type).map_err(RegistryError::internal)?;
-            let object = objects.insert(digest.hex(), bytes, content_type);
+            let object = objects.insert(digest, bytes, content_type);
             from_memory(object, digest, kind, head, None)
         }
         Served::Content {

@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod endpoint;
 mod retry;
+pub mod settings;
 mod upload;
 
 use std::path::PathBuf;

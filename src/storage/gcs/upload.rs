@@ -108,7 +108,7 @@ pub(crate) async fn upload(
         },
     }
     Ok(Persisted {
-        sha256: hex::encode(hasher.finalize()),
+        sha256: crate::digest::Digest::from_hasher(hasher),
         size,
     })
 }
