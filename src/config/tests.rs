@@ -169,7 +169,7 @@ fn nix_deadline_is_its_own_setting() {
 #[test]
 fn allow_unfree_takes_booleans_only() {
     for (value, expected) in [("true", true), ("1", true), ("False", false), ("no", false)] {
-        let c = settings(&[]);
+        let c = settings(&[("NIXERY_ALLOW_UNFREE", value)]);
         assert_eq!(c.into_config().unwrap().allow_unfree, expected, "{value}");
     }
     let err = settings(&[("NIXERY_ALLOW_UNFREE", "maybe")])
