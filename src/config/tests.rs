@@ -14,9 +14,19 @@ fn settings(pairs: &[(&str, &str)]) -> ServeSettings {
     values
 }
 
+/// The configuration the values give.
+fn accepted(pairs: &[(&str, &str)]) -> Config {
+    settings(pairs).into_config().unwrap()
+}
+
+/// The error the values give.
+fn rejected(pairs: &[(&str, &str)]) -> ConfigError {
+    settings(pairs).into_config().unwrap_err()
+}
+
 #[test]
 fn defaults_give_filesystem_builtin_on_port_8080() {
-    let c = settings(&[]).into_config().unwrap();
+    let c = accepted(&[]);
     assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
     assert_eq!(c.package_source, PackageSource::Builtin);
     assert_eq!(
@@ -52,12 +62,10 @@ fn each_package_source_is_recognised() {
 
 #[test]
 fn two_package_sources_are_rejected_naming_both() {
-    let err = settings(&[
+    let err = rejected(&[
         ("NIXERY_CHANNEL", "nixos-unstable"),
         ("NIXERY_PKGS_PATH", "/srv/pkgs"),
-    ])
-    .into_config()
-    .unwrap_err();
+    ]);
     assert_eq!(
         err,
         ConfigError::ConflictingSources(vec!["NIXERY_CHANNEL", "NIXERY_PKGS_PATH"])
@@ -68,22 +76,18 @@ fn two_package_sources_are_rejected_naming_both() {
 
 #[test]
 fn empty_values_count_as_unset() {
-    let c = settings(&[
+    let c = accepted(&[
         ("NIXERY_CHANNEL", ""),
         ("NIXERY_PKGS_REPO", "  "),
         ("PORT", ""),
-    ])
-    .into_config()
-    .unwrap();
+    ]);
     assert_eq!(c.package_source, PackageSource::Builtin);
     assert_eq!(c.listen.port(), 8080);
 }
 
 #[test]
 fn gcs_without_bucket_names_gcs_bucket() {
-    let err = settings(&[("NIXERY_STORAGE_BACKEND", "gcs")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_STORAGE_BACKEND", "gcs")]);
     assert!(
         err.to_string().starts_with("GCS_BUCKET must be set"),
         "{err}"
@@ -92,14 +96,12 @@ fn gcs_without_bucket_names_gcs_bucket() {
 
 #[test]
 fn gcs_with_bucket_keeps_credentials_and_emulator() {
-    let c = settings(&[
+    let c = accepted(&[
         ("NIXERY_STORAGE_BACKEND", "gcs"),
         ("GCS_BUCKET", "b"),
         ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"),
         ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
-    ])
-    .into_config()
-    .unwrap();
+    ]);
     assert_eq!(
         c.storage,
         StorageSetting::Gcs {
@@ -112,16 +114,14 @@ fn gcs_with_bucket_keeps_credentials_and_emulator() {
 
 #[test]
 fn unknown_backend_is_rejected() {
-    let err = settings(&[("NIXERY_STORAGE_BACKEND", "s3")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_STORAGE_BACKEND", "s3")]);
     assert!(err.to_string().contains("NIXERY_STORAGE_BACKEND"), "{err}");
 }
 
 #[test]
 fn unparsable_or_zero_nix_timeout_is_rejected() {
     for bad in ["abc", "0", "-5", "1.5"] {
-        let err = settings(&[("NIX_TIMEOUT", bad)]).into_config().unwrap_err();
+        let err = rejected(&[("NIX_TIMEOUT", bad)]);
         assert!(err.to_string().starts_with("NIX_TIMEOUT="), "{err}");
     }
     let c = settings(&[("NIX_TIMEOUT", "300")]);
@@ -133,35 +133,29 @@ fn unparsable_or_zero_nix_timeout_is_rejected() {
 
 #[test]
 fn connection_timeouts_default_and_parse() {
-    let c = settings(&[]).into_config().unwrap();
+    let c = accepted(&[]);
     assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
-    let c = settings(&[
+    let c = accepted(&[
         ("NIXERY_HEADER_TIMEOUT", "5"),
         ("NIXERY_IDLE_TIMEOUT", " 7 "),
-    ])
-    .into_config()
-    .unwrap();
+    ]);
     assert_eq!(c.limits.header_timeout, Duration::from_secs(5));
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(7));
     for (var, value) in [
         ("NIXERY_HEADER_TIMEOUT", "0"),
         ("NIXERY_IDLE_TIMEOUT", "soon"),
     ] {
-        let err = settings(&[(var, value)]).into_config().unwrap_err();
+        let err = rejected(&[(var, value)]);
         assert!(err.to_string().starts_with(&format!("{var}=")), "{err}");
     }
 }
 
 #[test]
 fn nix_deadline_is_its_own_setting() {
-    let err = settings(&[("NIXERY_NIX_DEADLINE", "0")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_NIX_DEADLINE", "0")]);
     assert!(err.to_string().starts_with("NIXERY_NIX_DEADLINE="), "{err}");
-    let c = settings(&[("NIX_TIMEOUT", "30"), ("NIXERY_NIX_DEADLINE", "900")])
-        .into_config()
-        .unwrap();
+    let c = accepted(&[("NIX_TIMEOUT", "30"), ("NIXERY_NIX_DEADLINE", "900")]);
     assert_eq!(c.nix_timeout, Duration::from_secs(30));
     assert_eq!(c.nix_deadline, Duration::from_secs(900));
 }
@@ -172,24 +166,18 @@ fn allow_unfree_takes_booleans_only() {
         let c = settings(&[("NIXERY_ALLOW_UNFREE", value)]);
         assert_eq!(c.into_config().unwrap().allow_unfree, expected, "{value}");
     }
-    let err = settings(&[("NIXERY_ALLOW_UNFREE", "maybe")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_ALLOW_UNFREE", "maybe")]);
     assert!(err.to_string().starts_with("NIXERY_ALLOW_UNFREE="), "{err}");
 }
 
 #[test]
 fn zero_concurrency_is_rejected() {
-    let err = settings(&[("NIXERY_PACK_CONCURRENCY", "0")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_PACK_CONCURRENCY", "0")]);
     assert!(
         err.to_string().starts_with("NIXERY_PACK_CONCURRENCY="),
         "{err}"
     );
-    let err = settings(&[("NIXERY_BUILD_CONCURRENCY", "many")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_BUILD_CONCURRENCY", "many")]);
     assert!(
         err.to_string().starts_with("NIXERY_BUILD_CONCURRENCY="),
         "{err}"
@@ -198,18 +186,16 @@ fn zero_concurrency_is_rejected() {
 
 #[test]
 fn source_ttl_and_cache_settings_are_parsed() {
-    let c = settings(&[]).into_config().unwrap();
+    let c = accepted(&[]);
     assert_eq!(c.source_ttl, Duration::from_secs(DEFAULT_SOURCE_TTL_SECS));
     assert_eq!(c.channel_remote, crate::resolve::DEFAULT_CHANNEL_REMOTE);
     assert_eq!(c.manifest_cache_entries, DEFAULT_MANIFEST_CACHE_ENTRIES);
-    let c = settings(&[
+    let c = accepted(&[
         ("NIXERY_SOURCE_TTL", "0"),
         ("NIXERY_CHANNEL_REMOTE", "file:///srv/nixpkgs"),
         ("NIXERY_CACHE_DIR", "/srv/cache"),
         ("NIXERY_MANIFEST_CACHE_ENTRIES", "10"),
-    ])
-    .into_config()
-    .unwrap();
+    ]);
     assert_eq!(c.source_ttl, Duration::ZERO);
     assert_eq!(c.channel_remote, "file:///srv/nixpkgs");
     assert_eq!(c.cache_dir, Some(PathBuf::from("/srv/cache")));
@@ -247,19 +233,15 @@ fn storage_identities_differ_per_root_and_bucket() {
 
 #[test]
 fn bad_port_and_host_are_rejected() {
-    let err = settings(&[("PORT", "70000")]).into_config().unwrap_err();
+    let err = rejected(&[("PORT", "70000")]);
     assert!(err.to_string().starts_with("PORT="), "{err}");
-    let err = settings(&[("NIXERY_HOST", "localhost:1")])
-        .into_config()
-        .unwrap_err();
+    let err = rejected(&[("NIXERY_HOST", "localhost:1")]);
     assert!(err.to_string().starts_with("NIXERY_HOST="), "{err}");
 }
 
 #[test]
 fn port_zero_and_ipv6_host_are_accepted() {
-    let c = settings(&[("PORT", "0"), ("NIXERY_HOST", "::1")])
-        .into_config()
-        .unwrap();
+    let c = accepted(&[("PORT", "0"), ("NIXERY_HOST", "::1")]);
     assert_eq!(c.listen, "[::1]:0".parse().unwrap());
 }
 
