@@ -22,10 +22,10 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use nixery::{
     cache::bytes_stream,
+    digest::Digest,
     gc::{self, Options, Policy},
     storage::{Storage, StorageKey, filesystem::FilesystemStorage},
 };
-use sha2::{Digest as _, Sha256};
 
 const IMAGES: usize = 1000;
 const SHARED_LAYERS: usize = 1000;
@@ -42,21 +42,15 @@ async fn put(storage: &FilesystemStorage, key: &StorageKey, content_type: &str, 
         .unwrap();
 }
 
-async fn blob(storage: &FilesystemStorage, bytes: Vec<u8>, content_type: &str) -> String {
-    let hex = hex::encode(Sha256::digest(&bytes));
-    put(
-        storage,
-        &StorageKey::layer(&hex).unwrap(),
-        content_type,
-        bytes,
-    )
-    .await;
-    hex
+async fn blob(storage: &FilesystemStorage, bytes: Vec<u8>, content_type: &str) -> Digest {
+    let digest = Digest::of(&bytes);
+    put(storage, &StorageKey::layer(&digest), content_type, bytes).await;
+    digest
 }
 
-fn record(digest: &str) -> Vec<u8> {
+fn record(digest: &Digest) -> Vec<u8> {
     format!(
-        "{{\"mediaType\":\"{LAYER}\",\"size\":4096,\"digest\":\"sha256:{digest}\",\"TarHash\":\"sha256:{}\"}}",
+        "{{\"mediaType\":\"{LAYER}\",\"size\":4096,\"digest\":\"{digest}\",\"TarHash\":\"sha256:{}\"}}",
         "0".repeat(64)
     )
     .into_bytes()
@@ -97,30 +91,28 @@ async fn populate(dir: &Path) -> usize {
             let hex = blob(&storage, format!("layer {i} {j}").into_bytes(), LAYER).await;
             let record_key = StorageKey::build(&format!("l{i}-{j}")).unwrap();
             put(&storage, &record_key, "application/json", record(&hex)).await;
-            keys.push(StorageKey::layer(&hex).unwrap());
+            keys.push(StorageKey::layer(&hex));
             keys.push(record_key);
             layers.push(hex);
         }
-        layers.push(shared[i % SHARED_LAYERS].clone());
-        layers.push(shared[(i * 7 + 3) % SHARED_LAYERS].clone());
+        layers.push(shared[i % SHARED_LAYERS]);
+        layers.push(shared[(i * 7 + 3) % SHARED_LAYERS]);
         let config = blob(&storage, format!("{{\"image\":{i}}}").into_bytes(), CONFIG).await;
-        keys.push(StorageKey::layer(&config).unwrap());
+        keys.push(StorageKey::layer(&config));
         let descriptors: Vec<String> = layers
             .iter()
-            .map(|l| {
-                format!("{{\"mediaType\":\"{LAYER}\",\"size\":4096,\"digest\":\"sha256:{l}\"}}")
-            })
+            .map(|l| format!("{{\"mediaType\":\"{LAYER}\",\"size\":4096,\"digest\":\"{l}\"}}"))
             .collect();
         let manifest = format!(
-            "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST}\",\"config\":{{\"mediaType\":\"{CONFIG}\",\"size\":12,\"digest\":\"sha256:{config}\"}},\"layers\":[{}]}}",
+            "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST}\",\"config\":{{\"mediaType\":\"{CONFIG}\",\"size\":12,\"digest\":\"{config}\"}},\"layers\":[{}]}}",
             descriptors.join(",")
         );
         let digest = blob(&storage, manifest.clone().into_bytes(), MANIFEST).await;
         let tag = StorageKey::manifest(&format!("{i:064x}")).unwrap();
         put(&storage, &tag, MANIFEST, manifest.into_bytes()).await;
-        let mark = StorageKey::use_mark(&digest).unwrap();
+        let mark = StorageKey::use_mark(&digest);
         put(&storage, &mark, "text/plain", b"0\n".to_vec()).await;
-        keys.extend([StorageKey::layer(&digest).unwrap(), tag, mark]);
+        keys.extend([StorageKey::layer(&digest), tag, mark]);
         objects += keys.len();
         if unused {
             for key in &keys {
@@ -130,7 +122,7 @@ async fn populate(dir: &Path) -> usize {
     }
     // The shared layers are old; they live through the images using them.
     for (i, hex) in shared.iter().enumerate() {
-        backdate(&storage, &StorageKey::layer(hex).unwrap(), old);
+        backdate(&storage, &StorageKey::layer(hex), old);
         backdate(&storage, &StorageKey::build(&format!("s{i}")).unwrap(), old);
     }
     objects

@@ -11,11 +11,7 @@
 //! config and the manifest. Builds run in their own task so that a client
 //! hanging up never leaves a half-written result behind.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,12 +20,14 @@ use futures::{
     future::{BoxFuture, Shared},
     stream,
 };
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::{
     archive,
     build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
+    digest::Digest,
     gc::GcWatch,
     identity::ImageIdentity,
     image::Image,
@@ -211,11 +209,7 @@ impl Builder {
         identity: ImageIdentity,
     ) -> Result<SharedBuild, BuildError> {
         let flight_key = identity.key().to_owned();
-        let mut in_flight = self
-            .inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut in_flight = self.inner.in_flight.lock();
         if let Some(build) = in_flight.get(&flight_key) {
             return Ok(build.clone());
         }
@@ -285,11 +279,7 @@ struct InFlightEntry {
 
 impl Drop for InFlightEntry {
     fn drop(&mut self) {
-        self.inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&self.key);
+        self.inner.in_flight.lock().remove(&self.key);
     }
 }
 
@@ -345,7 +335,7 @@ impl Inner {
     /// Record a use of `built` (off the request path).
     fn touch(&self, built: &BuiltManifest) {
         if let Some(watch) = &self.settings.gc {
-            watch.touch(built.digest_hex());
+            watch.touch(&built.digest);
         }
     }
 
@@ -379,7 +369,7 @@ impl Inner {
             let stamp = match (&self.settings.gc, started) {
                 (Some(watch), Some(started)) => {
                     match watch
-                        .settle(started, built.digest_hex(), &blobs)
+                        .settle(started, &built.digest, &blobs)
                         .await
                         .map_err(|e| BuildError::Storage(e.into()))?
                     {
@@ -415,7 +405,7 @@ impl Inner {
         image: &Image,
         resolved: &Resolved,
         identity: &ImageIdentity,
-    ) -> Result<(BuiltManifest, Vec<String>, usize), BuildError> {
+    ) -> Result<(BuiltManifest, Vec<Digest>, usize), BuildError> {
         Metrics::inc(&self.metrics.nix_builds);
         tracing::info!(
             image = %image.name,
@@ -452,7 +442,7 @@ impl Inner {
             .await?;
         let symlink = &prepared.symlink_layer;
         let symlink_record = self
-            .store_symlink_layer(&image.name, &symlink.tar_hash, symlink.path.clone())
+            .store_symlink_layer(&image.name, &symlink.tar_hash.hex(), symlink.path.clone())
             .await?;
         let symlink_entry = LayerEntry {
             digest: symlink_record.digest,
@@ -462,8 +452,8 @@ impl Inner {
             first_path: String::new(),
         };
         let layer_count = entries.len() + 1;
-        let mut blobs: Vec<String> = entries.iter().map(|e| e.digest.clone()).collect();
-        blobs.push(symlink_entry.digest.clone());
+        let mut blobs: Vec<Digest> = entries.iter().map(|e| e.digest).collect();
+        blobs.push(symlink_entry.digest);
         let cmd = image.cmd();
         let documents = manifest::assemble(
             image.arch.image_arch(),
@@ -479,7 +469,7 @@ impl Inner {
         self.cache
             .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
             .await?;
-        blobs.push(documents.config_ref.digest.clone());
+        blobs.push(documents.config_ref.digest);
         Ok((
             BuiltManifest::from_bytes(manifest_bytes),
             blobs,

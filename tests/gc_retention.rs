@@ -25,6 +25,7 @@ use std::{
 use bytes::Bytes;
 use nixery::{
     cache::bytes_stream,
+    digest::Digest,
     gc::{self, GcError, GcWatch, Kind, Options, Policy, Report},
     storage::{Storage, StorageError, StorageKey, filesystem::FilesystemStorage},
 };
@@ -67,7 +68,7 @@ fn hex_of(bytes: &[u8]) -> String {
 /// Store `bytes` under `layers/<sha256>` with `content_type`.
 async fn blob(storage: &dyn Storage, bytes: &[u8], content_type: &str) -> String {
     let hex = hex_of(bytes);
-    let key = StorageKey::layer(&hex).unwrap();
+    let key = layer(&hex);
     storage
         .persist(
             &key,
@@ -96,9 +97,7 @@ async fn image(storage: &dyn Storage, label: &str, layers: &[&str]) -> (String, 
 
 /// The tag entry `manifests/<name>` holding the manifest `digest`.
 async fn tag(storage: &dyn Storage, name: &str, digest: &str) {
-    let bytes = read(storage, &StorageKey::layer(digest).unwrap())
-        .await
-        .expect("manifest blob");
+    let bytes = read(storage, &layer(digest)).await.expect("manifest blob");
     storage
         .persist(
             &StorageKey::manifest(name).unwrap(),
@@ -129,7 +128,7 @@ async fn record(storage: &dyn Storage, name: &str, digest: &str) {
 async fn mark(storage: &dyn Storage, digest: &str) {
     storage
         .persist(
-            &StorageKey::use_mark(digest).unwrap(),
+            &StorageKey::use_mark(&dg(digest)),
             "text/plain",
             bytes_stream(Bytes::from_static(b"1\n")),
         )
@@ -153,8 +152,12 @@ async fn exists(storage: &dyn Storage, key: &StorageKey) -> bool {
     }
 }
 
+fn dg(hex: &str) -> Digest {
+    Digest::parse_hex(hex).unwrap()
+}
+
 fn layer(hex: &str) -> StorageKey {
-    StorageKey::layer(hex).unwrap()
+    StorageKey::layer(&dg(hex))
 }
 
 async fn collect(storage: &Arc<dyn Storage>, options: &Options) -> Report {
@@ -491,7 +494,7 @@ async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
     // A server serves `pulled` from a tier stamped before this collection.
     assert!(watch.refresh().await.unwrap().running(SystemTime::now()));
     assert!(!watch.trusts(Some(0)));
-    assert!(watch.confirm(&pulled).await.unwrap().is_some());
+    assert!(watch.confirm(&dg(&pulled)).await.unwrap().is_some());
     let report = running.await.unwrap().unwrap();
     assert!(
         exists(s, &layer(&only)).await,
@@ -502,7 +505,7 @@ async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
         [format!("layers/{unused}")]
     );
     // A tier entry of the collected image is confirmed as gone.
-    assert_eq!(watch.confirm(&unused).await.unwrap(), None);
+    assert_eq!(watch.confirm(&dg(&unused)).await.unwrap(), None);
 }
 
 async fn build_overlapping_collection(storage: Arc<dyn Storage>) {
@@ -518,7 +521,7 @@ async fn build_overlapping_collection(storage: Arc<dyn Storage>) {
     assert_eq!(deleted(&report, Kind::Blob), [format!("layers/{reused}")]);
     let (built, config) = image(s, "built", &[&reused]).await;
     let settled = watch
-        .settle(started, &built, &[reused.clone(), config.clone()])
+        .settle(started, &dg(&built), &[dg(&reused), dg(&config)])
         .await
         .unwrap();
     assert_eq!(
@@ -530,7 +533,7 @@ async fn build_overlapping_collection(storage: Arc<dyn Storage>) {
     let again = watch.snapshot();
     assert!(
         watch
-            .settle(again, &built, &[reused, config])
+            .settle(again, &dg(&built), &[dg(&reused), dg(&config)])
             .await
             .unwrap()
             .is_some()

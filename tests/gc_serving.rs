@@ -105,7 +105,7 @@ fn hexes(manifest: &Value) -> HashSet<String> {
 /// Run `nixery gc` with `args` and the storage environment `env`.
 fn nixery_gc(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-    for key in common::SETTINGS {
+    for key in nixery::config::env_vars() {
         cmd.env_remove(key);
     }
     cmd.arg("gc")

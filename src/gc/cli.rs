@@ -3,7 +3,10 @@
 use std::{io::Write as _, process::ExitCode};
 
 use super::{GcError, Options, Policy, collect, watch::notice_period};
-use crate::config::{DEFAULT_GC_GRACE, DEFAULT_GC_KEEP, ServeArgs, min_keep, parse_duration};
+use crate::config::{
+    ServeArgs,
+    gc::{DEFAULT_GRACE, DEFAULT_KEEP, duration as parse_duration, min_keep},
+};
 
 #[cfg_attr(
     doc,
@@ -45,11 +48,11 @@ pub fn run(args: GcArgs) -> ExitCode {
         None => Ok(default),
         Some(text) => parse_duration(&text).map_err(|e| format!("{flag} {text:?}: {e}")),
     };
-    let keep = match duration("--keep", args.keep, DEFAULT_GC_KEEP) {
+    let keep = match duration("--keep", args.keep, DEFAULT_KEEP) {
         Ok(keep) => keep,
         Err(message) => return usage_error(&message),
     };
-    let grace = match duration("--grace", args.grace, DEFAULT_GC_GRACE) {
+    let grace = match duration("--grace", args.grace, DEFAULT_GRACE) {
         Ok(grace) => grace,
         Err(message) => return usage_error(&message),
     };

@@ -8,7 +8,6 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt, stream};
-use sha2::{Digest as _, Sha256};
 
 use super::{
     generation::{self, Generation, HEARTBEAT, Lock, LockError, Phase},
@@ -17,6 +16,7 @@ use super::{
 };
 use crate::{
     cache::read_bounded,
+    digest::Digest,
     storage::{
         BUILDS_PREFIX, LAYERS_PREFIX, MANIFESTS_PREFIX, ObjectInfo, Storage, StorageError,
         StorageKey, USES_PREFIX,
@@ -265,7 +265,7 @@ pub async fn collect(
 /// A build record and the blob it names.
 struct RecordInfo {
     object: ObjectInfo,
-    digest: Option<String>,
+    digest: Option<Digest>,
 }
 
 async fn run(
@@ -305,7 +305,7 @@ async fn run(
         })
         .cloned()
         .collect();
-    let parsed: Vec<Option<(String, ManifestNode)>> = stream::iter(manifest_objects)
+    let parsed: Vec<Option<(Digest, ManifestNode)>> = stream::iter(manifest_objects)
         .map(|object: ObjectInfo| {
             let storage = storage.clone();
             async move {
@@ -313,7 +313,7 @@ async fn run(
                 Ok::<_, StorageError>(bytes.and_then(|bytes| {
                     let refs = references::parse(&bytes)?;
                     Some((
-                        object.key.name().to_owned(),
+                        named(&object)?,
                         ManifestNode {
                             refs,
                             modified: object.modified,
@@ -333,7 +333,7 @@ async fn run(
                 let bytes = read_document(storage.as_ref(), &object.key).await?;
                 Ok::<_, StorageError>(bytes.map(|bytes| TagEntry {
                     name: object.key.name().to_owned(),
-                    digest: hex::encode(Sha256::digest(&bytes)),
+                    digest: Digest::of(&bytes),
                     modified: object.modified,
                 }))
             }
@@ -344,7 +344,7 @@ async fn run(
     inventory.tags = tag_entries.into_iter().flatten().collect();
     inventory.marks = uses
         .iter()
-        .map(|o| (o.key.name().to_owned(), o.modified))
+        .filter_map(|o| Some((named(o)?, o.modified)))
         .collect();
     let records: Vec<RecordInfo> = stream::iter(builds.clone())
         .map(|object: ObjectInfo| {
@@ -389,26 +389,25 @@ async fn run(
             })
             .map(|r| (Kind::LayerRecord, &r.object)),
     );
-    let dead_layer = |o: &&ObjectInfo| collectable(o) && !live.contains(o.key.name());
+    // Objects whose name is no digest (put there by hand) are left alone.
+    let dead = |o: &&ObjectInfo| collectable(o) && named(o).is_some_and(|d| !live.contains(&d));
+    let is_manifest =
+        |o: &&ObjectInfo| named(o).is_some_and(|d| inventory.manifests.contains_key(&d));
     plan.extend(
         layers
             .iter()
-            .filter(dead_layer)
-            .filter(|o| inventory.manifests.contains_key(o.key.name()))
+            .filter(dead)
+            .filter(is_manifest)
             .map(|o| (Kind::Manifest, o)),
     );
     plan.extend(
         layers
             .iter()
-            .filter(dead_layer)
-            .filter(|o| !inventory.manifests.contains_key(o.key.name()))
+            .filter(dead)
+            .filter(|o| !is_manifest(o))
             .map(|o| (Kind::Blob, o)),
     );
-    plan.extend(
-        uses.iter()
-            .filter(|o| collectable(o) && !live.contains(o.key.name()))
-            .map(|o| (Kind::UseMark, o)),
-    );
+    plan.extend(uses.iter().filter(dead).map(|o| (Kind::UseMark, o)));
     let examined = layers.len() + tags.len() + builds.len() + uses.len();
     let mut report = Report {
         generation: generation_number,
@@ -455,31 +454,35 @@ async fn run(
     Ok(report)
 }
 
+/// The digest an object under `layers/` or `uses/` is named by.
+fn named(object: &ObjectInfo) -> Option<Digest> {
+    Digest::parse_hex(object.key.name()).ok()
+}
+
 /// Re-read the use marks after the switch to `deleting`: a server that
 /// confirmed an image since the announcement wrote its mark before it saw
 /// that switch, so it is found here and its image is kept.
 async fn rescue(
     storage: &dyn Storage,
     inventory: &mut Inventory,
-    live: &mut HashSet<String>,
+    live: &mut HashSet<Digest>,
     announced: SystemTime,
 ) -> Result<(), StorageError> {
     // A second of slack for coarse modification times.
     let since = announced - Duration::from_secs(1);
-    let fresh: Vec<String> = storage
+    let fresh: Vec<Digest> = storage
         .list(USES_PREFIX)
         .await?
-        .into_iter()
-        .filter(|o| o.modified >= since && !live.contains(o.key.name()))
-        .map(|o| o.key.name().to_owned())
+        .iter()
+        .filter(|o| o.modified >= since)
+        .filter_map(named)
+        .filter(|d| !live.contains(d))
         .collect();
     for digest in &fresh {
         if inventory.manifests.contains_key(digest) {
             continue;
         }
-        let Ok(key) = StorageKey::layer(digest) else {
-            continue;
-        };
+        let key = StorageKey::layer(digest);
         let Ok(info) = storage.stat(&key).await else {
             continue;
         };
@@ -488,7 +491,7 @@ async fn rescue(
             .and_then(|bytes| references::parse(&bytes))
         {
             inventory.manifests.insert(
-                digest.clone(),
+                *digest,
                 ManifestNode {
                     refs,
                     modified: info.modified,
@@ -531,7 +534,7 @@ async fn read_document(
 /// a cache and drops stale entries on first use anyway.
 async fn prune_local_tier(
     dir: &std::path::Path,
-    live: &HashSet<String>,
+    live: &HashSet<Digest>,
     grace: Duration,
     now: SystemTime,
     dry_run: bool,
@@ -560,7 +563,7 @@ async fn prune_local_tier(
         let Ok(bytes) = tokio::fs::read(&path).await else {
             continue;
         };
-        if live.contains(&hex::encode(Sha256::digest(&bytes))) {
+        if live.contains(&Digest::of(&bytes)) {
             continue;
         }
         if !dry_run && let Err(error) = tokio::fs::remove_file(&path).await {

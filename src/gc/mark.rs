@@ -17,6 +17,7 @@ use std::{
 };
 
 use super::references::References;
+use crate::digest::Digest;
 
 /// How long things are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +45,8 @@ pub struct ManifestNode {
 pub struct TagEntry {
     /// The entry's key name (the image identity).
     pub name: String,
-    /// Hex SHA-256 of its bytes: the manifest's digest.
-    pub digest: String,
+    /// The digest of its bytes: the manifest's digest.
+    pub digest: Digest,
     /// When the entry was last written.
     pub modified: SystemTime,
 }
@@ -53,12 +54,12 @@ pub struct TagEntry {
 /// What the storage holds, as far as marking needs it.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
-    /// Manifests stored under `layers/`, by hex digest.
-    pub manifests: HashMap<String, ManifestNode>,
+    /// Manifests stored under `layers/`, by digest.
+    pub manifests: HashMap<Digest, ManifestNode>,
     /// Cached tag entries.
     pub tags: Vec<TagEntry>,
-    /// Use marks: manifest hex digest -> time of the mark.
-    pub marks: HashMap<String, SystemTime>,
+    /// Use marks: manifest digest -> time of the mark.
+    pub marks: HashMap<Digest, SystemTime>,
 }
 
 /// How long ago `then` was at `now` (zero for times in the future).
@@ -66,27 +67,25 @@ pub fn age(now: SystemTime, then: SystemTime) -> Duration {
     now.duration_since(then).unwrap_or_default()
 }
 
-/// Every object the collection keeps, as hex digests of `layers/` objects:
+/// Every object the collection keeps, as digests of `layers/` objects:
 /// the roots (see the module documentation) and what they reference.
-pub fn live_set(inventory: &Inventory, policy: &Policy, now: SystemTime) -> HashSet<String> {
-    let mut last_write: HashMap<&str, SystemTime> = HashMap::new();
+pub fn live_set(inventory: &Inventory, policy: &Policy, now: SystemTime) -> HashSet<Digest> {
+    let mut last_write: HashMap<Digest, SystemTime> = HashMap::new();
     for tag in &inventory.tags {
-        let entry = last_write
-            .entry(tag.digest.as_str())
-            .or_insert(tag.modified);
+        let entry = last_write.entry(tag.digest).or_insert(tag.modified);
         *entry = (*entry).max(tag.modified);
     }
     let mut roots = Vec::new();
     for (digest, node) in &inventory.manifests {
         let mut last_use = node.modified;
-        if let Some(tag_write) = last_write.get(digest.as_str()) {
+        if let Some(tag_write) = last_write.get(digest) {
             last_use = last_use.max(*tag_write);
         }
         if let Some(mark) = inventory.marks.get(digest) {
             last_use = last_use.max(*mark + policy.touch_interval);
         }
         if age(now, last_use) <= policy.keep || age(now, node.modified) < policy.grace {
-            roots.push(digest.clone());
+            roots.push(*digest);
         }
     }
     roots.extend(
@@ -94,7 +93,7 @@ pub fn live_set(inventory: &Inventory, policy: &Policy, now: SystemTime) -> Hash
             .tags
             .iter()
             .filter(|tag| age(now, tag.modified) < policy.grace)
-            .map(|tag| tag.digest.clone()),
+            .map(|tag| tag.digest),
     );
     let mut live = HashSet::new();
     extend(&mut live, inventory, roots);
@@ -103,26 +102,26 @@ pub fn live_set(inventory: &Inventory, policy: &Policy, now: SystemTime) -> Hash
 
 /// Add `roots` and everything they keep alive to `live`.
 pub fn extend(
-    live: &mut HashSet<String>,
+    live: &mut HashSet<Digest>,
     inventory: &Inventory,
-    roots: impl IntoIterator<Item = String>,
+    roots: impl IntoIterator<Item = Digest>,
 ) {
-    let mut about: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut about: HashMap<Digest, Vec<Digest>> = HashMap::new();
     for (digest, node) in &inventory.manifests {
-        if let Some(subject) = &node.refs.subject {
-            about.entry(subject.as_str()).or_default().push(digest);
+        if let Some(subject) = node.refs.subject {
+            about.entry(subject).or_default().push(*digest);
         }
     }
-    let mut pending: Vec<String> = roots.into_iter().collect();
+    let mut pending: Vec<Digest> = roots.into_iter().collect();
     while let Some(digest) = pending.pop() {
-        if !live.insert(digest.clone()) {
+        if !live.insert(digest) {
             continue;
         }
         if let Some(node) = inventory.manifests.get(&digest) {
-            pending.extend(node.refs.all().map(str::to_owned));
+            pending.extend(node.refs.all().copied());
         }
-        if let Some(referrers) = about.get(digest.as_str()) {
-            pending.extend(referrers.iter().map(|r| (*r).to_owned()));
+        if let Some(referrers) = about.get(&digest) {
+            pending.extend(referrers.iter().copied());
         }
     }
 }
@@ -134,8 +133,8 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn h(c: char) -> String {
-        c.to_string().repeat(64)
+    fn h(c: char) -> Digest {
+        Digest::of(c.to_string().as_bytes())
     }
 
     fn policy() -> Policy {
@@ -176,7 +175,7 @@ mod tests {
         inventory.marks.insert(h('m'), now - 2 * DAY);
         inventory.marks.insert(h('n'), now - 40 * DAY);
         let live = live_set(&inventory, &policy(), now);
-        let expected: HashSet<String> = [h('m'), h('a'), h('b')].into();
+        let expected: HashSet<Digest> = [h('m'), h('a'), h('b')].into();
         assert_eq!(live, expected);
     }
 
@@ -246,7 +245,7 @@ mod tests {
             .insert(h('z'), node(&['e'], &[], None, old));
         inventory.marks.insert(h('i'), now);
         let live = live_set(&inventory, &policy(), now);
-        let expected: HashSet<String> = ['i', 'x', 'y', 'a', 'b', 's', 'c']
+        let expected: HashSet<Digest> = ['i', 'x', 'y', 'a', 'b', 's', 'c']
             .map(h)
             .into_iter()
             .collect();

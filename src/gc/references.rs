@@ -12,6 +12,8 @@
 
 use serde_json::Value;
 
+use crate::digest::Digest;
+
 /// Docker Image Manifest V2 Schema 2.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list (an index).
@@ -41,25 +43,22 @@ pub fn is_manifest_type(content_type: &str) -> bool {
         .any(|known| known.eq_ignore_ascii_case(essence))
 }
 
-/// The objects one manifest needs, each as the lowercase hex SHA-256 that
-/// names it under `layers/`.
+/// The objects one manifest needs, each named by its digest (the object
+/// `layers/<hex>`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct References {
     /// Child manifests (`manifests[]` of an index), followed in turn.
-    pub manifests: Vec<String>,
+    pub manifests: Vec<Digest>,
     /// Blobs: `layers[]`, `blobs[]` and `config`.
-    pub blobs: Vec<String>,
+    pub blobs: Vec<Digest>,
     /// The manifest this one is about (`subject`), if any.
-    pub subject: Option<String>,
+    pub subject: Option<Digest>,
 }
 
 impl References {
     /// Every object referenced (child manifests and blobs, not the subject).
-    pub fn all(&self) -> impl Iterator<Item = &str> {
-        self.manifests
-            .iter()
-            .chain(self.blobs.iter())
-            .map(String::as_str)
+    pub fn all(&self) -> impl Iterator<Item = &Digest> {
+        self.manifests.iter().chain(self.blobs.iter())
     }
 }
 
@@ -68,29 +67,26 @@ impl References {
 pub fn parse(bytes: &[u8]) -> Option<References> {
     let document: Value = serde_json::from_slice(bytes).ok()?;
     let object = document.as_object()?;
-    let descriptors = |field: &str| -> Vec<String> {
+    let descriptors = |field: &str| -> Vec<Digest> {
         object
             .get(field)
             .and_then(Value::as_array)
-            .map(|items| items.iter().filter_map(descriptor_hex).collect())
+            .map(|items| items.iter().filter_map(descriptor_digest).collect())
             .unwrap_or_default()
     };
     let mut blobs = descriptors("layers");
     blobs.extend(descriptors("blobs"));
-    blobs.extend(object.get("config").and_then(descriptor_hex));
+    blobs.extend(object.get("config").and_then(descriptor_digest));
     Some(References {
         manifests: descriptors("manifests"),
         blobs,
-        subject: object.get("subject").and_then(descriptor_hex),
+        subject: object.get("subject").and_then(descriptor_digest),
     })
 }
 
-/// The hex digest of a descriptor `{"digest": "sha256:<hex>"}`.
-fn descriptor_hex(descriptor: &Value) -> Option<String> {
-    let digest = descriptor.get("digest")?.as_str()?;
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| hex.to_owned())
+/// The digest of a descriptor `{"digest": "sha256:<hex>"}`.
+fn descriptor_digest(descriptor: &Value) -> Option<Digest> {
+    Digest::parse(descriptor.get("digest")?.as_str()?).ok()
 }
 
 #[cfg(test)]
@@ -99,6 +95,10 @@ mod tests {
 
     fn hex(c: char) -> String {
         c.to_string().repeat(64)
+    }
+
+    fn d(c: char) -> Digest {
+        Digest::parse_hex(&hex(c)).unwrap()
     }
 
     #[test]
@@ -112,7 +112,7 @@ mod tests {
             hex('c')
         );
         let refs = parse(manifest.as_bytes()).unwrap();
-        assert_eq!(refs.blobs, [hex('b'), hex('c'), hex('a')]);
+        assert_eq!(refs.blobs, [d('b'), d('c'), d('a')]);
         assert!(refs.manifests.is_empty() && refs.subject.is_none());
     }
 
@@ -123,10 +123,7 @@ mod tests {
             hex('1'),
             hex('2')
         );
-        assert_eq!(
-            parse(index.as_bytes()).unwrap().manifests,
-            [hex('1'), hex('2')]
-        );
+        assert_eq!(parse(index.as_bytes()).unwrap().manifests, [d('1'), d('2')]);
         let sbom = format!(
             r#"{{"artifactType":"application/spdx+json","blobs":[{{"digest":"sha256:{}"}}],
                 "subject":{{"digest":"sha256:{}"}}}}"#,
@@ -134,8 +131,8 @@ mod tests {
             hex('4')
         );
         let refs = parse(sbom.as_bytes()).unwrap();
-        assert_eq!(refs.blobs, [hex('3')]);
-        assert_eq!(refs.subject, Some(hex('4')));
+        assert_eq!(refs.blobs, [d('3')]);
+        assert_eq!(refs.subject, Some(d('4')));
     }
 
     #[test]

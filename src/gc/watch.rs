@@ -49,6 +49,7 @@ use bytes::Bytes;
 use super::generation::{self, Generation};
 use crate::{
     cache::bytes_stream,
+    digest::Digest,
     storage::{Storage, StorageError, StorageKey},
 };
 
@@ -99,8 +100,8 @@ pub struct GcWatch {
     touch_interval: Duration,
     poll: Duration,
     known: Mutex<Known>,
-    touched: Mutex<HashMap<String, Instant>>,
-    marks: tokio::sync::mpsc::Sender<String>,
+    touched: Mutex<HashMap<Digest, Instant>>,
+    marks: tokio::sync::mpsc::Sender<Digest>,
     listeners: Mutex<Vec<Listener>>,
 }
 
@@ -109,7 +110,7 @@ impl GcWatch {
     /// `touch_interval`, with its background tasks (polling, marking)
     /// running until the runtime stops. Call inside a Tokio runtime.
     pub fn start(storage: Arc<dyn Storage>, touch_interval: Duration) -> Arc<Self> {
-        let (marks, mut pending) = tokio::sync::mpsc::channel::<String>(MARK_QUEUE);
+        let (marks, mut pending) = tokio::sync::mpsc::channel::<Digest>(MARK_QUEUE);
         let watch = Arc::new(Self {
             storage,
             touch_interval,
@@ -127,7 +128,7 @@ impl GcWatch {
             while let Some(digest) = pending.recv().await {
                 let Some(watch) = weak.upgrade() else { return };
                 if let Err(error) = watch.write_mark(&digest).await {
-                    tracing::warn!(digest, error = %crate::redact::redact(&error.to_string()), "writing a use mark failed");
+                    tracing::warn!(digest = %digest, error = %crate::redact::redact(&error.to_string()), "writing a use mark failed");
                     // Record it on the next use instead.
                     watch.lock_touched().remove(&digest);
                 }
@@ -193,9 +194,9 @@ impl GcWatch {
         (now.fresh && !now.running).then_some(now.number)
     }
 
-    /// Record a use of the manifest `digest` (hex), off the request path
-    /// and at most once per touch interval.
-    pub fn touch(&self, digest: &str) {
+    /// Record a use of the manifest `digest`, off the request path and at
+    /// most once per touch interval.
+    pub fn touch(&self, digest: &Digest) {
         {
             let mut touched = self.lock_touched();
             if touched
@@ -208,40 +209,35 @@ impl GcWatch {
                 let interval = self.touch_interval;
                 touched.retain(|_, at| at.elapsed() < interval);
             }
-            touched.insert(digest.to_owned(), Instant::now());
+            touched.insert(*digest, Instant::now());
         }
-        if self.marks.try_send(digest.to_owned()).is_err() {
+        if self.marks.try_send(*digest).is_err() {
             self.lock_touched().remove(digest);
         }
     }
 
-    /// Confirm before serving the manifest `digest` (hex) from a tier
+    /// Confirm before serving the manifest `digest` from a tier
     /// whose stamp this server does not trust: the stamp to give the entry
     /// when it may be served, `None` when its manifest was collected.
-    pub async fn confirm(&self, digest: &str) -> Result<Option<u64>, StorageError> {
+    pub async fn confirm(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
         self.write_mark(digest).await?;
         let generation = self.settled().await?;
-        let key = StorageKey::layer(digest).map_err(|e| StorageError::Backend {
-            backend: self.storage.name(),
-            key: digest.to_owned(),
-            message: e.to_string(),
-        })?;
-        match self.storage.stat(&key).await {
+        match self.storage.stat(&StorageKey::layer(digest)).await {
             Ok(_) => Ok(Some(generation.number)),
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// After a build stored the manifest `digest` (hex) naming `blobs`:
+    /// After a build stored the manifest `digest` naming `blobs`:
     /// the stamp of its tier entries, or `None` when a collection that
     /// overlapped the build removed one of the blobs (build again).
     /// `started` is the snapshot taken when the build began.
     pub async fn settle(
         &self,
         started: Snapshot,
-        digest: &str,
-        blobs: &[String],
+        digest: &Digest,
+        blobs: &[Digest],
     ) -> Result<Option<u64>, StorageError> {
         self.write_mark(digest).await?;
         let before = self.refresh().await?;
@@ -251,15 +247,12 @@ impl GcWatch {
             || before.deleting(SystemTime::now())
             || generation.number != started.number;
         if overlapped {
-            for hex in blobs.iter().map(String::as_str).chain([digest]) {
-                let Ok(key) = StorageKey::layer(hex) else {
-                    continue;
-                };
-                match self.storage.stat(&key).await {
+            for blob in blobs.iter().chain([digest]) {
+                match self.storage.stat(&StorageKey::layer(blob)).await {
                     Ok(_) => {}
                     Err(StorageError::NotFound(_)) => {
                         tracing::warn!(
-                            digest = hex,
+                            digest = %blob,
                             "a blob of the image was collected during its build"
                         );
                         return Ok(None);
@@ -312,22 +305,17 @@ impl GcWatch {
         Ok(generation)
     }
 
-    async fn write_mark(&self, digest: &str) -> Result<(), StorageError> {
-        let key = StorageKey::use_mark(digest).map_err(|e| StorageError::Backend {
-            backend: self.storage.name(),
-            key: digest.to_owned(),
-            message: e.to_string(),
-        })?;
+    async fn write_mark(&self, digest: &Digest) -> Result<(), StorageError> {
+        let key = StorageKey::use_mark(digest);
         let body = Bytes::from(format!("{}\n", generation::unix_secs(SystemTime::now())));
         self.storage
             .persist(&key, MARK_CONTENT_TYPE, bytes_stream(body))
             .await?;
-        self.lock_touched()
-            .insert(digest.to_owned(), Instant::now());
+        self.lock_touched().insert(*digest, Instant::now());
         Ok(())
     }
 
-    fn lock_touched(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock_touched(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Instant>> {
         self.touched.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -347,9 +335,9 @@ mod tests {
     async fn touches_are_written_once_per_interval() {
         let (dir, storage) = storage();
         let watch = GcWatch::start(storage, Duration::from_secs(3600));
-        let digest = "a".repeat(64);
+        let digest = Digest::of(b"a manifest");
         watch.touch(&digest);
-        let mark = dir.path().join("uses").join(&digest);
+        let mark = dir.path().join("uses").join(digest.hex());
         for _ in 0..200 {
             if mark.exists() {
                 break;
@@ -380,6 +368,6 @@ mod tests {
         assert!(!watch.trusts(Some(0)) && !watch.quiet());
         assert_eq!(watch.stamp_for_read(), None);
         // Confirming an image whose manifest is gone says so.
-        assert_eq!(watch.confirm(&"b".repeat(64)).await.unwrap(), None);
+        assert_eq!(watch.confirm(&Digest::of(b"gone")).await.unwrap(), None);
     }
 }

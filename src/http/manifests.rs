@@ -33,7 +33,7 @@ pub async fn by_tag(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
         .header(header::CONTENT_LENGTH, built.bytes.len())
-        .header(DOCKER_CONTENT_DIGEST, &built.digest)
+        .header(DOCKER_CONTENT_DIGEST, built.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", built.digest))
         .body(Body::from(built.bytes))
         .map_err(RegistryError::internal)
@@ -53,7 +53,7 @@ pub async fn by_digest(
 ) -> Result<Response, RegistryError> {
     if let Some(watch) = watch
         && !watch.quiet()
-        && watch.confirm(digest.hex()).await?.is_none()
+        && watch.confirm(digest).await?.is_none()
     {
         return Err(RegistryError::manifest_unknown(&digest.to_string()));
     }
@@ -69,7 +69,7 @@ pub async fn by_digest(
     )
     .await?;
     if let Some(watch) = watch {
-        watch.touch(digest.hex());
+        watch.touch(digest);
     }
     Ok(response)
 }
