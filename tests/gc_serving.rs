@@ -160,6 +160,14 @@ fn local_tier_holds(server: &TestServer, manifest_digest_hex: &str) -> bool {
     })
 }
 
+fn status_page(server: &TestServer) -> String {
+    client()
+        .get(server.url("/"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("status page")
+}
+
 fn fs_server() -> TestServer {
     TestServer::builder()
         .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
@@ -338,11 +346,7 @@ fn periodic_collection_runs_and_shows_in_metrics_and_on_the_status_page() {
     assert!(metric(&server, "nixery_gc_runs_total") >= 1);
     assert!(metric(&server, "nixery_gc_bytes_deleted_total") > 0);
     assert!(metric(&server, "nixery_gc_last_run_timestamp_seconds") > 1_700_000_000);
-    let page = client()
-        .get(server.url("/"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("status page");
+    let page = status_page(&server);
     assert!(
         page.contains("every 2s, keeping images used within 6s; last run "),
         "{page}"
@@ -364,11 +368,7 @@ fn without_gc_keep_the_server_collects_nothing_and_says_so() {
     pull(&server, "zlib").expect("pull");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(metric(&server, "nixery_gc_runs_total"), 0);
-    let page = client()
-        .get(server.url("/"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("status page");
+    let page = status_page(&server);
     assert!(
         page.contains("periodic collection off (NIXERY_GC_KEEP unset)"),
         "{page}"

@@ -95,21 +95,6 @@ struct DetailedItem {
     meta: ObjectMetadata,
 }
 
-/// One page of a `storage#objects` listing.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListPage {
-    #[serde(default)]
-    items: Vec<ListItem>,
-    #[serde(default)]
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ListItem {
-    name: String,
-}
-
 /// Part of a `storage#rewriteResponse`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -186,33 +171,12 @@ impl JsonApi {
 
     /// Names of the objects whose name starts with `prefix`, every page.
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page: ListPage = self
-                .retry
-                .run("list", prefix, || async {
-                    let url = self.endpoint.objects(&self.bucket);
-                    let mut request = self
-                        .http
-                        .get(url)
-                        .query(&[("prefix", prefix), ("fields", "items(name),nextPageToken")]);
-                    if let Some(token) = &token {
-                        request = request.query(&[("pageToken", token)]);
-                    }
-                    expect_success(self.send(request).await?)
-                        .await?
-                        .json()
-                        .await
-                        .map_err(|e| self.body_error("object listing", e))
-                })
-                .await?;
-            names.extend(page.items.into_iter().map(|item| item.name));
-            match page.next_page_token {
-                Some(next) if !next.is_empty() => token = Some(next),
-                _ => return Ok(names),
-            }
-        }
+        Ok(self
+            .list_detailed(prefix)
+            .await?
+            .into_iter()
+            .map(|object| object.name)
+            .collect())
     }
 
     /// The objects whose name starts with `prefix`, with size, last write
