@@ -3,9 +3,11 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
+
+use parking_lot::Mutex;
 
 use super::{GcError, Options, Policy, Report, collect, watch::notice_period};
 use crate::{config::GcSettings, metrics::Metrics, storage::Storage};
@@ -43,7 +45,7 @@ impl GcStatus {
             humantime::format_duration(interval),
             humantime::format_duration(keep)
         );
-        match &*self.last.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.last.lock() {
             None => format!("{plan}; not run yet"),
             Some(LastRun {
                 at,
@@ -63,7 +65,7 @@ impl GcStatus {
     }
 
     fn record(&self, outcome: Result<(usize, u64), String>) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastRun {
+        *self.last.lock() = Some(LastRun {
             at: SystemTime::now(),
             outcome,
         });

@@ -40,11 +40,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 use super::generation::{self, Generation};
 use crate::{
@@ -153,10 +154,7 @@ impl GcWatch {
     /// it acts on that knowledge (to drop caches of content-addressed
     /// objects that may be gone).
     pub fn on_collection(&self, listener: impl Fn() + Send + Sync + 'static) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Box::new(listener));
+        self.listeners.lock().push(Box::new(listener));
     }
 
     /// The touch interval.
@@ -166,7 +164,7 @@ impl GcWatch {
 
     /// What this server knows now.
     pub fn snapshot(&self) -> Snapshot {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self.known.lock();
         Snapshot {
             number: known.generation.number,
             running: known.generation.running(SystemTime::now()),
@@ -282,22 +280,17 @@ impl GcWatch {
         let generation = generation::read(self.storage.as_ref()).await?;
         let now = SystemTime::now();
         let ended = {
-            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let known = self.known.lock();
             let was = known.generation;
             !generation.running(now)
                 && (generation.number != was.number || was.running(now) || known.read_at.is_none())
         };
         if ended {
-            for listener in self
-                .listeners
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-            {
+            for listener in self.listeners.lock().iter() {
                 listener();
             }
         }
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.known.lock();
         if known.read_at.is_none_or(|at| at <= read_at) {
             known.generation = generation;
             known.read_at = Some(read_at);
@@ -315,8 +308,8 @@ impl GcWatch {
         Ok(())
     }
 
-    fn lock_touched(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Instant>> {
-        self.touched.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_touched(&self) -> parking_lot::MutexGuard<'_, HashMap<Digest, Instant>> {
+        self.touched.lock()
     }
 }
 
