@@ -89,7 +89,7 @@ pub struct ServeSettings {
     #[arg(long, env = "NIXERY_PKGS_PATH", value_name = "PATH")]
     pub pkgs_path: Option<PathBuf>,
 
-    /// Storage backend: `filesystem` or `gcs` [default: filesystem].
+    /// Storage backend: `filesystem`, `gcs` or `s3` [default: filesystem].
     #[arg(long, env = "NIXERY_STORAGE_BACKEND", value_name = "BACKEND")]
     pub storage_backend: Option<String>,
 
@@ -108,6 +108,10 @@ pub struct ServeSettings {
     /// Host:port of a GCS emulator to use instead of Google Cloud Storage.
     #[arg(long, env = "STORAGE_EMULATOR_HOST", value_name = "HOST")]
     pub storage_emulator_host: Option<String>,
+
+    /// Settings of the s3 backend (see `src/storage/s3/settings.rs`).
+    #[command(flatten)]
+    pub s3: crate::storage::s3::S3Args,
 
     /// Seconds one Nix build (derivation) may run, given to Nix as
     /// --timeout [default: 60].
@@ -181,6 +185,8 @@ pub enum StorageSetting {
         credentials: Option<PathBuf>,
         emulator_host: Option<String>,
     },
+    /// An S3 or S3-compatible bucket.
+    S3(crate::storage::s3::S3Settings),
 }
 
 /// Validated settings of the server.
@@ -242,6 +248,7 @@ impl StorageSetting {
                 "gcs:{}/{bucket}",
                 emulator_host.as_deref().unwrap_or("storage.googleapis.com")
             ),
+            StorageSetting::S3(settings) => settings.identity(),
         }
     }
 }
@@ -411,11 +418,12 @@ impl ServeSettings {
                 credentials: present_path(self.gcs_credentials),
                 emulator_host: present(self.storage_emulator_host),
             },
+            "s3" => StorageSetting::S3(self.s3.into_settings()?),
             _ => {
                 return Err(ConfigError::Invalid {
                     var: "NIXERY_STORAGE_BACKEND",
                     value: backend,
-                    expected: "expected filesystem or gcs",
+                    expected: "expected filesystem, gcs or s3",
                 });
             }
         };
@@ -624,9 +632,38 @@ mod tests {
     }
 
     #[test]
-    fn unknown_backend_is_rejected() {
+    fn s3_backend_takes_its_settings_from_the_s3_table() {
         let err = ServeSettings {
             storage_backend: s("s3"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("S3_BUCKET must be set"),
+            "{err}"
+        );
+        let c = ServeSettings {
+            storage_backend: s("s3"),
+            s3: crate::storage::s3::S3Args {
+                s3_bucket: s("layers"),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert!(
+            matches!(&c.storage, StorageSetting::S3(settings) if settings.bucket == "layers"),
+            "{:?}",
+            c.storage
+        );
+    }
+
+    #[test]
+    fn unknown_backend_is_rejected() {
+        let err = ServeSettings {
+            storage_backend: s("azure"),
             ..Default::default()
         }
         .into_config()

@@ -7,7 +7,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+#[path = "../support_net/faults.rs"]
 pub mod faults;
+#[path = "../support_net/proxy.rs"]
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -50,7 +52,13 @@ impl FakeGcs {
     pub async fn start_behind_faults(per_mille: u32, seed: u64) -> (FakeGcs, faults::FaultProxy) {
         let (listener, proxy_port) = faults::FaultProxy::bind().await;
         let gcs = Self::start_inner(Some(proxy_port)).await;
-        let proxy = faults::FaultProxy::forward_to(listener, gcs.port, per_mille, seed);
+        let proxy = faults::FaultProxy::forward_to(
+            listener,
+            gcs.port,
+            per_mille,
+            seed,
+            faults::is_gcs_api_call,
+        );
         (gcs, proxy)
     }
 
