@@ -217,10 +217,13 @@ impl S3Storage {
     }
 
     /// Lists at most one object, within the retry policy's total time.
+    /// The listing is recursive: without a `delimiter` parameter, whose
+    /// `/` some S3-compatible servers (moto) encode differently when they
+    /// check the signature.
     async fn check_bucket(&self) -> Result<(), S3Error> {
         let listing = tokio::time::timeout(
             self.options.retry.total.max(self.options.request_timeout),
-            self.op.list_with("").limit(1),
+            self.op.list_with("").recursive(true).limit(1),
         )
         .await;
         let reason = match listing {
