@@ -52,9 +52,16 @@ fn markdown_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The environment variables named by `env = "..."` in `src/config.rs`.
+/// Files declaring settings with clap's `env = "..."`: the server's, and
+/// backends' own tables kept beside them.
+const SETTINGS_FILES: &[&str] = &["src/config.rs", "src/storage/s3/settings.rs"];
+
+/// The environment variables named by `env = "..."` in [`SETTINGS_FILES`].
 fn settings_in_config() -> BTreeSet<String> {
-    let source = read(&root().join("src/config.rs"));
+    let source: String = SETTINGS_FILES
+        .iter()
+        .map(|file| read(&root().join(file)))
+        .collect();
     let mut names = BTreeSet::new();
     let mut rest = source.as_str();
     while let Some(at) = rest.find("env = \"") {

@@ -257,6 +257,25 @@ impl MotoS3 {
         ]
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
+    /// but never answered, like a hung backend.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("moto is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: sends a signal to our own child process by PID.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
     /// Kills the server (SIGKILL by PID) and waits for it. Its objects
     /// live in memory and are gone.
     pub fn kill(&mut self) {

@@ -251,8 +251,10 @@ impl S3Storage {
             return Ok(addressing::plain_object_url(&self.settings, key.as_str()));
         }
         let presigned = self
-            .op
-            .presign_read(key.as_str(), self.settings.presign_expiry)
+            .bounded(
+                self.op
+                    .presign_read(key.as_str(), self.settings.presign_expiry),
+            )
             .await
             .map_err(|e| backend_error(key, "cannot presign URL", &e))?;
         Ok(presigned.uri().to_string())
@@ -260,7 +262,26 @@ impl S3Storage {
 
     /// Size of the object at `key`.
     async fn size_of(&self, key: &StorageKey) -> Result<u64, opendal::Error> {
-        Ok(self.op.stat(key.as_str()).await?.content_length())
+        Ok(self
+            .bounded(self.op.stat(key.as_str()))
+            .await?
+            .content_length())
+    }
+
+    /// Bounds a call that moves no body, retries included: OpenDAL's
+    /// retry layer counts attempts, not time, so the policy's total time
+    /// (plus one attempt) is enforced here.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        let bound = self.options.retry.total + self.options.request_timeout;
+        tokio::time::timeout(bound, call).await.unwrap_or_else(|_| {
+            Err(opendal::Error::new(
+                ErrorKind::Unexpected,
+                format!("no answer within {bound:?}, retries included"),
+            ))
+        })
     }
 }
 
@@ -349,8 +370,7 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
         let reader = self
-            .op
-            .reader(key.as_str())
+            .bounded(self.op.reader(key.as_str()))
             .await
             .map_err(|e| lookup_error(key, "download failed", &e))?;
         let stream = reader
@@ -363,7 +383,7 @@ impl Storage for S3Storage {
     /// A server-side copy (which keeps the content type), then a delete
     /// of the source.
     async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
-        match self.op.copy(from.as_str(), to.as_str()).await {
+        match self.bounded(self.op.copy(from.as_str(), to.as_str())).await {
             Ok(_) => {}
             // A retried move whose first attempt got past the delete.
             Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -389,8 +409,7 @@ impl Storage for S3Storage {
         // against the redirect target. An absent object is reported here
         // so that registry clients get a registry error, not a bucket 404.
         let metadata = self
-            .op
-            .stat(key.as_str())
+            .bounded(self.op.stat(key.as_str()))
             .await
             .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
         if request
@@ -406,9 +425,7 @@ impl Storage for S3Storage {
     async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
         let wanted = format!("{}/", prefix.as_str());
         let entries = self
-            .op
-            .list_with(&wanted)
-            .recursive(true)
+            .bounded(self.op.list_with(&wanted).recursive(true).into_future())
             .await
             .map_err(|e| StorageError::Backend {
                 backend: BACKEND,
@@ -432,8 +449,7 @@ impl Storage for S3Storage {
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
-        self.op
-            .delete(key.as_str())
+        self.bounded(self.op.delete(key.as_str()))
             .await
             .map_err(|e| backend_error(key, "delete failed", &e))
     }
