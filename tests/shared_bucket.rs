@@ -12,6 +12,8 @@
 mod common;
 mod support;
 mod support_gcs;
+// Both emulator supports carry the fault proxy; this test uses neither.
+#[allow(clippy::duplicate_mod)]
 mod support_s3;
 
 use std::collections::BTreeSet;
