@@ -350,3 +350,38 @@ async fn a_missing_bucket_or_a_dead_endpoint_is_reported_at_connect() {
     assert!(error.contains("is not reachable"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[tokio::test]
+async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
+    let moto = MotoS3::start().await;
+    let storage = moto.storage().await;
+    let blob = storage
+        .persist_blob(LAYER_TYPE, body_of(pattern(1000, 9), 100))
+        .await
+        .unwrap();
+    let key = StorageKey::layer(&blob.sha256).unwrap();
+    redirect_of(&storage, &key).await;
+    // A frozen bucket answers nothing: the redirect is signed locally.
+    moto.freeze();
+    let warm = tokio::time::timeout(Duration::from_secs(5), redirect_of(&storage, &key)).await;
+    moto.thaw();
+    assert!(
+        warm.expect("the warm redirect waited for the bucket")
+            .contains("X-Amz-Signature=")
+    );
+    // The content type is remembered too.
+    let as_manifest = ServeRequest {
+        only_content_type: Some(MANIFEST_TYPE),
+        ..ServeRequest::default()
+    };
+    assert!(matches!(
+        storage.serve(&key, &as_manifest).await,
+        Err(StorageError::NotFound(_))
+    ));
+    // Its own deletion is noticed at once.
+    storage.delete(&key).await.unwrap();
+    assert!(matches!(
+        storage.serve(&key, &ServeRequest::default()).await,
+        Err(StorageError::NotFound(_))
+    ));
+}

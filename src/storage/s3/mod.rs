@@ -21,14 +21,18 @@
 //!   rename); staged objects left by a crash are swept by age.
 //! - `serve` checks the object (an absent blob is a registry `404`) and
 //!   answers a redirect to a presigned `GET`, or to the plain object URL
-//!   when presigning is off.
+//!   when presigning is off. A blob found once is remembered, with its
+//!   content type, for [`KNOWN_BLOB_TTL`]: blobs are content-addressed,
+//!   so a warm redirect costs only the local signing (microseconds), not a
+//!   call to the bucket.
 //!
 //! This module knows no HTTP of the registry: it answers [`Served`] values.
 
 mod addressing;
 pub mod settings;
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -45,6 +49,14 @@ pub use settings::{Addressing, S3Args, S3Settings};
 
 /// Backend name in logs and errors.
 const BACKEND: &str = "s3";
+
+/// How long a blob found in the bucket is served without asking again.
+/// Blobs never change; this bounds how late a deletion by another
+/// instance is noticed (this instance's own deletions are at once).
+pub const KNOWN_BLOB_TTL: Duration = Duration::from_secs(60);
+
+/// Blobs remembered at most (a few dozen bytes each).
+const KNOWN_BLOBS: usize = 65_536;
 
 /// Smallest part S3 accepts in a multipart upload (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -128,6 +140,8 @@ pub struct S3Storage {
     op: Operator,
     settings: S3Settings,
     options: S3Options,
+    /// Blobs found in the bucket: their content type and when.
+    known: Arc<quick_cache::sync::Cache<StorageKey, (Option<String>, Instant)>>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -203,6 +217,7 @@ impl S3Storage {
             op,
             settings,
             options,
+            known: Arc::new(quick_cache::sync::Cache::new(KNOWN_BLOBS)),
         };
         storage.check_bucket().await?;
         tracing::info!(
@@ -408,13 +423,24 @@ impl Storage for S3Storage {
         // Range and HEAD are answered by the bucket: clients repeat them
         // against the redirect target. An absent object is reported here
         // so that registry clients get a registry error, not a bucket 404.
-        let metadata = self
-            .bounded(self.op.stat(key.as_str()))
-            .await
-            .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
+        let content_type = match self.known.get(key) {
+            Some((content_type, found)) if found.elapsed() < KNOWN_BLOB_TTL => content_type,
+            _ => {
+                let metadata = self
+                    .bounded(self.op.stat(key.as_str()))
+                    .await
+                    .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
+                let content_type = metadata.content_type().map(str::to_owned);
+                if key.as_str().starts_with(super::LAYERS_PREFIX) {
+                    self.known
+                        .insert(key.clone(), (content_type.clone(), Instant::now()));
+                }
+                content_type
+            }
+        };
         if request
             .only_content_type
-            .is_some_and(|required| metadata.content_type() != Some(required))
+            .is_some_and(|required| content_type.as_deref() != Some(required))
         {
             return Err(StorageError::NotFound(key.clone()));
         }
@@ -449,6 +475,7 @@ impl Storage for S3Storage {
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        self.known.remove(key);
         self.bounded(self.op.delete(key.as_str()))
             .await
             .map_err(|e| backend_error(key, "delete failed", &e))
