@@ -64,6 +64,7 @@ let
   // optionalAttrs (cfg.s3Bucket != null) { S3_BUCKET = cfg.s3Bucket; }
   // optionalAttrs (cfg.s3Region != null) { AWS_REGION = cfg.s3Region; }
   // optionalAttrs (cfg.s3Endpoint != null) { AWS_ENDPOINT_URL_S3 = cfg.s3Endpoint; }
+  // optionalAttrs (cfg.awsEndpoint != null) { AWS_ENDPOINT_URL = cfg.awsEndpoint; }
   // optionalAttrs (cfg.s3Addressing != null) { NIXERY_S3_ADDRESSING = cfg.s3Addressing; }
   // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; }
   // optionalAttrs (cfg.s3PresignExpiry != null) { NIXERY_S3_PRESIGN_EXPIRY = toString cfg.s3PresignExpiry; }
@@ -194,6 +195,15 @@ in
         An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
         such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
         path-style addressing unless `s3Addressing` says otherwise.
+      '';
+    };
+
+    awsEndpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
+        read it; `s3Endpoint` wins for S3.
       '';
     };
 

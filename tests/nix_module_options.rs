@@ -25,6 +25,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("S3_BUCKET", "s3Bucket"),
     ("AWS_REGION", "s3Region"),
     ("AWS_ENDPOINT_URL_S3", "s3Endpoint"),
+    ("AWS_ENDPOINT_URL", "awsEndpoint"),
     ("NIXERY_S3_ADDRESSING", "s3Addressing"),
     ("S3_USE_PRESIGNED_URLS", "s3PresignedUrls"),
     ("NIXERY_S3_PRESIGN_EXPIRY", "s3PresignExpiry"),
@@ -92,6 +93,7 @@ fn full_settings() -> Value {
         "s3Bucket": "s3-layers",
         "s3Region": "eu-west-1",
         "s3Endpoint": "https://minio.example.org:9000",
+        "awsEndpoint": "https://aws.example.org",
         "s3Addressing": "virtual",
         "s3PresignedUrls": false,
         "s3PresignExpiry": 60,
@@ -137,6 +139,7 @@ fn every_setting_has_a_typed_option() {
         ("s3Bucket", "null or string"),
         ("s3Region", "null or string"),
         ("s3Endpoint", "null or string"),
+        ("awsEndpoint", "null or string"),
         (
             "s3Addressing",
             r#"null or one of "auto", "path", "virtual""#,
@@ -227,6 +230,7 @@ fn full_configuration_sets_every_setting_variable() {
         ("S3_BUCKET", "s3-layers"),
         ("AWS_REGION", "eu-west-1"),
         ("AWS_ENDPOINT_URL_S3", "https://minio.example.org:9000"),
+        ("AWS_ENDPOINT_URL", "https://aws.example.org"),
         ("NIXERY_S3_ADDRESSING", "virtual"),
         ("S3_USE_PRESIGNED_URLS", "false"),
         ("NIXERY_S3_PRESIGN_EXPIRY", "60"),
@@ -303,19 +307,13 @@ fn every_setting_reaches_the_environment_of_some_configuration() {
     for (variable, option) in SETTINGS {
         assert!(seen.contains(*variable), "{option} never sets {variable}");
     }
-    // Settings the server's own config.rs reads (clap `env = "..."`) must
-    // be reachable from the module too.
-    let config_rs =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
-            .expect("src/config.rs");
-    for variable in config_rs
-        .split("env = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-    {
+    // Every setting of the server's settings table must be reachable from
+    // the module too.
+    for setting in nixery::config::settings() {
+        let variable = setting.env;
         assert!(
             seen.contains(variable),
-            "config.rs reads {variable}; the module never sets it"
+            "the server reads {variable}; the module never sets it"
         );
     }
 }

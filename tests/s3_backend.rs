@@ -97,7 +97,7 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
         .persist(&key, MANIFEST_TYPE, body_of(manifest.clone(), 4))
         .await
         .unwrap();
-    assert_eq!(persisted.sha256, sha256_hex(&manifest));
+    assert_eq!(persisted.sha256.hex(), sha256_hex(&manifest));
     assert_eq!(collect(storage.fetch(&key).await.unwrap()).await, manifest);
 
     let data = pattern(300_000, 1);
@@ -105,13 +105,13 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
         .persist_blob(LAYER_TYPE, body_of(data.clone(), 10_000))
         .await
         .unwrap();
-    let layer = StorageKey::layer(&blob.sha256).unwrap();
+    let layer = StorageKey::layer(&blob.sha256);
     let location = redirect_of(&storage, &layer).await;
     assert!(
         location.starts_with(&format!(
             "{}/{BUCKET}/layers/{}?",
             moto.origin(),
-            blob.sha256
+            blob.sha256.hex()
         )),
         "{location}"
     );
@@ -134,7 +134,7 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
         storage.serve(&layer, &as_manifest).await,
         Err(StorageError::NotFound(_))
     ));
-    let absent = StorageKey::layer(&"0".repeat(64)).unwrap();
+    let absent = StorageKey::layer(&nixery::digest::Digest::parse_hex(&"0".repeat(64)).unwrap());
     assert!(matches!(
         storage.serve(&absent, &ServeRequest::default()).await,
         Err(StorageError::NotFound(_))
@@ -160,9 +160,9 @@ async fn a_multipart_blob_appears_only_complete_and_staging_is_emptied() {
         .persist_blob(LAYER_TYPE, body_of(data.clone(), 256 * 1024))
         .await
         .unwrap();
-    assert_eq!(blob.sha256, sha256_hex(&data));
+    assert_eq!(blob.sha256.hex(), sha256_hex(&data));
     assert_eq!(blob.size, data.len() as u64);
-    let key = StorageKey::layer(&blob.sha256).unwrap();
+    let key = StorageKey::layer(&blob.sha256);
     assert!(collect(storage.fetch(&key).await.unwrap()).await == data);
     assert!(storage.list(KeyPrefix::Staging).await.unwrap().is_empty());
     let layers = storage.list(KeyPrefix::Layers).await.unwrap();
@@ -210,7 +210,7 @@ async fn a_move_keeps_the_content_type_and_a_retried_move_succeeds() {
     let storage = moto.storage().await;
     let from = StorageKey::staging(&staging::unique_name()).unwrap();
     let data = b"config".to_vec();
-    let to = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let to = StorageKey::layer(&nixery::digest::Digest::of(&data));
     storage
         .persist(
             &from,
@@ -260,11 +260,11 @@ async fn without_presigning_redirects_go_to_the_plain_object_url() {
         .persist_blob(LAYER_TYPE, body_of(b"public".to_vec(), 2))
         .await
         .unwrap();
-    let key = StorageKey::layer(&blob.sha256).unwrap();
+    let key = StorageKey::layer(&blob.sha256);
     let location = redirect_of(&storage, &key).await;
     assert_eq!(
         location,
-        format!("{}/{BUCKET}/layers/{}", moto.origin(), blob.sha256)
+        format!("{}/{BUCKET}/layers/{}", moto.origin(), blob.sha256.hex())
     );
     // The URL carries no signature: a private bucket refuses it...
     assert_eq!(get(&location, None).await.0, 403);
@@ -359,7 +359,7 @@ async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
         .persist_blob(LAYER_TYPE, body_of(pattern(1000, 9), 100))
         .await
         .unwrap();
-    let key = StorageKey::layer(&blob.sha256).unwrap();
+    let key = StorageKey::layer(&blob.sha256);
     redirect_of(&storage, &key).await;
     // A frozen bucket answers nothing: the redirect is signed locally.
     moto.freeze();

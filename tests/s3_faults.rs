@@ -178,8 +178,8 @@ async fn uploads_moves_and_reads_survive_a_fifth_of_api_calls_failing() {
             .persist_blob(LAYER_TYPE, body_of(data.clone(), 64 * 1024))
             .await
             .expect("persist despite faults");
-        assert_eq!(blob.sha256, hex::encode(sha2::Sha256::digest(&data)));
-        let key = StorageKey::layer(&blob.sha256).unwrap();
+        assert_eq!(blob.sha256.hex(), hex::encode(sha2::Sha256::digest(&data)));
+        let key = StorageKey::layer(&blob.sha256);
         let stored = collect(direct.fetch(&key).await.expect("stored blob"))
             .await
             .unwrap();

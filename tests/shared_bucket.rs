@@ -65,8 +65,9 @@ fn digests_of(manifest: &Value) -> Vec<String> {
 
 /// Whether `layers/<hex of digest>` exists.
 async fn blob_exists(storage: &dyn Storage, digest: &str) -> Result<bool, String> {
-    let key = StorageKey::layer(digest.trim_start_matches("sha256:"))
-        .map_err(|e| format!("manifest names a bad digest: {e}"))?;
+    let digest = nixery::digest::Digest::parse(digest)
+        .map_err(|e| format!("manifest names a bad digest {digest}: {e}"))?;
+    let key = StorageKey::layer(&digest);
     match storage.serve(&key, &ServeRequest::default()).await {
         Ok(_) => Ok(true),
         Err(StorageError::NotFound(_)) => Ok(false),

@@ -22,6 +22,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+use crate::digest::Digest;
+
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
 
@@ -86,13 +88,10 @@ impl StorageKey {
         }
     }
 
-    /// The content-addressed blob whose SHA-256 is `hex` (64 lowercase hex).
-    pub fn layer(hex: &str) -> Result<Self, InvalidKey> {
-        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Self::new(LAYERS_PREFIX, hex)
-        } else {
-            Err(InvalidKey(hex.to_owned()))
-        }
+    /// The content-addressed blob `layers/<hex>` whose SHA-256 is `digest`
+    /// (a digest always makes a valid name).
+    pub fn layer(digest: &Digest) -> Self {
+        Self(format!("{LAYERS_PREFIX}/{}", digest.hex()))
     }
 
     /// The build record of the layer with cache key `key`.
@@ -114,7 +113,9 @@ impl StorageKey {
     /// constructor validates it.
     pub fn under(prefix: KeyPrefix, name: &str) -> Result<Self, InvalidKey> {
         match prefix {
-            KeyPrefix::Layers => Self::layer(name),
+            KeyPrefix::Layers => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::layer(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
             KeyPrefix::Builds => Self::build(name),
             KeyPrefix::Manifests => Self::manifest(name),
             KeyPrefix::Staging => Self::staging(name),
@@ -141,8 +142,8 @@ impl fmt::Display for StorageKey {
 /// What a completed `persist` wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persisted {
-    /// Lowercase hex SHA-256 of the stored bytes.
-    pub sha256: String,
+    /// SHA-256 of the stored bytes.
+    pub sha256: Digest,
     /// Number of stored bytes.
     pub size: u64,
 }
@@ -277,11 +278,7 @@ pub trait Storage: Send + Sync + 'static {
             message: e.to_string(),
         })?;
         let persisted = self.persist(&staging, content_type, body).await?;
-        let target = StorageKey::layer(&persisted.sha256).map_err(|e| StorageError::Backend {
-            backend: self.name(),
-            key: staging.to_string(),
-            message: e.to_string(),
-        })?;
+        let target = StorageKey::layer(&persisted.sha256);
         self.move_object(&staging, &target).await?;
         Ok(persisted)
     }

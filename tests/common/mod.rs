@@ -36,52 +36,6 @@ use bytes::Bytes;
 use nixery::storage::{Storage, StorageKey, filesystem::FilesystemStorage};
 use sha2::{Digest as _, Sha256};
 
-/// Every environment variable the server reads; removed from the inherited
-/// environment before the test's own values are applied.
-pub const SETTINGS: &[&str] = &[
-    "PORT",
-    "NIXERY_HOST",
-    "NIXERY_CHANNEL",
-    "NIXERY_PKGS_REPO",
-    "NIXERY_PKGS_PATH",
-    "NIXERY_STORAGE_BACKEND",
-    "STORAGE_PATH",
-    "GCS_BUCKET",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "STORAGE_EMULATOR_HOST",
-    "S3_BUCKET",
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "NIXERY_S3_ADDRESSING",
-    "S3_USE_PRESIGNED_URLS",
-    "NIXERY_S3_PRESIGN_EXPIRY",
-    // Read by the AWS credential chain of the s3 backend.
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_CONFIG_FILE",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "NIX_TIMEOUT",
-    "NIXERY_NIX_DEADLINE",
-    "NIXERY_ALLOW_UNFREE",
-    "NIX_POPULARITY_URL",
-    "NIXERY_PREPARE_IMAGE",
-    "NIXERY_PACK_CONCURRENCY",
-    "NIXERY_BUILD_CONCURRENCY",
-    "NIXERY_SOURCE_TTL",
-    "NIXERY_CHANNEL_REMOTE",
-    "NIXERY_CACHE_DIR",
-    "NIXERY_MANIFEST_CACHE_ENTRIES",
-    "NIXERY_HEADER_TIMEOUT",
-    "NIXERY_IDLE_TIMEOUT",
-    "NIXERY_BUILD_QUEUE",
-    "RUST_LOG",
-];
-
 /// How long `start` waits for the `listening` event.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,7 +69,14 @@ impl TestServerBuilder {
 
     fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-        for key in SETTINGS {
+        // Settings, and what the s3 backend's AWS credential chain reads.
+        let credential_vars = nixery::storage::s3::settings::CREDENTIAL_VARS
+            .iter()
+            .copied();
+        for key in nixery::config::env_vars()
+            .into_iter()
+            .chain(credential_vars)
+        {
             cmd.env_remove(key);
         }
         cmd.env("PORT", "0")
@@ -394,9 +355,9 @@ pub async fn put_blob(storage: &FilesystemStorage, bytes: &[u8], content_type: &
         )
         .await
         .expect("persist blob");
-    assert_eq!(persisted.sha256, hex);
+    assert_eq!(persisted.sha256.hex(), hex);
     storage
-        .move_object(&staging, &StorageKey::layer(&hex).expect("layer key"))
+        .move_object(&staging, &StorageKey::layer(&persisted.sha256))
         .await
         .expect("move blob");
     format!("sha256:{hex}")

@@ -45,7 +45,7 @@ use super::{
     ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX, ServeRequest, Served, Storage,
     StorageError, StorageKey,
 };
-pub use settings::{Addressing, S3Args, S3Settings};
+pub use settings::{Addressing, S3Settings};
 
 /// Backend name in logs and errors.
 const BACKEND: &str = "s3";
@@ -371,7 +371,7 @@ impl Storage for S3Storage {
             }
         }
         let persisted = Persisted {
-            sha256: hex::encode(hasher.finalize()),
+            sha256: crate::digest::Digest::from_hasher(hasher),
             size,
         };
         tracing::debug!(backend = BACKEND, key = %key, size, digest = %persisted.sha256, "object persisted");

@@ -1,6 +1,6 @@
-//! Settings of the s3 backend, all in one place: the raw values as clap
-//! collects them from flags and the environment ([`S3Args`]), and their
-//! validation into [`S3Settings`].
+//! Settings of the s3 backend, all in one place: their entries in the
+//! settings table (see [`crate::config`]) and their validation into
+//! [`S3Settings`].
 //!
 //! Names follow upstream Nixery's S3 backend (`S3_BUCKET`, `AWS_REGION`
 //! defaulting to `us-east-1`, `S3_USE_PRESIGNED_URLS`) and the AWS SDKs'
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ServeSettings, StorageSetting, parse};
 
 /// Region used when `AWS_REGION` is unset, as upstream.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -33,44 +33,94 @@ pub enum Addressing {
     VirtualHosted,
 }
 
-// See the note on `ServeArgs` in `src/config.rs`: a doc comment here would
-// replace the help text of `nixery serve`.
-#[cfg_attr(
-    doc,
-    doc = "Raw settings of the s3 backend, flattened into the settings of \
-           `nixery serve`; [`S3Args::into_settings`] validates them."
-)]
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct S3Args {
+crate::settings! {
     /// Bucket of the s3 backend.
-    #[arg(long, env = "S3_BUCKET", value_name = "BUCKET")]
-    pub s3_bucket: Option<String>,
-
+    BUCKET: Option<String> = {
+        env: "S3_BUCKET", flag: "s3-bucket", value_name: "BUCKET",
+        default: None, parse: parse::string,
+    };
     /// Region of the s3 bucket [default: us-east-1].
-    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
-    pub s3_region: Option<String>,
-
+    REGION: Option<String> = {
+        env: "AWS_REGION", flag: "s3-region", value_name: "REGION",
+        default: None, parse: parse::string,
+    };
     /// Endpoint of an S3-compatible server, for S3 only (wins over
     /// AWS_ENDPOINT_URL).
-    #[arg(long, env = "AWS_ENDPOINT_URL_S3", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-
+    ENDPOINT_S3: Option<String> = {
+        env: "AWS_ENDPOINT_URL_S3", flag: "s3-endpoint", value_name: "URL",
+        default: None, parse: parse::string,
+    };
     /// Endpoint of an S3-compatible server (all AWS services).
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
-    pub aws_endpoint: Option<String>,
-
-    /// Addressing of the bucket: path or virtual [default: path with an
-    /// endpoint, virtual without].
-    #[arg(long, env = "NIXERY_S3_ADDRESSING", value_name = "STYLE")]
-    pub s3_addressing: Option<String>,
-
+    ENDPOINT: Option<String> = {
+        env: "AWS_ENDPOINT_URL", flag: "aws-endpoint", value_name: "URL",
+        default: None, parse: parse::string,
+    };
+    /// Addressing of the bucket: path, virtual or auto [default: auto,
+    /// path-style with an endpoint, virtual-hosted without].
+    ADDRESSING: Option<String> = {
+        env: "NIXERY_S3_ADDRESSING", flag: "s3-addressing", value_name: "STYLE",
+        default: None, parse: parse::string,
+    };
     /// Redirect blob requests to presigned URLs (true/false) [default: true].
-    #[arg(long, env = "S3_USE_PRESIGNED_URLS", value_name = "BOOL")]
-    pub s3_use_presigned_urls: Option<String>,
-
+    PRESIGNED_URLS: Option<String> = {
+        env: "S3_USE_PRESIGNED_URLS", flag: "s3-use-presigned-urls", value_name: "BOOL",
+        default: None, parse: parse::string,
+    };
     /// Seconds a presigned redirect URL stays valid [default: 300].
-    #[arg(long, env = "NIXERY_S3_PRESIGN_EXPIRY", value_name = "SECONDS")]
-    pub s3_presign_expiry: Option<String>,
+    PRESIGN_EXPIRY: Option<String> = {
+        env: "NIXERY_S3_PRESIGN_EXPIRY", flag: "s3-presign-expiry", value_name: "SECONDS",
+        default: None, parse: parse::string,
+    };
+}
+
+/// Variables the standard AWS credential chain reads (not settings of
+/// ours, see `docs/s3.md`); the tests clear them for the servers they
+/// start.
+pub const CREDENTIAL_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_EC2_METADATA_DISABLED",
+];
+
+/// The s3 backend as configured; `S3_BUCKET` is required.
+pub fn storage_setting(settings: &ServeSettings) -> Result<StorageSetting, ConfigError> {
+    let values = S3Values {
+        bucket: settings.get(&BUCKET)?,
+        region: settings.get(&REGION)?,
+        endpoint_s3: settings.get(&ENDPOINT_S3)?,
+        endpoint: settings.get(&ENDPOINT)?,
+        addressing: settings.get(&ADDRESSING)?,
+        presigned_urls: settings.get(&PRESIGNED_URLS)?,
+        presign_expiry: settings.get(&PRESIGN_EXPIRY)?,
+    };
+    Ok(StorageSetting::S3(values.into_settings()?))
+}
+
+/// The raw values of the settings above, as given.
+#[derive(Clone, Debug, Default)]
+pub struct S3Values {
+    /// `S3_BUCKET`.
+    pub bucket: Option<String>,
+    /// `AWS_REGION`.
+    pub region: Option<String>,
+    /// `AWS_ENDPOINT_URL_S3`.
+    pub endpoint_s3: Option<String>,
+    /// `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// `NIXERY_S3_ADDRESSING`.
+    pub addressing: Option<String>,
+    /// `S3_USE_PRESIGNED_URLS`.
+    pub presigned_urls: Option<String>,
+    /// `NIXERY_S3_PRESIGN_EXPIRY`.
+    pub presign_expiry: Option<String>,
 }
 
 /// Validated settings of the s3 backend.
@@ -126,10 +176,10 @@ fn present(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-impl S3Args {
-    /// Validate the settings; `S3_BUCKET` is required.
+impl S3Values {
+    /// Validate the values; `S3_BUCKET` is required.
     pub fn into_settings(self) -> Result<S3Settings, ConfigError> {
-        let bucket = present(self.s3_bucket).ok_or(ConfigError::Missing {
+        let bucket = present(self.bucket).ok_or(ConfigError::Missing {
             var: "S3_BUCKET",
             because: "NIXERY_STORAGE_BACKEND=s3",
         })?;
@@ -140,7 +190,7 @@ impl S3Args {
                 expected: "expected a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens",
             });
         }
-        let region = present(self.s3_region).unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        let region = present(self.region).unwrap_or_else(|| DEFAULT_REGION.to_owned());
         if !region
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -151,12 +201,12 @@ impl S3Args {
                 expected: "expected a region name such as eu-west-1",
             });
         }
-        let endpoint = match (present(self.s3_endpoint), present(self.aws_endpoint)) {
+        let endpoint = match (present(self.endpoint_s3), present(self.endpoint)) {
             (Some(value), _) => Some(parse_endpoint("AWS_ENDPOINT_URL_S3", value)?),
             (None, Some(value)) => Some(parse_endpoint("AWS_ENDPOINT_URL", value)?),
             (None, None) => None,
         };
-        let addressing = match present(self.s3_addressing).as_deref() {
+        let addressing = match present(self.addressing).as_deref() {
             None | Some("auto") => match endpoint {
                 Some(_) => Addressing::Path,
                 // Virtual-hosted names with dots break AWS's TLS wildcard
@@ -174,7 +224,7 @@ impl S3Args {
                 });
             }
         };
-        let presigned_urls = match present(self.s3_use_presigned_urls) {
+        let presigned_urls = match present(self.presigned_urls) {
             None => true,
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => true,
@@ -188,7 +238,7 @@ impl S3Args {
                 }
             },
         };
-        let presign_expiry = match present(self.s3_presign_expiry) {
+        let presign_expiry = match present(self.presign_expiry) {
             None => Duration::from_secs(DEFAULT_PRESIGN_EXPIRY_SECS),
             Some(v) => match v.parse::<u64>() {
                 Ok(secs) if (1..=MAX_PRESIGN_EXPIRY_SECS).contains(&secs) => {
@@ -260,10 +310,10 @@ mod tests {
         Some(v.to_owned())
     }
 
-    fn args(bucket: &str) -> S3Args {
-        S3Args {
-            s3_bucket: s(bucket),
-            ..S3Args::default()
+    fn args(bucket: &str) -> S3Values {
+        S3Values {
+            bucket: s(bucket),
+            ..S3Values::default()
         }
     }
 
@@ -280,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_missing_bucket_names_s3_bucket() {
-        let err = S3Args::default().into_settings().unwrap_err();
+        let err = S3Values::default().into_settings().unwrap_err();
         assert!(
             err.to_string().starts_with("S3_BUCKET must be set"),
             "{err}"
@@ -291,9 +341,9 @@ mod tests {
 
     #[test]
     fn the_s3_endpoint_wins_and_selects_path_style() {
-        let settings = S3Args {
-            s3_endpoint: s("http://127.0.0.1:9000/"),
-            aws_endpoint: s("http://other:1"),
+        let settings = S3Values {
+            endpoint_s3: s("http://127.0.0.1:9000/"),
+            endpoint: s("http://other:1"),
             ..args("layers")
         }
         .into_settings()
@@ -303,9 +353,9 @@ mod tests {
             Some("http://127.0.0.1:9000/")
         );
         assert_eq!(settings.addressing, Addressing::Path);
-        let settings = S3Args {
-            aws_endpoint: s("minio.local:9000"),
-            s3_addressing: s("virtual"),
+        let settings = S3Values {
+            endpoint: s("minio.local:9000"),
+            addressing: s("virtual"),
             ..args("layers")
         }
         .into_settings()
@@ -321,8 +371,8 @@ mod tests {
     fn dotted_buckets_on_aws_keep_path_style_unless_forced() {
         let settings = args("my.layers").into_settings().unwrap();
         assert_eq!(settings.addressing, Addressing::Path);
-        let forced = S3Args {
-            s3_addressing: s("virtual"),
+        let forced = S3Values {
+            addressing: s("virtual"),
             ..args("my.layers")
         };
         assert_eq!(
@@ -335,43 +385,43 @@ mod tests {
     fn bad_values_name_their_variable() {
         let cases = [
             (
-                S3Args {
-                    aws_endpoint: s("ftp://h:1"),
+                S3Values {
+                    endpoint: s("ftp://h:1"),
                     ..args("b12")
                 },
                 "AWS_ENDPOINT_URL=",
             ),
             (
-                S3Args {
-                    s3_endpoint: s("http://h:1/prefix"),
+                S3Values {
+                    endpoint_s3: s("http://h:1/prefix"),
                     ..args("b12")
                 },
                 "AWS_ENDPOINT_URL_S3=",
             ),
             (
-                S3Args {
-                    s3_addressing: s("sideways"),
+                S3Values {
+                    addressing: s("sideways"),
                     ..args("b12")
                 },
                 "NIXERY_S3_ADDRESSING=",
             ),
             (
-                S3Args {
-                    s3_use_presigned_urls: s("maybe"),
+                S3Values {
+                    presigned_urls: s("maybe"),
                     ..args("b12")
                 },
                 "S3_USE_PRESIGNED_URLS=",
             ),
             (
-                S3Args {
-                    s3_presign_expiry: s("604801"),
+                S3Values {
+                    presign_expiry: s("604801"),
                     ..args("b12")
                 },
                 "NIXERY_S3_PRESIGN_EXPIRY=",
             ),
             (
-                S3Args {
-                    s3_region: s("eu/west"),
+                S3Values {
+                    region: s("eu/west"),
                     ..args("b12")
                 },
                 "AWS_REGION=",
@@ -385,9 +435,9 @@ mod tests {
 
     #[test]
     fn presigning_can_be_turned_off_as_upstream() {
-        let settings = S3Args {
-            s3_use_presigned_urls: s("false"),
-            s3_presign_expiry: s("60"),
+        let settings = S3Values {
+            presigned_urls: s("false"),
+            presign_expiry: s("60"),
             ..args("b12")
         }
         .into_settings()
