@@ -14,49 +14,14 @@ mod support_s3;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use nixery::storage::s3::{S3Options, S3Settings, S3Storage};
 use nixery::storage::{
-    ByteStream, KeyPrefix, ServeRequest, Served, Storage, StorageError, StorageKey, staging,
+    KeyPrefix, ServeRequest, Served, Storage, StorageError, StorageKey, staging,
 };
-use sha2::Digest as _;
-use support_s3::{BUCKET, MotoS3};
+use support_s3::{BUCKET, MotoS3, body_of, collect, pattern, sha256_hex};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-/// `len` bytes of deterministic, incompressible-looking data.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn body_of(data: Vec<u8>, item: usize) -> ByteStream {
-    let items: Vec<std::io::Result<bytes::Bytes>> = data
-        .chunks(item)
-        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-        .collect();
-    Box::pin(futures::stream::iter(items))
-}
-
-async fn collect(mut stream: ByteStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        out.extend_from_slice(&item.expect("body item"));
-    }
-    out
-}
 
 /// What a plain HTTP client gets for `url`: status, content type, body.
 async fn get(url: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
@@ -98,7 +63,10 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
         .await
         .unwrap();
     assert_eq!(persisted.sha256.hex(), sha256_hex(&manifest));
-    assert_eq!(collect(storage.fetch(&key).await.unwrap()).await, manifest);
+    assert_eq!(
+        collect(storage.fetch(&key).await.unwrap()).await.unwrap(),
+        manifest
+    );
 
     let data = pattern(300_000, 1);
     let blob = storage
@@ -163,7 +131,7 @@ async fn a_multipart_blob_appears_only_complete_and_staging_is_emptied() {
     assert_eq!(blob.sha256.hex(), sha256_hex(&data));
     assert_eq!(blob.size, data.len() as u64);
     let key = StorageKey::layer(&blob.sha256);
-    assert!(collect(storage.fetch(&key).await.unwrap()).await == data);
+    assert!(collect(storage.fetch(&key).await.unwrap()).await.unwrap() == data);
     assert!(storage.list(KeyPrefix::Staging).await.unwrap().is_empty());
     let layers = storage.list(KeyPrefix::Layers).await.unwrap();
     assert_eq!(layers.len(), 1);

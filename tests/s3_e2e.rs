@@ -283,3 +283,48 @@ async fn three_images_build_and_pull_whole_while_a_fifth_of_api_calls_fail() {
         "staging objects were left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_bucket_answers_503_for_blobs_and_new_images_and_runs_no_nix() {
+    let mut moto = MotoS3::start().await;
+    let server = s3_server(&moto, &moto.origin());
+    let client = reqwest::Client::new();
+    let manifest: Value = client
+        .get(server.url("/v2/hello/manifests/latest"))
+        .header("Accept", MANIFEST_V2)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .expect("manifest request")
+        .json()
+        .await
+        .expect("manifest JSON");
+    let digest = layer_digests(&manifest)[0].clone();
+    moto.kill();
+
+    // Neither a miss (404) nor a rebuild: the bucket is failing.
+    let blob = client
+        .get(server.url(&format!("/v2/hello/blobs/{digest}")))
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .expect("blob request");
+    assert_eq!(blob.status(), 503);
+    assert_eq!(blob.headers()["retry-after"], "10");
+    let body: Value = blob.json().await.expect("registry error");
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+
+    let new_image = client
+        .get(server.url("/v2/curl/manifests/latest"))
+        .header("Accept", MANIFEST_V2)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .expect("manifest request");
+    assert_eq!(new_image.status(), 503);
+    assert_eq!(
+        count_logs(&server, "building image"),
+        1,
+        "Nix ran for a dead bucket"
+    );
+}

@@ -10,13 +10,12 @@ mod support_s3;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use nixery::storage::retry_policy::RetryPolicy;
 use nixery::storage::s3::{MIN_PART_SIZE, S3Options, S3Storage};
-use nixery::storage::{ByteStream, Storage, StorageError, StorageKey, staging};
+use nixery::storage::{Storage, StorageError, StorageKey, staging};
 use sha2::Digest as _;
-use support_s3::MotoS3;
 use support_s3::faults::{self, FaultProxy};
+use support_s3::{MotoS3, body_of, collect, gated_body, pattern};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -40,62 +39,6 @@ fn short_timeouts(moto: &MotoS3) -> S3Options {
     }
 }
 
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-fn body_of(data: Vec<u8>, item: usize) -> ByteStream {
-    let items: Vec<std::io::Result<bytes::Bytes>> = data
-        .chunks(item)
-        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-        .collect();
-    Box::pin(futures::stream::iter(items))
-}
-
-/// A body that yields `data` in items and, once `gate_at` bytes are out,
-/// signals `reached` and waits for `resume` before yielding the rest.
-fn gated_body(
-    data: Vec<u8>,
-    gate_at: usize,
-) -> (
-    ByteStream,
-    tokio::sync::oneshot::Receiver<()>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
-    let (resume_tx, resume_rx) = tokio::sync::oneshot::channel::<()>();
-    let first: Vec<u8> = data[..gate_at].to_vec();
-    let rest: Vec<u8> = data[gate_at..].to_vec();
-    let head = body_of(first, 64 * 1024);
-    let tail = futures::stream::once(async move {
-        let _ = reached_tx.send(());
-        let _ = resume_rx.await;
-        futures::stream::iter(
-            rest.chunks(64 * 1024)
-                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>(),
-        )
-    })
-    .flatten();
-    (Box::pin(head.chain(tail)), reached_rx, resume_tx)
-}
-
-async fn collect(mut stream: ByteStream) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        out.extend_from_slice(&item?);
-    }
-    Ok(out)
-}
-
 #[tokio::test]
 async fn a_server_hung_mid_upload_fails_persist_in_bounded_time_and_leaves_nothing() {
     let moto = MotoS3::start().await;
@@ -103,7 +46,7 @@ async fn a_server_hung_mid_upload_fails_persist_in_bounded_time_and_leaves_nothi
     let data = pattern(12 * 1024 * 1024, 5);
     let key = StorageKey::staging(&staging::unique_name()).unwrap();
     // One part is out when the server freezes; the next one hangs.
-    let (body, reached, resume) = gated_body(data, 6 * 1024 * 1024);
+    let (body, reached, resume) = gated_body(data, 64 * 1024, 6 * 1024 * 1024);
     let upload = tokio::spawn({
         let (storage, key) = (storage.clone(), key.clone());
         async move { tokio::time::timeout(BOUND, storage.persist(&key, LAYER_TYPE, body)).await }

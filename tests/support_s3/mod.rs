@@ -13,6 +13,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+#[path = "../support_net/bodies.rs"]
+mod bodies;
 #[path = "../support_net/faults.rs"]
 pub mod faults;
 
@@ -21,6 +23,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // each test binary uses a different part
+pub use bodies::{body_of, collect, gated_body, pattern, sha256_hex};
 use nixery::storage::s3::{S3Options, S3Settings, S3Storage, StaticKey};
 use reqwest::Url;
 
