@@ -8,7 +8,9 @@
 //! image): the Nix
 //! step, layer grouping, packing of every layer not yet recorded (bounded
 //! concurrency, CPU work off the async workers), the symlink layer, the
-//! config and the manifest. Builds run in their own task so that a client
+//! config, both manifests (Docker and OCI) and the image's SBOM, attached
+//! to both manifests as a referrer ([`crate::sbom`],
+//! [`crate::referrers`]). Builds run in their own task so that a client
 //! hanging up never leaves a half-written result behind.
 
 use std::{
@@ -32,15 +34,25 @@ use crate::{
     cache::{Cache, CacheError, LayerRecord},
     identity::ImageIdentity,
     image::Image,
+    layers::RuntimeGraph,
     layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry},
     manifest_cache::ManifestCache,
+    media_type,
     metrics::Metrics,
     nix::{NixError, NixRunner, Refusal},
+    referrers::{
+        Subject,
+        store::{self as referrers_store, ArtifactSpec},
+    },
     resolve::{ResolveError, Resolved, Resolver},
+    sbom::{self, SbomInput},
 };
 
-pub use crate::manifest_cache::BuiltManifest;
+pub use crate::manifest_cache::{BuiltManifest, ImageManifests};
+
+/// File name of the SBOM for clients that pull it to disk.
+const SBOM_TITLE: &str = "sbom.spdx.json";
 
 /// Why an image could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +129,9 @@ impl From<CacheError> for BuildError {
 /// into building.
 #[async_trait]
 pub trait ImageBuilder: Send + Sync + 'static {
-    /// The manifest for repository `name` (validated, `/`-separated) at `tag`.
-    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError>;
+    /// The manifests (both variants) for repository `name` (validated,
+    /// `/`-separated) at `tag`.
+    async fn manifest(&self, name: &str, tag: &str) -> Result<ImageManifests, BuildError>;
 }
 
 /// Settings of the [`Builder`].
@@ -139,7 +152,7 @@ pub struct BuilderSettings {
     pub build_errors: Arc<BuildErrors>,
 }
 
-type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
+type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
 
 /// The image builder behind the registry.
 pub struct Builder {
@@ -281,7 +294,7 @@ impl Drop for InFlightEntry {
 
 #[async_trait]
 impl ImageBuilder for Builder {
-    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(&self, name: &str, tag: &str) -> Result<ImageManifests, BuildError> {
         let image = Image::from_name(name, tag);
         let resolved = match self.inner.resolver.resolve(tag).await {
             Ok(resolved) => resolved,
@@ -331,7 +344,7 @@ impl Inner {
         image: &Image,
         resolved: &Resolved,
         identity: &ImageIdentity,
-    ) -> Result<BuiltManifest, BuildError> {
+    ) -> Result<ImageManifests, BuildError> {
         let _slot = self
             .build_slots
             .acquire()
@@ -402,21 +415,66 @@ impl Inner {
             symlink_entry,
         )
         .map_err(|error| BuildError::Layers(error.to_string()))?;
+        let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
+            .map_err(|error| BuildError::Layers(error.to_string()))?;
         self.cache
             .put_small_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
             .await?;
-        let manifest_bytes = Bytes::from(documents.manifest);
         self.cache
-            .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
+            .put_small_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())
             .await?;
-        let built = BuiltManifest::from_bytes(manifest_bytes);
+        self.cache
+            .put_small_blob(media_type::OCI_MANIFEST, built.oci.bytes.clone())
+            .await?;
+        self.store_sbom(image, &prepared.runtime_graph, &built)
+            .await?;
         if self.resolver.still_current(resolved).await {
             self.manifests.put(identity.key(), &built).await?;
         } else {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
         }
-        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
+        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.docker.digest, oci_digest = %built.oci.digest, layers = layer_count, "image built");
         Ok(built)
+    }
+
+    /// Write the SBOM of the image whose closure is `graph` and attach it
+    /// to both of its manifests.
+    async fn store_sbom(
+        &self,
+        image: &Image,
+        graph: &RuntimeGraph,
+        built: &ImageManifests,
+    ) -> Result<(), BuildError> {
+        let docker_hex = built.docker.digest.trim_start_matches("sha256:");
+        let oci_hex = built.oci.digest.trim_start_matches("sha256:");
+        let document = sbom::spdx_document(&SbomInput {
+            graph,
+            packages: &image.packages,
+            system: image.arch.nix_system(),
+            manifest_hex: docker_hex,
+        })
+        .map_err(|error| BuildError::Layers(error.to_string()))?;
+        let subjects = [
+            Subject {
+                media_type: media_type::DOCKER_MANIFEST,
+                digest_hex: docker_hex,
+                size: built.docker.bytes.len() as u64,
+            },
+            Subject {
+                media_type: media_type::OCI_MANIFEST,
+                digest_hex: oci_hex,
+                size: built.oci.bytes.len() as u64,
+            },
+        ];
+        let spec = ArtifactSpec {
+            artifact_type: media_type::SPDX_JSON,
+            title: SBOM_TITLE,
+            content: &document,
+        };
+        let artifacts =
+            referrers_store::attach(self.cache.storage().as_ref(), &spec, &subjects).await?;
+        tracing::info!(image = %image.name, tag = %image.tag, packages = graph.graph.len(), size = document.len(), artifacts = ?artifacts, "sbom stored");
+        Ok(())
     }
 
     /// Pack and upload one layer unless its build record exists. The merge

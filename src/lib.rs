@@ -4,7 +4,8 @@
 //! exact revision ([`resolve`]) -> image identity ([`identity`]) ->
 //! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
 //! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
-//! manifest ([`manifest`]) -> response. [`builder`] drives that chain.
+//! manifest ([`manifest`], with its SBOM: [`sbom`], [`referrers`]) ->
+//! response. [`builder`] drives that chain.
 
 pub mod archive;
 pub mod build_errors;
@@ -21,13 +22,16 @@ pub mod layers;
 pub mod logging;
 pub mod manifest;
 pub mod manifest_cache;
+pub mod media_type;
 pub mod metrics;
 pub mod nix;
 pub mod popcount;
 pub mod popularity;
 pub mod redact;
 pub mod reference;
+pub mod referrers;
 pub mod resolve;
+pub mod sbom;
 pub mod server;
 pub mod source;
 pub mod status;

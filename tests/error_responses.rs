@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use common::TestServer;
 use nixery::{
-    builder::{BuildError, BuiltManifest, ImageBuilder},
+    builder::{BuildError, ImageBuilder, ImageManifests},
     http::AppState,
     storage::filesystem::FilesystemStorage,
 };
@@ -290,7 +290,7 @@ struct MissingPackages;
 
 #[async_trait]
 impl ImageBuilder for MissingPackages {
-    async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(&self, name: &str, _tag: &str) -> Result<ImageManifests, BuildError> {
         Err(BuildError::PackagesRefused(
             name.split('/')
                 .map(|package| nixery::nix::Refusal {
