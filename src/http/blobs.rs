@@ -25,7 +25,8 @@ use crate::{
 
 /// Parse a `Range` header. Only a single `bytes=` range is honoured; any
 /// other form (several ranges, other units, malformed) is ignored and the
-/// whole blob is sent, as RFC 9110 allows.
+/// whole blob is sent, as RFC 9110 allows. A range that ends before it
+/// starts is kept, and answered 416 like any range outside the blob.
 pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
     let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?.trim();
     if spec.contains(',') {
@@ -47,8 +48,11 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
     if end.is_empty() {
         return Some(ByteRange::From { start, end: None });
     }
+    // An inverted range (`bytes=500-0`) is kept: it resolves to nothing,
+    // so it is answered 416, as the distribution-spec conformance suite
+    // expects (RFC 9110 lets a server ignore or reject it).
     let end = number(end)?;
-    (end >= start).then_some(ByteRange::From {
+    Some(ByteRange::From {
         start,
         end: Some(end),
     })
@@ -325,11 +329,23 @@ mod tests {
     }
 
     #[test]
+    fn inverted_ranges_are_kept_and_resolve_to_nothing() {
+        let inverted = range("bytes=5-3").unwrap();
+        assert_eq!(
+            inverted,
+            ByteRange::From {
+                start: 5,
+                end: Some(3)
+            }
+        );
+        assert_eq!(inverted.resolve(100), None);
+    }
+
+    #[test]
     fn other_range_forms_are_ignored() {
         for s in [
             "bytes=0-1,4-5",
             "items=0-1",
-            "bytes=5-3",
             "bytes=-",
             "bytes=a-b",
             "bytes=+1-2",
