@@ -13,11 +13,7 @@
 //! [`crate::referrers`]). Builds run in their own task so that a client
 //! hanging up never leaves a half-written result behind.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +22,7 @@ use futures::{
     future::{BoxFuture, Shared},
     stream,
 };
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::{
@@ -210,11 +207,7 @@ impl Builder {
         identity: ImageIdentity,
     ) -> Result<SharedBuild, BuildError> {
         let flight_key = identity.key().to_owned();
-        let mut in_flight = self
-            .inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut in_flight = self.inner.in_flight.lock();
         if let Some(build) = in_flight.get(&flight_key) {
             return Ok(build.clone());
         }
@@ -284,11 +277,7 @@ struct InFlightEntry {
 
 impl Drop for InFlightEntry {
     fn drop(&mut self) {
-        self.inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&self.key);
+        self.inner.in_flight.lock().remove(&self.key);
     }
 }
 
@@ -397,7 +386,7 @@ impl Inner {
             .await?;
         let symlink = &prepared.symlink_layer;
         let symlink_record = self
-            .store_symlink_layer(&image.name, &symlink.tar_hash, symlink.path.clone())
+            .store_symlink_layer(&image.name, &symlink.tar_hash.hex(), symlink.path.clone())
             .await?;
         let symlink_entry = LayerEntry {
             digest: symlink_record.digest,
@@ -445,24 +434,22 @@ impl Inner {
         graph: &RuntimeGraph,
         built: &ImageManifests,
     ) -> Result<(), BuildError> {
-        let docker_hex = built.docker.digest.trim_start_matches("sha256:");
-        let oci_hex = built.oci.digest.trim_start_matches("sha256:");
         let document = sbom::spdx_document(&SbomInput {
             graph,
             packages: &image.packages,
             system: image.arch.nix_system(),
-            manifest_hex: docker_hex,
+            manifest: built.docker.digest,
         })
         .map_err(|error| BuildError::Layers(error.to_string()))?;
         let subjects = [
             Subject {
                 media_type: media_type::DOCKER_MANIFEST,
-                digest_hex: docker_hex,
+                digest: built.docker.digest,
                 size: built.docker.bytes.len() as u64,
             },
             Subject {
                 media_type: media_type::OCI_MANIFEST,
-                digest_hex: oci_hex,
+                digest: built.oci.digest,
                 size: built.oci.bytes.len() as u64,
             },
         ];
@@ -473,7 +460,7 @@ impl Inner {
         };
         let artifacts =
             referrers_store::attach(self.cache.storage().as_ref(), &spec, &subjects).await?;
-        tracing::info!(image = %image.name, tag = %image.tag, packages = graph.graph.len(), size = document.len(), artifacts = ?artifacts, "sbom stored");
+        tracing::info!(image = %image.name, tag = %image.tag, packages = graph.graph.len(), size = document.len(), artifacts = ?artifacts.iter().map(ToString::to_string).collect::<Vec<_>>(), "sbom stored");
         Ok(())
     }
 

@@ -11,8 +11,8 @@
 //! manifest digests.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::digest::Digest;
 use crate::media_type::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
@@ -31,12 +31,12 @@ pub const DEFAULT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
 /// One packed layer as the manifest and config need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerEntry {
-    /// Lowercase hex SHA-256 of the compressed blob.
-    pub digest: String,
+    /// SHA-256 of the compressed blob.
+    pub digest: Digest,
     /// Size in bytes of the compressed blob.
     pub size: u64,
-    /// Lowercase hex SHA-256 of the uncompressed tar.
-    pub diff_id: String,
+    /// SHA-256 of the uncompressed tar.
+    pub diff_id: Digest,
     /// The layer's merge rating from the grouping (higher = more popular).
     pub merge_rating: u128,
     /// The first (sorted) store path in the layer; breaks rating ties.
@@ -46,8 +46,8 @@ pub struct LayerEntry {
 /// A blob described by its digest and size (the image config).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobRef {
-    /// Lowercase hex SHA-256 of the blob.
-    pub digest: String,
+    /// SHA-256 of the blob.
+    pub digest: Digest,
     /// Size in bytes of the blob.
     pub size: u64,
 }
@@ -61,21 +61,13 @@ pub struct ImageDocuments {
     pub config_ref: BlobRef,
     /// The manifest JSON (media type [`MANIFEST_V2`]).
     pub manifest: Vec<u8>,
-    /// Lowercase hex SHA-256 of [`Self::manifest`].
-    pub manifest_digest: String,
+    /// SHA-256 of [`Self::manifest`].
+    pub manifest_digest: Digest,
 }
 
 /// Why image documents could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// A digest or diff_id is not 64 lowercase hex characters.
-    #[error("{field} {value:?} is not a lowercase hex SHA-256")]
-    InvalidDigest {
-        /// Which field held the value (`digest`, `diff_id`).
-        field: &'static str,
-        /// The offending value.
-        value: String,
-    },
     /// Serialising a document failed.
     #[error("serialising an image document failed: {0}")]
     Serialise(#[from] serde_json::Error),
@@ -112,11 +104,11 @@ pub fn assemble(
     let layers = order_layers(layers, symlink_layer);
     let config = config_json(architecture, cmd, &layers)?;
     let config_ref = BlobRef {
-        digest: sha256_hex(&config),
+        digest: Digest::of(&config),
         size: config.len() as u64,
     };
     let manifest = manifest_json(&config_ref, &layers)?;
-    let manifest_digest = sha256_hex(&manifest);
+    let manifest_digest = Digest::of(&manifest);
     Ok(ImageDocuments {
         config,
         config_ref,
@@ -131,10 +123,7 @@ pub fn config_json(
     cmd: Option<&[String]>,
     layers: &[LayerEntry],
 ) -> Result<Vec<u8>, ManifestError> {
-    let diff_ids = layers
-        .iter()
-        .map(|layer| prefixed("diff_id", &layer.diff_id))
-        .collect::<Result<_, _>>()?;
+    let diff_ids = layers.iter().map(|layer| layer.diff_id).collect();
     let config = ImageConfig {
         architecture,
         os: "linux",
@@ -154,12 +143,20 @@ pub fn config_json(
 pub fn manifest_json(config: &BlobRef, layers: &[LayerEntry]) -> Result<Vec<u8>, ManifestError> {
     let layers = layers
         .iter()
-        .map(|layer| Descriptor::new(LAYER_TAR_GZIP, layer.size, &layer.digest))
-        .collect::<Result<_, _>>()?;
+        .map(|layer| Descriptor {
+            media_type: LAYER_TAR_GZIP.to_owned(),
+            size: layer.size,
+            digest: layer.digest,
+        })
+        .collect();
     let manifest = Manifest {
         schema_version: 2,
         media_type: MANIFEST_V2.to_owned(),
-        config: Descriptor::new(IMAGE_CONFIG, config.size, &config.digest)?,
+        config: Descriptor {
+            media_type: IMAGE_CONFIG.to_owned(),
+            size: config.size,
+            digest: config.digest,
+        },
         layers,
     };
     Ok(serde_json::to_vec(&manifest)?)
@@ -194,24 +191,6 @@ pub fn oci_variant(docker: &[u8]) -> Result<Vec<u8>, ManifestError> {
     Ok(serde_json::to_vec(&manifest)?)
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// `sha256:<hex>` after checking that `hex` is a lowercase hex SHA-256.
-fn prefixed(field: &'static str, hex: &str) -> Result<String, ManifestError> {
-    let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if valid {
-        Ok(format!("sha256:{hex}"))
-    } else {
-        Err(ManifestError::InvalidDigest {
-            field,
-            value: hex.to_owned(),
-        })
-    }
-}
-
 #[derive(Serialize)]
 struct ImageConfig<'a> {
     architecture: &'a str,
@@ -224,7 +203,7 @@ struct ImageConfig<'a> {
 struct RootFs {
     #[serde(rename = "type")]
     kind: &'static str,
-    diff_ids: Vec<String>,
+    diff_ids: Vec<Digest>,
 }
 
 /// The part of the config a runtime reads; its keys are PascalCase, as the
@@ -252,17 +231,7 @@ struct Manifest {
 struct Descriptor {
     media_type: String,
     size: u64,
-    digest: String,
-}
-
-impl Descriptor {
-    fn new(media_type: &'static str, size: u64, hex: &str) -> Result<Self, ManifestError> {
-        Ok(Self {
-            media_type: media_type.to_owned(),
-            size,
-            digest: prefixed("digest", hex)?,
-        })
-    }
+    digest: Digest,
 }
 
 #[cfg(test)]
@@ -272,8 +241,12 @@ mod tests {
 
     use super::*;
 
-    fn hex_of(n: u8) -> String {
-        sha256_hex(&[n])
+    fn hex_of(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> Digest {
+        Digest::of(bytes)
     }
 
     fn layer(n: u8, merge_rating: u128, first_path: &str) -> LayerEntry {
@@ -332,7 +305,7 @@ mod tests {
         assert_eq!(config.media_type().to_string(), IMAGE_CONFIG);
         assert_eq!(
             config.digest().to_string(),
-            format!("sha256:{}", sha256_hex(&docs.config))
+            sha256_hex(&docs.config).to_string()
         );
         assert_eq!(config.size(), docs.config.len() as u64);
         assert_eq!(docs.config_ref.digest, sha256_hex(&docs.config));
@@ -347,7 +320,7 @@ mod tests {
                 (
                     LAYER_TAR_GZIP.to_owned(),
                     1000 + u64::from(n),
-                    format!("sha256:{}", hex_of(n)),
+                    hex_of(n).to_string(),
                 )
             })
             .collect();
@@ -365,7 +338,7 @@ mod tests {
         assert_eq!(config.rootfs().typ(), "layers");
         let expected: Vec<_> = [2u8, 3, 1, 4, 99]
             .iter()
-            .map(|&n| format!("sha256:{}", hex_of(n + 100)))
+            .map(|&n| hex_of(n + 100).to_string())
             .collect();
         assert_eq!(config.rootfs().diff_ids(), &expected);
         let runtime = config.config().as_ref().unwrap();
@@ -398,6 +371,14 @@ mod tests {
         shuffled.rotate_left(2);
         let second = assemble("amd64", None, shuffled, symlinks).unwrap();
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn malformed_digest_is_an_error_not_a_broken_manifest() {
+        // A layer entry holds a parsed digest, so a malformed one is refused
+        // where it is read and cannot reach a manifest.
+        assert!(Digest::parse_hex("sha256:abc").is_err());
+        assert!(Digest::parse_hex(&hex_of(1).hex().to_uppercase()).is_err());
     }
 
     #[test]
@@ -442,36 +423,5 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn malformed_digest_is_an_error_not_a_broken_manifest() {
-        let (mut layers, symlinks) = sample();
-        layers[0].digest = "sha256:abc".to_owned();
-        let error = assemble("amd64", None, layers, symlinks).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ManifestError::InvalidDigest {
-                    field: "digest",
-                    ..
-                }
-            ),
-            "{error}"
-        );
-
-        let (mut layers, symlinks) = sample();
-        layers[1].diff_id = hex_of(1).to_uppercase();
-        let error = assemble("amd64", None, layers, symlinks).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ManifestError::InvalidDigest {
-                    field: "diff_id",
-                    ..
-                }
-            ),
-            "{error}"
-        );
     }
 }

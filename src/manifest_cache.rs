@@ -28,15 +28,16 @@ use std::{
     io,
     num::NonZeroUsize,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use bytes::Bytes;
 use lru::LruCache;
-use sha2::{Digest, Sha256};
+use parking_lot::Mutex;
 
 use crate::{
     cache::{CacheError, bytes_stream, read_bounded, write_atomically},
+    digest::Digest,
     storage::{Storage, StorageError, StorageKey},
 };
 
@@ -48,20 +49,15 @@ const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 pub struct BuiltManifest {
     /// The manifest JSON exactly as stored.
     pub bytes: Bytes,
-    /// Its digest, `sha256:<hex>`.
-    pub digest: String,
+    /// Its digest.
+    pub digest: Digest,
 }
 
 impl BuiltManifest {
     /// The manifest `bytes` with their digest.
     pub fn from_bytes(bytes: Bytes) -> Self {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let digest = Digest::of(&bytes);
         Self { bytes, digest }
-    }
-
-    /// The hex part of the digest.
-    fn digest_hex(&self) -> &str {
-        self.digest.trim_start_matches("sha256:")
     }
 }
 
@@ -237,7 +233,7 @@ impl ManifestCache {
         }
         tracing::info!(key, "deriving the OCI manifest of a cached image");
         let oci = BuiltManifest::from_bytes(expected);
-        let blob = StorageKey::layer(oci.digest_hex())?;
+        let blob = StorageKey::layer(&oci.digest);
         self.storage
             .persist(
                 &blob,
@@ -248,20 +244,15 @@ impl ManifestCache {
         Ok(Some((ImageManifests { docker, oci }, true)))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, ImageManifests>> {
-        // A poisoned map only means a panic between complete operations.
-        self.memory
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, ImageManifests>> {
+        self.memory.lock()
     }
 
     fn disk_path(&self, name: &str) -> Option<PathBuf> {
-        // Names are hex digests, maybe with the OCI suffix; anything else
-        // never names a file.
-        let key = name.strip_suffix(OCI_SUFFIX).unwrap_or(name);
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
+        // The file is named like the storage object (`<key>` or
+        // `<key>.oci`): a name that is not a valid storage key name (a
+        // path, a dot file) never names a file.
+        StorageKey::manifest(name).ok()?;
         Some(self.disk.as_ref()?.join(name))
     }
 
@@ -293,9 +284,7 @@ impl ManifestCache {
         };
         // The storage must still hold the manifest blob (and so, written
         // before it, every blob the manifest names).
-        let Ok(blob) = StorageKey::layer(built.digest_hex()) else {
-            return Ok(None);
-        };
+        let blob = StorageKey::layer(&built.digest);
         match self.storage.fetch(&blob).await {
             Ok(_) => Ok(Some(built)),
             Err(StorageError::NotFound(_)) => {
@@ -357,7 +346,7 @@ impl ManifestCache {
 /// `<cache_dir>/manifests-<first 16 hex digits of its SHA-256>`. A file
 /// `storage` beside the manifests names the storage, for operators.
 pub fn local_tier_dir(cache_dir: &Path, storage_identity: &str) -> io::Result<PathBuf> {
-    let hash = hex::encode(Sha256::digest(storage_identity.as_bytes()));
+    let hash = Digest::of(storage_identity.as_bytes()).hex();
     let dir = cache_dir.join(format!("manifests-{}", &hash[..16]));
     std::fs::create_dir_all(&dir)?;
     let label = dir.join("storage");
@@ -370,7 +359,7 @@ pub fn local_tier_dir(cache_dir: &Path, storage_identity: &str) -> io::Result<Pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{LayerEntry, assemble, sha256_hex};
+    use crate::manifest::{LayerEntry, assemble};
     use crate::storage::filesystem::FilesystemStorage;
 
     fn storage(dir: &Path) -> Arc<dyn Storage> {
@@ -380,9 +369,9 @@ mod tests {
     /// The manifests of a one-layer image, different for each `n`.
     fn image(n: u8) -> ImageManifests {
         let layer = LayerEntry {
-            digest: sha256_hex(&[n]),
+            digest: Digest::of(&[n]),
             size: u64::from(n),
-            diff_id: sha256_hex(&[n, n]),
+            diff_id: Digest::of(&[n, n]),
             merge_rating: 0,
             first_path: String::new(),
         };
@@ -391,7 +380,7 @@ mod tests {
     }
 
     async fn store_blob(storage: &Arc<dyn Storage>, built: &BuiltManifest) {
-        let key = StorageKey::layer(built.digest_hex()).unwrap();
+        let key = StorageKey::layer(&built.digest);
         storage
             .persist(&key, "application/json", bytes_stream(built.bytes.clone()))
             .await
@@ -457,7 +446,7 @@ mod tests {
         let (found, _) = cache.get(KEY).await.unwrap().unwrap();
         assert_eq!(found.oci.bytes, built.oci.bytes);
         assert_eq!(found.oci.digest, built.oci.digest);
-        let blob = root.path().join("layers").join(built.oci.digest_hex());
+        let blob = root.path().join("layers").join(built.oci.digest.hex());
         assert_eq!(std::fs::read(blob).unwrap(), &built.oci.bytes[..]);
         let stored = root.path().join("manifests").join(format!("{KEY}.oci"));
         assert_eq!(std::fs::read(stored).unwrap(), &built.oci.bytes[..]);

@@ -39,7 +39,7 @@ pub async fn by_tag(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, HeaderValue::from_static(media_type))
         .header(header::CONTENT_LENGTH, chosen.bytes.len())
-        .header(DOCKER_CONTENT_DIGEST, &chosen.digest)
+        .header(DOCKER_CONTENT_DIGEST, chosen.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", chosen.digest))
         .header(header::VARY, "Accept")
         .body(Body::from(chosen.bytes))

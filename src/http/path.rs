@@ -93,14 +93,14 @@ pub fn parse(raw_path: &str) -> Result<Endpoint, RegistryError> {
         let subject = match Digest::parse(&digest) {
             Ok(digest) => Some(digest),
             Err(_) if is_sha512(&digest) => None,
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(ReferenceError::from(error).into()),
         };
         Ok(Endpoint::Referrers { name, subject })
     } else if kind == "blobs" {
         let digest = decode(reference).ok_or(ReferenceError::Digest("not valid UTF-8"))?;
         Ok(Endpoint::Blob {
             name,
-            digest: Digest::parse(&digest)?,
+            digest: Digest::parse(&digest).map_err(ReferenceError::from)?,
         })
     } else {
         let reference = decode(reference).ok_or(ReferenceError::Tag("not valid UTF-8"))?;

@@ -37,7 +37,7 @@ pub async fn list(
 ) -> Result<Response, RegistryError> {
     let artifact_type = artifact_type(query.unwrap_or(""));
     let index = match subject {
-        Some(digest) => store::list(storage, digest.hex()).await?,
+        Some(digest) => store::list(storage, digest).await?,
         None => ReferrersIndex::default(),
     };
     let index = match &artifact_type {

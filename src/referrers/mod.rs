@@ -22,7 +22,8 @@ pub mod store;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    manifest::{BlobRef, sha256_hex},
+    digest::Digest,
+    manifest::BlobRef,
     media_type::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST},
 };
 
@@ -34,8 +35,8 @@ pub const EMPTY_CONFIG: &[u8] = b"{}";
 pub struct Subject<'a> {
     /// The subject's media type (Docker or OCI image manifest).
     pub media_type: &'a str,
-    /// Lowercase hex SHA-256 of the subject manifest.
-    pub digest_hex: &'a str,
+    /// SHA-256 of the subject manifest.
+    pub digest: Digest,
     /// Size of the subject manifest in bytes.
     pub size: u64,
 }
@@ -73,13 +74,13 @@ pub fn artifact_manifest(
         artifact_type: content.artifact_type,
         config: ConfigDescriptor {
             media_type: OCI_EMPTY,
-            digest: format!("sha256:{}", sha256_hex(EMPTY_CONFIG)),
+            digest: Digest::of(EMPTY_CONFIG),
             size: EMPTY_CONFIG.len() as u64,
             data: "e30=",
         },
         layers: [LayerDescriptor {
             media_type: content.artifact_type,
-            digest: format!("sha256:{}", content.blob.digest),
+            digest: content.blob.digest,
             size: content.blob.size,
             annotations: Title {
                 title: content.title,
@@ -87,14 +88,14 @@ pub fn artifact_manifest(
         }],
         subject: SubjectDescriptor {
             media_type: subject.media_type,
-            digest: format!("sha256:{}", subject.digest_hex),
+            digest: subject.digest,
             size: subject.size,
         },
     };
     let bytes = serde_json::to_vec(&manifest)?;
     let descriptor = IndexEntry {
         media_type: OCI_MANIFEST.to_owned(),
-        digest: format!("sha256:{}", sha256_hex(&bytes)),
+        digest: Digest::of(&bytes),
         size: bytes.len() as u64,
         artifact_type: Some(content.artifact_type.to_owned()),
     };
@@ -110,8 +111,8 @@ pub fn artifact_manifest(
 pub struct IndexEntry {
     /// The referrer's media type (an OCI image manifest).
     pub media_type: String,
-    /// The referrer's digest, `sha256:<hex>`.
-    pub digest: String,
+    /// The referrer's digest.
+    pub digest: Digest,
     /// The referrer's size in bytes.
     pub size: u64,
     /// The referrer's artifact type.
@@ -155,7 +156,7 @@ impl ReferrersIndex {
     pub fn with(mut self, entry: IndexEntry) -> Self {
         self.manifests.retain(|e| e.digest != entry.digest);
         self.manifests.push(entry);
-        self.manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
+        self.manifests.sort_by_key(|e| e.digest);
         self
     }
 
@@ -187,7 +188,7 @@ struct ArtifactManifest<'a> {
 #[serde(rename_all = "camelCase")]
 struct ConfigDescriptor {
     media_type: &'static str,
-    digest: String,
+    digest: Digest,
     size: u64,
     /// The blob inline, base64 (`{}`), as the image spec's empty
     /// descriptor carries it.
@@ -198,7 +199,7 @@ struct ConfigDescriptor {
 #[serde(rename_all = "camelCase")]
 struct LayerDescriptor<'a> {
     media_type: &'a str,
-    digest: String,
+    digest: Digest,
     size: u64,
     annotations: Title<'a>,
 }
@@ -214,7 +215,7 @@ struct Title<'a> {
 #[serde(rename_all = "camelCase")]
 struct SubjectDescriptor<'a> {
     media_type: &'a str,
-    digest: String,
+    digest: Digest,
     size: u64,
 }
 
@@ -225,14 +226,17 @@ mod tests {
     use super::*;
     use crate::media_type::{DOCKER_MANIFEST, SPDX_JSON};
 
+    fn sha256_hex(bytes: &[u8]) -> String {
+        Digest::of(bytes).hex()
+    }
+
     const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 
     fn sample() -> Artifact {
         let blob = BlobRef {
-            digest: sha256_hex(b"sbom"),
+            digest: Digest::of(b"sbom"),
             size: 4,
         };
-        let subject_hex = sha256_hex(b"image");
         artifact_manifest(
             &ArtifactContent {
                 artifact_type: SPDX_JSON,
@@ -241,7 +245,7 @@ mod tests {
             },
             &Subject {
                 media_type: DOCKER_MANIFEST,
-                digest_hex: &subject_hex,
+                digest: Digest::of(b"image"),
                 size: 5,
             },
         )
@@ -278,7 +282,7 @@ mod tests {
         assert_eq!(subject.media_type().to_string(), DOCKER_MANIFEST);
         assert_eq!(artifact.descriptor.size, artifact.manifest.len() as u64);
         assert_eq!(
-            artifact.descriptor.digest,
+            artifact.descriptor.digest.to_string(),
             format!("sha256:{}", sha256_hex(&artifact.manifest))
         );
         // The empty descriptor's inline data is its blob.
@@ -291,7 +295,7 @@ mod tests {
         let sbom = sample().descriptor;
         let other = IndexEntry {
             media_type: OCI_MANIFEST.to_owned(),
-            digest: format!("sha256:{}", "0".repeat(64)),
+            digest: Digest::parse_hex(&"0".repeat(64)).unwrap(),
             size: 1,
             artifact_type: Some("application/x-other".to_owned()),
         };

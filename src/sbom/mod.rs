@@ -28,7 +28,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::layers::RuntimeGraph;
+use crate::{digest::Digest, layers::RuntimeGraph};
 
 /// The document's creation time (see the module documentation).
 pub const CREATED: &str = "1970-01-01T00:00:01Z";
@@ -45,8 +45,8 @@ pub struct SbomInput<'a> {
     pub packages: &'a [String],
     /// The Nix system the image was built for (`x86_64-linux`).
     pub system: &'a str,
-    /// Lowercase hex digest of the image's Docker manifest.
-    pub manifest_hex: &'a str,
+    /// The digest of the image's Docker manifest.
+    pub manifest: Digest,
 }
 
 /// Why an SBOM could not be written.
@@ -151,7 +151,7 @@ pub fn spdx_document(input: &SbomInput<'_>) -> Result<Vec<u8>, SbomError> {
             input.packages.join(" "),
             input.system
         ),
-        document_namespace: format!("urn:nixery-rs:sbom:sha256:{}", input.manifest_hex),
+        document_namespace: format!("urn:nixery-rs:sbom:{}", input.manifest),
         creation_info: CreationInfo {
             created: CREATED,
             creators: [concat!("Tool: nixery-rs-", env!("CARGO_PKG_VERSION"))],
@@ -299,7 +299,7 @@ mod tests {
             graph,
             packages: &packages,
             system: "x86_64-linux",
-            manifest_hex: &"ab".repeat(32),
+            manifest: Digest::of(b"image"),
         })
         .unwrap();
         serde_json::from_slice(&bytes).unwrap()
@@ -381,7 +381,7 @@ mod tests {
                 graph,
                 packages: &packages,
                 system: "x86_64-linux",
-                manifest_hex: "00",
+                manifest: Digest::of(b"image"),
             })
             .unwrap()
         };
