@@ -154,7 +154,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_graph_parses_prepare_image_output_ignoring_extra_fields() {
+    fn runtime_graph_parses_prepare_image_output_keeping_the_nar_hash() {
         let json = r#"{
             "exportReferencesGraph": {"graph": ["/nix/store/aaaa-hello-2.12"]},
             "graph": [{
@@ -176,7 +176,7 @@ mod tests {
                 path: "/nix/store/aaaa-hello-2.12".into(),
                 closure_size: 1234,
                 references: vec!["/nix/store/aaaa-hello-2.12".into()],
-                nar_hash: None,
+                nar_hash: Some("sha256:0000".into()),
             }]
         );
     }
