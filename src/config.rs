@@ -6,7 +6,7 @@
 //! parsing. [`ServeArgs::into_config`] then checks everything at once and
 //! answers a [`ConfigError`] whose message names the offending variable.
 
-use crate::{connection::ConnectionLimits, source::PackageSource};
+use crate::{connection::ConnectionLimits, platform::Platform, source::PackageSource};
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -168,6 +168,12 @@ pub struct ServeSettings {
     /// images get 429 [default: 16].
     #[arg(long, env = "NIXERY_BUILD_QUEUE", value_name = "N")]
     pub build_queue: Option<String>,
+
+    /// Platforms each image is built for, comma-separated `os/arch`
+    /// (`linux/amd64,linux/arm64`); with two or more, tags answer an image
+    /// index [default: the host's platform].
+    #[arg(long, env = "NIXERY_PLATFORMS", value_name = "LIST")]
+    pub platforms: Option<String>,
 }
 
 /// Which storage backend to use, with its settings.
@@ -219,6 +225,8 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// Images that may wait for a build slot (0 allowed).
     pub build_queue: usize,
+    /// Platforms each image is built for, in order (at least one).
+    pub platforms: Vec<Platform>,
 }
 
 impl StorageSetting {
@@ -468,6 +476,15 @@ impl ServeSettings {
             },
         };
 
+        let platforms = match present(self.platforms) {
+            None => vec![Platform::host()],
+            Some(v) => Platform::parse_list(&v).map_err(|_| ConfigError::Invalid {
+                var: "NIXERY_PLATFORMS",
+                value: v,
+                expected: "expected linux/amd64, linux/arm64 or both, comma-separated, each once",
+            })?,
+        };
+
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             listen: SocketAddr::new(ip, port),
@@ -500,6 +517,7 @@ impl ServeSettings {
             )?,
             limits,
             build_queue: parse_count("NIXERY_BUILD_QUEUE", self.build_queue, DEFAULT_BUILD_QUEUE)?,
+            platforms,
         })
     }
 }
@@ -818,6 +836,32 @@ mod tests {
         .into_config()
         .unwrap_err();
         assert!(err.to_string().starts_with("NIXERY_HOST="), "{err}");
+    }
+
+    #[test]
+    fn platforms_default_to_the_host_and_parse_in_order() {
+        let c = ServeSettings::default().into_config().unwrap();
+        assert_eq!(c.platforms, [Platform::host()]);
+        let c = ServeSettings {
+            platforms: s("linux/arm64,linux/amd64"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.platforms,
+            [
+                Platform::linux(crate::image::Arch::Arm64),
+                Platform::linux(crate::image::Arch::Amd64)
+            ]
+        );
+        let err = ServeSettings {
+            platforms: s("linux/s390x"),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("NIXERY_PLATFORMS="), "{err}");
     }
 
     #[test]

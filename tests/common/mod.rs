@@ -63,6 +63,7 @@ pub const SETTINGS: &[&str] = &[
     "NIXERY_HEADER_TIMEOUT",
     "NIXERY_IDLE_TIMEOUT",
     "NIXERY_BUILD_QUEUE",
+    "NIXERY_PLATFORMS",
     "RUST_LOG",
 ];
 
