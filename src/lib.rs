@@ -14,6 +14,7 @@ pub mod builder;
 pub mod cache;
 pub mod config;
 pub mod connection;
+pub mod digest;
 pub mod error_text;
 pub mod http;
 pub mod identity;
