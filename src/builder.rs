@@ -12,6 +12,10 @@
 //! to both manifests as a referrer ([`crate::sbom`],
 //! [`crate::referrers`]). Builds run in their own task so that a client
 //! hanging up never leaves a half-written result behind.
+//!
+//! With several platforms (`NIXERY_PLATFORMS`), a client that accepts an
+//! image index gets one ([`index`]): a fan-out above the single-platform
+//! build, which builds each platform's image at the same time.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -30,14 +34,16 @@ use crate::{
     build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
     identity::ImageIdentity,
-    image::Image,
+    image::{Arch, Image},
+    image_index::IndexKind,
     layers::RuntimeGraph,
     layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry},
     manifest_cache::ManifestCache,
-    media_type,
+    media_type::{self, ImageFormat},
     metrics::Metrics,
     nix::{NixError, NixRunner, Refusal},
+    platform::Platform,
     referrers::{
         Subject,
         store::{self as referrers_store, ArtifactSpec},
@@ -45,6 +51,8 @@ use crate::{
     resolve::{ResolveError, Resolved, Resolver},
     sbom::{self, SbomInput},
 };
+
+mod index;
 
 pub use crate::manifest_cache::{BuiltManifest, ImageManifests};
 
@@ -126,9 +134,17 @@ impl From<CacheError> for BuildError {
 /// into building.
 #[async_trait]
 pub trait ImageBuilder: Send + Sync + 'static {
-    /// The manifests (both variants) for repository `name` (validated,
-    /// `/`-separated) at `tag`.
-    async fn manifest(&self, name: &str, tag: &str) -> Result<ImageManifests, BuildError>;
+    /// The manifest for repository `name` (validated, `/`-separated) at
+    /// `tag`: an image index of flavour `index` when the client accepts one
+    /// and the name has several platforms, else the image manifest in
+    /// `format`.
+    async fn manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+        format: ImageFormat,
+    ) -> Result<BuiltManifest, BuildError>;
 }
 
 /// Settings of the [`Builder`].
@@ -147,6 +163,9 @@ pub struct BuilderSettings {
     /// Where failed builds are recorded for the status page. The Nix step
     /// records its own failures; the builder records every other kind.
     pub build_errors: Arc<BuildErrors>,
+    /// The platforms a name is built for (`NIXERY_PLATFORMS`), first one
+    /// first; an image index lists those that built.
+    pub platforms: Vec<Platform>,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
@@ -283,10 +302,41 @@ impl Drop for InFlightEntry {
 
 #[async_trait]
 impl ImageBuilder for Builder {
-    async fn manifest(&self, name: &str, tag: &str) -> Result<ImageManifests, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+        format: ImageFormat,
+    ) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
-        let resolved = match self.inner.resolver.resolve(tag).await {
-            Ok(resolved) => resolved,
+        let resolved = self.resolve(&image, tag).await?;
+        let platforms = &self.inner.settings.platforms;
+        // `arm64/` names one arm64 image, as upstream; otherwise a client
+        // that takes no index gets the first platform's image.
+        let explicit_arm64 = image.arch == Arch::Arm64;
+        match index {
+            Some(kind) if !explicit_arm64 && platforms.len() > 1 => {
+                self.index(&image, &resolved, kind).await
+            }
+            _ => {
+                let arch = match platforms.first() {
+                    Some(first) if !explicit_arm64 => first.arch,
+                    _ => image.arch,
+                };
+                let built = self.single(image.for_arch(arch), &resolved).await?;
+                Ok(built.get(format).clone())
+            }
+        }
+    }
+}
+
+impl Builder {
+    /// The package source resolved for `tag`; failures are logged (and,
+    /// unless the tag is simply unknown, recorded for the status page).
+    async fn resolve(&self, image: &Image, tag: &str) -> Result<Resolved, BuildError> {
+        match self.inner.resolver.resolve(tag).await {
+            Ok(resolved) => Ok(resolved),
             Err(error) => {
                 let label = format!("{}:{tag}", image.name);
                 match &error {
@@ -299,15 +349,28 @@ impl ImageBuilder for Builder {
                         self.inner.nix.build_errors().record(&label, &detail);
                     }
                 }
-                return Err(BuildError::Source(error));
+                Err(BuildError::Source(error))
             }
-        };
-        let identity =
-            ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+        }
+    }
+
+    /// The identity of `image` built from `resolved`.
+    fn identity(image: &Image, resolved: &Resolved) -> ImageIdentity {
+        ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages)
+    }
+
+    /// The manifest of one image (one platform): from a manifest tier, or
+    /// from its build (joined if in flight).
+    async fn single(
+        &self,
+        image: Image,
+        resolved: &Resolved,
+    ) -> Result<ImageManifests, BuildError> {
+        let identity = Self::identity(&image, resolved);
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::debug!(image = %image.name, tag, key = identity.key(), "manifest cache hit");
+            tracing::debug!(image = %image.name, tag = %image.tag, key = identity.key(), "manifest cache hit");
             return Ok(built);
         }
         if let Some((built, tier)) = self
@@ -318,10 +381,10 @@ impl ImageBuilder for Builder {
             .map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::info!(image = %image.name, tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
         }
-        self.join_or_start(image, resolved, identity)?
+        self.join_or_start(image, resolved.clone(), identity)?
             .await
             .map_err(BuildError::Shared)
     }

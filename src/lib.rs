@@ -5,7 +5,9 @@
 //! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
 //! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
 //! manifest ([`manifest`], with its SBOM: [`sbom`], [`referrers`]) ->
-//! response. [`builder`] drives that chain.
+//! response. [`builder`] drives that chain; with several platforms
+//! ([`platform`]) it builds one image per platform and an image index
+//! ([`image_index`]) naming them.
 
 pub mod archive;
 pub mod build_errors;
@@ -18,6 +20,7 @@ pub mod error_text;
 pub mod http;
 pub mod identity;
 pub mod image;
+pub mod image_index;
 pub mod layer_record;
 pub mod layers;
 pub mod logging;
@@ -26,6 +29,7 @@ pub mod manifest_cache;
 pub mod media_type;
 pub mod metrics;
 pub mod nix;
+pub mod platform;
 pub mod popcount;
 pub mod popularity;
 pub mod redact;

@@ -51,23 +51,44 @@ pub struct BuiltManifest {
     pub bytes: Bytes,
     /// Its digest.
     pub digest: Digest,
+    /// Its media type: an image manifest or an image index
+    /// ([`crate::image_index`]).
+    pub media_type: &'static str,
 }
 
 impl BuiltManifest {
-    /// The manifest `bytes` with their digest.
+    /// The image manifest `bytes` (a Docker V2 manifest) with their digest.
     pub fn from_bytes(bytes: Bytes) -> Self {
+        Self::with_media_type(bytes, crate::manifest::MANIFEST_V2)
+    }
+
+    /// The manifest or index `bytes` of `media_type` with their digest.
+    pub fn with_media_type(bytes: Bytes, media_type: &'static str) -> Self {
         let digest = Digest::of(&bytes);
-        Self { bytes, digest }
+        Self {
+            bytes,
+            digest,
+            media_type,
+        }
+    }
+
+    /// Bytes read back from a tier: their media type is the one the
+    /// document declares.
+    fn from_stored(bytes: Bytes) -> Self {
+        let media_type = crate::image_index::media_type_of(&bytes);
+        Self::with_media_type(bytes, media_type)
     }
 }
 
-/// Both manifests of one image: the same config and layer blobs, described
-/// with Docker or with OCI media types.
+/// What a tier holds under one key: both manifests of one image (the same
+/// config and layer blobs, described with Docker or with OCI media types),
+/// or an image index ([`crate::image_index`]), which has one form only and
+/// is then in both fields.
 #[derive(Clone, Debug)]
 pub struct ImageManifests {
-    /// Docker Image Manifest V2 Schema 2.
+    /// Docker Image Manifest V2 Schema 2 (or the index).
     pub docker: BuiltManifest,
-    /// OCI image manifest.
+    /// OCI image manifest (or the index).
     pub oci: BuiltManifest,
 }
 
@@ -77,8 +98,29 @@ impl ImageManifests {
         let oci = Bytes::from(crate::manifest::oci_variant(&docker)?);
         Ok(Self {
             docker: BuiltManifest::from_bytes(docker),
-            oci: BuiltManifest::from_bytes(oci),
+            oci: BuiltManifest::with_media_type(oci, crate::media_type::OCI_MANIFEST),
         })
+    }
+
+    /// A document with one form only (an image index).
+    pub fn single(built: BuiltManifest) -> Self {
+        Self {
+            oci: built.clone(),
+            docker: built,
+        }
+    }
+
+    /// The manifest in `format`.
+    pub fn get(&self, format: crate::media_type::ImageFormat) -> &BuiltManifest {
+        match format {
+            crate::media_type::ImageFormat::Docker => &self.docker,
+            crate::media_type::ImageFormat::Oci => &self.oci,
+        }
+    }
+
+    /// Whether this is a document with one form only.
+    fn is_single(&self) -> bool {
+        self.docker.digest == self.oci.digest
     }
 }
 
@@ -182,16 +224,20 @@ impl ManifestCache {
     /// they name (and both manifest blobs themselves) are in storage.
     pub async fn put(&self, key: &str, built: &ImageManifests) -> Result<(), CacheError> {
         let storage_key = StorageKey::manifest(key)?;
-        self.persist_oci(key, &built.oci).await?;
+        if !built.is_single() {
+            self.persist_oci(key, &built.oci).await?;
+        }
         self.storage
             .persist(
                 &storage_key,
-                crate::media_type::DOCKER_MANIFEST,
+                built.docker.media_type,
                 bytes_stream(built.docker.bytes.clone()),
             )
             .await?;
-        self.write_disk(&format!("{key}{OCI_SUFFIX}"), &built.oci.bytes)
-            .await;
+        if !built.is_single() {
+            self.write_disk(&format!("{key}{OCI_SUFFIX}"), &built.oci.bytes)
+                .await;
+        }
         self.write_disk(key, &built.docker.bytes).await;
         self.lock().put(key.to_owned(), built.clone());
         Ok(())
@@ -221,6 +267,10 @@ impl ManifestCache {
         docker: BuiltManifest,
         oci: Option<BuiltManifest>,
     ) -> Result<Option<(ImageManifests, bool)>, CacheError> {
+        if docker.media_type != crate::media_type::DOCKER_MANIFEST {
+            // An index: one form only.
+            return Ok(Some((ImageManifests::single(docker), false)));
+        }
         let expected = match crate::manifest::oci_variant(&docker.bytes) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) => {
@@ -232,7 +282,7 @@ impl ManifestCache {
             return Ok(Some((ImageManifests { docker, oci }, false)));
         }
         tracing::info!(key, "deriving the OCI manifest of a cached image");
-        let oci = BuiltManifest::from_bytes(expected);
+        let oci = BuiltManifest::with_media_type(expected, crate::media_type::OCI_MANIFEST);
         let blob = StorageKey::layer(&oci.digest);
         self.storage
             .persist(
@@ -261,7 +311,7 @@ impl ManifestCache {
         let path = self.disk_path(name)?;
         match tokio::fs::read(&path).await {
             Ok(bytes) if !bytes.is_empty() && bytes.len() <= MAX_MANIFEST => {
-                Some(BuiltManifest::from_bytes(Bytes::from(bytes)))
+                Some(BuiltManifest::from_stored(Bytes::from(bytes)))
             }
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "ignoring malformed local manifest");
@@ -315,7 +365,7 @@ impl ManifestCache {
             }
         };
         match read_bounded(stream, MAX_MANIFEST).await {
-            Ok(bytes) if !bytes.is_empty() => Ok(Some(BuiltManifest::from_bytes(bytes))),
+            Ok(bytes) if !bytes.is_empty() => Ok(Some(BuiltManifest::from_stored(bytes))),
             Ok(_) => Ok(None),
             Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
                 tracing::warn!(key = %storage_key, backend = self.storage.name(), "ignoring oversized cached manifest");
@@ -505,6 +555,47 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
         std::fs::write(root.path().join("manifests"), b"").unwrap();
         assert!(cache.get(KEY).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_index_read_back_from_disk_or_storage_keeps_its_media_type() {
+        let root = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let storage = storage(root.path());
+        let index = crate::image_index::assemble(
+            crate::image_index::IndexKind::DockerList,
+            &[crate::image_index::IndexEntry {
+                platform: crate::platform::Platform::host(),
+                digest: Digest::parse_hex(&"c".repeat(64)).unwrap(),
+                size: 10,
+            }],
+        )
+        .unwrap();
+        let built = BuiltManifest::with_media_type(
+            Bytes::from(index),
+            crate::image_index::DOCKER_MANIFEST_LIST,
+        );
+        store_blob(&storage, &built).await;
+        let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
+        cache
+            .put(KEY, &ImageManifests::single(built.clone()))
+            .await
+            .unwrap();
+        assert!(!local.path().join(format!("{KEY}.oci")).exists());
+        let from_disk = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
+        let (found, tier) = from_disk.get(KEY).await.unwrap().unwrap();
+        assert_eq!(
+            (found.docker.media_type, tier),
+            (built.media_type, Tier::Disk)
+        );
+        assert_eq!(found.oci.digest, built.digest);
+        let from_storage = ManifestCache::new(storage, 8, None).unwrap();
+        let (found, tier) = from_storage.get(KEY).await.unwrap().unwrap();
+        assert_eq!(
+            (found.docker.media_type, tier),
+            (built.media_type, Tier::Storage)
+        );
+        assert_eq!(found.docker.digest, built.digest);
     }
 
     #[test]

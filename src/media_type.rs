@@ -43,6 +43,25 @@ pub const MANIFEST_TYPES: [&str; 4] = [
     DOCKER_MANIFEST_LIST,
 ];
 
+/// Which of an image's two manifests a client gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageFormat {
+    /// Docker Image Manifest V2 Schema 2 ([`DOCKER_MANIFEST`]).
+    Docker,
+    /// OCI image manifest ([`OCI_MANIFEST`]).
+    Oci,
+}
+
+impl ImageFormat {
+    /// The manifest's media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ImageFormat::Docker => DOCKER_MANIFEST,
+            ImageFormat::Oci => OCI_MANIFEST,
+        }
+    }
+}
+
 /// Whether `media_type` is one of [`MANIFEST_TYPES`].
 pub fn is_manifest(media_type: &str) -> bool {
     MANIFEST_TYPES.contains(&media_type)

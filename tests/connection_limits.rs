@@ -16,7 +16,7 @@ use std::{
 use async_trait::async_trait;
 use common::{TestServer, put_blob, sha256_hex};
 use nixery::{
-    builder::{BuildError, ImageBuilder, ImageManifests},
+    builder::{BuildError, BuiltManifest, ImageBuilder},
     http::AppState,
     nix::{Refusal, RefusalReason},
     storage::filesystem::FilesystemStorage,
@@ -210,7 +210,13 @@ struct NoImages;
 
 #[async_trait]
 impl ImageBuilder for NoImages {
-    async fn manifest(&self, name: &str, _tag: &str) -> Result<ImageManifests, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        _tag: &str,
+        _index: Option<nixery::image_index::IndexKind>,
+        _format: nixery::media_type::ImageFormat,
+    ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(vec![Refusal {
             package: name.to_owned(),
             reason: RefusalReason::NotFound,

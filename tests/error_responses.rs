@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use common::TestServer;
 use nixery::{
-    builder::{BuildError, ImageBuilder, ImageManifests},
+    builder::{BuildError, BuiltManifest, ImageBuilder},
     http::AppState,
     storage::filesystem::FilesystemStorage,
 };
@@ -290,7 +290,13 @@ struct MissingPackages;
 
 #[async_trait]
 impl ImageBuilder for MissingPackages {
-    async fn manifest(&self, name: &str, _tag: &str) -> Result<ImageManifests, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        _tag: &str,
+        _index: Option<nixery::image_index::IndexKind>,
+        _format: nixery::media_type::ImageFormat,
+    ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(
             name.split('/')
                 .map(|package| nixery::nix::Refusal {

@@ -1,7 +1,16 @@
 //! Content negotiation on the `Accept` request header: which of the media
 //! types the server can answer with a client gets.
 //!
-//! [`negotiate`] is the one place that reads `Accept`. The server offers a
+//! This module is the one place that reads `Accept`. A manifest by tag is
+//! an image index when the client accepts one ([`index_kind`]): an OCI
+//! index whenever the OCI index type is accepted, else a Docker manifest
+//! list when that is; `q=0` means "not acceptable". Otherwise it is one of
+//! the image's two manifests ([`image_format`], by [`negotiate`]).
+//!
+//! [`negotiate`] picks among media types the server offers in its own
+//! order of preference, the first being the default; for image manifests
+//! that is Docker schema 2, then OCI (see [`crate::media_type`]). The
+//! server offers a
 //! list of media types in its own order of preference, the first being the
 //! default; for image manifests that is Docker schema 2, then OCI (see
 //! [`crate::media_type`]). A client gets an offered type other than the
@@ -27,6 +36,44 @@
 use std::str::FromStr;
 
 use axum::http::{HeaderMap, header::ACCEPT};
+
+use crate::{
+    image_index::{DOCKER_MANIFEST_LIST, IndexKind, OCI_INDEX},
+    media_type::{DOCKER_MANIFEST, ImageFormat, OCI_MANIFEST},
+};
+
+/// The image manifest media types offered by tag, the default first.
+const IMAGE_MANIFEST_OFFER: [&str; 2] = [DOCKER_MANIFEST, OCI_MANIFEST];
+
+/// The image manifest a client with these `headers` gets: OCI when it
+/// names the OCI manifest type and either not Docker schema 2 or Docker
+/// schema 2 at a lower quality; Docker schema 2 otherwise.
+pub fn image_format(headers: &HeaderMap) -> ImageFormat {
+    if negotiate(headers, &IMAGE_MANIFEST_OFFER) == OCI_MANIFEST {
+        ImageFormat::Oci
+    } else {
+        ImageFormat::Docker
+    }
+}
+
+/// The index flavour the client accepts, if it accepts one: OCI whenever
+/// the OCI index type is named with a quality above 0, else a Docker
+/// manifest list when that type is.
+pub fn index_kind(headers: &HeaderMap) -> Option<IndexKind> {
+    let named = named_qualities(headers);
+    let accepted = |media_type: &str| {
+        named
+            .iter()
+            .any(|(name, q)| *q > 0 && name.eq_ignore_ascii_case(media_type))
+    };
+    if accepted(OCI_INDEX) {
+        Some(IndexKind::Oci)
+    } else if accepted(DOCKER_MANIFEST_LIST) {
+        Some(IndexKind::DockerList)
+    } else {
+        None
+    }
+}
 
 /// The media type of `offered` to answer a request with `headers`:
 /// `offered[0]` unless the client names another offered type with a
@@ -99,7 +146,6 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 
     const IMAGE: [&str; 2] = [DOCKER_MANIFEST, OCI_MANIFEST];
 
@@ -194,5 +240,74 @@ mod tests {
     #[test]
     fn an_empty_offer_answers_nothing() {
         assert_eq!(negotiate(&with_accept(&[OCI_MANIFEST]), &[]), "");
+    }
+
+    fn kind(values: &[&str]) -> Option<IndexKind> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(ACCEPT, HeaderValue::from_str(value).unwrap());
+        }
+        index_kind(&headers)
+    }
+
+    #[test]
+    fn oci_wins_whenever_it_is_accepted() {
+        // Docker's own list (in separate headers), then containerd's.
+        let docker = [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ];
+        assert_eq!(kind(&docker), Some(IndexKind::Oci));
+        assert_eq!(
+            kind(&[
+                "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json;q=0.5, */*;q=0.8"
+            ]),
+            Some(IndexKind::Oci)
+        );
+    }
+
+    #[test]
+    fn docker_types_alone_give_a_manifest_list() {
+        assert_eq!(
+            kind(&[
+                "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
+            ]),
+            Some(IndexKind::DockerList)
+        );
+        assert_eq!(
+            kind(&[
+                "application/vnd.oci.image.index.v1+json; q=0, application/vnd.docker.distribution.manifest.list.v2+json"
+            ]),
+            Some(IndexKind::DockerList)
+        );
+    }
+
+    #[test]
+    fn single_manifest_clients_get_no_index() {
+        assert_eq!(kind(&[]), None);
+        assert_eq!(kind(&["*/*"]), None);
+        assert_eq!(
+            kind(&["application/vnd.docker.distribution.manifest.v2+json"]),
+            None
+        );
+        assert_eq!(
+            kind(&["application/vnd.docker.distribution.manifest.list.v2+json;q=0.0"]),
+            None
+        );
+    }
+
+    #[test]
+    fn image_format_follows_negotiate() {
+        assert_eq!(
+            image_format(&with_accept(&[OCI_MANIFEST])),
+            ImageFormat::Oci
+        );
+        assert_eq!(image_format(&with_accept(&[])), ImageFormat::Docker);
+        assert_eq!(
+            image_format(&with_accept(&[OCI_MANIFEST, DOCKER_MANIFEST])),
+            ImageFormat::Docker
+        );
     }
 }

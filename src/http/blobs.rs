@@ -69,9 +69,8 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
 pub enum Kind {
     /// A blob: the stored content type, ranges honoured.
     Blob,
-    /// A manifest by digest: only an object stored as one of
-    /// `media_types` (any other is unknown), answered with the media type
-    /// it was stored as, ranges ignored.
+    /// A manifest by digest: only an object stored as one of `media_types`
+    /// (any other is unknown), served with its stored type, ranges ignored.
     Manifest {
         media_types: &'static [&'static str],
     },

@@ -1,58 +1,51 @@
-//! Manifests: by tag through the [`ImageBuilder`], in the variant the
-//! client's `Accept` asks for ([`accept::negotiate`]); by digest from
-//! storage, in the media type the manifest was stored as.
+//! Manifests: by tag through the [`ImageBuilder`], as the client's
+//! `Accept` asks ([`super::accept`]): an image index when it accepts one
+//! and the name has several platforms, else the Docker or the OCI image
+//! manifest; by digest from storage, in the media type the manifest was
+//! stored as.
 
 use axum::{
     body::Body,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::Response,
 };
 
 use super::{
-    DOCKER_CONTENT_DIGEST, accept,
+    DOCKER_CONTENT_DIGEST,
     blobs::{self, Kind},
     error::RegistryError,
     small_objects::SmallObjects,
 };
 use crate::{
-    builder::{ImageBuilder, ImageManifests},
-    media_type::{DOCKER_MANIFEST, MANIFEST_TYPES, OCI_MANIFEST},
+    builder::ImageBuilder,
+    image_index::IndexKind,
+    media_type::{ImageFormat, MANIFEST_TYPES},
     reference::{Digest, RepositoryName, Tag},
     storage::Storage,
 };
 
-/// The image manifest media types offered by tag, the default first.
-pub const IMAGE_MANIFEST_OFFER: [&str; 2] = [DOCKER_MANIFEST, OCI_MANIFEST];
-
-/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder, answer the
-/// variant `headers` negotiate. The answer varies with `Accept`.
+/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder for an index of
+/// `index` flavour if the client accepts one, else for the image manifest
+/// in `format`. The answer varies with `Accept`.
 pub async fn by_tag(
     builder: &dyn ImageBuilder,
     name: &RepositoryName,
     tag: &Tag,
-    headers: &HeaderMap,
+    index: Option<IndexKind>,
+    format: ImageFormat,
 ) -> Result<Response, RegistryError> {
-    let built = builder.manifest(name.as_str(), tag.as_str()).await?;
-    let media_type = accept::negotiate(headers, &IMAGE_MANIFEST_OFFER);
-    let chosen = variant(built, media_type);
+    let built = builder
+        .manifest(name.as_str(), tag.as_str(), index, format)
+        .await?;
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, HeaderValue::from_static(media_type))
-        .header(header::CONTENT_LENGTH, chosen.bytes.len())
-        .header(DOCKER_CONTENT_DIGEST, chosen.digest.to_string())
-        .header(header::ETAG, format!("\"{}\"", chosen.digest))
+        .header(header::CONTENT_TYPE, built.media_type)
+        .header(header::CONTENT_LENGTH, built.bytes.len())
+        .header(DOCKER_CONTENT_DIGEST, built.digest.to_string())
+        .header(header::ETAG, format!("\"{}\"", built.digest))
         .header(header::VARY, "Accept")
-        .body(Body::from(chosen.bytes))
+        .body(Body::from(built.bytes))
         .map_err(RegistryError::internal)
-}
-
-/// The manifest of `built` whose media type is `media_type`.
-fn variant(built: ImageManifests, media_type: &str) -> crate::builder::BuiltManifest {
-    if media_type == OCI_MANIFEST {
-        built.oci
-    } else {
-        built.docker
-    }
 }
 
 /// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object

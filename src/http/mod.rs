@@ -5,7 +5,8 @@
 //! - `GET`/`HEAD /v2/<name>/manifests/sha256:<hex>` serves `layers/<hex>`
 //!   as a manifest.
 //! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`]
-//!   and answers the Docker or the OCI manifest, as `Accept` asks
+//!   and answers the Docker or the OCI manifest, or an image index when
+//!   the client's `Accept` allows one
 //!   ([`accept`]).
 //! - `GET`/`HEAD /v2/<name>/tags/list` lists `latest` ([`tags`]).
 //! - `GET`/`HEAD /v2/<name>/referrers/sha256:<hex>` lists the artifacts
@@ -216,7 +217,11 @@ async fn registry(
         path::Endpoint::Manifest {
             name,
             reference: Reference::Tag(tag),
-        } => manifests::by_tag(state.builder.as_ref(), &name, &tag, &headers).await,
+        } => {
+            let index = accept::index_kind(&headers);
+            let format = accept::image_format(&headers);
+            manifests::by_tag(state.builder.as_ref(), &name, &tag, index, format).await
+        }
         path::Endpoint::Manifest {
             reference: Reference::Digest(digest),
             ..
