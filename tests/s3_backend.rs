@@ -95,7 +95,7 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
 
     // A layer is never served as a manifest.
     let as_manifest = ServeRequest {
-        only_content_type: Some(MANIFEST_TYPE),
+        only_content_types: Some(&[MANIFEST_TYPE]),
         ..ServeRequest::default()
     };
     assert!(matches!(
@@ -339,7 +339,7 @@ async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
     );
     // The content type is remembered too.
     let as_manifest = ServeRequest {
-        only_content_type: Some(MANIFEST_TYPE),
+        only_content_types: Some(&[MANIFEST_TYPE]),
         ..ServeRequest::default()
     };
     assert!(matches!(

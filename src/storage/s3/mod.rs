@@ -438,10 +438,11 @@ impl Storage for S3Storage {
                 content_type
             }
         };
-        if request
-            .only_content_type
-            .is_some_and(|required| content_type.as_deref() != Some(required))
-        {
+        if request.only_content_types.is_some_and(|allowed| {
+            !content_type
+                .as_deref()
+                .is_some_and(|stored| allowed.contains(&stored))
+        }) {
             return Err(StorageError::NotFound(key.clone()));
         }
         let location = self.redirect_url(key).await?;
