@@ -28,6 +28,8 @@ let
 
   # Name of the GCS key as handed over by systemd's LoadCredential.
   gcsCredentialName = "gcs-credentials";
+  # Name of the AWS shared credentials file, handed over the same way.
+  s3CredentialName = "s3-credentials";
 
   sourceVariable = {
     builtin = { };
@@ -59,6 +61,18 @@ let
     GOOGLE_APPLICATION_CREDENTIALS = "%d/${gcsCredentialName}";
   }
   // optionalAttrs (cfg.storageEmulatorHost != null) { STORAGE_EMULATOR_HOST = cfg.storageEmulatorHost; }
+  // optionalAttrs (cfg.s3Bucket != null) { S3_BUCKET = cfg.s3Bucket; }
+  // optionalAttrs (cfg.s3Region != null) { AWS_REGION = cfg.s3Region; }
+  // optionalAttrs (cfg.s3Endpoint != null) { AWS_ENDPOINT_URL_S3 = cfg.s3Endpoint; }
+  // optionalAttrs (cfg.awsEndpoint != null) { AWS_ENDPOINT_URL = cfg.awsEndpoint; }
+  // optionalAttrs (cfg.s3Addressing != null) { NIXERY_S3_ADDRESSING = cfg.s3Addressing; }
+  // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; }
+  // optionalAttrs (cfg.s3PresignExpiry != null) { NIXERY_S3_PRESIGN_EXPIRY = toString cfg.s3PresignExpiry; }
+  // optionalAttrs (cfg.s3CredentialsFile != null) {
+    # Read by the AWS credential chain, from systemd's credentials directory.
+    AWS_SHARED_CREDENTIALS_FILE = "%d/${s3CredentialName}";
+  }
+  // optionalAttrs (cfg.s3Profile != null) { AWS_PROFILE = cfg.s3Profile; }
   // optionalAttrs (cfg.popularityUrl != null) { NIX_POPULARITY_URL = cfg.popularityUrl; }
   // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
   // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
@@ -71,7 +85,8 @@ let
   // optionalAttrs (cfg.gcKeep != null) { NIXERY_GC_KEEP = cfg.gcKeep; }
   // optionalAttrs (cfg.gcInterval != null) { NIXERY_GC_INTERVAL = cfg.gcInterval; }
   // optionalAttrs (cfg.gcGrace != null) { NIXERY_GC_GRACE = cfg.gcGrace; }
-  // optionalAttrs (cfg.gcTouchInterval != null) { NIXERY_GC_TOUCH_INTERVAL = cfg.gcTouchInterval; };
+  // optionalAttrs (cfg.gcTouchInterval != null) { NIXERY_GC_TOUCH_INTERVAL = cfg.gcTouchInterval; }
+  // optionalAttrs (cfg.platforms != null) { NIXERY_PLATFORMS = builtins.concatStringsSep "," cfg.platforms; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
 in
@@ -124,7 +139,7 @@ in
     };
 
     storageBackend = mkOption {
-      type = types.enum [ "filesystem" "gcs" ];
+      type = types.enum [ "filesystem" "gcs" "s3" ];
       default = "filesystem";
       description = "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
     };
@@ -162,6 +177,85 @@ in
       default = null;
       example = "http://127.0.0.1:4443";
       description = "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST).";
+    };
+
+    s3Bucket = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "S3 bucket, required by the `s3` backend (S3_BUCKET).";
+    };
+
+    s3Region = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "eu-west-1";
+      description = "Region of the S3 bucket (AWS_REGION). Null means us-east-1.";
+    };
+
+    s3Endpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://minio.example.org:9000";
+      description = ''
+        An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
+        such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
+        path-style addressing unless `s3Addressing` says otherwise.
+      '';
+    };
+
+    awsEndpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
+        read it; `s3Endpoint` wins for S3.
+      '';
+    };
+
+    s3Addressing = mkOption {
+      type = types.nullOr (types.enum [ "auto" "path" "virtual" ]);
+      default = null;
+      description = ''
+        How URLs name the bucket (NIXERY_S3_ADDRESSING): `path`
+        (`host/bucket/key`), `virtual` (`bucket.host/key`). Null or `auto`:
+        path-style with an endpoint, virtual-hosted on AWS.
+      '';
+    };
+
+    s3PresignedUrls = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Redirect blob requests to presigned URLs (S3_USE_PRESIGNED_URLS).
+        Without, redirects go to the plain object URL and the bucket must
+        be publicly readable.
+      '';
+    };
+
+    s3PresignExpiry = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "Seconds a presigned redirect stays valid (NIXERY_S3_PRESIGN_EXPIRY). Null means 300.";
+    };
+
+    s3CredentialsFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/nixery-aws-credentials";
+      description = ''
+        An AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE), in
+        the `[profile]` / `aws_access_key_id` / `aws_secret_access_key`
+        format. Given as a string so the secret never enters the Nix store;
+        systemd hands a copy to the service through LoadCredential. Null
+        leaves credentials to the rest of the AWS chain (web identity,
+        container or instance metadata).
+      '';
+    };
+
+    s3Profile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
     };
 
     nixTimeout = mkOption {
@@ -317,6 +411,21 @@ in
       };
     };
 
+    platforms = mkOption {
+      type = types.nullOr (types.listOf (types.enum [ "linux/amd64" "linux/arm64" ]));
+      default = null;
+      example = [ "linux/amd64" "linux/arm64" ];
+      description = ''
+        Platforms every image is built for (NIXERY_PLATFORMS); with two or
+        more, a tag answers an image index naming one image per platform,
+        and clients that take only single manifests get the first one's.
+        Null means the host's platform alone. Building for a platform other
+        than the host's needs a binary cache that has its packages, remote
+        builders (`nix.buildMachines`) or `boot.binfmt.emulatedSystems`;
+        see docs/deployment.md.
+      '';
+    };
+
     logFilter = mkOption {
       type = types.str;
       default = "info";
@@ -340,6 +449,14 @@ in
       {
         assertion = cfg.storageBackend != "gcs" || cfg.gcsBucket != null;
         message = "services.nixery.gcsBucket is required by the `gcs` storage backend.";
+      }
+      {
+        assertion = cfg.storageBackend != "s3" || cfg.s3Bucket != null;
+        message = "services.nixery.s3Bucket is required by the `s3` storage backend.";
+      }
+      {
+        assertion = cfg.platforms != [ ];
+        message = "services.nixery.platforms must name at least one platform (or be null for the host's).";
       }
       {
         assertion = lib.hasPrefix "/" cfg.storagePath && cfg.storagePath != "/";
@@ -374,7 +491,9 @@ in
         CacheDirectory = "nixery";
         CacheDirectoryMode = "0700";
         UMask = "0027";
-        LoadCredential = optional (cfg.gcsCredentialsFile != null) "${gcsCredentialName}:${cfg.gcsCredentialsFile}";
+        LoadCredential =
+          optional (cfg.gcsCredentialsFile != null) "${gcsCredentialName}:${cfg.gcsCredentialsFile}"
+          ++ optional (cfg.s3CredentialsFile != null) "${s3CredentialName}:${cfg.s3CredentialsFile}";
         CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
         AmbientCapabilities = optional privilegedPort "CAP_NET_BIND_SERVICE";
         NoNewPrivileges = true;

@@ -27,7 +27,7 @@ use nixery::{
     cache::bytes_stream,
     digest::Digest,
     gc::{self, GcError, GcWatch, Kind, Options, Policy, Report},
-    storage::{Storage, StorageError, StorageKey, filesystem::FilesystemStorage},
+    storage::{KeyPrefix, Storage, StorageError, StorageKey, filesystem::FilesystemStorage},
 };
 use sha2::{Digest as _, Sha256};
 use support_gcs::FakeGcs;
@@ -225,14 +225,14 @@ async fn primitives(storage: Arc<dyn Storage>) {
     assert_eq!(info.size, 10);
     assert_eq!(info.content_type.as_deref(), Some(LAYER));
     let age = SystemTime::now()
-        .duration_since(info.modified)
+        .duration_since(info.modified.expect("a modification time"))
         .unwrap_or_default();
     assert!(age < Duration::from_secs(60), "modified {age:?} ago");
-    let listed = storage.list("layers").await.unwrap();
+    let listed = storage.list(KeyPrefix::Layers).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].key, key);
     assert_eq!(listed[0].size, 10);
-    assert!(storage.list("uses").await.unwrap().is_empty());
+    assert!(storage.list(KeyPrefix::Uses).await.unwrap().is_empty());
 
     storage.delete(&key).await.unwrap();
     storage.delete(&key).await.unwrap();
@@ -240,7 +240,7 @@ async fn primitives(storage: Arc<dyn Storage>) {
         storage.stat(&key).await,
         Err(StorageError::NotFound(_))
     ));
-    assert!(storage.list("layers").await.unwrap().is_empty());
+    assert!(storage.list(KeyPrefix::Layers).await.unwrap().is_empty());
 
     let lock = StorageKey::gc("probe").unwrap();
     assert!(
@@ -426,7 +426,7 @@ async fn one_at_a_time(storage: Arc<dyn Storage>) {
     });
     // Wait until the first one holds the lock.
     while !storage
-        .list("gc")
+        .list(KeyPrefix::Gc)
         .await
         .unwrap()
         .iter()
@@ -470,7 +470,7 @@ async fn dry_run(storage: Arc<dyn Storage>) {
         assert!(exists(s, &key).await, "{key} deleted by a dry run");
     }
     assert!(
-        storage.list("gc").await.unwrap().is_empty(),
+        storage.list(KeyPrefix::Gc).await.unwrap().is_empty(),
         "a dry run announced itself"
     );
 }

@@ -10,7 +10,7 @@
 //! collection), [`storage`] (the backend
 //! choice) and each backend's own `settings` module
 //! ([`crate::storage::filesystem::settings`],
-//! [`crate::storage::gcs::settings`]). A declaration names the variable, the
+//! [`crate::storage::gcs::settings`], [`crate::storage::s3::settings`]). A declaration names the variable, the
 //! flag, the `--help` placeholder, the default and the parser (see
 //! [`parse`]); its doc comment is the `--help` line.
 //!
@@ -57,6 +57,7 @@ pub const GROUPS: &[&[SettingInfo]] = &[
     storage::SETTINGS,
     crate::storage::filesystem::settings::SETTINGS,
     crate::storage::gcs::settings::SETTINGS,
+    crate::storage::s3::settings::SETTINGS,
     nix::SETTINGS,
     build::SETTINGS,
     cache::SETTINGS,
@@ -113,6 +114,8 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// Images that may wait for a build slot (0 allowed).
     pub build_queue: usize,
+    /// Platforms each image is built for, in order (at least one).
+    pub platforms: Vec<crate::platform::Platform>,
     /// Garbage collection.
     pub gc: GcSettings,
 }
@@ -163,6 +166,7 @@ impl ServeSettings {
             cache_dir: self.get(&cache::CACHE_DIR)?,
             manifest_cache_entries: self.get(&cache::MANIFEST_CACHE_ENTRIES)?,
             build_queue: self.get(&build::BUILD_QUEUE)?,
+            platforms: self.get(&build::PLATFORMS)?,
             gc: gc::gc_settings(&self)?,
         })
     }

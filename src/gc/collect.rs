@@ -17,10 +17,7 @@ use super::{
 use crate::{
     cache::read_bounded,
     digest::Digest,
-    storage::{
-        BUILDS_PREFIX, LAYERS_PREFIX, MANIFESTS_PREFIX, ObjectInfo, Storage, StorageError,
-        StorageKey, USES_PREFIX,
-    },
+    storage::{KeyPrefix, ListedObject, Storage, StorageError, StorageKey},
 };
 
 /// Largest manifest, tag entry or build record read while marking.
@@ -46,8 +43,10 @@ pub struct Options {
 /// The kinds of objects a collection deletes, in deletion order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// A cached tag entry `manifests/<key>`.
+    /// A cached tag entry `manifests/<key>` (or `<key>.oci`).
     TagEntry,
+    /// A referrers list `referrers/<manifest hex>` of a collected manifest.
+    ReferrersList,
     /// A layer build record `builds/<key>`.
     LayerRecord,
     /// A manifest under `layers/`.
@@ -65,6 +64,7 @@ impl Kind {
     pub fn plural(self) -> &'static str {
         match self {
             Kind::TagEntry => "tag entries",
+            Kind::ReferrersList => "referrers lists",
             Kind::LayerRecord => "layer records",
             Kind::Manifest => "manifests",
             Kind::Blob => "blobs",
@@ -73,8 +73,9 @@ impl Kind {
         }
     }
 
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 7] = [
         Kind::TagEntry,
+        Kind::ReferrersList,
         Kind::LayerRecord,
         Kind::Manifest,
         Kind::Blob,
@@ -264,7 +265,7 @@ pub async fn collect(
 
 /// A build record and the blob it names.
 struct RecordInfo {
-    object: ObjectInfo,
+    object: ListedObject,
     digest: Option<Digest>,
 }
 
@@ -289,13 +290,14 @@ async fn run(
         None => 0,
     };
     let now = SystemTime::now();
-    let layers = storage.list(LAYERS_PREFIX).await?;
-    let tags = storage.list(MANIFESTS_PREFIX).await?;
-    let builds = storage.list(BUILDS_PREFIX).await?;
-    let uses = storage.list(USES_PREFIX).await?;
+    let layers = storage.list(KeyPrefix::Layers).await?;
+    let tags = storage.list(KeyPrefix::Manifests).await?;
+    let builds = storage.list(KeyPrefix::Builds).await?;
+    let uses = storage.list(KeyPrefix::Uses).await?;
+    let referrers = storage.list(KeyPrefix::Referrers).await?;
 
     let mut inventory = Inventory::default();
-    let manifest_objects: Vec<ObjectInfo> = layers
+    let manifest_objects: Vec<ListedObject> = layers
         .iter()
         .filter(|o| {
             o.size as usize <= MAX_DOCUMENT
@@ -306,7 +308,7 @@ async fn run(
         .cloned()
         .collect();
     let parsed: Vec<Option<(Digest, ManifestNode)>> = stream::iter(manifest_objects)
-        .map(|object: ObjectInfo| {
+        .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
                 let bytes = read_document(storage.as_ref(), &object.key).await?;
@@ -316,7 +318,7 @@ async fn run(
                         named(&object)?,
                         ManifestNode {
                             refs,
-                            modified: object.modified,
+                            modified: modified(&object, now),
                         },
                     ))
                 }))
@@ -327,14 +329,14 @@ async fn run(
         .await?;
     inventory.manifests.extend(parsed.into_iter().flatten());
     let tag_entries: Vec<Option<TagEntry>> = stream::iter(tags.clone())
-        .map(|object: ObjectInfo| {
+        .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
                 let bytes = read_document(storage.as_ref(), &object.key).await?;
                 Ok::<_, StorageError>(bytes.map(|bytes| TagEntry {
                     name: object.key.name().to_owned(),
                     digest: Digest::of(&bytes),
-                    modified: object.modified,
+                    modified: modified(&object, now),
                 }))
             }
         })
@@ -344,10 +346,10 @@ async fn run(
     inventory.tags = tag_entries.into_iter().flatten().collect();
     inventory.marks = uses
         .iter()
-        .filter_map(|o| Some((named(o)?, o.modified)))
+        .filter_map(|o| Some((named(o)?, modified(o, now))))
         .collect();
     let records: Vec<RecordInfo> = stream::iter(builds.clone())
-        .map(|object: ObjectInfo| {
+        .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
                 let bytes = read_document(storage.as_ref(), &object.key).await?;
@@ -368,14 +370,14 @@ async fn run(
     }
 
     let policy = &options.policy;
-    let collectable = |object: &ObjectInfo| age(now, object.modified) >= policy.grace;
+    let collectable = |object: &ListedObject| age(now, modified(object, now)) >= policy.grace;
     let live_tags: HashSet<&str> = inventory
         .tags
         .iter()
         .filter(|t| live.contains(&t.digest))
         .map(|t| t.name.as_str())
         .collect();
-    let mut plan: Vec<(Kind, &ObjectInfo)> = Vec::new();
+    let mut plan: Vec<(Kind, &ListedObject)> = Vec::new();
     plan.extend(
         tags.iter()
             .filter(|o| collectable(o) && !live_tags.contains(o.key.name()))
@@ -390,9 +392,9 @@ async fn run(
             .map(|r| (Kind::LayerRecord, &r.object)),
     );
     // Objects whose name is no digest (put there by hand) are left alone.
-    let dead = |o: &&ObjectInfo| collectable(o) && named(o).is_some_and(|d| !live.contains(&d));
+    let dead = |o: &&ListedObject| collectable(o) && named(o).is_some_and(|d| !live.contains(&d));
     let is_manifest =
-        |o: &&ObjectInfo| named(o).is_some_and(|d| inventory.manifests.contains_key(&d));
+        |o: &&ListedObject| named(o).is_some_and(|d| inventory.manifests.contains_key(&d));
     plan.extend(
         layers
             .iter()
@@ -408,7 +410,14 @@ async fn run(
             .map(|o| (Kind::Blob, o)),
     );
     plan.extend(uses.iter().filter(dead).map(|o| (Kind::UseMark, o)));
-    let examined = layers.len() + tags.len() + builds.len() + uses.len();
+    // A referrers list lives as long as the manifest it is named after.
+    plan.extend(
+        referrers
+            .iter()
+            .filter(dead)
+            .map(|o| (Kind::ReferrersList, o)),
+    );
+    let examined = layers.len() + tags.len() + builds.len() + uses.len() + referrers.len();
     let mut report = Report {
         generation: generation_number,
         dry_run: options.dry_run,
@@ -419,7 +428,7 @@ async fn run(
     // manifest, a record its blob, and a manifest its layers (also when
     // the collection stops half-way); objects of one kind in parallel.
     for kind in Kind::ALL {
-        let batch: Vec<&ObjectInfo> = plan
+        let batch: Vec<&ListedObject> = plan
             .iter()
             .filter(|(k, _)| *k == kind)
             .map(|(_, o)| *o)
@@ -454,8 +463,14 @@ async fn run(
     Ok(report)
 }
 
+/// When `object` was last written; a backend that does not say makes it
+/// `now` (so it is never old enough to collect).
+fn modified(object: &ListedObject, now: SystemTime) -> SystemTime {
+    object.modified.unwrap_or(now)
+}
+
 /// The digest an object under `layers/` or `uses/` is named by.
-fn named(object: &ObjectInfo) -> Option<Digest> {
+fn named(object: &ListedObject) -> Option<Digest> {
     Digest::parse_hex(object.key.name()).ok()
 }
 
@@ -471,10 +486,10 @@ async fn rescue(
     // A second of slack for coarse modification times.
     let since = announced - Duration::from_secs(1);
     let fresh: Vec<Digest> = storage
-        .list(USES_PREFIX)
+        .list(KeyPrefix::Uses)
         .await?
         .iter()
-        .filter(|o| o.modified >= since)
+        .filter(|o| o.modified.is_none_or(|m| m >= since))
         .filter_map(named)
         .filter(|d| !live.contains(d))
         .collect();
@@ -494,7 +509,7 @@ async fn rescue(
                 *digest,
                 ManifestNode {
                     refs,
-                    modified: info.modified,
+                    modified: info.modified.unwrap_or_else(SystemTime::now),
                 },
             );
         }
@@ -549,8 +564,10 @@ async fn prune_local_tier(
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
-        // Entries are named by hex identity keys; the rest is not ours.
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Entries are named `<hex identity>` or `<hex identity>.oci`; the
+        // rest is not ours.
+        let stem = name.strip_suffix(".oci").unwrap_or(&name);
+        if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
         let path = entry.path();

@@ -34,18 +34,18 @@ use std::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use bytes::Bytes;
-
 use crate::digest::Digest;
 
 use super::{
-    ALL_PREFIXES, ByteStream, LAYERS_PREFIX, ObjectInfo, Persisted, STAGING_PREFIX, ServeRequest,
-    Served, Storage, StorageError, StorageKey, file_body, staging,
+    BUILDS_PREFIX, ByteStream, KeyPrefix, LAYERS_PREFIX, ListedObject, MANIFESTS_PREFIX, Persisted,
+    REFERRERS_PREFIX, STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
+    file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -59,7 +59,15 @@ pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
 /// Longest content type read from the extended attribute.
 const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
-const PREFIXES: [&str; 6] = ALL_PREFIXES;
+const PREFIXES: [&str; 7] = [
+    LAYERS_PREFIX,
+    BUILDS_PREFIX,
+    MANIFESTS_PREFIX,
+    STAGING_PREFIX,
+    REFERRERS_PREFIX,
+    super::USES_PREFIX,
+    super::GC_PREFIX,
+];
 
 /// The storage directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -252,62 +260,6 @@ impl FilesystemStorage {
             .unwrap_or_else(|_| DEFAULT_CONTENT_TYPE.to_owned())
     }
 
-    /// What `stat` and `list` report for the object at `key`. Blocking.
-    fn info(&self, key: StorageKey) -> io::Result<ObjectInfo> {
-        let path = self.object_path(&key);
-        let meta = std::fs::metadata(&path)?;
-        if !meta.is_file() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
-        }
-        let content_type = content_type_of(&path, &self.meta_path(&key));
-        Ok(ObjectInfo {
-            key,
-            size: meta.len(),
-            modified: meta.modified()?,
-            content_type: Some(content_type),
-        })
-    }
-
-    /// Every object under `prefix`. Blocking.
-    fn list_blocking(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
-        let mut found = Vec::new();
-        let entries = match std::fs::read_dir(self.root.join(prefix)) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(found),
-            Err(error) => return Err(error),
-        };
-        for entry in entries {
-            let name = entry?.file_name();
-            // Helper files (`.tmp~`, `.meta~`) and foreign names are no keys.
-            let Some(key) = name
-                .to_str()
-                .and_then(|name| StorageKey::listed(prefix, name).ok())
-            else {
-                continue;
-            };
-            match self.info(key) {
-                Ok(info) => found.push(info),
-                // Deleted since the directory was read, or a directory.
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(found)
-    }
-
-    /// Remove the object and then its sidecar; absent files are fine.
-    /// Blocking.
-    fn delete_blocking(&self, key: &StorageKey) -> io::Result<()> {
-        for path in [self.object_path(key), self.meta_path(key)] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    }
-
     /// Write `bytes` to a temporary file and hard-link it to `key`, which
     /// fails when the key exists: an atomic "create if absent". Blocking.
     fn create_new_blocking(
@@ -434,6 +386,38 @@ async fn commit(temp: tempfile::TempPath, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The regular files of `dir` whose names are valid under `prefix`.
+/// Blocking.
+fn list_dir(dir: &Path, prefix: KeyPrefix) -> io::Result<Vec<ListedObject>> {
+    let mut listed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| StorageKey::under(prefix, name).ok())
+        else {
+            continue;
+        };
+        let metadata = match entry.metadata() {
+            Ok(metadata) if metadata.is_file() => metadata,
+            Ok(_) => continue,
+            // Removed since the directory was read.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let path = entry.path();
+        let meta_path = dir.join(format!("{META_PREFIX}{}", key.name()));
+        listed.push(ListedObject {
+            content_type: Some(content_type_of(&path, &meta_path)),
+            key,
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        });
+    }
+    Ok(listed)
+}
+
 #[async_trait]
 impl Storage for FilesystemStorage {
     fn name(&self) -> &'static str {
@@ -473,30 +457,41 @@ impl Storage for FilesystemStorage {
         })
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
-        let this = self.clone();
-        let owned = prefix.to_owned();
-        tokio::task::spawn_blocking(move || this.list_blocking(&owned))
+    /// Files of the prefix directory whose name is a valid key name: the
+    /// sidecars and temporary files (names starting with `.`) are left out.
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+        let dir = self.root.join(prefix.as_str());
+        let listed = tokio::task::spawn_blocking(move || list_dir(&dir, prefix))
             .await
             .map_err(io::Error::other)
-            .and_then(|listed| listed)
-            .map_err(|error| StorageError::Backend {
-                backend: "filesystem",
-                key: format!("{prefix}/"),
-                message: format!("listing failed: {error}"),
-            })
+            .and_then(|result| result);
+        listed.map_err(|source| StorageError::Io {
+            key: StorageKey(prefix.as_str().to_owned()),
+            source,
+        })
     }
 
-    async fn stat(&self, key: &StorageKey) -> Result<ObjectInfo, StorageError> {
-        let this = self.clone();
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
+        let (path, meta_path) = (self.object_path(key), self.meta_path(key));
         let owned = key.clone();
-        match tokio::task::spawn_blocking(move || this.info(owned))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|info| info)
-        {
-            Ok(info) => Ok(info),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+        let found = tokio::task::spawn_blocking(move || {
+            let metadata = std::fs::metadata(&path)?;
+            if !metadata.is_file() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
+            }
+            Ok(ListedObject {
+                key: owned,
+                size: metadata.len(),
+                modified: metadata.modified().ok(),
+                content_type: Some(content_type_of(&path, &meta_path)),
+            })
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|found| found);
+        match found {
+            Ok(found) => Ok(found),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(StorageError::NotFound(key.clone()))
             }
             Err(source) => Err(StorageError::Io {
@@ -504,19 +499,6 @@ impl Storage for FilesystemStorage {
                 source,
             }),
         }
-    }
-
-    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
-        let this = self.clone();
-        let owned = key.clone();
-        tokio::task::spawn_blocking(move || this.delete_blocking(&owned))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|deleted| deleted)
-            .map_err(|source| StorageError::Io {
-                key: key.clone(),
-                source,
-            })
     }
 
     async fn create_new(
@@ -535,6 +517,24 @@ impl Storage for FilesystemStorage {
                 key: key.clone(),
                 source,
             })
+    }
+
+    /// The object goes first, then its sidecar, so a visible object always
+    /// has its content type.
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        for path in [self.object_path(key), self.meta_path(key)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        key: key.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
@@ -580,8 +580,8 @@ impl Storage for FilesystemStorage {
         let (file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
         if request
-            .only_content_type
-            .is_some_and(|required| required != content_type)
+            .only_content_types
+            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
         {
             return Err(StorageError::NotFound(key.clone()));
         }

@@ -8,6 +8,8 @@
 pub mod file_body;
 pub mod filesystem;
 pub mod gcs;
+pub mod retry_policy;
+pub mod s3;
 pub mod staging;
 
 use std::{
@@ -33,23 +35,50 @@ pub const BUILDS_PREFIX: &str = "builds";
 pub const MANIFESTS_PREFIX: &str = "manifests";
 /// Prefix of objects that are still being uploaded.
 pub const STAGING_PREFIX: &str = "staging";
+/// Prefix of referrers lists (OCI image indexes of the artifacts, such as
+/// SBOMs, that refer to a manifest), keyed by the manifest's hex SHA-256.
+pub const REFERRERS_PREFIX: &str = "referrers";
 /// Prefix of use marks, keyed by manifest digest (see [`crate::gc`]).
 pub const USES_PREFIX: &str = "uses";
 /// Prefix of the garbage collector's own objects (lock, generation).
 pub const GC_PREFIX: &str = "gc";
 
-/// Every key prefix, in no particular order.
-pub const ALL_PREFIXES: [&str; 6] = [
-    LAYERS_PREFIX,
-    BUILDS_PREFIX,
-    MANIFESTS_PREFIX,
-    STAGING_PREFIX,
-    USES_PREFIX,
-    GC_PREFIX,
-];
+/// One of the key prefixes, for listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyPrefix {
+    /// `layers/`: content-addressed blobs.
+    Layers,
+    /// `builds/`: layer build records.
+    Builds,
+    /// `manifests/`: cached manifests.
+    Manifests,
+    /// `staging/`: uploads not yet moved to their final key.
+    Staging,
+    /// `referrers/`: referrers lists, keyed by a manifest's digest.
+    Referrers,
+    /// `uses/`: use marks, keyed by a manifest's digest.
+    Uses,
+    /// `gc/`: the collection lock and generation.
+    Gc,
+}
+
+impl KeyPrefix {
+    /// The prefix without its trailing `/`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPrefix::Layers => LAYERS_PREFIX,
+            KeyPrefix::Builds => BUILDS_PREFIX,
+            KeyPrefix::Manifests => MANIFESTS_PREFIX,
+            KeyPrefix::Staging => STAGING_PREFIX,
+            KeyPrefix::Referrers => REFERRERS_PREFIX,
+            KeyPrefix::Uses => USES_PREFIX,
+            KeyPrefix::Gc => GC_PREFIX,
+        }
+    }
+}
 
 /// A storage key: `<prefix>/<name>` where the prefix is one of the
-/// [`ALL_PREFIXES`] and the name is made only of `[A-Za-z0-9_.-]`, does not
+/// [`KeyPrefix`]es and the name is made only of `[A-Za-z0-9_.-]`, does not
 /// start with a dot and is at most 128 characters long. Keys therefore can
 /// never name a path outside a backend's root.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +120,12 @@ impl StorageKey {
         Self::new(MANIFESTS_PREFIX, key)
     }
 
+    /// The referrers list `referrers/<hex>` of the manifest whose SHA-256
+    /// is `digest`.
+    pub fn referrers(digest: &Digest) -> Self {
+        Self(format!("{REFERRERS_PREFIX}/{}", digest.hex()))
+    }
+
     /// A staging object named `name` (unique per upload).
     pub fn staging(name: &str) -> Result<Self, InvalidKey> {
         Self::new(STAGING_PREFIX, name)
@@ -106,22 +141,27 @@ impl StorageKey {
         Self::new(GC_PREFIX, name)
     }
 
-    /// The key of `name` found by listing `prefix` (one of
-    /// [`ALL_PREFIXES`]); names no key can have are refused.
-    pub fn listed(prefix: &str, name: &str) -> Result<Self, InvalidKey> {
-        if ALL_PREFIXES.contains(&prefix) {
-            Self::new(prefix, name)
-        } else {
-            Err(InvalidKey(format!("{prefix}/{name}")))
+    /// The key named `name` under `prefix`, validated as that prefix's
+    /// constructor validates it.
+    pub fn under(prefix: KeyPrefix, name: &str) -> Result<Self, InvalidKey> {
+        match prefix {
+            KeyPrefix::Layers => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::layer(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
+            KeyPrefix::Builds => Self::build(name),
+            KeyPrefix::Manifests => Self::manifest(name),
+            KeyPrefix::Staging => Self::staging(name),
+            KeyPrefix::Referrers => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::referrers(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
+            KeyPrefix::Uses => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::use_mark(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
+            KeyPrefix::Gc => Self::gc(name),
         }
     }
 
-    /// The prefix part (`layers`, `builds`, ...).
-    pub fn prefix(&self) -> &str {
-        self.0.split_once('/').map_or("", |(prefix, _)| prefix)
-    }
-
-    /// The name part, after the prefix.
+    /// The name after the prefix.
     pub fn name(&self) -> &str {
         self.0.split_once('/').map_or("", |(_, name)| name)
     }
@@ -147,16 +187,16 @@ pub struct Persisted {
     pub size: u64,
 }
 
-/// What listing or `stat` tells about one stored object.
+/// One object found by [`Storage::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
+pub struct ListedObject {
     /// Its key.
     pub key: StorageKey,
     /// Its size in bytes.
     pub size: u64,
-    /// When it was last written (a rewrite of the same key counts).
-    pub modified: SystemTime,
-    /// Its content type, when the backend keeps one.
+    /// When it was last written, if the backend reports it.
+    pub modified: Option<SystemTime>,
+    /// Its content type, if the backend reports it in listings.
     pub content_type: Option<String>,
 }
 
@@ -193,10 +233,11 @@ pub struct ServeRequest {
     pub range: Option<ByteRange>,
     /// True for `HEAD`: no body is needed.
     pub head: bool,
-    /// Serve the object only if it was stored with this content type;
-    /// any other object is [`StorageError::NotFound`]. Manifests by digest
-    /// use it so that a layer or a config is never served as a manifest.
-    pub only_content_type: Option<&'static str>,
+    /// Serve the object only if it was stored with one of these content
+    /// types; any other object is [`StorageError::NotFound`]. Manifests by
+    /// digest use it so that a layer or a config is never served as a
+    /// manifest.
+    pub only_content_types: Option<&'static [&'static str]>,
 }
 
 /// A backend's answer to a request for a blob.
@@ -240,7 +281,7 @@ pub enum StorageError {
 /// A place to keep blobs, build records and manifests.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Short backend name for logs (`filesystem`, `gcs`).
+    /// Short backend name for logs (`filesystem`, `gcs`, `s3`).
     fn name(&self) -> &'static str;
 
     /// Stream `body` into `key`, replacing any existing object, and return
@@ -284,18 +325,18 @@ pub trait Storage: Send + Sync + 'static {
         Ok(persisted)
     }
 
-    /// Every object under `prefix` (one of [`ALL_PREFIXES`]), in no
-    /// particular order. Objects whose name is not a valid key name (put
-    /// there by hand) are left out.
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// Every object under `prefix` whose name is a valid key name there
+    /// (objects this server cannot name, and a backend's helper files,
+    /// are left out), in no particular order.
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError>;
 
-    /// What the backend knows about the object at `key`;
-    /// [`StorageError::NotFound`] if absent.
-    async fn stat(&self, key: &StorageKey) -> Result<ObjectInfo, StorageError>;
-
-    /// Remove the object at `key`. Removing an absent object succeeds, so
-    /// a retried or repeated delete is harmless.
+    /// Remove the object at `key`; an absent object is not an error, so a
+    /// retried or repeated delete is harmless.
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
+
+    /// What [`Storage::list`] tells about the object at `key`;
+    /// [`StorageError::NotFound`] if absent.
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError>;
 
     /// Store `bytes` at `key` only if no object is there: `Ok(true)` when
     /// this call created it, `Ok(false)` when one existed. The check and
@@ -307,12 +348,25 @@ pub trait Storage: Send + Sync + 'static {
         bytes: Bytes,
     ) -> Result<bool, StorageError>;
 
-    /// Remove what failed uploads and crashes left in staging: objects
-    /// whose owner is gone or older than `max_age`, never an upload in
-    /// progress (see [`staging`]). Returns how many were removed.
+    /// Remove what failed uploads and crashes left in staging, never an
+    /// upload in progress (see [`staging`]). Returns how many were removed.
+    ///
+    /// By default, for object stores: a staged object exists only between
+    /// a completed upload and its move (an upload in progress is no object
+    /// yet), so only its age counts, by the time in its name; owners may
+    /// be on other hosts. Names this server does not give are left alone.
     async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
-        let _ = max_age;
-        Ok(0)
+        let mut removed = 0;
+        for object in self.list(KeyPrefix::Staging).await? {
+            let stale = staging::parse_name(object.key.name())
+                .is_some_and(|(_, created)| staging::is_stale(created, max_age));
+            if stale {
+                self.delete(&object.key).await?;
+                removed += 1;
+                tracing::info!(backend = self.name(), object = %object.key, "removed stale staging object");
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -41,58 +41,29 @@ struct ObjectMetadata {
     /// Decimal string, as the JSON API sends 64-bit numbers.
     #[serde(default)]
     size: Option<String>,
-    /// RFC 3339 time of the last write.
-    #[serde(default)]
-    updated: Option<String>,
 }
 
-/// An object as listed or looked up: name, size, last write, type.
-#[derive(Clone, Debug)]
-pub(crate) struct ListedObject {
-    pub(crate) name: String,
-    pub(crate) size: u64,
-    pub(crate) updated: std::time::SystemTime,
-    pub(crate) content_type: Option<String>,
-}
-
-impl ListedObject {
-    fn from_metadata(name: String, meta: ObjectMetadata) -> Result<Self, ApiError> {
-        let size = meta
-            .size
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ApiError::Protocol(format!("object {name} without size")))?;
-        let updated = meta
-            .updated
-            .as_deref()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .and_then(|t| u64::try_from(t.as_millisecond()).ok())
-            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms))
-            .ok_or_else(|| ApiError::Protocol(format!("object {name} without update time")))?;
-        Ok(Self {
-            name,
-            size,
-            updated,
-            content_type: meta.content_type,
-        })
-    }
-}
-
-/// One page of a listing with each object's metadata.
+/// One page of a `storage#objects` listing.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DetailedPage {
+struct ListPage {
     #[serde(default)]
-    items: Vec<DetailedItem>,
+    items: Vec<ListItem>,
     #[serde(default)]
     next_page_token: Option<String>,
 }
 
+/// One object of a listing: its name, size (a decimal string) and last
+/// update (RFC 3339).
 #[derive(Deserialize)]
-struct DetailedItem {
-    name: String,
-    #[serde(flatten)]
-    meta: ObjectMetadata,
+pub(crate) struct ListItem {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) size: Option<String>,
+    #[serde(default)]
+    pub(crate) updated: Option<String>,
+    #[serde(default, rename = "contentType")]
+    pub(crate) content_type: Option<String>,
 }
 
 /// Part of a `storage#rewriteResponse`.
@@ -169,23 +140,12 @@ impl JsonApi {
         self.content_type(object).await.map(drop)
     }
 
-    /// Names of the objects whose name starts with `prefix`, every page.
-    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        Ok(self
-            .list_detailed(prefix)
-            .await?
-            .into_iter()
-            .map(|object| object.name)
-            .collect())
-    }
-
-    /// The objects whose name starts with `prefix`, with size, last write
-    /// and content type, every page.
-    pub(crate) async fn list_detailed(&self, prefix: &str) -> Result<Vec<ListedObject>, ApiError> {
-        let mut objects = Vec::new();
+    /// The objects whose name starts with `prefix`, every page.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ListItem>, ApiError> {
+        let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page: DetailedPage = self
+            let page: ListPage = self
                 .retry
                 .run("list", prefix, || async {
                     let url = self.endpoint.objects(&self.bucket);
@@ -206,22 +166,75 @@ impl JsonApi {
                         .map_err(|e| self.body_error("object listing", e))
                 })
                 .await?;
-            for item in page.items {
-                objects.push(ListedObject::from_metadata(item.name, item.meta)?);
-            }
+            items.extend(page.items);
             match page.next_page_token {
                 Some(next) if !next.is_empty() => token = Some(next),
-                _ => return Ok(objects),
+                _ => return Ok(items),
             }
         }
     }
 
-    /// An object's size, last write and content type, if it exists.
-    pub(crate) async fn stat(&self, object: &str) -> Result<ListedObject, ApiError> {
-        let meta = self
-            .metadata(object, "name,size,updated,contentType")
-            .await?;
-        ListedObject::from_metadata(object.to_owned(), meta)
+    /// An object's name, size, last update and content type, if it exists.
+    pub(crate) async fn stat(&self, object: &str) -> Result<ListItem, ApiError> {
+        self.retry
+            .run("get metadata", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let response = self
+                    .send(
+                        self.http
+                            .get(url)
+                            .query(&[("fields", "name,size,updated,contentType")]),
+                    )
+                    .await?;
+                expect_success(response)
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| self.body_error("object metadata", e))
+            })
+            .await
+    }
+
+    /// Single-request upload that succeeds only if no object of that name
+    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does. It is a
+    /// multipart upload (metadata and bytes in one `multipart/related`
+    /// body), the kind fake-gcs-server applies the precondition to.
+    pub(crate) async fn create_new(
+        &self,
+        object: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<bool, ApiError> {
+        const BOUNDARY: &str = "nixery-create-new-boundary";
+        let metadata = serde_json::json!({ "name": object, "contentType": content_type });
+        let mut multipart = format!(
+            "--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        multipart.extend_from_slice(&body);
+        multipart.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let multipart = Bytes::from(multipart);
+        let outcome = self
+            .retry
+            .run("conditional upload", object, || async {
+                let url = self.endpoint.upload(&self.bucket, object, "multipart");
+                let request = self
+                    .http
+                    .post(url)
+                    .query(&[("ifGenerationMatch", "0")])
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("multipart/related; boundary={BOUNDARY}"),
+                    )
+                    .body(multipart.clone());
+                expect_success(self.send(request).await?).await.map(drop)
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(error) if error.is_precondition_failed() => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// `GET` the metadata `fields` (`name,size`) of an object, if it exists.
@@ -356,48 +369,6 @@ impl JsonApi {
                 expect_success(self.send(request).await?).await.map(drop)
             })
             .await
-    }
-
-    /// Single-request upload that succeeds only if no object of that name
-    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does. It is a
-    /// multipart upload (metadata and bytes in one `multipart/related`
-    /// body), the kind fake-gcs-server applies the precondition to.
-    pub(crate) async fn create_new(
-        &self,
-        object: &str,
-        content_type: &str,
-        body: Bytes,
-    ) -> Result<bool, ApiError> {
-        const BOUNDARY: &str = "nixery-create-new-boundary";
-        let metadata = serde_json::json!({ "name": object, "contentType": content_type });
-        let mut multipart = format!(
-            "--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n"
-        )
-        .into_bytes();
-        multipart.extend_from_slice(&body);
-        multipart.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-        let multipart = Bytes::from(multipart);
-        let outcome = self
-            .retry
-            .run("conditional upload", object, || async {
-                let url = self.endpoint.upload(&self.bucket, object, "multipart");
-                let request = self
-                    .http
-                    .post(url)
-                    .query(&[("ifGenerationMatch", "0")])
-                    .header(
-                        header::CONTENT_TYPE,
-                        format!("multipart/related; boundary={BOUNDARY}"),
-                    )
-                    .body(multipart.clone());
-                expect_success(self.send(request).await?).await.map(drop)
-            })
-            .await;
-        match outcome {
-            Ok(()) => Ok(true),
-            Err(error) if error.is_precondition_failed() => Ok(false),
-            Err(error) => Err(error),
-        }
     }
 
     /// Starts a resumable upload; returns the session URL to `PUT` to.

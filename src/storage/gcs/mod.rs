@@ -30,7 +30,8 @@ pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
 use self::{api::JsonApi, error::ApiError};
 use super::{
-    ByteStream, ObjectInfo, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey,
+    ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served, Storage, StorageError,
+    StorageKey,
 };
 
 /// Backend name in logs and errors.
@@ -222,6 +223,24 @@ impl GcsStorage {
     }
 }
 
+/// What a listing or a metadata lookup says about `key`.
+fn listed(key: StorageKey, item: api::ListItem) -> ListedObject {
+    ListedObject {
+        key,
+        size: item
+            .size
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        modified: item
+            .updated
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(std::time::SystemTime::from),
+        content_type: item.content_type,
+    }
+}
+
 fn backend_error(key: &StorageKey, message: String) -> StorageError {
     backend_error_named(key.as_str(), message)
 }
@@ -318,49 +337,31 @@ impl Storage for GcsStorage {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
-        let listed_prefix = format!("{prefix}/");
-        let objects = self
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+        let wanted = format!("{}/", prefix.as_str());
+        let items = self
             .api
-            .list_detailed(&listed_prefix)
+            .list(&wanted)
             .await
-            .map_err(|e| backend_error_named(&listed_prefix, format!("listing failed: {e}")))?;
-        Ok(objects
+            .map_err(|e| backend_error_named(&wanted, format!("listing failed: {e}")))?;
+        Ok(items
             .into_iter()
-            .filter_map(|object| {
-                let name = object.name.strip_prefix(&listed_prefix)?;
-                // Deeper names (`layers/a/b`) and foreign names are no keys.
-                let key = StorageKey::listed(prefix, name).ok()?;
-                Some(ObjectInfo {
-                    key,
-                    size: object.size,
-                    modified: object.updated,
-                    content_type: object.content_type,
-                })
+            .filter_map(|item| {
+                // A name this server does not give is left out.
+                let name = item.name.strip_prefix(&wanted)?;
+                let key = StorageKey::under(prefix, name).ok()?;
+                Some(listed(key, item))
             })
             .collect())
     }
 
-    async fn stat(&self, key: &StorageKey) -> Result<ObjectInfo, StorageError> {
-        let object = self
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
+        let item = self
             .api
             .stat(key.as_str())
             .await
             .map_err(|e| api_error(key, e))?;
-        Ok(ObjectInfo {
-            key: key.clone(),
-            size: object.size,
-            modified: object.updated,
-            content_type: object.content_type,
-        })
-    }
-
-    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
-        match self.api.delete(key.as_str()).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(backend_error(key, format!("delete failed: {e}"))),
-        }
+        Ok(listed(key.clone(), item))
     }
 
     async fn create_new(
@@ -375,36 +376,12 @@ impl Storage for GcsStorage {
             .map_err(|e| backend_error(key, format!("conditional upload failed: {e}")))
     }
 
-    /// Staged objects exist only between a completed upload and its move
-    /// (an upload in progress is no object yet), so only their age counts;
-    /// owners may be on other hosts.
-    async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
-        let prefix = format!("{}/", super::STAGING_PREFIX);
-        let names = self
-            .api
-            .list(&prefix)
-            .await
-            .map_err(|e| backend_error_named(&prefix, format!("listing staging: {e}")))?;
-        let mut removed = 0;
-        for name in names {
-            // A name this server does not give is left alone.
-            let stale = name
-                .strip_prefix(&prefix)
-                .and_then(super::staging::parse_name)
-                .is_some_and(|(_, created)| super::staging::is_stale(created, max_age));
-            if !stale {
-                continue;
-            }
-            match self.api.delete(&name).await {
-                Ok(()) => {
-                    removed += 1;
-                    tracing::info!(backend = BACKEND, object = %name, "removed stale staging object");
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(backend_error_named(&name, format!("delete failed: {e}"))),
-            }
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        match self.api.delete(key.as_str()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(backend_error(key, format!("delete failed: {e}"))),
         }
-        Ok(removed)
     }
 
     async fn serve(
@@ -421,8 +398,8 @@ impl Storage for GcsStorage {
             .await
             .map_err(|e| api_error(key, e))?;
         if request
-            .only_content_type
-            .is_some_and(|required| required != content_type)
+            .only_content_types
+            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
         {
             return Err(StorageError::NotFound(key.clone()));
         }
