@@ -3,7 +3,7 @@
 //! Data flows one way: request ([`http`]) -> image name ([`image`]) ->
 //! exact revision ([`resolve`]) -> image identity ([`identity`]) ->
 //! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
-//! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
+//! ([`layers`]) -> packing ([`archive`], through [`layer_store`]) -> storage ([`storage`]) ->
 //! manifest ([`manifest`]) -> response. [`builder`] drives that chain.
 
 pub mod archive;
@@ -16,7 +16,7 @@ pub mod error_text;
 pub mod http;
 pub mod identity;
 pub mod image;
-pub mod layer_record;
+pub mod layer_store;
 pub mod layers;
 pub mod logging;
 pub mod manifest;

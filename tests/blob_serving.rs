@@ -2,10 +2,8 @@
 //! the registry headers, for full GETs, HEADs and byte ranges; content types
 //! survive a restart; manifests by digest carry the manifest media type.
 
-mod common;
-
-use common::{TestServer, put_blob, sha256_hex};
 use reqwest::{StatusCode, header};
+use support::server::{TestServer, put_blob, sha256_hex};
 
 const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -53,7 +51,7 @@ async fn head_sends_the_headers_without_a_body() {
     let server = TestServer::start();
     let bytes = content(4096);
     let digest = put_blob(&server.storage(), &bytes, "application/octet-stream").await;
-    let r = common::raw_request(
+    let r = support::server::raw_request(
         server.addr(),
         "HEAD",
         format!("/v2/x/blobs/{digest}").as_bytes(),
@@ -273,7 +271,7 @@ async fn ranges_and_head_of_a_large_blob_are_exact_across_read_chunks() {
         );
         assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
     }
-    let r = common::raw_request(
+    let r = support::server::raw_request(
         server.addr(),
         "HEAD",
         format!("/v2/x/blobs/{digest}").as_bytes(),
@@ -333,7 +331,7 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
         .unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */1000");
-    let head = common::raw_request(
+    let head = support::server::raw_request(
         server.addr(),
         "HEAD",
         format!("/v2/x/blobs/{digest}").as_bytes(),

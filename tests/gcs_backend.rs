@@ -3,11 +3,9 @@
 //! content types, not-found as a distinct error, retry-safe moves, and
 //! redirects that download the same bytes.
 
-mod support_gcs;
-
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage};
 use nixery::storage::{ServeRequest, Served, Storage, StorageError, StorageKey};
-use support_gcs::{BUCKET, FakeGcs, body_of, collect, pattern, sha256_hex};
+use support::gcs::{BUCKET, FakeGcs, body_of, collect, pattern, sha256_hex};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -299,7 +297,7 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
         .unwrap();
     let data = pattern(6 * 1024 * 1024, 5);
     let gate_at = 4 * 1024 * 1024;
-    let (body, reached, resume) = support_gcs::gated_body(data.clone(), 64 * 1024, gate_at);
+    let (body, reached, resume) = support::gcs::gated_body(data.clone(), 64 * 1024, gate_at);
     let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
 
     let upload = tokio::spawn({

@@ -9,18 +9,14 @@
 //! time, leaves no build record without its blob, and the same request
 //! succeeds once the bucket is back.
 
-mod common;
-mod support;
-mod support_gcs;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use serde_json::Value;
+use support::gcs::{BUCKET, FakeGcs, sha256_hex};
+use support::server::TestServer;
 use support::{count_logs, layer_digests, offline_pkgs_repo};
-use support_gcs::{BUCKET, FakeGcs, sha256_hex};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 

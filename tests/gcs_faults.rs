@@ -4,13 +4,11 @@
 //! are retried and uploads resume, so storage keeps working; a bucket
 //! failing every call is an error, never a "not found".
 
-mod support_gcs;
-
 use std::time::Duration;
 
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage, RetryPolicy};
 use nixery::storage::{Storage, StorageError, StorageKey};
-use support_gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
+use support::gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 

@@ -2,8 +2,6 @@
 //! lines are written by a thread of their own, and requests keep being
 //! answered while the pipe is full.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     process::{Command, Stdio},
@@ -18,7 +16,7 @@ const REQUESTS: usize = 2000;
 fn requests_are_answered_while_nobody_reads_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nixery"));
-    for key in common::SETTINGS {
+    for key in support::server::SETTINGS {
         command.env_remove(key);
     }
     let mut child = command

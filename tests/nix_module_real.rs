@@ -3,13 +3,11 @@
 //! June 2026 nixpkgs `lib` (`nix/tests/eval-module-real-lib.nix`). Only
 //! evaluation. Without `../shared/real-nix` each test prints SKIPPED.
 
-mod real_nix_support;
-
 use std::path::Path;
 use std::process::Command;
 
-use real_nix_support::Tree;
 use serde_json::{Value, json};
+use support::real_nix::Tree;
 
 /// `nix-instantiate --eval --strict --json` of a file of nix/tests with
 /// `args`; the JSON it prints.
@@ -32,7 +30,7 @@ fn eval(file: &str, args: &[&str]) -> Value {
 #[test]
 fn module_evaluates_inside_nixos_24_11() {
     let Some(nixpkgs) =
-        real_nix_support::tree(Tree::Nixpkgs2411, "module_evaluates_inside_nixos_24_11")
+        support::real_nix::tree(Tree::Nixpkgs2411, "module_evaluates_inside_nixos_24_11")
     else {
         return;
     };
@@ -93,7 +91,7 @@ fn module_evaluates_inside_nixos_24_11() {
 #[test]
 fn module_options_evaluate_with_the_2026_lib() {
     let Some(lib) =
-        real_nix_support::tree(Tree::Lib2026, "module_options_evaluate_with_the_2026_lib")
+        support::real_nix::tree(Tree::Lib2026, "module_options_evaluate_with_the_2026_lib")
     else {
         return;
     };

@@ -2,20 +2,18 @@
 //! Nix as `--timeout`) each build, and a Nix step that is stopped
 //! (deadline, or the caller giving up) leaves no process behind.
 
-mod nix_support;
-
 use std::time::{Duration, Instant};
 
-use nix_support::*;
 use nixery::image::Image;
 use nixery::nix::{NixError, NixSettings};
 use nixery::source::PackageSource;
+use support::nix::*;
 
 #[tokio::test]
 async fn sleeping_build_times_out_and_leaves_no_process() {
     // The deadline of the whole step, well before Nix's own per-build one.
     let timeout = Duration::from_secs(3);
-    let (runner, errors) = runner_with(NixSettings {
+    let runner = runner_with(NixSettings {
         source: PackageSource::Builtin,
         timeout: Duration::from_secs(600),
         deadline: timeout,
@@ -24,17 +22,20 @@ async fn sleeping_build_times_out_and_leaves_no_process() {
     });
     let started = Instant::now();
     let err = runner
-        .prepare_image(&Image::from_name("sleepy", "latest"))
+        .build(&Image::from_name("sleepy", "latest"))
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
 
-    assert!(matches!(err, NixError::TimedOut { .. }), "{err:?}");
+    match &err {
+        NixError::TimedOut { image, .. } => assert_eq!(image, "sleepy:latest"),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
     assert!(
         elapsed < timeout + Duration::from_secs(8),
         "took {elapsed:?}"
     );
-    assert_eq!(errors.recent()[0].image, "sleepy:latest");
+    assert_eq!(reported(err).0, nixery::build_errors::FailureKind::Nix);
     // Neither nix-build (its arguments name "sleepy") nor the builder.
     assert_eq!(
         processes_left("\"sleepy\"", Duration::from_secs(5)).await,
@@ -48,9 +49,9 @@ async fn sleeping_build_times_out_and_leaves_no_process() {
 
 #[tokio::test]
 async fn abandoned_build_leaves_no_process() {
-    let (runner, _) = runner(PackageSource::Builtin, Duration::from_secs(600));
+    let runner = runner(PackageSource::Builtin, Duration::from_secs(600));
     let image = Image::from_name("sleepy-long", "latest");
-    let mut build = Box::pin(runner.prepare_image(&image));
+    let mut build = Box::pin(runner.build(&image));
     let builder_seen = tokio::select! {
         result = &mut build => panic!("the build cannot finish: {result:?}"),
         seen = process_appears("sleep 1001", Duration::from_secs(60)) => seen,
@@ -69,7 +70,7 @@ async fn abandoned_build_leaves_no_process() {
 
 #[tokio::test]
 async fn nix_timeout_stops_one_build_within_a_longer_deadline() {
-    let (runner, _) = runner_with(NixSettings {
+    let runner = runner_with(NixSettings {
         source: PackageSource::Builtin,
         timeout: Duration::from_secs(2),
         deadline: Duration::from_secs(120),
@@ -78,7 +79,7 @@ async fn nix_timeout_stops_one_build_within_a_longer_deadline() {
     });
     let started = Instant::now();
     let err = runner
-        .prepare_image(&Image::from_name("sleepy", "latest"))
+        .build(&Image::from_name("sleepy", "latest"))
         .await
         .unwrap_err();
     let elapsed = started.elapsed();

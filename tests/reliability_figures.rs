@@ -9,10 +9,6 @@
 //! - `kill_nine_figure`: 8 `kill -9` of the server at random moments during
 //!   builds, then a restart and a consistency check of the storage.
 
-mod common;
-mod support;
-mod support_gcs;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -20,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{TestServer, sha256_hex};
 use serde_json::Value;
+use support::gcs::{BUCKET, FakeGcs};
+use support::server::{TestServer, sha256_hex};
 use support::{layer_digests, offline_pkgs_repo};
-use support_gcs::{BUCKET, FakeGcs};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 

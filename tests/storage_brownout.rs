@@ -3,12 +3,9 @@
 //! `Retry-After` and no Nix build is started. Once storage is back, the
 //! same pull builds.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::TestServer;
+use support::server::TestServer;
 use support::{count_logs, offline_pkgs_repo};
 
 #[test]

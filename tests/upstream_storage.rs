@@ -6,9 +6,6 @@
 //! object's content type is the `user.mime_type` extended attribute (empty
 //! on build records), with no `.meta~` sidecar.
 
-mod common;
-mod support;
-
 use std::{
     collections::{BTreeSet, HashMap},
     io::{Read, Write},
@@ -16,8 +13,8 @@ use std::{
     process::Command,
 };
 
-use common::{TestServer, sha256_hex};
 use serde_json::Value;
+use support::server::{TestServer, sha256_hex};
 use support::{count_logs, layer_digests, pull_and_unpack, resolve_in_root, run};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";

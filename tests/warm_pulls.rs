@@ -9,17 +9,14 @@
 //! * the local manifest tier survives a restart and is never used for
 //!   another storage.
 
-mod common;
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{TestServer, TestServerBuilder};
 use serde_json::Value;
+use support::server::{TestServer, TestServerBuilder};
 use support::{any_system_pkgs, count_logs, offline_pkgs_dir, run};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";

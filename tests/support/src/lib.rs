@@ -1,9 +1,23 @@
-//! Fixtures for the end-to-end tests: a git repository holding the offline
-//! package set, a private containerd, and helpers to look inside unpacked
-//! images.
-#![allow(dead_code)]
+//! The one support tree of the integration tests (`tests/*.rs`), a crate of
+//! its own so that it is compiled once rather than into every test binary,
+//! and so that a helper only some tests use needs no `allow(dead_code)`:
+//!
+//! * [`server`]: the real `nixery` binary on a free 127.0.0.1 port;
+//! * this module: fixtures (a git repository holding the offline package
+//!   set, log and metric readers, a private containerd, looking inside
+//!   unpacked images);
+//! * [`docker`]: a private Docker daemon;
+//! * [`gcs`]: a real fake-gcs-server, with fault injection and a proxy;
+//! * [`nix`]: the Nix step as the server runs it, and readers of its result;
+//! * [`real_nix`]: the real nixpkgs trees of `../shared/real-nix`;
+//! * [`popcount`]: a binary cache for the popcount tests.
 
 pub mod docker;
+pub mod gcs;
+pub mod nix;
+pub mod popcount;
+pub mod real_nix;
+pub mod server;
 
 use std::{
     path::{Path, PathBuf},
@@ -11,10 +25,30 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The root of the nixery repository (this crate lives in `tests/support`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `nixery` binary Cargo built for the test being run: `NEXTEST_BIN_EXE_nixery`
+/// under nextest, else the `nixery` beside the test binary's `deps/`
+/// directory (where `cargo test` puts both).
+pub fn nixery_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NEXTEST_BIN_EXE_nixery") {
+        return PathBuf::from(path);
+    }
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lies in <profile>/deps");
+    profile_dir.join("nixery")
+}
+
 /// Number of log events of `server` whose message is `message` (e.g.
 /// `building image` for Nix builds, `layer uploaded` for packed layers),
 /// counting every event logged before the call.
-pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
+pub fn count_logs(server: &crate::server::TestServer, message: &str) -> usize {
     server
         .settled_log_events()
         .iter()
@@ -23,7 +57,7 @@ pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
 }
 
 /// The value of counter `name` at the server's `/metrics` endpoint.
-pub fn metric(server: &crate::common::TestServer, name: &str) -> u64 {
+pub fn metric(server: &crate::server::TestServer, name: &str) -> u64 {
     let text = reqwest::blocking::get(server.url("/metrics"))
         .and_then(|r| r.error_for_status())
         .and_then(|r| r.text())
@@ -45,7 +79,7 @@ pub fn layer_digests(manifest: &serde_json::Value) -> Vec<String> {
 
 /// The offline package set in this repository.
 pub fn offline_pkgs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
+    repo_root().join("prepare-image/offline-pkgs")
 }
 
 /// Copy `name:latest` from the registry at `addr` with skopeo and unpack it

@@ -2,10 +2,10 @@
 //! binary on a free 127.0.0.1 port with a temporary `STORAGE_PATH`.
 //!
 //! ```ignore
-//! mod common;
-//! let server = common::TestServer::builder().env("NIX_TIMEOUT", "5").start();
+//! use support::server::{self, TestServer};
+//! let server = TestServer::builder().env("NIX_TIMEOUT", "5").start();
 //! let storage = server.storage();            // same STORAGE_PATH as the server
-//! let digest = common::put_blob(&storage, b"hello", "text/plain").await;
+//! let digest = server::put_blob(&storage, b"hello", "text/plain").await;
 //! let r = reqwest::get(server.url(&format!("/v2/x/blobs/{digest}"))).await?;
 //! assert!(server.logs().iter().any(|l| l.contains("\"response\"")));
 //! server.stop();                             // SIGTERM, waits for exit
@@ -20,8 +20,6 @@
 //! `listening` event and takes the address from its `addr` field; every
 //! stdout line (JSON logs) and stderr line is kept. The process is killed by
 //! PID when the [`TestServer`] is dropped.
-
-#![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -98,7 +96,7 @@ impl TestServerBuilder {
     }
 
     fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
+        let mut cmd = Command::new(crate::nixery_binary());
         for key in SETTINGS {
             cmd.env_remove(key);
         }
@@ -347,8 +345,33 @@ impl TestServer {
     }
 }
 
+/// Lines of the server's log printed when a test fails.
+const LOG_LINES_ON_FAILURE: usize = 300;
+
 impl Drop for TestServer {
+    /// Kills the process; when the test is failing (panicking), first
+    /// prints the end of the server's log and its stderr, so that a failed
+    /// assertion on a slow path comes with what the server did.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Never panic again here (that would abort the test run).
+            let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
+            let stderr = self.stderr.lock().map(|l| l.clone()).unwrap_or_default();
+            let skipped = logs.len().saturating_sub(LOG_LINES_ON_FAILURE);
+            eprintln!(
+                "--- nixery log (pid {}, last {} of {} lines) ---",
+                self.pid(),
+                logs.len() - skipped,
+                logs.len()
+            );
+            for line in &logs[skipped..] {
+                eprintln!("{line}");
+            }
+            eprintln!("--- nixery stderr ---");
+            for line in stderr {
+                eprintln!("{line}");
+            }
+        }
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();

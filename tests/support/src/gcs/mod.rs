@@ -5,8 +5,6 @@
 //! value is dropped. The binary is taken from `FAKE_GCS_SERVER` or found
 //! as `fake-gcs-server` on `PATH`; tests fail (not skip) without it.
 
-#![allow(dead_code)] // each test binary uses a different part
-
 pub mod faults;
 pub mod proxy;
 
