@@ -8,9 +8,7 @@
 //! the exit: `failed due to signal 9 (Killed)`, mostly under concurrency.
 //! The project's convention is that every `-c` script ends with `true`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -42,44 +40,6 @@ fn the_builtin_check_tells_a_safe_script_from_an_unsafe_one() {
     assert!(!ends_with_shell_builtin("true; cp a b"));
     assert!(ends_with_shell_builtin("cp a b; true"));
     assert!(ends_with_shell_builtin("cp a b\ntrue\n"));
-}
-
-/// `nix-instantiate` of `expression` arguments; the .drv paths.
-fn instantiate(args: &[&str]) -> Vec<String> {
-    let output = Command::new("nix-instantiate")
-        .args(args)
-        .output()
-        .expect("run nix-instantiate");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| l.ends_with(".drv"))
-        .collect()
-}
-
-/// Every derivation in the build closure of `drvs`, by path.
-fn derivations(drvs: &[String]) -> BTreeMap<String, Value> {
-    let output = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "show-derivation",
-            "--recursive",
-        ])
-        .args(drvs)
-        .output()
-        .expect("run nix show-derivation");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("derivations as JSON")
 }
 
 #[test]

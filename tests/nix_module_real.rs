@@ -13,18 +13,13 @@ use support::real_nix::Tree;
 /// `args`; the JSON it prints.
 fn eval(file: &str, args: &[&str]) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json"])
-        .arg(root.join("nix/tests").join(file))
-        .args(args)
-        .output()
-        .expect("run nix-instantiate");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let printed = support::run(
+        Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json"])
+            .arg(root.join("nix/tests").join(file))
+            .args(args),
     );
-    serde_json::from_slice(&output.stdout).expect("JSON")
+    serde_json::from_str(&printed).expect("JSON")
 }
 
 #[test]

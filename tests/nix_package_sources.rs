@@ -4,14 +4,13 @@
 //! 40-hex tag builds that commit; resolved first (as the server does), each
 //! builds exactly the commit it was resolved to.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nixery::identity::Revision;
 use nixery::image::Image;
 use nixery::source::PackageSource;
 use support::nix::*;
+use support::{commit_greeting, git};
 
 /// A git repository with the offline package set:
 ///   first commit  "Hello from the first commit!"   (no ref names it)
@@ -21,34 +20,6 @@ use support::nix::*;
 struct PackageRepo {
     dir: tempfile::TempDir,
     first_commit: String,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=nixery tests",
-            "-c",
-            "user.email=tests@nixery.invalid",
-        ])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-fn commit_greeting(dir: &Path, greeting: &str) -> String {
-    std::fs::write(dir.join("hello-greeting.txt"), format!("{greeting}\n")).unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", greeting]);
-    git(dir, &["rev-parse", "HEAD"])
 }
 
 impl PackageRepo {

@@ -344,23 +344,18 @@ async fn wrapper_program_runs_the_nix_step() {
     // Build the nixery-prepare-image wrapper from prepare-image/default.nix
     // with the offline set standing in for nixpkgs.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image");
-    let output = std::process::Command::new("nix-build")
-        .arg("--no-out-link")
-        .arg(root.join("default.nix"))
-        .args(["--arg", "pkgs"])
-        .arg(format!(
-            "import {} {{}}",
-            root.join("offline-pkgs").display()
-        ))
-        .args(["--argstr", "nixBuild", "nix-build"])
-        .output()
-        .expect("run nix-build");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let built = support::run(
+        std::process::Command::new("nix-build")
+            .arg("--no-out-link")
+            .arg(root.join("default.nix"))
+            .args(["--arg", "pkgs"])
+            .arg(format!(
+                "import {} {{}}",
+                root.join("offline-pkgs").display()
+            ))
+            .args(["--argstr", "nixBuild", "nix-build"]),
     );
-    let wrapper = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let wrapper = built.trim().to_string();
     let program = Path::new(&wrapper).join("bin/nixery-prepare-image");
 
     let runner = runner_with(NixSettings {

@@ -13,7 +13,6 @@
 //! Without `../shared/real-nix` every test prints SKIPPED and returns.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nixery::image::Image;
@@ -155,43 +154,35 @@ fn instantiate_image(
     packages: &[String],
     system: &str,
     allow_unfree: bool,
-) -> serde_json::Map<String, Value> {
+) -> std::collections::BTreeMap<String, Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image");
-    let output = Command::new("nix-instantiate")
-        .arg(root.join("prepare-image.nix"))
-        .args(["--argstr", "packages"])
-        .arg(serde_json::to_string(packages).expect("JSON"))
-        .args(["--argstr", "srcType", "path", "--argstr", "srcArgs"])
-        .arg(tree)
-        .args(["--argstr", "system", system])
-        .args(["--argstr", "allowUnfree", &allow_unfree.to_string()])
-        .output()
-        .expect("run nix-instantiate");
-    assert!(
-        output.status.success(),
-        "{packages:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let drv = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let shown = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "show-derivation",
-            "--recursive",
-        ])
-        .arg(&drv)
-        .output()
-        .expect("run nix show-derivation");
-    assert!(shown.status.success());
-    match serde_json::from_slice(&shown.stdout).expect("JSON") {
-        Value::Object(map) => map,
-        other => panic!("unexpected {other}"),
-    }
+    let packages = serde_json::to_string(packages).expect("JSON");
+    let prepare = root.join("prepare-image.nix");
+    let tree = tree.to_str().expect("UTF-8 path");
+    let allow_unfree = allow_unfree.to_string();
+    let drvs = instantiate(&[
+        prepare.to_str().expect("UTF-8 path"),
+        "--argstr",
+        "packages",
+        &packages,
+        "--argstr",
+        "srcType",
+        "path",
+        "--argstr",
+        "srcArgs",
+        tree,
+        "--argstr",
+        "system",
+        system,
+        "--argstr",
+        "allowUnfree",
+        &allow_unfree,
+    ]);
+    derivations(&drvs)
 }
 
 /// The derivation in `closure` whose name starts with `prefix`.
-fn find_drv<'a>(closure: &'a serde_json::Map<String, Value>, prefix: &str) -> &'a Value {
+fn find_drv<'a>(closure: &'a std::collections::BTreeMap<String, Value>, prefix: &str) -> &'a Value {
     closure
         .iter()
         .find(|(path, _)| package_name(path).starts_with(prefix))

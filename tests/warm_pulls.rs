@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::Value;
 use support::server::{TestServer, TestServerBuilder};
-use support::{any_system_pkgs, count_logs, offline_pkgs_dir, run};
+use support::{any_system_pkgs, commit_greeting, count_logs, git, offline_pkgs_dir, run};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
@@ -176,23 +176,6 @@ fn package_repo() -> tempfile::TempDir {
     git(dir.path(), &["init", "-q", "-b", "main"]);
     commit_greeting(dir.path(), "Hello from the first commit!");
     dir
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
-        .args(args))
-    .trim()
-    .to_string()
-}
-
-fn commit_greeting(dir: &Path, greeting: &str) -> String {
-    std::fs::write(dir.join("hello-greeting.txt"), format!("{greeting}\n")).unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", greeting]);
-    git(dir, &["rev-parse", "HEAD"])
 }
 
 #[test]

@@ -126,17 +126,42 @@ pub fn offline_pkgs_repo() -> (tempfile::TempDir, String) {
         .arg("-r")
         .arg(format!("{}/.", offline_pkgs_dir().display()))
         .arg(repo));
-    let git = |args: &[&str]| {
-        run(Command::new("git")
-            .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
-            .args(args)
-            .current_dir(repo))
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "offline package set"]);
-    let commit = git(&["rev-parse", "HEAD"]).trim().to_owned();
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "offline package set"]);
+    let commit = git(repo, &["rev-parse", "HEAD"]);
     (dir, commit)
+}
+
+/// `git -C dir args` with a test identity; its stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        .args(args))
+    .trim()
+    .to_string()
+}
+
+/// Commit a `hello-greeting.txt` (what the offline set's `hello` prints)
+/// holding `greeting` in the repository `dir`; the new commit.
+pub fn commit_greeting(dir: &Path, greeting: &str) -> String {
+    std::fs::write(dir.join("hello-greeting.txt"), format!("{greeting}\n"))
+        .expect("write hello-greeting.txt");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", greeting]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The strings of a JSON array (panics if `value` is not an array).
+pub fn strings(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect()
 }
 
 /// Resolve `path` inside the root filesystem `root`, following symlinks

@@ -5,7 +5,11 @@
 //! readers of the runtime graph. They run the real `nix-build`; without it
 //! the tests fail.
 
+use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use nixery::build_errors::FailureKind;
 use nixery::builder::BuildError;
@@ -84,6 +88,31 @@ pub fn runner_with(settings: NixSettings) -> NixStep {
 /// The step over the embedded offline package set.
 pub fn offline_runner() -> NixStep {
     runner(PackageSource::Builtin, Duration::from_secs(300))
+}
+
+/// `nix-instantiate` with `args` (an expression file and its arguments);
+/// the .drv paths it prints.
+pub fn instantiate(args: &[&str]) -> Vec<String> {
+    crate::run(Command::new("nix-instantiate").args(args))
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.ends_with(".drv"))
+        .collect()
+}
+
+/// Every derivation in the build closure of `drvs`, by path.
+pub fn derivations(drvs: &[String]) -> BTreeMap<String, Value> {
+    let shown = crate::run(
+        Command::new("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "show-derivation",
+                "--recursive",
+            ])
+            .args(drvs),
+    );
+    serde_json::from_str(&shown).expect("derivations as JSON")
 }
 
 /// The top-level store paths of a result.
