@@ -111,20 +111,14 @@ async fn skopeo_copy_follows_blob_redirects_to_the_bucket_and_verifies_digests()
     let work = tempfile::tempdir().expect("temporary directory");
     let layout = work.path().join("layout");
 
-    let copy = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(format!(
-            "docker://{}/hello/git:latest",
-            registry_host(&server)
-        ))
-        .arg(format!("oci:{}:img", layout.display()))
-        .output()
-        .expect("run skopeo (is it installed?)");
-    assert!(
-        copy.status.success(),
-        "skopeo copy failed: {}\nserver logs: {:#?}",
-        String::from_utf8_lossy(&copy.stderr),
-        server.logs()
+    support::run_output(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!(
+                "docker://{}/hello/git:latest",
+                registry_host(&server)
+            ))
+            .arg(format!("oci:{}:img", layout.display())),
     );
 
     // skopeo verified every blob against its digest; check the copies too.
@@ -300,20 +294,14 @@ async fn three_images_build_and_pull_while_a_fifth_of_api_calls_fail() {
     let work = tempfile::tempdir().expect("temporary directory");
     for image in ["hello", "curl", "htop"] {
         let layout = work.path().join(image);
-        let copy = Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!(
-                "docker://{}/{image}:latest",
-                registry_host(&server)
-            ))
-            .arg(format!("oci:{}:img", layout.display()))
-            .output()
-            .expect("run skopeo (is it installed?)");
-        assert!(
-            copy.status.success(),
-            "{image}: skopeo copy failed: {}\nserver logs: {:#?}",
-            String::from_utf8_lossy(&copy.stderr),
-            server.logs()
+        support::run_output(
+            Command::new("skopeo")
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!(
+                    "docker://{}/{image}:latest",
+                    registry_host(&server)
+                ))
+                .arg(format!("oci:{}:img", layout.display())),
         );
         for entry in std::fs::read_dir(layout.join("blobs/sha256")).expect("copied blobs") {
             let path = entry.expect("directory entry").path();

@@ -360,16 +360,11 @@ fn kill_nine_figure() {
     let all: Vec<String> = (0..KILLS).flat_map(|r| round_images(&images, r)).collect();
     for image in &all {
         let layout = work.path().join(image.replace('/', "_"));
-        let copy = Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!("docker://{}/{image}:{commit}", server.addr()))
-            .arg(format!("oci:{}:img", layout.display()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            copy.status.success(),
-            "{image}: {}",
-            String::from_utf8_lossy(&copy.stderr)
+        support::run_output(
+            Command::new("skopeo")
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!("docker://{}/{image}:{commit}", server.addr()))
+                .arg(format!("oci:{}:img", layout.display())),
         );
     }
     let (blobs, records, manifests) = check_consistency(storage.path());

@@ -167,6 +167,11 @@ async fn git_source_credentials_never_appear() {
         "{body}"
     );
     assert!(body.contains("<code>hello:latest</code>"), "{body}");
+    // Listing the repository's refs failed: a source failure, not Nix's.
+    assert!(
+        body.contains("<code>hello:latest</code> (source failure)"),
+        "{body}"
+    );
     assert!(!body.contains("secret"), "{body}");
     assert!(!body.contains("user:"), "{body}");
 }

@@ -104,6 +104,13 @@ pub fn pull_and_unpack(addr: impl std::fmt::Display, name: &str) -> (tempfile::T
 
 /// Run a command and return its stdout, failing the test with its stderr.
 pub fn run(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_output(cmd).stdout).into_owned()
+}
+
+/// Run a command to its end; fail the test (with the command line, its
+/// exit status, stdout and stderr) unless it succeeded.
+pub fn run_output(mut cmd: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+    let cmd = cmd.borrow_mut();
     let output = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?}: {e} (is it installed? scripts/setup-host.sh installs it)")
     });
@@ -114,7 +121,7 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    output
 }
 
 /// A git repository holding a copy of the offline package set, committed
