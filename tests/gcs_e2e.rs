@@ -36,7 +36,7 @@ fn gcs_server(emulator_host: &str, repo: Option<&std::path::Path>) -> TestServer
         .env("STORAGE_EMULATOR_HOST", emulator_host)
         .env("NIX_TIMEOUT", "300");
     if let Some(repo) = repo {
-        builder = builder.env("NIXERY_PKGS_REPO", format!("file://{}", repo.display()));
+        builder = builder.pkgs_repo(repo);
     }
     builder.start()
 }
@@ -192,12 +192,8 @@ async fn layer_uploaded_by_one_instance_is_not_uploaded_again_by_another() {
     let git = get_manifest(&a, "hello/git", &commit).await;
     let htop = get_manifest(&b, "hello/htop", &commit).await;
 
-    let git_layers: HashSet<String> = layer_digests(&git).into_iter().collect();
     let htop_layers = layer_digests(&htop);
-    let shared = htop_layers
-        .iter()
-        .filter(|d| git_layers.contains(*d))
-        .count();
+    let shared = support::shared_layers(&git, &htop);
     assert!(shared >= 2, "hello/git and hello/htop share no layers");
     assert_eq!(count_logs(&b, "building image"), 1);
     assert_eq!(

@@ -37,14 +37,8 @@ async fn sleeping_build_times_out_and_leaves_no_process() {
     );
     assert_eq!(reported(err).0, nixery::build_errors::FailureKind::Nix);
     // Neither nix-build (its arguments name "sleepy") nor the builder.
-    assert_eq!(
-        processes_left("\"sleepy\"", Duration::from_secs(5)).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        processes_left("sleep 1000", Duration::from_secs(5)).await,
-        Vec::<String>::new()
-    );
+    assert_no_process_left("\"sleepy\"", Duration::from_secs(5)).await;
+    assert_no_process_left("sleep 1000", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -58,14 +52,8 @@ async fn abandoned_build_leaves_no_process() {
     };
     assert!(builder_seen, "the sleeping builder never started");
     drop(build);
-    assert_eq!(
-        processes_left("\"sleepy-long\"", Duration::from_secs(10)).await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        processes_left("sleep 1001", Duration::from_secs(10)).await,
-        Vec::<String>::new()
-    );
+    assert_no_process_left("\"sleepy-long\"", Duration::from_secs(10)).await;
+    assert_no_process_left("sleep 1001", Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -91,8 +79,5 @@ async fn nix_timeout_stops_one_build_within_a_longer_deadline() {
         other => panic!("expected TimedOut, got {other:?}"),
     }
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
-    assert_eq!(
-        processes_left("sleep 1000", Duration::from_secs(5)).await,
-        Vec::<String>::new()
-    );
+    assert_no_process_left("sleep 1000", Duration::from_secs(5)).await;
 }

@@ -17,7 +17,6 @@ use serde_json::Value;
 use support::server::{TestServer, sha256_hex};
 use support::{count_logs, layer_digests, pull_and_unpack, resolve_in_root, run};
 
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const CONFIG_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 const XATTR: &str = "user.mime_type";
@@ -30,14 +29,7 @@ fn server_on(root: &Path) -> TestServer {
 }
 
 fn get_manifest(server: &TestServer, name: &str) -> Value {
-    let response = reqwest::blocking::Client::new()
-        .get(server.url(&format!("/v2/{name}/manifests/latest")))
-        .header("Accept", MANIFEST_V2)
-        .timeout(std::time::Duration::from_secs(300))
-        .send()
-        .expect("request manifest");
-    assert_eq!(response.status(), 200, "manifest of {name}");
-    response.json().expect("manifest JSON")
+    serde_json::from_slice(&server.manifest(name, "latest")).expect("manifest JSON")
 }
 
 /// Names of the objects under `root/<prefix>` (no helper files).

@@ -77,6 +77,15 @@ pub fn layer_digests(manifest: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// How many layers of manifest `b` are also layers of manifest `a`.
+pub fn shared_layers(a: &serde_json::Value, b: &serde_json::Value) -> usize {
+    let in_a: std::collections::HashSet<String> = layer_digests(a).into_iter().collect();
+    layer_digests(b)
+        .iter()
+        .filter(|digest| in_a.contains(*digest))
+        .count()
+}
+
 /// The offline package set in this repository.
 pub fn offline_pkgs_dir() -> PathBuf {
     repo_root().join("prepare-image/offline-pkgs")

@@ -213,6 +213,15 @@ pub async fn processes_left(needle: &str, within: Duration) -> Vec<String> {
     }
 }
 
+/// Fail unless, within `within`, no process command line contains `needle`.
+pub async fn assert_no_process_left(needle: &str, within: Duration) {
+    assert_eq!(
+        processes_left(needle, within).await,
+        Vec::<String>::new(),
+        "processes naming {needle} are left"
+    );
+}
+
 /// Wait up to `within` for a process command line containing `needle`.
 pub async fn process_appears(needle: &str, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;

@@ -64,6 +64,9 @@ pub const SETTINGS: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// The media type of Docker V2 image manifests.
+pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
 /// How long `start` waits for the `listening` event.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,6 +83,12 @@ impl TestServerBuilder {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Build from the git repository in the directory `repo`
+    /// (`NIXERY_PKGS_REPO=file://<repo>`).
+    pub fn pkgs_repo(self, repo: &Path) -> Self {
+        self.env("NIXERY_PKGS_REPO", format!("file://{}", repo.display()))
     }
 
     /// Add a command-line argument (e.g. `serve`).
@@ -242,6 +251,39 @@ impl TestServer {
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET `/v2/<name>/manifests/<tag>` accepting Docker V2 manifests,
+    /// waiting up to ten minutes (a cold build).
+    pub fn request_manifest(&self, name: &str, tag: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .get(self.url(&format!("/v2/{name}/manifests/{tag}")))
+            .header("Accept", MANIFEST_V2)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .unwrap_or_else(|e| panic!("no answer to the manifest request {name}:{tag}: {e}"))
+    }
+
+    /// The manifest of `name:tag`, which must be served: fails the test
+    /// (with the answer's body) on any other status or content type.
+    pub fn manifest(&self, name: &str, tag: &str) -> Vec<u8> {
+        let response = self.request_manifest(name, tag);
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.bytes().expect("manifest body").to_vec();
+        assert_eq!(
+            status,
+            200,
+            "manifest {name}:{tag}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(content_type, MANIFEST_V2, "manifest {name}:{tag}");
+        body
     }
 
     /// The server's `STORAGE_PATH`.
