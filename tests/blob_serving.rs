@@ -28,6 +28,41 @@ fn assert_registry_headers(r: &reqwest::Response, digest: &str) {
     assert_eq!(h["docker-distribution-api-version"], "registry/2.0");
 }
 
+/// GET `url` with header `Range: range`.
+async fn get_range(client: &reqwest::Client, url: &str, range: &str) -> reqwest::Response {
+    client
+        .get(url)
+        .header(header::RANGE, range)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `Range: range` of the blob `digest` at `url` (holding `bytes`) is
+/// answered 206 with bytes `start..=end` and the registry headers.
+async fn assert_partial(
+    client: &reqwest::Client,
+    url: &str,
+    digest: &str,
+    bytes: &[u8],
+    range: &str,
+    (start, end): (usize, usize),
+) {
+    let r = get_range(client, url, range).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+    assert_registry_headers(&r, digest);
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes {start}-{end}/{}", bytes.len()),
+        "{range}"
+    );
+    assert_eq!(
+        r.headers()[header::CONTENT_LENGTH],
+        (end - start + 1).to_string()
+    );
+    assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+}
+
 #[tokio::test]
 async fn full_get_streams_the_blob_with_registry_headers() {
     let server = TestServer::start();
@@ -82,33 +117,11 @@ async fn ranges_are_served_as_206_with_content_range() {
         ("bytes=900-5000", 900, 999),
         ("bytes=-5000", 0, 999),
     ] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_registry_headers(&r, &digest);
-        assert_eq!(
-            r.headers()[header::CONTENT_RANGE],
-            format!("bytes {start}-{end}/1000"),
-            "{range}"
-        );
-        assert_eq!(
-            r.headers()[header::CONTENT_LENGTH],
-            (end - start + 1).to_string()
-        );
-        assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+        assert_partial(&client, &url, &digest, &bytes, range, (start, end)).await;
     }
     // Forms this server does not honour get the whole blob.
     for range in ["bytes=0-1,5-6", "lines=1-2", "bytes=9-2"] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
+        let r = get_range(&client, &url, range).await;
         assert_eq!(r.status(), StatusCode::OK, "{range}");
         assert_eq!(r.bytes().await.unwrap().len(), 1000);
     }
@@ -120,12 +133,7 @@ async fn unsatisfiable_range_is_416_with_the_length() {
     let digest = put_blob(&server.storage(), &content(100), LAYER_TYPE).await;
     let url = server.url(&format!("/v2/x/blobs/{digest}"));
     for range in ["bytes=100-", "bytes=500-600", "bytes=-0"] {
-        let r = reqwest::Client::new()
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
+        let r = get_range(&reqwest::Client::new(), &url, range).await;
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
         assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */100");
         let body: serde_json::Value = r.json().await.unwrap();
@@ -257,12 +265,7 @@ async fn ranges_and_head_of_a_large_blob_are_exact_across_read_chunks() {
             2 * mib - 1,
         ),
     ] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, &range)
-            .send()
-            .await
-            .unwrap();
+        let r = get_range(&client, &url, &range).await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(
             r.headers()[header::CONTENT_RANGE],
@@ -309,26 +312,9 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
         ("bytes=-5", 995, 999),
         ("bytes=990-5000", 990, 999),
     ] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_registry_headers(&r, &digest);
-        assert_eq!(
-            r.headers()[header::CONTENT_RANGE],
-            format!("bytes {start}-{end}/1000")
-        );
-        assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+        assert_partial(&client, &url, &digest, &bytes, range, (start, end)).await;
     }
-    let r = client
-        .get(&url)
-        .header(header::RANGE, "bytes=1000-")
-        .send()
-        .await
-        .unwrap();
+    let r = get_range(&client, &url, "bytes=1000-").await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */1000");
     let head = support::server::raw_request(
@@ -360,12 +346,7 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
     );
     let hex = digest.trim_start_matches("sha256:");
     std::fs::remove_file(server.storage_path().join("layers").join(hex)).unwrap();
-    let r = client
-        .get(&url)
-        .header(header::RANGE, "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
+    let r = get_range(&client, &url, "bytes=0-9").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], MANIFEST_TYPE);
     assert_eq!(r.bytes().await.unwrap(), &manifest[..]);
