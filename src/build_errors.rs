@@ -3,8 +3,8 @@
 //! as they are; the status page redacts them when it shows them
 //! ([`crate::redact`]).
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// How many build errors are kept.
@@ -92,11 +92,7 @@ impl BuildErrors {
             message: message.to_string(),
             at: SystemTime::now(),
         };
-        // A panic elsewhere while holding the lock leaves a consistent deque.
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.entries.lock();
         entries.retain(|e| e.image != image);
         entries.push_front(entry);
         entries.truncate(CAPACITY);
@@ -104,10 +100,7 @@ impl BuildErrors {
 
     /// The recorded errors, newest first.
     pub fn recent(&self) -> Vec<BuildErrorEntry> {
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = self.entries.lock();
         entries.iter().cloned().collect()
     }
 }

@@ -25,7 +25,6 @@ use std::{
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
 use tokio::{
     sync::{OwnedMutexGuard, Semaphore},
     task::{JoinError, JoinHandle},
@@ -34,6 +33,7 @@ use tokio::{
 use crate::{
     archive::{ArchiveError, TarSummary},
     cache::{CacheError, bytes_stream, read_object},
+    digest::Digest,
     manifest::LAYER_TAR_GZIP,
     storage::{ByteStream, Persisted, Storage, StorageKey},
 };
@@ -151,13 +151,9 @@ impl LayerStore {
             return Ok(None);
         };
         match record::decode(&bytes) {
-            Ok(record) if StorageKey::layer(&record.digest).is_ok() => {
+            Ok(record) => {
                 self.records.insert(layer_key.to_owned(), record.clone());
                 Ok(Some(record))
-            }
-            Ok(_) => {
-                tracing::warn!(key = %key, "ignoring build record with an invalid digest");
-                Ok(None)
             }
             Err(error) => {
                 tracing::warn!(key = %key, error = %error, "ignoring corrupt build record");
@@ -173,8 +169,7 @@ impl LayerStore {
         content_type: &str,
         bytes: Bytes,
     ) -> Result<Persisted, CacheError> {
-        let hex = hex::encode(Sha256::digest(&bytes));
-        let key = StorageKey::layer(&hex)?;
+        let key = StorageKey::layer(&Digest::of(&bytes));
         Ok(self
             .storage
             .persist(&key, content_type, bytes_stream(bytes))

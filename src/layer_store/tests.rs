@@ -71,9 +71,9 @@ async fn corrupt_build_record_is_a_miss() {
 async fn layer_records_round_trip_through_storage() {
     let (_dir, storage, store) = filesystem_store();
     let record = LayerRecord {
-        digest: "a".repeat(64),
+        digest: Digest::parse_hex(&"a".repeat(64)).unwrap(),
         size: 3,
-        diff_id: "b".repeat(64),
+        diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
     };
     store.put_record("k", &record).await.unwrap();
     // A fresh store on the same storage (a restart) finds it.
@@ -92,11 +92,11 @@ async fn a_packed_layer_lands_under_its_digest_with_nothing_left_in_staging() {
     let Stored::Packed(record) = stored else {
         panic!("not packed: {stored:?}");
     };
-    let key = StorageKey::layer(&record.digest).unwrap();
+    let key = StorageKey::layer(&record.digest);
     let blob = read_bounded(storage.fetch(&key).await.unwrap(), 1 << 20)
         .await
         .unwrap();
-    assert_eq!(hex::encode(Sha256::digest(&blob)), record.digest);
+    assert_eq!(Digest::of(&blob), record.digest);
     assert_eq!(blob.len() as u64, record.size);
     let staging: Vec<_> = std::fs::read_dir(dir.path().join("staging"))
         .unwrap()
@@ -145,9 +145,9 @@ async fn concurrent_requests_for_one_layer_pack_it_once() {
 async fn records_in_memory_are_bounded() {
     let (_dir, _storage, store) = filesystem_store();
     let record = LayerRecord {
-        digest: "a".repeat(64),
+        digest: Digest::parse_hex(&"a".repeat(64)).unwrap(),
         size: 3,
-        diff_id: "b".repeat(64),
+        diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
     };
     for i in 0..MEMORY_RECORDS * 2 {
         store.records.insert(format!("k{i}"), record.clone());
