@@ -257,24 +257,24 @@ impl Builder {
             inner: self.inner.clone(),
             key: flight_key.clone(),
         };
+        let (name, tag) = (image.name.clone(), image.tag.clone());
         let task = tokio::spawn(async move {
             // Leaves the in-flight map when the build ends, even by a panic,
             // so that a later request starts afresh.
             let _flight = flight;
             let result = inner.build(&image, &resolved, &identity).await;
             if let Err(error) = &result {
-                inner.report(&format!("{}:{}", image.name, image.tag), error);
+                inner.report(&image.name, &image.tag, error);
             }
             result.map_err(Arc::new)
         });
         let inner = self.inner.clone();
-        let label = flight_key.clone();
         let build: SharedBuild = task
             .map(move |joined| match joined {
                 Ok(result) => result,
                 Err(join_error) => {
                     let error = BuildError::Crashed(join_error);
-                    inner.report(&label, &error);
+                    inner.report(&name, &tag, &error);
                     Err(Arc::new(error))
                 }
             })
@@ -481,20 +481,22 @@ impl Inner {
         }
     }
 
-    /// Log, count and record the failed build of `image` (`name:tag`).
-    fn report(&self, image: &str, error: &BuildError) {
+    /// Log, count and record the failed build of image `name` at `tag`.
+    fn report(&self, name: &str, tag: &str, error: &BuildError) {
         Metrics::inc(&self.metrics.build_failures);
         let kind = error.kind();
         let detail = error.detail();
         match error.root() {
             BuildError::PackagesRefused(_) => {
-                tracing::warn!(image, kind = %kind, error = %detail, "image build failed");
+                tracing::warn!(image = name, tag, kind = %kind, error = %detail, "image build failed");
             }
             _ => {
-                tracing::error!(image, kind = %kind, error = %detail, "image build failed");
+                tracing::error!(image = name, tag, kind = %kind, error = %detail, "image build failed");
             }
         }
-        self.settings.build_errors.record(image, kind, &detail);
+        self.settings
+            .build_errors
+            .record(&format!("{name}:{tag}"), kind, &detail);
     }
 
     /// Log a package source that could not be resolved for `image`, and

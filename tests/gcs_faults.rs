@@ -105,10 +105,7 @@ async fn fetch_from_a_hung_emulator_fails_in_bounded_time() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage_with(short_timeouts()).await;
     let key = StorageKey::manifest("frozen").unwrap();
-    storage
-        .persist(&key, "application/json", body_of(b"{}".to_vec(), 2))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, "application/json", b"{}", 2).await;
 
     gcs.freeze();
     let result = tokio::time::timeout(BOUND, async {
@@ -131,10 +128,7 @@ async fn move_on_a_hung_emulator_fails_in_bounded_time() {
     let storage = gcs.storage_with(short_timeouts()).await;
     let from = StorageKey::staging("frozen-move").unwrap();
     let to = StorageKey::manifest("frozen-move").unwrap();
-    storage
-        .persist(&from, "application/json", body_of(b"{}".to_vec(), 2))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &from, "application/json", b"{}", 2).await;
 
     gcs.freeze();
     let result = tokio::time::timeout(BOUND, storage.move_object(&from, &to)).await;

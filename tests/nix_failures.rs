@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use nixery::build_errors::FailureKind;
-use nixery::image::Image;
 use nixery::nix::NixError;
 use nixery::source::PackageSource;
 use support::nix::*;
@@ -12,10 +11,7 @@ use support::nix::*;
 #[tokio::test]
 async fn failing_build_is_a_build_failure_with_its_output() {
     let runner = runner(PackageSource::Builtin, Duration::from_secs(120));
-    let err = runner
-        .build(&Image::from_name("failing", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("failing").await.unwrap_err();
     match &err {
         NixError::BuildFailed { image, stderr_tail } => {
             assert_eq!(image, "failing:latest");
@@ -33,10 +29,7 @@ async fn failing_build_is_a_build_failure_with_its_output() {
 #[tokio::test]
 async fn throwing_attribute_is_refused_with_its_message() {
     let runner = runner(PackageSource::Builtin, Duration::from_secs(120));
-    let err = runner
-        .build(&Image::from_name("throws", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("throws").await.unwrap_err();
     assert_eq!(
         refused(&err),
         [("throws".to_string(), nixery::nix::RefusalReason::Throws)]
@@ -61,10 +54,7 @@ async fn package_set_that_throws_is_a_build_failure() {
         PackageSource::Path(dir.path().to_path_buf()),
         Duration::from_secs(120),
     );
-    let err = runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("hello").await.unwrap_err();
     match &err {
         NixError::BuildFailed { stderr_tail, .. } => {
             assert!(
@@ -85,10 +75,7 @@ async fn missing_nix_program_is_a_spawn_error() {
         allow_unfree: false,
         prepare_image: Some("/nonexistent/nixery-prepare-image".into()),
     });
-    let err = runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("hello").await.unwrap_err();
     assert!(matches!(err, NixError::Spawn(_)), "{err:?}");
     assert_eq!(reported(err).0, FailureKind::Nix);
 }

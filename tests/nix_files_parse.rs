@@ -104,12 +104,7 @@ fn source_filter_keeps_the_crate_and_drops_the_rest() {
     for (name, kept) in samples {
         assert_eq!(result["samples"][name], kept, "{name}");
     }
-    let top: Vec<&str> = result["topLevel"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let top = support::strings(&result["topLevel"]);
     for kept in ["Cargo.toml", "Cargo.lock", "src"] {
         assert!(top.contains(&kept), "{kept} missing from {top:?}");
     }

@@ -50,12 +50,7 @@ fn module_evaluates_inside_nixos_24_11() {
     assert_eq!(env["NIX_REMOTE"], "daemon");
 
     // The host's Nix, git and ssh (git over ssh) on the service's PATH.
-    let path: Vec<&str> = result["path"]
-        .as_array()
-        .expect("path")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let path = support::strings(&result["path"]);
     let host_nix = result["hostNix"].as_str().expect("hostNix");
     assert_ne!(
         host_nix, result["pkgsNix"],

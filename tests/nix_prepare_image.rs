@@ -15,10 +15,7 @@ use support::nix::*;
 #[tokio::test]
 async fn hello_runtime_graph_references_the_libc() {
     let runner = offline_runner();
-    let result = runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("hello").await.unwrap();
 
     let top = top_level(&result);
     let names: Vec<&str> = top.iter().map(|p| package_name(p)).collect();
@@ -41,10 +38,7 @@ async fn hello_runtime_graph_references_the_libc() {
 #[tokio::test]
 async fn symlink_layer_holds_the_forest_tmp_and_env() {
     let runner = offline_runner();
-    let result = runner
-        .build(&Image::from_name("git/hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("git/hello").await.unwrap();
     let layer = &result.symlink_layer;
 
     let bytes = std::fs::read(&layer.path).unwrap();
@@ -135,10 +129,7 @@ fn env_link(result: &nixery::nix::PrepareResult) -> Option<String> {
 #[tokio::test]
 async fn env_is_the_one_of_the_image_coreutils_and_absent_without_one() {
     let runner = offline_runner();
-    let result = runner
-        .build(&Image::from_name("coreutils/hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("coreutils/hello").await.unwrap();
     let env_target = env_link(&result).expect("usr/bin/env with coreutils in the image");
     let coreutils = find_path(&top_level(&result), "coreutils-").to_string();
     assert_eq!(env_target, format!("{coreutils}/bin/env"));
@@ -148,10 +139,7 @@ async fn env_is_the_one_of_the_image_coreutils_and_absent_without_one() {
         .unwrap();
     assert!(status.success());
 
-    let result = runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("hello").await.unwrap();
     assert_eq!(env_link(&result), None);
 }
 
@@ -182,10 +170,7 @@ async fn shell_resolves_to_its_four_packages() {
 async fn lowercase_name_finds_the_camel_case_attribute() {
     let runner = offline_runner();
     let result = runner
-        .build(&Image::from_name(
-            "haskellpackages.stylish-haskell",
-            "latest",
-        ))
+        .build_named("haskellpackages.stylish-haskell")
         .await
         .unwrap();
     find_path(&top_level(&result), "stylish-haskell-");
@@ -201,20 +186,14 @@ async fn name_starting_with_a_digit_finds_the_underscore_attribute() {
         allow_unfree: true,
         prepare_image: None,
     });
-    let result = runner
-        .build(&Image::from_name("1password", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("1password").await.unwrap();
     find_path(&top_level(&result), "1password-cli-");
 }
 
 #[tokio::test]
 async fn shared_dependencies_appear_once_in_the_graph() {
     let runner = offline_runner();
-    let result = runner
-        .build(&Image::from_name("git/curl/htop", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("git/curl/htop").await.unwrap();
     let paths: Vec<&str> = result
         .runtime_graph
         .graph
@@ -239,10 +218,7 @@ async fn shared_dependencies_appear_once_in_the_graph() {
 #[tokio::test]
 async fn big_package_closure_exceeds_100_mb() {
     let runner = offline_runner();
-    let result = runner
-        .build(&Image::from_name("bigpkg", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("bigpkg").await.unwrap();
     let big = find_path(&top_level(&result), "bigpkg-").to_string();
     assert!(graph_entry(&result, &big).closure_size > 100_000_000);
 }
@@ -251,10 +227,7 @@ async fn big_package_closure_exceeds_100_mb() {
 async fn missing_package_is_reported_by_name() {
     let runner = offline_runner();
     let err = runner
-        .build(&Image::from_name(
-            "hello/doesnotexist/also-missing",
-            "latest",
-        ))
+        .build_named("hello/doesnotexist/also-missing")
         .await
         .unwrap_err();
     assert_eq!(
@@ -275,34 +248,22 @@ async fn missing_package_is_reported_by_name() {
 async fn every_prepare_starts_one_nix_build() {
     let runner = offline_runner();
     assert_eq!(runner.runner().builds_started(), 0);
-    runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
-    runner
-        .build(&Image::from_name("nope", "latest"))
-        .await
-        .unwrap_err();
+    runner.build_named("hello").await.unwrap();
+    runner.build_named("nope").await.unwrap_err();
     assert_eq!(runner.runner().builds_started(), 2);
 }
 
 #[tokio::test]
 async fn arm64_images_are_evaluated_for_aarch64() {
     let runner = offline_runner();
-    let err = runner
-        .build(&Image::from_name("arm64/nope", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("arm64/nope").await.unwrap_err();
     assert_eq!(
         refused(&err),
         [("nope".to_string(), RefusalReason::NotFound)]
     );
 
     // The offline set's binaries are x86-64: the aarch64 build is refused.
-    let err = runner
-        .build(&Image::from_name("arm64/hello", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("arm64/hello").await.unwrap_err();
     match &err {
         NixError::BuildFailed { image, stderr_tail } => {
             assert!(stderr_tail.contains("aarch64-linux"), "{stderr_tail}");
@@ -319,10 +280,7 @@ async fn package_path_source_is_used() {
         PackageSource::Path(support::offline_pkgs_dir()),
         Duration::from_secs(300),
     );
-    let result = runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("hello").await.unwrap();
     assert_eq!(run_hello(&result), "Hello, world!");
 }
 
@@ -365,15 +323,9 @@ async fn wrapper_program_runs_the_nix_step() {
         allow_unfree: false,
         prepare_image: Some(program),
     });
-    let result = runner
-        .build(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("hello").await.unwrap();
     assert_eq!(run_hello(&result), "Hello, world!");
-    let err = runner
-        .build(&Image::from_name("nope", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("nope").await.unwrap_err();
     assert_eq!(
         refused(&err),
         [("nope".to_string(), RefusalReason::NotFound)]

@@ -98,10 +98,7 @@ async fn refusals_are_decided_by_evaluation(tree: Tree, test: &str) {
     let runner = runner(PackageSource::Path(dir), Duration::from_secs(120));
     for case in refusal_cases(tree) {
         let started = Instant::now();
-        let err = runner
-            .build(&Image::from_name(case.image, "latest"))
-            .await
-            .expect_err(case.image);
+        let err = runner.build_named(case.image).await.expect_err(case.image);
         let elapsed = started.elapsed();
         assert_eq!(
             refused(&err),

@@ -9,22 +9,25 @@ use nixery::nix::{NixError, NixSettings};
 use nixery::source::PackageSource;
 use support::nix::*;
 
+/// A Nix step over the offline set with Nix's `--timeout` of `timeout`
+/// and a deadline of `deadline` for the whole step.
+fn offline_runner_with(timeout: Duration, deadline: Duration) -> NixStep {
+    runner_with(NixSettings {
+        source: PackageSource::Builtin,
+        timeout,
+        deadline,
+        allow_unfree: false,
+        prepare_image: None,
+    })
+}
+
 #[tokio::test]
 async fn sleeping_build_times_out_and_leaves_no_process() {
     // The deadline of the whole step, well before Nix's own per-build one.
     let timeout = Duration::from_secs(3);
-    let runner = runner_with(NixSettings {
-        source: PackageSource::Builtin,
-        timeout: Duration::from_secs(600),
-        deadline: timeout,
-        allow_unfree: false,
-        prepare_image: None,
-    });
+    let runner = offline_runner_with(Duration::from_secs(600), timeout);
     let started = Instant::now();
-    let err = runner
-        .build(&Image::from_name("sleepy", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("sleepy").await.unwrap_err();
     let elapsed = started.elapsed();
 
     match &err {
@@ -58,18 +61,9 @@ async fn abandoned_build_leaves_no_process() {
 
 #[tokio::test]
 async fn nix_timeout_stops_one_build_within_a_longer_deadline() {
-    let runner = runner_with(NixSettings {
-        source: PackageSource::Builtin,
-        timeout: Duration::from_secs(2),
-        deadline: Duration::from_secs(120),
-        allow_unfree: false,
-        prepare_image: None,
-    });
+    let runner = offline_runner_with(Duration::from_secs(2), Duration::from_secs(120));
     let started = Instant::now();
-    let err = runner
-        .build(&Image::from_name("sleepy", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("sleepy").await.unwrap_err();
     let elapsed = started.elapsed();
     match &err {
         // Nix itself stopped the build ("timed out after 2 seconds").

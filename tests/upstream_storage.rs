@@ -126,12 +126,7 @@ fn records_and_blobs_written_here_are_what_upstream_reads() {
     for key in objects(root.path(), "builds") {
         let bytes = std::fs::read(root.path().join("builds").join(&key)).unwrap();
         let record: Value = serde_json::from_slice(&bytes).expect("record is JSON");
-        let fields: BTreeSet<&str> = record
-            .as_object()
-            .expect("record is an object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let fields = support::keys(&record);
         assert_eq!(
             fields,
             BTreeSet::from(["mediaType", "size", "digest", "TarHash"]),

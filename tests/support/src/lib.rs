@@ -170,6 +170,16 @@ pub fn commit_greeting(dir: &Path, greeting: &str) -> String {
     git(dir, &["rev-parse", "HEAD"])
 }
 
+/// The keys of a JSON object (panics if `value` is not an object).
+pub fn keys(value: &serde_json::Value) -> std::collections::BTreeSet<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 /// The strings of a JSON array (panics if `value` is not an array).
 pub fn strings(value: &serde_json::Value) -> Vec<&str> {
     value

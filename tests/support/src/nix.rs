@@ -53,6 +53,11 @@ impl NixStep {
             .unwrap_or_else(|error| panic!("resolving {tag:?}: {error}"))
     }
 
+    /// [`NixStep::build`] of the image `name:latest`.
+    pub async fn build_named(&self, name: &str) -> Result<PrepareResult, NixError> {
+        self.build(&Image::from_name(name, "latest")).await
+    }
+
     /// Run the Nix step for `image` as the server does: resolve its tag,
     /// then build from that resolution.
     pub async fn build(&self, image: &Image) -> Result<PrepareResult, NixError> {

@@ -317,6 +317,21 @@ pub fn body_of(data: Vec<u8>, item: usize) -> nixery::storage::ByteStream {
     Box::pin(futures::stream::iter(items))
 }
 
+/// Store `data` at `key` with `content_type`, sent in items of `item`
+/// bytes; fails the test if the backend refuses.
+pub async fn put(
+    storage: &impl nixery::storage::Storage,
+    key: &nixery::storage::StorageKey,
+    content_type: &str,
+    data: &[u8],
+    item: usize,
+) {
+    storage
+        .persist(key, content_type, body_of(data.to_vec(), item))
+        .await
+        .unwrap_or_else(|e| panic!("persisting {key}: {e}"));
+}
+
 /// A body yielding `data` in items of `item` bytes that, once `gate_at`
 /// bytes have been yielded, signals `reached` and waits for `resume` (or
 /// its drop) before yielding the rest.
