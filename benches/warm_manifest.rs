@@ -83,6 +83,7 @@ fn warm_builder(
             build_concurrency: 1,
             build_queue: 16,
             build_errors,
+            platforms: vec![nixery::platform::Platform::host()],
         },
         metrics.clone(),
     );
@@ -123,7 +124,7 @@ fn warm_manifest(c: &mut Criterion) {
         group.bench_function(kind, |b| {
             b.iter(|| {
                 runtime
-                    .block_on(builder.manifest(black_box(NAME), black_box(&tag)))
+                    .block_on(builder.manifest(black_box(NAME), black_box(&tag), None))
                     .unwrap()
             })
         });

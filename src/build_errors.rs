@@ -31,6 +31,9 @@ pub enum FailureKind {
     Crash,
     /// No builder is available.
     Unavailable,
+    /// One platform's image failed, and the image index was served
+    /// without it.
+    Platform,
 }
 
 impl FailureKind {
@@ -46,6 +49,7 @@ impl FailureKind {
             FailureKind::Queue => "queue",
             FailureKind::Crash => "crash",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::Platform => "platform",
         }
     }
 }

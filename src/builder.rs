@@ -14,6 +14,10 @@
 //! The builder is the one owner of failure reporting: every failed build
 //! (and every source that could not be resolved) is logged once, counted,
 //! and recorded for the status page with its [`FailureKind`].
+//!
+//! With several platforms (`NIXERY_PLATFORMS`), a client that accepts an
+//! image index gets one ([`index`]): a fan-out above the single-platform
+//! build, which builds each platform's image at the same time.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -32,15 +36,19 @@ use crate::{
     build_errors::{BuildErrors, FailureKind},
     cache::CacheError,
     identity::ImageIdentity,
-    image::Image,
+    image::{Arch, Image},
+    image_index::IndexKind,
     layer_store::{LayerRecord, LayerStore, LayerStoreError, Packing, Stored},
     layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry, ManifestError},
     manifest_cache::ManifestCache,
     metrics::Metrics,
     nix::{NixError, NixRunner, Refusal},
+    platform::Platform,
     resolve::{ResolveError, Resolved, Resolver},
 };
+
+mod index;
 
 pub use crate::manifest_cache::BuiltManifest;
 
@@ -164,8 +172,15 @@ impl From<NixError> for BuildError {
 /// into building.
 #[async_trait]
 pub trait ImageBuilder: Send + Sync + 'static {
-    /// The manifest for repository `name` (validated, `/`-separated) at `tag`.
-    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError>;
+    /// The manifest for repository `name` (validated, `/`-separated) at
+    /// `tag`: an image index of flavour `index` when the client accepts one
+    /// and the name has several platforms, else one image manifest.
+    async fn manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+    ) -> Result<BuiltManifest, BuildError>;
 }
 
 /// Settings of the [`Builder`].
@@ -184,6 +199,9 @@ pub struct BuilderSettings {
     /// Where failed builds are recorded for the status page (only by the
     /// builder).
     pub build_errors: Arc<BuildErrors>,
+    /// The platforms a name is built for (`NIXERY_PLATFORMS`), first one
+    /// first; an image index lists those that built.
+    pub platforms: Vec<Platform>,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
@@ -299,23 +317,61 @@ impl Drop for InFlightEntry {
 
 #[async_trait]
 impl ImageBuilder for Builder {
-    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+    ) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
-        let resolved = match self.inner.resolver.resolve(tag).await {
-            Ok(resolved) => resolved,
+        let resolved = self.resolve(&image, tag).await?;
+        let platforms = &self.inner.settings.platforms;
+        // `arm64/` names one arm64 image, as upstream; otherwise a client
+        // that takes no index gets the first platform's image.
+        let explicit_arm64 = image.arch == Arch::Arm64;
+        match index {
+            Some(kind) if !explicit_arm64 && platforms.len() > 1 => {
+                self.index(&image, &resolved, kind).await
+            }
+            _ => {
+                let arch = match platforms.first() {
+                    Some(first) if !explicit_arm64 => first.arch,
+                    _ => image.arch,
+                };
+                self.single(image.for_arch(arch), &resolved).await
+            }
+        }
+    }
+}
+
+impl Builder {
+    /// The package source resolved for `tag`; failures are logged (and,
+    /// unless the tag is simply unknown, recorded for the status page).
+    async fn resolve(&self, image: &Image, tag: &str) -> Result<Resolved, BuildError> {
+        match self.inner.resolver.resolve(tag).await {
+            Ok(resolved) => Ok(resolved),
             Err(error) => {
                 let label = format!("{}:{tag}", image.name);
                 let error = BuildError::Source(error);
                 self.inner.report_unresolved(&label, &error);
-                return Err(error);
+                Err(error)
             }
-        };
-        let identity =
-            ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+        }
+    }
+
+    /// The identity of `image` built from `resolved`.
+    fn identity(image: &Image, resolved: &Resolved) -> ImageIdentity {
+        ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages)
+    }
+
+    /// The manifest of one image (one platform): from a manifest tier, or
+    /// from its build (joined if in flight).
+    async fn single(&self, image: Image, resolved: &Resolved) -> Result<BuiltManifest, BuildError> {
+        let identity = Self::identity(&image, resolved);
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::debug!(image = %image.name, tag, key = identity.key(), "manifest cache hit");
+            tracing::debug!(image = %image.name, tag = %image.tag, key = identity.key(), "manifest cache hit");
             return Ok(built);
         }
         if let Some((built, tier)) = self
@@ -326,10 +382,10 @@ impl ImageBuilder for Builder {
             .map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::info!(image = %image.name, tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
         }
-        self.join_or_start(image, resolved, identity)?
+        self.join_or_start(image, resolved.clone(), identity)?
             .await
             .map_err(BuildError::Shared)
     }

@@ -4,7 +4,9 @@
 //! exact revision ([`resolve`]) -> image identity ([`identity`]) ->
 //! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
 //! ([`layers`]) -> packing ([`archive`], through [`layer_store`]) -> storage ([`storage`]) ->
-//! manifest ([`manifest`]) -> response. [`builder`] drives that chain.
+//! manifest ([`manifest`]) -> response. [`builder`] drives that chain; with
+//! several platforms ([`platform`]) it builds one image per platform and
+//! an image index ([`image_index`]) naming them.
 
 pub mod archive;
 pub mod build_errors;
@@ -17,6 +19,7 @@ pub mod error_text;
 pub mod http;
 pub mod identity;
 pub mod image;
+pub mod image_index;
 pub mod layer_store;
 pub mod layers;
 pub mod logging;
@@ -24,6 +27,7 @@ pub mod manifest;
 pub mod manifest_cache;
 pub mod metrics;
 pub mod nix;
+pub mod platform;
 pub mod popcount;
 pub mod popularity;
 pub mod redact;

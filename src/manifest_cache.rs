@@ -41,13 +41,32 @@ pub struct BuiltManifest {
     pub bytes: Bytes,
     /// Its digest.
     pub digest: Digest,
+    /// Its media type: an image manifest or an image index
+    /// ([`crate::image_index`]).
+    pub media_type: &'static str,
 }
 
 impl BuiltManifest {
-    /// The manifest `bytes` with their digest.
+    /// The image manifest `bytes` (a Docker V2 manifest) with their digest.
     pub fn from_bytes(bytes: Bytes) -> Self {
+        Self::with_media_type(bytes, crate::manifest::MANIFEST_V2)
+    }
+
+    /// The manifest or index `bytes` of `media_type` with their digest.
+    pub fn with_media_type(bytes: Bytes, media_type: &'static str) -> Self {
         let digest = Digest::of(&bytes);
-        Self { bytes, digest }
+        Self {
+            bytes,
+            digest,
+            media_type,
+        }
+    }
+
+    /// Bytes read back from a tier: their media type is the one the
+    /// document declares.
+    fn from_stored(bytes: Bytes) -> Self {
+        let media_type = crate::image_index::media_type_of(&bytes);
+        Self::with_media_type(bytes, media_type)
     }
 }
 
@@ -135,7 +154,7 @@ impl ManifestCache {
         self.storage
             .persist(
                 &storage_key,
-                crate::manifest::MANIFEST_V2,
+                built.media_type,
                 bytes_stream(built.bytes.clone()),
             )
             .await?;
@@ -171,7 +190,7 @@ impl ManifestCache {
                 return Ok(None);
             }
         };
-        let built = BuiltManifest::from_bytes(Bytes::from(bytes));
+        let built = BuiltManifest::from_stored(Bytes::from(bytes));
         // The storage must still hold the manifest blob (and so, written
         // before it, every blob the manifest names).
         let blob = StorageKey::layer(&built.digest);
@@ -196,7 +215,7 @@ impl ManifestCache {
         let bytes = read_object(self.storage.as_ref(), &storage_key, MAX_MANIFEST).await?;
         Ok(bytes
             .filter(|bytes| !bytes.is_empty())
-            .map(BuiltManifest::from_bytes))
+            .map(BuiltManifest::from_stored))
     }
 
     async fn write_disk(&self, key: &str, bytes: &[u8]) {
@@ -302,6 +321,36 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
         std::fs::write(root.path().join("manifests"), b"").unwrap();
         assert!(cache.get(KEY).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_index_read_back_from_disk_or_storage_keeps_its_media_type() {
+        let root = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let storage = storage(root.path());
+        let index = crate::image_index::assemble(
+            crate::image_index::IndexKind::DockerList,
+            &[crate::image_index::IndexEntry {
+                platform: crate::platform::Platform::host(),
+                digest: Digest::parse_hex(&"c".repeat(64)).unwrap(),
+                size: 10,
+            }],
+        )
+        .unwrap();
+        let built = BuiltManifest::with_media_type(
+            Bytes::from(index),
+            crate::image_index::DOCKER_MANIFEST_LIST,
+        );
+        store_blob(&storage, &built).await;
+        let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
+        cache.put(KEY, &built).await.unwrap();
+        let from_disk = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
+        let (found, tier) = from_disk.get(KEY).await.unwrap().unwrap();
+        assert_eq!((found.media_type, tier), (built.media_type, Tier::Disk));
+        let from_storage = ManifestCache::new(storage, 8, None).unwrap();
+        let (found, tier) = from_storage.get(KEY).await.unwrap().unwrap();
+        assert_eq!((found.media_type, tier), (built.media_type, Tier::Storage));
+        assert_eq!(found.digest, built.digest);
     }
 
     #[test]

@@ -208,7 +208,12 @@ struct NoImages;
 
 #[async_trait]
 impl ImageBuilder for NoImages {
-    async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        _tag: &str,
+        _index: Option<nixery::image_index::IndexKind>,
+    ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(vec![Refusal {
             package: name.to_owned(),
             reason: RefusalReason::NotFound,

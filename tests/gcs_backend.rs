@@ -335,7 +335,7 @@ async fn serve_with_a_required_content_type_refuses_other_objects() {
     let layer = StorageKey::layer(&Digest::of(b"layer"));
     support::gcs::put(&storage, &layer, LAYER_TYPE, b"layer", 5).await;
     let only_manifests = ServeRequest {
-        only_content_type: Some(MANIFEST_TYPE_FOR_TESTS),
+        only_content_types: Some(&[MANIFEST_TYPE_FOR_TESTS]),
         ..ServeRequest::default()
     };
     assert!(matches!(

@@ -65,9 +65,11 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
 pub enum Kind {
     /// A blob: the stored content type, ranges honoured.
     Blob,
-    /// A manifest by digest: only an object stored as `media_type` (any
-    /// other is unknown), ranges ignored.
-    Manifest { media_type: &'static str },
+    /// A manifest by digest: only an object stored as one of `media_types`
+    /// (any other is unknown), served with its stored type, ranges ignored.
+    Manifest {
+        media_types: &'static [&'static str],
+    },
 }
 
 /// Answer a GET or HEAD for the object with `digest`: from `objects` if it
@@ -89,13 +91,17 @@ pub async fn serve(
         Kind::Blob => headers.get(header::RANGE).and_then(parse_range),
         Kind::Manifest { .. } => None,
     };
-    let only_content_type = match kind {
+    let only_content_types = match kind {
         Kind::Blob => None,
-        Kind::Manifest { media_type } => Some(media_type),
+        Kind::Manifest { media_types } => Some(media_types),
     };
     if let Some(object) = objects.get(digest) {
         // Only a manifest is served as one, from memory as from storage.
-        if only_content_type.is_some_and(|required| object.content_type != required) {
+        if only_content_types.is_some_and(|allowed| {
+            !allowed
+                .iter()
+                .any(|media_type| object.content_type == *media_type)
+        }) {
             return Err(not_found());
         }
         return from_memory(object, digest, kind, head, range);
@@ -104,7 +110,7 @@ pub async fn serve(
     let request = ServeRequest {
         range,
         head,
-        only_content_type,
+        only_content_types,
     };
     let served = match storage.serve(&key, &request).await {
         Ok(served) => served,
@@ -203,10 +209,6 @@ fn content_response(
     range: Option<(u64, u64)>,
     body: Body,
 ) -> Result<Response, RegistryError> {
-    let content_type = match kind {
-        Kind::Blob => content_type,
-        Kind::Manifest { media_type } => HeaderValue::from_static(media_type),
-    };
     let (status, length) = match range {
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
         None => (StatusCode::OK, total_len),
@@ -272,7 +274,7 @@ mod tests {
         for kind in [
             Kind::Blob,
             Kind::Manifest {
-                media_type: "application/x",
+                media_types: &["application/x"],
             },
         ] {
             let objects = SmallObjects::default();

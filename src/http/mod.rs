@@ -4,7 +4,9 @@
 //! - `GET`/`HEAD /v2/<name>/blobs/sha256:<hex>` serves `layers/<hex>`.
 //! - `GET`/`HEAD /v2/<name>/manifests/sha256:<hex>` serves `layers/<hex>`
 //!   as a manifest.
-//! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`].
+//! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`],
+//!   for an image index when the client's `Accept` allows one
+//!   ([`accept`]).
 //! - `GET`/`HEAD /v2/<name>/tags/list` lists `latest` ([`tags`]).
 //! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
 //!   404 with a registry error body.
@@ -16,6 +18,7 @@
 //! `latency_ms`. Handlers hold no business logic: they validate the path
 //! ([`path`]), call storage or the builder, and shape the answer.
 
+pub mod accept;
 pub mod blobs;
 pub mod error;
 pub mod manifests;
@@ -207,7 +210,10 @@ async fn registry(
         path::Endpoint::Manifest {
             name,
             reference: Reference::Tag(tag),
-        } => manifests::by_tag(state.builder.as_ref(), &name, &tag).await,
+        } => {
+            let index = accept::index_kind(&headers);
+            manifests::by_tag(state.builder.as_ref(), &name, &tag, index).await
+        }
         path::Endpoint::Manifest {
             reference: Reference::Digest(digest),
             ..

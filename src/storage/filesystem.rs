@@ -429,8 +429,8 @@ impl Storage for FilesystemStorage {
         let (file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
         if request
-            .only_content_type
-            .is_some_and(|required| required != content_type)
+            .only_content_types
+            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
         {
             return Err(StorageError::NotFound(key.clone()));
         }

@@ -132,10 +132,11 @@ pub struct ServeRequest {
     pub range: Option<ByteRange>,
     /// True for `HEAD`: no body is needed.
     pub head: bool,
-    /// Serve the object only if it was stored with this content type;
-    /// any other object is [`StorageError::NotFound`]. Manifests by digest
-    /// use it so that a layer or a config is never served as a manifest.
-    pub only_content_type: Option<&'static str>,
+    /// Serve the object only if it was stored with one of these content
+    /// types; any other object is [`StorageError::NotFound`]. Manifests by
+    /// digest use it so that a layer or a config is never served as a
+    /// manifest.
+    pub only_content_types: Option<&'static [&'static str]>,
 }
 
 /// A backend's answer to a request for a blob.
