@@ -17,7 +17,8 @@
 # - the largest blob, wrk -t2 -c4, next to nginx (sendfile on) serving the
 #   very same file from the storage directory: MB/s and the ratio;
 # - the same blob with 8 clients: the server's peak RSS (VmHWM);
-# - manifest by digest, manifest by tag (warm) and the config blob, wrk
+# - manifest by digest, manifest by tag (warm; also with an OCI-only
+#   Accept), the manifest's referrers list and the config blob, wrk
 #   -t2 -c8 --latency: requests/s and p99;
 # - a raw socket that sends `GET /v2/ HTTP/1.1\r\nHost: x\r\n` and nothing
 #   more: seconds until the server closes it (default header timeout);
@@ -191,6 +192,8 @@ echo "blob with 8 clients: $r MB/s, nixery peak RSS $((hwm / 1024)) MB"
 echo "== small objects, wrk -t2 -c8 -d${DURATION}s --latency"
 echo "manifest by digest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/manifests/$MANIFEST_DIGEST")"
 echo "manifest by tag (warm): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/manifests/latest")"
+echo "manifest by tag (warm, OCI Accept): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" -H "Accept: application/vnd.oci.image.manifest.v1+json" "http://$ADDR/v2/$IMAGE/manifests/latest")"
+echo "referrers of the manifest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/referrers/$MANIFEST_DIGEST")"
 echo "config blob: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")"
 echo "/v2/: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")"
 

@@ -7,9 +7,11 @@
 //! a time (single flight, so requests join only a build of exactly their
 //! image): the Nix
 //! step, layer grouping, packing of every layer not yet recorded (through
-//! the [`LayerStore`]), the symlink layer, the config and the manifest.
-//! Builds run in their own task so that a client hanging up never leaves a
-//! half-written result behind.
+//! the [`LayerStore`]), the symlink layer, the config, both manifests
+//! (Docker and OCI) and the image's SBOM, attached to both manifests as a
+//! referrer ([`crate::sbom`], [`crate::referrers`]). Builds run in their
+//! own task so that a client hanging up never leaves a half-written result
+//! behind.
 //!
 //! The builder is the one owner of failure reporting: every failed build
 //! (and every source that could not be resolved) is logged once, counted,
@@ -39,18 +41,28 @@ use crate::{
     image::{Arch, Image},
     image_index::IndexKind,
     layer_store::{LayerRecord, LayerStore, LayerStoreError, Packing, Stored},
+    layers::RuntimeGraph,
     layers::{self, Layer, Popularity},
     manifest::{self, LayerEntry, ManifestError},
     manifest_cache::ManifestCache,
+    media_type::{self, ImageFormat},
     metrics::Metrics,
     nix::{NixError, NixRunner, Refusal},
     platform::Platform,
+    referrers::{
+        Subject,
+        store::{self as referrers_store, ArtifactSpec},
+    },
     resolve::{ResolveError, Resolved, Resolver},
+    sbom::{self, SbomInput},
 };
 
 mod index;
 
-pub use crate::manifest_cache::BuiltManifest;
+pub use crate::manifest_cache::{BuiltManifest, ImageManifests};
+
+/// File name of the SBOM for clients that pull it to disk.
+const SBOM_TITLE: &str = "sbom.spdx.json";
 
 /// Why an image could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +114,9 @@ pub enum LayersError {
     /// The config or manifest could not be assembled.
     #[error("assembling the manifest")]
     Manifest(#[source] ManifestError),
+    /// The image's SBOM could not be written.
+    #[error("writing the SBOM")]
+    Sbom(#[source] crate::sbom::SbomError),
 }
 
 impl BuildError {
@@ -174,12 +189,14 @@ impl From<NixError> for BuildError {
 pub trait ImageBuilder: Send + Sync + 'static {
     /// The manifest for repository `name` (validated, `/`-separated) at
     /// `tag`: an image index of flavour `index` when the client accepts one
-    /// and the name has several platforms, else one image manifest.
+    /// and the name has several platforms, else the image manifest in
+    /// `format`.
     async fn manifest(
         &self,
         name: &str,
         tag: &str,
         index: Option<IndexKind>,
+        format: ImageFormat,
     ) -> Result<BuiltManifest, BuildError>;
 }
 
@@ -204,7 +221,7 @@ pub struct BuilderSettings {
     pub platforms: Vec<Platform>,
 }
 
-type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
+type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
 
 /// The image builder behind the registry.
 pub struct Builder {
@@ -322,6 +339,7 @@ impl ImageBuilder for Builder {
         name: &str,
         tag: &str,
         index: Option<IndexKind>,
+        format: ImageFormat,
     ) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
         let resolved = self.resolve(&image, tag).await?;
@@ -338,7 +356,8 @@ impl ImageBuilder for Builder {
                     Some(first) if !explicit_arm64 => first.arch,
                     _ => image.arch,
                 };
-                self.single(image.for_arch(arch), &resolved).await
+                let built = self.single(image.for_arch(arch), &resolved).await?;
+                Ok(built.get(format).clone())
             }
         }
     }
@@ -366,7 +385,11 @@ impl Builder {
 
     /// The manifest of one image (one platform): from a manifest tier, or
     /// from its build (joined if in flight).
-    async fn single(&self, image: Image, resolved: &Resolved) -> Result<BuiltManifest, BuildError> {
+    async fn single(
+        &self,
+        image: Image,
+        resolved: &Resolved,
+    ) -> Result<ImageManifests, BuildError> {
         let identity = Self::identity(&image, resolved);
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
@@ -397,7 +420,7 @@ impl Inner {
         image: &Image,
         resolved: &Resolved,
         identity: &ImageIdentity,
-    ) -> Result<BuiltManifest, BuildError> {
+    ) -> Result<ImageManifests, BuildError> {
         let _slot = self
             .build_slots
             .acquire()
@@ -461,21 +484,64 @@ impl Inner {
             symlink_entry,
         )
         .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
+        let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
+            .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
         self.layers
             .put_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
             .await?;
-        let manifest_bytes = Bytes::from(documents.manifest);
         self.layers
-            .put_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
+            .put_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())
             .await?;
-        let built = BuiltManifest::from_bytes(manifest_bytes);
+        self.layers
+            .put_blob(media_type::OCI_MANIFEST, built.oci.bytes.clone())
+            .await?;
+        self.store_sbom(image, &prepared.runtime_graph, &built)
+            .await?;
         if self.resolver.still_current(resolved).await {
             self.manifests.put(identity.key(), &built).await?;
         } else {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
         }
-        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
+        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.docker.digest, oci_digest = %built.oci.digest, layers = layer_count, "image built");
         Ok(built)
+    }
+
+    /// Write the SBOM of the image whose closure is `graph` and attach it
+    /// to both of its manifests.
+    async fn store_sbom(
+        &self,
+        image: &Image,
+        graph: &RuntimeGraph,
+        built: &ImageManifests,
+    ) -> Result<(), BuildError> {
+        let document = sbom::spdx_document(&SbomInput {
+            graph,
+            packages: &image.packages,
+            system: image.arch.nix_system(),
+            manifest: built.docker.digest,
+        })
+        .map_err(|error| BuildError::Layers(LayersError::Sbom(error)))?;
+        let subjects = [
+            Subject {
+                media_type: media_type::DOCKER_MANIFEST,
+                digest: built.docker.digest,
+                size: built.docker.bytes.len() as u64,
+            },
+            Subject {
+                media_type: media_type::OCI_MANIFEST,
+                digest: built.oci.digest,
+                size: built.oci.bytes.len() as u64,
+            },
+        ];
+        let spec = ArtifactSpec {
+            artifact_type: media_type::SPDX_JSON,
+            title: SBOM_TITLE,
+            content: &document,
+        };
+        let artifacts =
+            referrers_store::attach(self.layers.storage().as_ref(), &spec, &subjects).await?;
+        tracing::info!(image = %image.name, tag = %image.tag, packages = graph.graph.len(), size = document.len(), artifacts = ?artifacts.iter().map(ToString::to_string).collect::<Vec<_>>(), "sbom stored");
+        Ok(())
     }
 
     /// Pack and upload one layer unless its build record exists. The merge

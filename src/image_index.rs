@@ -94,6 +94,9 @@ pub fn media_type_of(document: &[u8]) -> &'static str {
         Ok(Declared {
             media_type: Some(DOCKER_MANIFEST_LIST),
         }) => DOCKER_MANIFEST_LIST,
+        Ok(Declared {
+            media_type: Some(crate::media_type::OCI_MANIFEST),
+        }) => crate::media_type::OCI_MANIFEST,
         _ => MANIFEST_V2,
     }
 }

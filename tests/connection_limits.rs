@@ -213,6 +213,7 @@ impl ImageBuilder for NoImages {
         name: &str,
         _tag: &str,
         _index: Option<nixery::image_index::IndexKind>,
+        _format: nixery::media_type::ImageFormat,
     ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(vec![Refusal {
             package: name.to_owned(),

@@ -293,6 +293,7 @@ impl ImageBuilder for MissingPackages {
         name: &str,
         _tag: &str,
         _index: Option<nixery::image_index::IndexKind>,
+        _format: nixery::media_type::ImageFormat,
     ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(
             name.split('/')

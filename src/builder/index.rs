@@ -22,7 +22,7 @@
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::{BuildError, Builder, BuiltManifest, LayersError};
+use super::{BuildError, Builder, BuiltManifest, ImageManifests, LayersError};
 use crate::{
     build_errors::FailureKind,
     identity::{self, ImageIdentity},
@@ -61,7 +61,7 @@ impl Builder {
         if let Some(built) = self.inner.manifests.memory(&key) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::debug!(image = %image.name, tag = %image.tag, key, "index cache hit");
-            return Ok(built);
+            return Ok(built.docker);
         }
         if let Some((built, tier)) = self
             .inner
@@ -72,7 +72,7 @@ impl Builder {
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag = %image.tag, key, tier = tier.name(), "index cache hit");
-            return Ok(built);
+            return Ok(built.docker);
         }
 
         let results = join_all(
@@ -85,10 +85,11 @@ impl Builder {
         let mut failures = Vec::new();
         for ((platform, _, _), result) in platforms.iter().zip(results) {
             match result {
+                // Each platform's Docker manifest, as indexes list them.
                 Ok(built) => entries.push(IndexEntry {
                     platform: *platform,
-                    digest: built.digest,
-                    size: built.bytes.len() as u64,
+                    digest: built.docker.digest,
+                    size: built.docker.bytes.len() as u64,
                 }),
                 Err(error) => failures.push((*platform, error)),
             }
@@ -119,7 +120,10 @@ impl Builder {
         if !final_answer {
             tracing::warn!(image = %image.name, tag = %image.tag, digest = %built.digest, "index missing a platform that may build on a retry, not caching it");
         } else if self.inner.resolver.still_current(resolved).await {
-            self.inner.manifests.put(&key, &built).await?;
+            self.inner
+                .manifests
+                .put(&key, &ImageManifests::single(built.clone()))
+                .await?;
         } else {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its index");
         }

@@ -25,7 +25,8 @@ use crate::{
 
 /// Parse a `Range` header. Only a single `bytes=` range is honoured; any
 /// other form (several ranges, other units, malformed) is ignored and the
-/// whole blob is sent, as RFC 9110 allows.
+/// whole blob is sent, as RFC 9110 allows. A range that ends before it
+/// starts is kept, and answered 416 like any range outside the blob.
 ///
 /// Hand-written: no crate in the lock file parses a range before the
 /// object's length is known (the backend resolves it), and
@@ -53,14 +54,17 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
     if end.is_empty() {
         return Some(ByteRange::From { start, end: None });
     }
+    // An inverted range (`bytes=500-0`) is kept: it resolves to nothing,
+    // so it is answered 416, as the distribution-spec conformance suite
+    // expects (RFC 9110 lets a server ignore or reject it).
     let end = number(end)?;
-    (end >= start).then_some(ByteRange::From {
+    Some(ByteRange::From {
         start,
         end: Some(end),
     })
 }
 
-/// What is being served: decides the error code and the content type.
+/// What is being served: decides the error code and which objects count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A blob: the stored content type, ranges honoured.
@@ -198,7 +202,9 @@ fn range_not_satisfiable(total_len: u64) -> Result<Response, RegistryError> {
     Ok(response)
 }
 
-/// 200 or 206 with the registry headers. `range` is the resolved inclusive
+/// 200 or 206 with the registry headers and the stored content type (for
+/// a manifest, one of the manifest media types: the storage checked it).
+/// `range` is the resolved inclusive
 /// range if one is served; `body` holds exactly those bytes (nothing for
 /// HEAD).
 fn content_response(
@@ -327,11 +333,23 @@ mod tests {
     }
 
     #[test]
+    fn inverted_ranges_are_kept_and_resolve_to_nothing() {
+        let inverted = range("bytes=5-3").unwrap();
+        assert_eq!(
+            inverted,
+            ByteRange::From {
+                start: 5,
+                end: Some(3)
+            }
+        );
+        assert_eq!(inverted.resolve(100), None);
+    }
+
+    #[test]
     fn other_range_forms_are_ignored() {
         for s in [
             "bytes=0-1,4-5",
             "items=0-1",
-            "bytes=5-3",
             "bytes=-",
             "bytes=a-b",
             "bytes=+1-2",

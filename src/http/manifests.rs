@@ -1,4 +1,8 @@
-//! Manifests: by tag through the [`ImageBuilder`], by digest from storage.
+//! Manifests: by tag through the [`ImageBuilder`], as the client's
+//! `Accept` asks ([`super::accept`]): an image index when it accepts one
+//! and the name has several platforms, else the Docker or the OCI image
+//! manifest; by digest from storage, in the media type the manifest was
+//! stored as.
 
 use axum::{
     body::Body,
@@ -14,39 +18,39 @@ use super::{
 };
 use crate::{
     builder::ImageBuilder,
-    image_index::{DOCKER_MANIFEST_LIST, IndexKind, OCI_INDEX},
+    image_index::IndexKind,
+    media_type::{ImageFormat, MANIFEST_TYPES},
     reference::{Digest, RepositoryName, Tag},
     storage::Storage,
 };
 
-// The media types are defined once, with the documents they describe.
-use crate::manifest::MANIFEST_V2;
-
-/// What is served as a manifest by digest: image manifests and indexes.
-const MANIFEST_MEDIA_TYPES: &[&str] = &[MANIFEST_V2, OCI_INDEX, DOCKER_MANIFEST_LIST];
-
-/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder, for an index of
-/// `index` flavour if the client accepts one ([`super::accept`]).
+/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder for an index of
+/// `index` flavour if the client accepts one, else for the image manifest
+/// in `format`. The answer varies with `Accept`.
 pub async fn by_tag(
     builder: &dyn ImageBuilder,
     name: &RepositoryName,
     tag: &Tag,
     index: Option<IndexKind>,
+    format: ImageFormat,
 ) -> Result<Response, RegistryError> {
-    let built = builder.manifest(name.as_str(), tag.as_str(), index).await?;
+    let built = builder
+        .manifest(name.as_str(), tag.as_str(), index, format)
+        .await?;
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, built.media_type)
         .header(header::CONTENT_LENGTH, built.bytes.len())
         .header(DOCKER_CONTENT_DIGEST, built.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", built.digest))
+        .header(header::VARY, "Accept")
         .body(Body::from(built.bytes))
         .map_err(RegistryError::internal)
 }
 
 /// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object
-/// `layers/<hex>` if it was stored as an image manifest or an index, with
-/// that media type.
+/// `layers/<hex>` if it was stored as a manifest (Docker or OCI image
+/// manifest, image index, manifest list), with that media type.
 pub async fn by_digest(
     storage: &dyn Storage,
     objects: &SmallObjects,
@@ -59,7 +63,7 @@ pub async fn by_digest(
         objects,
         digest,
         Kind::Manifest {
-            media_types: MANIFEST_MEDIA_TYPES,
+            media_types: &MANIFEST_TYPES,
         },
         head,
         headers,

@@ -11,7 +11,7 @@ use crate::popularity::Popularity;
 
 /// The data of Nix's `exportReferencesGraph` for the requested packages, as
 /// `prepare-image` writes it under `runtimeGraph`. Fields other than those
-/// named here (`narHash`, `narSize`, ...) are ignored.
+/// named here (`narSize`, ...) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeGraph {
     /// The top-level store paths (the requested packages).
@@ -38,6 +38,10 @@ pub struct PathInfo {
     pub closure_size: u64,
     /// Store paths this path refers to (usually including itself).
     pub references: Vec<String>,
+    /// The hash of the path's NAR serialisation as Nix writes it
+    /// (`sha256:<nix32>`, or SRI `sha256-<base64>`), when the graph has it.
+    #[serde(rename = "narHash", default, skip_serializing_if = "Option::is_none")]
+    pub nar_hash: Option<String>,
 }
 
 /// A store path as a node of the dependency graph.
@@ -150,7 +154,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_graph_parses_prepare_image_output_ignoring_extra_fields() {
+    fn runtime_graph_parses_prepare_image_output_keeping_the_nar_hash() {
         let json = r#"{
             "exportReferencesGraph": {"graph": ["/nix/store/aaaa-hello-2.12"]},
             "graph": [{
@@ -172,6 +176,7 @@ mod tests {
                 path: "/nix/store/aaaa-hello-2.12".into(),
                 closure_size: 1234,
                 references: vec!["/nix/store/aaaa-hello-2.12".into()],
+                nar_hash: Some("sha256:0000".into()),
             }]
         );
     }

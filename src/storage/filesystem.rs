@@ -42,8 +42,8 @@ use tokio_util::io::ReaderStream;
 use crate::digest::Digest;
 
 use super::{
-    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, STAGING_PREFIX,
-    ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
+    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, REFERRERS_PREFIX,
+    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -57,11 +57,12 @@ pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
 /// Longest content type read from the extended attribute.
 const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
-const PREFIXES: [&str; 4] = [
+const PREFIXES: [&str; 5] = [
     LAYERS_PREFIX,
     BUILDS_PREFIX,
     MANIFESTS_PREFIX,
     STAGING_PREFIX,
+    REFERRERS_PREFIX,
 ];
 
 /// The storage directory could not be prepared.

@@ -34,6 +34,7 @@ fn graph(top: &[&str], entries: &[(&str, u64, &[&str])]) -> RuntimeGraph {
                     .chain(refs.iter())
                     .map(|n| p(n))
                     .collect(),
+                nar_hash: None,
             })
             .collect(),
     }
@@ -397,6 +398,7 @@ mod properties {
                             .chain(self.refs[i].iter().copied())
                             .map(|j| self.paths[j].clone())
                             .collect(),
+                        nar_hash: None,
                     })
                     .collect(),
             }
