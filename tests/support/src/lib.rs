@@ -7,16 +7,19 @@
 //!   set, log and metric readers, a private containerd, looking inside
 //!   unpacked images);
 //! * [`docker`]: a private Docker daemon;
-//! * [`gcs`]: a real fake-gcs-server, with fault injection and a proxy;
+//! * [`gcs`]: a real fake-gcs-server; [`s3`]: a real moto S3 server;
+//!   [`net`]: what both share (test bodies, fault injection, a proxy);
 //! * [`nix`]: the Nix step as the server runs it, and readers of its result;
 //! * [`real_nix`]: the real nixpkgs trees of `../shared/real-nix`;
 //! * [`popcount`]: a binary cache for the popcount tests.
 
 pub mod docker;
 pub mod gcs;
+pub mod net;
 pub mod nix;
 pub mod popcount;
 pub mod real_nix;
+pub mod s3;
 pub mod server;
 
 use std::{
