@@ -15,18 +15,17 @@ use tokio::net::TcpListener;
 use crate::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings},
-    cache::Cache,
     config::{Config, ServeArgs, StorageSetting},
     connection::{self, ConnectionLimits},
     gc::{GcWatch, periodic::GcStatus},
     http::{AppState, router},
+    layer_store::LayerStore,
     layers::DEFAULT_BUDGET,
     manifest_cache::{ManifestCache, local_tier_dir},
     metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
     resolve::{Resolver, ResolverSettings},
-    source::PackageSource,
     status::StatusInfo,
     storage::{
         Storage,
@@ -146,21 +145,16 @@ pub async fn image_builder(
     gc: Option<Arc<GcWatch>>,
 ) -> Result<Arc<Builder>, ServerError> {
     let popularity = popularity::load(config.popularity_url.as_deref()).await?;
-    let nix = NixRunner::new(
-        NixSettings {
-            source: config.package_source.clone(),
-            timeout: config.nix_timeout,
-            deadline: config.nix_deadline,
-            allow_unfree: config.allow_unfree,
-            prepare_image: config.prepare_image.clone(),
-        },
-        build_errors.clone(),
-    )?;
-    let embedded_hash = matches!(config.package_source, PackageSource::Builtin)
-        .then(crate::nix::embedded_files_hash);
+    let nix = NixRunner::new(NixSettings {
+        source: config.package_source.clone(),
+        timeout: config.nix_timeout,
+        deadline: config.nix_deadline,
+        allow_unfree: config.allow_unfree,
+        prepare_image: config.prepare_image.clone(),
+    })?;
     let resolver = Resolver::new(ResolverSettings {
         source: nix.source().clone(),
-        embedded_hash,
+        embedded_hash: nix.embedded_hash(),
         ttl: config.source_ttl,
         channel_remote: config.channel_remote.clone(),
     });
@@ -182,10 +176,10 @@ pub async fn image_builder(
     };
     let mut manifests = ManifestCache::new(storage.clone(), config.manifest_cache_entries, disk)
         .map_err(ServerError::LocalCache)?;
-    let mut cache = Cache::new(storage);
+    let mut layers = LayerStore::new(storage, config.pack_concurrency);
     if let Some(watch) = &gc {
         manifests = manifests.with_watch(watch.clone());
-        cache = cache.with_watch(watch.clone());
+        layers = layers.with_watch(watch.clone());
     }
     tracing::info!(
         dir = %manifests.disk_dir().map_or_else(|| "none".into(), |d| d.display().to_string()),
@@ -193,7 +187,7 @@ pub async fn image_builder(
         "manifest cache"
     );
     Ok(Arc::new(Builder::new(
-        cache,
+        layers,
         manifests,
         resolver,
         nix,

@@ -15,8 +15,6 @@
 //! The collector is called as a library here, with durations of a few
 //! seconds; `tests/gc_serving.rs` drives `nixery gc` and the server.
 
-mod support_gcs;
-
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},
@@ -30,7 +28,7 @@ use nixery::{
     storage::{KeyPrefix, Storage, StorageError, StorageKey, filesystem::FilesystemStorage},
 };
 use sha2::{Digest as _, Sha256};
-use support_gcs::FakeGcs;
+use support::gcs::FakeGcs;
 
 const MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -138,7 +136,7 @@ async fn mark(storage: &dyn Storage, digest: &str) {
 
 async fn read(storage: &dyn Storage, key: &StorageKey) -> Option<Vec<u8>> {
     match storage.fetch(key).await {
-        Ok(stream) => Some(support_gcs::collect(stream).await.unwrap()),
+        Ok(stream) => Some(support::gcs::collect(stream).await.unwrap()),
         Err(StorageError::NotFound(_)) => None,
         Err(error) => panic!("reading {key}: {error}"),
     }

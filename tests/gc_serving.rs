@@ -14,10 +14,6 @@
 //! Every server here marks use at most once a second
 //! (`NIXERY_GC_TOUCH_INTERVAL=1s`), so the shortest `--keep` is 6 s.
 
-mod common;
-mod support;
-mod support_gcs;
-
 use std::{
     collections::HashSet,
     process::{Command, Output},
@@ -28,10 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::TestServer;
 use serde_json::Value;
+use support::gcs::{BUCKET, FakeGcs, sha256_hex};
+use support::server::TestServer;
 use support::{count_logs, metric};
-use support_gcs::{BUCKET, FakeGcs, sha256_hex};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const TOUCH: &str = "1s";

@@ -18,9 +18,6 @@
 //! machine of its own:
 //! `cargo nextest run --test nix_store_gc --run-ignored only`.
 
-mod common;
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -32,9 +29,9 @@ use std::{
     time::Duration,
 };
 
-use common::TestServer;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use support::server::TestServer;
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 

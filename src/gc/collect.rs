@@ -354,7 +354,7 @@ async fn run(
             async move {
                 let bytes = read_document(storage.as_ref(), &object.key).await?;
                 let digest = bytes
-                    .and_then(|bytes| crate::layer_record::decode(&bytes).ok())
+                    .and_then(|bytes| crate::layer_store::record::decode(&bytes).ok())
                     .map(|record| record.digest);
                 Ok::<_, StorageError>(RecordInfo { object, digest })
             }
