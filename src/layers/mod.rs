@@ -102,12 +102,18 @@
 //! layer. The unit tests below check exactly these numbers.
 
 pub mod cli;
+mod closure;
 mod graph;
 mod group;
+mod in_degree;
+mod size_cohort;
+mod size_rank;
+mod strategy;
 
 pub use crate::popularity::Popularity;
 pub use graph::{ExportReferences, PathInfo, RuntimeGraph};
 pub use group::{Layer, group_layers};
+pub use strategy::{Strategy, UnknownStrategy, group};
 
 /// The server's layer budget (upstream's value): Docker's limit is 125
 /// layers, and this leaves room for the symlink layer and later additions.
@@ -152,6 +158,13 @@ pub enum LayerError {
     #[error("store path {path} is not reachable from any top-level path")]
     Unreachable {
         /// The smallest unreachable path.
+        path: String,
+    },
+    /// A size-based strategy needs every path's own size, and this path's
+    /// entry has no `narSize`.
+    #[error("store path {path} has no narSize, which this layering strategy needs")]
+    MissingNarSize {
+        /// The path without a size.
         path: String,
     },
     /// A budget of zero layers cannot hold anything.
