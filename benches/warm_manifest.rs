@@ -14,9 +14,9 @@ use nixery::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings, BuiltManifest, ImageBuilder},
     cache::Cache,
-    identity::ImageIdentity,
+    identity::{ImageIdentity, Recipe},
     image::Image,
-    layers::{DEFAULT_BUDGET, Popularity},
+    layers::{DEFAULT_BUDGET, Layering, Popularity, Strategy},
     manifest_cache::ManifestCache,
     metrics::Metrics,
     nix::{NixRunner, NixSettings, embedded_files_hash},
@@ -68,7 +68,24 @@ fn warm_builder(
     });
     let image = Image::from_name(NAME, tag);
     let resolved = runtime.block_on(resolver.resolve(tag)).unwrap();
-    let identity = ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+    let settings = BuilderSettings {
+        layering: Layering {
+            strategy: Strategy::DEFAULT,
+            popularity: Popularity::default(),
+            budget: DEFAULT_BUDGET,
+        },
+        nix_files: Recipe::nix_files_of(None),
+        pack_concurrency: 1,
+        build_concurrency: 1,
+        build_queue: 16,
+        build_errors,
+    };
+    let identity = ImageIdentity::new(
+        &resolved.revision,
+        image.arch.nix_system(),
+        &image.packages,
+        &settings.recipe(),
+    );
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
     let manifest = BuiltManifest::from_bytes(Bytes::from_static(br#"{"schemaVersion":2}"#));
     runtime
@@ -80,14 +97,7 @@ fn warm_builder(
         manifests,
         resolver,
         nix,
-        BuilderSettings {
-            popularity: Popularity::default(),
-            layer_budget: DEFAULT_BUDGET,
-            pack_concurrency: 1,
-            build_concurrency: 1,
-            build_queue: 16,
-            build_errors,
-        },
+        settings,
         metrics.clone(),
     );
     (builder, metrics)

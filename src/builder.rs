@@ -30,9 +30,9 @@ use crate::{
     archive,
     build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
-    identity::ImageIdentity,
+    identity::{ImageIdentity, Recipe},
     image::Image,
-    layers::{self, Layer, Popularity},
+    layers::{Layer, Layering},
     manifest::{self, LayerEntry},
     manifest_cache::ManifestCache,
     metrics::Metrics,
@@ -123,10 +123,12 @@ pub trait ImageBuilder: Send + Sync + 'static {
 
 /// Settings of the [`Builder`].
 pub struct BuilderSettings {
-    /// Package popularity for layer grouping.
-    pub popularity: Popularity,
-    /// Maximum number of layers from grouping (the symlink layer is extra).
-    pub layer_budget: usize,
+    /// How closures are split into layers (the budget excludes the symlink
+    /// layer).
+    pub layering: Layering,
+    /// The version of the Nix files that run the Nix step (see
+    /// [`Recipe::nix_files`]).
+    pub nix_files: String,
     /// Layers packed at once, across all builds.
     pub pack_concurrency: usize,
     /// Images built at once.
@@ -137,6 +139,16 @@ pub struct BuilderSettings {
     /// Where failed builds are recorded for the status page. The Nix step
     /// records its own failures; the builder records every other kind.
     pub build_errors: Arc<BuildErrors>,
+}
+
+impl BuilderSettings {
+    /// The recipe part of every image identity these settings build.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            layering: self.layering.fingerprint(),
+            nix_files: self.nix_files.clone(),
+        }
+    }
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
@@ -152,6 +164,7 @@ struct Inner {
     resolver: Resolver,
     nix: NixRunner,
     settings: BuilderSettings,
+    recipe: Recipe,
     pack_slots: Semaphore,
     build_slots: Semaphore,
     in_flight: Mutex<HashMap<String, SharedBuild>>,
@@ -172,6 +185,7 @@ impl Builder {
     ) -> Self {
         let pack_slots = Semaphore::new(settings.pack_concurrency.max(1));
         let build_slots = Semaphore::new(settings.build_concurrency.max(1));
+        let recipe = settings.recipe();
         Self {
             inner: Arc::new(Inner {
                 cache,
@@ -179,6 +193,7 @@ impl Builder {
                 resolver,
                 nix,
                 settings,
+                recipe,
                 pack_slots,
                 build_slots,
                 in_flight: Mutex::new(HashMap::new()),
@@ -300,8 +315,12 @@ impl ImageBuilder for Builder {
                 return Err(BuildError::Source(error));
             }
         };
-        let identity =
-            ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+        let identity = ImageIdentity::new(
+            &resolved.revision,
+            image.arch.nix_system(),
+            &image.packages,
+            &self.inner.recipe,
+        );
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
@@ -366,12 +385,11 @@ impl Inner {
                 NixError::Refused(refusals) => BuildError::PackagesRefused(refusals),
                 other => BuildError::NixFailed(other),
             })?;
-        let groups = layers::group_layers(
-            &prepared.runtime_graph,
-            &self.settings.popularity,
-            self.settings.layer_budget,
-        )
-        .map_err(|error| BuildError::Layers(error.to_string()))?;
+        let groups = self
+            .settings
+            .layering
+            .group(&prepared.runtime_graph)
+            .map_err(|error| BuildError::Layers(error.to_string()))?;
 
         let entries: Vec<LayerEntry> = stream::iter(groups)
             .map(|layer| {

@@ -19,7 +19,8 @@ use crate::{
     config::{Config, ServeArgs, StorageSetting},
     connection::{self, ConnectionLimits},
     http::{AppState, router},
-    layers::DEFAULT_BUDGET,
+    identity::Recipe,
+    layers::{DEFAULT_BUDGET, Layering, Popularity, Strategy},
     manifest_cache::{ManifestCache, local_tier_dir},
     metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
@@ -138,7 +139,16 @@ pub async fn image_builder(
     build_errors: Arc<BuildErrors>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Builder>, ServerError> {
-    let popularity = popularity::load(config.popularity_url.as_deref()).await?;
+    let strategy = Strategy::resolve(None, config.popularity_url.is_some());
+    let popularity = if strategy.uses_popularity() {
+        popularity::load(config.popularity_url.as_deref()).await?
+    } else {
+        if config.popularity_url.is_some() {
+            tracing::warn!(strategy = %strategy, "NIX_POPULARITY_URL is ignored: this layering strategy does not read it");
+        }
+        Popularity::default()
+    };
+    tracing::info!(strategy = %strategy, budget = DEFAULT_BUDGET, "layering");
     let nix = NixRunner::new(
         NixSettings {
             source: config.package_source.clone(),
@@ -187,8 +197,12 @@ pub async fn image_builder(
         resolver,
         nix,
         BuilderSettings {
-            popularity,
-            layer_budget: DEFAULT_BUDGET,
+            layering: Layering {
+                strategy,
+                popularity,
+                budget: DEFAULT_BUDGET,
+            },
+            nix_files: Recipe::nix_files_of(config.prepare_image.as_deref()),
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
             build_queue: config.build_queue,

@@ -113,7 +113,7 @@ mod strategy;
 pub use crate::popularity::Popularity;
 pub use graph::{ExportReferences, PathInfo, RuntimeGraph};
 pub use group::{Layer, group_layers};
-pub use strategy::{Strategy, UnknownStrategy, group};
+pub use strategy::{Layering, Strategy, UnknownStrategy, group};
 
 /// The server's layer budget (upstream's value): Docker's limit is 125
 /// layers, and this leaves room for the symlink layer and later additions.

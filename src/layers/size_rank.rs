@@ -1,15 +1,17 @@
-//! A cut by size rank: the largest paths get a layer each, the rest share
-//! two layers split by dependency direction.
+//! The default strategy: a cut by size rank. The largest paths get a layer
+//! each; the rest share one or two layers, split by dependency direction.
 
 use super::Layer;
 use super::closure::Closure;
 
 /// With `n` paths and a budget of `b`: if `n <= b`, one layer per path.
-/// Otherwise the `b - 2` largest paths (ties by name) get a layer each, the
-/// remaining paths that one of those depends on share one layer (they are
-/// the base libraries) and the remaining others share another (the small
-/// programs and wrappers near the top). A budget of 1 or 2 gives one layer
-/// and, with 2, the largest path alone.
+/// Otherwise the `b - 1` largest paths (ties by name) get a layer each and
+/// the rest shares one layer, if that rest lies entirely below those
+/// paths (base libraries they depend on) or entirely beside or above them
+/// (small programs and wrappers); if it holds both kinds, only the `b - 2`
+/// largest get a layer each, and the rest is split into the paths one of
+/// them depends on and the others. A budget of 1 gives one layer; of 2, the
+/// largest path and the rest.
 pub(crate) fn group(closure: &Closure<'_>, budget: usize) -> Vec<Layer> {
     let n = closure.len();
     if n <= budget {
@@ -19,20 +21,29 @@ pub(crate) fn group(closure: &Closure<'_>, budget: usize) -> Vec<Layer> {
         return vec![Layer::of_paths(closure, (0..n).collect())];
     }
     let order = closure.by_size_descending();
-    let (solo, rest) = order.split_at(budget.saturating_sub(2).max(1));
-    let below = closure.reachable(solo, |_| true);
-    let (mut under, mut over): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| below[i]);
-    if budget == 2 {
-        under.append(&mut over);
+    let split = |solo_count: usize| {
+        let (solo, rest) = order.split_at(solo_count);
+        let below = closure.reachable(solo, |_| true);
+        let (under, over): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| below[i]);
+        (solo, under, over)
+    };
+    let (solo, under, over) = split(budget - 1);
+    if under.is_empty() || over.is_empty() || budget == 2 {
+        return layers(closure, solo, [[under, over].concat(), Vec::new()]);
     }
-    let mut layers: Vec<Layer> = solo
-        .iter()
+    let (solo, under, over) = split(budget - 2);
+    layers(closure, solo, [under, over])
+}
+
+/// One layer per path of `solo`, then one per non-empty part.
+fn layers(closure: &Closure<'_>, solo: &[usize], parts: [Vec<usize>; 2]) -> Vec<Layer> {
+    solo.iter()
         .map(|&i| Layer::of_paths(closure, vec![i]))
-        .collect();
-    for members in [under, over] {
-        if !members.is_empty() {
-            layers.push(Layer::of_paths(closure, members));
-        }
-    }
-    layers
+        .chain(
+            parts
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .map(|part| Layer::of_paths(closure, part)),
+        )
+        .collect()
 }

@@ -24,6 +24,22 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The strategy used when none is configured and no popularity map is
+    /// set (see the module documentation of [`crate::layers`] for why).
+    pub const DEFAULT: Strategy = Strategy::SizeRank;
+
+    /// The strategy a server uses: the configured one, else
+    /// [`Strategy::Popularity`] when a popularity map is configured (the map
+    /// has no other use, and upstream users keep upstream's layers), else
+    /// [`Strategy::DEFAULT`].
+    pub fn resolve(configured: Option<Strategy>, popularity_map_set: bool) -> Strategy {
+        match configured {
+            Some(strategy) => strategy,
+            None if popularity_map_set => Strategy::Popularity,
+            None => Strategy::DEFAULT,
+        }
+    }
+
     /// Every strategy, in the order the benchmark prints them.
     pub const ALL: [Strategy; 4] = [
         Strategy::Popularity,
@@ -46,6 +62,13 @@ impl Strategy {
     /// Whether the strategy reads the popularity map.
     pub fn uses_popularity(self) -> bool {
         self == Strategy::Popularity
+    }
+
+    /// The revision of the strategy's implementation: bumped whenever the
+    /// same input would give different layers, so that cached manifests
+    /// built by an older revision are not reused (see [`Layering::fingerprint`]).
+    fn revision(self) -> u64 {
+        1
     }
 }
 
@@ -77,6 +100,50 @@ impl FromStr for Strategy {
             .ok_or_else(|| UnknownStrategy {
                 given: s.to_owned(),
             })
+    }
+}
+
+/// Everything that decides how a server splits closures into layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layering {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// The popularity map (read only by [`Strategy::Popularity`]).
+    pub popularity: Popularity,
+    /// The largest number of layers grouping may produce.
+    pub budget: usize,
+}
+
+impl Layering {
+    /// Group `graph` with these settings; see [`group`].
+    pub fn group(&self, graph: &RuntimeGraph) -> Result<Vec<Layer>, LayerError> {
+        group(graph, self.strategy, &self.popularity, self.budget)
+    }
+
+    /// Hex SHA-256 of everything here that can change an image's layers:
+    /// the strategy's name and revision, the budget and, for a strategy
+    /// that reads it, the popularity map's [digest](Popularity::digest).
+    /// Part of every image's identity ([`crate::identity`]), so a change of
+    /// layering never serves a manifest cached under the old one.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let map = if self.strategy.uses_popularity() {
+            self.popularity.digest()
+        } else {
+            String::new()
+        };
+        let mut hasher = Sha256::new();
+        for field in [
+            "nixery-layering-v1",
+            self.strategy.name(),
+            &self.strategy.revision().to_string(),
+            &self.budget.to_string(),
+            &map,
+        ] {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field.as_bytes());
+        }
+        hex::encode(hasher.finalize())
     }
 }
 
