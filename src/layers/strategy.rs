@@ -167,3 +167,6 @@ pub fn group(
         Strategy::SizeRank => Ok(super::size_rank::group(&Closure::build(graph)?, budget)),
     }
 }
+
+#[cfg(test)]
+mod tests;
