@@ -127,6 +127,11 @@ pub struct ServeSettings {
     #[arg(long, env = "NIX_POPULARITY_URL", value_name = "URL")]
     pub popularity_url: Option<String>,
 
+    /// Layering strategy: size-rank, popularity, in-degree or size-cohort
+    /// [default: popularity with a popularity map, else size-rank].
+    #[arg(long, env = "NIXERY_LAYERING", value_name = "STRATEGY")]
+    pub layering: Option<String>,
+
     /// Program that runs the prepare-image Nix expression.
     #[arg(long, env = "NIXERY_PREPARE_IMAGE", value_name = "PATH")]
     pub prepare_image: Option<PathBuf>,
@@ -200,6 +205,8 @@ pub struct Config {
     pub allow_unfree: bool,
     /// URL of the popularity data, if any.
     pub popularity_url: Option<String>,
+    /// The configured layering strategy, if any (`NIXERY_LAYERING`).
+    pub layering: Option<crate::layers::Strategy>,
     /// Program that runs prepare-image, if not the default.
     pub prepare_image: Option<PathBuf>,
     /// Layers packed at once (at least 1).
@@ -477,6 +484,14 @@ impl ServeSettings {
             nix_deadline,
             allow_unfree,
             popularity_url: present(self.popularity_url),
+            layering: match present(self.layering) {
+                None => None,
+                Some(v) => Some(v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    var: "NIXERY_LAYERING",
+                    value: v,
+                    expected: "expected size-rank, popularity, in-degree or size-cohort",
+                })?),
+            },
             prepare_image: present_path(self.prepare_image),
             pack_concurrency: parse_positive(
                 "NIXERY_PACK_CONCURRENCY",

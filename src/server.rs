@@ -139,7 +139,7 @@ pub async fn image_builder(
     build_errors: Arc<BuildErrors>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Builder>, ServerError> {
-    let strategy = Strategy::resolve(None, config.popularity_url.is_some());
+    let strategy = Strategy::resolve(config.layering, config.popularity_url.is_some());
     let popularity = if strategy.uses_popularity() {
         popularity::load(config.popularity_url.as_deref()).await?
     } else {
