@@ -224,8 +224,8 @@ fn without_a_map_the_default_is_size_rank() {
         vec![
             (below(150 * MB), names(&["perl"])),
             (below(120 * MB), names(&["git"])),
-            (below(30 * MB), names(&["curl", "glibc", "openssl"])),
-            (below(MB / 2), names(&["htop", "ncurses", "nss-cacert"])),
+            (below(40 * MB), names(&["curl", "glibc", "openssl"])),
+            (below(36 * MB), names(&["htop", "ncurses", "nss-cacert"])),
         ]
     );
     // Budget 94: every path alone.

@@ -99,7 +99,7 @@
 //! 4. A layer's contents are sorted by path; its key is, as upstream's, the
 //!    SHA-1 of its contents joined with `:` ([`Layer::key`]).
 //! 5. Its merge rating only orders the manifest (highest first): `u64::MAX`
-//!    minus the smallest closure size among its paths. A path's closure is
+//!    minus the largest closure size among its paths. A path's closure is
 //!    strictly larger than any of its dependencies', so dependencies come
 //!    before the paths that use them and images share the longest prefix a
 //!    chain-keyed client can reuse.
