@@ -1,8 +1,8 @@
 //! The most recent build errors, for the status page. Messages are
 //! redacted ([`crate::redact`]) when recorded.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// How many build errors are kept.
@@ -48,11 +48,7 @@ impl BuildErrors {
             message: crate::redact::redact(message),
             at: SystemTime::now(),
         };
-        // A panic elsewhere while holding the lock leaves a consistent deque.
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self.entries.lock();
         entries.retain(|e| e.image != image);
         entries.push_front(entry);
         entries.truncate(CAPACITY);
@@ -60,10 +56,7 @@ impl BuildErrors {
 
     /// The recorded errors, newest first.
     pub fn recent(&self) -> Vec<BuildErrorEntry> {
-        let entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = self.entries.lock();
         entries.iter().cloned().collect()
     }
 }

@@ -11,11 +11,7 @@
 //! config and the manifest. Builds run in their own task so that a client
 //! hanging up never leaves a half-written result behind.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,6 +20,7 @@ use futures::{
     future::{BoxFuture, Shared},
     stream,
 };
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::{
@@ -212,11 +209,7 @@ impl Builder {
         identity: ImageIdentity,
     ) -> Result<SharedBuild, BuildError> {
         let flight_key = identity.key().to_owned();
-        let mut in_flight = self
-            .inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut in_flight = self.inner.in_flight.lock();
         if let Some(build) = in_flight.get(&flight_key) {
             return Ok(build.clone());
         }
@@ -286,11 +279,7 @@ struct InFlightEntry {
 
 impl Drop for InFlightEntry {
     fn drop(&mut self) {
-        self.inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&self.key);
+        self.inner.in_flight.lock().remove(&self.key);
     }
 }
 
@@ -402,7 +391,7 @@ impl Inner {
             .await?;
         let symlink = &prepared.symlink_layer;
         let symlink_record = self
-            .store_symlink_layer(&image.name, &symlink.tar_hash, symlink.path.clone())
+            .store_symlink_layer(&image.name, &symlink.tar_hash.hex(), symlink.path.clone())
             .await?;
         let symlink_entry = LayerEntry {
             digest: symlink_record.digest,

@@ -19,15 +19,18 @@ use std::{
     collections::HashMap,
     io,
     path::Path,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
 };
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
-use sha2::{Digest, Sha256};
+use parking_lot::Mutex;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::storage::{ByteStream, InvalidKey, Persisted, Storage, StorageError, StorageKey};
+use crate::{
+    digest::Digest,
+    storage::{ByteStream, InvalidKey, Persisted, Storage, StorageError, StorageKey},
+};
 
 /// Largest manifest or build record read back from storage.
 const MAX_CACHED_OBJECT: usize = 16 * 1024 * 1024;
@@ -85,13 +88,9 @@ impl Cache {
             return Ok(None);
         };
         match crate::layer_record::decode(&bytes) {
-            Ok(record) if StorageKey::layer(&record.digest).is_ok() => {
+            Ok(record) => {
                 self.records().insert(layer_key.to_owned(), record.clone());
                 Ok(Some(record))
-            }
-            Ok(_) => {
-                tracing::warn!(key = %key, "ignoring build record with an invalid digest");
-                Ok(None)
             }
             Err(error) => {
                 tracing::warn!(key = %key, error = %error, "ignoring corrupt build record");
@@ -138,20 +137,15 @@ impl Cache {
         content_type: &str,
         bytes: Bytes,
     ) -> Result<Persisted, CacheError> {
-        let hex = hex::encode(Sha256::digest(&bytes));
-        let key = StorageKey::layer(&hex)?;
+        let key = StorageKey::layer(&Digest::of(&bytes));
         Ok(self
             .storage
             .persist(&key, content_type, bytes_stream(bytes))
             .await?)
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, LayerRecord>> {
-        // A poisoned map only means another task panicked mid-insert of a
-        // complete value; the data is still consistent.
-        self.layer_records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn records(&self) -> parking_lot::MutexGuard<'_, HashMap<String, LayerRecord>> {
+        self.layer_records.lock()
     }
 
     /// The object at `key`: `Ok(None)` if it does not exist or is too
@@ -229,10 +223,7 @@ struct KeyedLocks {
 impl KeyedLocks {
     async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
         let mutex = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut locks = self.locks.lock();
             locks.retain(|_, weak| weak.strong_count() > 0);
             match locks.get(key).and_then(Weak::upgrade) {
                 Some(mutex) => mutex,
@@ -317,9 +308,9 @@ mod tests {
     async fn layer_records_round_trip_through_storage() {
         let (_dir, storage, cache) = filesystem_cache();
         let record = LayerRecord {
-            digest: "a".repeat(64),
+            digest: Digest::parse_hex(&"a".repeat(64)).unwrap(),
             size: 3,
-            diff_id: "b".repeat(64),
+            diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
         };
         cache.put_layer_record("k", &record).await.unwrap();
         // A fresh cache on the same storage (a restart) finds it.
@@ -335,8 +326,8 @@ mod tests {
             .upload_blob("application/octet-stream", bytes_stream(body.clone()))
             .await
             .unwrap();
-        assert_eq!(persisted.sha256, hex::encode(Sha256::digest(&body)));
-        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        assert_eq!(persisted.sha256, Digest::of(&body));
+        let key = StorageKey::layer(&persisted.sha256);
         let stored = read_bounded(storage.fetch(&key).await.unwrap(), 1024)
             .await
             .unwrap();

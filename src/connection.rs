@@ -26,7 +26,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -39,6 +39,7 @@ use bytes::Bytes;
 use futures::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
+use parking_lot::Mutex;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -100,9 +101,7 @@ impl Clock {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Phase) -> T) -> T {
-        // The critical sections cannot panic; a poisoned lock still holds
-        // a valid phase.
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut phase = self.phase.lock();
         f(&mut phase)
     }
 

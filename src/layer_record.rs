@@ -19,18 +19,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::LAYER_TAR_GZIP as LAYER_MEDIA_TYPE;
+use crate::{digest::Digest, manifest::LAYER_TAR_GZIP as LAYER_MEDIA_TYPE};
 
 /// What is known about a packed layer: enough to reference it from a
 /// manifest without packing it again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerRecord {
-    /// Lowercase hex SHA-256 of the compressed blob (`layers/<digest>`).
-    pub digest: String,
+    /// SHA-256 of the compressed blob (`layers/<hex>`).
+    pub digest: Digest,
     /// Size of the compressed blob in bytes.
     pub size: u64,
-    /// Lowercase hex SHA-256 of the uncompressed tar.
-    pub diff_id: String,
+    /// SHA-256 of the uncompressed tar.
+    pub diff_id: Digest,
 }
 
 /// Why stored bytes are not a usable record.
@@ -68,9 +68,9 @@ struct Written<'a> {
     #[serde(rename = "mediaType")]
     media_type: &'a str,
     size: u64,
-    digest: String,
+    digest: Digest,
     #[serde(rename = "TarHash")]
-    tar_hash: String,
+    tar_hash: Digest,
 }
 
 /// The stored bytes of `record`, in upstream's format.
@@ -78,18 +78,18 @@ pub fn encode(record: &LayerRecord) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&Written {
         media_type: LAYER_MEDIA_TYPE,
         size: record.size,
-        digest: format!("sha256:{}", record.digest),
-        tar_hash: format!("sha256:{}", record.diff_id),
+        digest: record.digest,
+        tar_hash: record.diff_id,
     })
 }
 
 /// Read a record in upstream's format or this project's earlier one.
 pub fn decode(bytes: &[u8]) -> Result<LayerRecord, RecordError> {
     let stored: Stored = serde_json::from_slice(bytes)?;
-    let digest = sha256_hex("digest", &stored.digest)?;
+    let digest = stored_digest("digest", &stored.digest)?;
     let diff_id = match (&stored.tar_hash, &stored.diff_id) {
-        (Some(tar_hash), _) => sha256_hex("TarHash", tar_hash)?,
-        (None, Some(diff_id)) => sha256_hex("diff_id", diff_id)?,
+        (Some(tar_hash), _) => stored_digest("TarHash", tar_hash)?,
+        (None, Some(diff_id)) => stored_digest("diff_id", diff_id)?,
         (None, None) => return Err(RecordError::NoDiffId),
     };
     Ok(LayerRecord {
@@ -99,18 +99,12 @@ pub fn decode(bytes: &[u8]) -> Result<LayerRecord, RecordError> {
     })
 }
 
-/// The hex of `sha256:<hex>` or of bare `<hex>` (the earlier format).
-fn sha256_hex(field: &'static str, value: &str) -> Result<String, RecordError> {
-    let hex = value.strip_prefix("sha256:").unwrap_or(value);
-    let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if valid {
-        Ok(hex.to_owned())
-    } else {
-        Err(RecordError::Digest {
-            field,
-            value: value.to_owned(),
-        })
-    }
+/// The digest `sha256:<hex>` or bare `<hex>` (the earlier format).
+fn stored_digest(field: &'static str, value: &str) -> Result<Digest, RecordError> {
+    Digest::parse_prefixed_or_hex(value).map_err(|_| RecordError::Digest {
+        field,
+        value: value.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -119,9 +113,9 @@ mod tests {
 
     fn record() -> LayerRecord {
         LayerRecord {
-            digest: "a".repeat(64),
+            digest: Digest::parse_hex(&"a".repeat(64)).unwrap(),
             size: 1234,
-            diff_id: "b".repeat(64),
+            diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
         }
     }
 

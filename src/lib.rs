@@ -12,6 +12,7 @@ pub mod builder;
 pub mod cache;
 pub mod config;
 pub mod connection;
+pub mod digest;
 pub mod error_text;
 pub mod http;
 pub mod identity;

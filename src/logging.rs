@@ -29,6 +29,9 @@ use std::{
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
+/// The environment variable holding the log filter.
+pub const FILTER_VAR: &str = "RUST_LOG";
+
 /// Default filter when `RUST_LOG` is unset.
 pub const DEFAULT_FILTER: &str = "info";
 
@@ -82,7 +85,7 @@ impl<W: Write> Write for RedactingWriter<W> {
 /// harmless (the second call changes nothing). An unparsable `RUST_LOG`
 /// falls back to [`DEFAULT_FILTER`] and is reported as a warning event.
 pub fn init() -> LogGuard {
-    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+    let (filter, bad_filter) = match std::env::var(FILTER_VAR) {
         Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
             Ok(f) => (f, None),
             Err(e) => (EnvFilter::new(DEFAULT_FILTER), Some((v, e))),

@@ -8,7 +8,8 @@
 //! documents and therefore the same manifest digest.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+
+use crate::digest::Digest;
 
 /// Media type of an image manifest (Docker Image Manifest V2 Schema 2).
 pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -24,12 +25,12 @@ pub const DEFAULT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
 /// One packed layer as the manifest and config need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerEntry {
-    /// Lowercase hex SHA-256 of the compressed blob.
-    pub digest: String,
+    /// SHA-256 of the compressed blob.
+    pub digest: Digest,
     /// Size in bytes of the compressed blob.
     pub size: u64,
-    /// Lowercase hex SHA-256 of the uncompressed tar.
-    pub diff_id: String,
+    /// SHA-256 of the uncompressed tar.
+    pub diff_id: Digest,
     /// The layer's merge rating from the grouping (higher = more popular).
     pub merge_rating: u128,
     /// The first (sorted) store path in the layer; breaks rating ties.
@@ -39,8 +40,8 @@ pub struct LayerEntry {
 /// A blob described by its digest and size (the image config).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobRef {
-    /// Lowercase hex SHA-256 of the blob.
-    pub digest: String,
+    /// SHA-256 of the blob.
+    pub digest: Digest,
     /// Size in bytes of the blob.
     pub size: u64,
 }
@@ -54,21 +55,13 @@ pub struct ImageDocuments {
     pub config_ref: BlobRef,
     /// The manifest JSON (media type [`MANIFEST_V2`]).
     pub manifest: Vec<u8>,
-    /// Lowercase hex SHA-256 of [`Self::manifest`].
-    pub manifest_digest: String,
+    /// SHA-256 of [`Self::manifest`].
+    pub manifest_digest: Digest,
 }
 
 /// Why image documents could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// A digest or diff_id is not 64 lowercase hex characters.
-    #[error("{field} {value:?} is not a lowercase hex SHA-256")]
-    InvalidDigest {
-        /// Which field held the value (`digest`, `diff_id`).
-        field: &'static str,
-        /// The offending value.
-        value: String,
-    },
     /// Serialising a document failed.
     #[error("serialising an image document failed: {0}")]
     Serialise(#[from] serde_json::Error),
@@ -102,11 +95,11 @@ pub fn assemble(
     let layers = order_layers(layers, symlink_layer);
     let config = config_json(architecture, cmd, &layers)?;
     let config_ref = BlobRef {
-        digest: sha256_hex(&config),
+        digest: Digest::of(&config),
         size: config.len() as u64,
     };
     let manifest = manifest_json(&config_ref, &layers)?;
-    let manifest_digest = sha256_hex(&manifest);
+    let manifest_digest = Digest::of(&manifest);
     Ok(ImageDocuments {
         config,
         config_ref,
@@ -121,10 +114,7 @@ pub fn config_json(
     cmd: Option<&[String]>,
     layers: &[LayerEntry],
 ) -> Result<Vec<u8>, ManifestError> {
-    let diff_ids = layers
-        .iter()
-        .map(|layer| prefixed("diff_id", &layer.diff_id))
-        .collect::<Result<_, _>>()?;
+    let diff_ids = layers.iter().map(|layer| layer.diff_id).collect();
     let config = ImageConfig {
         architecture,
         os: "linux",
@@ -144,33 +134,23 @@ pub fn config_json(
 pub fn manifest_json(config: &BlobRef, layers: &[LayerEntry]) -> Result<Vec<u8>, ManifestError> {
     let layers = layers
         .iter()
-        .map(|layer| Descriptor::new(LAYER_TAR_GZIP, layer.size, &layer.digest))
-        .collect::<Result<_, _>>()?;
+        .map(|layer| Descriptor {
+            media_type: LAYER_TAR_GZIP,
+            size: layer.size,
+            digest: layer.digest,
+        })
+        .collect();
     let manifest = Manifest {
         schema_version: 2,
         media_type: MANIFEST_V2,
-        config: Descriptor::new(IMAGE_CONFIG, config.size, &config.digest)?,
+        config: Descriptor {
+            media_type: IMAGE_CONFIG,
+            size: config.size,
+            digest: config.digest,
+        },
         layers,
     };
     Ok(serde_json::to_vec(&manifest)?)
-}
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// `sha256:<hex>` after checking that `hex` is a lowercase hex SHA-256.
-fn prefixed(field: &'static str, hex: &str) -> Result<String, ManifestError> {
-    let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if valid {
-        Ok(format!("sha256:{hex}"))
-    } else {
-        Err(ManifestError::InvalidDigest {
-            field,
-            value: hex.to_owned(),
-        })
-    }
 }
 
 #[derive(Serialize)]
@@ -185,7 +165,7 @@ struct ImageConfig<'a> {
 struct RootFs {
     #[serde(rename = "type")]
     kind: &'static str,
-    diff_ids: Vec<String>,
+    diff_ids: Vec<Digest>,
 }
 
 /// The part of the config a runtime reads; its keys are PascalCase, as the
@@ -213,17 +193,7 @@ struct Manifest {
 struct Descriptor {
     media_type: &'static str,
     size: u64,
-    digest: String,
-}
-
-impl Descriptor {
-    fn new(media_type: &'static str, size: u64, hex: &str) -> Result<Self, ManifestError> {
-        Ok(Self {
-            media_type,
-            size,
-            digest: prefixed("digest", hex)?,
-        })
-    }
+    digest: Digest,
 }
 
 #[cfg(test)]
@@ -233,8 +203,12 @@ mod tests {
 
     use super::*;
 
-    fn hex_of(n: u8) -> String {
-        sha256_hex(&[n])
+    fn hex_of(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> Digest {
+        Digest::of(bytes)
     }
 
     fn layer(n: u8, merge_rating: u128, first_path: &str) -> LayerEntry {
@@ -293,7 +267,7 @@ mod tests {
         assert_eq!(config.media_type().to_string(), IMAGE_CONFIG);
         assert_eq!(
             config.digest().to_string(),
-            format!("sha256:{}", sha256_hex(&docs.config))
+            sha256_hex(&docs.config).to_string()
         );
         assert_eq!(config.size(), docs.config.len() as u64);
         assert_eq!(docs.config_ref.digest, sha256_hex(&docs.config));
@@ -308,7 +282,7 @@ mod tests {
                 (
                     LAYER_TAR_GZIP.to_owned(),
                     1000 + u64::from(n),
-                    format!("sha256:{}", hex_of(n)),
+                    hex_of(n).to_string(),
                 )
             })
             .collect();
@@ -326,7 +300,7 @@ mod tests {
         assert_eq!(config.rootfs().typ(), "layers");
         let expected: Vec<_> = [2u8, 3, 1, 4, 99]
             .iter()
-            .map(|&n| format!("sha256:{}", hex_of(n + 100)))
+            .map(|&n| hex_of(n + 100).to_string())
             .collect();
         assert_eq!(config.rootfs().diff_ids(), &expected);
         let runtime = config.config().as_ref().unwrap();
@@ -363,32 +337,9 @@ mod tests {
 
     #[test]
     fn malformed_digest_is_an_error_not_a_broken_manifest() {
-        let (mut layers, symlinks) = sample();
-        layers[0].digest = "sha256:abc".to_owned();
-        let error = assemble("amd64", None, layers, symlinks).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ManifestError::InvalidDigest {
-                    field: "digest",
-                    ..
-                }
-            ),
-            "{error}"
-        );
-
-        let (mut layers, symlinks) = sample();
-        layers[1].diff_id = hex_of(1).to_uppercase();
-        let error = assemble("amd64", None, layers, symlinks).unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ManifestError::InvalidDigest {
-                    field: "diff_id",
-                    ..
-                }
-            ),
-            "{error}"
-        );
+        // A layer entry holds a parsed digest, so a malformed one is refused
+        // where it is read and cannot reach a manifest.
+        assert!(Digest::parse_hex("sha256:abc").is_err());
+        assert!(Digest::parse_hex(&hex_of(1).hex().to_uppercase()).is_err());
     }
 }

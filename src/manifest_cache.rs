@@ -18,15 +18,16 @@ use std::{
     io,
     num::NonZeroUsize,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use bytes::Bytes;
 use lru::LruCache;
-use sha2::{Digest, Sha256};
+use parking_lot::Mutex;
 
 use crate::{
     cache::{CacheError, bytes_stream, read_bounded, write_atomically},
+    digest::Digest,
     storage::{Storage, StorageError, StorageKey},
 };
 
@@ -38,20 +39,15 @@ const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 pub struct BuiltManifest {
     /// The manifest JSON exactly as stored.
     pub bytes: Bytes,
-    /// Its digest, `sha256:<hex>`.
-    pub digest: String,
+    /// Its digest.
+    pub digest: Digest,
 }
 
 impl BuiltManifest {
     /// The manifest `bytes` with their digest.
     pub fn from_bytes(bytes: Bytes) -> Self {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let digest = Digest::of(&bytes);
         Self { bytes, digest }
-    }
-
-    /// The hex part of the digest.
-    fn digest_hex(&self) -> &str {
-        self.digest.trim_start_matches("sha256:")
     }
 }
 
@@ -148,18 +144,14 @@ impl ManifestCache {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, BuiltManifest>> {
-        // A poisoned map only means a panic between complete operations.
-        self.memory
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, BuiltManifest>> {
+        self.memory.lock()
     }
 
     fn disk_path(&self, key: &str) -> Option<PathBuf> {
-        // Keys are hex digests; anything else never names a file.
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
+        // The file is named like the storage object: a key that is not a
+        // valid storage key name (a path, a dot file) never names a file.
+        StorageKey::manifest(key).ok()?;
         Some(self.disk.as_ref()?.join(key))
     }
 
@@ -182,9 +174,7 @@ impl ManifestCache {
         let built = BuiltManifest::from_bytes(Bytes::from(bytes));
         // The storage must still hold the manifest blob (and so, written
         // before it, every blob the manifest names).
-        let Ok(blob) = StorageKey::layer(built.digest_hex()) else {
-            return Ok(None);
-        };
+        let blob = StorageKey::layer(&built.digest);
         match self.storage.fetch(&blob).await {
             Ok(_) => Ok(Some(built)),
             Err(StorageError::NotFound(_)) => {
@@ -243,7 +233,7 @@ impl ManifestCache {
 /// `<cache_dir>/manifests-<first 16 hex digits of its SHA-256>`. A file
 /// `storage` beside the manifests names the storage, for operators.
 pub fn local_tier_dir(cache_dir: &Path, storage_identity: &str) -> io::Result<PathBuf> {
-    let hash = hex::encode(Sha256::digest(storage_identity.as_bytes()));
+    let hash = Digest::of(storage_identity.as_bytes()).hex();
     let dir = cache_dir.join(format!("manifests-{}", &hash[..16]));
     std::fs::create_dir_all(&dir)?;
     let label = dir.join("storage");
@@ -263,7 +253,7 @@ mod tests {
     }
 
     async fn store_blob(storage: &Arc<dyn Storage>, built: &BuiltManifest) {
-        let key = StorageKey::layer(built.digest_hex()).unwrap();
+        let key = StorageKey::layer(&built.digest);
         storage
             .persist(&key, "application/json", bytes_stream(built.bytes.clone()))
             .await

@@ -7,67 +7,45 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Everything counted since start-up. Shared by the builder (which counts)
-/// and the HTTP layer (which renders).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Nix steps started (one per image build that was not a cache hit).
-    pub nix_builds: AtomicU64,
-    /// Image builds that failed (missing packages included).
-    pub build_failures: AtomicU64,
-    /// Manifests answered from the manifest cache.
-    pub manifest_cache_hits: AtomicU64,
-    /// Layers packed and uploaded.
-    pub layers_uploaded: AtomicU64,
-    /// Compressed bytes of the layers packed and uploaded.
-    pub layer_bytes_uploaded: AtomicU64,
-    /// Layers found in the cache (their build record existed).
-    pub layer_cache_hits: AtomicU64,
-    /// New builds refused because the build queue was full (429).
-    pub builds_refused: AtomicU64,
-}
-
 /// Name, help text and accessor of one counter.
 type Counter = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
 
-/// Every counter, in output order.
-const COUNTERS: [Counter; 7] = [
-    (
-        "nixery_nix_builds_total",
-        "Nix steps started for image builds.",
-        |m| &m.nix_builds,
-    ),
-    (
-        "nixery_build_failures_total",
-        "Image builds that failed.",
-        |m| &m.build_failures,
-    ),
-    (
-        "nixery_manifest_cache_hits_total",
-        "Manifests served from the manifest cache without building.",
-        |m| &m.manifest_cache_hits,
-    ),
-    (
-        "nixery_layers_uploaded_total",
-        "Layers packed and uploaded to storage.",
-        |m| &m.layers_uploaded,
-    ),
-    (
-        "nixery_layer_bytes_uploaded_total",
-        "Compressed bytes of the layers uploaded to storage.",
-        |m| &m.layer_bytes_uploaded,
-    ),
-    (
-        "nixery_layer_cache_hits_total",
-        "Layers whose build record was found, so they were not packed again.",
-        |m| &m.layer_cache_hits,
-    ),
-    (
-        "nixery_builds_refused_total",
-        "New image builds refused with 429 because the build queue was full.",
-        |m| &m.builds_refused,
-    ),
-];
+/// Declare every counter once: its field (with its doc), its exported name
+/// and its help text. Gives [`Metrics`] and `COUNTERS`, in output order.
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])+ $field:ident => $name:literal, $help:literal; )+) => {
+        /// Everything counted since start-up. Shared by the builder (which
+        /// counts) and the HTTP layer (which renders).
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])+ pub $field: AtomicU64, )+
+        }
+
+        /// Every counter, in output order.
+        const COUNTERS: &[Counter] = &[$( ($name, $help, |m| &m.$field) ),+];
+    };
+}
+
+counters! {
+    /// Nix steps started (one per image build that was not a cache hit).
+    nix_builds => "nixery_nix_builds_total", "Nix steps started for image builds.";
+    /// Image builds that failed (missing packages included).
+    build_failures => "nixery_build_failures_total", "Image builds that failed.";
+    /// Manifests answered from the manifest cache.
+    manifest_cache_hits => "nixery_manifest_cache_hits_total",
+        "Manifests served from the manifest cache without building.";
+    /// Layers packed and uploaded.
+    layers_uploaded => "nixery_layers_uploaded_total", "Layers packed and uploaded to storage.";
+    /// Compressed bytes of the layers packed and uploaded.
+    layer_bytes_uploaded => "nixery_layer_bytes_uploaded_total",
+        "Compressed bytes of the layers uploaded to storage.";
+    /// Layers found in the cache (their build record existed).
+    layer_cache_hits => "nixery_layer_cache_hits_total",
+        "Layers whose build record was found, so they were not packed again.";
+    /// New builds refused because the build queue was full (429).
+    builds_refused => "nixery_builds_refused_total",
+        "New image builds refused with 429 because the build queue was full.";
+}
 
 /// Content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -86,7 +64,7 @@ impl Metrics {
     /// All counters in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut text = String::new();
-        for (name, help, counter) in COUNTERS {
+        for (name, help, counter) in COUNTERS.iter().copied() {
             let value = counter(self).load(Ordering::Relaxed);
             text.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"

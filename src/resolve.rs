@@ -19,10 +19,11 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -312,7 +313,7 @@ impl RefCache {
     }
 
     fn current(&self) -> Option<Arc<RefSnapshot>> {
-        lock(&self.current).clone()
+        self.current.lock().clone()
     }
 
     fn fresh(&self) -> Option<Arc<RefSnapshot>> {
@@ -355,7 +356,7 @@ impl RefCache {
             (Err(error), None) => return Err(error),
         };
         let snapshot = Arc::new(snapshot);
-        *lock(&self.current) = Some(snapshot.clone());
+        *self.current.lock() = Some(snapshot.clone());
         Ok(snapshot)
     }
 }
@@ -430,7 +431,8 @@ impl FingerprintCache {
     }
 
     fn fresh(&self) -> Option<String> {
-        lock(&self.current)
+        self.current
+            .lock()
             .as_ref()
             .filter(|(_, taken)| taken.elapsed() < PATH_RECHECK)
             .map(|(fingerprint, _)| fingerprint.clone())
@@ -461,7 +463,7 @@ impl FingerprintCache {
             .await
             .map_err(|error| ResolveError::Fingerprint(io::Error::other(error.to_string())))?
             .map_err(ResolveError::Fingerprint)?;
-        *lock(&self.current) = Some((fingerprint.clone(), taken));
+        *self.current.lock() = Some((fingerprint.clone(), taken));
         Ok(fingerprint)
     }
 }
@@ -510,12 +512,6 @@ pub fn fingerprint_tree(root: &Path) -> io::Result<String> {
         }
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
+use nixery::digest::Digest;
 use nixery::storage::{
     ByteStream, Storage, StorageError, StorageKey, filesystem::FilesystemStorage,
 };
@@ -53,7 +54,7 @@ async fn crash_child_writer() {
         return;
     };
     let storage = FilesystemStorage::new(dir).unwrap();
-    let key = StorageKey::layer(KEY_HEX).unwrap();
+    let key = StorageKey::layer(&Digest::parse_hex(KEY_HEX).unwrap());
     let _ = storage
         .persist(&key, "application/octet-stream", endless_body(8, true))
         .await;
@@ -103,7 +104,7 @@ async fn killed_writer_leaves_no_object_under_its_key() {
         names(&layers).is_empty(),
         "stale temporary file survived start-up"
     );
-    let key = StorageKey::layer(KEY_HEX).unwrap();
+    let key = StorageKey::layer(&Digest::parse_hex(KEY_HEX).unwrap());
     assert!(matches!(
         storage.fetch(&key).await,
         Err(StorageError::NotFound(_))

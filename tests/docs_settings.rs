@@ -20,10 +20,6 @@ const SETTINGS_MARKER: &str = "<!-- settings-table";
 /// Marks a `nixery layers` output block: `budget=N` follows it.
 const LAYERS_OUTPUT_MARKER: &str = "<!-- nixery-layers-output: budget=";
 
-/// Settings read outside `src/config.rs`, with the file that reads them.
-/// Each must still appear there, so a rename cannot leave the table stale.
-const SETTINGS_OUTSIDE_CONFIG: &[(&str, &str)] = &[("RUST_LOG", "src/logging.rs")];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -52,18 +48,13 @@ fn markdown_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The environment variables named by `env = "..."` in `src/config.rs`.
+/// Every environment variable the server reads, from the settings table
+/// (`nixery::config`) and `RUST_LOG`.
 fn settings_in_config() -> BTreeSet<String> {
-    let source = read(&root().join("src/config.rs"));
-    let mut names = BTreeSet::new();
-    let mut rest = source.as_str();
-    while let Some(at) = rest.find("env = \"") {
-        rest = &rest[at + "env = \"".len()..];
-        let end = rest.find('"').expect("closing quote of an env attribute");
-        names.insert(rest[..end].to_owned());
-        rest = &rest[end..];
-    }
-    names
+    nixery::config::env_vars()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The first-column names of the settings table, and the page holding it.
@@ -120,23 +111,10 @@ fn settings_in_docs() -> (BTreeSet<String>, PathBuf) {
 fn every_setting_in_the_docs_table_exists_in_the_code() {
     let code = settings_in_config();
     let (docs, page) = settings_in_docs();
-    for (name, file) in SETTINGS_OUTSIDE_CONFIG {
-        assert!(
-            read(&root().join(file)).contains(&format!("\"{name}\"")),
-            "{name} is no longer read in {file}; update SETTINGS_OUTSIDE_CONFIG and the docs"
-        );
-    }
-    let outside: BTreeSet<String> = SETTINGS_OUTSIDE_CONFIG
-        .iter()
-        .map(|(name, _)| (*name).to_owned())
-        .collect();
-    let unknown: Vec<&String> = docs
-        .iter()
-        .filter(|name| !code.contains(*name) && !outside.contains(*name))
-        .collect();
+    let unknown: Vec<&String> = docs.iter().filter(|name| !code.contains(*name)).collect();
     assert!(
         unknown.is_empty(),
-        "{} documents settings that src/config.rs does not read: {unknown:?}",
+        "{} documents settings that the server does not read: {unknown:?}",
         page.display()
     );
 }
@@ -146,18 +124,10 @@ fn every_setting_in_the_code_is_in_the_docs_table() {
     let code = settings_in_config();
     assert!(
         code.len() >= 10,
-        "found only {code:?} in src/config.rs; did the env attributes change shape?"
+        "found only {code:?} in nixery::config::env_vars()"
     );
     let (docs, page) = settings_in_docs();
-    let expected: BTreeSet<String> = code
-        .into_iter()
-        .chain(
-            SETTINGS_OUTSIDE_CONFIG
-                .iter()
-                .map(|(name, _)| (*name).to_owned()),
-        )
-        .collect();
-    let missing: Vec<&String> = expected.difference(&docs).collect();
+    let missing: Vec<&String> = code.difference(&docs).collect();
     assert!(
         missing.is_empty(),
         "settings missing from the table in {}: {missing:?}",

@@ -5,6 +5,7 @@
 
 mod support_gcs;
 
+use nixery::digest::Digest;
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage};
 use nixery::storage::{ServeRequest, Served, Storage, StorageError, StorageKey};
 use support_gcs::{BUCKET, FakeGcs, body_of, collect, pattern, sha256_hex};
@@ -21,14 +22,14 @@ async fn multi_megabyte_layer_roundtrips_through_resumable_upload() {
     };
     let storage = gcs.storage_with(options).await;
     let data = pattern(5 * 1024 * 1024 + 12_345, 1);
-    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let key = StorageKey::layer(&Digest::of(&data));
 
     let persisted = storage
         .persist(&key, LAYER_TYPE, body_of(data.clone(), 100_000))
         .await
         .unwrap();
 
-    assert_eq!(persisted.sha256, sha256_hex(&data));
+    assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
     assert_eq!(persisted.size, data.len() as u64);
     let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
     assert!(fetched == data, "fetched bytes differ from persisted bytes");
@@ -49,9 +50,9 @@ async fn layer_larger_than_default_chunk_roundtrips() {
         .await
         .unwrap();
 
-    assert_eq!(persisted.sha256, sha256_hex(&data));
+    assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
     let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
-    assert_eq!(sha256_hex(&fetched), persisted.sha256);
+    assert_eq!(sha256_hex(&fetched), persisted.sha256.hex());
 }
 
 #[tokio::test]
@@ -84,7 +85,7 @@ async fn empty_object_persists_with_the_empty_digest() {
         .await
         .unwrap();
 
-    assert_eq!(persisted.sha256, sha256_hex(b""));
+    assert_eq!(persisted.sha256.hex(), sha256_hex(b""));
     assert_eq!(persisted.size, 0);
     assert!(
         collect(storage.fetch(&key).await.unwrap())
@@ -130,7 +131,7 @@ async fn move_renames_and_a_retried_move_still_succeeds() {
     let storage = gcs.storage().await;
     let data = pattern(300_000, 3);
     let staging = StorageKey::staging("upload-1").unwrap();
-    let layer = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let layer = StorageKey::layer(&Digest::of(&data));
     storage
         .persist(&staging, LAYER_TYPE, body_of(data.clone(), 65_536))
         .await
@@ -191,7 +192,7 @@ async fn serve_redirects_to_the_public_url_which_downloads_the_same_bytes() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
     let data = pattern(700_000, 4);
-    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let key = StorageKey::layer(&Digest::of(&data));
     storage
         .persist(&key, LAYER_TYPE, body_of(data.clone(), 65_536))
         .await
@@ -213,7 +214,7 @@ async fn serve_redirects_to_the_public_url_which_downloads_the_same_bytes() {
 async fn head_request_gets_the_same_redirect() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
-    let key = StorageKey::layer(&sha256_hex(b"x")).unwrap();
+    let key = StorageKey::layer(&Digest::of(b"x"));
     storage
         .persist(&key, LAYER_TYPE, body_of(b"x".to_vec(), 1))
         .await
@@ -236,7 +237,7 @@ async fn head_request_gets_the_same_redirect() {
 async fn serve_of_absent_blob_is_not_found() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
-    let key = StorageKey::layer(&sha256_hex(b"absent")).unwrap();
+    let key = StorageKey::layer(&Digest::of(b"absent"));
 
     let result = storage.serve(&key, &ServeRequest::default()).await;
 
@@ -300,7 +301,7 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
     let data = pattern(6 * 1024 * 1024, 5);
     let gate_at = 4 * 1024 * 1024;
     let (body, reached, resume) = support_gcs::gated_body(data.clone(), 64 * 1024, gate_at);
-    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let key = StorageKey::layer(&Digest::of(&data));
 
     let upload = tokio::spawn({
         let storage = storage.clone();
@@ -323,7 +324,7 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
         visible_mid_upload.is_none(),
         "object visible before its upload completed"
     );
-    assert_eq!(persisted.sha256, sha256_hex(&data));
+    assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
     let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
     assert!(fetched == data);
 }
@@ -360,7 +361,7 @@ async fn objects_are_listed_under_their_prefix_with_their_bytes() {
 async fn serve_with_a_required_content_type_refuses_other_objects() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
-    let layer = StorageKey::layer(&sha256_hex(b"layer")).unwrap();
+    let layer = StorageKey::layer(&Digest::of(b"layer"));
     storage
         .persist(&layer, LAYER_TYPE, body_of(b"layer".to_vec(), 5))
         .await
@@ -373,7 +374,7 @@ async fn serve_with_a_required_content_type_refuses_other_objects() {
         storage.serve(&layer, &only_manifests).await,
         Err(StorageError::NotFound(_))
     ));
-    let manifest = StorageKey::layer(&sha256_hex(b"{}")).unwrap();
+    let manifest = StorageKey::layer(&Digest::of(b"{}"));
     storage
         .persist(
             &manifest,
@@ -401,7 +402,7 @@ async fn staging_clean_up_removes_old_objects_and_keeps_recent_ones() {
     let two_hours_ago = now - std::time::Duration::from_secs(2 * 3600);
     let old = StorageKey::staging(&format!("4242-{}-0", two_hours_ago.as_nanos())).unwrap();
     let recent = StorageKey::staging(&format!("4242-{}-1", now.as_nanos())).unwrap();
-    let layer = StorageKey::layer(&sha256_hex(b"kept")).unwrap();
+    let layer = StorageKey::layer(&Digest::of(b"kept"));
     for key in [&old, &recent, &layer] {
         storage
             .persist(key, LAYER_TYPE, body_of(b"kept".to_vec(), 4))

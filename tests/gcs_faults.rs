@@ -8,6 +8,7 @@ mod support_gcs;
 
 use std::time::Duration;
 
+use nixery::digest::Digest;
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage, RetryPolicy};
 use nixery::storage::{Storage, StorageError, StorageKey};
 use support_gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
@@ -37,7 +38,7 @@ async fn emulator_killed_mid_upload_fails_persist_and_leaves_no_object() {
     let mut gcs = FakeGcs::start().await;
     let storage = gcs.storage_with(short_timeouts()).await;
     let data = pattern(4 * 1024 * 1024, 11);
-    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let key = StorageKey::layer(&Digest::of(&data));
     let (body, reached, resume) = gated_body(data.clone(), 64 * 1024, 2 * 1024 * 1024);
 
     let upload = tokio::spawn({
@@ -66,7 +67,7 @@ async fn emulator_killed_mid_upload_fails_persist_and_leaves_no_object() {
         .persist(&key, LAYER_TYPE, body_of(data.clone(), 64 * 1024))
         .await
         .unwrap();
-    assert_eq!(persisted.sha256, sha256_hex(&data));
+    assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
 }
 
 #[tokio::test]
@@ -74,7 +75,7 @@ async fn emulator_hung_mid_upload_fails_persist_by_timeout_and_leaves_no_object(
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage_with(short_timeouts()).await;
     let data = pattern(4 * 1024 * 1024, 12);
-    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let key = StorageKey::layer(&Digest::of(&data));
     let (body, reached, resume) = gated_body(data, 64 * 1024, 2 * 1024 * 1024);
 
     let upload = tokio::spawn({
@@ -196,8 +197,8 @@ async fn uploads_moves_and_reads_survive_a_fifth_of_api_calls_failing() {
             .persist(&staging, LAYER_TYPE, body_of(data.clone(), 64 * 1024))
             .await
             .expect("persist despite faults");
-        assert_eq!(persisted.sha256, sha256_hex(&data));
-        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
+        let key = StorageKey::layer(&persisted.sha256);
         storage
             .move_object(&staging, &key)
             .await

@@ -8,9 +8,10 @@ mod support_gcs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nixery::digest::Digest;
 use nixery::storage::gcs::GcsStorage;
 use nixery::storage::{ServeRequest, Served, Storage, StorageKey};
-use sha2::Digest;
+use sha2::Digest as _;
 use support_gcs::{BUCKET, FakeGcs, body_of, pattern, sha256_hex};
 
 const CLIENT_EMAIL: &str = "nixery-test@nixery-test-project.iam.gserviceaccount.com";
@@ -162,7 +163,7 @@ async fn redirect_is_a_v4_signed_url_valid_300_seconds_that_verifies_and_downloa
     .await
     .unwrap();
     let data = pattern(400_000, 21);
-    let key = StorageKey::layer(&sha256_hex(&data)).unwrap();
+    let key = StorageKey::layer(&Digest::of(&data));
     storage
         .persist(
             &key,
@@ -242,7 +243,7 @@ async fn credentials_that_are_not_a_service_account_key_give_public_urls() {
     let storage = GcsStorage::connect(BUCKET.to_owned(), Some(key_file), Some(gcs.host()))
         .await
         .unwrap();
-    let key = StorageKey::layer(&sha256_hex(b"user")).unwrap();
+    let key = StorageKey::layer(&Digest::of(b"user"));
     storage
         .persist(
             &key,

@@ -18,7 +18,7 @@ const REQUESTS: usize = 2000;
 fn requests_are_answered_while_nobody_reads_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_nixery"));
-    for key in common::SETTINGS {
+    for key in nixery::config::env_vars() {
         command.env_remove(key);
     }
     let mut child = command

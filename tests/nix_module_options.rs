@@ -273,19 +273,13 @@ fn every_setting_reaches_the_environment_of_some_configuration() {
     for (variable, option) in SETTINGS {
         assert!(seen.contains(*variable), "{option} never sets {variable}");
     }
-    // Settings the server's own config.rs reads (clap `env = "..."`) must
-    // be reachable from the module too.
-    let config_rs =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
-            .expect("src/config.rs");
-    for variable in config_rs
-        .split("env = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-    {
+    // Every setting of the server's settings table must be reachable from
+    // the module too.
+    for setting in nixery::config::settings() {
+        let variable = setting.env;
         assert!(
             seen.contains(variable),
-            "config.rs reads {variable}; the module never sets it"
+            "the server reads {variable}; the module never sets it"
         );
     }
 }

@@ -52,7 +52,7 @@ async fn symlink_layer_holds_the_forest_tmp_and_env() {
 
     let bytes = std::fs::read(&layer.path).unwrap();
     assert_eq!(bytes.len() as u64, layer.size);
-    assert_eq!(hex::encode(Sha256::digest(&bytes)), layer.tar_hash);
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), layer.tar_hash.hex());
 
     let top = top_level(&result);
     let mut archive = tar::Archive::new(bytes.as_slice());

@@ -43,8 +43,8 @@ pub const GZIP_LEVEL: u32 = 6;
 /// What packing learnt about the uncompressed tar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TarSummary {
-    /// Lowercase hex SHA-256 of the uncompressed tar (the layer's `diff_id`).
-    pub diff_id: String,
+    /// SHA-256 of the uncompressed tar (the layer's `diff_id`).
+    pub diff_id: crate::digest::Digest,
     /// Size in bytes of the uncompressed tar.
     pub tar_size: u64,
 }

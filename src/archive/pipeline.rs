@@ -20,7 +20,7 @@ use std::{
     collections::BTreeMap,
     io::{self, Write},
     sync::{
-        Arc, Mutex,
+        Arc,
         mpsc::{Receiver, SyncSender, sync_channel},
     },
     thread::{self, Scope, ScopedJoinHandle},
@@ -28,6 +28,7 @@ use std::{
 
 use bytes::Bytes;
 use flate2::Crc;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
@@ -148,12 +149,9 @@ fn join<T>(handle: ScopedJoinHandle<'_, Result<T, ArchiveError>>) -> Result<T, A
 /// collector stops listening.
 fn compress(jobs: &Mutex<Receiver<Job>>, results: &SyncSender<JobResult>) {
     loop {
-        // The lock is held only while waiting for the next job; a poisoned
-        // lock means another compressor panicked, which `join` reports.
-        let job = match jobs.lock() {
-            Ok(jobs) => jobs.recv(),
-            Err(_) => return,
-        };
+        // The lock is held only while waiting for the next job; a
+        // compressor that panics is reported by `join`.
+        let job = jobs.lock().recv();
         let Ok(job) = job else { return };
         let deflated = gzip::deflate_block(GZIP_LEVEL, &job.dictionary, &job.data);
         if results.send((job.index, deflated)).is_err() {
@@ -241,7 +239,7 @@ impl HashingSink {
         }
         Ok(Produced {
             summary: TarSummary {
-                diff_id: hex::encode(self.sha256.finalize()),
+                diff_id: crate::digest::Digest::from_hasher(self.sha256),
                 tar_size: self.size,
             },
             crc: self.crc.sum(),

@@ -8,7 +8,6 @@ use std::{
 
 use flate2::read::GzDecoder;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::{ArchiveError, TarSummary, gzip_file, pack_store_paths};
 use crate::storage::ByteStream;
@@ -41,8 +40,8 @@ fn gunzip(blob: &[u8]) -> Vec<u8> {
     tar
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+fn sha256_hex(data: &[u8]) -> crate::digest::Digest {
+    crate::digest::Digest::of(data)
 }
 
 /// One member of a tar read back with the tar crate.

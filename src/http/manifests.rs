@@ -32,7 +32,7 @@ pub async fn by_tag(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
         .header(header::CONTENT_LENGTH, built.bytes.len())
-        .header(DOCKER_CONTENT_DIGEST, &built.digest)
+        .header(DOCKER_CONTENT_DIGEST, built.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", built.digest))
         .body(Body::from(built.bytes))
         .map_err(RegistryError::internal)

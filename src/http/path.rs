@@ -78,7 +78,7 @@ pub fn parse(raw_path: &str) -> Result<Endpoint, RegistryError> {
         let digest = decode(reference).ok_or(ReferenceError::Digest("not valid UTF-8"))?;
         Ok(Endpoint::Blob {
             name,
-            digest: Digest::parse(&digest)?,
+            digest: Digest::parse(&digest).map_err(ReferenceError::from)?,
         })
     } else {
         let reference = decode(reference).ok_or(ReferenceError::Tag("not valid UTF-8"))?;

@@ -13,7 +13,8 @@
 use axum::http::HeaderValue;
 use bytes::Bytes;
 use quick_cache::{Weighter, sync::Cache};
-use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 
 /// Largest object kept in memory, in bytes.
 pub const MAX_OBJECT_LEN: u64 = 64 * 1024;
@@ -34,15 +35,15 @@ pub struct CachedObject {
 #[derive(Clone)]
 struct BySize;
 
-impl Weighter<String, CachedObject> for BySize {
-    fn weight(&self, key: &String, object: &CachedObject) -> u64 {
-        object.bytes.len() as u64 + key.len() as u64 + ENTRY_OVERHEAD
+impl Weighter<Digest, CachedObject> for BySize {
+    fn weight(&self, _: &Digest, object: &CachedObject) -> u64 {
+        object.bytes.len() as u64 + size_of::<Digest>() as u64 + ENTRY_OVERHEAD
     }
 }
 
-/// The cache, keyed by the object's lowercase hex SHA-256.
+/// The cache, keyed by the object's SHA-256.
 pub struct SmallObjects {
-    cache: Cache<String, CachedObject, BySize>,
+    cache: Cache<Digest, CachedObject, BySize>,
 }
 
 impl SmallObjects {
@@ -56,14 +57,14 @@ impl SmallObjects {
         }
     }
 
-    /// The object whose SHA-256 is `hex`, if cached.
-    pub fn get(&self, hex: &str) -> Option<CachedObject> {
-        self.cache.get(hex)
+    /// The object whose SHA-256 is `digest`, if cached.
+    pub fn get(&self, digest: &Digest) -> Option<CachedObject> {
+        self.cache.get(digest)
     }
 
-    /// Remember `bytes` as the object `hex` if it is small enough and its
-    /// SHA-256 really is `hex`. Returns the object either way.
-    pub fn insert(&self, hex: &str, bytes: Bytes, content_type: HeaderValue) -> CachedObject {
+    /// Remember `bytes` as the object `digest` if it is small enough and
+    /// its SHA-256 really is `digest`. Returns the object either way.
+    pub fn insert(&self, digest: &Digest, bytes: Bytes, content_type: HeaderValue) -> CachedObject {
         let object = CachedObject {
             bytes,
             content_type,
@@ -71,11 +72,11 @@ impl SmallObjects {
         if object.bytes.len() as u64 > MAX_OBJECT_LEN {
             return object;
         }
-        if hex::encode(Sha256::digest(&object.bytes)) == hex {
-            self.cache.insert(hex.to_owned(), object.clone());
+        if Digest::of(&object.bytes) == *digest {
+            self.cache.insert(*digest, object.clone());
         } else {
             tracing::warn!(
-                digest = hex,
+                digest = %digest,
                 "stored object does not match its digest, not caching it"
             );
         }
@@ -98,8 +99,8 @@ impl Default for SmallObjects {
 mod tests {
     use super::*;
 
-    fn hex_of(bytes: &[u8]) -> String {
-        hex::encode(Sha256::digest(bytes))
+    fn hex_of(bytes: &[u8]) -> Digest {
+        Digest::of(bytes)
     }
 
     const TYPE: HeaderValue = HeaderValue::from_static("application/json");

@@ -31,10 +31,11 @@ struct TagList<'a> {
 pub fn list(name: &RepositoryName, query: Option<&str>) -> Result<Response, RegistryError> {
     let mut limit = None;
     let mut last = None;
-    for (key, value) in url_pairs(query.unwrap_or("")) {
-        match key.as_str() {
+    // `application/x-www-form-urlencoded` pairs: percent- and `+`-decoded.
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
             "n" => limit = Some(parse_count(&value)?),
-            "last" => last = Some(value),
+            "last" => last = Some(value.into_owned()),
             _ => {}
         }
     }
@@ -49,21 +50,6 @@ pub fn list(name: &RepositoryName, query: Option<&str>) -> Result<Response, Regi
         tags,
     })
     .into_response())
-}
-
-/// The `key=value` pairs of a query string, percent- and `+`-decoded.
-fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(key), decode(value))
-    })
-}
-
-fn decode(part: &str) -> String {
-    let spaced = part.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// `n`: a non-negative decimal count.

@@ -24,8 +24,10 @@ pub use embedded::content_hash as embedded_files_hash;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -72,9 +74,9 @@ pub struct NixSettings {
 pub struct SymlinkLayer {
     /// Size of the tarball in bytes.
     pub size: u64,
-    /// Hex SHA-256 of the tarball.
-    #[serde(rename = "tarHash")]
-    pub tar_hash: String,
+    /// SHA-256 of the tarball (bare hex in Nix's output).
+    #[serde(rename = "tarHash", with = "crate::digest::bare_hex")]
+    pub tar_hash: crate::digest::Digest,
     /// The tarball's store path.
     pub path: PathBuf,
 }
@@ -305,8 +307,8 @@ impl NixRunner {
             tokio::spawn(async move {
                 let result = process::for_each_line(BufReader::new(stderr), |line| {
                     tracing::info!(image = %label, line = %line, "nix output");
-                    lock(&markers).offer(&line);
-                    lock(&tail).push(line);
+                    markers.lock().offer(&line);
+                    tail.lock().push(line);
                 })
                 .await;
                 if let Err(error) = result {
@@ -337,7 +339,7 @@ impl NixRunner {
             // stray process that inherited it.
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
-        let stderr_tail = lock(&tail).joined();
+        let stderr_tail = tail.lock().joined();
 
         let (status, stdout) = match outcome {
             Err(_) => {
@@ -352,12 +354,12 @@ impl NixRunner {
         };
 
         if !status.success() {
-            let refused = refusal::refusals(&lock(&markers), &stderr_tail, image.arch.nix_system());
+            let refused = refusal::refusals(&markers.lock(), &stderr_tail, image.arch.nix_system());
             if !refused.is_empty() {
                 return Err(NixError::Refused(refused));
             }
             let nix_timed_out = status.code() == Some(NIX_TIMEOUT_EXIT_CODE)
-                || lock(&tail).contains("timed out after");
+                || tail.lock().contains("timed out after");
             return Err(if nix_timed_out {
                 NixError::TimedOut {
                     image: label.to_string(),
@@ -381,13 +383,6 @@ impl NixRunner {
         tracing::info!(image = %label, result = %result_path.display(), "nix build finished");
         Ok(result)
     }
-}
-
-/// Lock `mutex`, ignoring poisoning (the tail stays usable).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The error and its sources, for logs.
@@ -419,12 +414,7 @@ fn parse_result(bytes: &[u8]) -> Result<PrepareResult, NixError> {
     let result: PrepareResult = serde_json::from_slice(bytes)
         .map_err(|e| NixError::BadResult(format!("result is not the expected JSON: {e}")))?;
     let layer = &result.symlink_layer;
-    let hash_ok = layer.tar_hash.len() == 64
-        && layer
-            .tar_hash
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !hash_ok || !layer.path.is_absolute() {
+    if !layer.path.is_absolute() {
         return Err(NixError::BadResult("malformed symlink layer".into()));
     }
     Ok(result)
@@ -444,7 +434,7 @@ mod tests {
         );
         let result = parse_result(json.as_bytes()).unwrap();
         assert_eq!(result.symlink_layer.size, 10240);
-        assert_eq!(result.symlink_layer.tar_hash, HASH);
+        assert_eq!(result.symlink_layer.tar_hash.hex(), HASH);
         assert_eq!(result.runtime_graph.graph[0].closure_size, 1);
     }
 

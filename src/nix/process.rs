@@ -6,10 +6,10 @@
 //! can stop them all ([`stop_all`]) before the process exits: build tasks
 //! are dropped when the runtime stops, too late for their own clean-up.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::process::ExitStatus;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -112,10 +112,9 @@ impl Drop for ProcessGroup {
 }
 
 /// The process groups started and not yet reaped.
-fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<libc::pid_t>> {
+fn live_groups() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
     static LIVE: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
-    // The set stays consistent even if a holder panicked.
-    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    LIVE.lock()
 }
 
 fn forget_group(pgid: Option<libc::pid_t>) {

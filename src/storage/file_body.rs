@@ -12,11 +12,12 @@
 use std::{
     fs::File,
     io::{self, Read, Seek, SeekFrom},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
 };
 
 use bytes::Bytes;
 use futures::{StreamExt, TryFutureExt, stream};
+use parking_lot::Mutex;
 
 use super::ByteStream;
 
@@ -49,7 +50,7 @@ pub fn stream_region(file: File, start: u64, len: u64) -> ByteStream {
 /// of one download.
 fn read_chunk(file: &Mutex<File>, offset: u64, len: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
-    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut file = file.lock();
     file.seek(SeekFrom::Start(offset))?;
     (&mut *file).take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {

@@ -26,6 +26,8 @@
 //! may leave the content type of one with the bytes of the other; callers
 //! serialise uploads per key (and layer keys are content addressed).
 
+pub mod settings;
+
 use std::{
     io,
     path::{Path, PathBuf},
@@ -36,6 +38,8 @@ use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
+
+use crate::digest::Digest;
 
 use super::{
     BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, STAGING_PREFIX,
@@ -196,10 +200,10 @@ impl FilesystemStorage {
         .await
         .map_err(|e| io_err(io::Error::other(e)))?
         .map_err(io_err)?;
-        let sha256 = hex::encode(hasher.finalize());
+        let sha256 = Digest::from_hasher(hasher);
         let key = match key {
             Some(key) => key.clone(),
-            None => StorageKey::layer(&sha256).map_err(|e| io_err(io::Error::other(e)))?,
+            None => StorageKey::layer(&sha256),
         };
 
         let meta = serde_json::to_vec(&Meta {
@@ -492,7 +496,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p.size, 11);
-        assert_eq!(p.sha256, hex::encode(Sha256::digest(b"hello world")));
+        assert_eq!(p.sha256, Digest::of(b"hello world"));
         assert_eq!(collect(fs.fetch(&key).await.unwrap()).await, b"hello world");
         // Only the object and its sidecar remain: no temporary files.
         assert_eq!(names_in(&dir.path().join("builds")), [".meta~k1", "k1"]);
@@ -541,8 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = FilesystemStorage::new(dir.path()).unwrap();
         let from = StorageKey::staging("s1").unwrap();
-        let hex = hex::encode(Sha256::digest(b"blob"));
-        let to = StorageKey::layer(&hex).unwrap();
+        let to = StorageKey::layer(&Digest::of(b"blob"));
         fs.persist(&from, "application/x-test", stream_of(&[b"blob"]))
             .await
             .unwrap();
@@ -695,8 +698,8 @@ mod tests {
         }
         let fs = FilesystemStorage::new(dir.path()).unwrap();
         let from = StorageKey::staging("x1").unwrap();
-        let hex = hex::encode(Sha256::digest(b"layer"));
-        let to = StorageKey::layer(&hex).unwrap();
+        let hex = Digest::of(b"layer").hex();
+        let to = StorageKey::layer(&Digest::of(b"layer"));
         fs.persist(&from, "application/x-layer", stream_of(&[b"layer"]))
             .await
             .unwrap();
@@ -724,7 +727,7 @@ mod tests {
         }
         let fs = FilesystemStorage::new(dir.path()).unwrap();
         // Written by upstream: a plain file with the attribute, no sidecar.
-        let upstream = StorageKey::layer(&"1".repeat(64)).unwrap();
+        let upstream = StorageKey::layer(&Digest::parse_hex(&"1".repeat(64)).unwrap());
         std::fs::write(fs.object_path(&upstream), b"blob").unwrap();
         xattr::set(
             fs.object_path(&upstream),
@@ -867,11 +870,8 @@ mod staging_tests {
             .unwrap();
         drop(sender);
         let persisted = upload.await.unwrap().unwrap();
-        assert_eq!(
-            persisted.sha256,
-            hex::encode(Sha256::digest(b"first second"))
-        );
-        let key = StorageKey::layer(&persisted.sha256).unwrap();
+        assert_eq!(persisted.sha256, Digest::of(b"first second"));
+        let key = StorageKey::layer(&persisted.sha256);
         assert!(fs.object_path(&key).is_file());
     }
 }

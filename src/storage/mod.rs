@@ -16,6 +16,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+use crate::digest::Digest;
+
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
 
@@ -55,13 +57,10 @@ impl StorageKey {
         }
     }
 
-    /// The content-addressed blob whose SHA-256 is `hex` (64 lowercase hex).
-    pub fn layer(hex: &str) -> Result<Self, InvalidKey> {
-        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Self::new(LAYERS_PREFIX, hex)
-        } else {
-            Err(InvalidKey(hex.to_owned()))
-        }
+    /// The content-addressed blob `layers/<hex>` whose SHA-256 is `digest`
+    /// (a digest always makes a valid name).
+    pub fn layer(digest: &Digest) -> Self {
+        Self(format!("{LAYERS_PREFIX}/{}", digest.hex()))
     }
 
     /// The build record of the layer with cache key `key`.
@@ -94,8 +93,8 @@ impl fmt::Display for StorageKey {
 /// What a completed `persist` wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Persisted {
-    /// Lowercase hex SHA-256 of the stored bytes.
-    pub sha256: String,
+    /// SHA-256 of the stored bytes.
+    pub sha256: Digest,
     /// Number of stored bytes.
     pub size: u64,
 }
@@ -219,11 +218,7 @@ pub trait Storage: Send + Sync + 'static {
             message: e.to_string(),
         })?;
         let persisted = self.persist(&staging, content_type, body).await?;
-        let target = StorageKey::layer(&persisted.sha256).map_err(|e| StorageError::Backend {
-            backend: self.name(),
-            key: staging.to_string(),
-            message: e.to_string(),
-        })?;
+        let target = StorageKey::layer(&persisted.sha256);
         self.move_object(&staging, &target).await?;
         Ok(persisted)
     }

@@ -36,37 +36,6 @@ use bytes::Bytes;
 use nixery::storage::{Storage, StorageKey, filesystem::FilesystemStorage};
 use sha2::{Digest as _, Sha256};
 
-/// Every environment variable the server reads; removed from the inherited
-/// environment before the test's own values are applied.
-pub const SETTINGS: &[&str] = &[
-    "PORT",
-    "NIXERY_HOST",
-    "NIXERY_CHANNEL",
-    "NIXERY_PKGS_REPO",
-    "NIXERY_PKGS_PATH",
-    "NIXERY_STORAGE_BACKEND",
-    "STORAGE_PATH",
-    "GCS_BUCKET",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "STORAGE_EMULATOR_HOST",
-    "NIX_TIMEOUT",
-    "NIXERY_NIX_DEADLINE",
-    "NIXERY_ALLOW_UNFREE",
-    "NIX_POPULARITY_URL",
-    "NIXERY_LAYERING",
-    "NIXERY_PREPARE_IMAGE",
-    "NIXERY_PACK_CONCURRENCY",
-    "NIXERY_BUILD_CONCURRENCY",
-    "NIXERY_SOURCE_TTL",
-    "NIXERY_CHANNEL_REMOTE",
-    "NIXERY_CACHE_DIR",
-    "NIXERY_MANIFEST_CACHE_ENTRIES",
-    "NIXERY_HEADER_TIMEOUT",
-    "NIXERY_IDLE_TIMEOUT",
-    "NIXERY_BUILD_QUEUE",
-    "RUST_LOG",
-];
-
 /// How long `start` waits for the `listening` event.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -100,7 +69,7 @@ impl TestServerBuilder {
 
     fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-        for key in SETTINGS {
+        for key in nixery::config::env_vars() {
             cmd.env_remove(key);
         }
         cmd.env("PORT", "0")
@@ -379,9 +348,9 @@ pub async fn put_blob(storage: &FilesystemStorage, bytes: &[u8], content_type: &
         )
         .await
         .expect("persist blob");
-    assert_eq!(persisted.sha256, hex);
+    assert_eq!(persisted.sha256.hex(), hex);
     storage
-        .move_object(&staging, &StorageKey::layer(&hex).expect("layer key"))
+        .move_object(&staging, &StorageKey::layer(&persisted.sha256))
         .await
         .expect("move blob");
     format!("sha256:{hex}")

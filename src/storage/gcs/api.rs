@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::auth::Auth;
 use super::endpoint::Endpoint;
+use super::error::ApiError;
 use super::retry::RetryPolicy;
 
 /// Longest retrying of the bucket lookup at start-up.
@@ -21,33 +22,6 @@ const CONNECT_RETRY_TOTAL: Duration = Duration::from_secs(5);
 
 /// How much of an error response body is kept in an error message.
 const MAX_ERROR_BODY: usize = 512;
-
-/// A failed JSON API call.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ApiError {
-    /// The server answered with an unexpected status.
-    #[error("HTTP {status}: {body}")]
-    Status { status: StatusCode, body: String },
-    /// No answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The connection failed (refused, reset, DNS, TLS).
-    #[error("request failed: {0}")]
-    Transport(String),
-    /// No access token could be obtained.
-    #[error("{0}")]
-    Auth(String),
-    /// The server's answer could not be understood.
-    #[error("unexpected answer: {0}")]
-    Protocol(String),
-}
-
-impl ApiError {
-    /// True for a `404 Not Found` answer.
-    pub(crate) fn is_not_found(&self) -> bool {
-        matches!(self, ApiError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
-    }
-}
 
 /// Where a resumable upload stands after one `PUT`.
 #[derive(Debug, PartialEq, Eq)]

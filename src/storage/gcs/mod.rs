@@ -11,7 +11,9 @@
 mod api;
 mod auth;
 mod endpoint;
+mod error;
 mod retry;
+pub mod settings;
 mod upload;
 
 use std::path::PathBuf;
@@ -22,11 +24,11 @@ use futures::TryStreamExt;
 use google_cloud_auth::signer::Signer;
 use google_cloud_storage::builder::storage::SignedUrlBuilder;
 
-use self::api::{ApiError, JsonApi};
 use self::endpoint::Endpoint;
 pub use self::retry::RetryPolicy;
 pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
+use self::{api::JsonApi, error::ApiError};
 use super::{ByteStream, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey};
 
 /// Backend name in logs and errors.

@@ -12,10 +12,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use super::error::ApiError;
 use backon::{ExponentialBuilder, Retryable};
-use reqwest::StatusCode;
-
-use super::api::ApiError;
 
 /// How failed calls are retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,24 +91,10 @@ impl RetryPolicy {
     }
 }
 
-impl ApiError {
-    /// True for failures that may pass: `408`, `429`, `5xx`, no answer in
-    /// time, or a broken connection.
-    pub(crate) fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Status { status, .. } => {
-                *status == StatusCode::REQUEST_TIMEOUT
-                    || *status == StatusCode::TOO_MANY_REQUESTS
-                    || status.is_server_error()
-            }
-            ApiError::Timeout(_) | ApiError::Transport(_) => true,
-            ApiError::Auth(_) | ApiError::Protocol(_) => false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use reqwest::StatusCode;
+
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

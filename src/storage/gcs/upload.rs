@@ -22,7 +22,8 @@ use futures::StreamExt;
 use reqwest::Url;
 use sha2::{Digest, Sha256};
 
-use super::api::{ApiError, ChunkOutcome, JsonApi};
+use super::api::{ChunkOutcome, JsonApi};
+use super::error::ApiError;
 use crate::storage::{ByteStream, Persisted};
 
 /// Chunk sizes of resumable uploads must be multiples of this (256 KiB),
@@ -108,7 +109,7 @@ pub(crate) async fn upload(
         },
     }
     Ok(Persisted {
-        sha256: hex::encode(hasher.finalize()),
+        sha256: crate::digest::Digest::from_hasher(hasher),
         size,
     })
 }

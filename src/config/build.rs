@@ -1,0 +1,27 @@
+//! Settings of how much building and packing runs at once.
+
+use super::parse;
+
+/// Default of `NIXERY_BUILD_QUEUE`: enough for a burst of distinct images
+/// from a deployment, small enough that abandoned requests cannot queue
+/// hours of Nix work.
+pub const DEFAULT_BUILD_QUEUE: usize = 16;
+
+crate::settings! {
+    /// Layers packed at once [default: number of cores].
+    PACK_CONCURRENCY: usize = {
+        env: "NIXERY_PACK_CONCURRENCY", flag: "pack-concurrency", value_name: "N",
+        default: parse::cores(), parse: parse::positive,
+    };
+    /// Nix builds run at once [default: number of cores].
+    BUILD_CONCURRENCY: usize = {
+        env: "NIXERY_BUILD_CONCURRENCY", flag: "build-concurrency", value_name: "N",
+        default: parse::cores(), parse: parse::positive,
+    };
+    /// Images that may wait for a build slot; beyond them requests for new
+    /// images get 429 [default: 16].
+    BUILD_QUEUE: usize = {
+        env: "NIXERY_BUILD_QUEUE", flag: "build-queue", value_name: "N",
+        default: DEFAULT_BUILD_QUEUE, parse: parse::count,
+    };
+}

@@ -1,0 +1,78 @@
+//! The storage backend setting; each backend's own settings live beside it
+//! (`storage/filesystem/settings.rs`, `storage/gcs/settings.rs`).
+
+use std::{ffi::OsStr, path::PathBuf};
+
+use super::{ConfigError, Parsed, ServeSettings, parse};
+use crate::storage::{filesystem, gcs};
+
+/// The storage backends there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Files under a directory.
+    Filesystem,
+    /// A Google Cloud Storage bucket.
+    Gcs,
+}
+
+crate::settings! {
+    /// Storage backend: `filesystem` or `gcs` [default: filesystem].
+    STORAGE_BACKEND: Backend = {
+        env: "NIXERY_STORAGE_BACKEND", flag: "storage-backend", value_name: "BACKEND",
+        default: Backend::Filesystem, parse: backend,
+    };
+}
+
+fn backend(raw: &OsStr) -> Parsed<Backend> {
+    parse::trimmed(raw, "expected filesystem or gcs", |v| match v {
+        "filesystem" => Some(Backend::Filesystem),
+        "gcs" => Some(Backend::Gcs),
+        _ => None,
+    })
+}
+
+/// Which storage backend to use, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageSetting {
+    /// Files under `path` (`STORAGE_PATH`).
+    Filesystem { path: PathBuf },
+    /// A Google Cloud Storage bucket.
+    Gcs {
+        bucket: String,
+        credentials: Option<PathBuf>,
+        emulator_host: Option<String>,
+    },
+}
+
+impl StorageSetting {
+    /// A string naming this storage and no other: the filesystem root
+    /// (made absolute) or the bucket and its endpoint. The local manifest
+    /// tier is kept per identity.
+    pub fn identity(&self) -> String {
+        match self {
+            StorageSetting::Filesystem { path } => {
+                let absolute = path
+                    .canonicalize()
+                    .or_else(|_| std::path::absolute(path))
+                    .unwrap_or_else(|_| path.clone());
+                format!("filesystem:{}", absolute.display())
+            }
+            StorageSetting::Gcs {
+                bucket,
+                emulator_host,
+                ..
+            } => format!(
+                "gcs:{}/{bucket}",
+                emulator_host.as_deref().unwrap_or("storage.googleapis.com")
+            ),
+        }
+    }
+}
+
+/// The configured backend with its settings.
+pub fn storage_setting(settings: &ServeSettings) -> Result<StorageSetting, ConfigError> {
+    match settings.get(&STORAGE_BACKEND)? {
+        Backend::Filesystem => filesystem::settings::storage_setting(settings),
+        Backend::Gcs => gcs::settings::storage_setting(settings),
+    }
+}
