@@ -227,6 +227,7 @@ fn from_closure_format(value: &Value) -> RuntimeGraph {
                 closure_size: seen.iter().map(|q| nar(q)).sum(),
                 nar_size: Some(nar(p)),
                 references: refs[p.as_str()].iter().map(|r| (*r).to_owned()).collect(),
+                nar_hash: None,
             }
         })
         .collect();

@@ -102,6 +102,7 @@ fn generate() -> (RuntimeGraph, Popularity) {
                 .chain(refs[i].iter().copied())
                 .map(|j| paths[j].clone())
                 .collect(),
+            nar_hash: None,
         })
         .collect();
     let runtime_graph = RuntimeGraph {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nixery::{
     build_errors::BuildErrors,
-    builder::{Builder, BuilderSettings, BuiltManifest, ImageBuilder},
+    builder::{Builder, BuilderSettings, ImageBuilder, ImageManifests},
     cache::Cache,
     identity::{ImageIdentity, Recipe},
     image::Image,
@@ -79,6 +79,7 @@ fn warm_builder(
         build_concurrency: 1,
         build_queue: 16,
         build_errors,
+        platforms: vec![nixery::platform::Platform::host()],
     };
     let identity = ImageIdentity::new(
         &resolved.revision,
@@ -87,7 +88,10 @@ fn warm_builder(
         &settings.recipe(),
     );
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
-    let manifest = BuiltManifest::from_bytes(Bytes::from_static(br#"{"schemaVersion":2}"#));
+    let manifest = ImageManifests::from_docker(Bytes::from_static(
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#,
+    ))
+    .unwrap();
     runtime
         .block_on(manifests.put(identity.key(), &manifest))
         .unwrap();
@@ -137,7 +141,12 @@ fn warm_manifest(c: &mut Criterion) {
         group.bench_function(kind, |b| {
             b.iter(|| {
                 runtime
-                    .block_on(builder.manifest(black_box(NAME), black_box(&tag)))
+                    .block_on(builder.manifest(
+                        black_box(NAME),
+                        black_box(&tag),
+                        None,
+                        nixery::media_type::ImageFormat::Docker,
+                    ))
                     .unwrap()
             })
         });

@@ -68,7 +68,8 @@ let
   // optionalAttrs (cfg.channelRemote != null) { NIXERY_CHANNEL_REMOTE = cfg.channelRemote; }
   // optionalAttrs (cfg.cacheDir != null) { NIXERY_CACHE_DIR = cfg.cacheDir; }
   // optionalAttrs (cfg.manifestCacheEntries != null) { NIXERY_MANIFEST_CACHE_ENTRIES = toString cfg.manifestCacheEntries; }
-  // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; };
+  // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; }
+  // optionalAttrs (cfg.platforms != null) { NIXERY_PLATFORMS = builtins.concatStringsSep "," cfg.platforms; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
 in
@@ -261,6 +262,21 @@ in
       description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
     };
 
+    platforms = mkOption {
+      type = types.nullOr (types.listOf (types.enum [ "linux/amd64" "linux/arm64" ]));
+      default = null;
+      example = [ "linux/amd64" "linux/arm64" ];
+      description = ''
+        Platforms every image is built for (NIXERY_PLATFORMS); with two or
+        more, a tag answers an image index naming one image per platform,
+        and clients that take only single manifests get the first one's.
+        Null means the host's platform alone. Building for a platform other
+        than the host's needs a binary cache that has its packages, remote
+        builders (`nix.buildMachines`) or `boot.binfmt.emulatedSystems`;
+        see docs/deployment.md.
+      '';
+    };
+
     logFilter = mkOption {
       type = types.str;
       default = "info";
@@ -284,6 +300,10 @@ in
       {
         assertion = cfg.storageBackend != "gcs" || cfg.gcsBucket != null;
         message = "services.nixery.gcsBucket is required by the `gcs` storage backend.";
+      }
+      {
+        assertion = cfg.platforms != [ ];
+        message = "services.nixery.platforms must name at least one platform (or be null for the host's).";
       }
       {
         assertion = lib.hasPrefix "/" cfg.storagePath && cfg.storagePath != "/";

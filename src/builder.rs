@@ -8,8 +8,14 @@
 //! image): the Nix
 //! step, layer grouping, packing of every layer not yet recorded (bounded
 //! concurrency, CPU work off the async workers), the symlink layer, the
-//! config and the manifest. Builds run in their own task so that a client
+//! config, both manifests (Docker and OCI) and the image's SBOM, attached
+//! to both manifests as a referrer ([`crate::sbom`],
+//! [`crate::referrers`]). Builds run in their own task so that a client
 //! hanging up never leaves a half-written result behind.
+//!
+//! With several platforms (`NIXERY_PLATFORMS`), a client that accepts an
+//! image index gets one ([`index`]): a fan-out above the single-platform
+//! build, which builds each platform's image at the same time.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -28,16 +34,30 @@ use crate::{
     build_errors::BuildErrors,
     cache::{Cache, CacheError, LayerRecord},
     identity::{ImageIdentity, Recipe},
-    image::Image,
+    image::{Arch, Image},
+    image_index::IndexKind,
+    layers::RuntimeGraph,
     layers::{Layer, Layering},
     manifest::{self, LayerEntry},
     manifest_cache::ManifestCache,
+    media_type::{self, ImageFormat},
     metrics::Metrics,
     nix::{NixError, NixRunner, Refusal},
+    platform::Platform,
+    referrers::{
+        Subject,
+        store::{self as referrers_store, ArtifactSpec},
+    },
     resolve::{ResolveError, Resolved, Resolver},
+    sbom::{self, SbomInput},
 };
 
-pub use crate::manifest_cache::BuiltManifest;
+mod index;
+
+pub use crate::manifest_cache::{BuiltManifest, ImageManifests};
+
+/// File name of the SBOM for clients that pull it to disk.
+const SBOM_TITLE: &str = "sbom.spdx.json";
 
 /// Why an image could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +134,17 @@ impl From<CacheError> for BuildError {
 /// into building.
 #[async_trait]
 pub trait ImageBuilder: Send + Sync + 'static {
-    /// The manifest for repository `name` (validated, `/`-separated) at `tag`.
-    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError>;
+    /// The manifest for repository `name` (validated, `/`-separated) at
+    /// `tag`: an image index of flavour `index` when the client accepts one
+    /// and the name has several platforms, else the image manifest in
+    /// `format`.
+    async fn manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+        format: ImageFormat,
+    ) -> Result<BuiltManifest, BuildError>;
 }
 
 /// Settings of the [`Builder`].
@@ -136,6 +165,9 @@ pub struct BuilderSettings {
     /// Where failed builds are recorded for the status page. The Nix step
     /// records its own failures; the builder records every other kind.
     pub build_errors: Arc<BuildErrors>,
+    /// The platforms a name is built for (`NIXERY_PLATFORMS`), first one
+    /// first; an image index lists those that built.
+    pub platforms: Vec<Platform>,
 }
 
 impl BuilderSettings {
@@ -148,7 +180,7 @@ impl BuilderSettings {
     }
 }
 
-type SharedBuild = Shared<BoxFuture<'static, Result<BuiltManifest, Arc<BuildError>>>>;
+type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
 
 /// The image builder behind the registry.
 pub struct Builder {
@@ -285,10 +317,41 @@ impl Drop for InFlightEntry {
 
 #[async_trait]
 impl ImageBuilder for Builder {
-    async fn manifest(&self, name: &str, tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+        format: ImageFormat,
+    ) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
-        let resolved = match self.inner.resolver.resolve(tag).await {
-            Ok(resolved) => resolved,
+        let resolved = self.resolve(&image, tag).await?;
+        let platforms = &self.inner.settings.platforms;
+        // `arm64/` names one arm64 image, as upstream; otherwise a client
+        // that takes no index gets the first platform's image.
+        let explicit_arm64 = image.arch == Arch::Arm64;
+        match index {
+            Some(kind) if !explicit_arm64 && platforms.len() > 1 => {
+                self.index(&image, &resolved, kind).await
+            }
+            _ => {
+                let arch = match platforms.first() {
+                    Some(first) if !explicit_arm64 => first.arch,
+                    _ => image.arch,
+                };
+                let built = self.single(image.for_arch(arch), &resolved).await?;
+                Ok(built.get(format).clone())
+            }
+        }
+    }
+}
+
+impl Builder {
+    /// The package source resolved for `tag`; failures are logged (and,
+    /// unless the tag is simply unknown, recorded for the status page).
+    async fn resolve(&self, image: &Image, tag: &str) -> Result<Resolved, BuildError> {
+        match self.inner.resolver.resolve(tag).await {
+            Ok(resolved) => Ok(resolved),
             Err(error) => {
                 let label = format!("{}:{tag}", image.name);
                 match &error {
@@ -301,19 +364,34 @@ impl ImageBuilder for Builder {
                         self.inner.nix.build_errors().record(&label, &detail);
                     }
                 }
-                return Err(BuildError::Source(error));
+                Err(BuildError::Source(error))
             }
-        };
-        let identity = ImageIdentity::new(
+        }
+    }
+
+    /// The identity of `image` built from `resolved` with this builder's
+    /// recipe (layering and Nix files).
+    fn identity(&self, image: &Image, resolved: &Resolved) -> ImageIdentity {
+        ImageIdentity::new(
             &resolved.revision,
             image.arch.nix_system(),
             &image.packages,
             &self.inner.recipe,
-        );
+        )
+    }
+
+    /// The manifest of one image (one platform): from a manifest tier, or
+    /// from its build (joined if in flight).
+    async fn single(
+        &self,
+        image: Image,
+        resolved: &Resolved,
+    ) -> Result<ImageManifests, BuildError> {
+        let identity = self.identity(&image, resolved);
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::debug!(image = %image.name, tag, key = identity.key(), "manifest cache hit");
+            tracing::debug!(image = %image.name, tag = %image.tag, key = identity.key(), "manifest cache hit");
             return Ok(built);
         }
         if let Some((built, tier)) = self
@@ -324,10 +402,10 @@ impl ImageBuilder for Builder {
             .map_err(BuildError::Lookup)?
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::info!(image = %image.name, tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
         }
-        self.join_or_start(image, resolved, identity)?
+        self.join_or_start(image, resolved.clone(), identity)?
             .await
             .map_err(BuildError::Shared)
     }
@@ -339,7 +417,7 @@ impl Inner {
         image: &Image,
         resolved: &Resolved,
         identity: &ImageIdentity,
-    ) -> Result<BuiltManifest, BuildError> {
+    ) -> Result<ImageManifests, BuildError> {
         let _slot = self
             .build_slots
             .acquire()
@@ -409,21 +487,64 @@ impl Inner {
             symlink_entry,
         )
         .map_err(|error| BuildError::Layers(error.to_string()))?;
+        let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
+            .map_err(|error| BuildError::Layers(error.to_string()))?;
         self.cache
             .put_small_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
             .await?;
-        let manifest_bytes = Bytes::from(documents.manifest);
         self.cache
-            .put_small_blob(manifest::MANIFEST_V2, manifest_bytes.clone())
+            .put_small_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())
             .await?;
-        let built = BuiltManifest::from_bytes(manifest_bytes);
+        self.cache
+            .put_small_blob(media_type::OCI_MANIFEST, built.oci.bytes.clone())
+            .await?;
+        self.store_sbom(image, &prepared.runtime_graph, &built)
+            .await?;
         if self.resolver.still_current(resolved).await {
             self.manifests.put(identity.key(), &built).await?;
         } else {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
         }
-        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, layers = layer_count, "image built");
+        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.docker.digest, oci_digest = %built.oci.digest, layers = layer_count, "image built");
         Ok(built)
+    }
+
+    /// Write the SBOM of the image whose closure is `graph` and attach it
+    /// to both of its manifests.
+    async fn store_sbom(
+        &self,
+        image: &Image,
+        graph: &RuntimeGraph,
+        built: &ImageManifests,
+    ) -> Result<(), BuildError> {
+        let document = sbom::spdx_document(&SbomInput {
+            graph,
+            packages: &image.packages,
+            system: image.arch.nix_system(),
+            manifest: built.docker.digest,
+        })
+        .map_err(|error| BuildError::Layers(error.to_string()))?;
+        let subjects = [
+            Subject {
+                media_type: media_type::DOCKER_MANIFEST,
+                digest: built.docker.digest,
+                size: built.docker.bytes.len() as u64,
+            },
+            Subject {
+                media_type: media_type::OCI_MANIFEST,
+                digest: built.oci.digest,
+                size: built.oci.bytes.len() as u64,
+            },
+        ];
+        let spec = ArtifactSpec {
+            artifact_type: media_type::SPDX_JSON,
+            title: SBOM_TITLE,
+            content: &document,
+        };
+        let artifacts =
+            referrers_store::attach(self.cache.storage().as_ref(), &spec, &subjects).await?;
+        tracing::info!(image = %image.name, tag = %image.tag, packages = graph.graph.len(), size = document.len(), artifacts = ?artifacts.iter().map(ToString::to_string).collect::<Vec<_>>(), "sbom stored");
+        Ok(())
     }
 
     /// Pack and upload one layer unless its build record exists. The merge

@@ -120,6 +120,26 @@ impl ImageIdentity {
     }
 }
 
+/// Version of the index key's encoding; changing it must change this.
+const INDEX_ENCODING_VERSION: &[u8] = b"nixery-image-index-v1";
+
+/// The key of an image index: its media type and, in order, each
+/// platform with the identity of the image built for it. 64 lower-case hex
+/// digits (the SHA-256 of an encoding as unambiguous as [`ImageIdentity`]'s),
+/// so it keys every manifest tier like an image identity, and can never
+/// equal one (the encodings start with different version tags).
+pub fn index_key(media_type: &str, entries: &[(String, &ImageIdentity)]) -> String {
+    let mut out = Vec::with_capacity(64 + entries.len() * 96);
+    put(&mut out, INDEX_ENCODING_VERSION);
+    put(&mut out, media_type.as_bytes());
+    put_len(&mut out, entries.len());
+    for (platform, identity) in entries {
+        put(&mut out, platform.as_bytes());
+        put(&mut out, identity.key.as_bytes());
+    }
+    hex::encode(Sha256::digest(out))
+}
+
 /// The unambiguous byte encoding the key is the hash of.
 fn encode(revision: &Revision, system: &str, packages: &[String], recipe: &Recipe) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + packages.iter().map(|p| p.len() + 8).sum::<usize>());
@@ -269,6 +289,32 @@ mod tests {
             ..layering.clone()
         };
         assert_eq!(key(&unread(&base), "a"), key(&unread(&mapped), "a"));
+    }
+
+    #[test]
+    fn index_keys_depend_on_flavour_platforms_and_each_identity() {
+        let amd = id(&commit(), "x86_64-linux", &["hello"]);
+        let arm = id(&commit(), "aarch64-linux", &["hello"]);
+        let other = id(&commit(), "aarch64-linux", &["git"]);
+        let key = |media: &str, entries: &[(&str, &ImageIdentity)]| {
+            let entries: Vec<_> = entries.iter().map(|(p, i)| (p.to_string(), *i)).collect();
+            index_key(media, &entries)
+        };
+        let base = key("oci", &[("linux/amd64", &amd), ("linux/arm64", &arm)]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            key("oci", &[("linux/amd64", &amd), ("linux/arm64", &arm)])
+        );
+        for different in [
+            key("docker", &[("linux/amd64", &amd), ("linux/arm64", &arm)]),
+            key("oci", &[("linux/arm64", &arm), ("linux/amd64", &amd)]),
+            key("oci", &[("linux/amd64", &amd), ("linux/arm64", &other)]),
+            key("oci", &[("linux/amd64", &amd)]),
+        ] {
+            assert_ne!(base, different);
+        }
+        assert_ne!(key("oci", &[]), amd.key());
     }
 
     fn revision() -> impl Strategy<Value = Revision> {

@@ -91,6 +91,26 @@ impl Image {
         }
     }
 
+    /// The same packages for `arch`. An arm64 image's name gains the
+    /// `arm64` meta-package (sorted in, as [`Image::from_name`] sorts), so
+    /// that logs and the status page tell the platforms of one name
+    /// apart; it is the name of the same image requested with `arm64/`.
+    pub fn for_arch(&self, arch: Arch) -> Image {
+        let name = if arch == Arch::Arm64 && self.arch != Arch::Arm64 {
+            let mut components: Vec<&str> = self.name.split('/').collect();
+            components.push("arm64");
+            components.sort_unstable();
+            components.join("/")
+        } else {
+            self.name.clone()
+        };
+        Image {
+            name,
+            arch,
+            ..self.clone()
+        }
+    }
+
     /// The image config's `Cmd`: `["bash"]` when the image has
     /// `bashInteractive`, else none.
     pub fn cmd(&self) -> Option<Vec<String>> {
@@ -228,6 +248,16 @@ mod tests {
             Some(vec!["bash".to_string()])
         );
         assert_eq!(Image::from_name("git", "latest").cmd(), None);
+    }
+
+    #[test]
+    fn for_arch_gives_the_image_an_arm64_prefix_would() {
+        let base = Image::from_name("shell/hello", "v1");
+        let arm = base.for_arch(Arch::Arm64);
+        let prefixed = Image::from_name("arm64/shell/hello", "v1");
+        assert_eq!(arm, prefixed);
+        assert_eq!(base.for_arch(Arch::Amd64), base);
+        assert_eq!(prefixed.for_arch(Arch::Arm64), prefixed);
     }
 
     #[test]

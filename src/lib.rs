@@ -4,7 +4,10 @@
 //! exact revision ([`resolve`]) -> image identity ([`identity`]) ->
 //! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
 //! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
-//! manifest ([`manifest`]) -> response. [`builder`] drives that chain.
+//! manifest ([`manifest`], with its SBOM: [`sbom`], [`referrers`]) ->
+//! response. [`builder`] drives that chain; with several platforms
+//! ([`platform`]) it builds one image per platform and an image index
+//! ([`image_index`]) naming them.
 
 pub mod archive;
 pub mod build_errors;
@@ -17,18 +20,23 @@ pub mod error_text;
 pub mod http;
 pub mod identity;
 pub mod image;
+pub mod image_index;
 pub mod layer_record;
 pub mod layers;
 pub mod logging;
 pub mod manifest;
 pub mod manifest_cache;
+pub mod media_type;
 pub mod metrics;
 pub mod nix;
+pub mod platform;
 pub mod popcount;
 pub mod popularity;
 pub mod redact;
 pub mod reference;
+pub mod referrers;
 pub mod resolve;
+pub mod sbom;
 pub mod server;
 pub mod source;
 pub mod status;

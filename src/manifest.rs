@@ -1,22 +1,28 @@
 //! Image manifests and configs: the media types, the layer order and the
 //! JSON documents a registry client receives.
 //!
-//! Images are Docker Image Manifest V2 Schema 2 documents. Everything here
-//! is pure: it takes layer descriptions and returns bytes and digests, so it
-//! is tested without a server, Nix or storage. The JSON is produced from
-//! serde structs (never maps), so the same inputs always give byte-identical
-//! documents and therefore the same manifest digest.
+//! Every image is assembled as a Docker Image Manifest V2 Schema 2
+//! document, and its OCI image manifest is derived from those bytes
+//! ([`oci_variant`]): the same config and layer blobs, described with the
+//! OCI media types. Everything here is pure: it takes layer descriptions
+//! and returns bytes and digests, so it is tested without a server, Nix or
+//! storage. The JSON is produced from serde structs (never maps), so the
+//! same inputs always give byte-identical documents and therefore the same
+//! manifest digests.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::media_type::{
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
+};
 
 /// Media type of an image manifest (Docker Image Manifest V2 Schema 2).
-pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MANIFEST_V2: &str = DOCKER_MANIFEST;
 /// Media type of a layer: a gzip-compressed tar.
-pub const LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const LAYER_TAR_GZIP: &str = DOCKER_LAYER;
 /// Media type of an image config.
-pub const IMAGE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const IMAGE_CONFIG: &str = DOCKER_CONFIG;
 
 /// The environment of every image: where the CA bundle that Nixery puts in
 /// every image lives, for programs that honour `SSL_CERT_FILE`.
@@ -65,6 +71,9 @@ pub enum ManifestError {
     /// Serialising a document failed.
     #[error("serialising an image document failed: {0}")]
     Serialise(#[from] serde_json::Error),
+    /// A stored Docker manifest to derive the OCI variant from is not one.
+    #[error("not a Docker schema 2 image manifest: {0}")]
+    NotDockerManifest(String),
 }
 
 /// Orders layers for the manifest: merge rating highest first, ties broken
@@ -135,21 +144,50 @@ pub fn manifest_json(config: &BlobRef, layers: &[LayerEntry]) -> Result<Vec<u8>,
     let layers = layers
         .iter()
         .map(|layer| Descriptor {
-            media_type: LAYER_TAR_GZIP,
+            media_type: LAYER_TAR_GZIP.to_owned(),
             size: layer.size,
             digest: layer.digest,
         })
         .collect();
     let manifest = Manifest {
         schema_version: 2,
-        media_type: MANIFEST_V2,
+        media_type: MANIFEST_V2.to_owned(),
         config: Descriptor {
-            media_type: IMAGE_CONFIG,
+            media_type: IMAGE_CONFIG.to_owned(),
             size: config.size,
             digest: config.digest,
         },
         layers,
     };
+    Ok(serde_json::to_vec(&manifest)?)
+}
+
+/// The OCI image manifest of the image whose Docker schema 2 manifest is
+/// `docker` (as [`manifest_json`] writes it): the same descriptors with
+/// the OCI manifest, config and layer media types. The config blob is
+/// shared: Docker and OCI image configs have the same JSON format.
+pub fn oci_variant(docker: &[u8]) -> Result<Vec<u8>, ManifestError> {
+    let not_docker = |what: &str| ManifestError::NotDockerManifest(what.to_owned());
+    let mut manifest: Manifest =
+        serde_json::from_slice(docker).map_err(|error| not_docker(&error.to_string()))?;
+    if manifest.schema_version != 2 || manifest.media_type != MANIFEST_V2 {
+        return Err(not_docker("wrong schemaVersion or mediaType"));
+    }
+    if manifest.config.media_type != IMAGE_CONFIG {
+        return Err(not_docker("the config is not a Docker image config"));
+    }
+    if manifest
+        .layers
+        .iter()
+        .any(|layer| layer.media_type != LAYER_TAR_GZIP)
+    {
+        return Err(not_docker("a layer is not a gzip-compressed tar"));
+    }
+    manifest.media_type = OCI_MANIFEST.to_owned();
+    manifest.config.media_type = OCI_CONFIG.to_owned();
+    for layer in &mut manifest.layers {
+        layer.media_type = OCI_LAYER.to_owned();
+    }
     Ok(serde_json::to_vec(&manifest)?)
 }
 
@@ -179,19 +217,19 @@ struct RuntimeConfig<'a> {
     env: [&'static str; 1],
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Manifest {
     schema_version: u32,
-    media_type: &'static str,
+    media_type: String,
     config: Descriptor,
     layers: Vec<Descriptor>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor {
-    media_type: &'static str,
+    media_type: String,
     size: u64,
     digest: Digest,
 }
@@ -341,5 +379,49 @@ mod tests {
         // where it is read and cannot reach a manifest.
         assert!(Digest::parse_hex("sha256:abc").is_err());
         assert!(Digest::parse_hex(&hex_of(1).hex().to_uppercase()).is_err());
+    }
+
+    #[test]
+    fn oci_variant_has_the_same_blobs_with_oci_media_types() {
+        let (layers, symlinks) = sample();
+        let docs = assemble("amd64", None, layers, symlinks).unwrap();
+        let oci_bytes = oci_variant(&docs.manifest).unwrap();
+        assert_eq!(
+            oci_variant(&docs.manifest).unwrap(),
+            oci_bytes,
+            "not deterministic"
+        );
+        let docker = ImageManifest::from_reader(&docs.manifest[..]).unwrap();
+        let oci = ImageManifest::from_reader(&oci_bytes[..]).unwrap();
+        assert_eq!(oci.media_type().as_ref().unwrap().to_string(), OCI_MANIFEST);
+        assert_eq!(oci.config().media_type().to_string(), OCI_CONFIG);
+        assert_eq!(oci.config().digest(), docker.config().digest());
+        assert_eq!(oci.config().size(), docker.config().size());
+        let blobs = |m: &ImageManifest| -> Vec<_> {
+            m.layers()
+                .iter()
+                .map(|d| (d.digest().to_string(), d.size()))
+                .collect()
+        };
+        assert_eq!(blobs(&oci), blobs(&docker));
+        assert!(
+            oci.layers()
+                .iter()
+                .all(|d| d.media_type().to_string() == OCI_LAYER)
+        );
+    }
+
+    #[test]
+    fn oci_variant_refuses_what_is_not_a_docker_image_manifest() {
+        let (layers, symlinks) = sample();
+        let docs = assemble("amd64", None, layers, symlinks).unwrap();
+        let oci = oci_variant(&docs.manifest).unwrap();
+        for bad in [&oci[..], b"{}", b"not json", br#"{"schemaVersion":2}"#] {
+            assert!(
+                matches!(oci_variant(bad), Err(ManifestError::NotDockerManifest(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

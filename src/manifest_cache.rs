@@ -1,13 +1,23 @@
 //! The three manifest tiers, all keyed by the image identity
-//! ([`crate::identity::ImageIdentity::key`]):
+//! ([`crate::identity::ImageIdentity::key`]). Each holds both manifests of
+//! an image ([`ImageManifests`]): the Docker schema 2 one under `<key>` and
+//! the OCI one under `<key>.oci`.
 //!
 //! 1. memory: a bounded least-recently-used map, so a warm pull is one map
 //!    lookup;
-//! 2. local disk: one file per manifest under a directory that survives
-//!    restarts and belongs to one storage (its name is derived from the
-//!    storage root or bucket); an entry is only trusted once the storage is
-//!    seen to hold the manifest blob it describes;
-//! 3. storage: `manifests/<key>`, shared by every instance on the bucket.
+//! 2. local disk: files `<key>` and `<key>.oci` under a directory that
+//!    survives restarts and belongs to one storage (its name is derived
+//!    from the storage root or bucket); an entry is only trusted once the
+//!    storage is seen to hold the Docker manifest blob it describes;
+//! 3. storage: `manifests/<key>` and `manifests/<key>.oci`, shared by every
+//!    instance on the bucket.
+//!
+//! The OCI manifest is derived from the Docker one
+//! ([`crate::manifest::oci_variant`]), so a tier whose `<key>.oci` is
+//! missing (written before OCI manifests existed) or does not match its
+//! `<key>` gets it derived again, stored as a blob and written back: the
+//! pair read is always consistent and the same across restarts. The OCI
+//! object is written before the Docker one, which completes an entry.
 //!
 //! A lower-tier hit fills the tiers above it. A missing or malformed entry
 //! is a miss (logged); a storage failure other than "not found" is an error
@@ -41,15 +51,81 @@ pub struct BuiltManifest {
     pub bytes: Bytes,
     /// Its digest.
     pub digest: Digest,
+    /// Its media type: an image manifest or an image index
+    /// ([`crate::image_index`]).
+    pub media_type: &'static str,
 }
 
 impl BuiltManifest {
-    /// The manifest `bytes` with their digest.
+    /// The image manifest `bytes` (a Docker V2 manifest) with their digest.
     pub fn from_bytes(bytes: Bytes) -> Self {
+        Self::with_media_type(bytes, crate::manifest::MANIFEST_V2)
+    }
+
+    /// The manifest or index `bytes` of `media_type` with their digest.
+    pub fn with_media_type(bytes: Bytes, media_type: &'static str) -> Self {
         let digest = Digest::of(&bytes);
-        Self { bytes, digest }
+        Self {
+            bytes,
+            digest,
+            media_type,
+        }
+    }
+
+    /// Bytes read back from a tier: their media type is the one the
+    /// document declares.
+    fn from_stored(bytes: Bytes) -> Self {
+        let media_type = crate::image_index::media_type_of(&bytes);
+        Self::with_media_type(bytes, media_type)
     }
 }
+
+/// What a tier holds under one key: both manifests of one image (the same
+/// config and layer blobs, described with Docker or with OCI media types),
+/// or an image index ([`crate::image_index`]), which has one form only and
+/// is then in both fields.
+#[derive(Clone, Debug)]
+pub struct ImageManifests {
+    /// Docker Image Manifest V2 Schema 2 (or the index).
+    pub docker: BuiltManifest,
+    /// OCI image manifest (or the index).
+    pub oci: BuiltManifest,
+}
+
+impl ImageManifests {
+    /// The pair for the Docker manifest `docker`, its OCI variant derived.
+    pub fn from_docker(docker: Bytes) -> Result<Self, crate::manifest::ManifestError> {
+        let oci = Bytes::from(crate::manifest::oci_variant(&docker)?);
+        Ok(Self {
+            docker: BuiltManifest::from_bytes(docker),
+            oci: BuiltManifest::with_media_type(oci, crate::media_type::OCI_MANIFEST),
+        })
+    }
+
+    /// A document with one form only (an image index).
+    pub fn single(built: BuiltManifest) -> Self {
+        Self {
+            oci: built.clone(),
+            docker: built,
+        }
+    }
+
+    /// The manifest in `format`.
+    pub fn get(&self, format: crate::media_type::ImageFormat) -> &BuiltManifest {
+        match format {
+            crate::media_type::ImageFormat::Docker => &self.docker,
+            crate::media_type::ImageFormat::Oci => &self.oci,
+        }
+    }
+
+    /// Whether this is a document with one form only.
+    fn is_single(&self) -> bool {
+        self.docker.digest == self.oci.digest
+    }
+}
+
+/// Suffix of the OCI manifest's name beside the Docker one's in a tier.
+const OCI_SUFFIX: &str = ".oci";
 
 /// Which tier answered a lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +151,7 @@ impl Tier {
 
 /// Manifests by image identity key, in memory, on local disk and in storage.
 pub struct ManifestCache {
-    memory: Mutex<LruCache<String, BuiltManifest>>,
+    memory: Mutex<LruCache<String, ImageManifests>>,
     disk: Option<PathBuf>,
     storage: Arc<dyn Storage>,
 }
@@ -105,73 +181,157 @@ impl ManifestCache {
         self.disk.as_deref()
     }
 
-    /// The manifest for `key` from the memory tier alone.
-    pub fn memory(&self, key: &str) -> Option<BuiltManifest> {
+    /// The manifests for `key` from the memory tier alone.
+    pub fn memory(&self, key: &str) -> Option<ImageManifests> {
         self.lock().get(key).cloned()
     }
 
-    /// The manifest for `key` and the tier that had it, memory first;
-    /// `Ok(None)` when no tier has it, an error when the storage failed.
-    pub async fn get(&self, key: &str) -> Result<Option<(BuiltManifest, Tier)>, CacheError> {
+    /// The manifests for `key` and the tier that had them, memory first;
+    /// `Ok(None)` when no tier has them, an error when the storage failed.
+    pub async fn get(&self, key: &str) -> Result<Option<(ImageManifests, Tier)>, CacheError> {
         if let Some(built) = self.memory(key) {
             return Ok(Some((built, Tier::Memory)));
         }
-        if let Some(built) = self.read_disk(key).await? {
-            self.lock().put(key.to_owned(), built.clone());
-            return Ok(Some((built, Tier::Disk)));
+        if let Some(docker) = self.read_disk(key).await? {
+            let oci = self.read_disk_file(&format!("{key}{OCI_SUFFIX}")).await;
+            if let Some((pair, derived)) = self.pair(key, docker, oci).await? {
+                if derived {
+                    self.write_disk(&format!("{key}{OCI_SUFFIX}"), &pair.oci.bytes)
+                        .await;
+                }
+                self.lock().put(key.to_owned(), pair.clone());
+                return Ok(Some((pair, Tier::Disk)));
+            }
         }
-        let Some(built) = self.read_storage(key).await? else {
+        let Some(docker) = self.read_storage(key).await? else {
             return Ok(None);
         };
-        self.write_disk(key, &built.bytes).await;
-        self.lock().put(key.to_owned(), built.clone());
-        Ok(Some((built, Tier::Storage)))
+        let oci = self.read_storage(&format!("{key}{OCI_SUFFIX}")).await?;
+        let Some((pair, derived)) = self.pair(key, docker, oci).await? else {
+            return Ok(None);
+        };
+        if derived {
+            self.persist_oci(key, &pair.oci).await?;
+        }
+        self.write_disk(&format!("{key}{OCI_SUFFIX}"), &pair.oci.bytes)
+            .await;
+        self.write_disk(key, &pair.docker.bytes).await;
+        self.lock().put(key.to_owned(), pair.clone());
+        Ok(Some((pair, Tier::Storage)))
     }
 
     /// Store `built` under `key` in every tier. Call only once the blobs
-    /// it names (and the manifest blob itself) are in storage.
-    pub async fn put(&self, key: &str, built: &BuiltManifest) -> Result<(), CacheError> {
+    /// they name (and both manifest blobs themselves) are in storage.
+    pub async fn put(&self, key: &str, built: &ImageManifests) -> Result<(), CacheError> {
         let storage_key = StorageKey::manifest(key)?;
+        if !built.is_single() {
+            self.persist_oci(key, &built.oci).await?;
+        }
         self.storage
             .persist(
                 &storage_key,
-                crate::manifest::MANIFEST_V2,
-                bytes_stream(built.bytes.clone()),
+                built.docker.media_type,
+                bytes_stream(built.docker.bytes.clone()),
             )
             .await?;
-        self.write_disk(key, &built.bytes).await;
+        if !built.is_single() {
+            self.write_disk(&format!("{key}{OCI_SUFFIX}"), &built.oci.bytes)
+                .await;
+        }
+        self.write_disk(key, &built.docker.bytes).await;
         self.lock().put(key.to_owned(), built.clone());
         Ok(())
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, BuiltManifest>> {
+    /// Store the OCI manifest of `key` as `manifests/<key>.oci`.
+    async fn persist_oci(&self, key: &str, oci: &BuiltManifest) -> Result<(), CacheError> {
+        let storage_key = StorageKey::manifest(&format!("{key}{OCI_SUFFIX}"))?;
+        self.storage
+            .persist(
+                &storage_key,
+                crate::media_type::OCI_MANIFEST,
+                bytes_stream(oci.bytes.clone()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The pair of `docker` and the `oci` a tier held beside it, and
+    /// whether the OCI manifest had to be derived because `oci` was
+    /// missing or did not match; `None` (a miss) when `docker` is not an
+    /// image manifest. A derived manifest is stored as a blob
+    /// (`layers/<hex>`) so that it can be pulled by digest.
+    async fn pair(
+        &self,
+        key: &str,
+        docker: BuiltManifest,
+        oci: Option<BuiltManifest>,
+    ) -> Result<Option<(ImageManifests, bool)>, CacheError> {
+        if docker.media_type != crate::media_type::DOCKER_MANIFEST {
+            // An index: one form only.
+            return Ok(Some((ImageManifests::single(docker), false)));
+        }
+        let expected = match crate::manifest::oci_variant(&docker.bytes) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(error) => {
+                tracing::warn!(key, error = %error, "ignoring malformed cached manifest");
+                return Ok(None);
+            }
+        };
+        if let Some(oci) = oci.filter(|oci| oci.bytes == expected) {
+            return Ok(Some((ImageManifests { docker, oci }, false)));
+        }
+        tracing::info!(key, "deriving the OCI manifest of a cached image");
+        let oci = BuiltManifest::with_media_type(expected, crate::media_type::OCI_MANIFEST);
+        let blob = StorageKey::layer(&oci.digest);
+        self.storage
+            .persist(
+                &blob,
+                crate::media_type::OCI_MANIFEST,
+                bytes_stream(oci.bytes.clone()),
+            )
+            .await?;
+        Ok(Some((ImageManifests { docker, oci }, true)))
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, ImageManifests>> {
         self.memory.lock()
     }
 
-    fn disk_path(&self, key: &str) -> Option<PathBuf> {
-        // The file is named like the storage object: a key that is not a
-        // valid storage key name (a path, a dot file) never names a file.
-        StorageKey::manifest(key).ok()?;
-        Some(self.disk.as_ref()?.join(key))
+    fn disk_path(&self, name: &str) -> Option<PathBuf> {
+        // The file is named like the storage object (`<key>` or
+        // `<key>.oci`): a name that is not a valid storage key name (a
+        // path, a dot file) never names a file.
+        StorageKey::manifest(name).ok()?;
+        Some(self.disk.as_ref()?.join(name))
+    }
+
+    /// The local file `name`, if it holds a plausible manifest.
+    async fn read_disk_file(&self, name: &str) -> Option<BuiltManifest> {
+        let path = self.disk_path(name)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) if !bytes.is_empty() && bytes.len() <= MAX_MANIFEST => {
+                Some(BuiltManifest::from_stored(Bytes::from(bytes)))
+            }
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "ignoring malformed local manifest");
+                None
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), error = %error, "reading local manifest failed");
+                None
+            }
+        }
     }
 
     async fn read_disk(&self, key: &str) -> Result<Option<BuiltManifest>, StorageError> {
         let Some(path) = self.disk_path(key) else {
             return Ok(None);
         };
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) if !bytes.is_empty() && bytes.len() <= MAX_MANIFEST => bytes,
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "ignoring malformed local manifest");
-                return Ok(None);
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), error = %error, "reading local manifest failed");
-                return Ok(None);
-            }
+        let Some(built) = self.read_disk_file(key).await else {
+            return Ok(None);
         };
-        let built = BuiltManifest::from_bytes(Bytes::from(bytes));
         // The storage must still hold the manifest blob (and so, written
         // before it, every blob the manifest names).
         let blob = StorageKey::layer(&built.digest);
@@ -180,6 +340,9 @@ impl ManifestCache {
             Err(StorageError::NotFound(_)) => {
                 tracing::warn!(key, digest = %built.digest, "local manifest names a blob the storage lacks, dropping it");
                 let _ = tokio::fs::remove_file(&path).await;
+                if let Some(oci) = self.disk_path(&format!("{key}{OCI_SUFFIX}")) {
+                    let _ = tokio::fs::remove_file(oci).await;
+                }
                 Ok(None)
             }
             Err(error) => {
@@ -202,7 +365,7 @@ impl ManifestCache {
             }
         };
         match read_bounded(stream, MAX_MANIFEST).await {
-            Ok(bytes) if !bytes.is_empty() => Ok(Some(BuiltManifest::from_bytes(bytes))),
+            Ok(bytes) if !bytes.is_empty() => Ok(Some(BuiltManifest::from_stored(bytes))),
             Ok(_) => Ok(None),
             Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
                 tracing::warn!(key = %storage_key, backend = self.storage.name(), "ignoring oversized cached manifest");
@@ -246,10 +409,24 @@ pub fn local_tier_dir(cache_dir: &Path, storage_identity: &str) -> io::Result<Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::{LayerEntry, assemble};
     use crate::storage::filesystem::FilesystemStorage;
 
     fn storage(dir: &Path) -> Arc<dyn Storage> {
         Arc::new(FilesystemStorage::new(dir).unwrap())
+    }
+
+    /// The manifests of a one-layer image, different for each `n`.
+    fn image(n: u8) -> ImageManifests {
+        let layer = LayerEntry {
+            digest: Digest::of(&[n]),
+            size: u64::from(n),
+            diff_id: Digest::of(&[n, n]),
+            merge_rating: 0,
+            first_path: String::new(),
+        };
+        let docs = assemble("amd64", None, Vec::new(), layer).unwrap();
+        ImageManifests::from_docker(Bytes::from(docs.manifest)).unwrap()
     }
 
     async fn store_blob(storage: &Arc<dyn Storage>, built: &BuiltManifest) {
@@ -266,21 +443,18 @@ mod tests {
     async fn memory_tier_is_bounded_and_least_recently_used_goes_first() {
         let root = tempfile::tempdir().unwrap();
         let cache = ManifestCache::new(storage(root.path()), 2, None).unwrap();
-        for key in ["01", "02"] {
-            cache
-                .put(key, &BuiltManifest::from_bytes(Bytes::from(key)))
-                .await
-                .unwrap();
+        for (n, key) in [(1, "01"), (2, "02")] {
+            cache.put(key, &image(n)).await.unwrap();
         }
         assert!(cache.memory("01").is_some());
-        cache
-            .put("03", &BuiltManifest::from_bytes(Bytes::from("03")))
-            .await
-            .unwrap();
+        cache.put("03", &image(3)).await.unwrap();
         assert!(cache.memory("02").is_none(), "least recently used kept");
         assert!(cache.memory("01").is_some() && cache.memory("03").is_some());
-        // Evicted entries still come from storage.
-        assert_eq!(cache.get("02").await.unwrap().unwrap().1, Tier::Storage);
+        // Evicted entries still come from storage, both variants.
+        let (found, tier) = cache.get("02").await.unwrap().unwrap();
+        assert_eq!(tier, Tier::Storage);
+        assert_eq!(found.docker.bytes, image(2).docker.bytes);
+        assert_eq!(found.oci.bytes, image(2).oci.bytes);
     }
 
     #[tokio::test]
@@ -288,8 +462,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let local = tempfile::tempdir().unwrap();
         let storage = storage(root.path());
-        let built = BuiltManifest::from_bytes(Bytes::from_static(b"{\"m\":1}"));
-        store_blob(&storage, &built).await;
+        let built = image(1);
+        store_blob(&storage, &built.docker).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
         cache.put(KEY, &built).await.unwrap();
         drop(cache);
@@ -297,19 +471,79 @@ mod tests {
 
         let restarted = ManifestCache::new(storage, 8, Some(local.path().into())).unwrap();
         let (found, tier) = restarted.get(KEY).await.unwrap().unwrap();
-        assert_eq!((found.bytes, tier), (built.bytes, Tier::Disk));
+        assert_eq!(tier, Tier::Disk);
+        assert_eq!(found.docker.bytes, built.docker.bytes);
+        assert_eq!(found.oci.bytes, built.oci.bytes);
+        assert!(local.path().join(format!("{KEY}.oci")).is_file());
         assert_eq!(restarted.get(KEY).await.unwrap().unwrap().1, Tier::Memory);
+    }
+
+    #[tokio::test]
+    async fn entries_without_an_oci_variant_get_it_derived_stored_and_cached() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = storage(root.path());
+        let built = image(4);
+        // What an earlier version wrote: the Docker manifest alone.
+        storage
+            .persist(
+                &StorageKey::manifest(KEY).unwrap(),
+                crate::media_type::DOCKER_MANIFEST,
+                bytes_stream(built.docker.bytes.clone()),
+            )
+            .await
+            .unwrap();
+        let cache = ManifestCache::new(storage.clone(), 8, None).unwrap();
+        let (found, _) = cache.get(KEY).await.unwrap().unwrap();
+        assert_eq!(found.oci.bytes, built.oci.bytes);
+        assert_eq!(found.oci.digest, built.oci.digest);
+        let blob = root.path().join("layers").join(built.oci.digest.hex());
+        assert_eq!(std::fs::read(blob).unwrap(), &built.oci.bytes[..]);
+        let stored = root.path().join("manifests").join(format!("{KEY}.oci"));
+        assert_eq!(std::fs::read(stored).unwrap(), &built.oci.bytes[..]);
+
+        // A mismatching OCI object is replaced by the derived one.
+        std::fs::write(
+            root.path().join("manifests").join(format!("{KEY}.oci")),
+            b"{}",
+        )
+        .unwrap();
+        let fresh = ManifestCache::new(storage, 8, None).unwrap();
+        assert_eq!(
+            fresh.get(KEY).await.unwrap().unwrap().0.oci.bytes,
+            built.oci.bytes
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_object_that_is_not_an_image_manifest_is_a_miss() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = storage(root.path());
+        storage
+            .persist(
+                &StorageKey::manifest(KEY).unwrap(),
+                crate::media_type::DOCKER_MANIFEST,
+                bytes_stream(Bytes::from_static(b"{\"schemaVersion\":2}")),
+            )
+            .await
+            .unwrap();
+        let cache = ManifestCache::new(storage, 8, None).unwrap();
+        assert!(cache.get(KEY).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn disk_entry_whose_blob_is_missing_from_storage_is_a_miss() {
         let root = tempfile::tempdir().unwrap();
         let local = tempfile::tempdir().unwrap();
-        let built = BuiltManifest::from_bytes(Bytes::from_static(b"{\"m\":2}"));
-        std::fs::write(local.path().join(KEY), &built.bytes).unwrap();
+        let built = image(2);
+        std::fs::write(local.path().join(KEY), &built.docker.bytes).unwrap();
+        std::fs::write(local.path().join(format!("{KEY}.oci")), &built.oci.bytes).unwrap();
         let cache = ManifestCache::new(storage(root.path()), 8, Some(local.path().into())).unwrap();
         assert!(cache.get(KEY).await.unwrap().is_none());
         assert!(!local.path().join(KEY).exists(), "stale entry kept");
+        assert!(
+            !local.path().join(format!("{KEY}.oci")).exists(),
+            "stale OCI entry kept"
+        );
     }
 
     #[tokio::test]
@@ -321,6 +555,47 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
         std::fs::write(root.path().join("manifests"), b"").unwrap();
         assert!(cache.get(KEY).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_index_read_back_from_disk_or_storage_keeps_its_media_type() {
+        let root = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let storage = storage(root.path());
+        let index = crate::image_index::assemble(
+            crate::image_index::IndexKind::DockerList,
+            &[crate::image_index::IndexEntry {
+                platform: crate::platform::Platform::host(),
+                digest: Digest::parse_hex(&"c".repeat(64)).unwrap(),
+                size: 10,
+            }],
+        )
+        .unwrap();
+        let built = BuiltManifest::with_media_type(
+            Bytes::from(index),
+            crate::image_index::DOCKER_MANIFEST_LIST,
+        );
+        store_blob(&storage, &built).await;
+        let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
+        cache
+            .put(KEY, &ImageManifests::single(built.clone()))
+            .await
+            .unwrap();
+        assert!(!local.path().join(format!("{KEY}.oci")).exists());
+        let from_disk = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
+        let (found, tier) = from_disk.get(KEY).await.unwrap().unwrap();
+        assert_eq!(
+            (found.docker.media_type, tier),
+            (built.media_type, Tier::Disk)
+        );
+        assert_eq!(found.oci.digest, built.digest);
+        let from_storage = ManifestCache::new(storage, 8, None).unwrap();
+        let (found, tier) = from_storage.get(KEY).await.unwrap().unwrap();
+        assert_eq!(
+            (found.docker.media_type, tier),
+            (built.media_type, Tier::Storage)
+        );
+        assert_eq!(found.docker.digest, built.digest);
     }
 
     #[test]
@@ -345,6 +620,8 @@ mod tests {
         let local = tempfile::tempdir().unwrap();
         let cache = ManifestCache::new(storage(root.path()), 8, Some(local.path().into())).unwrap();
         assert!(cache.disk_path("../x").is_none());
+        assert!(cache.disk_path("../x.oci").is_none());
+        assert!(cache.disk_path(".oci").is_none());
         assert!(cache.disk_path("").is_none());
         assert!(cache.get("../x").await.unwrap().is_none());
     }

@@ -339,9 +339,11 @@ impl RefCache {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "source refs listed"
                 );
+                // The refs are as old as the moment they were asked for:
+                // a slow remote must not stretch the TTL.
                 RefSnapshot {
                     refs,
-                    taken: Instant::now(),
+                    taken: started,
                 }
             }
             // Keep serving what was last resolved rather than failing every

@@ -207,6 +207,7 @@ pub async fn image_builder(
             build_concurrency: config.build_concurrency,
             build_queue: config.build_queue,
             build_errors: build_errors.clone(),
+            platforms: config.platforms.clone(),
         },
         metrics,
     )))

@@ -210,7 +210,13 @@ struct NoImages;
 
 #[async_trait]
 impl ImageBuilder for NoImages {
-    async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        _tag: &str,
+        _index: Option<nixery::image_index::IndexKind>,
+        _format: nixery::media_type::ImageFormat,
+    ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(vec![Refusal {
             package: name.to_owned(),
             reason: RefusalReason::NotFound,

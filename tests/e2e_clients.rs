@@ -82,18 +82,7 @@ fn containerd_pull_resolves_with_head_and_lists_the_image() {
     let server = start_server();
     let containerd = Containerd::start();
     let reference = format!("{}/hello/git:latest", host(&server));
-    let output = containerd
-        .ctr()
-        .args(["image", "pull", "--plain-http", &reference])
-        .output()
-        .expect("run ctr");
-    assert!(
-        output.status.success(),
-        "ctr pull failed: {}\n{}\ncontainerd log: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        containerd.log()
-    );
+    containerd.pull(&[], &reference);
     let images = run(containerd.ctr().args(["image", "ls", "-q"]));
     assert!(
         images.lines().any(|l| l.trim() == reference),

@@ -290,7 +290,13 @@ struct MissingPackages;
 
 #[async_trait]
 impl ImageBuilder for MissingPackages {
-    async fn manifest(&self, name: &str, _tag: &str) -> Result<BuiltManifest, BuildError> {
+    async fn manifest(
+        &self,
+        name: &str,
+        _tag: &str,
+        _index: Option<nixery::image_index::IndexKind>,
+        _format: nixery::media_type::ImageFormat,
+    ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(
             name.split('/')
                 .map(|package| nixery::nix::Refusal {

@@ -367,7 +367,7 @@ async fn serve_with_a_required_content_type_refuses_other_objects() {
         .await
         .unwrap();
     let only_manifests = ServeRequest {
-        only_content_type: Some(MANIFEST_TYPE_FOR_TESTS),
+        only_content_types: Some(&[MANIFEST_TYPE_FOR_TESTS]),
         ..ServeRequest::default()
     };
     assert!(matches!(

@@ -37,6 +37,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_HEADER_TIMEOUT", "headerTimeout"),
     ("NIXERY_IDLE_TIMEOUT", "idleTimeout"),
     ("NIXERY_BUILD_QUEUE", "buildQueue"),
+    ("NIXERY_PLATFORMS", "platforms"),
     ("RUST_LOG", "logFilter"),
 ];
 
@@ -99,6 +100,7 @@ fn full_settings() -> Value {
         "headerTimeout": 10,
         "idleTimeout": 20,
         "buildQueue": 3,
+        "platforms": ["linux/arm64", "linux/amd64"],
         "logFilter": "info,nixery=debug",
         "openFirewall": true
     })
@@ -140,6 +142,10 @@ fn every_setting_has_a_typed_option() {
         ("headerTimeout", "positive integer"),
         ("idleTimeout", "positive integer"),
         ("buildQueue", "null or unsigned integer"),
+        (
+            "platforms",
+            r#"null or list of one of "linux/amd64", "linux/arm64""#,
+        ),
         ("logFilter", "string"),
         ("openFirewall", "boolean"),
     ];
@@ -220,6 +226,7 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_HEADER_TIMEOUT", "10"),
         ("NIXERY_IDLE_TIMEOUT", "20"),
         ("NIXERY_BUILD_QUEUE", "3"),
+        ("NIXERY_PLATFORMS", "linux/arm64,linux/amd64"),
         ("RUST_LOG", "info,nixery=debug"),
         ("NIX_REMOTE", "daemon"),
         ("HOME", "/var/cache/nixery"),
@@ -370,6 +377,10 @@ fn inconsistent_settings_fail_assertions() {
             json!({ "storagePath": "relative/dir" }),
             "must be an absolute path",
         ),
+        (
+            json!({ "platforms": [] }),
+            "platforms must name at least one platform",
+        ),
     ] {
         let mut settings = settings;
         settings["enable"] = json!(true);
@@ -391,6 +402,14 @@ fn mistyped_or_unknown_option_fails_evaluation() {
         (
             json!({ "packConcurrency": -1 }),
             "services.nixery.packConcurrency",
+        ),
+        (
+            json!({ "platforms": ["linux/s390x"] }),
+            "services.nixery.platforms",
+        ),
+        (
+            json!({ "platforms": "linux/arm64" }),
+            "services.nixery.platforms",
         ),
         (
             json!({ "prot": 80 }),

@@ -284,10 +284,30 @@ fn a_root_written_by_upstream_is_served_reusing_every_layer() {
         .collect();
     let config = hex_of(&manifest["config"]["digest"]);
     assert!(new_blobs.contains(&config), "{new_blobs:?}");
+    // The config, the Docker and OCI manifests and the SBOM (its blob, the
+    // empty config and one artifact manifest per variant): no layer.
     assert!(
-        new_blobs.len() <= 2,
-        "new objects besides the config and manifest: {new_blobs:?}"
+        new_blobs.len() <= 7,
+        "new objects besides the config, manifests and SBOM: {new_blobs:?}"
     );
+    for blob in &new_blobs {
+        let response = reqwest::blocking::Client::new()
+            .head(server.url(&format!("/v2/hello/blobs/sha256:{blob}")))
+            .send()
+            .unwrap();
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(
+            [
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/spdx+json",
+                "application/vnd.oci.empty.v1+json",
+            ]
+            .contains(&content_type),
+            "new blob {blob} is a {content_type}"
+        );
+    }
 
     // Upstream's blobs are served with the type from their attribute, and
     // skopeo checks every digest while umoci checks every diff ID.

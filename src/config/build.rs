@@ -1,6 +1,10 @@
-//! Settings of how much building and packing runs at once.
+//! Settings of how much building and packing runs at once, and for which
+//! platforms.
 
-use super::parse;
+use std::ffi::OsStr;
+
+use super::{Parsed, parse};
+use crate::platform::Platform;
 
 /// Default of `NIXERY_BUILD_QUEUE`: enough for a burst of distinct images
 /// from a deployment, small enough that abandoned requests cannot queue
@@ -24,4 +28,20 @@ crate::settings! {
         env: "NIXERY_BUILD_QUEUE", flag: "build-queue", value_name: "N",
         default: DEFAULT_BUILD_QUEUE, parse: parse::count,
     };
+    /// Platforms each image is built for, comma-separated `os/arch`
+    /// (`linux/amd64,linux/arm64`); with two or more, tags answer an image
+    /// index [default: the host's platform].
+    PLATFORMS: Vec<Platform> = {
+        env: "NIXERY_PLATFORMS", flag: "platforms", value_name: "LIST",
+        default: vec![Platform::host()], parse: platforms,
+    };
+}
+
+/// A comma-separated list of platforms, each once ([`Platform::parse_list`]).
+fn platforms(raw: &OsStr) -> Parsed<Vec<Platform>> {
+    parse::trimmed(
+        raw,
+        "expected linux/amd64, linux/arm64 or both, comma-separated, each once",
+        |v| Platform::parse_list(v).ok(),
+    )
 }

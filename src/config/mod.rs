@@ -111,6 +111,8 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// Images that may wait for a build slot (0 allowed).
     pub build_queue: usize,
+    /// Platforms each image is built for, in order (at least one).
+    pub platforms: Vec<crate::platform::Platform>,
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -160,6 +162,7 @@ impl ServeSettings {
             cache_dir: self.get(&cache::CACHE_DIR)?,
             manifest_cache_entries: self.get(&cache::MANIFEST_CACHE_ENTRIES)?,
             build_queue: self.get(&build::BUILD_QUEUE)?,
+            platforms: self.get(&build::PLATFORMS)?,
         })
     }
 }

@@ -240,6 +240,21 @@ fn bad_port_and_host_are_rejected() {
 }
 
 #[test]
+fn platforms_default_to_the_host_and_parse_in_order() {
+    use crate::{image::Arch, platform::Platform};
+    assert_eq!(accepted(&[]).platforms, [Platform::host()]);
+    let c = accepted(&[("NIXERY_PLATFORMS", "linux/arm64, linux/amd64")]);
+    assert_eq!(
+        c.platforms,
+        [Platform::linux(Arch::Arm64), Platform::linux(Arch::Amd64)]
+    );
+    for bad in ["linux/s390x", "linux/amd64,linux/amd64", "amd64"] {
+        let err = rejected(&[("NIXERY_PLATFORMS", bad)]);
+        assert!(err.to_string().starts_with("NIXERY_PLATFORMS="), "{err}");
+    }
+}
+
+#[test]
 fn port_zero_and_ipv6_host_are_accepted() {
     let c = accepted(&[("PORT", "0"), ("NIXERY_HOST", "::1")]);
     assert_eq!(c.listen, "[::1]:0".parse().unwrap());

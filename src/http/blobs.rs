@@ -25,7 +25,8 @@ use crate::{
 
 /// Parse a `Range` header. Only a single `bytes=` range is honoured; any
 /// other form (several ranges, other units, malformed) is ignored and the
-/// whole blob is sent, as RFC 9110 allows.
+/// whole blob is sent, as RFC 9110 allows. A range that ends before it
+/// starts is kept, and answered 416 like any range outside the blob.
 ///
 /// Hand-written: no crate in the lock file parses a range before the
 /// object's length is known (the backend resolves it), and
@@ -53,21 +54,26 @@ pub fn parse_range(value: &HeaderValue) -> Option<ByteRange> {
     if end.is_empty() {
         return Some(ByteRange::From { start, end: None });
     }
+    // An inverted range (`bytes=500-0`) is kept: it resolves to nothing,
+    // so it is answered 416, as the distribution-spec conformance suite
+    // expects (RFC 9110 lets a server ignore or reject it).
     let end = number(end)?;
-    (end >= start).then_some(ByteRange::From {
+    Some(ByteRange::From {
         start,
         end: Some(end),
     })
 }
 
-/// What is being served: decides the error code and the content type.
+/// What is being served: decides the error code and which objects count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A blob: the stored content type, ranges honoured.
     Blob,
-    /// A manifest by digest: only an object stored as `media_type` (any
-    /// other is unknown), ranges ignored.
-    Manifest { media_type: &'static str },
+    /// A manifest by digest: only an object stored as one of `media_types`
+    /// (any other is unknown), served with its stored type, ranges ignored.
+    Manifest {
+        media_types: &'static [&'static str],
+    },
 }
 
 /// Answer a GET or HEAD for the object with `digest`: from `objects` if it
@@ -89,13 +95,17 @@ pub async fn serve(
         Kind::Blob => headers.get(header::RANGE).and_then(parse_range),
         Kind::Manifest { .. } => None,
     };
-    let only_content_type = match kind {
+    let only_content_types = match kind {
         Kind::Blob => None,
-        Kind::Manifest { media_type } => Some(media_type),
+        Kind::Manifest { media_types } => Some(media_types),
     };
     if let Some(object) = objects.get(digest) {
         // Only a manifest is served as one, from memory as from storage.
-        if only_content_type.is_some_and(|required| object.content_type != required) {
+        if only_content_types.is_some_and(|allowed| {
+            !allowed
+                .iter()
+                .any(|media_type| object.content_type == *media_type)
+        }) {
             return Err(not_found());
         }
         return from_memory(object, digest, kind, head, range);
@@ -104,7 +114,7 @@ pub async fn serve(
     let request = ServeRequest {
         range,
         head,
-        only_content_type,
+        only_content_types,
     };
     let served = match storage.serve(&key, &request).await {
         Ok(served) => served,
@@ -192,7 +202,9 @@ fn range_not_satisfiable(total_len: u64) -> Result<Response, RegistryError> {
     Ok(response)
 }
 
-/// 200 or 206 with the registry headers. `range` is the resolved inclusive
+/// 200 or 206 with the registry headers and the stored content type (for
+/// a manifest, one of the manifest media types: the storage checked it).
+/// `range` is the resolved inclusive
 /// range if one is served; `body` holds exactly those bytes (nothing for
 /// HEAD).
 fn content_response(
@@ -203,10 +215,6 @@ fn content_response(
     range: Option<(u64, u64)>,
     body: Body,
 ) -> Result<Response, RegistryError> {
-    let content_type = match kind {
-        Kind::Blob => content_type,
-        Kind::Manifest { media_type } => HeaderValue::from_static(media_type),
-    };
     let (status, length) = match range {
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
         None => (StatusCode::OK, total_len),
@@ -272,7 +280,7 @@ mod tests {
         for kind in [
             Kind::Blob,
             Kind::Manifest {
-                media_type: "application/x",
+                media_types: &["application/x"],
             },
         ] {
             let objects = SmallObjects::default();
@@ -325,11 +333,23 @@ mod tests {
     }
 
     #[test]
+    fn inverted_ranges_are_kept_and_resolve_to_nothing() {
+        let inverted = range("bytes=5-3").unwrap();
+        assert_eq!(
+            inverted,
+            ByteRange::From {
+                start: 5,
+                end: Some(3)
+            }
+        );
+        assert_eq!(inverted.resolve(100), None);
+    }
+
+    #[test]
     fn other_range_forms_are_ignored() {
         for s in [
             "bytes=0-1,4-5",
             "items=0-1",
-            "bytes=5-3",
             "bytes=-",
             "bytes=a-b",
             "bytes=+1-2",

@@ -1,4 +1,8 @@
-//! Manifests: by tag through the [`ImageBuilder`], by digest from storage.
+//! Manifests: by tag through the [`ImageBuilder`], as the client's
+//! `Accept` asks ([`super::accept`]): an image index when it accepts one
+//! and the name has several platforms, else the Docker or the OCI image
+//! manifest; by digest from storage, in the media type the manifest was
+//! stored as.
 
 use axum::{
     body::Body,
@@ -14,32 +18,39 @@ use super::{
 };
 use crate::{
     builder::ImageBuilder,
+    image_index::IndexKind,
+    media_type::{ImageFormat, MANIFEST_TYPES},
     reference::{Digest, RepositoryName, Tag},
     storage::Storage,
 };
 
-// The media type is defined once, with the manifest it describes.
-use crate::manifest::MANIFEST_V2 as MANIFEST_MEDIA_TYPE;
-
-/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder.
+/// GET/HEAD `/v2/<name>/manifests/<tag>`: ask the builder for an index of
+/// `index` flavour if the client accepts one, else for the image manifest
+/// in `format`. The answer varies with `Accept`.
 pub async fn by_tag(
     builder: &dyn ImageBuilder,
     name: &RepositoryName,
     tag: &Tag,
+    index: Option<IndexKind>,
+    format: ImageFormat,
 ) -> Result<Response, RegistryError> {
-    let built = builder.manifest(name.as_str(), tag.as_str()).await?;
+    let built = builder
+        .manifest(name.as_str(), tag.as_str(), index, format)
+        .await?;
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+        .header(header::CONTENT_TYPE, built.media_type)
         .header(header::CONTENT_LENGTH, built.bytes.len())
         .header(DOCKER_CONTENT_DIGEST, built.digest.to_string())
         .header(header::ETAG, format!("\"{}\"", built.digest))
+        .header(header::VARY, "Accept")
         .body(Body::from(built.bytes))
         .map_err(RegistryError::internal)
 }
 
 /// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object
-/// `layers/<hex>`, always with the manifest media type.
+/// `layers/<hex>` if it was stored as a manifest (Docker or OCI image
+/// manifest, image index, manifest list), with that media type.
 pub async fn by_digest(
     storage: &dyn Storage,
     objects: &SmallObjects,
@@ -52,7 +63,7 @@ pub async fn by_digest(
         objects,
         digest,
         Kind::Manifest {
-            media_type: MANIFEST_MEDIA_TYPE,
+            media_types: &MANIFEST_TYPES,
         },
         head,
         headers,

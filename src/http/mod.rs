@@ -4,8 +4,13 @@
 //! - `GET`/`HEAD /v2/<name>/blobs/sha256:<hex>` serves `layers/<hex>`.
 //! - `GET`/`HEAD /v2/<name>/manifests/sha256:<hex>` serves `layers/<hex>`
 //!   as a manifest.
-//! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`].
+//! - `GET`/`HEAD /v2/<name>/manifests/<tag>` asks the [`ImageBuilder`]
+//!   and answers the Docker or the OCI manifest, or an image index when
+//!   the client's `Accept` allows one
+//!   ([`accept`]).
 //! - `GET`/`HEAD /v2/<name>/tags/list` lists `latest` ([`tags`]).
+//! - `GET`/`HEAD /v2/<name>/referrers/sha256:<hex>` lists the artifacts
+//!   (SBOMs) about that manifest ([`referrers`]).
 //! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
 //!   404 with a registry error body.
 //! - `GET`/`HEAD /` is the HTML status page ([`status`]).
@@ -16,10 +21,12 @@
 //! `latency_ms`. Handlers hold no business logic: they validate the path
 //! ([`path`]), call storage or the builder, and shape the answer.
 
+pub mod accept;
 pub mod blobs;
 pub mod error;
 pub mod manifests;
 pub mod path;
+pub mod referrers;
 pub mod small_objects;
 pub mod status;
 pub mod tags;
@@ -193,6 +200,9 @@ async fn registry(
     match path::parse(uri.path())? {
         path::Endpoint::Version => Ok(axum::Json(serde_json::json!({})).into_response()),
         path::Endpoint::TagsList { name } => tags::list(&name, uri.query()),
+        path::Endpoint::Referrers { subject, .. } => {
+            referrers::list(state.storage.as_ref(), subject.as_ref(), uri.query(), head).await
+        }
         path::Endpoint::Blob { digest, .. } => {
             blobs::serve(
                 state.storage.as_ref(),
@@ -207,7 +217,11 @@ async fn registry(
         path::Endpoint::Manifest {
             name,
             reference: Reference::Tag(tag),
-        } => manifests::by_tag(state.builder.as_ref(), &name, &tag).await,
+        } => {
+            let index = accept::index_kind(&headers);
+            let format = accept::image_format(&headers);
+            manifests::by_tag(state.builder.as_ref(), &name, &tag, index, format).await
+        }
         path::Endpoint::Manifest {
             reference: Reference::Digest(digest),
             ..

@@ -29,6 +29,20 @@ pub enum Endpoint {
     },
     /// `/v2/<name>/tags/list`.
     TagsList { name: RepositoryName },
+    /// `/v2/<name>/referrers/<digest>`. `subject` is `None` for a valid
+    /// digest of another algorithm than SHA-256 (`sha512:<128 hex>`),
+    /// which names no manifest here.
+    Referrers {
+        name: RepositoryName,
+        subject: Option<Digest>,
+    },
+}
+
+/// Whether `digest` is a well-formed SHA-512 digest.
+fn is_sha512(digest: &str) -> bool {
+    digest.strip_prefix("sha512:").is_some_and(|hex| {
+        hex.len() == 128 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 /// Decode one segment; `None` if it is not UTF-8.
@@ -54,7 +68,7 @@ pub fn parse(raw_path: &str) -> Result<Endpoint, RegistryError> {
     };
     let kind = decode(kind).ok_or_else(RegistryError::no_such_endpoint)?;
     let tags_list = kind == "tags" && decode(reference).as_deref() == Some("list");
-    if kind != "blobs" && kind != "manifests" && !tags_list {
+    if kind != "blobs" && kind != "manifests" && kind != "referrers" && !tags_list {
         return Err(RegistryError::no_such_endpoint());
     }
     if name_segments.is_empty() {
@@ -74,6 +88,14 @@ pub fn parse(raw_path: &str) -> Result<Endpoint, RegistryError> {
     let name = RepositoryName::parse(&name)?;
     if tags_list {
         Ok(Endpoint::TagsList { name })
+    } else if kind == "referrers" {
+        let digest = decode(reference).ok_or(ReferenceError::Digest("not valid UTF-8"))?;
+        let subject = match Digest::parse(&digest) {
+            Ok(digest) => Some(digest),
+            Err(_) if is_sha512(&digest) => None,
+            Err(error) => return Err(ReferenceError::from(error).into()),
+        };
+        Ok(Endpoint::Referrers { name, subject })
     } else if kind == "blobs" {
         let digest = decode(reference).ok_or(ReferenceError::Digest("not valid UTF-8"))?;
         Ok(Endpoint::Blob {
@@ -129,6 +151,35 @@ mod tests {
         ));
         // An encoded colon is accepted: it is decoded after splitting.
         assert!(parse(&format!("/v2/a/manifests/sha256%3A{HEX}")).is_ok());
+    }
+
+    #[test]
+    fn referrers_take_a_digest_and_reject_anything_else() {
+        match parse(&format!("/v2/shell/git/referrers/sha256:{HEX}")).unwrap() {
+            Endpoint::Referrers { name, subject } => {
+                assert_eq!(name.as_str(), "shell/git");
+                assert_eq!(subject.unwrap().hex(), HEX);
+            }
+            other => panic!("{other:?}"),
+        }
+        let sha512 = format!("/v2/a/referrers/sha512:{HEX}{HEX}");
+        assert!(matches!(
+            parse(&sha512).unwrap(),
+            Endpoint::Referrers { subject: None, .. }
+        ));
+        for bad in [
+            "/v2/a/referrers/latest",
+            "/v2/a/referrers/sha256:abc",
+            "/v2/a/referrers/sha512:abc",
+            "/v2/a/referrers/sha256:..%2F..",
+            "/v2/a/referrers/md5:d41d8cd98f00b204e9800998ecf8427e",
+        ] {
+            assert_eq!(code(bad), ErrorCode::DigestInvalid, "{bad}");
+        }
+        assert_eq!(
+            code(&format!("/v2/../referrers/sha256:{HEX}")),
+            ErrorCode::NameInvalid
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::popularity::Popularity;
 
 /// The data of Nix's `exportReferencesGraph` for the requested packages, as
 /// `prepare-image` writes it under `runtimeGraph`. Fields other than those
-/// named here (`narHash`, ...) are ignored.
+/// named here (`narDeriver`, `signatures`, ...) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeGraph {
     /// The top-level store paths (the requested packages).
@@ -42,6 +42,10 @@ pub struct PathInfo {
     pub nar_size: Option<u64>,
     /// Store paths this path refers to (usually including itself).
     pub references: Vec<String>,
+    /// The hash of the path's NAR serialisation as Nix writes it
+    /// (`sha256:<nix32>`, or SRI `sha256-<base64>`), when the graph has it.
+    #[serde(rename = "narHash", default, skip_serializing_if = "Option::is_none")]
+    pub nar_hash: Option<String>,
 }
 
 /// A store path as a node of the dependency graph.
@@ -164,7 +168,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_graph_parses_prepare_image_output_ignoring_extra_fields() {
+    fn runtime_graph_parses_prepare_image_output_keeping_the_nar_hash() {
         let json = r#"{
             "exportReferencesGraph": {"graph": ["/nix/store/aaaa-hello-2.12"]},
             "graph": [{
@@ -187,6 +191,7 @@ mod tests {
                 closure_size: 1234,
                 nar_size: Some(1000),
                 references: vec!["/nix/store/aaaa-hello-2.12".into()],
+                nar_hash: Some("sha256:0000".into()),
             }]
         );
     }

@@ -42,8 +42,8 @@ use tokio_util::io::ReaderStream;
 use crate::digest::Digest;
 
 use super::{
-    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, STAGING_PREFIX,
-    ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
+    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, REFERRERS_PREFIX,
+    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -57,11 +57,12 @@ pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
 /// Longest content type read from the extended attribute.
 const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
-const PREFIXES: [&str; 4] = [
+const PREFIXES: [&str; 5] = [
     LAYERS_PREFIX,
     BUILDS_PREFIX,
     MANIFESTS_PREFIX,
     STAGING_PREFIX,
+    REFERRERS_PREFIX,
 ];
 
 /// The storage directory could not be prepared.
@@ -429,8 +430,8 @@ impl Storage for FilesystemStorage {
         let (file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
         if request
-            .only_content_type
-            .is_some_and(|required| required != content_type)
+            .only_content_types
+            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
         {
             return Err(StorageError::NotFound(key.clone()));
         }

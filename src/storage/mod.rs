@@ -29,8 +29,11 @@ pub const BUILDS_PREFIX: &str = "builds";
 pub const MANIFESTS_PREFIX: &str = "manifests";
 /// Prefix of objects that are still being uploaded.
 pub const STAGING_PREFIX: &str = "staging";
+/// Prefix of referrers lists (OCI image indexes of the artifacts, such as
+/// SBOMs, that refer to a manifest), keyed by the manifest's hex SHA-256.
+pub const REFERRERS_PREFIX: &str = "referrers";
 
-/// A storage key: `<prefix>/<name>` where the prefix is one of the four
+/// A storage key: `<prefix>/<name>` where the prefix is one of the five
 /// known prefixes and the name is made only of `[A-Za-z0-9_.-]`, does not
 /// start with a dot and is at most 128 characters long. Keys therefore can
 /// never name a path outside a backend's root.
@@ -71,6 +74,12 @@ impl StorageKey {
     /// The cached manifest with cache key `key`.
     pub fn manifest(key: &str) -> Result<Self, InvalidKey> {
         Self::new(MANIFESTS_PREFIX, key)
+    }
+
+    /// The referrers list `referrers/<hex>` of the manifest whose SHA-256
+    /// is `digest`.
+    pub fn referrers(digest: &Digest) -> Self {
+        Self(format!("{REFERRERS_PREFIX}/{}", digest.hex()))
     }
 
     /// A staging object named `name` (unique per upload).
@@ -132,10 +141,11 @@ pub struct ServeRequest {
     pub range: Option<ByteRange>,
     /// True for `HEAD`: no body is needed.
     pub head: bool,
-    /// Serve the object only if it was stored with this content type;
-    /// any other object is [`StorageError::NotFound`]. Manifests by digest
-    /// use it so that a layer or a config is never served as a manifest.
-    pub only_content_type: Option<&'static str>,
+    /// Serve the object only if it was stored with one of these content
+    /// types; any other object is [`StorageError::NotFound`]. Manifests by
+    /// digest use it so that a layer or a config is never served as a
+    /// manifest.
+    pub only_content_types: Option<&'static [&'static str]>,
 }
 
 /// A backend's answer to a request for a blob.

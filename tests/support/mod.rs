@@ -209,6 +209,25 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
+
+    /// `ctr image pull --plain-http <args> <reference>`, failing the test
+    /// with ctr's output and the daemon's log.
+    pub fn pull(&self, args: &[&str], reference: &str) {
+        let output = self
+            .ctr()
+            .args(["image", "pull", "--plain-http"])
+            .args(args)
+            .arg(reference)
+            .output()
+            .expect("run ctr");
+        assert!(
+            output.status.success(),
+            "ctr pull failed: {}\n{}\ncontainerd log: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+    }
 }
 
 impl Drop for Containerd {

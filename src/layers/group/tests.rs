@@ -35,6 +35,7 @@ fn graph(top: &[&str], entries: &[(&str, u64, &[&str])]) -> RuntimeGraph {
                     .chain(refs.iter())
                     .map(|n| p(n))
                     .collect(),
+                nar_hash: None,
             })
             .collect(),
     }
@@ -399,6 +400,7 @@ mod properties {
                             .chain(self.refs[i].iter().copied())
                             .map(|j| self.paths[j].clone())
                             .collect(),
+                        nar_hash: None,
                     })
                     .collect(),
             }

@@ -46,6 +46,7 @@ fn graph(top: &[&str], entries: &[(&str, u64, &[&str])]) -> RuntimeGraph {
                     .chain(r.iter())
                     .map(|n| p(n))
                     .collect(),
+                nar_hash: None,
             })
             .collect(),
     }
@@ -196,6 +197,7 @@ fn equal_sizes_are_ranked_by_package_name_not_hash() {
             closure_size: 5,
             nar_size: Some(5),
             references: vec![],
+            nar_hash: None,
         })
         .collect(),
     };
@@ -366,6 +368,7 @@ fn generated(n: usize, seed: u64) -> RuntimeGraph {
                     .chain(refs[i].iter().copied())
                     .map(|j| paths[j].clone())
                     .collect(),
+                nar_hash: None,
             })
             .collect(),
     }

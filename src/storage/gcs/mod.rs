@@ -362,8 +362,8 @@ impl Storage for GcsStorage {
             .await
             .map_err(|e| api_error(key, e))?;
         if request
-            .only_content_type
-            .is_some_and(|required| required != content_type)
+            .only_content_types
+            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
         {
             return Err(StorageError::NotFound(key.clone()));
         }

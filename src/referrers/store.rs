@@ -1,0 +1,241 @@
+//! Referrers lists in storage: `referrers/<subject hex>` holds the
+//! [`ReferrersIndex`] of the manifest whose SHA-256 is `<subject hex>`.
+//!
+//! The artifacts a list names are content-addressed objects
+//! (`layers/<hex>`, stored as OCI image manifests) written before the list
+//! names them, so a listed referrer can always be fetched. A missing list
+//! is an empty one; a corrupt one is logged and read as empty (and
+//! replaced by the next write).
+
+use std::io;
+
+use bytes::Bytes;
+
+use super::{
+    ArtifactContent, EMPTY_CONFIG, IndexEntry, ReferrersIndex, Subject, artifact_manifest,
+};
+use crate::{
+    cache::{CacheError, bytes_stream, read_bounded},
+    digest::Digest,
+    manifest::BlobRef,
+    media_type::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST},
+    storage::{Storage, StorageError, StorageKey},
+};
+
+/// Largest referrers list read back.
+const MAX_LIST: usize = 4 * 1024 * 1024;
+
+/// The referrers list of the manifest `subject`.
+pub async fn list(storage: &dyn Storage, subject: &Digest) -> Result<ReferrersIndex, StorageError> {
+    let key = StorageKey::referrers(subject);
+    let stream = match storage.fetch(&key).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => return Ok(ReferrersIndex::default()),
+        Err(error) => return Err(error),
+    };
+    let bytes = match read_bounded(stream, MAX_LIST).await {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
+            tracing::warn!(key = %key, "ignoring an oversized referrers list");
+            return Ok(ReferrersIndex::default());
+        }
+        Err(source) => return Err(StorageError::Io { key, source }),
+    };
+    Ok(ReferrersIndex::parse(&bytes).unwrap_or_else(|| {
+        tracing::warn!(key = %key, "ignoring a corrupt referrers list");
+        ReferrersIndex::default()
+    }))
+}
+
+/// Add `entry` to the referrers list of `subject`. Call only once the
+/// referrer itself is stored.
+pub async fn add(
+    storage: &dyn Storage,
+    subject: &Digest,
+    entry: IndexEntry,
+) -> Result<(), CacheError> {
+    let key = StorageKey::referrers(subject);
+    let current = list(storage, subject).await?;
+    if current.entries().contains(&entry) {
+        return Ok(());
+    }
+    let updated = current.with(entry).to_bytes()?;
+    storage
+        .persist(&key, OCI_INDEX, bytes_stream(Bytes::from(updated)))
+        .await?;
+    Ok(())
+}
+
+/// An artifact to attach to manifests: its content and how it is named.
+#[derive(Clone, Copy, Debug)]
+pub struct ArtifactSpec<'a> {
+    /// The artifact type, also the content blob's media type.
+    pub artifact_type: &'a str,
+    /// File name for clients that pull the artifact to disk.
+    pub title: &'a str,
+    /// The content.
+    pub content: &'a [u8],
+}
+
+/// Store `spec` as an artifact about each of `subjects`: the content blob
+/// and the empty config once, then per subject its artifact manifest and
+/// that manifest's entry in the subject's referrers list, in that order,
+/// so that a listed referrer is always complete. Returns the artifact
+/// manifests' digests, in the order of `subjects`.
+pub async fn attach(
+    storage: &dyn Storage,
+    spec: &ArtifactSpec<'_>,
+    subjects: &[Subject<'_>],
+) -> Result<Vec<Digest>, CacheError> {
+    let blob = BlobRef {
+        digest: Digest::of(spec.content),
+        size: spec.content.len() as u64,
+    };
+    put_blob(
+        storage,
+        spec.artifact_type,
+        Bytes::copy_from_slice(spec.content),
+    )
+    .await?;
+    put_blob(storage, OCI_EMPTY, Bytes::from_static(EMPTY_CONFIG)).await?;
+    let content = ArtifactContent {
+        artifact_type: spec.artifact_type,
+        blob: &blob,
+        title: spec.title,
+    };
+    let mut digests = Vec::with_capacity(subjects.len());
+    for subject in subjects {
+        let artifact = artifact_manifest(&content, subject)?;
+        put_blob(storage, OCI_MANIFEST, Bytes::from(artifact.manifest)).await?;
+        digests.push(artifact.descriptor.digest);
+        add(storage, &subject.digest, artifact.descriptor).await?;
+    }
+    Ok(digests)
+}
+
+/// Store `bytes` as `layers/<their SHA-256>`.
+async fn put_blob(
+    storage: &dyn Storage,
+    content_type: &str,
+    bytes: Bytes,
+) -> Result<(), CacheError> {
+    let key = StorageKey::layer(&Digest::of(&bytes));
+    storage
+        .persist(&key, content_type, bytes_stream(bytes))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{media_type::OCI_MANIFEST, storage::filesystem::FilesystemStorage};
+
+    fn entry(n: char) -> IndexEntry {
+        IndexEntry {
+            media_type: OCI_MANIFEST.to_owned(),
+            digest: Digest::parse_hex(&n.to_string().repeat(64)).unwrap(),
+            size: 10,
+            artifact_type: Some("application/spdx+json".to_owned()),
+        }
+    }
+
+    fn subject() -> Digest {
+        Digest::parse_hex(&"ab".repeat(32)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn lists_start_empty_and_keep_every_added_referrer_once() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = FilesystemStorage::new(root.path()).unwrap();
+        assert!(
+            list(&storage, &subject())
+                .await
+                .unwrap()
+                .entries()
+                .is_empty()
+        );
+        add(&storage, &subject(), entry('b')).await.unwrap();
+        add(&storage, &subject(), entry('a')).await.unwrap();
+        add(&storage, &subject(), entry('b')).await.unwrap();
+        let listed = list(&storage, &subject()).await.unwrap();
+        assert_eq!(listed.entries(), [entry('a'), entry('b')]);
+        let file = Path::new(root.path())
+            .join("referrers")
+            .join(subject().hex());
+        assert!(file.is_file());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_list_reads_as_empty_and_is_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = FilesystemStorage::new(root.path()).unwrap();
+        std::fs::write(
+            root.path().join("referrers").join(subject().hex()),
+            b"garbage",
+        )
+        .unwrap();
+        assert!(
+            list(&storage, &subject())
+                .await
+                .unwrap()
+                .entries()
+                .is_empty()
+        );
+        add(&storage, &subject(), entry('c')).await.unwrap();
+        assert_eq!(
+            list(&storage, &subject()).await.unwrap().entries(),
+            [entry('c')]
+        );
+    }
+
+    #[tokio::test]
+    async fn attached_artifacts_are_stored_and_listed_for_every_subject() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = FilesystemStorage::new(root.path()).unwrap();
+        let a = Digest::parse_hex(&"aa".repeat(32)).unwrap();
+        let b = Digest::parse_hex(&"bb".repeat(32)).unwrap();
+        let subjects = [
+            Subject {
+                media_type: crate::media_type::DOCKER_MANIFEST,
+                digest: a,
+                size: 1,
+            },
+            Subject {
+                media_type: OCI_MANIFEST,
+                digest: b,
+                size: 2,
+            },
+        ];
+        let spec = ArtifactSpec {
+            artifact_type: "application/spdx+json",
+            title: "sbom.spdx.json",
+            content: b"{\"spdxVersion\":\"SPDX-2.3\"}",
+        };
+        let digests = attach(&storage, &spec, &subjects).await.unwrap();
+        assert_eq!(digests.len(), 2);
+        assert_ne!(
+            digests[0], digests[1],
+            "each subject has its own artifact manifest"
+        );
+        let layers = root.path().join("layers");
+        assert!(layers.join(Digest::of(spec.content).hex()).is_file());
+        assert_eq!(
+            std::fs::read(layers.join(Digest::of(EMPTY_CONFIG).hex())).unwrap(),
+            EMPTY_CONFIG
+        );
+        for (subject, digest) in subjects.iter().zip(&digests) {
+            let listed = list(&storage, &subject.digest).await.unwrap();
+            assert_eq!(listed.entries().len(), 1);
+            assert_eq!(&listed.entries()[0].digest, digest);
+            let manifest = std::fs::read(layers.join(digest.hex())).unwrap();
+            let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+            assert_eq!(parsed["subject"]["digest"], subject.digest.to_string());
+        }
+        // Attaching again changes nothing.
+        assert_eq!(attach(&storage, &spec, &subjects).await.unwrap(), digests);
+        assert_eq!(list(&storage, &a).await.unwrap().entries().len(), 1);
+    }
+}

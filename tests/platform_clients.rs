@@ -1,0 +1,168 @@
+//! Real clients pick their platform from one tag's image index when the
+//! registry builds for `linux/amd64,linux/arm64`: Docker `pull
+//! --platform`, skopeo `--override-arch`, containerd `ctr image pull
+//! --platform` and podman `--arch` (pull only: this host cannot run arm64
+//! binaries).
+//!
+//! The server builds from the copy of the offline set whose derivations
+//! ignore the requested system (`support::any_system_pkgs`): the arm64
+//! image holds x86-64 programs, but its manifest, config and place in the
+//! index are those of an arm64 image, which is what a client checks.
+
+mod common;
+mod support;
+
+use std::process::Command;
+
+use common::TestServer;
+use support::{Containerd, any_system_pkgs, docker::Docker, run};
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn start_server(pkgs: &tempfile::TempDir) -> TestServer {
+    TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .env("NIXERY_PLATFORMS", "linux/amd64,linux/arm64")
+        .env("NIXERY_PKGS_PATH", pkgs.path().display().to_string())
+        .start()
+}
+
+/// The digest of each platform's manifest in the index of `name`, by
+/// architecture.
+fn entry_digests(server: &TestServer, name: &str) -> Vec<(String, String)> {
+    let index: serde_json::Value = reqwest::blocking::Client::new()
+        .get(server.url(&format!("/v2/{name}/manifests/latest")))
+        .header("accept", OCI_INDEX)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("GET index");
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|e| {
+            (
+                e["platform"]["architecture"].as_str().unwrap().to_owned(),
+                e["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn docker_pulls_arm64_and_amd64_of_one_tag() {
+    let pkgs = any_system_pkgs();
+    let server = start_server(&pkgs);
+    let docker = Docker::start();
+    let reference = format!("{}/hello:latest", server.addr());
+    for platform in ["linux/arm64", "linux/amd64"] {
+        let pull = docker
+            .docker()
+            .args(["pull", "--platform", platform, &reference])
+            .output()
+            .expect("run docker pull");
+        assert!(
+            pull.status.success(),
+            "docker pull --platform {platform} failed: {}\ndockerd log:\n{}",
+            String::from_utf8_lossy(&pull.stderr),
+            docker.log()
+        );
+        let pulled = run(docker.docker().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Os}}/{{.Architecture}}",
+            &reference,
+        ]));
+        assert_eq!(pulled.trim(), platform);
+    }
+}
+
+#[test]
+fn skopeo_override_arch_copies_the_platform_asked_for() {
+    let pkgs = any_system_pkgs();
+    let server = start_server(&pkgs);
+    let source = format!("docker://{}/hello:latest", server.addr());
+    for arch in ["arm64", "amd64"] {
+        let out = run(Command::new("skopeo").args([
+            "--override-arch",
+            arch,
+            "inspect",
+            "--tls-verify=false",
+            &source,
+        ]));
+        let inspected: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        assert_eq!(inspected["Architecture"], arch, "{out}");
+
+        let work = tempfile::tempdir().unwrap();
+        let layout = work.path().join("layout");
+        run(Command::new("skopeo").args([
+            "--override-arch",
+            arch,
+            "copy",
+            "--src-tls-verify=false",
+            &source,
+            &format!("oci:{}:img", layout.display()),
+        ]));
+        let config = run(Command::new("skopeo").args([
+            "inspect",
+            "--config",
+            &format!("oci:{}:img", layout.display()),
+        ]));
+        let config: serde_json::Value = serde_json::from_str(&config).expect("config JSON");
+        assert_eq!(config["architecture"], arch, "{config}");
+    }
+    let raw = run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &source]));
+    let raw: serde_json::Value = serde_json::from_str(&raw).expect("raw index");
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2), "{raw}");
+}
+
+#[test]
+fn ctr_pull_with_platform_fetches_that_platforms_manifest_only() {
+    let pkgs = any_system_pkgs();
+    let server = start_server(&pkgs);
+    let containerd = Containerd::start();
+    let digests = entry_digests(&server, "hello");
+    let reference = format!("{}/hello:latest", server.addr());
+    containerd.pull(&["--platform", "linux/arm64"], &reference);
+    let content = run(containerd.ctr().args(["content", "ls", "-q"]));
+    for (arch, digest) in &digests {
+        let fetched = content.lines().any(|l| l.trim() == digest);
+        assert_eq!(
+            fetched,
+            arch == "arm64",
+            "{arch} manifest {digest}: {content}"
+        );
+    }
+    let images = run(containerd.ctr().args(["image", "ls"]));
+    assert!(images.contains("linux/arm64"), "{images}");
+}
+
+#[test]
+fn podman_pull_with_arch_gets_that_architecture() {
+    let pkgs = any_system_pkgs();
+    let server = start_server(&pkgs);
+    let store = tempfile::tempdir().unwrap();
+    let podman = || {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
+            .arg(store.path().join("root"))
+            .arg("--runroot")
+            .arg(store.path().join("runroot"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+        cmd
+    };
+    let reference = format!("{}/hello:latest", server.addr());
+    for arch in ["arm64", "amd64"] {
+        run(podman().args(["pull", "--tls-verify=false", "--arch", arch, &reference]));
+        let pulled = run(podman().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Architecture}}",
+            &reference,
+        ]));
+        assert_eq!(pulled.trim(), arch);
+    }
+}
