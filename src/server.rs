@@ -32,6 +32,7 @@ use crate::{
         Storage,
         filesystem::{FilesystemStorage, InitError},
         gcs::{GcsError, GcsStorage},
+        s3::{S3Error, S3Storage},
     },
 };
 
@@ -50,6 +51,9 @@ pub enum ServerError {
     /// The gcs backend could not connect to its bucket.
     #[error(transparent)]
     Gcs(#[from] GcsError),
+    /// The s3 backend could not connect to its bucket.
+    #[error(transparent)]
+    S3(#[from] S3Error),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -128,6 +132,7 @@ pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, 
         } => Ok(Arc::new(
             GcsStorage::connect(bucket.clone(), credentials.clone(), emulator_host.clone()).await?,
         )),
+        StorageSetting::S3(settings) => Ok(Arc::new(S3Storage::connect(settings.clone()).await?)),
     }
 }
 

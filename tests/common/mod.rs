@@ -69,7 +69,14 @@ impl TestServerBuilder {
 
     fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-        for key in nixery::config::env_vars() {
+        // Settings, and what the s3 backend's AWS credential chain reads.
+        let credential_vars = nixery::storage::s3::settings::CREDENTIAL_VARS
+            .iter()
+            .copied();
+        for key in nixery::config::env_vars()
+            .into_iter()
+            .chain(credential_vars)
+        {
             cmd.env_remove(key);
         }
         cmd.env("PORT", "0")
