@@ -48,6 +48,13 @@ if [ "${NIXERY_OFFLINE:-1}" = 1 ]; then
   set_nix_option substituters ""
 fi
 
+# Create the Nix store and its database now, once. Nix 2.8 creates them on
+# first use without holding a lock, so on a fresh machine the first Nix
+# processes that start together (the test suite starts several) race: one
+# of them fails at once ("'/nix/var/nix/db/schema' is corrupt", "creating
+# symlink ... gcroots/profiles: File exists"). Idempotent.
+nix-store --init
+
 # podman and containers/image as root: a policy that accepts unsigned images.
 mkdir -p /etc/containers
 if [ ! -s /etc/containers/policy.json ]; then

@@ -15,18 +15,17 @@ use tokio::net::TcpListener;
 use crate::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings},
-    cache::Cache,
     config::{Config, ServeArgs, StorageSetting},
     connection::{self, ConnectionLimits},
     http::{AppState, router},
     identity::Recipe,
+    layer_store::LayerStore,
     layers::{DEFAULT_BUDGET, Layering, Popularity, Strategy},
     manifest_cache::{ManifestCache, local_tier_dir},
     metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
     resolve::{Resolver, ResolverSettings},
-    source::PackageSource,
     status::StatusInfo,
     storage::{
         Storage,
@@ -154,21 +153,16 @@ pub async fn image_builder(
         Popularity::default()
     };
     tracing::info!(strategy = %strategy, budget = DEFAULT_BUDGET, "layering");
-    let nix = NixRunner::new(
-        NixSettings {
-            source: config.package_source.clone(),
-            timeout: config.nix_timeout,
-            deadline: config.nix_deadline,
-            allow_unfree: config.allow_unfree,
-            prepare_image: config.prepare_image.clone(),
-        },
-        build_errors.clone(),
-    )?;
-    let embedded_hash = matches!(config.package_source, PackageSource::Builtin)
-        .then(crate::nix::embedded_files_hash);
+    let nix = NixRunner::new(NixSettings {
+        source: config.package_source.clone(),
+        timeout: config.nix_timeout,
+        deadline: config.nix_deadline,
+        allow_unfree: config.allow_unfree,
+        prepare_image: config.prepare_image.clone(),
+    })?;
     let resolver = Resolver::new(ResolverSettings {
         source: nix.source().clone(),
-        embedded_hash,
+        embedded_hash: nix.embedded_hash(),
         ttl: config.source_ttl,
         channel_remote: config.channel_remote.clone(),
     });
@@ -195,9 +189,9 @@ pub async fn image_builder(
         memory_entries = config.manifest_cache_entries,
         "manifest cache"
     );
-    let cache = Cache::new(storage);
+    let layers = LayerStore::new(storage, config.pack_concurrency);
     Ok(Arc::new(Builder::new(
-        cache,
+        layers,
         manifests,
         resolver,
         nix,

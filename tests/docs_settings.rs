@@ -313,12 +313,7 @@ fn layering_example_shows_what_nixery_layers_prints() {
             Some(strategy) => command.args(["--strategy", strategy]),
             None => command.args(["--popularity", "docs/examples/layering-popularity.json"]),
         };
-        let run = command.output().expect("run nixery layers");
-        assert!(
-            run.status.success(),
-            "nixery layers --budget {budget} failed: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let run = support::run_output(&mut command);
         let actual: serde_json::Value =
             serde_json::from_slice(&run.stdout).expect("nixery layers prints JSON");
         assert_eq!(

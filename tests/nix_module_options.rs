@@ -177,12 +177,7 @@ fn every_setting_has_a_typed_option() {
         ("logFilter", "string"),
         ("openFirewall", "boolean"),
     ];
-    let declared: BTreeSet<&str> = options
-        .as_object()
-        .expect("options object")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let declared = support::keys(options);
     let expected: BTreeSet<&str> = expected_types.iter().map(|(name, _)| *name).collect();
     assert_eq!(declared, expected);
     for (name, ty) in expected_types {

@@ -10,15 +10,13 @@
 //! stale names this server gives; listing and deleting work on every
 //! prefix; a missing bucket is reported at connect.
 
-mod support_s3;
-
 use std::time::Duration;
 
 use nixery::storage::s3::{S3Options, S3Settings, S3Storage};
 use nixery::storage::{
     KeyPrefix, ServeRequest, Served, Storage, StorageError, StorageKey, staging,
 };
-use support_s3::{BUCKET, MotoS3, body_of, collect, pattern, sha256_hex};
+use support::s3::{BUCKET, MotoS3, body_of, collect, pattern, sha256_hex};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -309,7 +307,7 @@ async fn a_missing_bucket_or_a_dead_endpoint_is_reported_at_connect() {
 
     let port = moto.port();
     drop(moto);
-    let dead = support_s3::MotoS3::settings_for_port(port);
+    let dead = support::s3::MotoS3::settings_for_port(port);
     let started = std::time::Instant::now();
     let error = S3Storage::connect_with(dead, quick)
         .await

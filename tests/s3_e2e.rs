@@ -10,21 +10,17 @@
 //! fifth of the API calls failing (503s and dropped connections) every
 //! image is still built and pulled whole, and nothing is left in staging.
 
-mod common;
-mod support;
-mod support_s3;
-
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::TestServer;
 use nixery::storage::{KeyPrefix, Storage};
 use serde_json::Value;
 use support::docker::Docker;
+use support::s3::faults::{self, FaultProxy};
+use support::s3::{BUCKET, MotoS3};
+use support::server::TestServer;
 use support::{count_logs, layer_digests, run};
-use support_s3::faults::{self, FaultProxy};
-use support_s3::{BUCKET, MotoS3};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
@@ -73,7 +69,7 @@ fn skopeo_copy_verified(server: &TestServer, name: &str, dir: &std::path::Path) 
             .and_then(|n| n.to_str())
             .expect("blob name");
         assert_eq!(
-            common::sha256_hex(&std::fs::read(&path).expect("blob")),
+            support::server::sha256_hex(&std::fs::read(&path).expect("blob")),
             hex
         );
     }

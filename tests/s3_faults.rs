@@ -5,8 +5,6 @@
 //! back-off and storage keeps working; a bucket failing every call is an
 //! error, never a "not found".
 
-mod support_s3;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,8 +12,8 @@ use nixery::storage::retry_policy::RetryPolicy;
 use nixery::storage::s3::{MIN_PART_SIZE, S3Options, S3Storage};
 use nixery::storage::{Storage, StorageError, StorageKey, staging};
 use sha2::Digest as _;
-use support_s3::faults::{self, FaultProxy};
-use support_s3::{MotoS3, body_of, collect, gated_body, pattern};
+use support::s3::faults::{self, FaultProxy};
+use support::s3::{MotoS3, body_of, collect, gated_body, pattern};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 

@@ -13,9 +13,6 @@
 //!   from the venv `scripts/setup-host.sh` installs;
 //! * the same image gives the same SBOM bytes in another storage.
 
-mod common;
-mod support;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
@@ -23,9 +20,9 @@ use std::{
     time::Duration,
 };
 
-use common::{TestServer, sha256_hex};
 use reqwest::blocking::Client;
 use serde_json::Value;
+use support::server::{TestServer, sha256_hex};
 use support::{pull_and_unpack, run};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";

@@ -9,23 +9,16 @@
 //! whole or invisible); afterwards every image pulls whole from either
 //! server, and staging is empty.
 
-mod common;
-mod support;
-mod support_gcs;
-// Both emulator supports carry the fault proxy; this test uses neither.
-#[allow(clippy::duplicate_mod)]
-mod support_s3;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::TestServer;
 use futures::StreamExt;
 use nixery::storage::{KeyPrefix, ServeRequest, Storage, StorageError, StorageKey};
 use serde_json::Value;
+use support::server::TestServer;
 
 /// Six images of the embedded package set, sharing some layers.
 const IMAGES: [&str; 6] = ["hello", "curl", "git", "htop", "nano", "hello/htop"];
@@ -107,7 +100,7 @@ async fn incomplete_manifests(storage: &dyn Storage) -> Vec<String> {
                 continue;
             }
         };
-        let own = format!("sha256:{}", common::sha256_hex(&bytes));
+        let own = format!("sha256:{}", support::server::sha256_hex(&bytes));
         for digest in std::iter::once(own).chain(digests_of(&manifest)) {
             match blob_exists(storage, &digest).await {
                 Ok(true) => {}
@@ -217,7 +210,7 @@ async fn two_instances_pull_six_images_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_s3_bucket_build_the_same_images_at_once() {
-    let moto = support_s3::MotoS3::start().await;
+    let moto = support::s3::MotoS3::start().await;
     let start = || {
         let mut builder = TestServer::builder().env("NIX_TIMEOUT", "300");
         for (key, value) in moto.server_env(&moto.origin()) {
@@ -232,12 +225,12 @@ async fn two_instances_on_one_s3_bucket_build_the_same_images_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_gcs_bucket_build_the_same_images_at_once() {
-    let gcs = support_gcs::FakeGcs::start().await;
+    let gcs = support::gcs::FakeGcs::start().await;
     let start = || {
         TestServer::builder()
             .env("NIX_TIMEOUT", "300")
             .env("NIXERY_STORAGE_BACKEND", "gcs")
-            .env("GCS_BUCKET", support_gcs::BUCKET)
+            .env("GCS_BUCKET", support::gcs::BUCKET)
             .env("STORAGE_EMULATOR_HOST", gcs.host())
             .start()
     };

@@ -22,8 +22,9 @@
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::{BuildError, Builder, BuiltManifest, ImageManifests};
+use super::{BuildError, Builder, BuiltManifest, ImageManifests, LayersError};
 use crate::{
+    build_errors::FailureKind,
     identity::{self, ImageIdentity},
     image::Image,
     image_index::{self, IndexEntry, IndexKind},
@@ -109,11 +110,11 @@ impl Builder {
 
         let bytes = Bytes::from(
             image_index::assemble(kind, &entries)
-                .map_err(|error| BuildError::Layers(error.to_string()))?,
+                .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?,
         );
         self.inner
-            .cache
-            .put_small_blob(kind.media_type(), bytes.clone())
+            .layers
+            .put_blob(kind.media_type(), bytes.clone())
             .await?;
         let built = BuiltManifest::with_media_type(bytes, kind.media_type());
         if !final_answer {
@@ -133,11 +134,11 @@ impl Builder {
     /// Log and record (for the status page) that `platform` is left out of
     /// the index of `image` because its build failed with `error`.
     fn left_out(&self, image: &Image, platform: Platform, error: &BuildError) {
-        let detail = crate::redact::redact(&crate::error_text::chain(error));
-        tracing::warn!(image = %image.name, tag = %image.tag, platform = %platform, kind = error.kind(), error = %detail, "platform left out of the index");
-        self.inner.settings.build_errors.record_kind(
+        let detail = error.detail();
+        tracing::warn!(image = %image.name, tag = %image.tag, platform = %platform, kind = %error.kind(), error = %detail, "platform left out of the index");
+        self.inner.settings.build_errors.record(
             &format!("{}:{} ({platform})", image.name, image.tag),
-            "platform",
+            FailureKind::Platform,
             &format!(
                 "left out of the image index ({} failed): {detail}",
                 error.kind()

@@ -282,7 +282,7 @@ struct Entry<'a> {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         if let Some(detail) = &self.detail {
-            tracing::error!(error = %crate::redact::redact(detail), code = self.code.as_str(), "request failed");
+            tracing::error!(error = %detail, code = self.code.as_str(), "request failed");
         }
         let body = Body {
             errors: [Entry {

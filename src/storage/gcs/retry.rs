@@ -40,7 +40,7 @@ impl RetryPolicy {
                     backend = "gcs",
                     call = what,
                     object,
-                    error = %crate::redact::redact(&error.to_string()),
+                    error = %error,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     "storage call failed, retrying"
                 );

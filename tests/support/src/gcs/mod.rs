@@ -5,22 +5,15 @@
 //! value is dropped. The binary is taken from `FAKE_GCS_SERVER` or found
 //! as `fake-gcs-server` on `PATH`; tests fail (not skip) without it.
 
-#![allow(dead_code)] // each test binary uses a different part
-
-#[path = "../support_net/bodies.rs"]
-mod bodies;
-#[path = "../support_net/faults.rs"]
-pub mod faults;
-#[path = "../support_net/proxy.rs"]
-pub mod proxy;
+pub use crate::net::faults;
+pub use crate::net::proxy;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)] // each test binary uses a different part
-pub use bodies::{body_of, collect, gated_body, pattern, sha256_hex};
+pub use crate::net::bodies::{body_of, collect, gated_body, pattern, sha256_hex};
 use nixery::storage::gcs::{GcsOptions, GcsStorage};
 
 /// The bucket every emulator is started with.
@@ -300,4 +293,19 @@ fn all_threads_stopped(pid: u32) -> bool {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
+}
+
+/// Store `data` at `key` with `content_type`, sent in items of `item`
+/// bytes; fails the test if the backend refuses.
+pub async fn put(
+    storage: &impl nixery::storage::Storage,
+    key: &nixery::storage::StorageKey,
+    content_type: &str,
+    data: &[u8],
+    item: usize,
+) {
+    storage
+        .persist(key, content_type, body_of(data.to_vec(), item))
+        .await
+        .unwrap_or_else(|e| panic!("persisting {key}: {e}"));
 }

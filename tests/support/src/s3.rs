@@ -11,20 +11,14 @@
 //! `s3:*` and an access key are created by the first unauthenticated
 //! calls, after which every request must be signed with that key.
 
-#![allow(dead_code)] // each test binary uses a different part
-
-#[path = "../support_net/bodies.rs"]
-mod bodies;
-#[path = "../support_net/faults.rs"]
-pub mod faults;
+pub use crate::net::faults;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)] // each test binary uses a different part
-pub use bodies::{body_of, collect, gated_body, pattern, sha256_hex};
+pub use crate::net::bodies::{body_of, collect, gated_body, pattern, sha256_hex};
 use nixery::storage::s3::{S3Options, S3Settings, S3Storage, StaticKey};
 use reqwest::Url;
 
