@@ -76,6 +76,7 @@ fn warm_builder(
         build_queue: 16,
         build_errors,
         platforms: vec![nixery::platform::Platform::host()],
+        gc: None,
     };
     let identity = ImageIdentity::new(
         &resolved.revision,
@@ -89,7 +90,7 @@ fn warm_builder(
     ))
     .unwrap();
     runtime
-        .block_on(manifests.put(identity.key(), &manifest))
+        .block_on(manifests.put(identity.key(), &manifest, None))
         .unwrap();
     let metrics = Arc::new(Metrics::default());
     let builder = Builder::new(
