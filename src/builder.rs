@@ -43,8 +43,7 @@ use crate::{
     image::{Arch, Image},
     image_index::IndexKind,
     layer_store::{LayerRecord, LayerStore, LayerStoreError, Packing, Stored},
-    layers::RuntimeGraph,
-    layers::{Layer, Layering},
+    layers::{Layer, LayerError, Layering, RuntimeGraph},
     manifest::{self, LayerEntry, ManifestError},
     manifest_cache::ManifestCache,
     media_type::{self, ImageFormat},
@@ -113,7 +112,7 @@ pub enum BuildError {
 pub enum LayersError {
     /// The runtime graph could not be grouped into layers.
     #[error("grouping layers")]
-    Grouping(#[source] crate::layers::LayerError),
+    Grouping(#[source] LayerError),
     /// A layer's files could not be packed.
     #[error(transparent)]
     Packing(LayerStoreError),
