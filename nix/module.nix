@@ -175,6 +175,16 @@ let
       '';
     };
 
+    layering = {
+      variable = "NIXERY_LAYERING";
+      type = types.enum [ "size-rank" "popularity" "in-degree" "size-cohort" ];
+      description = ''
+        How closures are split into layers (NIXERY_LAYERING). Null uses
+        `popularity` (upstream Nixery's algorithm) when popularityUrl is
+        set, else `size-rank`.
+      '';
+    };
+
     prepareImage = {
       variable = "NIXERY_PREPARE_IMAGE";
       type = types.str;
