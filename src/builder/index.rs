@@ -18,11 +18,16 @@
 //! this revision of the package set). An index missing a platform for any
 //! other reason (a failed or timed-out Nix step, a full queue, storage) is
 //! served but rebuilt on the next request, which retries that platform.
+//!
+//! The index's referrers list the SBOM of each image it names: each SBOM
+//! is attached again with the index as its subject
+//! ([`crate::referrers::store::reattach`]).
 
 use bytes::Bytes;
 use futures::future::join_all;
 
 use super::{BuildError, Builder, BuiltManifest, ImageManifests};
+use crate::referrers::{Subject, store as referrers_store};
 use crate::{
     identity::{self, ImageIdentity},
     image::Image,
@@ -116,6 +121,16 @@ impl Builder {
             .put_small_blob(kind.media_type(), bytes.clone())
             .await?;
         let built = BuiltManifest::with_media_type(bytes, kind.media_type());
+        // The index lists the SBOM of every image it names.
+        let subject = Subject {
+            media_type: kind.media_type(),
+            digest: built.digest,
+            size: built.bytes.len() as u64,
+        };
+        for entry in &entries {
+            referrers_store::reattach(self.inner.cache.storage().as_ref(), &entry.digest, &subject)
+                .await?;
+        }
         if !final_answer {
             tracing::warn!(image = %image.name, tag = %image.tag, digest = %built.digest, "index missing a platform that may build on a retry, not caching it");
         } else if self.inner.resolver.still_current(resolved).await {
