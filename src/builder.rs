@@ -6,12 +6,16 @@
 //! ([`crate::manifest_cache`]). Otherwise it runs one build per identity at
 //! a time (single flight, so requests join only a build of exactly their
 //! image): the Nix
-//! step, layer grouping, packing of every layer not yet recorded (bounded
-//! concurrency, CPU work off the async workers), the symlink layer, the
-//! config, both manifests (Docker and OCI) and the image's SBOM, attached
-//! to both manifests as a referrer ([`crate::sbom`],
-//! [`crate::referrers`]). Builds run in their own task so that a client
-//! hanging up never leaves a half-written result behind.
+//! step, layer grouping, packing of every layer not yet recorded (through
+//! the [`LayerStore`]), the symlink layer, the config, both manifests
+//! (Docker and OCI) and the image's SBOM, attached to both manifests as a
+//! referrer ([`crate::sbom`], [`crate::referrers`]). Builds run in their
+//! own task so that a client hanging up never leaves a half-written result
+//! behind.
+//!
+//! The builder is the one owner of failure reporting: every failed build
+//! (and every source that could not be resolved) is logged once, counted,
+//! and recorded for the status page with its [`FailureKind`].
 //!
 //! With several platforms (`NIXERY_PLATFORMS`), a client that accepts an
 //! image index gets one ([`index`]): a fan-out above the single-platform
@@ -31,14 +35,15 @@ use tokio::sync::Semaphore;
 
 use crate::{
     archive,
-    build_errors::BuildErrors,
-    cache::{Cache, CacheError, LayerRecord},
+    build_errors::{BuildErrors, FailureKind},
+    cache::CacheError,
     identity::ImageIdentity,
     image::{Arch, Image},
     image_index::IndexKind,
+    layer_store::{LayerRecord, LayerStore, LayerStoreError, Packing, Stored},
     layers::RuntimeGraph,
     layers::{self, Layer, Popularity},
-    manifest::{self, LayerEntry},
+    manifest::{self, LayerEntry, ManifestError},
     manifest_cache::ManifestCache,
     media_type::{self, ImageFormat},
     metrics::Metrics,
@@ -72,9 +77,10 @@ pub enum BuildError {
     /// The Nix step failed or timed out; details are in the logs.
     #[error("the image build failed")]
     NixFailed(#[source] NixError),
-    /// Grouping or packing the image's layers failed.
-    #[error("the image build failed: {0}")]
-    Layers(String),
+    /// Grouping or packing the image's layers, or assembling its
+    /// manifest, failed.
+    #[error("the image build failed")]
+    Layers(#[source] LayersError),
     /// Storing a layer, the config or the manifest failed.
     #[error("storing the image failed")]
     Storage(#[source] CacheError),
@@ -86,14 +92,31 @@ pub enum BuildError {
     #[error("{0} image builds are running or waiting; try again later")]
     Busy(usize),
     /// The build task stopped without a result (it panicked).
-    #[error("the image build stopped unexpectedly: {0}")]
-    Crashed(String),
+    #[error("the image build stopped unexpectedly")]
+    Crashed(#[source] tokio::task::JoinError),
     /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
     /// Another request's build of the same image failed.
     #[error(transparent)]
     Shared(Arc<BuildError>),
+}
+
+/// What went wrong between the Nix step and the manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum LayersError {
+    /// The runtime graph could not be grouped into layers.
+    #[error("grouping layers")]
+    Grouping(#[source] layers::LayerError),
+    /// A layer's files could not be packed.
+    #[error(transparent)]
+    Packing(LayerStoreError),
+    /// The config or manifest could not be assembled.
+    #[error("assembling the manifest")]
+    Manifest(#[source] ManifestError),
+    /// The image's SBOM could not be written.
+    #[error("writing the SBOM")]
+    Sbom(#[source] crate::sbom::SbomError),
 }
 
 impl BuildError {
@@ -104,22 +127,34 @@ impl BuildError {
             other => other,
         }
     }
-}
 
-impl BuildError {
     /// The step that failed, as shown on the status page.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            BuildError::Source(_) => FailureKind::Source,
+            BuildError::PackagesRefused(_) => FailureKind::Packages,
+            BuildError::NixFailed(_) => FailureKind::Nix,
+            BuildError::Layers(_) => FailureKind::Layers,
+            BuildError::Storage(_) => FailureKind::Storage,
+            BuildError::Lookup(_) => FailureKind::StorageLookup,
+            BuildError::Busy(_) => FailureKind::Queue,
+            BuildError::Crashed(_) => FailureKind::Crash,
+            BuildError::Unavailable => FailureKind::Unavailable,
+            BuildError::Shared(inner) => inner.kind(),
+        }
+    }
+
+    /// What the status page shows and the log records: the error with its
+    /// causes, and for a Nix failure what Nix printed last. Not redacted:
+    /// the outputs do that.
+    pub fn detail(&self) -> String {
+        let chain = crate::error_text::chain(self);
         match self.root() {
-            BuildError::Source(_) => "source",
-            BuildError::PackagesRefused(_) => "packages",
-            BuildError::NixFailed(_) => "nix",
-            BuildError::Layers(_) => "layers",
-            BuildError::Storage(_) => "storage",
-            BuildError::Lookup(_) => "storage lookup",
-            BuildError::Busy(_) => "queue",
-            BuildError::Crashed(_) => "crash",
-            BuildError::Unavailable => "unavailable",
-            BuildError::Shared(_) => "shared",
+            BuildError::NixFailed(error) => match error.output() {
+                Some(output) => format!("{chain}\n{output}"),
+                None => chain,
+            },
+            _ => chain,
         }
     }
 }
@@ -127,6 +162,24 @@ impl BuildError {
 impl From<CacheError> for BuildError {
     fn from(error: CacheError) -> Self {
         BuildError::Storage(error)
+    }
+}
+
+impl From<LayerStoreError> for BuildError {
+    fn from(error: LayerStoreError) -> Self {
+        match error {
+            LayerStoreError::Cache(error) => BuildError::Storage(error),
+            packing => BuildError::Layers(LayersError::Packing(packing)),
+        }
+    }
+}
+
+impl From<NixError> for BuildError {
+    fn from(error: NixError) -> Self {
+        match error {
+            NixError::Refused(refusals) => BuildError::PackagesRefused(refusals),
+            other => BuildError::NixFailed(other),
+        }
     }
 }
 
@@ -160,8 +213,8 @@ pub struct BuilderSettings {
     /// Images that may wait for a build slot; a new build beyond them is
     /// refused with [`BuildError::Busy`].
     pub build_queue: usize,
-    /// Where failed builds are recorded for the status page. The Nix step
-    /// records its own failures; the builder records every other kind.
+    /// Where failed builds are recorded for the status page (only by the
+    /// builder).
     pub build_errors: Arc<BuildErrors>,
     /// The platforms a name is built for (`NIXERY_PLATFORMS`), first one
     /// first; an image index lists those that built.
@@ -176,39 +229,36 @@ pub struct Builder {
 }
 
 struct Inner {
-    cache: Cache,
+    layers: LayerStore,
     manifests: ManifestCache,
     resolver: Resolver,
     nix: NixRunner,
     settings: BuilderSettings,
-    pack_slots: Semaphore,
     build_slots: Semaphore,
     in_flight: Mutex<HashMap<String, SharedBuild>>,
     metrics: Arc<Metrics>,
 }
 
 impl Builder {
-    /// A builder storing layers through `cache` and manifests in
-    /// `manifests`, resolving the package source with `resolver`, running
-    /// Nix through `nix` and counting what it does in `metrics`.
+    /// A builder storing layers in `layers` and manifests in `manifests`,
+    /// resolving the package source with `resolver`, running Nix through
+    /// `nix` and counting what it does in `metrics`.
     pub fn new(
-        cache: Cache,
+        layers: LayerStore,
         manifests: ManifestCache,
         resolver: Resolver,
         nix: NixRunner,
         settings: BuilderSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let pack_slots = Semaphore::new(settings.pack_concurrency.max(1));
         let build_slots = Semaphore::new(settings.build_concurrency.max(1));
         Self {
             inner: Arc::new(Inner {
-                cache,
+                layers,
                 manifests,
                 resolver,
                 nix,
                 settings,
-                pack_slots,
                 build_slots,
                 in_flight: Mutex::new(HashMap::new()),
                 metrics,
@@ -242,42 +292,24 @@ impl Builder {
             inner: self.inner.clone(),
             key: flight_key.clone(),
         };
+        let (name, tag) = (image.name.clone(), image.tag.clone());
         let task = tokio::spawn(async move {
             // Leaves the in-flight map when the build ends, even by a panic,
             // so that a later request starts afresh.
             let _flight = flight;
             let result = inner.build(&image, &resolved, &identity).await;
             if let Err(error) = &result {
-                Metrics::inc(&inner.metrics.build_failures);
-                let detail = crate::redact::redact(&crate::error_text::chain(error));
-                match error {
-                    BuildError::PackagesRefused(_) => {
-                        tracing::warn!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
-                    }
-                    _ => {
-                        tracing::error!(image = %image.name, tag = %image.tag, kind = error.kind(), error = %detail, "image build failed");
-                    }
-                }
-                // The Nix step has recorded its own failure with its output.
-                if !matches!(error, BuildError::NixFailed(_)) {
-                    inner.settings.build_errors.record_kind(
-                        &format!("{}:{}", image.name, image.tag),
-                        error.kind(),
-                        &detail,
-                    );
-                }
+                inner.report(&image.name, &image.tag, error);
             }
             result.map_err(Arc::new)
         });
-        let errors = self.inner.settings.build_errors.clone();
-        let label = flight_key.clone();
+        let inner = self.inner.clone();
         let build: SharedBuild = task
             .map(move |joined| match joined {
                 Ok(result) => result,
                 Err(join_error) => {
-                    let error = BuildError::Crashed(join_error.to_string());
-                    tracing::error!(image = %label, kind = error.kind(), error = %error, "image build failed");
-                    errors.record_kind(&label, error.kind(), &error.to_string());
+                    let error = BuildError::Crashed(join_error);
+                    inner.report(&name, &tag, &error);
                     Err(Arc::new(error))
                 }
             })
@@ -339,17 +371,9 @@ impl Builder {
             Ok(resolved) => Ok(resolved),
             Err(error) => {
                 let label = format!("{}:{tag}", image.name);
-                match &error {
-                    ResolveError::UnknownRef(_) | ResolveError::UnknownChannel(_) => {
-                        tracing::warn!(image = %label, error = %error, "package source not resolved");
-                    }
-                    _ => {
-                        let detail = crate::error_text::chain(&error);
-                        tracing::error!(image = %label, error = %detail, "package source not resolved");
-                        self.inner.nix.build_errors().record(&label, &detail);
-                    }
-                }
-                Err(BuildError::Source(error))
+                let error = BuildError::Source(error);
+                self.inner.report_unresolved(&label, &error);
+                Err(error)
             }
         }
     }
@@ -423,20 +447,13 @@ impl Inner {
             "building image"
         );
 
-        let prepared = self
-            .nix
-            .prepare_image_from(image, resolved.src_type, resolved.src_args.clone())
-            .await
-            .map_err(|error| match error {
-                NixError::Refused(refusals) => BuildError::PackagesRefused(refusals),
-                other => BuildError::NixFailed(other),
-            })?;
+        let prepared = self.nix.prepare_image(image, &resolved.source).await?;
         let groups = layers::group_layers(
             &prepared.runtime_graph,
             &self.settings.popularity,
             self.settings.layer_budget,
         )
-        .map_err(|error| BuildError::Layers(error.to_string()))?;
+        .map_err(|error| BuildError::Layers(LayersError::Grouping(error)))?;
 
         let entries: Vec<LayerEntry> = stream::iter(groups)
             .map(|layer| {
@@ -466,17 +483,17 @@ impl Inner {
             entries,
             symlink_entry,
         )
-        .map_err(|error| BuildError::Layers(error.to_string()))?;
+        .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
         let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
-            .map_err(|error| BuildError::Layers(error.to_string()))?;
-        self.cache
-            .put_small_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
+            .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
+        self.layers
+            .put_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
             .await?;
-        self.cache
-            .put_small_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())
+        self.layers
+            .put_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())
             .await?;
-        self.cache
-            .put_small_blob(media_type::OCI_MANIFEST, built.oci.bytes.clone())
+        self.layers
+            .put_blob(media_type::OCI_MANIFEST, built.oci.bytes.clone())
             .await?;
         self.store_sbom(image, &prepared.runtime_graph, &built)
             .await?;
@@ -503,7 +520,7 @@ impl Inner {
             system: image.arch.nix_system(),
             manifest: built.docker.digest,
         })
-        .map_err(|error| BuildError::Layers(error.to_string()))?;
+        .map_err(|error| BuildError::Layers(LayersError::Sbom(error)))?;
         let subjects = [
             Subject {
                 media_type: media_type::DOCKER_MANIFEST,
@@ -522,7 +539,7 @@ impl Inner {
             content: &document,
         };
         let artifacts =
-            referrers_store::attach(self.cache.storage().as_ref(), &spec, &subjects).await?;
+            referrers_store::attach(self.layers.storage().as_ref(), &spec, &subjects).await?;
         tracing::info!(image = %image.name, tag = %image.tag, packages = graph.graph.len(), size = document.len(), artifacts = ?artifacts.iter().map(ToString::to_string).collect::<Vec<_>>(), "sbom stored");
         Ok(())
     }
@@ -537,20 +554,10 @@ impl Inner {
     ) -> Result<LayerEntry, BuildError> {
         let key = layer.key();
         let first_path = layer.contents.first().cloned().unwrap_or_default();
-        let record = match self.cached_layer(&key).await? {
-            Some(record) => record,
-            None => {
-                let _upload = self.cache.lock_upload(&key).await;
-                match self.cached_layer(&key).await? {
-                    Some(record) => record,
-                    None => {
-                        let paths = layer.contents.iter().map(PathBuf::from).collect();
-                        self.pack_and_record(image, &key, move || archive::pack_store_paths(paths))
-                            .await?
-                    }
-                }
-            }
-        };
+        let paths = layer.contents.iter().map(PathBuf::from).collect();
+        let record = self
+            .get_or_pack(image, &key, move || archive::pack_store_paths(paths))
+            .await?;
         Ok(LayerEntry {
             digest: record.digest,
             size: record.size,
@@ -560,15 +567,6 @@ impl Inner {
         })
     }
 
-    /// The build record of layer `key` if it exists, counted as a hit.
-    async fn cached_layer(&self, key: &str) -> Result<Option<LayerRecord>, BuildError> {
-        let record = self.cache.layer_record(key).await?;
-        if record.is_some() {
-            Metrics::inc(&self.metrics.layer_cache_hits);
-        }
-        Ok(record)
-    }
-
     /// Gzip and upload the symlink layer tarball, keyed by its tar hash.
     async fn store_symlink_layer(
         self: &Arc<Self>,
@@ -576,61 +574,68 @@ impl Inner {
         tar_hash: &str,
         path: PathBuf,
     ) -> Result<LayerRecord, BuildError> {
-        if let Some(record) = self.cached_layer(tar_hash).await? {
-            return Ok(record);
-        }
-        let _upload = self.cache.lock_upload(tar_hash).await;
-        if let Some(record) = self.cached_layer(tar_hash).await? {
-            return Ok(record);
-        }
-        self.pack_and_record(image, tar_hash, move || archive::gzip_file(path))
+        self.get_or_pack(image, tar_hash, move || archive::gzip_file(path))
             .await
     }
 
-    /// Run `pack` under a packing slot, upload its stream, and write the
-    /// build record once the blob is in place. Caller holds the upload lock.
-    async fn pack_and_record<F>(
+    /// The record of layer `key` from the layer store, packed with `pack`
+    /// if it is not recorded yet; counted as a hit or an upload.
+    async fn get_or_pack<F>(
         &self,
         image: &str,
-        layer_key: &str,
+        key: &str,
         pack: F,
     ) -> Result<LayerRecord, BuildError>
     where
-        F: FnOnce() -> (
-            crate::storage::ByteStream,
-            tokio::task::JoinHandle<Result<archive::TarSummary, archive::ArchiveError>>,
-        ),
+        F: FnOnce() -> Packing,
     {
-        let _slot = self
-            .pack_slots
-            .acquire()
-            .await
-            .map_err(|_| BuildError::Unavailable)?;
-        let (body, packer) = pack();
-        let uploaded = self.cache.upload_blob(manifest::LAYER_TAR_GZIP, body).await;
-        let packed = packer
-            .await
-            .map_err(|error| BuildError::Layers(format!("packing task: {error}")))?;
-        let (summary, persisted) = match (packed, uploaded) {
-            (Ok(summary), uploaded) => (summary, uploaded?),
-            // The upload gave up first (the storage failed); the packer
-            // only saw its consumer go, so the upload error is the cause.
-            (Err(archive::ArchiveError::ConsumerGone), Err(error)) => return Err(error.into()),
-            (Err(error), _) => {
-                return Err(BuildError::Layers(format!(
-                    "packing layer {layer_key}: {error}"
-                )));
+        match self.layers.get_or_pack(key, pack).await? {
+            Stored::Found(record) => {
+                Metrics::inc(&self.metrics.layer_cache_hits);
+                Ok(record)
             }
-        };
-        let record = LayerRecord {
-            digest: persisted.sha256,
-            size: persisted.size,
-            diff_id: summary.diff_id,
-        };
-        self.cache.put_layer_record(layer_key, &record).await?;
-        Metrics::inc(&self.metrics.layers_uploaded);
-        Metrics::add(&self.metrics.layer_bytes_uploaded, record.size);
-        tracing::info!(image, layer = layer_key, digest = %record.digest, size = record.size, "layer uploaded");
-        Ok(record)
+            Stored::Packed(record) => {
+                Metrics::inc(&self.metrics.layers_uploaded);
+                Metrics::add(&self.metrics.layer_bytes_uploaded, record.size);
+                tracing::info!(image, layer = key, digest = %record.digest, size = record.size, "layer uploaded");
+                Ok(record)
+            }
+        }
+    }
+
+    /// Log, count and record the failed build of image `name` at `tag`.
+    fn report(&self, name: &str, tag: &str, error: &BuildError) {
+        Metrics::inc(&self.metrics.build_failures);
+        let kind = error.kind();
+        let detail = error.detail();
+        match error.root() {
+            BuildError::PackagesRefused(_) => {
+                tracing::warn!(image = name, tag, kind = %kind, error = %detail, "image build failed");
+            }
+            _ => {
+                tracing::error!(image = name, tag, kind = %kind, error = %detail, "image build failed");
+            }
+        }
+        self.settings
+            .build_errors
+            .record(&format!("{name}:{tag}"), kind, &detail);
+    }
+
+    /// Log a package source that could not be resolved for `image`, and
+    /// record it unless the tag simply names no ref or channel (a client
+    /// error, answered 404).
+    fn report_unresolved(&self, image: &str, error: &BuildError) {
+        match error {
+            BuildError::Source(ResolveError::UnknownRef(_) | ResolveError::UnknownChannel(_)) => {
+                tracing::warn!(image, error = %error, "package source not resolved");
+            }
+            _ => {
+                let detail = error.detail();
+                tracing::error!(image, error = %detail, "package source not resolved");
+                self.settings
+                    .build_errors
+                    .record(image, error.kind(), &detail);
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Data flows one way: request ([`http`]) -> image name ([`image`]) ->
 //! exact revision ([`resolve`]) -> image identity ([`identity`]) ->
 //! manifest lookup ([`manifest_cache`]) -> Nix step ([`nix`]) -> layer grouping
-//! ([`layers`]) -> packing ([`archive`]) -> storage ([`storage`]) ->
+//! ([`layers`]) -> packing ([`archive`], through [`layer_store`]) -> storage ([`storage`]) ->
 //! manifest ([`manifest`], with its SBOM: [`sbom`], [`referrers`]) ->
 //! response. [`builder`] drives that chain; with several platforms
 //! ([`platform`]) it builds one image per platform and an image index
@@ -21,7 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod image;
 pub mod image_index;
-pub mod layer_record;
+pub mod layer_store;
 pub mod layers;
 pub mod logging;
 pub mod manifest;

@@ -36,7 +36,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::{
-    cache::{CacheError, bytes_stream, read_bounded, write_atomically},
+    cache::{CacheError, bytes_stream, read_object, write_atomically},
     digest::Digest,
     storage::{Storage, StorageError, StorageKey},
 };
@@ -346,7 +346,7 @@ impl ManifestCache {
                 Ok(None)
             }
             Err(error) => {
-                tracing::warn!(key, error = %crate::redact::redact(&error.to_string()), "checking a local manifest against storage failed");
+                tracing::warn!(key, error = %error, "checking a local manifest against storage failed");
                 Err(error)
             }
         }
@@ -356,29 +356,10 @@ impl ManifestCache {
         let Ok(storage_key) = StorageKey::manifest(key) else {
             return Ok(None);
         };
-        let stream = match self.storage.fetch(&storage_key).await {
-            Ok(stream) => stream,
-            Err(StorageError::NotFound(_)) => return Ok(None),
-            Err(error) => {
-                tracing::warn!(key = %storage_key, backend = self.storage.name(), error = %crate::redact::redact(&error.to_string()), "manifest lookup failed");
-                return Err(error);
-            }
-        };
-        match read_bounded(stream, MAX_MANIFEST).await {
-            Ok(bytes) if !bytes.is_empty() => Ok(Some(BuiltManifest::from_stored(bytes))),
-            Ok(_) => Ok(None),
-            Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
-                tracing::warn!(key = %storage_key, backend = self.storage.name(), "ignoring oversized cached manifest");
-                Ok(None)
-            }
-            Err(source) => {
-                tracing::warn!(key = %storage_key, backend = self.storage.name(), error = %crate::redact::redact(&source.to_string()), "manifest read failed");
-                Err(StorageError::Io {
-                    key: storage_key,
-                    source,
-                })
-            }
-        }
+        let bytes = read_object(self.storage.as_ref(), &storage_key, MAX_MANIFEST).await?;
+        Ok(bytes
+            .filter(|bytes| !bytes.is_empty())
+            .map(BuiltManifest::from_stored))
     }
 
     async fn write_disk(&self, key: &str, bytes: &[u8]) {

@@ -8,6 +8,8 @@
 //! `https://***@host/p?access_token=***&x=***`: the shape stays readable,
 //! the secrets do not.
 
+use crate::source::PackageSource;
+
 /// What replaces a secret.
 pub const MASK: &str = "***";
 
@@ -82,6 +84,54 @@ fn mask_values(query: &str) -> String {
         .join("&")
 }
 
+/// The credentials in a git source's URL: its user information and, on
+/// its own, the password in it (longest first, so both are caught).
+pub fn source_secrets(source: &PackageSource) -> Vec<String> {
+    let PackageSource::Git(url) = source else {
+        return Vec::new();
+    };
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@').filter(|(u, _)| !u.is_empty()) else {
+        return Vec::new();
+    };
+    let mut secrets = vec![userinfo.to_owned()];
+    if let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        secrets.push(password.to_owned());
+    }
+    secrets
+}
+
+/// `url` without user information (`user:password@`), query and fragment.
+///
+/// Hand-written rather than with the `url` crate, which rejects the
+/// scp-like `user@host:path` form git also accepts.
+pub fn without_credentials(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}"),
+        None => format!("{host}{path}"),
+    }
+}
+
+/// `text` with every one of `secrets` replaced by [`MASK`] (for secrets
+/// known in advance, such as those of [`source_secrets`], that are not
+/// part of a URL in `text`).
+pub fn without_secrets(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_owned(), |text, secret| text.replace(secret, MASK))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +201,29 @@ mod tests {
         ] {
             assert!(!redact(url).contains(secret), "{url}");
         }
+    }
+
+    #[test]
+    fn git_urls_lose_user_password_query_and_fragment() {
+        assert_eq!(
+            without_credentials("https://user:secret@git.example/pkgs.git"),
+            "https://git.example/pkgs.git"
+        );
+        assert_eq!(
+            without_credentials("https://token@git.example:8443/a/b?private_token=x#frag"),
+            "https://git.example:8443/a/b"
+        );
+        assert_eq!(
+            without_credentials("git@github.com:org/pkgs.git"),
+            "github.com:org/pkgs.git"
+        );
+        assert_eq!(
+            without_credentials("file:///srv/repos/a@b"),
+            "file:///srv/repos/a@b"
+        );
+        assert_eq!(
+            without_credentials("https://git.example/pkgs"),
+            "https://git.example/pkgs"
+        );
     }
 }

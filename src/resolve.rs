@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     identity::Revision,
-    source::{PackageSource, is_commit},
+    source::{NixSource, PackageSource, is_commit},
 };
 
 /// How long a local path's fingerprint is reused before the tree is looked
@@ -66,10 +66,8 @@ pub struct ResolverSettings {
 pub struct Resolved {
     /// The exact revision.
     pub revision: Revision,
-    /// `srcType` for `prepare-image.nix`.
-    pub src_type: &'static str,
-    /// `srcArgs` for `prepare-image.nix`.
-    pub src_args: String,
+    /// The package set the Nix step builds from.
+    pub source: NixSource,
 }
 
 /// Why a source could not be resolved.
@@ -97,7 +95,7 @@ pub struct Resolver {
 enum Kind {
     Embedded {
         hash: String,
-        dir: String,
+        dir: PathBuf,
     },
     PinnedChannel {
         commit: String,
@@ -127,14 +125,11 @@ impl Resolver {
             channel_remote,
         } = settings;
         let kind = match (source, embedded_hash) {
-            (PackageSource::Path(dir), Some(hash)) => Kind::Embedded {
-                hash,
-                dir: dir_string(&dir),
-            },
+            (PackageSource::Path(dir), Some(hash)) => Kind::Embedded { hash, dir },
             // Not written out yet: names no directory, so builds fail.
             (PackageSource::Builtin, hash) => Kind::Embedded {
                 hash: hash.unwrap_or_default(),
-                dir: String::new(),
+                dir: PathBuf::new(),
             },
             (PackageSource::Channel(commit), _) if is_commit(&commit) => {
                 Kind::PinnedChannel { commit }
@@ -175,13 +170,13 @@ impl Resolver {
         match &self.kind {
             Kind::Embedded { hash, dir } => Ok(Resolved {
                 revision: Revision::Embedded(hash.clone()),
-                src_type: "path",
-                src_args: dir.clone(),
+                source: NixSource::Path(dir.clone()),
             }),
             Kind::PinnedChannel { commit } => Ok(Resolved {
                 revision: Revision::Commit(commit.clone()),
-                src_type: "nixpkgs",
-                src_args: commit.clone(),
+                source: NixSource::Nixpkgs {
+                    commit: commit.clone(),
+                },
             }),
             Kind::Channel {
                 channel,
@@ -192,15 +187,20 @@ impl Resolver {
                 let (reference, commit) = snapshot
                     .find_ref(channel)
                     .ok_or_else(|| ResolveError::UnknownChannel(channel.clone()))?;
-                let src = if remote == DEFAULT_CHANNEL_REMOTE {
-                    ("nixpkgs", commit.clone())
+                let source = if remote == DEFAULT_CHANNEL_REMOTE {
+                    NixSource::Nixpkgs {
+                        commit: commit.clone(),
+                    }
                 } else {
-                    ("git", git_args(remote, Some(&reference), &commit))
+                    NixSource::Git {
+                        url: remote.clone(),
+                        rev: commit.clone(),
+                        reference: Some(reference),
+                    }
                 };
                 Ok(Resolved {
                     revision: Revision::Commit(commit),
-                    src_type: src.0,
-                    src_args: src.1,
+                    source,
                 })
             }
             Kind::Git { url, refs } => {
@@ -220,9 +220,12 @@ impl Resolver {
                     (Some(reference), commit)
                 };
                 Ok(Resolved {
-                    src_args: git_args(url, reference.as_deref(), &commit),
+                    source: NixSource::Git {
+                        url: url.clone(),
+                        rev: commit.clone(),
+                        reference,
+                    },
                     revision: Revision::Commit(commit),
-                    src_type: "git",
                 })
             }
             Kind::Path { dir, fingerprints } => Ok(Resolved {
@@ -230,8 +233,7 @@ impl Resolver {
                     dir: dir_string(dir),
                     fingerprint: fingerprints.get().await?,
                 },
-                src_type: "path",
-                src_args: dir_string(dir),
+                source: NixSource::Path(dir.clone()),
             }),
         }
     }
@@ -254,18 +256,6 @@ impl Resolver {
 
 fn dir_string(dir: &Path) -> String {
     dir.to_string_lossy().into_owned()
-}
-
-/// The git `srcArgs`: the URL, the commit and, when known, the ref it was
-/// resolved from (Nix fetches that ref and checks out the commit).
-fn git_args(url: &str, reference: Option<&str>, commit: &str) -> String {
-    let mut args = serde_json::Map::new();
-    args.insert("url".into(), url.into());
-    args.insert("rev".into(), commit.into());
-    if let Some(reference) = reference {
-        args.insert("ref".into(), reference.into());
-    }
-    serde_json::Value::Object(args).to_string()
 }
 
 /// The refs of a remote as listed at one moment.
@@ -334,7 +324,7 @@ impl RefCache {
         let snapshot = match (listed, self.current()) {
             (Ok(refs), _) => {
                 tracing::info!(
-                    remote = %crate::status::without_credentials(&self.remote),
+                    remote = %crate::redact::without_credentials(&self.remote),
                     refs = refs.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "source refs listed"
@@ -349,7 +339,7 @@ impl RefCache {
             // Keep serving what was last resolved rather than failing every
             // pull while the remote is unreachable; try again after a TTL.
             (Err(error), Some(previous)) => {
-                tracing::warn!(remote = %crate::status::without_credentials(&self.remote), error = %error, "listing refs failed, keeping the previous list");
+                tracing::warn!(remote = %crate::redact::without_credentials(&self.remote), error = %error, "listing refs failed, keeping the previous list");
                 RefSnapshot {
                     refs: previous.refs.clone(),
                     taken: Instant::now(),
@@ -396,7 +386,7 @@ async fn ls_remote(
             output.status,
             last.unwrap_or("no output")
                 .trim()
-                .replace(remote, &crate::status::without_credentials(remote))
+                .replace(remote, &crate::redact::without_credentials(remote))
         )));
     }
     if output.stdout.len() > MAX_LS_REMOTE_OUTPUT {
@@ -562,10 +552,7 @@ mod tests {
         });
         let resolved = resolver.resolve("anything").await.unwrap();
         assert_eq!(resolved.revision, Revision::Embedded("abc".into()));
-        assert_eq!(
-            (resolved.src_type, resolved.src_args.as_str()),
-            ("path", "/x/offline")
-        );
+        assert_eq!(resolved.source, NixSource::Path("/x/offline".into()));
     }
 
     #[tokio::test]
@@ -580,18 +567,18 @@ mod tests {
         let channel = Resolver::new(settings(PackageSource::Channel(A.into())));
         let resolved = channel.resolve("latest").await.unwrap();
         assert_eq!(resolved.revision, Revision::Commit(A.into()));
-        assert_eq!(
-            (resolved.src_type, resolved.src_args.as_str()),
-            ("nixpkgs", A)
-        );
+        assert_eq!(resolved.source, NixSource::Nixpkgs { commit: A.into() });
 
         let git = Resolver::new(settings(PackageSource::Git("file:///nonexistent".into())));
         let resolved = git.resolve(B).await.unwrap();
         assert_eq!(resolved.revision, Revision::Commit(B.into()));
-        let args: serde_json::Value = serde_json::from_str(&resolved.src_args).unwrap();
         assert_eq!(
-            args,
-            serde_json::json!({"url": "file:///nonexistent", "rev": B})
+            resolved.source,
+            NixSource::Git {
+                url: "file:///nonexistent".into(),
+                rev: B.into(),
+                reference: None,
+            }
         );
     }
 
@@ -631,11 +618,13 @@ mod tests {
         let long = resolver(Duration::from_secs(3600));
         let resolved = long.resolve("ignored").await.unwrap();
         assert_eq!(resolved.revision, Revision::Commit(first.clone()));
-        assert_eq!(resolved.src_type, "git");
-        let args: serde_json::Value = serde_json::from_str(&resolved.src_args).unwrap();
         assert_eq!(
-            args,
-            serde_json::json!({"url": url, "rev": first, "ref": "refs/heads/nixos-test"})
+            resolved.source,
+            NixSource::Git {
+                url: url.clone(),
+                rev: first.clone(),
+                reference: Some("refs/heads/nixos-test".into()),
+            }
         );
 
         let second = commit(remote.path(), "2");

@@ -15,22 +15,22 @@ use tokio::net::TcpListener;
 use crate::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings},
-    cache::Cache,
     config::{Config, ServeArgs, StorageSetting},
     connection::{self, ConnectionLimits},
     http::{AppState, router},
+    layer_store::LayerStore,
     layers::DEFAULT_BUDGET,
     manifest_cache::{ManifestCache, local_tier_dir},
     metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
     popularity::{self, PopularityError},
     resolve::{Resolver, ResolverSettings},
-    source::PackageSource,
     status::StatusInfo,
     storage::{
         Storage,
         filesystem::{FilesystemStorage, InitError},
         gcs::{GcsError, GcsStorage},
+        s3::{S3Error, S3Storage},
     },
 };
 
@@ -49,6 +49,9 @@ pub enum ServerError {
     /// The gcs backend could not connect to its bucket.
     #[error(transparent)]
     Gcs(#[from] GcsError),
+    /// The s3 backend could not connect to its bucket.
+    #[error(transparent)]
+    S3(#[from] S3Error),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -127,6 +130,7 @@ pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, 
         } => Ok(Arc::new(
             GcsStorage::connect(bucket.clone(), credentials.clone(), emulator_host.clone()).await?,
         )),
+        StorageSetting::S3(settings) => Ok(Arc::new(S3Storage::connect(settings.clone()).await?)),
     }
 }
 
@@ -139,21 +143,16 @@ pub async fn image_builder(
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Builder>, ServerError> {
     let popularity = popularity::load(config.popularity_url.as_deref()).await?;
-    let nix = NixRunner::new(
-        NixSettings {
-            source: config.package_source.clone(),
-            timeout: config.nix_timeout,
-            deadline: config.nix_deadline,
-            allow_unfree: config.allow_unfree,
-            prepare_image: config.prepare_image.clone(),
-        },
-        build_errors.clone(),
-    )?;
-    let embedded_hash = matches!(config.package_source, PackageSource::Builtin)
-        .then(crate::nix::embedded_files_hash);
+    let nix = NixRunner::new(NixSettings {
+        source: config.package_source.clone(),
+        timeout: config.nix_timeout,
+        deadline: config.nix_deadline,
+        allow_unfree: config.allow_unfree,
+        prepare_image: config.prepare_image.clone(),
+    })?;
     let resolver = Resolver::new(ResolverSettings {
         source: nix.source().clone(),
-        embedded_hash,
+        embedded_hash: nix.embedded_hash(),
         ttl: config.source_ttl,
         channel_remote: config.channel_remote.clone(),
     });
@@ -180,9 +179,9 @@ pub async fn image_builder(
         memory_entries = config.manifest_cache_entries,
         "manifest cache"
     );
-    let cache = Cache::new(storage);
+    let layers = LayerStore::new(storage, config.pack_concurrency);
     Ok(Arc::new(Builder::new(
-        cache,
+        layers,
         manifests,
         resolver,
         nix,

@@ -1,7 +1,7 @@
-//! Package sources: where the Nix package set comes from and how that is
-//! told to `prepare-image` (`srcType`, `srcArgs`) for an unresolved tag.
-//! The server resolves every source to an exact revision first, see
-//! [`crate::resolve`].
+//! Package sources: where the Nix package set comes from
+//! ([`PackageSource`], configured once) and what one build is given
+//! ([`NixSource`], an exact revision the resolver chose for an image tag,
+//! see [`crate::resolve`]).
 
 use std::path::{Path, PathBuf};
 
@@ -35,36 +35,63 @@ impl PackageSource {
             other => other,
         }
     }
+}
 
-    /// The `srcType` argument of `prepare-image.nix`.
+/// The package set one build uses, resolved to an exact revision (see
+/// [`crate::resolve`]): what `load-pkgs.nix` is given as `srcType` and
+/// `srcArgs`. Only the resolver makes these, so the Nix step builds exactly
+/// what the image's identity names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NixSource {
+    /// A nixpkgs commit, fetched as GitHub's archive of it.
+    Nixpkgs {
+        /// The commit (40 hex digits).
+        commit: String,
+    },
+    /// A git repository checked out at `rev`, fetched from `reference`
+    /// when the commit was resolved from a branch or tag.
+    Git {
+        /// The repository URL.
+        url: String,
+        /// The commit to build.
+        rev: String,
+        /// The full ref name (`refs/heads/main`, `HEAD`) the commit was
+        /// resolved from; `None` when the image tag was the commit itself.
+        reference: Option<String>,
+    },
+    /// A directory holding a package set (its `default.nix`).
+    Path(PathBuf),
+}
+
+impl NixSource {
+    /// The `srcType` argument of `load-pkgs.nix`.
     pub fn src_type(&self) -> &'static str {
         match self {
-            PackageSource::Channel(_) => "nixpkgs",
-            PackageSource::Git(_) => "git",
-            PackageSource::Path(_) | PackageSource::Builtin => "path",
+            NixSource::Nixpkgs { .. } => "nixpkgs",
+            NixSource::Git { .. } => "git",
+            NixSource::Path(_) => "path",
         }
     }
 
-    /// The `srcArgs` argument of `prepare-image.nix` for an image tagged
-    /// `tag`: the channel; JSON `{"url", "rev"|"ref"}` for git (neither for
-    /// `latest` or an empty tag, which means the repository's HEAD); the
-    /// directory for a path. An unresolved `Builtin` renders as the empty
-    /// string, which names no directory.
-    pub fn src_args(&self, tag: &str) -> String {
+    /// The `srcArgs` argument of `load-pkgs.nix`: the commit; JSON
+    /// `{"url", "rev"}` plus `"ref"` when known; or the directory.
+    pub fn src_args(&self) -> String {
         match self {
-            PackageSource::Channel(channel) => channel.clone(),
-            PackageSource::Git(url) => {
+            NixSource::Nixpkgs { commit } => commit.clone(),
+            NixSource::Git {
+                url,
+                rev,
+                reference,
+            } => {
                 let mut args = serde_json::Map::new();
-                args.insert("url".into(), url.clone().into());
-                if is_commit(tag) {
-                    args.insert("rev".into(), tag.into());
-                } else if !tag.is_empty() && tag != "latest" {
-                    args.insert("ref".into(), tag.into());
+                args.insert("url".into(), url.as_str().into());
+                args.insert("rev".into(), rev.as_str().into());
+                if let Some(reference) = reference {
+                    args.insert("ref".into(), reference.as_str().into());
                 }
                 serde_json::Value::Object(args).to_string()
             }
-            PackageSource::Path(path) => path.to_string_lossy().into_owned(),
-            PackageSource::Builtin => String::new(),
+            NixSource::Path(path) => path.to_string_lossy().into_owned(),
         }
     }
 }
@@ -86,60 +113,61 @@ mod tests {
     }
 
     #[test]
-    fn channel_renders_as_nixpkgs_with_the_channel() {
-        let source = PackageSource::Channel("nixos-unstable".into());
+    fn a_nixpkgs_commit_renders_as_nixpkgs_with_the_commit() {
+        let source = NixSource::Nixpkgs {
+            commit: COMMIT.into(),
+        };
         assert_eq!(source.src_type(), "nixpkgs");
-        assert_eq!(source.src_args("latest"), "nixos-unstable");
-        assert_eq!(source.src_args("v1"), "nixos-unstable");
+        assert_eq!(source.src_args(), COMMIT);
     }
 
-    fn git_args(tag: &str) -> serde_json::Value {
-        let source = PackageSource::Git("https://example.org/pkgs.git".into());
+    fn git_args(reference: Option<&str>) -> serde_json::Value {
+        let source = NixSource::Git {
+            url: "https://example.org/pkgs.git".into(),
+            rev: COMMIT.into(),
+            reference: reference.map(Into::into),
+        };
         assert_eq!(source.src_type(), "git");
-        serde_json::from_str(&source.src_args(tag)).unwrap()
+        serde_json::from_str(&source.src_args()).unwrap()
     }
 
     #[test]
-    fn git_latest_or_empty_tag_uses_head() {
-        let head = serde_json::json!({"url": "https://example.org/pkgs.git"});
-        assert_eq!(git_args("latest"), head);
-        assert_eq!(git_args(""), head);
-    }
-
-    #[test]
-    fn git_commit_tag_is_a_rev() {
+    fn git_with_a_ref_names_the_ref_and_the_commit() {
         assert_eq!(
-            git_args(COMMIT),
+            git_args(Some("refs/heads/main")),
+            serde_json::json!({"url": "https://example.org/pkgs.git", "rev": COMMIT, "ref": "refs/heads/main"})
+        );
+    }
+
+    #[test]
+    fn git_commit_tag_is_a_rev_only() {
+        assert_eq!(
+            git_args(None),
             serde_json::json!({"url": "https://example.org/pkgs.git", "rev": COMMIT})
         );
     }
 
     #[test]
-    fn git_other_tag_is_a_ref() {
-        assert_eq!(
-            git_args("release-24.05"),
-            serde_json::json!({"url": "https://example.org/pkgs.git", "ref": "release-24.05"})
-        );
-    }
-
-    #[test]
     fn git_args_escape_the_url_as_json() {
-        let source = PackageSource::Git("file:///tmp/a \"b\"".into());
-        let args: serde_json::Value = serde_json::from_str(&source.src_args("x\"y")).unwrap();
+        let source = NixSource::Git {
+            url: "file:///tmp/a \"b\"".into(),
+            rev: COMMIT.into(),
+            reference: Some("x\"y".into()),
+        };
+        let args: serde_json::Value = serde_json::from_str(&source.src_args()).unwrap();
         assert_eq!(args["url"], "file:///tmp/a \"b\"");
         assert_eq!(args["ref"], "x\"y");
     }
 
     #[test]
     fn path_renders_the_directory() {
-        let source = PackageSource::Path("/srv/pkgs".into());
+        let source = NixSource::Path("/srv/pkgs".into());
         assert_eq!(source.src_type(), "path");
-        assert_eq!(source.src_args("latest"), "/srv/pkgs");
+        assert_eq!(source.src_args(), "/srv/pkgs");
     }
 
     #[test]
     fn builtin_resolves_to_its_directory() {
-        assert_eq!(PackageSource::Builtin.src_type(), "path");
         let resolved =
             PackageSource::Builtin.with_builtin_dir(Path::new("/run/nixery/offline-pkgs"));
         assert_eq!(

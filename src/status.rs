@@ -8,7 +8,12 @@
 
 use std::{fmt::Write as _, time::SystemTime};
 
-use crate::{build_errors::BuildErrorEntry, image::SHELL_PACKAGES, source::PackageSource};
+use crate::{
+    build_errors::BuildErrorEntry,
+    image::SHELL_PACKAGES,
+    redact::{self, source_secrets, without_credentials},
+    source::PackageSource,
+};
 
 /// The version of this build: the git commit it was built from, or `devel`.
 pub const VERSION: &str = match option_env!("NIXERY_VERSION") {
@@ -183,20 +188,11 @@ impl StatusInfo {
                 .map(|e| RecentError {
                     image: e.image.clone(),
                     at: format_utc(e.at),
-                    kind: e.kind.clone(),
-                    message: self.redact(&crate::redact::redact(&e.message)),
+                    kind: e.kind.to_string(),
+                    message: redact::without_secrets(&redact::redact(&e.message), &self.secrets),
                 })
                 .collect(),
         }
-    }
-}
-
-impl StatusInfo {
-    /// `text` with every secret replaced by `***`.
-    fn redact(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
     }
 }
 
@@ -230,45 +226,6 @@ pub fn describe_source(source: &PackageSource) -> String {
     }
 }
 
-/// The credentials in a git source's URL: its user information and, on
-/// its own, the password in it (longest first, so both are caught).
-fn source_secrets(source: &PackageSource) -> Vec<String> {
-    let PackageSource::Git(url) = source else {
-        return Vec::new();
-    };
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let Some((userinfo, _)) = authority.rsplit_once('@').filter(|(u, _)| !u.is_empty()) else {
-        return Vec::new();
-    };
-    let mut secrets = vec![userinfo.to_owned()];
-    if let Some((_, password)) = userinfo.split_once(':')
-        && !password.is_empty()
-    {
-        secrets.push(password.to_owned());
-    }
-    secrets
-}
-
-/// `url` without user information (`user:password@`), query and fragment.
-///
-/// Hand-written rather than with the `url` crate, which rejects the
-/// scp-like `user@host:path` form git also accepts.
-pub fn without_credentials(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    match scheme {
-        Some(scheme) => format!("{scheme}://{host}{path}"),
-        None => format!("{host}{path}"),
-    }
-}
-
 /// `at` as `YYYY-MM-DD HH:MM:SS UTC` (times before 1970 show as 1970).
 pub fn format_utc(at: SystemTime) -> String {
     let at = time::OffsetDateTime::from(at.max(SystemTime::UNIX_EPOCH));
@@ -288,6 +245,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::build_errors::FailureKind;
 
     #[test]
     fn utc_time_is_formatted_as_date_and_time() {
@@ -300,30 +258,6 @@ mod tests {
         assert_eq!(
             format_utc(SystemTime::UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01 00:00:00 UTC"
-        );
-    }
-
-    #[test]
-    fn git_urls_lose_user_password_query_and_fragment() {
-        assert_eq!(
-            without_credentials("https://user:secret@git.example/pkgs.git"),
-            "https://git.example/pkgs.git"
-        );
-        assert_eq!(
-            without_credentials("https://token@git.example:8443/a/b?private_token=x#frag"),
-            "https://git.example:8443/a/b"
-        );
-        assert_eq!(
-            without_credentials("git@github.com:org/pkgs.git"),
-            "github.com:org/pkgs.git"
-        );
-        assert_eq!(
-            without_credentials("file:///srv/repos/a@b"),
-            "file:///srv/repos/a@b"
-        );
-        assert_eq!(
-            without_credentials("https://git.example/pkgs"),
-            "https://git.example/pkgs"
         );
     }
 
@@ -359,7 +293,7 @@ mod tests {
             image: "hello:latest".into(),
             message: "fetching 'https://alice:hunter2@git.example/p.git'; password hunter2".into(),
             at: SystemTime::UNIX_EPOCH,
-            kind: "nix".into(),
+            kind: FailureKind::Nix,
         };
         let page = info.page(None, &[error]);
         assert_eq!(
@@ -383,13 +317,13 @@ mod tests {
                 image: "new:latest".into(),
                 message: "second".into(),
                 at: SystemTime::UNIX_EPOCH,
-                kind: "nix".into(),
+                kind: FailureKind::Nix,
             },
             BuildErrorEntry {
                 image: "old:latest".into(),
                 message: "first".into(),
                 at: SystemTime::UNIX_EPOCH,
-                kind: "nix".into(),
+                kind: FailureKind::Nix,
             },
         ];
         let page = info.page(Some("registry.example"), &errors);

@@ -2,10 +2,8 @@
 //! the registry headers, for full GETs, HEADs and byte ranges; content types
 //! survive a restart; manifests by digest carry the manifest media type.
 
-mod common;
-
-use common::{TestServer, put_blob, sha256_hex};
 use reqwest::{StatusCode, header};
+use support::server::{TestServer, put_blob, sha256_hex};
 
 const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -28,6 +26,41 @@ fn assert_registry_headers(r: &reqwest::Response, digest: &str) {
     assert_eq!(h["docker-content-digest"], digest);
     assert_eq!(h[header::ETAG], format!("\"{digest}\""));
     assert_eq!(h["docker-distribution-api-version"], "registry/2.0");
+}
+
+/// GET `url` with header `Range: range`.
+async fn get_range(client: &reqwest::Client, url: &str, range: &str) -> reqwest::Response {
+    client
+        .get(url)
+        .header(header::RANGE, range)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `Range: range` of the blob `digest` at `url` (holding `bytes`) is
+/// answered 206 with bytes `start..=end` and the registry headers.
+async fn assert_partial(
+    client: &reqwest::Client,
+    url: &str,
+    digest: &str,
+    bytes: &[u8],
+    range: &str,
+    (start, end): (usize, usize),
+) {
+    let r = get_range(client, url, range).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+    assert_registry_headers(&r, digest);
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes {start}-{end}/{}", bytes.len()),
+        "{range}"
+    );
+    assert_eq!(
+        r.headers()[header::CONTENT_LENGTH],
+        (end - start + 1).to_string()
+    );
+    assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
 }
 
 #[tokio::test]
@@ -53,7 +86,7 @@ async fn head_sends_the_headers_without_a_body() {
     let server = TestServer::start();
     let bytes = content(4096);
     let digest = put_blob(&server.storage(), &bytes, "application/octet-stream").await;
-    let r = common::raw_request(
+    let r = support::server::raw_request(
         server.addr(),
         "HEAD",
         format!("/v2/x/blobs/{digest}").as_bytes(),
@@ -84,33 +117,11 @@ async fn ranges_are_served_as_206_with_content_range() {
         ("bytes=900-5000", 900, 999),
         ("bytes=-5000", 0, 999),
     ] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_registry_headers(&r, &digest);
-        assert_eq!(
-            r.headers()[header::CONTENT_RANGE],
-            format!("bytes {start}-{end}/1000"),
-            "{range}"
-        );
-        assert_eq!(
-            r.headers()[header::CONTENT_LENGTH],
-            (end - start + 1).to_string()
-        );
-        assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+        assert_partial(&client, &url, &digest, &bytes, range, (start, end)).await;
     }
     // Forms this server does not honour get the whole blob.
     for range in ["bytes=0-1,5-6", "lines=1-2", "bytes=a-2"] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
+        let r = get_range(&client, &url, range).await;
         assert_eq!(r.status(), StatusCode::OK, "{range}");
         assert_eq!(r.bytes().await.unwrap().len(), 1000);
     }
@@ -124,12 +135,7 @@ async fn unsatisfiable_range_is_416_with_the_length() {
     // An inverted range too, as the distribution-spec conformance suite
     // requires.
     for range in ["bytes=100-", "bytes=500-600", "bytes=-0", "bytes=9-2"] {
-        let r = reqwest::Client::new()
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
+        let r = get_range(&reqwest::Client::new(), &url, range).await;
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
         assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */100");
         let body: serde_json::Value = r.json().await.unwrap();
@@ -261,12 +267,7 @@ async fn ranges_and_head_of_a_large_blob_are_exact_across_read_chunks() {
             2 * mib - 1,
         ),
     ] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, &range)
-            .send()
-            .await
-            .unwrap();
+        let r = get_range(&client, &url, &range).await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(
             r.headers()[header::CONTENT_RANGE],
@@ -275,7 +276,7 @@ async fn ranges_and_head_of_a_large_blob_are_exact_across_read_chunks() {
         );
         assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
     }
-    let r = common::raw_request(
+    let r = support::server::raw_request(
         server.addr(),
         "HEAD",
         format!("/v2/x/blobs/{digest}").as_bytes(),
@@ -313,29 +314,12 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
         ("bytes=-5", 995, 999),
         ("bytes=990-5000", 990, 999),
     ] {
-        let r = client
-            .get(&url)
-            .header(header::RANGE, range)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
-        assert_registry_headers(&r, &digest);
-        assert_eq!(
-            r.headers()[header::CONTENT_RANGE],
-            format!("bytes {start}-{end}/1000")
-        );
-        assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
+        assert_partial(&client, &url, &digest, &bytes, range, (start, end)).await;
     }
-    let r = client
-        .get(&url)
-        .header(header::RANGE, "bytes=1000-")
-        .send()
-        .await
-        .unwrap();
+    let r = get_range(&client, &url, "bytes=1000-").await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */1000");
-    let head = common::raw_request(
+    let head = support::server::raw_request(
         server.addr(),
         "HEAD",
         format!("/v2/x/blobs/{digest}").as_bytes(),
@@ -364,12 +348,7 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
     );
     let hex = digest.trim_start_matches("sha256:");
     std::fs::remove_file(server.storage_path().join("layers").join(hex)).unwrap();
-    let r = client
-        .get(&url)
-        .header(header::RANGE, "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
+    let r = get_range(&client, &url, "bytes=0-9").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], MANIFEST_TYPE);
     assert_eq!(r.bytes().await.unwrap(), &manifest[..]);

@@ -3,12 +3,10 @@
 //! beside the others. The slow build is `sleepy`, which sleeps until
 //! `NIX_TIMEOUT` stops it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
 use serde_json::Value;
+use support::server::TestServer;
 
 /// Position in the log of the first event with `message` for `image`.
 fn position(events: &[Value], message: &str, image: &str) -> usize {

@@ -3,11 +3,9 @@
 //! `429 TOOMANYREQUESTS` with `Retry-After`, at once, and builds nothing;
 //! retried later, it builds.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use support::server::TestServer;
 
 /// Six distinct images of the offline package set.
 const IMAGES: [&str; 6] = ["hello", "curl", "htop", "nano", "zlib", "gmp"];

@@ -2,13 +2,10 @@
 //! images never built before, pulled by 6 clients at once, answer 200,
 //! three rounds in a row (each round with images new to the Nix store).
 
-mod common;
-mod nix_support;
-
 use std::time::Duration;
 
-use common::TestServer;
-use nix_support::salted_pkgs;
+use support::nix::salted_pkgs;
+use support::server::TestServer;
 
 const ROUNDS: usize = 3;
 const IMAGES: usize = 24;

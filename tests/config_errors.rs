@@ -2,9 +2,7 @@
 //! listens, with exit code 2 and one line on stderr naming the variable;
 //! the other subcommands still parse whatever the environment holds.
 
-mod common;
-
-use common::TestServer;
+use support::server::TestServer;
 
 fn assert_config_error(env: &[(&str, &str)], names: &[&str]) {
     let mut builder = TestServer::builder();

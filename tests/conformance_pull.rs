@@ -25,17 +25,15 @@
 //! only, so raw blobs are put into its storage and the manifests are those
 //! of a real image built by Nix.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestServer, put_blob, sha256_hex};
 use reqwest::{
     StatusCode,
     blocking::{Client, Response},
     header,
 };
 use serde_json::Value;
+use support::server::{TestServer, put_blob, sha256_hex};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

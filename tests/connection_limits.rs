@@ -3,8 +3,6 @@
 //! connections are closed, and neither limit touches a slow but live
 //! reader of a large blob.
 
-mod common;
-
 use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -14,13 +12,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use common::{TestServer, put_blob, sha256_hex};
 use nixery::{
     builder::{BuildError, BuiltManifest, ImageBuilder},
     http::AppState,
     nix::{Refusal, RefusalReason},
     storage::filesystem::FilesystemStorage,
 };
+use support::server::{TestServer, put_blob, sha256_hex};
 
 /// Longest any cut-off below may take to show, far above the configured
 /// limits: the tests check that connections close, not how fast.
@@ -115,7 +113,7 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let answer = read_until_closed(&mut silent).expect("silent connection still open");
     assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"));
     // A client that does send its headers is served as usual.
-    let r = common::raw_request(server.addr(), "GET", b"/v2/");
+    let r = support::server::raw_request(server.addr(), "GET", b"/v2/");
     assert_eq!(r.status, 200);
 }
 

@@ -2,8 +2,6 @@
 //! an object under its final key, never damages the object already there,
 //! and its temporary file is gone after the next start-up.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     path::Path,

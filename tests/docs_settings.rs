@@ -294,23 +294,18 @@ fn layering_example_shows_what_nixery_layers_prints() {
     let outputs = documented_layer_outputs(&read(&page));
     assert_eq!(outputs.len(), 2, "expected the outputs for two budgets");
     for (budget, documented) in outputs {
-        let run = Command::new(env!("CARGO_BIN_EXE_nixery"))
-            .current_dir(root())
-            .args([
-                "layers",
-                "--graph",
-                "docs/examples/layering-graph.json",
-                "--popularity",
-                "docs/examples/layering-popularity.json",
-                "--budget",
-                &budget,
-            ])
-            .output()
-            .expect("run nixery layers");
-        assert!(
-            run.status.success(),
-            "nixery layers --budget {budget} failed: {}",
-            String::from_utf8_lossy(&run.stderr)
+        let run = support::run_output(
+            Command::new(env!("CARGO_BIN_EXE_nixery"))
+                .current_dir(root())
+                .args([
+                    "layers",
+                    "--graph",
+                    "docs/examples/layering-graph.json",
+                    "--popularity",
+                    "docs/examples/layering-popularity.json",
+                    "--budget",
+                    &budget,
+                ]),
         );
         let actual: serde_json::Value =
             serde_json::from_slice(&run.stdout).expect("nixery layers prints JSON");

@@ -3,12 +3,9 @@
 //! podman, containerd's ctr (which resolves tags with HEAD first) and Docker
 //! (a private `dockerd` per test, which pulls, then runs the images).
 
-mod common;
-mod support;
-
 use std::process::Command;
 
-use common::TestServer;
+use support::server::TestServer;
 use support::{Containerd, any_system_pkgs, docker::Docker, pull_and_unpack, resolve_in_root, run};
 
 fn start_server() -> TestServer {

@@ -1,18 +1,16 @@
 //! Every error of the pull API answers with the right status, registry
 //! error code and JSON body, and every `/v2` response names the API version.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use common::TestServer;
 use nixery::{
     builder::{BuildError, BuiltManifest, ImageBuilder},
     http::AppState,
     storage::filesystem::FilesystemStorage,
 };
 use reqwest::{Method, StatusCode};
+use support::server::TestServer;
 
 const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -3,12 +3,10 @@
 //! content types, not-found as a distinct error, retry-safe moves, and
 //! redirects that download the same bytes.
 
-mod support_gcs;
-
 use nixery::digest::Digest;
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage};
 use nixery::storage::{ServeRequest, Served, Storage, StorageError, StorageKey};
-use support_gcs::{BUCKET, FakeGcs, body_of, collect, pattern, sha256_hex};
+use support::gcs::{BUCKET, FakeGcs, body_of, collect, pattern, sha256_hex};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -100,15 +98,9 @@ async fn persist_replaces_an_existing_object() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
     let key = StorageKey::manifest("replaced").unwrap();
-    storage
-        .persist(&key, "application/json", body_of(b"old".to_vec(), 3))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, "application/json", b"old", 3).await;
 
-    storage
-        .persist(&key, "application/json", body_of(b"new!".to_vec(), 3))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, "application/json", b"new!", 3).await;
 
     let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
     assert_eq!(fetched, b"new!");
@@ -132,10 +124,7 @@ async fn move_renames_and_a_retried_move_still_succeeds() {
     let data = pattern(300_000, 3);
     let staging = StorageKey::staging("upload-1").unwrap();
     let layer = StorageKey::layer(&Digest::of(&data));
-    storage
-        .persist(&staging, LAYER_TYPE, body_of(data.clone(), 65_536))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &staging, LAYER_TYPE, &data, 65_536).await;
 
     storage.move_object(&staging, &layer).await.unwrap();
 
@@ -160,14 +149,8 @@ async fn move_replaces_an_existing_destination() {
     let storage = gcs.storage().await;
     let from = StorageKey::staging("second").unwrap();
     let to = StorageKey::manifest("target").unwrap();
-    storage
-        .persist(&to, "application/json", body_of(b"first".to_vec(), 5))
-        .await
-        .unwrap();
-    storage
-        .persist(&from, "application/json", body_of(b"second".to_vec(), 5))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &to, "application/json", b"first", 5).await;
+    support::gcs::put(&storage, &from, "application/json", b"second", 5).await;
 
     storage.move_object(&from, &to).await.unwrap();
 
@@ -193,10 +176,7 @@ async fn serve_redirects_to_the_public_url_which_downloads_the_same_bytes() {
     let storage = gcs.storage().await;
     let data = pattern(700_000, 4);
     let key = StorageKey::layer(&Digest::of(&data));
-    storage
-        .persist(&key, LAYER_TYPE, body_of(data.clone(), 65_536))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, LAYER_TYPE, &data, 65_536).await;
 
     let served = storage.serve(&key, &ServeRequest::default()).await.unwrap();
 
@@ -215,10 +195,7 @@ async fn head_request_gets_the_same_redirect() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
     let key = StorageKey::layer(&Digest::of(b"x"));
-    storage
-        .persist(&key, LAYER_TYPE, body_of(b"x".to_vec(), 1))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, LAYER_TYPE, b"x", 1).await;
     let head = ServeRequest {
         head: true,
         ..ServeRequest::default()
@@ -253,10 +230,7 @@ async fn emulator_host_given_as_url_is_accepted() {
         .unwrap();
 
     let key = StorageKey::manifest("via-url").unwrap();
-    storage
-        .persist(&key, "application/json", body_of(b"{}".to_vec(), 2))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, "application/json", b"{}", 2).await;
     assert!(gcs.object_metadata(key.as_str()).await.is_some());
 }
 
@@ -300,7 +274,7 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
         .unwrap();
     let data = pattern(6 * 1024 * 1024, 5);
     let gate_at = 4 * 1024 * 1024;
-    let (body, reached, resume) = support_gcs::gated_body(data.clone(), 64 * 1024, gate_at);
+    let (body, reached, resume) = support::gcs::gated_body(data.clone(), 64 * 1024, gate_at);
     let key = StorageKey::layer(&Digest::of(&data));
 
     let upload = tokio::spawn({
@@ -343,10 +317,7 @@ async fn objects_are_listed_under_their_prefix_with_their_bytes() {
         )
         .await
         .unwrap();
-    storage
-        .persist(&manifest, "application/json", body_of(b"{}".to_vec(), 3))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &manifest, "application/json", b"{}", 3).await;
 
     // The helpers the end-to-end tests inspect the bucket with.
     assert_eq!(
@@ -362,10 +333,7 @@ async fn serve_with_a_required_content_type_refuses_other_objects() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage().await;
     let layer = StorageKey::layer(&Digest::of(b"layer"));
-    storage
-        .persist(&layer, LAYER_TYPE, body_of(b"layer".to_vec(), 5))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &layer, LAYER_TYPE, b"layer", 5).await;
     let only_manifests = ServeRequest {
         only_content_types: Some(&[MANIFEST_TYPE_FOR_TESTS]),
         ..ServeRequest::default()

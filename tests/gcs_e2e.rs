@@ -9,18 +9,14 @@
 //! time, leaves no build record without its blob, and the same request
 //! succeeds once the bucket is back.
 
-mod common;
-mod support;
-mod support_gcs;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use serde_json::Value;
+use support::gcs::{BUCKET, FakeGcs, sha256_hex};
+use support::server::TestServer;
 use support::{count_logs, layer_digests, offline_pkgs_repo};
-use support_gcs::{BUCKET, FakeGcs, sha256_hex};
 
 const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
@@ -40,7 +36,7 @@ fn gcs_server(emulator_host: &str, repo: Option<&std::path::Path>) -> TestServer
         .env("STORAGE_EMULATOR_HOST", emulator_host)
         .env("NIX_TIMEOUT", "300");
     if let Some(repo) = repo {
-        builder = builder.env("NIXERY_PKGS_REPO", format!("file://{}", repo.display()));
+        builder = builder.pkgs_repo(repo);
     }
     builder.start()
 }
@@ -115,20 +111,14 @@ async fn skopeo_copy_follows_blob_redirects_to_the_bucket_and_verifies_digests()
     let work = tempfile::tempdir().expect("temporary directory");
     let layout = work.path().join("layout");
 
-    let copy = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(format!(
-            "docker://{}/hello/git:latest",
-            registry_host(&server)
-        ))
-        .arg(format!("oci:{}:img", layout.display()))
-        .output()
-        .expect("run skopeo (is it installed?)");
-    assert!(
-        copy.status.success(),
-        "skopeo copy failed: {}\nserver logs: {:#?}",
-        String::from_utf8_lossy(&copy.stderr),
-        server.logs()
+    support::run_output(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!(
+                "docker://{}/hello/git:latest",
+                registry_host(&server)
+            ))
+            .arg(format!("oci:{}:img", layout.display())),
     );
 
     // skopeo verified every blob against its digest; check the copies too.
@@ -202,12 +192,8 @@ async fn layer_uploaded_by_one_instance_is_not_uploaded_again_by_another() {
     let git = get_manifest(&a, "hello/git", &commit).await;
     let htop = get_manifest(&b, "hello/htop", &commit).await;
 
-    let git_layers: HashSet<String> = layer_digests(&git).into_iter().collect();
     let htop_layers = layer_digests(&htop);
-    let shared = htop_layers
-        .iter()
-        .filter(|d| git_layers.contains(*d))
-        .count();
+    let shared = support::shared_layers(&git, &htop);
     assert!(shared >= 2, "hello/git and hello/htop share no layers");
     assert_eq!(count_logs(&b, "building image"), 1);
     assert_eq!(
@@ -304,20 +290,14 @@ async fn three_images_build_and_pull_while_a_fifth_of_api_calls_fail() {
     let work = tempfile::tempdir().expect("temporary directory");
     for image in ["hello", "curl", "htop"] {
         let layout = work.path().join(image);
-        let copy = Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!(
-                "docker://{}/{image}:latest",
-                registry_host(&server)
-            ))
-            .arg(format!("oci:{}:img", layout.display()))
-            .output()
-            .expect("run skopeo (is it installed?)");
-        assert!(
-            copy.status.success(),
-            "{image}: skopeo copy failed: {}\nserver logs: {:#?}",
-            String::from_utf8_lossy(&copy.stderr),
-            server.logs()
+        support::run_output(
+            Command::new("skopeo")
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!(
+                    "docker://{}/{image}:latest",
+                    registry_host(&server)
+                ))
+                .arg(format!("oci:{}:img", layout.display())),
         );
         for entry in std::fs::read_dir(layout.join("blobs/sha256")).expect("copied blobs") {
             let path = entry.expect("directory entry").path();

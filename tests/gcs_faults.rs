@@ -4,14 +4,12 @@
 //! are retried and uploads resume, so storage keeps working; a bucket
 //! failing every call is an error, never a "not found".
 
-mod support_gcs;
-
 use std::time::Duration;
 
 use nixery::digest::Digest;
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage, RetryPolicy};
 use nixery::storage::{Storage, StorageError, StorageKey};
-use support_gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
+use support::gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
 
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
@@ -107,10 +105,7 @@ async fn fetch_from_a_hung_emulator_fails_in_bounded_time() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage_with(short_timeouts()).await;
     let key = StorageKey::manifest("frozen").unwrap();
-    storage
-        .persist(&key, "application/json", body_of(b"{}".to_vec(), 2))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, "application/json", b"{}", 2).await;
 
     gcs.freeze();
     let result = tokio::time::timeout(BOUND, async {
@@ -133,10 +128,7 @@ async fn move_on_a_hung_emulator_fails_in_bounded_time() {
     let storage = gcs.storage_with(short_timeouts()).await;
     let from = StorageKey::staging("frozen-move").unwrap();
     let to = StorageKey::manifest("frozen-move").unwrap();
-    storage
-        .persist(&from, "application/json", body_of(b"{}".to_vec(), 2))
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &from, "application/json", b"{}", 2).await;
 
     gcs.freeze();
     let result = tokio::time::timeout(BOUND, storage.move_object(&from, &to)).await;

@@ -3,8 +3,6 @@
 //! (checked with `openssl`, over a string-to-sign rebuilt here from
 //! Google's V4 specification), and the emulator serves that URL.
 
-mod support_gcs;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,7 +10,7 @@ use nixery::digest::Digest;
 use nixery::storage::gcs::GcsStorage;
 use nixery::storage::{ServeRequest, Served, Storage, StorageKey};
 use sha2::Digest as _;
-use support_gcs::{BUCKET, FakeGcs, body_of, pattern, sha256_hex};
+use support::gcs::{BUCKET, FakeGcs, body_of, pattern, sha256_hex};
 
 const CLIENT_EMAIL: &str = "nixery-test@nixery-test-project.iam.gserviceaccount.com";
 

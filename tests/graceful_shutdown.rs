@@ -1,15 +1,13 @@
 //! On SIGTERM the server stops accepting connections at once, finishes the
 //! downloads in flight, and exits successfully.
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::TcpStream,
     time::{Duration, Instant},
 };
 
-use common::{TestServer, put_blob, sha256_hex};
+use support::server::{TestServer, put_blob, sha256_hex};
 
 /// Large enough that it cannot sit in the socket buffers: the server is
 /// still sending when the signal arrives.

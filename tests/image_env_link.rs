@@ -2,13 +2,10 @@
 //! packages provides `bin/env` (coreutils), pointing to that program.
 //! Checked inside images pulled with skopeo and unpacked with umoci.
 
-mod common;
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::TestServer;
+use support::server::TestServer;
 use support::{pull_and_unpack, resolve_in_root, run};
 
 /// Symlinks under `dir` (inside `root`) that do not resolve inside `root`.

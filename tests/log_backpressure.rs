@@ -2,8 +2,6 @@
 //! lines are written by a thread of their own, and requests keep being
 //! answered while the pipe is full.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     process::{Command, Stdio},

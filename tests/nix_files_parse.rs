@@ -87,34 +87,24 @@ fn source_filter_keeps_the_crate_and_drops_the_rest() {
         ("src/main.rs~", false),
     ];
     let names: Vec<&str> = samples.iter().map(|(name, _)| *name).collect();
-    let output = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json"])
-        .arg(root().join("nix/tests/eval-source-filter.nix"))
-        .arg("--arg")
-        .arg("root")
-        .arg(root())
-        .args([
-            "--argstr",
-            "samples",
-            &serde_json::to_string(&names).unwrap(),
-        ])
-        .output()
-        .expect("nix-instantiate must be installed (Debian: nix-bin)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let printed = support::run(
+        Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json"])
+            .arg(root().join("nix/tests/eval-source-filter.nix"))
+            .arg("--arg")
+            .arg("root")
+            .arg(root())
+            .args([
+                "--argstr",
+                "samples",
+                &serde_json::to_string(&names).unwrap(),
+            ]),
     );
-    let result: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let result: Value = serde_json::from_str(&printed).expect("JSON");
     for (name, kept) in samples {
         assert_eq!(result["samples"][name], kept, "{name}");
     }
-    let top: Vec<&str> = result["topLevel"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let top = support::strings(&result["topLevel"]);
     for kept in ["Cargo.toml", "Cargo.lock", "src"] {
         assert!(top.contains(&kept), "{kept} missing from {top:?}");
     }

@@ -3,11 +3,9 @@
 //! when they name a set or a string of the package set (an evaluated name
 //! would abort the evaluation and show up as a build failure instead).
 
-mod nix_support;
-
-use nix_support::*;
 use nixery::image::{Arch, Image};
 use nixery::nix::RefusalReason;
+use support::nix::*;
 
 const HOSTILE: &[&str] = &[
     "\"",
@@ -45,13 +43,10 @@ fn image_of(packages: &[&str]) -> Image {
 
 #[tokio::test]
 async fn hostile_names_are_not_found_and_never_evaluated() {
-    let (runner, errors) = offline_runner();
+    let runner = offline_runner();
     let mut requested: Vec<&str> = HOSTILE.to_vec();
     requested.push("hello");
-    let err = runner
-        .prepare_image(&image_of(&requested))
-        .await
-        .unwrap_err();
+    let err = runner.build(&image_of(&requested)).await.unwrap_err();
     let mut missing = refused(&err);
     missing.sort();
     let mut expected: Vec<(String, RefusalReason)> = HOSTILE
@@ -67,18 +62,22 @@ async fn hostile_names_are_not_found_and_never_evaluated() {
         .collect();
     expected.sort();
     assert_eq!(missing, expected);
-    assert!(errors.recent().is_empty());
+    assert_eq!(
+        reported(err).0,
+        nixery::build_errors::FailureKind::Packages,
+        "a refusal is not a Nix failure"
+    );
 }
 
 #[tokio::test]
 async fn each_hostile_name_alone_is_not_found() {
-    let (runner, _) = offline_runner();
+    let runner = offline_runner();
     for name in [
         "${builtins.abort \"evaluated\"}",
         "héllo-wörld",
         "../../etc/passwd",
     ] {
-        let err = runner.prepare_image(&image_of(&[name])).await.unwrap_err();
+        let err = runner.build(&image_of(&[name])).await.unwrap_err();
         assert_eq!(
             refused(&err),
             [(name.to_string(), RefusalReason::NotFound)],

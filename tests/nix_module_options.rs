@@ -22,6 +22,13 @@ const SETTINGS: &[(&str, &str)] = &[
     ("GCS_BUCKET", "gcsBucket"),
     ("GOOGLE_APPLICATION_CREDENTIALS", "gcsCredentialsFile"),
     ("STORAGE_EMULATOR_HOST", "storageEmulatorHost"),
+    ("S3_BUCKET", "s3Bucket"),
+    ("AWS_REGION", "s3Region"),
+    ("AWS_ENDPOINT_URL_S3", "s3Endpoint"),
+    ("AWS_ENDPOINT_URL", "awsEndpoint"),
+    ("NIXERY_S3_ADDRESSING", "s3Addressing"),
+    ("S3_USE_PRESIGNED_URLS", "s3PresignedUrls"),
+    ("NIXERY_S3_PRESIGN_EXPIRY", "s3PresignExpiry"),
     ("NIX_TIMEOUT", "nixTimeout"),
     ("NIXERY_NIX_DEADLINE", "nixDeadline"),
     ("NIXERY_ALLOW_UNFREE", "allowUnfree"),
@@ -84,6 +91,15 @@ fn full_settings() -> Value {
         "gcsBucket": "layers",
         "gcsCredentialsFile": "/run/secrets/gcs.json",
         "storageEmulatorHost": "http://127.0.0.1:4443",
+        "s3Bucket": "s3-layers",
+        "s3Region": "eu-west-1",
+        "s3Endpoint": "https://minio.example.org:9000",
+        "awsEndpoint": "https://aws.example.org",
+        "s3Addressing": "virtual",
+        "s3PresignedUrls": false,
+        "s3PresignExpiry": 60,
+        "s3CredentialsFile": "/run/secrets/aws-credentials",
+        "s3Profile": "nixery",
         "nixTimeout": 120,
         "nixDeadline": 600,
         "allowUnfree": true,
@@ -117,11 +133,23 @@ fn every_setting_has_a_typed_option() {
             r#"one of "builtin", "channel", "pkgsRepo", "pkgsPath""#,
         ),
         ("packageSource.value", "null or string"),
-        ("storageBackend", r#"one of "filesystem", "gcs""#),
+        ("storageBackend", r#"one of "filesystem", "gcs", "s3""#),
         ("storagePath", "string"),
         ("gcsBucket", "null or string"),
         ("gcsCredentialsFile", "null or string"),
         ("storageEmulatorHost", "null or string"),
+        ("s3Bucket", "null or string"),
+        ("s3Region", "null or string"),
+        ("s3Endpoint", "null or string"),
+        ("awsEndpoint", "null or string"),
+        (
+            "s3Addressing",
+            r#"null or one of "auto", "path", "virtual""#,
+        ),
+        ("s3PresignedUrls", "boolean"),
+        ("s3PresignExpiry", "null or positive integer"),
+        ("s3CredentialsFile", "null or string"),
+        ("s3Profile", "null or string"),
         ("nixTimeout", "positive integer"),
         ("nixDeadline", "positive integer"),
         ("allowUnfree", "boolean"),
@@ -143,12 +171,7 @@ fn every_setting_has_a_typed_option() {
         ("logFilter", "string"),
         ("openFirewall", "boolean"),
     ];
-    let declared: BTreeSet<&str> = options
-        .as_object()
-        .expect("options object")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let declared = support::keys(options);
     let expected: BTreeSet<&str> = expected_types.iter().map(|(name, _)| *name).collect();
     assert_eq!(declared, expected);
     for (name, ty) in expected_types {
@@ -205,6 +228,16 @@ fn full_configuration_sets_every_setting_variable() {
         // The key reaches the service through LoadCredential.
         ("GOOGLE_APPLICATION_CREDENTIALS", "%d/gcs-credentials"),
         ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443"),
+        ("S3_BUCKET", "s3-layers"),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ENDPOINT_URL_S3", "https://minio.example.org:9000"),
+        ("AWS_ENDPOINT_URL", "https://aws.example.org"),
+        ("NIXERY_S3_ADDRESSING", "virtual"),
+        ("S3_USE_PRESIGNED_URLS", "false"),
+        ("NIXERY_S3_PRESIGN_EXPIRY", "60"),
+        // The credentials file reaches the service through LoadCredential.
+        ("AWS_SHARED_CREDENTIALS_FILE", "%d/s3-credentials"),
+        ("AWS_PROFILE", "nixery"),
         ("NIX_TIMEOUT", "120"),
         ("NIXERY_NIX_DEADLINE", "600"),
         ("NIXERY_ALLOW_UNFREE", "true"),
@@ -231,7 +264,10 @@ fn full_configuration_sets_every_setting_variable() {
     assert_eq!(env, expected);
     assert_eq!(
         service_config(&evaluated)["LoadCredential"],
-        json!(["gcs-credentials:/run/secrets/gcs.json"])
+        json!([
+            "gcs-credentials:/run/secrets/gcs.json",
+            "s3-credentials:/run/secrets/aws-credentials"
+        ])
     );
     assert_eq!(
         evaluated["config"]["networking"]["firewall"]["allowedTCPPorts"],
@@ -358,6 +394,7 @@ fn privileged_port_gets_only_the_bind_capability() {
 fn inconsistent_settings_fail_assertions() {
     for (settings, message) in [
         (json!({ "storageBackend": "gcs" }), "gcsBucket is required"),
+        (json!({ "storageBackend": "s3" }), "s3Bucket is required"),
         (
             json!({ "packageSource.kind": "channel" }),
             "packageSource.value must be set",
@@ -389,7 +426,7 @@ fn mistyped_or_unknown_option_fails_evaluation() {
         (json!({ "port": 70000 }), "services.nixery.port"),
         (json!({ "nixTimeout": 0 }), "services.nixery.nixTimeout"),
         (
-            json!({ "storageBackend": "s3" }),
+            json!({ "storageBackend": "azure" }),
             "services.nixery.storageBackend",
         ),
         (

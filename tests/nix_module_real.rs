@@ -3,36 +3,29 @@
 //! June 2026 nixpkgs `lib` (`nix/tests/eval-module-real-lib.nix`). Only
 //! evaluation. Without `../shared/real-nix` each test prints SKIPPED.
 
-mod real_nix_support;
-
 use std::path::Path;
 use std::process::Command;
 
-use real_nix_support::Tree;
 use serde_json::{Value, json};
+use support::real_nix::Tree;
 
 /// `nix-instantiate --eval --strict --json` of a file of nix/tests with
 /// `args`; the JSON it prints.
 fn eval(file: &str, args: &[&str]) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json"])
-        .arg(root.join("nix/tests").join(file))
-        .args(args)
-        .output()
-        .expect("run nix-instantiate");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let printed = support::run(
+        Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json"])
+            .arg(root.join("nix/tests").join(file))
+            .args(args),
     );
-    serde_json::from_slice(&output.stdout).expect("JSON")
+    serde_json::from_str(&printed).expect("JSON")
 }
 
 #[test]
 fn module_evaluates_inside_nixos_24_11() {
     let Some(nixpkgs) =
-        real_nix_support::tree(Tree::Nixpkgs2411, "module_evaluates_inside_nixos_24_11")
+        support::real_nix::tree(Tree::Nixpkgs2411, "module_evaluates_inside_nixos_24_11")
     else {
         return;
     };
@@ -57,12 +50,7 @@ fn module_evaluates_inside_nixos_24_11() {
     assert_eq!(env["NIX_REMOTE"], "daemon");
 
     // The host's Nix, git and ssh (git over ssh) on the service's PATH.
-    let path: Vec<&str> = result["path"]
-        .as_array()
-        .expect("path")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let path = support::strings(&result["path"]);
     let host_nix = result["hostNix"].as_str().expect("hostNix");
     assert_ne!(
         host_nix, result["pkgsNix"],
@@ -93,7 +81,7 @@ fn module_evaluates_inside_nixos_24_11() {
 #[test]
 fn module_options_evaluate_with_the_2026_lib() {
     let Some(lib) =
-        real_nix_support::tree(Tree::Lib2026, "module_options_evaluate_with_the_2026_lib")
+        support::real_nix::tree(Tree::Lib2026, "module_options_evaluate_with_the_2026_lib")
     else {
         return;
     };

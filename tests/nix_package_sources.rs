@@ -4,17 +4,13 @@
 //! 40-hex tag builds that commit; resolved first (as the server does), each
 //! builds exactly the commit it was resolved to.
 
-mod nix_support;
-
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use nix_support::*;
 use nixery::identity::Revision;
 use nixery::image::Image;
-use nixery::resolve::{Resolver, ResolverSettings};
 use nixery::source::PackageSource;
+use support::nix::*;
+use support::{commit_greeting, git};
 
 /// A git repository with the offline package set:
 ///   first commit  "Hello from the first commit!"   (no ref names it)
@@ -26,39 +22,11 @@ struct PackageRepo {
     first_commit: String,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=nixery tests",
-            "-c",
-            "user.email=tests@nixery.invalid",
-        ])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-fn commit_greeting(dir: &Path, greeting: &str) -> String {
-    std::fs::write(dir.join("hello-greeting.txt"), format!("{greeting}\n")).unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", greeting]);
-    git(dir, &["rev-parse", "HEAD"])
-}
-
 impl PackageRepo {
     fn new() -> PackageRepo {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q", "-b", "main"]);
-        for entry in std::fs::read_dir(offline_pkgs_source_dir()).unwrap() {
+        for entry in std::fs::read_dir(support::offline_pkgs_dir()).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
         }
@@ -76,34 +44,19 @@ impl PackageRepo {
         PackageSource::Git(format!("file://{}", self.dir.path().display()))
     }
 
-    /// What hello prints in the image built at `tag` (unresolved: the tag
-    /// goes to Nix as it is).
+    /// What hello prints in the image built at `tag`.
     async fn hello_at(&self, tag: &str) -> String {
-        let (runner, _) = runner(self.source(), Duration::from_secs(300));
-        let image = Image::from_name("hello", tag);
-        let result = runner.prepare_image(&image).await.unwrap();
-        run_hello(&result)
+        self.resolved_hello_at(self.source(), tag).await.1
     }
 
     /// The commit `tag` resolves to and what hello prints when built from
-    /// that resolution.
+    /// that resolution (as the server builds it).
     async fn resolved_hello_at(&self, source: PackageSource, tag: &str) -> (String, String) {
-        let (runner, _) = runner(source.clone(), Duration::from_secs(300));
-        let resolver = Resolver::new(ResolverSettings {
-            source,
-            embedded_hash: None,
-            ttl: Duration::from_secs(60),
-            channel_remote: "file:///nonexistent".into(),
-        });
-        let resolved = resolver.resolve(tag).await.unwrap();
-        let Revision::Commit(commit) = resolved.revision.clone() else {
-            panic!("{resolved:?}");
+        let step = runner(source, Duration::from_secs(300));
+        let Revision::Commit(commit) = step.resolve(tag).await.revision else {
+            panic!("{tag} did not resolve to a commit");
         };
-        let image = Image::from_name("hello", tag);
-        let result = runner
-            .prepare_image_from(&image, resolved.src_type, resolved.src_args)
-            .await
-            .unwrap();
+        let result = step.build(&Image::from_name("hello", tag)).await.unwrap();
         (commit, run_hello(&result))
     }
 

@@ -1,27 +1,21 @@
 //! The Nix step against the offline package set, with the real nix-build:
 //! runtime graphs, the symlink layer and the package lookup rules.
 
-mod nix_support;
-
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use nix_support::*;
-use nixery::build_errors::BuildErrors;
+use nixery::build_errors::FailureKind;
 use nixery::image::Image;
 use nixery::nix::{NixError, NixRunner, NixSettings, RefusalReason};
 use nixery::source::PackageSource;
 use sha2::{Digest, Sha256};
+use support::nix::*;
 
 #[tokio::test]
 async fn hello_runtime_graph_references_the_libc() {
-    let (runner, _) = offline_runner();
-    let result = runner
-        .prepare_image(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let runner = offline_runner();
+    let result = runner.build_named("hello").await.unwrap();
 
     let top = top_level(&result);
     let names: Vec<&str> = top.iter().map(|p| package_name(p)).collect();
@@ -43,11 +37,8 @@ async fn hello_runtime_graph_references_the_libc() {
 
 #[tokio::test]
 async fn symlink_layer_holds_the_forest_tmp_and_env() {
-    let (runner, _) = offline_runner();
-    let result = runner
-        .prepare_image(&Image::from_name("git/hello", "latest"))
-        .await
-        .unwrap();
+    let runner = offline_runner();
+    let result = runner.build_named("git/hello").await.unwrap();
     let layer = &result.symlink_layer;
 
     let bytes = std::fs::read(&layer.path).unwrap();
@@ -137,11 +128,8 @@ fn env_link(result: &nixery::nix::PrepareResult) -> Option<String> {
 
 #[tokio::test]
 async fn env_is_the_one_of_the_image_coreutils_and_absent_without_one() {
-    let (runner, _) = offline_runner();
-    let result = runner
-        .prepare_image(&Image::from_name("coreutils/hello", "latest"))
-        .await
-        .unwrap();
+    let runner = offline_runner();
+    let result = runner.build_named("coreutils/hello").await.unwrap();
     let env_target = env_link(&result).expect("usr/bin/env with coreutils in the image");
     let coreutils = find_path(&top_level(&result), "coreutils-").to_string();
     assert_eq!(env_target, format!("{coreutils}/bin/env"));
@@ -151,18 +139,15 @@ async fn env_is_the_one_of_the_image_coreutils_and_absent_without_one() {
         .unwrap();
     assert!(status.success());
 
-    let result = runner
-        .prepare_image(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("hello").await.unwrap();
     assert_eq!(env_link(&result), None);
 }
 
 #[tokio::test]
 async fn shell_resolves_to_its_four_packages() {
-    let (runner, _) = offline_runner();
+    let runner = offline_runner();
     let image = Image::from_name("shell", "latest");
-    let result = runner.prepare_image(&image).await.unwrap();
+    let result = runner.build(&image).await.unwrap();
     let mut names: Vec<String> = top_level(&result)
         .iter()
         .map(|p| package_name(p).split('-').next().unwrap().to_string())
@@ -183,12 +168,9 @@ async fn shell_resolves_to_its_four_packages() {
 
 #[tokio::test]
 async fn lowercase_name_finds_the_camel_case_attribute() {
-    let (runner, _) = offline_runner();
+    let runner = offline_runner();
     let result = runner
-        .prepare_image(&Image::from_name(
-            "haskellpackages.stylish-haskell",
-            "latest",
-        ))
+        .build_named("haskellpackages.stylish-haskell")
         .await
         .unwrap();
     find_path(&top_level(&result), "stylish-haskell-");
@@ -197,27 +179,21 @@ async fn lowercase_name_finds_the_camel_case_attribute() {
 #[tokio::test]
 async fn name_starting_with_a_digit_finds_the_underscore_attribute() {
     // `_1password` is unfree, like nixpkgs' own.
-    let (runner, _) = runner_with(NixSettings {
+    let runner = runner_with(NixSettings {
         source: PackageSource::Builtin,
         timeout: Duration::from_secs(300),
         deadline: Duration::from_secs(300),
         allow_unfree: true,
         prepare_image: None,
     });
-    let result = runner
-        .prepare_image(&Image::from_name("1password", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("1password").await.unwrap();
     find_path(&top_level(&result), "1password-cli-");
 }
 
 #[tokio::test]
 async fn shared_dependencies_appear_once_in_the_graph() {
-    let (runner, _) = offline_runner();
-    let result = runner
-        .prepare_image(&Image::from_name("git/curl/htop", "latest"))
-        .await
-        .unwrap();
+    let runner = offline_runner();
+    let result = runner.build_named("git/curl/htop").await.unwrap();
     let paths: Vec<&str> = result
         .runtime_graph
         .graph
@@ -241,23 +217,17 @@ async fn shared_dependencies_appear_once_in_the_graph() {
 
 #[tokio::test]
 async fn big_package_closure_exceeds_100_mb() {
-    let (runner, _) = offline_runner();
-    let result = runner
-        .prepare_image(&Image::from_name("bigpkg", "latest"))
-        .await
-        .unwrap();
+    let runner = offline_runner();
+    let result = runner.build_named("bigpkg").await.unwrap();
     let big = find_path(&top_level(&result), "bigpkg-").to_string();
     assert!(graph_entry(&result, &big).closure_size > 100_000_000);
 }
 
 #[tokio::test]
 async fn missing_package_is_reported_by_name() {
-    let (runner, errors) = offline_runner();
+    let runner = offline_runner();
     let err = runner
-        .prepare_image(&Image::from_name(
-            "hello/doesnotexist/also-missing",
-            "latest",
-        ))
+        .build_named("hello/doesnotexist/also-missing")
         .await
         .unwrap_err();
     assert_eq!(
@@ -267,75 +237,62 @@ async fn missing_package_is_reported_by_name() {
             ("doesnotexist".to_string(), RefusalReason::NotFound)
         ]
     );
-    assert!(errors.recent().is_empty(), "not-found is not a build error");
+    assert_eq!(
+        reported(err).0,
+        FailureKind::Packages,
+        "not-found is not a build error"
+    );
 }
 
 #[tokio::test]
 async fn every_prepare_starts_one_nix_build() {
-    let (runner, _) = offline_runner();
-    assert_eq!(runner.builds_started(), 0);
-    runner
-        .prepare_image(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
-    runner
-        .prepare_image(&Image::from_name("nope", "latest"))
-        .await
-        .unwrap_err();
-    assert_eq!(runner.builds_started(), 2);
+    let runner = offline_runner();
+    assert_eq!(runner.runner().builds_started(), 0);
+    runner.build_named("hello").await.unwrap();
+    runner.build_named("nope").await.unwrap_err();
+    assert_eq!(runner.runner().builds_started(), 2);
 }
 
 #[tokio::test]
 async fn arm64_images_are_evaluated_for_aarch64() {
-    let (runner, errors) = offline_runner();
-    let err = runner
-        .prepare_image(&Image::from_name("arm64/nope", "latest"))
-        .await
-        .unwrap_err();
+    let runner = offline_runner();
+    let err = runner.build_named("arm64/nope").await.unwrap_err();
     assert_eq!(
         refused(&err),
         [("nope".to_string(), RefusalReason::NotFound)]
     );
 
     // The offline set's binaries are x86-64: the aarch64 build is refused.
-    let err = runner
-        .prepare_image(&Image::from_name("arm64/hello", "latest"))
-        .await
-        .unwrap_err();
-    match err {
-        NixError::BuildFailed { stderr_tail, .. } => {
-            assert!(stderr_tail.contains("aarch64-linux"), "{stderr_tail}")
+    let err = runner.build_named("arm64/hello").await.unwrap_err();
+    match &err {
+        NixError::BuildFailed { image, stderr_tail } => {
+            assert!(stderr_tail.contains("aarch64-linux"), "{stderr_tail}");
+            assert_eq!(image, "arm64/hello:latest");
         }
         other => panic!("expected BuildFailed, got {other:?}"),
     }
-    assert_eq!(errors.recent()[0].image, "arm64/hello:latest");
+    assert_eq!(reported(err).0, FailureKind::Nix);
 }
 
 #[tokio::test]
 async fn package_path_source_is_used() {
-    let (runner, _) = runner(
-        PackageSource::Path(offline_pkgs_source_dir()),
+    let runner = runner(
+        PackageSource::Path(support::offline_pkgs_dir()),
         Duration::from_secs(300),
     );
-    let result = runner
-        .prepare_image(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let result = runner.build_named("hello").await.unwrap();
     assert_eq!(run_hello(&result), "Hello, world!");
 }
 
 #[tokio::test]
 async fn missing_package_path_is_a_setup_error() {
-    let err = NixRunner::new(
-        NixSettings {
-            source: PackageSource::Path("/nonexistent/nixery-pkgs".into()),
-            timeout: Duration::from_secs(10),
-            deadline: Duration::from_secs(10),
-            allow_unfree: false,
-            prepare_image: None,
-        },
-        Arc::new(BuildErrors::new()),
-    )
+    let err = NixRunner::new(NixSettings {
+        source: PackageSource::Path("/nonexistent/nixery-pkgs".into()),
+        timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(10),
+        allow_unfree: false,
+        prepare_image: None,
+    })
     .unwrap_err();
     assert!(matches!(err, NixError::Setup(_)), "{err:?}");
 }
@@ -345,45 +302,30 @@ async fn wrapper_program_runs_the_nix_step() {
     // Build the nixery-prepare-image wrapper from prepare-image/default.nix
     // with the offline set standing in for nixpkgs.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image");
-    let output = std::process::Command::new("nix-build")
-        .arg("--no-out-link")
-        .arg(root.join("default.nix"))
-        .args(["--arg", "pkgs"])
-        .arg(format!(
-            "import {} {{}}",
-            root.join("offline-pkgs").display()
-        ))
-        .args(["--argstr", "nixBuild", "nix-build"])
-        .output()
-        .expect("run nix-build");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let built = support::run(
+        std::process::Command::new("nix-build")
+            .arg("--no-out-link")
+            .arg(root.join("default.nix"))
+            .args(["--arg", "pkgs"])
+            .arg(format!(
+                "import {} {{}}",
+                root.join("offline-pkgs").display()
+            ))
+            .args(["--argstr", "nixBuild", "nix-build"]),
     );
-    let wrapper = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let wrapper = built.trim().to_string();
     let program = Path::new(&wrapper).join("bin/nixery-prepare-image");
 
-    let runner = NixRunner::new(
-        NixSettings {
-            source: PackageSource::Builtin,
-            timeout: Duration::from_secs(300),
-            deadline: Duration::from_secs(300),
-            allow_unfree: false,
-            prepare_image: Some(program),
-        },
-        Arc::new(BuildErrors::new()),
-    )
-    .unwrap();
-    let result = runner
-        .prepare_image(&Image::from_name("hello", "latest"))
-        .await
-        .unwrap();
+    let runner = runner_with(NixSettings {
+        source: PackageSource::Builtin,
+        timeout: Duration::from_secs(300),
+        deadline: Duration::from_secs(300),
+        allow_unfree: false,
+        prepare_image: Some(program),
+    });
+    let result = runner.build_named("hello").await.unwrap();
     assert_eq!(run_hello(&result), "Hello, world!");
-    let err = runner
-        .prepare_image(&Image::from_name("nope", "latest"))
-        .await
-        .unwrap_err();
+    let err = runner.build_named("nope").await.unwrap_err();
     assert_eq!(
         refused(&err),
         [("nope".to_string(), RefusalReason::NotFound)]

@@ -12,20 +12,15 @@
 //!
 //! Without `../shared/real-nix` every test prints SKIPPED and returns.
 
-mod common;
-mod nix_support;
-mod real_nix_support;
-
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix_support::*;
 use nixery::image::Image;
 use nixery::nix::RefusalReason;
 use nixery::source::PackageSource;
-use real_nix_support::Tree;
 use serde_json::Value;
+use support::nix::*;
+use support::real_nix::Tree;
 
 use RefusalReason::*;
 
@@ -97,16 +92,13 @@ fn refusal_cases(tree: Tree) -> Vec<Refused> {
 }
 
 async fn refusals_are_decided_by_evaluation(tree: Tree, test: &str) {
-    let Some(dir) = real_nix_support::tree(tree, test) else {
+    let Some(dir) = support::real_nix::tree(tree, test) else {
         return;
     };
-    let (runner, errors) = runner(PackageSource::Path(dir), Duration::from_secs(120));
+    let runner = runner(PackageSource::Path(dir), Duration::from_secs(120));
     for case in refusal_cases(tree) {
         let started = Instant::now();
-        let err = runner
-            .prepare_image(&Image::from_name(case.image, "latest"))
-            .await
-            .expect_err(case.image);
+        let err = runner.build_named(case.image).await.expect_err(case.image);
         let elapsed = started.elapsed();
         assert_eq!(
             refused(&err),
@@ -125,8 +117,13 @@ async fn refusals_are_decided_by_evaluation(tree: Tree, test: &str) {
             "{} took {elapsed:?}",
             case.image
         );
+        assert_eq!(
+            reported(err).0,
+            nixery::build_errors::FailureKind::Packages,
+            "{}: refusals are not build errors",
+            case.image
+        );
     }
-    assert!(errors.recent().is_empty(), "refusals are not build errors");
 }
 
 #[tokio::test]
@@ -154,43 +151,35 @@ fn instantiate_image(
     packages: &[String],
     system: &str,
     allow_unfree: bool,
-) -> serde_json::Map<String, Value> {
+) -> std::collections::BTreeMap<String, Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image");
-    let output = Command::new("nix-instantiate")
-        .arg(root.join("prepare-image.nix"))
-        .args(["--argstr", "packages"])
-        .arg(serde_json::to_string(packages).expect("JSON"))
-        .args(["--argstr", "srcType", "path", "--argstr", "srcArgs"])
-        .arg(tree)
-        .args(["--argstr", "system", system])
-        .args(["--argstr", "allowUnfree", &allow_unfree.to_string()])
-        .output()
-        .expect("run nix-instantiate");
-    assert!(
-        output.status.success(),
-        "{packages:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let drv = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let shown = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "show-derivation",
-            "--recursive",
-        ])
-        .arg(&drv)
-        .output()
-        .expect("run nix show-derivation");
-    assert!(shown.status.success());
-    match serde_json::from_slice(&shown.stdout).expect("JSON") {
-        Value::Object(map) => map,
-        other => panic!("unexpected {other}"),
-    }
+    let packages = serde_json::to_string(packages).expect("JSON");
+    let prepare = root.join("prepare-image.nix");
+    let tree = tree.to_str().expect("UTF-8 path");
+    let allow_unfree = allow_unfree.to_string();
+    let drvs = instantiate(&[
+        prepare.to_str().expect("UTF-8 path"),
+        "--argstr",
+        "packages",
+        &packages,
+        "--argstr",
+        "srcType",
+        "path",
+        "--argstr",
+        "srcArgs",
+        tree,
+        "--argstr",
+        "system",
+        system,
+        "--argstr",
+        "allowUnfree",
+        &allow_unfree,
+    ]);
+    derivations(&drvs)
 }
 
 /// The derivation in `closure` whose name starts with `prefix`.
-fn find_drv<'a>(closure: &'a serde_json::Map<String, Value>, prefix: &str) -> &'a Value {
+fn find_drv<'a>(closure: &'a std::collections::BTreeMap<String, Value>, prefix: &str) -> &'a Value {
     closure
         .iter()
         .find(|(path, _)| package_name(path).starts_with(prefix))
@@ -199,7 +188,7 @@ fn find_drv<'a>(closure: &'a serde_json::Map<String, Value>, prefix: &str) -> &'
 }
 
 fn found_packages_evaluate(tree: Tree, test: &str) {
-    let Some(dir) = real_nix_support::tree(tree, test) else {
+    let Some(dir) = support::real_nix::tree(tree, test) else {
         return;
     };
     let python = match tree {
@@ -263,10 +252,10 @@ fn found_packages_of_nixpkgs_20_09_evaluate() {
 /// The server with `tree` as its package set answers each refusal with
 /// its registry error, quickly and without building anything.
 fn server_answers_refusals(tree: Tree, test: &str) {
-    let Some(dir) = real_nix_support::tree(tree, test) else {
+    let Some(dir) = support::real_nix::tree(tree, test) else {
         return;
     };
-    let server = common::TestServer::builder()
+    let server = support::server::TestServer::builder()
         .env("NIXERY_PKGS_PATH", dir.to_str().expect("UTF-8 path"))
         .start();
     let client = reqwest::blocking::Client::builder()

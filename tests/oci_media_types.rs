@@ -10,9 +10,6 @@
 //!   proxy, sees an OCI manifest with `inspect --raw`, and `skopeo copy`
 //!   of it verifies every blob and keeps the manifest's digest.
 
-mod common;
-mod support;
-
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -20,8 +17,8 @@ use std::{
     time::Duration,
 };
 
-use common::{TestServer, sha256_hex};
 use serde_json::Value;
+use support::server::{TestServer, sha256_hex};
 use support::{count_logs, run};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";

@@ -9,12 +9,9 @@
 //! image holds x86-64 programs, but its manifest, config and place in the
 //! index are those of an arm64 image, which is what a client checks.
 
-mod common;
-mod support;
-
 use std::process::Command;
 
-use common::TestServer;
+use support::server::TestServer;
 use support::{Containerd, any_system_pkgs, docker::Docker, run};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -10,13 +10,10 @@
 //! test needs arm64 to fail: the embedded offline set's aarch64
 //! derivations cannot be built on this x86-64 host.
 
-mod common;
-mod support;
-
-use common::TestServer;
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use support::any_system_pkgs;
+use support::server::TestServer;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -64,7 +61,10 @@ fn get(server: &TestServer, path: &str, accept: &[&str]) -> (String, String, Vec
         "GET {path}: {}",
         String::from_utf8_lossy(&body)
     );
-    assert_eq!(digest, format!("sha256:{}", common::sha256_hex(&body)));
+    assert_eq!(
+        digest,
+        format!("sha256:{}", support::server::sha256_hex(&body))
+    );
     (content_type, digest, body)
 }
 

@@ -1,11 +1,9 @@
 //! `nixery popcount` keeps every definite answer on disk: a rerun makes no
 //! requests, and a transient failure is neither cached nor written out.
 
-mod popcount_server;
-
 use std::sync::atomic::Ordering;
 
-use popcount_server::{EXPECTED, hash, popcount, start, text, write_list};
+use support::popcount::{EXPECTED, hash, popcount, start, text, write_list};
 
 #[tokio::test]
 async fn rerun_makes_no_requests_and_gives_the_same_map() {

@@ -2,12 +2,10 @@
 //! reports malformed narinfos and 404s without aborting, reads xz lists and
 //! keeps at most `--concurrency` requests in flight.
 
-mod popcount_server;
-
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
-use popcount_server::{
+use support::popcount::{
     EXPECTED, GONE, MALFORMED, hash, popcount, start, store_path_list, text, write_list,
 };
 

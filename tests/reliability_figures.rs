@@ -9,10 +9,6 @@
 //! - `kill_nine_figure`: 8 `kill -9` of the server at random moments during
 //!   builds, then a restart and a consistency check of the storage.
 
-mod common;
-mod support;
-mod support_gcs;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -20,12 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{TestServer, sha256_hex};
 use serde_json::Value;
+use support::gcs::{BUCKET, FakeGcs};
+use support::server::{MANIFEST_V2, TestServer, sha256_hex};
 use support::{layer_digests, offline_pkgs_repo};
-use support_gcs::{BUCKET, FakeGcs};
-
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// A small xorshift generator seeded from the clock (printed, so that a
 /// run can be repeated).
@@ -51,16 +45,7 @@ impl Rng {
 }
 
 fn get_manifest_blocking(server: &TestServer, name: &str, tag: &str) -> Value {
-    let response = reqwest::blocking::Client::new()
-        .get(server.url(&format!("/v2/{name}/manifests/{tag}")))
-        .header("Accept", MANIFEST_V2)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .expect("manifest answer");
-    let status = response.status();
-    let text = response.text().expect("manifest body");
-    assert_eq!(status, 200, "{name}:{tag}: {text}");
-    serde_json::from_str(&text).expect("manifest JSON")
+    serde_json::from_slice(&server.manifest(name, tag)).expect("manifest JSON")
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -78,10 +63,7 @@ async fn load_figure() {
     const DURATION: Duration = Duration::from_secs(15);
     let (repo, commit) = offline_pkgs_repo();
     let server = TestServer::builder()
-        .env(
-            "NIXERY_PKGS_REPO",
-            format!("file://{}", repo.path().display()),
-        )
+        .pkgs_repo(repo.path())
         .env("NIX_TIMEOUT", "300")
         .start();
     // Warm: build once; afterwards the tag is a manifest cache hit.
@@ -316,10 +298,7 @@ fn kill_nine_figure() {
     let start = || {
         TestServer::builder()
             .storage_path(storage.path())
-            .env(
-                "NIXERY_PKGS_REPO",
-                format!("file://{}", repo.path().display()),
-            )
+            .pkgs_repo(repo.path())
             .env("NIX_TIMEOUT", "300")
             .start()
     };
@@ -364,16 +343,11 @@ fn kill_nine_figure() {
     let all: Vec<String> = (0..KILLS).flat_map(|r| round_images(&images, r)).collect();
     for image in &all {
         let layout = work.path().join(image.replace('/', "_"));
-        let copy = Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!("docker://{}/{image}:{commit}", server.addr()))
-            .arg(format!("oci:{}:img", layout.display()))
-            .output()
-            .expect("run skopeo");
-        assert!(
-            copy.status.success(),
-            "{image}: {}",
-            String::from_utf8_lossy(&copy.stderr)
+        support::run_output(
+            Command::new("skopeo")
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!("docker://{}/{image}:{commit}", server.addr()))
+                .arg(format!("oci:{}:img", layout.display())),
         );
     }
     let (blobs, records, manifests) = check_consistency(storage.path());

@@ -15,9 +15,6 @@
 //! * with several platforms, an image index's referrers list the SBOM of
 //!   every image it names.
 
-mod common;
-mod support;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
@@ -25,9 +22,9 @@ use std::{
     time::Duration,
 };
 
-use common::{TestServer, sha256_hex};
 use reqwest::blocking::Client;
 use serde_json::Value;
+use support::server::{TestServer, sha256_hex};
 use support::{any_system_pkgs, pull_and_unpack, run};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";

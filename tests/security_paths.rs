@@ -5,11 +5,9 @@
 //! Requests are written to a raw socket so that `..` and percent escapes
 //! arrive exactly as sent (HTTP clients normalise them).
 
-mod common;
-
 use std::{collections::BTreeSet, path::Path};
 
-use common::{TestServer, raw_request, sha256_hex};
+use support::server::{TestServer, raw_request, sha256_hex};
 
 const SECRET: &[u8] = b"SECRET-CONTENT-MUST-NOT-LEAK";
 

@@ -2,19 +2,17 @@
 //! asked, what the server runs with (never credentials) and which builds
 //! failed recently, with every interpolated string HTML-escaped.
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::TcpStream,
     time::Duration,
 };
 
-use common::TestServer;
 use reqwest::{
     StatusCode,
     header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, X_CONTENT_TYPE_OPTIONS},
 };
+use support::server::TestServer;
 
 /// The image whose build fails printing markup (offline package set).
 const XSS_IMAGE: &str = "xss-failing";
@@ -169,6 +167,11 @@ async fn git_source_credentials_never_appear() {
         "{body}"
     );
     assert!(body.contains("<code>hello:latest</code>"), "{body}");
+    // Listing the repository's refs failed: a source failure, not Nix's.
+    assert!(
+        body.contains("<code>hello:latest</code> (source failure)"),
+        "{body}"
+    );
     assert!(!body.contains("secret"), "{body}");
     assert!(!body.contains("user:"), "{body}");
 }

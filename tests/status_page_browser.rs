@@ -4,8 +4,6 @@
 //! Needs Debian's `chromium` (`apt-get install -y chromium`); the test
 //! fails, rather than skips, when it is missing.
 
-mod common;
-
 use std::{
     io::Read,
     os::unix::process::CommandExt,
@@ -14,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::TestServer;
+use support::server::TestServer;
 
 /// The browser binary.
 const CHROMIUM: &str = "/usr/bin/chromium";

@@ -3,22 +3,16 @@
 //! `Retry-After` and no Nix build is started. Once storage is back, the
 //! same pull builds.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::TestServer;
+use support::server::TestServer;
 use support::{count_logs, offline_pkgs_repo};
 
 #[test]
 fn failing_cache_lookup_is_answered_503_without_running_nix() {
     let (repo, commit) = offline_pkgs_repo();
     let server = TestServer::builder()
-        .env(
-            "NIXERY_PKGS_REPO",
-            format!("file://{}", repo.path().display()),
-        )
+        .pkgs_repo(repo.path())
         .env("NIX_TIMEOUT", "120")
         .start();
     // Reading any cached manifest now fails with "not a directory".

@@ -1,10 +1,8 @@
 //! `GET /v2/<name>/tags/list` answers `latest` for any valid name, with the
 //! pagination parameters, and the usual registry errors otherwise.
 
-mod common;
-
-use common::{TestServer, raw_request};
 use reqwest::{Method, StatusCode};
+use support::server::{TestServer, raw_request};
 
 async fn get(server: &TestServer, method: Method, path: &str) -> (StatusCode, serde_json::Value) {
     let response = reqwest::Client::new()

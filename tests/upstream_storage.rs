@@ -6,9 +6,6 @@
 //! object's content type is the `user.mime_type` extended attribute (empty
 //! on build records), with no `.meta~` sidecar.
 
-mod common;
-mod support;
-
 use std::{
     collections::{BTreeSet, HashMap},
     io::{Read, Write},
@@ -16,11 +13,10 @@ use std::{
     process::Command,
 };
 
-use common::{TestServer, sha256_hex};
 use serde_json::Value;
+use support::server::{TestServer, sha256_hex};
 use support::{count_logs, layer_digests, pull_and_unpack, resolve_in_root, run};
 
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const CONFIG_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 const XATTR: &str = "user.mime_type";
@@ -33,14 +29,7 @@ fn server_on(root: &Path) -> TestServer {
 }
 
 fn get_manifest(server: &TestServer, name: &str) -> Value {
-    let response = reqwest::blocking::Client::new()
-        .get(server.url(&format!("/v2/{name}/manifests/latest")))
-        .header("Accept", MANIFEST_V2)
-        .timeout(std::time::Duration::from_secs(300))
-        .send()
-        .expect("request manifest");
-    assert_eq!(response.status(), 200, "manifest of {name}");
-    response.json().expect("manifest JSON")
+    serde_json::from_slice(&server.manifest(name, "latest")).expect("manifest JSON")
 }
 
 /// Names of the objects under `root/<prefix>` (no helper files).
@@ -137,12 +126,7 @@ fn records_and_blobs_written_here_are_what_upstream_reads() {
     for key in objects(root.path(), "builds") {
         let bytes = std::fs::read(root.path().join("builds").join(&key)).unwrap();
         let record: Value = serde_json::from_slice(&bytes).expect("record is JSON");
-        let fields: BTreeSet<&str> = record
-            .as_object()
-            .expect("record is an object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let fields = support::keys(&record);
         assert_eq!(
             fields,
             BTreeSet::from(["mediaType", "size", "digest", "TarHash"]),

@@ -9,43 +9,26 @@
 //! * the local manifest tier survives a restart and is never used for
 //!   another storage.
 
-mod common;
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{TestServer, TestServerBuilder};
 use serde_json::Value;
-use support::{any_system_pkgs, count_logs, offline_pkgs_dir, run};
-
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+use support::server::{MANIFEST_V2, TestServer, TestServerBuilder};
+use support::{any_system_pkgs, commit_greeting, count_logs, git, offline_pkgs_dir, run};
 
 /// A manifest request's status and body.
 fn pull(server: &TestServer, name: &str, tag: &str) -> (u16, Vec<u8>) {
-    let response = reqwest::blocking::Client::new()
-        .get(server.url(&format!("/v2/{name}/manifests/{tag}")))
-        .header("Accept", MANIFEST_V2)
-        .timeout(Duration::from_secs(300))
-        .send()
-        .expect("request manifest");
+    let response = server.request_manifest(name, tag);
     let status = response.status().as_u16();
     (status, response.bytes().expect("body").to_vec())
 }
 
 /// The manifest of a pull that must succeed.
 fn manifest(server: &TestServer, name: &str, tag: &str) -> Vec<u8> {
-    let (status, body) = pull(server, name, tag);
-    assert_eq!(
-        status,
-        200,
-        "{name}:{tag}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    body
+    server.manifest(name, tag)
 }
 
 /// The image config a manifest names, read from the server's storage.
@@ -181,23 +164,6 @@ fn package_repo() -> tempfile::TempDir {
     dir
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
-        .args(args))
-    .trim()
-    .to_string()
-}
-
-fn commit_greeting(dir: &Path, greeting: &str) -> String {
-    std::fs::write(dir.join("hello-greeting.txt"), format!("{greeting}\n")).unwrap();
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", greeting]);
-    git(dir, &["rev-parse", "HEAD"])
-}
-
 #[test]
 fn warm_pulls_start_no_nix_process_for_any_source_kind() {
     let scratch = tempfile::tempdir().unwrap();
@@ -323,12 +289,7 @@ fn git_branch_moves_after_the_ttl_and_not_before_to_the_resolved_commit() {
 #[test]
 fn unknown_git_ref_is_manifest_unknown_without_running_nix() {
     let repo = package_repo();
-    let server = TestServer::builder()
-        .env(
-            "NIXERY_PKGS_REPO",
-            format!("file://{}", repo.path().display()),
-        )
-        .start();
+    let server = TestServer::builder().pkgs_repo(repo.path()).start();
     let (status, body) = pull(&server, "hello", "no-such-branch");
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
     let body: Value = serde_json::from_slice(&body).unwrap();

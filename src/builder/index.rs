@@ -26,9 +26,10 @@
 use bytes::Bytes;
 use futures::future::join_all;
 
-use super::{BuildError, Builder, BuiltManifest, ImageManifests};
+use super::{BuildError, Builder, BuiltManifest, ImageManifests, LayersError};
 use crate::referrers::{Subject, store as referrers_store};
 use crate::{
+    build_errors::FailureKind,
     identity::{self, ImageIdentity},
     image::Image,
     image_index::{self, IndexEntry, IndexKind},
@@ -114,11 +115,11 @@ impl Builder {
 
         let bytes = Bytes::from(
             image_index::assemble(kind, &entries)
-                .map_err(|error| BuildError::Layers(error.to_string()))?,
+                .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?,
         );
         self.inner
-            .cache
-            .put_small_blob(kind.media_type(), bytes.clone())
+            .layers
+            .put_blob(kind.media_type(), bytes.clone())
             .await?;
         let built = BuiltManifest::with_media_type(bytes, kind.media_type());
         // The index lists the SBOM of every image it names.
@@ -128,8 +129,12 @@ impl Builder {
             size: built.bytes.len() as u64,
         };
         for entry in &entries {
-            referrers_store::reattach(self.inner.cache.storage().as_ref(), &entry.digest, &subject)
-                .await?;
+            referrers_store::reattach(
+                self.inner.layers.storage().as_ref(),
+                &entry.digest,
+                &subject,
+            )
+            .await?;
         }
         if !final_answer {
             tracing::warn!(image = %image.name, tag = %image.tag, digest = %built.digest, "index missing a platform that may build on a retry, not caching it");
@@ -148,11 +153,11 @@ impl Builder {
     /// Log and record (for the status page) that `platform` is left out of
     /// the index of `image` because its build failed with `error`.
     fn left_out(&self, image: &Image, platform: Platform, error: &BuildError) {
-        let detail = crate::redact::redact(&crate::error_text::chain(error));
-        tracing::warn!(image = %image.name, tag = %image.tag, platform = %platform, kind = error.kind(), error = %detail, "platform left out of the index");
-        self.inner.settings.build_errors.record_kind(
+        let detail = error.detail();
+        tracing::warn!(image = %image.name, tag = %image.tag, platform = %platform, kind = %error.kind(), error = %detail, "platform left out of the index");
+        self.inner.settings.build_errors.record(
             &format!("{}:{} ({platform})", image.name, image.tag),
-            "platform",
+            FailureKind::Platform,
             &format!(
                 "left out of the image index ({} failed): {detail}",
                 error.kind()

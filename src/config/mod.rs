@@ -9,7 +9,7 @@
 //! (concurrency), [`cache`] (manifest caches), [`storage`] (the backend
 //! choice) and each backend's own `settings` module
 //! ([`crate::storage::filesystem::settings`],
-//! [`crate::storage::gcs::settings`]). A declaration names the variable, the
+//! [`crate::storage::gcs::settings`], [`crate::storage::s3::settings`]). A declaration names the variable, the
 //! flag, the `--help` placeholder, the default and the parser (see
 //! [`parse`]); its doc comment is the `--help` line.
 //!
@@ -54,6 +54,7 @@ pub const GROUPS: &[&[SettingInfo]] = &[
     storage::SETTINGS,
     crate::storage::filesystem::settings::SETTINGS,
     crate::storage::gcs::settings::SETTINGS,
+    crate::storage::s3::settings::SETTINGS,
     nix::SETTINGS,
     build::SETTINGS,
     cache::SETTINGS,

@@ -1,10 +1,11 @@
 //! The storage backend setting; each backend's own settings live beside it
-//! (`storage/filesystem/settings.rs`, `storage/gcs/settings.rs`).
+//! (`storage/filesystem/settings.rs`, `storage/gcs/settings.rs`,
+//! `storage/s3/settings.rs`).
 
 use std::{ffi::OsStr, path::PathBuf};
 
 use super::{ConfigError, Parsed, ServeSettings, parse};
-use crate::storage::{filesystem, gcs};
+use crate::storage::{filesystem, gcs, s3};
 
 /// The storage backends there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,10 +14,12 @@ pub enum Backend {
     Filesystem,
     /// A Google Cloud Storage bucket.
     Gcs,
+    /// An S3 or S3-compatible bucket.
+    S3,
 }
 
 crate::settings! {
-    /// Storage backend: `filesystem` or `gcs` [default: filesystem].
+    /// Storage backend: `filesystem`, `gcs` or `s3` [default: filesystem].
     STORAGE_BACKEND: Backend = {
         env: "NIXERY_STORAGE_BACKEND", flag: "storage-backend", value_name: "BACKEND",
         default: Backend::Filesystem, parse: backend,
@@ -24,9 +27,10 @@ crate::settings! {
 }
 
 fn backend(raw: &OsStr) -> Parsed<Backend> {
-    parse::trimmed(raw, "expected filesystem or gcs", |v| match v {
+    parse::trimmed(raw, "expected filesystem, gcs or s3", |v| match v {
         "filesystem" => Some(Backend::Filesystem),
         "gcs" => Some(Backend::Gcs),
+        "s3" => Some(Backend::S3),
         _ => None,
     })
 }
@@ -42,6 +46,8 @@ pub enum StorageSetting {
         credentials: Option<PathBuf>,
         emulator_host: Option<String>,
     },
+    /// An S3 or S3-compatible bucket.
+    S3(s3::S3Settings),
 }
 
 impl StorageSetting {
@@ -65,6 +71,7 @@ impl StorageSetting {
                 "gcs:{}/{bucket}",
                 emulator_host.as_deref().unwrap_or("storage.googleapis.com")
             ),
+            StorageSetting::S3(settings) => settings.identity(),
         }
     }
 }
@@ -74,5 +81,6 @@ pub fn storage_setting(settings: &ServeSettings) -> Result<StorageSetting, Confi
     match settings.get(&STORAGE_BACKEND)? {
         Backend::Filesystem => filesystem::settings::storage_setting(settings),
         Backend::Gcs => gcs::settings::storage_setting(settings),
+        Backend::S3 => s3::settings::storage_setting(settings),
     }
 }

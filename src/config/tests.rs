@@ -113,8 +113,38 @@ fn gcs_with_bucket_keeps_credentials_and_emulator() {
 }
 
 #[test]
-fn unknown_backend_is_rejected() {
+fn s3_backend_takes_its_settings_from_its_own_group() {
     let err = rejected(&[("NIXERY_STORAGE_BACKEND", "s3")]);
+    assert!(
+        err.to_string().starts_with("S3_BUCKET must be set"),
+        "{err}"
+    );
+    let c = accepted(&[
+        ("NIXERY_STORAGE_BACKEND", "s3"),
+        ("S3_BUCKET", "layers"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ("S3_USE_PRESIGNED_URLS", "false"),
+    ]);
+    let StorageSetting::S3(s3) = &c.storage else {
+        panic!("{:?}", c.storage);
+    };
+    assert_eq!(s3.bucket, "layers");
+    assert_eq!(s3.addressing, crate::storage::s3::Addressing::Path);
+    assert!(!s3.presigned_urls);
+    let err = rejected(&[
+        ("NIXERY_STORAGE_BACKEND", "s3"),
+        ("S3_BUCKET", "layers"),
+        ("NIXERY_S3_PRESIGN_EXPIRY", "0"),
+    ]);
+    assert!(
+        err.to_string().starts_with("NIXERY_S3_PRESIGN_EXPIRY="),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_backend_is_rejected() {
+    let err = rejected(&[("NIXERY_STORAGE_BACKEND", "azure")]);
     assert!(err.to_string().contains("NIXERY_STORAGE_BACKEND"), "{err}");
 }
 

@@ -271,6 +271,15 @@ mod tests {
                 location: format!("https://storage.example/{key}?sig=1"),
             })
         }
+        async fn list(
+            &self,
+            _: crate::storage::KeyPrefix,
+        ) -> Result<Vec<crate::storage::ListedObject>, StorageError> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &StorageKey) -> Result<(), StorageError> {
+            Ok(())
+        }
     }
 
     #[tokio::test]

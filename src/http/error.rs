@@ -244,7 +244,9 @@ impl From<BuildError> for RegistryError {
 
 impl From<StorageError> for RegistryError {
     /// `NotFound` becomes 404 `BLOB_UNKNOWN` (manifest handlers map it to
-    /// `MANIFEST_UNKNOWN` themselves); other failures are internal.
+    /// `MANIFEST_UNKNOWN` themselves); a remote backend that fails (after
+    /// its retries) is 503 `UNAVAILABLE` with `Retry-After`, never a miss;
+    /// local I/O failures are internal.
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound(key) => Self::new(
@@ -252,6 +254,15 @@ impl From<StorageError> for RegistryError {
                 ErrorCode::BlobUnknown,
                 format!("{key} is not known to this registry"),
             ),
+            backend @ StorageError::Backend { .. } => Self {
+                retry_after: Some(RETRY_AFTER_SECS),
+                detail: Some(backend.to_string()),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "the storage backend is failing, try again later",
+                )
+            },
             other => Self::internal(other),
         }
     }
@@ -271,7 +282,7 @@ struct Entry<'a> {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         if let Some(detail) = &self.detail {
-            tracing::error!(error = %crate::redact::redact(detail), code = self.code.as_str(), "request failed");
+            tracing::error!(error = %detail, code = self.code.as_str(), "request failed");
         }
         let body = Body {
             errors: [Entry {
@@ -351,6 +362,19 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["errors"][0]["code"], "UNKNOWN");
         assert!(!body.to_string().contains("/secret/path"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_remote_backend_is_unavailable_not_a_miss() {
+        let e = StorageError::Backend {
+            backend: "s3",
+            key: "layers/x".to_owned(),
+            message: "HTTP 503 at http://secret-endpoint".to_owned(),
+        };
+        let (status, body) = body_of(e.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+        assert!(!body.to_string().contains("secret-endpoint"));
     }
 
     #[tokio::test]

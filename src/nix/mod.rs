@@ -34,10 +34,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::build_errors::BuildErrors;
 use crate::image::Image;
 use crate::layers::RuntimeGraph;
-use crate::source::PackageSource;
+use crate::source::{NixSource, PackageSource};
 use process::{ProcessGroup, Tail};
 pub use refusal::{Refusal, RefusalReason};
 
@@ -94,7 +93,8 @@ pub struct PrepareResult {
 }
 
 /// Why the Nix step failed. `Display` is safe to show to clients: it holds
-/// no paths or Nix output (those are logged and kept in [`BuildErrors`]).
+/// no paths or Nix output (those are logged, and the builder keeps them for
+/// the status page, see [`NixError::output`]).
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     /// The package set refuses some requested packages (decided during
@@ -131,6 +131,19 @@ pub enum NixError {
     Setup(String),
 }
 
+impl NixError {
+    /// What Nix printed last (the tail of its stderr), for a build that
+    /// failed or timed out.
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            NixError::BuildFailed { stderr_tail, .. } | NixError::TimedOut { stderr_tail, .. } => {
+                Some(stderr_tail)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Runs the Nix step; one per server. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct NixRunner {
@@ -140,7 +153,7 @@ pub struct NixRunner {
     timeout: Duration,
     deadline: Duration,
     allow_unfree: bool,
-    build_errors: Arc<BuildErrors>,
+    embedded: bool,
     builds_started: AtomicU64,
     // Keeps the written Nix files alive as long as the runner.
     _files: tempfile::TempDir,
@@ -150,11 +163,7 @@ impl NixRunner {
     /// Prepare the Nix step: write the embedded Nix files to a private
     /// directory (the offline package set is used from there when the source
     /// is [`PackageSource::Builtin`]) and choose the program to run.
-    /// Failures of builds are recorded in `build_errors`.
-    pub fn new(
-        settings: NixSettings,
-        build_errors: Arc<BuildErrors>,
-    ) -> Result<NixRunner, NixError> {
+    pub fn new(settings: NixSettings) -> Result<NixRunner, NixError> {
         let files = tempfile::Builder::new()
             .prefix("nixery-nix-")
             .tempdir()
@@ -162,6 +171,7 @@ impl NixRunner {
         embedded::write_all(files.path())
             .map_err(|e| NixError::Setup(format!("writing the Nix files: {e}")))?;
 
+        let embedded = settings.source == PackageSource::Builtin;
         let source = match settings.source {
             PackageSource::Path(path) => PackageSource::Path(path.canonicalize().map_err(|e| {
                 NixError::Setup(format!("package set directory {}: {e}", path.display()))
@@ -190,7 +200,7 @@ impl NixRunner {
             timeout: settings.timeout,
             deadline: settings.deadline,
             allow_unfree: settings.allow_unfree,
-            build_errors,
+            embedded,
             builds_started: AtomicU64::new(0),
             _files: files,
         })
@@ -201,9 +211,10 @@ impl NixRunner {
         &self.source
     }
 
-    /// Where failures of the image step are recorded (for the status page).
-    pub fn build_errors(&self) -> &Arc<BuildErrors> {
-        &self.build_errors
+    /// The hash of the embedded Nix files when the source is the embedded
+    /// package set (its revision, see [`crate::resolve`]).
+    pub fn embedded_hash(&self) -> Option<String> {
+        self.embedded.then(embedded_files_hash)
     }
 
     /// How many Nix processes this runner has started.
@@ -211,9 +222,9 @@ impl NixRunner {
         self.builds_started.load(Ordering::Relaxed)
     }
 
-    /// The full argument vector for `image` built from the source given
-    /// as `srcType` and `srcArgs` (after the program name).
-    fn args(&self, image: &Image, src_type: &str, src_args: String) -> Vec<OsString> {
+    /// The full argument vector for `image` built from `source` (after
+    /// the program name).
+    fn args(&self, image: &Image, source: &NixSource) -> Vec<OsString> {
         let packages = serde_json::Value::from(image.packages.clone()).to_string();
         let mut args = self.leading_args.clone();
         let timeout_secs = self.timeout.as_secs().max(1).to_string();
@@ -222,8 +233,8 @@ impl NixRunner {
         }
         for (name, value) in [
             ("packages", packages),
-            ("srcType", src_type.to_string()),
-            ("srcArgs", src_args),
+            ("srcType", source.src_type().to_string()),
+            ("srcArgs", source.src_args()),
             ("system", image.arch.nix_system().to_string()),
             ("allowUnfree", self.allow_unfree.to_string()),
         ] {
@@ -234,44 +245,27 @@ impl NixRunner {
         args
     }
 
-    /// Run the Nix step for `image`. Stops the Nix process group (and so its
-    /// builds) when the timeout passes or when the returned future is
-    /// dropped.
-    pub async fn prepare_image(&self, image: &Image) -> Result<PrepareResult, NixError> {
-        let src_args = self.source.src_args(&image.tag);
-        self.prepare_image_from(image, self.source.src_type(), src_args)
-            .await
-    }
-
-    /// [`NixRunner::prepare_image`] with the package source given as
-    /// `srcType` and `srcArgs` (a source resolved to an exact revision,
-    /// see [`crate::resolve`]) instead of derived from the image tag.
-    pub async fn prepare_image_from(
+    /// Run the Nix step for `image` from `source` (a package set resolved
+    /// to an exact revision, see [`crate::resolve`]). Stops the Nix process
+    /// group (and so its builds) when the deadline passes or when the
+    /// returned future is dropped. Failures are logged here and reported by
+    /// the caller.
+    pub async fn prepare_image(
         &self,
         image: &Image,
-        src_type: &str,
-        src_args: String,
+        source: &NixSource,
     ) -> Result<PrepareResult, NixError> {
         let label = format!("{}:{}", image.name, image.tag);
-        let result = self.run(image, &label, src_type, src_args).await;
-        if let Err(error) = &result {
-            match error {
-                NixError::Refused(refusals) => {
-                    let refused: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-                    tracing::info!(image = %label, refused = ?refused, "packages refused");
-                }
-                NixError::BuildFailed { stderr_tail, .. }
-                | NixError::TimedOut { stderr_tail, .. } => {
-                    tracing::error!(image = %label, error = %error, "nix build failed");
-                    self.build_errors
-                        .record(&label, &format!("{error}\n{stderr_tail}"));
-                }
-                other => {
-                    let detail = error_chain(other);
-                    tracing::error!(image = %label, error = %detail, "nix build failed");
-                    self.build_errors.record(&label, &detail);
-                }
+        let result = self.run(image, &label, source).await;
+        match &result {
+            Err(NixError::Refused(refusals)) => {
+                let refused: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+                tracing::info!(image = %label, refused = ?refused, "packages refused");
             }
+            Err(error) => {
+                tracing::error!(image = %label, error = %error_chain(error), "nix build failed");
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -280,15 +274,14 @@ impl NixRunner {
         &self,
         image: &Image,
         label: &str,
-        src_type: &str,
-        src_args: String,
+        source: &NixSource,
     ) -> Result<PrepareResult, NixError> {
         self.builds_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(image = %label, system = image.arch.nix_system(), "nix build started");
 
         let mut command = Command::new(&self.program);
         command
-            .args(self.args(image, src_type, src_args))
+            .args(self.args(image, source))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -493,16 +486,13 @@ mod tests {
 
     #[test]
     fn arguments_carry_packages_as_json_and_the_source() {
-        let runner = NixRunner::new(
-            NixSettings {
-                source: PackageSource::Git("file:///srv/pkgs".into()),
-                timeout: Duration::from_secs(7),
-                deadline: Duration::from_secs(70),
-                allow_unfree: false,
-                prepare_image: Some(PathBuf::from("/bin/wrapper")),
-            },
-            Arc::new(BuildErrors::new()),
-        )
+        let runner = NixRunner::new(NixSettings {
+            source: PackageSource::Git("file:///srv/pkgs".into()),
+            timeout: Duration::from_secs(7),
+            deadline: Duration::from_secs(70),
+            allow_unfree: false,
+            prepare_image: Some(PathBuf::from("/bin/wrapper")),
+        })
         .unwrap();
         let image = Image {
             name: "x".into(),
@@ -510,16 +500,20 @@ mod tests {
             packages: vec!["a\"b".into(), "${c}".into()],
             arch: crate::image::Arch::Arm64,
         };
-        let src_args = runner.source().src_args(&image.tag);
+        let source = NixSource::Git {
+            url: "file:///srv/pkgs".into(),
+            rev: "0123456789abcdef0123456789abcdef01234567".into(),
+            reference: Some("refs/heads/main".into()),
+        };
         let mut args: Vec<String> = runner
-            .args(&image, runner.source().src_type(), src_args)
+            .args(&image, &source)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
         let src_args: serde_json::Value = serde_json::from_str(&args[10]).unwrap();
         assert_eq!(
             src_args,
-            serde_json::json!({"url": "file:///srv/pkgs", "ref": "main"})
+            serde_json::json!({"url": "file:///srv/pkgs", "rev": "0123456789abcdef0123456789abcdef01234567", "ref": "refs/heads/main"})
         );
         args[10] = "<srcArgs>".into();
         assert_eq!(

@@ -42,8 +42,9 @@ use tokio_util::io::ReaderStream;
 use crate::digest::Digest;
 
 use super::{
-    BUILDS_PREFIX, ByteStream, LAYERS_PREFIX, MANIFESTS_PREFIX, Persisted, REFERRERS_PREFIX,
-    STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey, file_body, staging,
+    BUILDS_PREFIX, ByteStream, KeyPrefix, LAYERS_PREFIX, ListedObject, MANIFESTS_PREFIX, Persisted,
+    REFERRERS_PREFIX, STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
+    file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -348,6 +349,35 @@ async fn commit(temp: tempfile::TempPath, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The regular files of `dir` whose names are valid under `prefix`.
+/// Blocking.
+fn list_dir(dir: &Path, prefix: KeyPrefix) -> io::Result<Vec<ListedObject>> {
+    let mut listed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| StorageKey::under(prefix, name).ok())
+        else {
+            continue;
+        };
+        let metadata = match entry.metadata() {
+            Ok(metadata) if metadata.is_file() => metadata,
+            Ok(_) => continue,
+            // Removed since the directory was read.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        listed.push(ListedObject {
+            key,
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+        });
+    }
+    Ok(listed)
+}
+
 #[async_trait]
 impl Storage for FilesystemStorage {
     fn name(&self) -> &'static str {
@@ -385,6 +415,38 @@ impl Storage for FilesystemStorage {
             key: StorageKey(STAGING_PREFIX.to_owned()),
             source,
         })
+    }
+
+    /// Files of the prefix directory whose name is a valid key name: the
+    /// sidecars and temporary files (names starting with `.`) are left out.
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+        let dir = self.root.join(prefix.as_str());
+        let listed = tokio::task::spawn_blocking(move || list_dir(&dir, prefix))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|result| result);
+        listed.map_err(|source| StorageError::Io {
+            key: StorageKey(prefix.as_str().to_owned()),
+            source,
+        })
+    }
+
+    /// The object goes first, then its sidecar, so a visible object always
+    /// has its content type.
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        for path in [self.object_path(key), self.meta_path(key)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        key: key.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {

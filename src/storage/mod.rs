@@ -8,9 +8,15 @@
 pub mod file_body;
 pub mod filesystem;
 pub mod gcs;
+pub mod retry_policy;
+pub mod s3;
 pub mod staging;
 
-use std::{fmt, io, pin::Pin, time::Duration};
+use std::{
+    fmt, io,
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +38,34 @@ pub const STAGING_PREFIX: &str = "staging";
 /// Prefix of referrers lists (OCI image indexes of the artifacts, such as
 /// SBOMs, that refer to a manifest), keyed by the manifest's hex SHA-256.
 pub const REFERRERS_PREFIX: &str = "referrers";
+
+/// One of the five key prefixes, for listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyPrefix {
+    /// `layers/`: content-addressed blobs.
+    Layers,
+    /// `builds/`: layer build records.
+    Builds,
+    /// `manifests/`: cached manifests.
+    Manifests,
+    /// `staging/`: uploads not yet moved to their final key.
+    Staging,
+    /// `referrers/`: referrers lists, keyed by a manifest's digest.
+    Referrers,
+}
+
+impl KeyPrefix {
+    /// The prefix without its trailing `/`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPrefix::Layers => LAYERS_PREFIX,
+            KeyPrefix::Builds => BUILDS_PREFIX,
+            KeyPrefix::Manifests => MANIFESTS_PREFIX,
+            KeyPrefix::Staging => STAGING_PREFIX,
+            KeyPrefix::Referrers => REFERRERS_PREFIX,
+        }
+    }
+}
 
 /// A storage key: `<prefix>/<name>` where the prefix is one of the five
 /// known prefixes and the name is made only of `[A-Za-z0-9_.-]`, does not
@@ -87,6 +121,27 @@ impl StorageKey {
         Self::new(STAGING_PREFIX, name)
     }
 
+    /// The key named `name` under `prefix`, validated as that prefix's
+    /// constructor validates it.
+    pub fn under(prefix: KeyPrefix, name: &str) -> Result<Self, InvalidKey> {
+        match prefix {
+            KeyPrefix::Layers => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::layer(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
+            KeyPrefix::Builds => Self::build(name),
+            KeyPrefix::Manifests => Self::manifest(name),
+            KeyPrefix::Staging => Self::staging(name),
+            KeyPrefix::Referrers => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::referrers(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
+        }
+    }
+
+    /// The name after the prefix.
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or("", |(_, name)| name)
+    }
+
     /// The key as a relative path, `<prefix>/<name>`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -106,6 +161,17 @@ pub struct Persisted {
     pub sha256: Digest,
     /// Number of stored bytes.
     pub size: u64,
+}
+
+/// One object found by [`Storage::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: StorageKey,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written, if the backend reports it.
+    pub modified: Option<SystemTime>,
 }
 
 /// A `Range` request for part of a blob, as the client sent it.
@@ -189,7 +255,7 @@ pub enum StorageError {
 /// A place to keep blobs, build records and manifests.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Short backend name for logs (`filesystem`, `gcs`).
+    /// Short backend name for logs (`filesystem`, `gcs`, `s3`).
     fn name(&self) -> &'static str;
 
     /// Stream `body` into `key`, replacing any existing object, and return
@@ -233,12 +299,33 @@ pub trait Storage: Send + Sync + 'static {
         Ok(persisted)
     }
 
-    /// Remove what failed uploads and crashes left in staging: objects
-    /// whose owner is gone or older than `max_age`, never an upload in
-    /// progress (see [`staging`]). Returns how many were removed.
+    /// Every object under `prefix` whose name is a valid key name there
+    /// (objects this server cannot name, and a backend's helper files,
+    /// are left out), in no particular order.
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError>;
+
+    /// Remove the object at `key`; an absent object is not an error.
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
+
+    /// Remove what failed uploads and crashes left in staging, never an
+    /// upload in progress (see [`staging`]). Returns how many were removed.
+    ///
+    /// By default, for object stores: a staged object exists only between
+    /// a completed upload and its move (an upload in progress is no object
+    /// yet), so only its age counts, by the time in its name; owners may
+    /// be on other hosts. Names this server does not give are left alone.
     async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
-        let _ = max_age;
-        Ok(0)
+        let mut removed = 0;
+        for object in self.list(KeyPrefix::Staging).await? {
+            let stale = staging::parse_name(object.key.name())
+                .is_some_and(|(_, created)| staging::is_stale(created, max_age));
+            if stale {
+                self.delete(&object.key).await?;
+                removed += 1;
+                tracing::info!(backend = self.name(), object = %object.key, "removed stale staging object");
+            }
+        }
+        Ok(removed)
     }
 }
 

@@ -92,7 +92,7 @@ pub async fn clean_periodically(storage: Arc<dyn Storage>) {
             }
             Err(error) => tracing::warn!(
                 backend = storage.name(),
-                error = %crate::redact::redact(&error.to_string()),
+                error = %error,
                 "staging clean-up failed"
             ),
         }

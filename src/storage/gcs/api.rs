@@ -53,9 +53,15 @@ struct ListPage {
     next_page_token: Option<String>,
 }
 
+/// One object of a listing: its name, size (a decimal string) and last
+/// update (RFC 3339).
 #[derive(Deserialize)]
-struct ListItem {
-    name: String,
+pub(crate) struct ListItem {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) size: Option<String>,
+    #[serde(default)]
+    pub(crate) updated: Option<String>,
 }
 
 /// Part of a `storage#rewriteResponse`.
@@ -132,19 +138,19 @@ impl JsonApi {
         self.content_type(object).await.map(drop)
     }
 
-    /// Names of the objects whose name starts with `prefix`, every page.
-    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        let mut names = Vec::new();
+    /// The objects whose name starts with `prefix`, every page.
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ListItem>, ApiError> {
+        let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page: ListPage = self
                 .retry
                 .run("list", prefix, || async {
                     let url = self.endpoint.objects(&self.bucket);
-                    let mut request = self
-                        .http
-                        .get(url)
-                        .query(&[("prefix", prefix), ("fields", "items(name),nextPageToken")]);
+                    let mut request = self.http.get(url).query(&[
+                        ("prefix", prefix),
+                        ("fields", "items(name,size,updated),nextPageToken"),
+                    ]);
                     if let Some(token) = &token {
                         request = request.query(&[("pageToken", token)]);
                     }
@@ -155,10 +161,10 @@ impl JsonApi {
                         .map_err(|e| self.body_error("object listing", e))
                 })
                 .await?;
-            names.extend(page.items.into_iter().map(|item| item.name));
+            items.extend(page.items);
             match page.next_page_token {
                 Some(next) if !next.is_empty() => token = Some(next),
-                _ => return Ok(names),
+                _ => return Ok(items),
             }
         }
     }

@@ -29,7 +29,10 @@ pub use self::retry::RetryPolicy;
 pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
 use self::{api::JsonApi, error::ApiError};
-use super::{ByteStream, Persisted, ServeRequest, Served, Storage, StorageError, StorageKey};
+use super::{
+    ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served, Storage, StorageError,
+    StorageKey,
+};
 
 /// Backend name in logs and errors.
 const BACKEND: &str = "gcs";
@@ -316,36 +319,42 @@ impl Storage for GcsStorage {
         }
     }
 
-    /// Staged objects exist only between a completed upload and its move
-    /// (an upload in progress is no object yet), so only their age counts;
-    /// owners may be on other hosts.
-    async fn clean_staging(&self, max_age: Duration) -> Result<usize, StorageError> {
-        let prefix = format!("{}/", super::STAGING_PREFIX);
-        let names = self
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+        let wanted = format!("{}/", prefix.as_str());
+        let items = self
             .api
-            .list(&prefix)
+            .list(&wanted)
             .await
-            .map_err(|e| backend_error_named(&prefix, format!("listing staging: {e}")))?;
-        let mut removed = 0;
-        for name in names {
-            // A name this server does not give is left alone.
-            let stale = name
-                .strip_prefix(&prefix)
-                .and_then(super::staging::parse_name)
-                .is_some_and(|(_, created)| super::staging::is_stale(created, max_age));
-            if !stale {
-                continue;
-            }
-            match self.api.delete(&name).await {
-                Ok(()) => {
-                    removed += 1;
-                    tracing::info!(backend = BACKEND, object = %name, "removed stale staging object");
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(backend_error_named(&name, format!("delete failed: {e}"))),
-            }
+            .map_err(|e| backend_error_named(&wanted, format!("listing failed: {e}")))?;
+        Ok(items
+            .into_iter()
+            .filter_map(|item| {
+                // A name this server does not give is left out.
+                let name = item.name.strip_prefix(&wanted)?;
+                let key = StorageKey::under(prefix, name).ok()?;
+                Some(ListedObject {
+                    key,
+                    size: item
+                        .size
+                        .as_deref()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    modified: item
+                        .updated
+                        .as_deref()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .map(std::time::SystemTime::from),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        match self.api.delete(key.as_str()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(backend_error(key, format!("delete failed: {e}"))),
         }
-        Ok(removed)
     }
 
     async fn serve(

@@ -13,53 +13,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::error::ApiError;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 
-/// How failed calls are retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Wait before the first retry (doubled for each further one, with
-    /// jitter).
-    pub min_delay: Duration,
-    /// Longest wait between two attempts.
-    pub max_delay: Duration,
-    /// Retries after the first attempt.
-    pub max_retries: usize,
-    /// No retry starts once this much time has passed since the first
-    /// attempt.
-    pub total: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 0.2 s doubling up to 5 s, at most 8 retries, none after 30 s.
-    fn default() -> Self {
-        Self {
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            max_retries: 8,
-            total: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::storage::retry_policy::RetryPolicy;
 
 impl RetryPolicy {
-    /// No retries at all.
-    pub fn none() -> Self {
-        Self {
-            max_retries: 0,
-            ..Self::default()
-        }
-    }
-
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::new()
-            .with_jitter()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
-            .with_total_delay(Some(self.total))
-    }
-
     /// Runs `call` until it succeeds, fails permanently, or the policy
     /// is exhausted; `what` and `object` name the call in the logs.
     pub(crate) async fn run<T, F, Fut>(
@@ -82,7 +40,7 @@ impl RetryPolicy {
                     backend = "gcs",
                     call = what,
                     object,
-                    error = %crate::redact::redact(&error.to_string()),
+                    error = %error,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     "storage call failed, retrying"
                 );

@@ -5,16 +5,15 @@
 //! value is dropped. The binary is taken from `FAKE_GCS_SERVER` or found
 //! as `fake-gcs-server` on `PATH`; tests fail (not skip) without it.
 
-#![allow(dead_code)] // each test binary uses a different part
-
-pub mod faults;
-pub mod proxy;
+pub use crate::net::faults;
+pub use crate::net::proxy;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::net::bodies::{body_of, collect, gated_body, pattern, sha256_hex};
 use nixery::storage::gcs::{GcsOptions, GcsStorage};
 
 /// The bucket every emulator is started with.
@@ -50,7 +49,13 @@ impl FakeGcs {
     pub async fn start_behind_faults(per_mille: u32, seed: u64) -> (FakeGcs, faults::FaultProxy) {
         let (listener, proxy_port) = faults::FaultProxy::bind().await;
         let gcs = Self::start_inner(Some(proxy_port)).await;
-        let proxy = faults::FaultProxy::forward_to(listener, gcs.port, per_mille, seed);
+        let proxy = faults::FaultProxy::forward_to(
+            listener,
+            gcs.port,
+            per_mille,
+            seed,
+            faults::is_gcs_api_call,
+        );
         (gcs, proxy)
     }
 
@@ -290,74 +295,17 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// `len` bytes of deterministic, incompressible-looking data.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            // xorshift64: cheap and good enough to defeat any dedup.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// Lowercase hex SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-/// A body stream that yields `data` in items of `item` bytes.
-pub fn body_of(data: Vec<u8>, item: usize) -> nixery::storage::ByteStream {
-    let items: Vec<std::io::Result<bytes::Bytes>> = data
-        .chunks(item)
-        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-        .collect();
-    Box::pin(futures::stream::iter(items))
-}
-
-/// A body yielding `data` in items of `item` bytes that, once `gate_at`
-/// bytes have been yielded, signals `reached` and waits for `resume` (or
-/// its drop) before yielding the rest.
-pub fn gated_body(
-    data: Vec<u8>,
+/// Store `data` at `key` with `content_type`, sent in items of `item`
+/// bytes; fails the test if the backend refuses.
+pub async fn put(
+    storage: &impl nixery::storage::Storage,
+    key: &nixery::storage::StorageKey,
+    content_type: &str,
+    data: &[u8],
     item: usize,
-    gate_at: usize,
-) -> (
-    nixery::storage::ByteStream,
-    tokio::sync::oneshot::Receiver<()>,
-    tokio::sync::oneshot::Sender<()>,
 ) {
-    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
-    let (resume_tx, resume_rx) = tokio::sync::oneshot::channel();
-    let state = (data, 0usize, Some(reached_tx), Some(resume_rx));
-    let stream = futures::stream::unfold(state, move |(data, pos, reached, resume)| async move {
-        let (mut reached, mut resume) = (reached, resume);
-        if pos >= gate_at
-            && let (Some(tx), Some(rx)) = (reached.take(), resume.take())
-        {
-            let _ = tx.send(());
-            let _ = rx.await;
-        }
-        if pos >= data.len() {
-            return None;
-        }
-        let end = (pos + item).min(data.len());
-        let bytes = bytes::Bytes::copy_from_slice(&data[pos..end]);
-        Some((Ok(bytes), (data, end, reached, resume)))
-    });
-    (Box::pin(stream), reached_rx, resume_tx)
-}
-
-/// Reads a whole stream into memory.
-pub async fn collect(mut stream: nixery::storage::ByteStream) -> std::io::Result<Vec<u8>> {
-    use futures::StreamExt;
-    let mut out = Vec::new();
-    while let Some(item) = stream.next().await {
-        out.extend_from_slice(&item?);
-    }
-    Ok(out)
+    storage
+        .persist(key, content_type, body_of(data.to_vec(), item))
+        .await
+        .unwrap_or_else(|e| panic!("persisting {key}: {e}"));
 }

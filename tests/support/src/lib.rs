@@ -1,9 +1,26 @@
-//! Fixtures for the end-to-end tests: a git repository holding the offline
-//! package set, a private containerd, and helpers to look inside unpacked
-//! images.
-#![allow(dead_code)]
+//! The one support tree of the integration tests (`tests/*.rs`), a crate of
+//! its own so that it is compiled once rather than into every test binary,
+//! and so that a helper only some tests use needs no `allow(dead_code)`:
+//!
+//! * [`server`]: the real `nixery` binary on a free 127.0.0.1 port;
+//! * this module: fixtures (a git repository holding the offline package
+//!   set, log and metric readers, a private containerd, looking inside
+//!   unpacked images);
+//! * [`docker`]: a private Docker daemon;
+//! * [`gcs`]: a real fake-gcs-server; [`s3`]: a real moto S3 server;
+//!   [`net`]: what both share (test bodies, fault injection, a proxy);
+//! * [`nix`]: the Nix step as the server runs it, and readers of its result;
+//! * [`real_nix`]: the real nixpkgs trees of `../shared/real-nix`;
+//! * [`popcount`]: a binary cache for the popcount tests.
 
 pub mod docker;
+pub mod gcs;
+pub mod net;
+pub mod nix;
+pub mod popcount;
+pub mod real_nix;
+pub mod s3;
+pub mod server;
 
 use std::{
     path::{Path, PathBuf},
@@ -11,10 +28,30 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The root of the nixery repository (this crate lives in `tests/support`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `nixery` binary Cargo built for the test being run: `NEXTEST_BIN_EXE_nixery`
+/// under nextest, else the `nixery` beside the test binary's `deps/`
+/// directory (where `cargo test` puts both).
+pub fn nixery_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NEXTEST_BIN_EXE_nixery") {
+        return PathBuf::from(path);
+    }
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lies in <profile>/deps");
+    profile_dir.join("nixery")
+}
+
 /// Number of log events of `server` whose message is `message` (e.g.
 /// `building image` for Nix builds, `layer uploaded` for packed layers),
 /// counting every event logged before the call.
-pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
+pub fn count_logs(server: &crate::server::TestServer, message: &str) -> usize {
     server
         .settled_log_events()
         .iter()
@@ -23,7 +60,7 @@ pub fn count_logs(server: &crate::common::TestServer, message: &str) -> usize {
 }
 
 /// The value of counter `name` at the server's `/metrics` endpoint.
-pub fn metric(server: &crate::common::TestServer, name: &str) -> u64 {
+pub fn metric(server: &crate::server::TestServer, name: &str) -> u64 {
     let text = reqwest::blocking::get(server.url("/metrics"))
         .and_then(|r| r.error_for_status())
         .and_then(|r| r.text())
@@ -43,9 +80,18 @@ pub fn layer_digests(manifest: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// How many layers of manifest `b` are also layers of manifest `a`.
+pub fn shared_layers(a: &serde_json::Value, b: &serde_json::Value) -> usize {
+    let in_a: std::collections::HashSet<String> = layer_digests(a).into_iter().collect();
+    layer_digests(b)
+        .iter()
+        .filter(|digest| in_a.contains(*digest))
+        .count()
+}
+
 /// The offline package set in this repository.
 pub fn offline_pkgs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
+    repo_root().join("prepare-image/offline-pkgs")
 }
 
 /// Copy `name:latest` from the registry at `addr` with skopeo and unpack it
@@ -70,6 +116,13 @@ pub fn pull_and_unpack(addr: impl std::fmt::Display, name: &str) -> (tempfile::T
 
 /// Run a command and return its stdout, failing the test with its stderr.
 pub fn run(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_output(cmd).stdout).into_owned()
+}
+
+/// Run a command to its end; fail the test (with the command line, its
+/// exit status, stdout and stderr) unless it succeeded.
+pub fn run_output(mut cmd: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+    let cmd = cmd.borrow_mut();
     let output = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?}: {e} (is it installed? scripts/setup-host.sh installs it)")
     });
@@ -80,7 +133,7 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    output
 }
 
 /// A git repository holding a copy of the offline package set, committed
@@ -92,17 +145,52 @@ pub fn offline_pkgs_repo() -> (tempfile::TempDir, String) {
         .arg("-r")
         .arg(format!("{}/.", offline_pkgs_dir().display()))
         .arg(repo));
-    let git = |args: &[&str]| {
-        run(Command::new("git")
-            .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
-            .args(args)
-            .current_dir(repo))
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "offline package set"]);
-    let commit = git(&["rev-parse", "HEAD"]).trim().to_owned();
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "offline package set"]);
+    let commit = git(repo, &["rev-parse", "HEAD"]);
     (dir, commit)
+}
+
+/// `git -C dir args` with a test identity; its stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        .args(args))
+    .trim()
+    .to_string()
+}
+
+/// Commit a `hello-greeting.txt` (what the offline set's `hello` prints)
+/// holding `greeting` in the repository `dir`; the new commit.
+pub fn commit_greeting(dir: &Path, greeting: &str) -> String {
+    std::fs::write(dir.join("hello-greeting.txt"), format!("{greeting}\n"))
+        .expect("write hello-greeting.txt");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", greeting]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The keys of a JSON object (panics if `value` is not an object).
+pub fn keys(value: &serde_json::Value) -> std::collections::BTreeSet<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// The strings of a JSON array (panics if `value` is not an array).
+pub fn strings(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect()
 }
 
 /// Resolve `path` inside the root filesystem `root`, following symlinks

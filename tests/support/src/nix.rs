@@ -1,20 +1,81 @@
-//! Shared helpers of the `nix_*` integration tests: runners over the
-//! offline package set and readers of the runtime graph. They run the real
-//! `nix-build`; without it the tests fail.
-#![allow(dead_code)]
+//! The Nix step as the server runs it, for the `nix_*` integration tests:
+//! the package source is resolved to an exact revision first
+//! ([`nixery::resolve`]) and the Nix runner is given that resolution, so
+//! the tests build with exactly the arguments the server sends. Plus
+//! readers of the runtime graph. They run the real `nix-build`; without it
+//! the tests fail.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::Duration;
 
-use nixery::build_errors::BuildErrors;
+use serde_json::Value;
+
+use nixery::build_errors::FailureKind;
+use nixery::builder::BuildError;
+use nixery::image::Image;
 use nixery::layers::PathInfo;
 use nixery::nix::{NixError, NixRunner, NixSettings, PrepareResult, RefusalReason};
+use nixery::resolve::{DEFAULT_CHANNEL_REMOTE, Resolved, Resolver, ResolverSettings};
 use nixery::source::PackageSource;
 
-/// A runner over `source` whose builds and whole Nix step both have
-/// `timeout`, and the ring it records into.
-pub fn runner(source: PackageSource, timeout: Duration) -> (NixRunner, Arc<BuildErrors>) {
+/// A Nix runner and the resolver in front of it, set up as the server sets
+/// them up.
+pub struct NixStep {
+    runner: NixRunner,
+    resolver: Resolver,
+}
+
+impl NixStep {
+    /// The step for `settings`, resolving git refs and channels afresh at
+    /// most once a minute.
+    pub fn new(settings: NixSettings) -> NixStep {
+        let runner = NixRunner::new(settings).expect("set up the Nix runner");
+        let resolver = Resolver::new(ResolverSettings {
+            source: runner.source().clone(),
+            embedded_hash: runner.embedded_hash(),
+            ttl: Duration::from_secs(60),
+            channel_remote: DEFAULT_CHANNEL_REMOTE.into(),
+        });
+        NixStep { runner, resolver }
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> &NixRunner {
+        &self.runner
+    }
+
+    /// The source resolved for `tag`, as the server resolves it.
+    pub async fn resolve(&self, tag: &str) -> Resolved {
+        self.resolver
+            .resolve(tag)
+            .await
+            .unwrap_or_else(|error| panic!("resolving {tag:?}: {error}"))
+    }
+
+    /// [`NixStep::build`] of the image `name:latest`.
+    pub async fn build_named(&self, name: &str) -> Result<PrepareResult, NixError> {
+        self.build(&Image::from_name(name, "latest")).await
+    }
+
+    /// Run the Nix step for `image` as the server does: resolve its tag,
+    /// then build from that resolution.
+    pub async fn build(&self, image: &Image) -> Result<PrepareResult, NixError> {
+        let resolved = self.resolve(&image.tag).await;
+        self.runner.prepare_image(image, &resolved.source).await
+    }
+}
+
+/// How the builder reports a failed Nix step (logs and the status page):
+/// the kind of failure and its detail.
+pub fn reported(error: NixError) -> (FailureKind, String) {
+    let error = BuildError::from(error);
+    (error.kind(), error.detail())
+}
+
+/// The step over `source` whose builds and whole Nix step both have
+/// `timeout`.
+pub fn runner(source: PackageSource, timeout: Duration) -> NixStep {
     runner_with(NixSettings {
         source,
         timeout,
@@ -24,21 +85,39 @@ pub fn runner(source: PackageSource, timeout: Duration) -> (NixRunner, Arc<Build
     })
 }
 
-/// A runner with `settings`, and the ring it records into.
-pub fn runner_with(settings: NixSettings) -> (NixRunner, Arc<BuildErrors>) {
-    let errors = Arc::new(BuildErrors::new());
-    let runner = NixRunner::new(settings, errors.clone()).expect("set up the Nix runner");
-    (runner, errors)
+/// The step with `settings`.
+pub fn runner_with(settings: NixSettings) -> NixStep {
+    NixStep::new(settings)
 }
 
-/// A runner over the embedded offline package set.
-pub fn offline_runner() -> (NixRunner, Arc<BuildErrors>) {
+/// The step over the embedded offline package set.
+pub fn offline_runner() -> NixStep {
     runner(PackageSource::Builtin, Duration::from_secs(300))
 }
 
-/// The offline package set in the source tree.
-pub fn offline_pkgs_source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("prepare-image/offline-pkgs")
+/// `nix-instantiate` with `args` (an expression file and its arguments);
+/// the .drv paths it prints.
+pub fn instantiate(args: &[&str]) -> Vec<String> {
+    crate::run(Command::new("nix-instantiate").args(args))
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.ends_with(".drv"))
+        .collect()
+}
+
+/// Every derivation in the build closure of `drvs`, by path.
+pub fn derivations(drvs: &[String]) -> BTreeMap<String, Value> {
+    let shown = crate::run(
+        Command::new("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "show-derivation",
+                "--recursive",
+            ])
+            .args(drvs),
+    );
+    serde_json::from_str(&shown).expect("derivations as JSON")
 }
 
 /// The top-level store paths of a result.
@@ -139,6 +218,15 @@ pub async fn processes_left(needle: &str, within: Duration) -> Vec<String> {
     }
 }
 
+/// Fail unless, within `within`, no process command line contains `needle`.
+pub async fn assert_no_process_left(needle: &str, within: Duration) {
+    assert_eq!(
+        processes_left(needle, within).await,
+        Vec::<String>::new(),
+        "processes naming {needle} are left"
+    );
+}
+
 /// Wait up to `within` for a process command line containing `needle`.
 pub async fn process_appears(needle: &str, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -176,7 +264,7 @@ in base // builtins.listToAttrs (builtins.genList (i: {{
   '';
 }}) {count})
 "#,
-        offline = offline_pkgs_source_dir().display(),
+        offline = crate::offline_pkgs_dir().display(),
     );
     std::fs::write(dir.path().join("default.nix"), expression).expect("write default.nix");
     dir

@@ -2,10 +2,10 @@
 //! binary on a free 127.0.0.1 port with a temporary `STORAGE_PATH`.
 //!
 //! ```ignore
-//! mod common;
-//! let server = common::TestServer::builder().env("NIX_TIMEOUT", "5").start();
+//! use support::server::{self, TestServer};
+//! let server = TestServer::builder().env("NIX_TIMEOUT", "5").start();
 //! let storage = server.storage();            // same STORAGE_PATH as the server
-//! let digest = common::put_blob(&storage, b"hello", "text/plain").await;
+//! let digest = server::put_blob(&storage, b"hello", "text/plain").await;
 //! let r = reqwest::get(server.url(&format!("/v2/x/blobs/{digest}"))).await?;
 //! assert!(server.logs().iter().any(|l| l.contains("\"response\"")));
 //! server.stop();                             // SIGTERM, waits for exit
@@ -21,8 +21,6 @@
 //! stdout line (JSON logs) and stderr line is kept. The process is killed by
 //! PID when the [`TestServer`] is dropped.
 
-#![allow(dead_code)]
-
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -35,6 +33,9 @@ use std::{
 use bytes::Bytes;
 use nixery::storage::{Storage, StorageKey, filesystem::FilesystemStorage};
 use sha2::{Digest as _, Sha256};
+
+/// The media type of Docker V2 image manifests.
+pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// How long `start` waits for the `listening` event.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,6 +55,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Build from the git repository in the directory `repo`
+    /// (`NIXERY_PKGS_REPO=file://<repo>`).
+    pub fn pkgs_repo(self, repo: &Path) -> Self {
+        self.env("NIXERY_PKGS_REPO", format!("file://{}", repo.display()))
+    }
+
     /// Add a command-line argument (e.g. `serve`).
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
@@ -68,8 +75,15 @@ impl TestServerBuilder {
     }
 
     fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-        for key in nixery::config::env_vars() {
+        let mut cmd = Command::new(crate::nixery_binary());
+        // Settings, and what the s3 backend's AWS credential chain reads.
+        let credential_vars = nixery::storage::s3::settings::CREDENTIAL_VARS
+            .iter()
+            .copied();
+        for key in nixery::config::env_vars()
+            .into_iter()
+            .chain(credential_vars)
+        {
             cmd.env_remove(key);
         }
         cmd.env("PORT", "0")
@@ -216,6 +230,39 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// GET `/v2/<name>/manifests/<tag>` accepting Docker V2 manifests,
+    /// waiting up to ten minutes (a cold build).
+    pub fn request_manifest(&self, name: &str, tag: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .get(self.url(&format!("/v2/{name}/manifests/{tag}")))
+            .header("Accept", MANIFEST_V2)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .unwrap_or_else(|e| panic!("no answer to the manifest request {name}:{tag}: {e}"))
+    }
+
+    /// The manifest of `name:tag`, which must be served: fails the test
+    /// (with the answer's body) on any other status or content type.
+    pub fn manifest(&self, name: &str, tag: &str) -> Vec<u8> {
+        let response = self.request_manifest(name, tag);
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.bytes().expect("manifest body").to_vec();
+        assert_eq!(
+            status,
+            200,
+            "manifest {name}:{tag}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(content_type, MANIFEST_V2, "manifest {name}:{tag}");
+        body
+    }
+
     /// The server's `STORAGE_PATH`.
     pub fn storage_path(&self) -> &Path {
         &self.storage_path
@@ -317,8 +364,33 @@ impl TestServer {
     }
 }
 
+/// Lines of the server's log printed when a test fails.
+const LOG_LINES_ON_FAILURE: usize = 300;
+
 impl Drop for TestServer {
+    /// Kills the process; when the test is failing (panicking), first
+    /// prints the end of the server's log and its stderr, so that a failed
+    /// assertion on a slow path comes with what the server did.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Never panic again here (that would abort the test run).
+            let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
+            let stderr = self.stderr.lock().map(|l| l.clone()).unwrap_or_default();
+            let skipped = logs.len().saturating_sub(LOG_LINES_ON_FAILURE);
+            eprintln!(
+                "--- nixery log (pid {}, last {} of {} lines) ---",
+                self.pid(),
+                logs.len() - skipped,
+                logs.len()
+            );
+            for line in &logs[skipped..] {
+                eprintln!("{line}");
+            }
+            eprintln!("--- nixery stderr ---");
+            for line in stderr {
+                eprintln!("{line}");
+            }
+        }
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();

@@ -1,10 +1,13 @@
-//! An HTTP proxy on 127.0.0.1 in front of the emulator that fails a share
-//! of the JSON API calls (`/storage/v1/...`, `/upload/storage/v1/...`):
-//! half of the failures answer `503`, the other half drop the connection,
-//! either before forwarding the request or after the emulator did the work
-//! but before its answer reaches the client. Downloads of public objects
-//! (`/<bucket>/<object>`, where registry clients are redirected) pass
-//! untouched: the proxy stands for a flaky API, not a flaky client network.
+//! An HTTP proxy on 127.0.0.1 in front of a storage emulator (GCS or S3)
+//! that fails a share of the API calls: half of the failures answer `503`,
+//! the other half drop the connection, either before forwarding the
+//! request or after the emulator did the work but before its answer
+//! reaches the client. Which requests are API calls is the caller's
+//! classifier: [`is_gcs_api_call`] (JSON API paths) or
+//! [`is_s3_api_call`] (requests signed in an `Authorization` header).
+//! Downloads of objects by registry clients, after a redirect, pass
+//! untouched and are counted: the proxy stands for a flaky API, not a
+//! flaky client network.
 //!
 //! Each connection carries one request (the proxy asks both sides to close
 //! after it), which keeps the forwarding simple: read the request head and
@@ -32,6 +35,8 @@ pub struct FaultCounts {
     pub dropped_before: AtomicU64,
     /// Forwarded, then the answer was dropped.
     pub dropped_after: AtomicU64,
+    /// Requests that are not API calls (client downloads), all forwarded.
+    pub downloads: AtomicU64,
 }
 
 impl FaultCounts {
@@ -41,6 +46,23 @@ impl FaultCounts {
             + self.dropped_before.load(Ordering::SeqCst)
             + self.dropped_after.load(Ordering::SeqCst)
     }
+}
+
+/// Tells API calls from other requests, given the request line's target
+/// and the whole request head.
+pub type Classifier = fn(target: &str, head: &str) -> bool;
+
+/// The Cloud Storage JSON API: `/storage/v1/...`, `/upload/storage/v1/...`.
+pub fn is_gcs_api_call(target: &str, _head: &str) -> bool {
+    target.starts_with("/storage/v1/") || target.starts_with("/upload/storage/v1/")
+}
+
+/// S3 calls signed in an `Authorization` header (what a backend sends);
+/// presigned and anonymous `GET`s (what registry clients send) are not.
+pub fn is_s3_api_call(_target: &str, head: &str) -> bool {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .any(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
 }
 
 /// A running fault-injecting proxy; stops accepting when dropped.
@@ -61,9 +83,16 @@ impl FaultProxy {
     }
 
     /// Forwards every connection on `listener` to `127.0.0.1:upstream`,
-    /// failing `per_mille` of every thousand API calls. `seed` makes the
-    /// sequence of faults reproducible (up to request interleaving).
-    pub fn forward_to(listener: TcpListener, upstream: u16, per_mille: u32, seed: u64) -> Self {
+    /// failing `per_mille` of every thousand API calls (as `is_api` tells
+    /// them). `seed` makes the sequence of faults reproducible (up to
+    /// request interleaving).
+    pub fn forward_to(
+        listener: TcpListener,
+        upstream: u16,
+        per_mille: u32,
+        seed: u64,
+        is_api: Classifier,
+    ) -> Self {
         let port = listener.local_addr().expect("proxy address").port();
         let rate = Arc::new(AtomicU32::new(per_mille));
         let counts = Arc::new(FaultCounts::default());
@@ -75,7 +104,7 @@ impl FaultProxy {
                     let (rate, counts, sequence) = (rate.clone(), counts.clone(), sequence.clone());
                     tokio::spawn(async move {
                         let draw = splitmix(sequence.fetch_add(1, Ordering::SeqCst));
-                        let _ = handle(client, upstream, &rate, &counts, draw).await;
+                        let _ = handle(client, upstream, &rate, &counts, draw, is_api).await;
                     });
                 }
             }
@@ -131,6 +160,7 @@ async fn handle(
     rate: &AtomicU32,
     counts: &FaultCounts,
     draw: u64,
+    is_api: Classifier,
 ) -> std::io::Result<()> {
     let Some((head, mut body)) = read_head(&mut client).await? else {
         return Ok(());
@@ -147,7 +177,10 @@ async fn handle(
         body.extend_from_slice(&buffer[..n]);
     }
 
-    let api = path.starts_with("/storage/v1/") || path.starts_with("/upload/storage/v1/");
+    let api = is_api(&path, &head_text);
+    if !api {
+        counts.downloads.fetch_add(1, Ordering::SeqCst);
+    }
     let fault = if api {
         counts.calls.fetch_add(1, Ordering::SeqCst);
         let roll = (draw % 1000) as u32;

@@ -8,11 +8,10 @@
 //! Where `../shared/real-nix` is absent (a newcomer with only the
 //! repository), [`tree`] prints a visible SKIPPED line and the tests return
 //! early; `REAL_NIX_DIR` may point elsewhere.
-#![allow(dead_code)]
 
 use std::fs::{self, File};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// A real tree: which archive, and the directory it unpacks to.
@@ -47,7 +46,7 @@ impl Tree {
 pub fn shared_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("REAL_NIX_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/real-nix"),
+        None => crate::repo_root().join("../shared/real-nix"),
     };
     dir.is_dir().then_some(dir)
 }
@@ -65,7 +64,7 @@ pub fn tree(tree: Tree, test: &str) -> Option<PathBuf> {
     };
     let archive = shared.join(tree.archive());
     assert!(archive.is_file(), "{} is missing", archive.display());
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let cache = crate::repo_root()
         .join("target/real-nix")
         .join(tree.archive());
     fs::create_dir_all(cache.parent().expect("parent")).expect("create target/real-nix");

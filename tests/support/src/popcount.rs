@@ -2,8 +2,6 @@
 //! narinfos for a small package graph, counts the requests it gets and the
 //! most it had in flight at once, and can be told to fail.
 
-#![allow(dead_code)] // each test file uses a different part of it
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -160,7 +158,7 @@ pub async fn start() -> Cache {
 
 /// Runs `nixery popcount` against `cache` and returns its output.
 pub async fn popcount(cache: &Cache, list: &Path, cache_dir: &Path, extra: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_nixery"))
+    tokio::process::Command::new(crate::nixery_binary())
         .arg("popcount")
         .arg(list)
         .args(["--cache-url", &cache.url])

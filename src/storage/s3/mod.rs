@@ -1,0 +1,484 @@
+//! S3 and S3-compatible storage backend (AWS S3, MinIO, Ceph RGW,
+//! Cloudflare R2, Garage, SeaweedFS, ...): one bucket shared by any number
+//! of Nixery instances, in upstream Nixery's key layout.
+//!
+//! Calls go through Apache OpenDAL's S3 service ([`opendal`]), which signs
+//! them with credentials from the standard AWS chain (`reqsign`:
+//! environment, shared config and credentials files with profiles, SSO,
+//! web identity, `credential_process`, container and instance metadata),
+//! retries transient failures through its retry layer and bounds every
+//! call with its timeout layer. `docs/s3.md` explains the choice of crate.
+//!
+//! Promises, as for the GCS backend:
+//!
+//! - `persist` streams the body while hashing it. A body that fits one
+//!   part (8 MiB) is sent in one `PutObject`; a larger one as a multipart
+//!   upload, part by part, completed only after the last part. Either way
+//!   the object appears under its key whole or not at all, and a failed
+//!   upload is aborted.
+//! - Blobs, whose key is their digest, go to a unique `staging/` key first
+//!   and are then copied server-side to `layers/<sha256>` (S3 has no
+//!   rename); staged objects left by a crash are swept by age.
+//! - `serve` checks the object (an absent blob is a registry `404`) and
+//!   answers a redirect to a presigned `GET`, or to the plain object URL
+//!   when presigning is off. A blob found once is remembered, with its
+//!   content type, for [`KNOWN_BLOB_TTL`]: blobs are content-addressed,
+//!   so a warm redirect costs only the local signing (microseconds), not a
+//!   call to the bucket.
+//!
+//! This module knows no HTTP of the registry: it answers [`Served`] values.
+
+mod addressing;
+pub mod settings;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, HttpTransporter, OperationContext, Operator};
+use sha2::{Digest as _, Sha256};
+
+use super::retry_policy::RetryPolicy;
+use super::{
+    ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX, ServeRequest, Served, Storage,
+    StorageError, StorageKey,
+};
+pub use settings::{Addressing, S3Settings};
+
+/// Backend name in logs and errors.
+const BACKEND: &str = "s3";
+
+/// How long a blob found in the bucket is served without asking again.
+/// Blobs never change; this bounds how late a deletion by another
+/// instance is noticed (this instance's own deletions are at once).
+pub const KNOWN_BLOB_TTL: Duration = Duration::from_secs(60);
+
+/// Blobs remembered at most (a few dozen bytes each).
+const KNOWN_BLOBS: usize = 65_536;
+
+/// Smallest part S3 accepts in a multipart upload (except the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Tunables of the backend; [`S3Options::default`] suits production.
+#[derive(Clone, Debug)]
+pub struct S3Options {
+    /// Size of each multipart upload part, at least [`MIN_PART_SIZE`];
+    /// bodies up to this size go in one `PutObject`.
+    pub part_size: usize,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on each call that moves no object body (metadata, copy,
+    /// delete, listing, completing an upload).
+    pub request_timeout: Duration,
+    /// Bound on each transfer of body bytes: one part, or one read of a
+    /// download.
+    pub io_timeout: Duration,
+    /// How calls that fail transiently are retried.
+    pub retry: RetryPolicy,
+    /// An access key to use before the standard AWS chain is asked (for
+    /// tools and tests; the server leaves it unset and relies on the
+    /// chain).
+    pub static_key: Option<StaticKey>,
+}
+
+/// An access key id and its secret.
+#[derive(Clone)]
+pub struct StaticKey {
+    /// The access key id.
+    pub id: String,
+    /// The secret access key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for StaticKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKey")
+            .field("id", &self.id)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        Self {
+            part_size: 8 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            io_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            static_key: None,
+        }
+    }
+}
+
+/// Why the backend could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// The part size is below S3's minimum.
+    #[error("upload part size {0} is below S3's minimum of 5 MiB")]
+    InvalidPartSize(usize),
+    /// The HTTP client or the S3 service could not be built.
+    #[error("cannot set up the S3 client: {0}")]
+    Client(String),
+    /// The bucket could not be listed (absent, no access, no credentials,
+    /// or the endpoint does not answer).
+    #[error("bucket {bucket:?} is not reachable at {endpoint}: {reason}")]
+    BucketUnreachable {
+        bucket: String,
+        endpoint: String,
+        reason: String,
+    },
+}
+
+/// The S3 storage backend. Cheap to clone; all clones share one
+/// connection pool and one credential cache.
+#[derive(Clone)]
+pub struct S3Storage {
+    op: Operator,
+    settings: S3Settings,
+    options: S3Options,
+    /// Blobs found in the bucket: their content type and when.
+    known: Arc<quick_cache::sync::Cache<StorageKey, (Option<String>, Instant)>>,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.settings.bucket)
+            .field("endpoint", &addressing::service_endpoint(&self.settings))
+            .field("presigned_urls", &self.settings.presigned_urls)
+            .finish()
+    }
+}
+
+/// Logs a retry of a failed call, as the GCS backend does.
+fn log_retry(event: RetryEvent<'_>) {
+    tracing::warn!(
+        backend = BACKEND,
+        call = %event.op,
+        attempt = event.attempt,
+        error = %crate::redact::redact(&event.err.to_string()),
+        retry_in_ms = u64::try_from(event.retry_after.as_millis()).unwrap_or(u64::MAX),
+        "storage call failed, retrying"
+    );
+}
+
+impl S3Storage {
+    /// Connects with default options: see [`Self::connect_with`].
+    pub async fn connect(settings: S3Settings) -> Result<Self, S3Error> {
+        Self::connect_with(settings, S3Options::default()).await
+    }
+
+    /// Connects to the bucket of `settings` and checks that it can be
+    /// listed with the credentials the AWS chain finds.
+    pub async fn connect_with(settings: S3Settings, options: S3Options) -> Result<Self, S3Error> {
+        if options.part_size < MIN_PART_SIZE {
+            return Err(S3Error::InvalidPartSize(options.part_size));
+        }
+        let mut builder = opendal::services::S3::default()
+            .bucket(&settings.bucket)
+            .region(&settings.region)
+            .endpoint(&addressing::service_endpoint(&settings));
+        if settings.addressing == Addressing::VirtualHosted {
+            builder = builder.enable_virtual_host_style();
+        }
+        if let Some(key) = &options.static_key {
+            builder = builder
+                .access_key_id(&key.id)
+                .secret_access_key(&key.secret);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .build()
+            .map_err(|e| S3Error::Client(crate::error_text::chain(&e)))?;
+        let transport =
+            HttpTransporter::new(opendal_http_transport_reqwest::ReqwestTransport::new(http));
+        let retry = RetryLayer::new()
+            .with_jitter()
+            .with_min_delay(options.retry.min_delay)
+            .with_max_delay(options.retry.max_delay)
+            .with_max_times(options.retry.max_retries)
+            .with_notify(log_retry);
+        let op = Operator::new(builder)
+            .map_err(|e| S3Error::Client(e.to_string()))?
+            .with_context(OperationContext::new().with_http_transport(transport))
+            // Each attempt is bounded; the retry layer, outside, repeats
+            // attempts that failed or timed out.
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(options.request_timeout)
+                    .with_io_timeout(options.io_timeout),
+            )
+            .layer(retry);
+        let storage = Self {
+            op,
+            settings,
+            options,
+            known: Arc::new(quick_cache::sync::Cache::new(KNOWN_BLOBS)),
+        };
+        storage.check_bucket().await?;
+        tracing::info!(
+            backend = BACKEND,
+            bucket = %storage.settings.bucket,
+            endpoint = %addressing::service_endpoint(&storage.settings),
+            addressing = ?storage.settings.addressing,
+            presigned_urls = storage.settings.presigned_urls,
+            "storage backend ready"
+        );
+        Ok(storage)
+    }
+
+    /// Lists at most one object, within the retry policy's total time.
+    /// The listing is recursive: without a `delimiter` parameter, whose
+    /// `/` some S3-compatible servers (moto) encode differently when they
+    /// check the signature.
+    async fn check_bucket(&self) -> Result<(), S3Error> {
+        let listing = tokio::time::timeout(
+            self.options.retry.total.max(self.options.request_timeout),
+            self.op.list_with("").recursive(true).limit(1),
+        )
+        .await;
+        let reason = match listing {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => "the bucket does not exist".to_owned(),
+            Ok(Err(e)) => crate::redact::redact(&e.to_string()),
+            Err(_) => "no answer in time".to_owned(),
+        };
+        Err(S3Error::BucketUnreachable {
+            bucket: self.settings.bucket.clone(),
+            endpoint: addressing::service_endpoint(&self.settings),
+            reason,
+        })
+    }
+
+    /// The settings this backend was connected with.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    /// The URL a client is sent to for `key`: presigned for
+    /// [`S3Settings::presign_expiry`], or the plain object URL.
+    async fn redirect_url(&self, key: &StorageKey) -> Result<String, StorageError> {
+        if !self.settings.presigned_urls {
+            return Ok(addressing::plain_object_url(&self.settings, key.as_str()));
+        }
+        let presigned = self
+            .bounded(
+                self.op
+                    .presign_read(key.as_str(), self.settings.presign_expiry),
+            )
+            .await
+            .map_err(|e| backend_error(key, "cannot presign URL", &e))?;
+        Ok(presigned.uri().to_string())
+    }
+
+    /// Size of the object at `key`.
+    async fn size_of(&self, key: &StorageKey) -> Result<u64, opendal::Error> {
+        Ok(self
+            .bounded(self.op.stat(key.as_str()))
+            .await?
+            .content_length())
+    }
+
+    /// Bounds a call that moves no body, retries included: OpenDAL's
+    /// retry layer counts attempts, not time, so the policy's total time
+    /// (plus one attempt) is enforced here.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        let bound = self.options.retry.total + self.options.request_timeout;
+        tokio::time::timeout(bound, call).await.unwrap_or_else(|_| {
+            Err(opendal::Error::new(
+                ErrorKind::Unexpected,
+                format!("no answer within {bound:?}, retries included"),
+            ))
+        })
+    }
+}
+
+/// A backend error on `key`: what failed and OpenDAL's account of it.
+fn backend_error(key: &StorageKey, what: &str, error: &opendal::Error) -> StorageError {
+    StorageError::Backend {
+        backend: BACKEND,
+        key: key.to_string(),
+        message: format!("{what}: {}", crate::redact::redact(&error.to_string())),
+    }
+}
+
+/// `NotFound` is the distinct not-found error; anything else a failure.
+fn lookup_error(key: &StorageKey, what: &str, error: &opendal::Error) -> StorageError {
+    if error.kind() == ErrorKind::NotFound {
+        StorageError::NotFound(key.clone())
+    } else {
+        backend_error(key, what, error)
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn persist(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        mut body: ByteStream,
+    ) -> Result<Persisted, StorageError> {
+        let mut writer = self
+            .op
+            .writer_with(key.as_str())
+            .chunk(self.options.part_size)
+            .content_type(content_type)
+            .await
+            .map_err(|e| backend_error(key, "starting upload", &e))?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        while let Some(item) = body.next().await {
+            let bytes = match item {
+                Ok(bytes) => bytes,
+                Err(source) => {
+                    let _ = writer.abort().await;
+                    return Err(StorageError::Io {
+                        key: key.clone(),
+                        source,
+                    });
+                }
+            };
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
+            if let Err(e) = writer.write(bytes).await {
+                let _ = writer.abort().await;
+                tracing::warn!(backend = BACKEND, key = %key, error = %crate::redact::redact(&e.to_string()), "upload failed");
+                return Err(backend_error(key, "upload failed", &e));
+            }
+        }
+        if let Err(e) = writer.close().await {
+            // A completion whose answer was lost finds the upload gone on
+            // its retry. A staging key is unique to this upload, so an
+            // object of the right size there is this upload, complete.
+            let completed = key.as_str().starts_with(STAGING_PREFIX)
+                && self.size_of(key).await.ok() == Some(size);
+            if !completed {
+                let _ = writer.abort().await;
+                tracing::warn!(backend = BACKEND, key = %key, error = %crate::redact::redact(&e.to_string()), "upload failed");
+                return Err(backend_error(key, "completing upload failed", &e));
+            }
+        }
+        let persisted = Persisted {
+            sha256: crate::digest::Digest::from_hasher(hasher),
+            size,
+        };
+        tracing::debug!(backend = BACKEND, key = %key, size, digest = %persisted.sha256, "object persisted");
+        Ok(persisted)
+    }
+
+    async fn fetch(&self, key: &StorageKey) -> Result<ByteStream, StorageError> {
+        // Asking first gives "not found" before any byte is streamed.
+        let size = self
+            .size_of(key)
+            .await
+            .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
+        let reader = self
+            .bounded(self.op.reader(key.as_str()))
+            .await
+            .map_err(|e| lookup_error(key, "download failed", &e))?;
+        let stream = reader
+            .into_bytes_stream(0..size)
+            .await
+            .map_err(|e| lookup_error(key, "download failed", &e))?;
+        Ok(Box::pin(stream))
+    }
+
+    /// A server-side copy (which keeps the content type), then a delete
+    /// of the source.
+    async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
+        match self.bounded(self.op.copy(from.as_str(), to.as_str())).await {
+            Ok(_) => {}
+            // A retried move whose first attempt got past the delete.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return match self.size_of(to).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        Err(StorageError::NotFound(from.clone()))
+                    }
+                    Err(e) => Err(backend_error(to, "metadata lookup failed", &e)),
+                };
+            }
+            Err(e) => return Err(backend_error(from, &format!("copy to {to} failed"), &e)),
+        }
+        self.delete(from).await
+    }
+
+    async fn serve(
+        &self,
+        key: &StorageKey,
+        request: &ServeRequest,
+    ) -> Result<Served, StorageError> {
+        // Range and HEAD are answered by the bucket: clients repeat them
+        // against the redirect target. An absent object is reported here
+        // so that registry clients get a registry error, not a bucket 404.
+        let content_type = match self.known.get(key) {
+            Some((content_type, found)) if found.elapsed() < KNOWN_BLOB_TTL => content_type,
+            _ => {
+                let metadata = self
+                    .bounded(self.op.stat(key.as_str()))
+                    .await
+                    .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
+                let content_type = metadata.content_type().map(str::to_owned);
+                if key.as_str().starts_with(super::LAYERS_PREFIX) {
+                    self.known
+                        .insert(key.clone(), (content_type.clone(), Instant::now()));
+                }
+                content_type
+            }
+        };
+        if request.only_content_types.is_some_and(|allowed| {
+            !content_type
+                .as_deref()
+                .is_some_and(|stored| allowed.contains(&stored))
+        }) {
+            return Err(StorageError::NotFound(key.clone()));
+        }
+        let location = self.redirect_url(key).await?;
+        Ok(Served::Redirect { location })
+    }
+
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+        let wanted = format!("{}/", prefix.as_str());
+        let entries = self
+            .bounded(self.op.list_with(&wanted).recursive(true).into_future())
+            .await
+            .map_err(|e| StorageError::Backend {
+                backend: BACKEND,
+                key: wanted.clone(),
+                message: format!("listing failed: {}", crate::redact::redact(&e.to_string())),
+            })?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| {
+                // Names this server does not give are left out.
+                let name = entry.path().strip_prefix(&wanted)?;
+                let key = StorageKey::under(prefix, name).ok()?;
+                let metadata = entry.metadata();
+                Some(ListedObject {
+                    key,
+                    size: metadata.content_length(),
+                    modified: metadata.last_modified().map(SystemTime::from),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        self.known.remove(key);
+        self.bounded(self.op.delete(key.as_str()))
+            .await
+            .map_err(|e| backend_error(key, "delete failed", &e))
+    }
+}

@@ -1,0 +1,326 @@
+//! A real S3 server for the s3 backend tests: moto in server mode.
+//!
+//! Each [`MotoS3`] is one `moto_server` process on 127.0.0.1 with a free
+//! port and one bucket, killed by PID when dropped. The binary is taken
+//! from `MOTO_SERVER`, else `/opt/nixery-venv/bin/moto_server` (where
+//! `scripts/setup-host.sh` installs `moto[server]`), else `PATH`; tests
+//! fail (not skip) without it.
+//!
+//! By default moto accepts any signature. [`MotoS3::start_with_auth`]
+//! turns on its IAM checks instead: a user with an inline policy allowing
+//! `s3:*` and an access key are created by the first unauthenticated
+//! calls, after which every request must be signed with that key.
+
+pub use crate::net::faults;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use crate::net::bodies::{body_of, collect, gated_body, pattern, sha256_hex};
+use nixery::storage::s3::{S3Options, S3Settings, S3Storage, StaticKey};
+use reqwest::Url;
+
+/// The bucket every server is started with.
+pub const BUCKET: &str = "nixery-test";
+/// The region the tests use.
+pub const REGION: &str = "us-east-1";
+/// The key moto accepts when it checks nothing.
+pub const ANY_KEY: (&str, &str) = ("testing", "testing");
+
+/// Calls made without credentials to set up IAM checks: create the
+/// bucket, the user, its policy and its access key.
+const SETUP_CALLS: u32 = 4;
+
+/// One running moto server.
+pub struct MotoS3 {
+    port: u16,
+    child: Option<Child>,
+    /// The access key the server checks, when it checks.
+    key: Option<StaticKey>,
+}
+
+impl MotoS3 {
+    /// Starts a server that checks no signature, with [`BUCKET`].
+    pub async fn start() -> MotoS3 {
+        let mut moto = Self::spawn(&[]).await;
+        moto.create_bucket().await;
+        moto
+    }
+
+    /// Starts a server that checks signatures against one IAM user's
+    /// access key (see [`Self::key`]), with [`BUCKET`].
+    pub async fn start_with_auth() -> MotoS3 {
+        let mut moto =
+            Self::spawn(&[("INITIAL_NO_AUTH_ACTION_COUNT", &SETUP_CALLS.to_string())]).await;
+        moto.create_bucket().await;
+        let iam = |body: Vec<(&'static str, String)>| {
+            let url = moto.origin();
+            async move {
+                let response = reqwest::Client::new()
+                    .post(url)
+                    // An unsigned call is routed by the service named here.
+                    .header(
+                        "Authorization",
+                        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00",
+                    )
+                    .form(&body)
+                    .send()
+                    .await
+                    .expect("IAM call");
+                let status = response.status();
+                let text = response.text().await.expect("IAM answer");
+                assert!(status.is_success(), "IAM call failed: {status} {text}");
+                text
+            }
+        };
+        let v = || ("Version", "2010-05-08".to_owned());
+        iam(vec![
+            ("Action", "CreateUser".into()),
+            ("UserName", "nixery".into()),
+            v(),
+        ])
+        .await;
+        iam(vec![
+            ("Action", "PutUserPolicy".into()),
+            ("UserName", "nixery".into()),
+            ("PolicyName", "s3".into()),
+            (
+                "PolicyDocument",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#.into(),
+            ),
+            v(),
+        ])
+        .await;
+        let created = iam(vec![
+            ("Action", "CreateAccessKey".into()),
+            ("UserName", "nixery".into()),
+            v(),
+        ])
+        .await;
+        let field = |name: &str| {
+            let open = format!("<{name}>");
+            let start = created
+                .find(&open)
+                .expect("field in CreateAccessKey answer")
+                + open.len();
+            let end = created[start..].find('<').expect("end of field") + start;
+            created[start..end].to_owned()
+        };
+        moto.key = Some(StaticKey {
+            id: field("AccessKeyId"),
+            secret: field("SecretAccessKey"),
+        });
+        moto
+    }
+
+    async fn spawn(env: &[(&str, &str)]) -> MotoS3 {
+        let binary = locate_binary();
+        let port = free_port();
+        let mut command = Command::new(&binary);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut moto = MotoS3 {
+            port,
+            child: Some(child),
+            key: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probe = format!("{}/moto-api/", moto.origin());
+        loop {
+            if reqwest::get(&probe).await.is_ok() {
+                return moto;
+            }
+            if let Some(child) = moto.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("moto_server exited at start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer on {probe} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn create_bucket(&mut self) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/{BUCKET}", self.origin()))
+            .send()
+            .await
+            .expect("create bucket request");
+        assert!(
+            response.status().is_success(),
+            "creating the test bucket failed: {}",
+            response.status()
+        );
+    }
+
+    /// Lets anyone read the bucket's objects (a bucket policy granting
+    /// `s3:GetObject` to `*`), as a bucket behind plain redirects must.
+    pub async fn make_public(&self) {
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{BUCKET}/*"}}]}}"#
+        );
+        let response = reqwest::Client::new()
+            .put(format!("{}/{BUCKET}?policy", self.origin()))
+            // Unchecked by a server started with [`Self::start`].
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            )
+            .body(policy)
+            .send()
+            .await
+            .expect("put bucket policy");
+        assert!(
+            response.status().is_success(),
+            "setting the bucket policy failed: {}",
+            response.status()
+        );
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The key it checks (with IAM checks on), else one it accepts.
+    pub fn key(&self) -> StaticKey {
+        self.key.clone().unwrap_or_else(|| StaticKey {
+            id: ANY_KEY.0.to_owned(),
+            secret: ANY_KEY.1.to_owned(),
+        })
+    }
+
+    /// Settings for [`BUCKET`] on this server, or on `endpoint` (a proxy
+    /// in front of it).
+    pub fn settings_at(&self, endpoint: &str) -> S3Settings {
+        S3Settings::for_endpoint(BUCKET, REGION, Url::parse(endpoint).expect("endpoint URL"))
+    }
+
+    /// Settings for [`BUCKET`] at `127.0.0.1:<port>`, whatever runs there.
+    pub fn settings_for_port(port: u16) -> S3Settings {
+        S3Settings::for_endpoint(
+            BUCKET,
+            REGION,
+            Url::parse(&format!("http://127.0.0.1:{port}")).expect("endpoint URL"),
+        )
+    }
+
+    /// A backend connected to the bucket with [`Self::key`].
+    pub async fn storage(&self) -> S3Storage {
+        self.storage_with(S3Options::default()).await
+    }
+
+    /// A backend connected with `options` and [`Self::key`].
+    pub async fn storage_with(&self, options: S3Options) -> S3Storage {
+        let options = S3Options {
+            static_key: Some(self.key()),
+            ..options
+        };
+        S3Storage::connect_with(self.settings_at(&self.origin()), options)
+            .await
+            .expect("connect to moto")
+    }
+
+    /// The environment a server on the s3 backend needs to use this
+    /// bucket at `endpoint` with [`Self::key`] from the environment.
+    pub fn server_env(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        let key = self.key();
+        vec![
+            ("NIXERY_STORAGE_BACKEND", "s3".to_owned()),
+            ("S3_BUCKET", BUCKET.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+            ("AWS_ACCESS_KEY_ID", key.id),
+            ("AWS_SECRET_ACCESS_KEY", key.secret),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
+    /// but never answered, like a hung backend.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("moto is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: sends a signal to our own child process by PID.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Kills the server (SIGKILL by PID) and waits for it. Its objects
+    /// live in memory and are gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MotoS3 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `MOTO_SERVER`, else the venv of `scripts/setup-host.sh`, else
+/// `moto_server` on `PATH`; panics with the install line when none exists.
+pub fn locate_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "MOTO_SERVER={} does not name a file",
+            path.display()
+        );
+        return path;
+    }
+    let venv = PathBuf::from("/opt/nixery-venv/bin/moto_server");
+    if venv.is_file() {
+        return venv;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|candidate| candidate.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "moto_server not found: run scripts/setup-host.sh (it installs moto[server] \
+             into /opt/nixery-venv) or set MOTO_SERVER"
+        )
+    })
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
