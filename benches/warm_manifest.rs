@@ -71,7 +71,7 @@ fn warm_builder(
     ))
     .unwrap();
     runtime
-        .block_on(manifests.put(identity.key(), &manifest))
+        .block_on(manifests.put(identity.key(), &manifest, None))
         .unwrap();
     let metrics = Arc::new(Metrics::default());
     let builder = Builder::new(
@@ -87,6 +87,7 @@ fn warm_builder(
             build_queue: 16,
             build_errors,
             platforms: vec![nixery::platform::Platform::host()],
+            gc: None,
         },
         metrics.clone(),
     );

@@ -12,7 +12,7 @@
 { config, lib, pkgs, ... }:
 
 let
-  inherit (lib) literalExpression mkEnableOption mkIf mkOption optional optionalAttrs types;
+  inherit (lib) literalExpression mkDefault mkEnableOption mkIf mkOption optional optionalAttrs types;
 
   cfg = config.services.nixery;
 
@@ -82,6 +82,10 @@ let
   // optionalAttrs (cfg.cacheDir != null) { NIXERY_CACHE_DIR = cfg.cacheDir; }
   // optionalAttrs (cfg.manifestCacheEntries != null) { NIXERY_MANIFEST_CACHE_ENTRIES = toString cfg.manifestCacheEntries; }
   // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; }
+  // optionalAttrs (cfg.gcKeep != null) { NIXERY_GC_KEEP = cfg.gcKeep; }
+  // optionalAttrs (cfg.gcInterval != null) { NIXERY_GC_INTERVAL = cfg.gcInterval; }
+  // optionalAttrs (cfg.gcGrace != null) { NIXERY_GC_GRACE = cfg.gcGrace; }
+  // optionalAttrs (cfg.gcTouchInterval != null) { NIXERY_GC_TOUCH_INTERVAL = cfg.gcTouchInterval; }
   // optionalAttrs (cfg.platforms != null) { NIXERY_PLATFORMS = builtins.concatStringsSep "," cfg.platforms; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
@@ -344,6 +348,69 @@ in
       description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
     };
 
+    gcKeep = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "30d";
+      description = ''
+        Collect the storage periodically, keeping images pulled within this
+        long (NIXERY_GC_KEEP; 45s, 10m, 12h, 30d). Null turns periodic
+        collection off; `nixery gc` can still be run by hand.
+      '';
+    };
+
+    gcInterval = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "12h";
+      description = "Time between periodic collections (NIXERY_GC_INTERVAL); null means the server's default, 24h.";
+    };
+
+    gcGrace = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Objects younger than this are never collected (NIXERY_GC_GRACE); null means the server's default, 1h.";
+    };
+
+    gcTouchInterval = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "A pulled image's use mark is rewritten at most this often (NIXERY_GC_TOUCH_INTERVAL); null means the server's default, 1h.";
+    };
+
+    nixStoreGc = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Let Nix collect the host's store by itself: Nixery holds no GC
+          roots for the images it built, so the store can be collected at
+          any time. Sets (as defaults, which the host's own settings
+          override) nix.settings.min-free and max-free, and nix.gc's timer.
+        '';
+      };
+      minFree = mkOption {
+        type = types.ints.positive;
+        default = 2147483648;
+        description = "Bytes free below which Nix collects garbage during builds (nix.settings.min-free).";
+      };
+      maxFree = mkOption {
+        type = types.ints.positive;
+        default = 10737418240;
+        description = "Bytes free at which such a collection stops (nix.settings.max-free).";
+      };
+      dates = mkOption {
+        type = types.str;
+        default = "daily";
+        description = "When the nix.gc timer runs nix-collect-garbage (nix.gc.dates, systemd calendar syntax).";
+      };
+      olderThan = mkOption {
+        type = types.str;
+        default = "14d";
+        description = "The nix.gc timer deletes generations older than this (nix-collect-garbage --delete-older-than).";
+      };
+    };
+
     platforms = mkOption {
       type = types.nullOr (types.listOf (types.enum [ "linux/amd64" "linux/arm64" ]));
       default = null;
@@ -458,5 +525,17 @@ in
     };
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.port ];
+
+    # Images need their closure only while their layers are packed; the
+    # store is Nix's to collect (docs/garbage-collection.md#the-nix-store).
+    nix = mkIf cfg.nixStoreGc.enable {
+      settings.min-free = mkDefault cfg.nixStoreGc.minFree;
+      settings.max-free = mkDefault cfg.nixStoreGc.maxFree;
+      gc = {
+        automatic = mkDefault true;
+        dates = mkDefault cfg.nixStoreGc.dates;
+        options = mkDefault "--delete-older-than ${cfg.nixStoreGc.olderThan}";
+      };
+    };
   };
 }

@@ -37,6 +37,8 @@ use crate::{
     archive,
     build_errors::{BuildErrors, FailureKind},
     cache::CacheError,
+    digest::Digest,
+    gc::GcWatch,
     identity::ImageIdentity,
     image::{Arch, Image},
     image_index::IndexKind,
@@ -97,6 +99,10 @@ pub enum BuildError {
     /// The image cannot be built (no builder configured).
     #[error("image building is not available")]
     Unavailable,
+    /// Garbage collections removed blobs of the image while it was being
+    /// built, twice in a row.
+    #[error("a storage collection removed blobs of the image during its build; try again")]
+    Collected,
     /// Another request's build of the same image failed.
     #[error(transparent)]
     Shared(Arc<BuildError>),
@@ -140,6 +146,7 @@ impl BuildError {
             BuildError::Busy(_) => FailureKind::Queue,
             BuildError::Crashed(_) => FailureKind::Crash,
             BuildError::Unavailable => FailureKind::Unavailable,
+            BuildError::Collected => FailureKind::Storage,
             BuildError::Shared(inner) => inner.kind(),
         }
     }
@@ -219,6 +226,9 @@ pub struct BuilderSettings {
     /// The platforms a name is built for (`NIXERY_PLATFORMS`), first one
     /// first; an image index lists those that built.
     pub platforms: Vec<Platform>,
+    /// Use marks and collection generations (see [`crate::gc::watch`]);
+    /// without it nothing is marked and collections are not watched.
+    pub gc: Option<Arc<GcWatch>>,
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
@@ -264,6 +274,11 @@ impl Builder {
                 metrics,
             }),
         }
+    }
+
+    /// The local disk tier's directory, if there is one.
+    pub fn local_tier_dir(&self) -> Option<PathBuf> {
+        self.inner.manifests.disk_dir().map(PathBuf::from)
     }
 
     /// Join the build of `identity` already in flight, or start one unless
@@ -395,6 +410,7 @@ impl Builder {
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::debug!(image = %image.name, tag = %image.tag, key = identity.key(), "manifest cache hit");
+            self.inner.touch(&built);
             return Ok(built);
         }
         if let Some((built, tier)) = self
@@ -406,6 +422,7 @@ impl Builder {
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
+            self.inner.touch(&built);
             return Ok(built);
         }
         self.join_or_start(image, resolved.clone(), identity)?
@@ -415,6 +432,14 @@ impl Builder {
 }
 
 impl Inner {
+    /// Record a use of both manifests of `built` (off the request path).
+    fn touch(&self, built: &ImageManifests) {
+        if let Some(watch) = &self.settings.gc {
+            watch.touch(&built.docker.digest);
+            watch.touch(&built.oci.digest);
+        }
+    }
+
     async fn build(
         self: &Arc<Self>,
         image: &Image,
@@ -437,6 +462,51 @@ impl Inner {
             tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             return Ok(built);
         }
+        // A collection may remove blobs the build reuses; then it is built
+        // again, once (see `GcWatch::settle`).
+        for attempt in 0..2 {
+            let started = self.settings.gc.as_ref().map(|watch| watch.snapshot());
+            let (built, blobs, layer_count) = self.build_once(image, resolved, identity).await?;
+            let stamp = match (&self.settings.gc, started) {
+                (Some(watch), Some(started)) => {
+                    match watch
+                        .settle(started, &built.docker.digest, &blobs)
+                        .await
+                        .map_err(|e| BuildError::Storage(e.into()))?
+                    {
+                        Some(stamp) => Some(stamp),
+                        None => {
+                            self.layers.forget_records();
+                            if attempt == 0 {
+                                tracing::warn!(image = %image.name, tag = %image.tag, "blobs of the image were collected during its build, building it again");
+                                continue;
+                            }
+                            return Err(BuildError::Collected);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if self.resolver.still_current(resolved).await {
+                self.manifests.put(identity.key(), &built, stamp).await?;
+            } else {
+                tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
+            }
+            tracing::info!(image = %image.name, tag = %image.tag, digest = %built.docker.digest, oci_digest = %built.oci.digest, layers = layer_count, "image built");
+            return Ok(built);
+        }
+        Err(BuildError::Collected)
+    }
+
+    /// The Nix step, grouping, packing and the stored config and manifest
+    /// blobs: the manifest, the hex digests of every blob it names, and its
+    /// layer count.
+    async fn build_once(
+        self: &Arc<Self>,
+        image: &Image,
+        resolved: &Resolved,
+        identity: &ImageIdentity,
+    ) -> Result<(ImageManifests, Vec<Digest>, usize), BuildError> {
         Metrics::inc(&self.metrics.nix_builds);
         tracing::info!(
             image = %image.name,
@@ -476,6 +546,8 @@ impl Inner {
             first_path: String::new(),
         };
         let layer_count = entries.len() + 1;
+        let mut blobs: Vec<Digest> = entries.iter().map(|e| e.digest).collect();
+        blobs.push(symlink_entry.digest);
         let cmd = image.cmd();
         let documents = manifest::assemble(
             image.arch.image_arch(),
@@ -497,13 +569,9 @@ impl Inner {
             .await?;
         self.store_sbom(image, &prepared.runtime_graph, &built)
             .await?;
-        if self.resolver.still_current(resolved).await {
-            self.manifests.put(identity.key(), &built).await?;
-        } else {
-            tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its manifest");
-        }
-        tracing::info!(image = %image.name, tag = %image.tag, digest = %built.docker.digest, oci_digest = %built.oci.digest, layers = layer_count, "image built");
-        Ok(built)
+        blobs.push(documents.config_ref.digest);
+        blobs.push(built.oci.digest);
+        Ok((built, blobs, layer_count))
     }
 
     /// Write the SBOM of the image whose closure is `graph` and attach it

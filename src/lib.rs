@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod digest;
 pub mod error_text;
+pub mod gc;
 pub mod http;
 pub mod identity;
 pub mod image;

@@ -25,6 +25,8 @@ enum Command {
     Layers(nixery::layers::cli::LayersArgs),
     /// Compute a popularity map from a binary cache.
     Popcount(nixery::popcount::PopcountArgs),
+    /// Delete images not pulled for a while, and what only they use.
+    Gc(nixery::gc::cli::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +36,6 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => nixery::server::main(args),
         Some(Command::Layers(args)) => nixery::layers::cli::run(args),
         Some(Command::Popcount(args)) => nixery::popcount::run(args),
+        Some(Command::Gc(args)) => nixery::gc::cli::run(args),
     }
 }

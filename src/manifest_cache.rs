@@ -38,6 +38,7 @@ use parking_lot::Mutex;
 use crate::{
     cache::{CacheError, bytes_stream, read_object, write_atomically},
     digest::Digest,
+    gc::GcWatch,
     storage::{Storage, StorageError, StorageKey},
 };
 
@@ -119,7 +120,7 @@ impl ImageManifests {
     }
 
     /// Whether this is a document with one form only.
-    fn is_single(&self) -> bool {
+    pub fn is_single(&self) -> bool {
         self.docker.digest == self.oci.digest
     }
 }
@@ -149,11 +150,19 @@ impl Tier {
     }
 }
 
+/// A memory entry: the manifests and the collection generation they were
+/// last checked under (see [`crate::gc::watch`]).
+type Stamped = (ImageManifests, Option<u64>);
+
 /// Manifests by image identity key, in memory, on local disk and in storage.
+/// With a [`GcWatch`], an entry is confirmed against storage before it is
+/// served under a collection generation newer than its stamp; entries from
+/// the disk tier and storage are always confirmed.
 pub struct ManifestCache {
-    memory: Mutex<LruCache<String, ImageManifests>>,
+    memory: Mutex<LruCache<String, Stamped>>,
     disk: Option<PathBuf>,
     storage: Arc<dyn Storage>,
+    watch: Option<Arc<GcWatch>>,
 }
 
 impl ManifestCache {
@@ -173,7 +182,16 @@ impl ManifestCache {
             memory: Mutex::new(LruCache::new(capacity)),
             disk,
             storage,
+            watch: None,
         })
+    }
+
+    /// The same tiers, checked against collections seen by `watch`.
+    pub fn with_watch(self, watch: Arc<GcWatch>) -> Self {
+        Self {
+            watch: Some(watch),
+            ..self
+        }
     }
 
     /// The local tier's directory, if there is one.
@@ -181,9 +199,54 @@ impl ManifestCache {
         self.disk.as_deref()
     }
 
-    /// The manifests for `key` from the memory tier alone.
+    /// The manifests for `key` from the memory tier alone, if they may be
+    /// served without asking storage.
     pub fn memory(&self, key: &str) -> Option<ImageManifests> {
-        self.lock().get(key).cloned()
+        let mut memory = self.lock();
+        let (built, stamp) = memory.get(key)?;
+        match &self.watch {
+            Some(watch) if !watch.trusts(*stamp) => None,
+            _ => Some(built.clone()),
+        }
+    }
+
+    /// Without a watch: `Some(None)` (serve, nothing to stamp). With one:
+    /// the stamp when both manifests may be served, `None` when one was
+    /// collected (then the entry leaves the memory and disk tiers).
+    async fn confirm(
+        &self,
+        key: &str,
+        pair: &ImageManifests,
+    ) -> Result<Option<Option<u64>>, StorageError> {
+        let Some(watch) = &self.watch else {
+            return Ok(Some(None));
+        };
+        let mut stamp = u64::MAX;
+        let digests = if pair.is_single() {
+            vec![pair.docker.digest]
+        } else {
+            vec![pair.docker.digest, pair.oci.digest]
+        };
+        for digest in digests {
+            match watch.confirm(&digest).await {
+                Ok(Some(confirmed)) => stamp = stamp.min(confirmed),
+                Ok(None) => {
+                    tracing::info!(key, digest = %digest, "cached manifest was collected, building it again");
+                    self.lock().pop(key);
+                    for name in [key.to_owned(), format!("{key}{OCI_SUFFIX}")] {
+                        if let Some(path) = self.disk_path(&name) {
+                            let _ = tokio::fs::remove_file(path).await;
+                        }
+                    }
+                    return Ok(None);
+                }
+                Err(error) => {
+                    tracing::warn!(key, error = %crate::redact::redact(&error.to_string()), "confirming a cached manifest against storage failed");
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Some(Some(stamp)))
     }
 
     /// The manifests for `key` and the tier that had them, memory first;
@@ -192,14 +255,23 @@ impl ManifestCache {
         if let Some(built) = self.memory(key) {
             return Ok(Some((built, Tier::Memory)));
         }
+        let untrusted = self.lock().get(key).map(|(built, _)| built.clone());
+        if let Some(pair) = untrusted
+            && let Some(stamp) = self.confirm(key, &pair).await?
+        {
+            self.lock().put(key.to_owned(), (pair.clone(), stamp));
+            return Ok(Some((pair, Tier::Memory)));
+        }
         if let Some(docker) = self.read_disk(key).await? {
             let oci = self.read_disk_file(&format!("{key}{OCI_SUFFIX}")).await;
-            if let Some((pair, derived)) = self.pair(key, docker, oci).await? {
+            if let Some((pair, derived)) = self.pair(key, docker, oci).await?
+                && let Some(stamp) = self.confirm(key, &pair).await?
+            {
                 if derived {
                     self.write_disk(&format!("{key}{OCI_SUFFIX}"), &pair.oci.bytes)
                         .await;
                 }
-                self.lock().put(key.to_owned(), pair.clone());
+                self.lock().put(key.to_owned(), (pair.clone(), stamp));
                 return Ok(Some((pair, Tier::Disk)));
             }
         }
@@ -210,19 +282,28 @@ impl ManifestCache {
         let Some((pair, derived)) = self.pair(key, docker, oci).await? else {
             return Ok(None);
         };
+        let Some(stamp) = self.confirm(key, &pair).await? else {
+            return Ok(None);
+        };
         if derived {
             self.persist_oci(key, &pair.oci).await?;
         }
         self.write_disk(&format!("{key}{OCI_SUFFIX}"), &pair.oci.bytes)
             .await;
         self.write_disk(key, &pair.docker.bytes).await;
-        self.lock().put(key.to_owned(), pair.clone());
+        self.lock().put(key.to_owned(), (pair.clone(), stamp));
         Ok(Some((pair, Tier::Storage)))
     }
 
-    /// Store `built` under `key` in every tier. Call only once the blobs
+    /// Store `built` under `key` in every tier, stamped with the collection
+    /// generation `stamp` it was checked under. Call only once the blobs
     /// they name (and both manifest blobs themselves) are in storage.
-    pub async fn put(&self, key: &str, built: &ImageManifests) -> Result<(), CacheError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        built: &ImageManifests,
+        stamp: Option<u64>,
+    ) -> Result<(), CacheError> {
         let storage_key = StorageKey::manifest(key)?;
         if !built.is_single() {
             self.persist_oci(key, &built.oci).await?;
@@ -239,7 +320,7 @@ impl ManifestCache {
                 .await;
         }
         self.write_disk(key, &built.docker.bytes).await;
-        self.lock().put(key.to_owned(), built.clone());
+        self.lock().put(key.to_owned(), (built.clone(), stamp));
         Ok(())
     }
 
@@ -294,7 +375,7 @@ impl ManifestCache {
         Ok(Some((ImageManifests { docker, oci }, true)))
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, ImageManifests>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, Stamped>> {
         self.memory.lock()
     }
 
@@ -372,13 +453,18 @@ impl ManifestCache {
     }
 }
 
+/// Where [`local_tier_dir`] puts the tier, without creating anything.
+pub fn local_tier_path(cache_dir: &Path, storage_identity: &str) -> PathBuf {
+    let hash = Digest::of(storage_identity.as_bytes()).hex();
+    cache_dir.join(format!("manifests-{}", &hash[..16]))
+}
+
 /// The local tier's directory for the storage named `storage_identity`
 /// (see [`crate::config::StorageSetting::identity`]) under `cache_dir`:
 /// `<cache_dir>/manifests-<first 16 hex digits of its SHA-256>`. A file
 /// `storage` beside the manifests names the storage, for operators.
 pub fn local_tier_dir(cache_dir: &Path, storage_identity: &str) -> io::Result<PathBuf> {
-    let hash = Digest::of(storage_identity.as_bytes()).hex();
-    let dir = cache_dir.join(format!("manifests-{}", &hash[..16]));
+    let dir = local_tier_path(cache_dir, storage_identity);
     std::fs::create_dir_all(&dir)?;
     let label = dir.join("storage");
     if !label.exists() {
@@ -425,10 +511,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = ManifestCache::new(storage(root.path()), 2, None).unwrap();
         for (n, key) in [(1, "01"), (2, "02")] {
-            cache.put(key, &image(n)).await.unwrap();
+            cache.put(key, &image(n), None).await.unwrap();
         }
         assert!(cache.memory("01").is_some());
-        cache.put("03", &image(3)).await.unwrap();
+        cache.put("03", &image(3), None).await.unwrap();
         assert!(cache.memory("02").is_none(), "least recently used kept");
         assert!(cache.memory("01").is_some() && cache.memory("03").is_some());
         // Evicted entries still come from storage, both variants.
@@ -446,7 +532,7 @@ mod tests {
         let built = image(1);
         store_blob(&storage, &built.docker).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
-        cache.put(KEY, &built).await.unwrap();
+        cache.put(KEY, &built, None).await.unwrap();
         drop(cache);
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
 
@@ -559,7 +645,7 @@ mod tests {
         store_blob(&storage, &built).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
         cache
-            .put(KEY, &ImageManifests::single(built.clone()))
+            .put(KEY, &ImageManifests::single(built.clone()), None)
             .await
             .unwrap();
         assert!(!local.path().join(format!("{KEY}.oci")).exists());

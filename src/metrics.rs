@@ -1,7 +1,7 @@
 //! Counters of what the registry did, exported at `/metrics` in the
 //! Prometheus text format.
 //!
-//! A handful of monotonic counters is the whole need, so they are plain
+//! A handful of monotonic counters (and one gauge) is the whole need, so they are plain
 //! atomics rendered by hand (the text format for counters is three lines
 //! each) rather than a metrics framework and its registry.
 
@@ -10,19 +10,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Name, help text and accessor of one counter.
 type Counter = (&'static str, &'static str, fn(&Metrics) -> &AtomicU64);
 
-/// Declare every counter once: its field (with its doc), its exported name
-/// and its help text. Gives [`Metrics`] and `COUNTERS`, in output order.
+/// Declare every counter, then every gauge, once: its field (with its
+/// doc), its exported name and its help text. Gives [`Metrics`],
+/// `COUNTERS` and `GAUGES`, in output order.
 macro_rules! counters {
-    ($( $(#[doc = $doc:literal])+ $field:ident => $name:literal, $help:literal; )+) => {
+    (
+        $( $(#[doc = $doc:literal])+ $field:ident => $name:literal, $help:literal; )+
+        gauges:
+        $( $(#[doc = $gdoc:literal])+ $gfield:ident => $gname:literal, $ghelp:literal; )+
+    ) => {
         /// Everything counted since start-up. Shared by the builder (which
         /// counts) and the HTTP layer (which renders).
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[doc = $doc])+ pub $field: AtomicU64, )+
+            $( $(#[doc = $gdoc])+ pub $gfield: AtomicU64, )+
         }
 
         /// Every counter, in output order.
         const COUNTERS: &[Counter] = &[$( ($name, $help, |m| &m.$field) ),+];
+        /// Every gauge, in output order (after the counters).
+        const GAUGES: &[Counter] = &[$( ($gname, $ghelp, |m| &m.$gfield) ),+];
     };
 }
 
@@ -45,6 +53,21 @@ counters! {
     /// New builds refused because the build queue was full (429).
     builds_refused => "nixery_builds_refused_total",
         "New image builds refused with 429 because the build queue was full.";
+    /// Periodic collections that completed.
+    gc_runs => "nixery_gc_runs_total", "Periodic garbage collections that completed.";
+    /// Periodic collections that failed.
+    gc_failures => "nixery_gc_failures_total", "Periodic garbage collections that failed.";
+    /// Objects deleted by periodic collections.
+    gc_objects_deleted => "nixery_gc_objects_deleted_total",
+        "Objects deleted by periodic garbage collections.";
+    /// Bytes deleted by periodic collections.
+    gc_bytes_deleted => "nixery_gc_bytes_deleted_total",
+        "Bytes deleted by periodic garbage collections.";
+    gauges:
+    /// Unix time of the last completed periodic collection (0 before the
+    /// first).
+    gc_last_run => "nixery_gc_last_run_timestamp_seconds",
+        "Unix time of the last completed periodic garbage collection (0: none yet).";
 }
 
 /// Content type of the Prometheus text exposition format.
@@ -70,6 +93,12 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
             ));
         }
+        for (name, help, gauge) in GAUGES.iter().copied() {
+            let value = gauge(self).load(Ordering::Relaxed);
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            ));
+        }
         text
     }
 }
@@ -89,7 +118,9 @@ mod tests {
         );
         assert!(text.contains("nixery_layer_bytes_uploaded_total 1234\n"));
         assert!(text.contains("nixery_build_failures_total 0\n"));
-        assert_eq!(text.matches("# HELP ").count(), COUNTERS.len());
-        assert_eq!(text.matches("# TYPE ").count(), COUNTERS.len());
+        let all = COUNTERS.len() + GAUGES.len();
+        assert_eq!(text.matches("# HELP ").count(), all);
+        assert_eq!(text.matches("# TYPE ").count(), all);
+        assert!(text.contains("# TYPE nixery_gc_last_run_timestamp_seconds gauge\n"));
     }
 }

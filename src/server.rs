@@ -17,6 +17,7 @@ use crate::{
     builder::{Builder, BuilderSettings},
     config::{Config, ServeArgs, StorageSetting},
     connection::{self, ConnectionLimits},
+    gc::{GcWatch, periodic::GcStatus},
     http::{AppState, router},
     layer_store::LayerStore,
     layers::DEFAULT_BUDGET,
@@ -141,6 +142,7 @@ pub async fn image_builder(
     storage: Arc<dyn Storage>,
     build_errors: Arc<BuildErrors>,
     metrics: Arc<Metrics>,
+    gc: Option<Arc<GcWatch>>,
 ) -> Result<Arc<Builder>, ServerError> {
     let popularity = popularity::load(config.popularity_url.as_deref()).await?;
     let nix = NixRunner::new(NixSettings {
@@ -172,14 +174,18 @@ pub async fn image_builder(
             }
         }
     };
-    let manifests = ManifestCache::new(storage.clone(), config.manifest_cache_entries, disk)
+    let mut manifests = ManifestCache::new(storage.clone(), config.manifest_cache_entries, disk)
         .map_err(ServerError::LocalCache)?;
+    let mut layers = LayerStore::new(storage, config.pack_concurrency);
+    if let Some(watch) = &gc {
+        manifests = manifests.with_watch(watch.clone());
+        layers = layers.with_watch(watch.clone());
+    }
     tracing::info!(
         dir = %manifests.disk_dir().map_or_else(|| "none".into(), |d| d.display().to_string()),
         memory_entries = config.manifest_cache_entries,
         "manifest cache"
     );
-    let layers = LayerStore::new(storage, config.pack_concurrency);
     Ok(Arc::new(Builder::new(
         layers,
         manifests,
@@ -193,6 +199,7 @@ pub async fn image_builder(
             build_queue: config.build_queue,
             build_errors: build_errors.clone(),
             platforms: config.platforms.clone(),
+            gc,
         },
         metrics,
     )))
@@ -203,11 +210,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let storage = open_storage(&config.storage).await?;
     let build_errors = Arc::new(BuildErrors::new());
     let metrics = Arc::new(Metrics::default());
+    // Always on: `nixery gc` may run beside any server.
+    let watch = GcWatch::start(storage.clone(), config.gc.touch_interval);
     let builder = image_builder(
         &config,
         storage.clone(),
         build_errors.clone(),
         metrics.clone(),
+        Some(watch.clone()),
     )
     .await?;
     let listener = TcpListener::bind(config.listen)
@@ -219,10 +229,24 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     // Runs until the runtime stops; the filesystem backend has already
     // swept once while opening.
     tokio::spawn(crate::storage::staging::clean_periodically(storage.clone()));
+    let gc_status = Arc::new(match config.gc.keep {
+        Some(keep) => GcStatus::periodic(keep, config.gc.interval),
+        None => GcStatus::default(),
+    });
+    if config.gc.keep.is_some() {
+        tokio::spawn(crate::gc::periodic::run(
+            storage.clone(),
+            config.gc,
+            builder.local_tier_dir(),
+            metrics.clone(),
+            gc_status.clone(),
+        ));
+    }
     let status = StatusInfo::for_source(&config.package_source, storage.name());
     let state = AppState::new(storage, builder)
         .with_status(status, build_errors)
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_gc(watch, gc_status);
     serve_with(listener, state, config.limits, shutdown_signal()).await
 }
 

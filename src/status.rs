@@ -50,6 +50,8 @@ pub struct StatusPage {
     pub meta_packages: Vec<(String, String)>,
     /// Recent build errors, newest first.
     pub recent_errors: Vec<RecentError>,
+    /// What garbage collection does on this instance.
+    pub collection: String,
 }
 
 /// Replace the characters that are markup in HTML text and attributes.
@@ -103,9 +105,11 @@ impl StatusPage {
             "<h2>This instance</h2>\n<table>\n\
              <tr><th>Package source</th><td>{}</td></tr>\n\
              <tr><th>Storage backend</th><td>{}</td></tr>\n\
+             <tr><th>Garbage collection</th><td id=\"gc\">{}</td></tr>\n\
              <tr><th>Version</th><td id=\"version\">{}</td></tr>\n</table>\n",
             escape_html(&self.package_source),
             escape_html(&self.storage_backend),
+            escape_html(&self.collection),
             escape_html(VERSION)
         );
         html.push_str("<h2>Recent build errors</h2>\n");
@@ -183,6 +187,7 @@ impl StatusInfo {
             package_source: self.package_source.clone(),
             storage_backend: self.storage_backend.clone(),
             meta_packages: self.meta_packages.clone(),
+            collection: "periodic collection off".to_owned(),
             recent_errors: errors
                 .iter()
                 .map(|e| RecentError {
@@ -358,6 +363,7 @@ mod tests {
                 kind: "nix".into(),
                 message: message.into(),
             }],
+            collection: "every 1day".into(),
         }
     }
 

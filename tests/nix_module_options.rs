@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The NixOS module (`nix/module.nix`) declares a typed option for every
 //! server setting and maps each to the variable the server reads, running
 //! a hardened service. Evaluated with `nix-instantiate` against the stub
@@ -43,6 +44,10 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_HEADER_TIMEOUT", "headerTimeout"),
     ("NIXERY_IDLE_TIMEOUT", "idleTimeout"),
     ("NIXERY_BUILD_QUEUE", "buildQueue"),
+    ("NIXERY_GC_KEEP", "gcKeep"),
+    ("NIXERY_GC_INTERVAL", "gcInterval"),
+    ("NIXERY_GC_GRACE", "gcGrace"),
+    ("NIXERY_GC_TOUCH_INTERVAL", "gcTouchInterval"),
     ("NIXERY_PLATFORMS", "platforms"),
     ("RUST_LOG", "logFilter"),
 ];
@@ -114,6 +119,15 @@ fn full_settings() -> Value {
         "headerTimeout": 10,
         "idleTimeout": 20,
         "buildQueue": 3,
+        "gcKeep": "30d",
+        "gcInterval": "12h",
+        "gcGrace": "2h",
+        "gcTouchInterval": "30m",
+        "nixStoreGc.enable": true,
+        "nixStoreGc.minFree": 1000,
+        "nixStoreGc.maxFree": 5000,
+        "nixStoreGc.dates": "weekly",
+        "nixStoreGc.olderThan": "30d",
         "platforms": ["linux/arm64", "linux/amd64"],
         "logFilter": "info,nixery=debug",
         "openFirewall": true
@@ -164,6 +178,15 @@ fn every_setting_has_a_typed_option() {
         ("headerTimeout", "positive integer"),
         ("idleTimeout", "positive integer"),
         ("buildQueue", "null or unsigned integer"),
+        ("gcKeep", "null or string"),
+        ("gcInterval", "null or string"),
+        ("gcGrace", "null or string"),
+        ("gcTouchInterval", "null or string"),
+        ("nixStoreGc.enable", "boolean"),
+        ("nixStoreGc.minFree", "positive integer"),
+        ("nixStoreGc.maxFree", "positive integer"),
+        ("nixStoreGc.dates", "string"),
+        ("nixStoreGc.olderThan", "string"),
         (
             "platforms",
             r#"null or list of one of "linux/amd64", "linux/arm64""#,
@@ -252,6 +275,10 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_HEADER_TIMEOUT", "10"),
         ("NIXERY_IDLE_TIMEOUT", "20"),
         ("NIXERY_BUILD_QUEUE", "3"),
+        ("NIXERY_GC_KEEP", "30d"),
+        ("NIXERY_GC_INTERVAL", "12h"),
+        ("NIXERY_GC_GRACE", "2h"),
+        ("NIXERY_GC_TOUCH_INTERVAL", "30m"),
         ("NIXERY_PLATFORMS", "linux/arm64,linux/amd64"),
         ("RUST_LOG", "info,nixery=debug"),
         ("NIX_REMOTE", "daemon"),
@@ -318,6 +345,26 @@ fn every_setting_reaches_the_environment_of_some_configuration() {
             "the server reads {variable}; the module never sets it"
         );
     }
+}
+
+#[test]
+fn the_nix_store_is_collected_by_nix_unless_turned_off() {
+    let nix = |settings: Value| eval_ok(settings)["config"]["nix"].clone();
+    let defaults = nix(json!({ "enable": true }));
+    assert_eq!(defaults["settings"]["min-free"], 2_147_483_648u64);
+    assert_eq!(defaults["settings"]["max-free"], 10_737_418_240u64);
+    assert_eq!(defaults["gc"]["automatic"], true);
+    assert_eq!(defaults["gc"]["dates"], "daily");
+    assert_eq!(defaults["gc"]["options"], "--delete-older-than 14d");
+    let tuned = nix(full_settings());
+    assert_eq!(tuned["settings"]["min-free"], 1000);
+    assert_eq!(tuned["gc"]["options"], "--delete-older-than 30d");
+    let off = eval_ok(json!({ "enable": true, "nixStoreGc.enable": false }));
+    assert!(
+        off["config"].get("nix").is_none(),
+        "{}",
+        off["config"]["nix"]
+    );
 }
 
 #[test]

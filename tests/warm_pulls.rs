@@ -258,6 +258,10 @@ fn git_branch_moves_after_the_ttl_and_not_before_to_the_resolved_commit() {
         .start();
     let resolved_at = Instant::now();
     let first = manifest(&server, "hello", "main");
+    // The refs were asked for between `resolved_at` and now: the TTL has
+    // surely run out once it has passed since now (under load the request
+    // can reach the resolver well after `resolved_at`).
+    let first_done = Instant::now();
     let second_commit = commit_greeting(repo.path(), "Hello from the second commit!");
 
     // Within the TTL: the branch still means the first commit, from cache.
@@ -268,7 +272,7 @@ fn git_branch_moves_after_the_ttl_and_not_before_to_the_resolved_commit() {
     );
     assert_eq!(nix_builds(&server), 1);
 
-    std::thread::sleep(TTL.saturating_sub(resolved_at.elapsed()) + Duration::from_millis(300));
+    std::thread::sleep(TTL.saturating_sub(first_done.elapsed()) + Duration::from_millis(300));
     let moved = manifest(&server, "hello", "main");
     assert_ne!(moved, first, "the new commit was not served after the TTL");
     assert_eq!(nix_builds(&server), 2);

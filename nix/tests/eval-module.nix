@@ -12,7 +12,7 @@
 # a stub derivation.
 #
 # Output: `options` (name -> type and default), `config` (the module's
-# config with `mkIf` resolved) and `failedAssertions` (their messages).
+# config with `mkIf` and `mkDefault` resolved) and `failedAssertions` (their messages).
 { settings ? "{}" }:
 
 let
@@ -77,6 +77,7 @@ let
   resolve = v:
     if builtins.isAttrs v && (v._type or null) == "if" then
       (if v.condition then resolve v.content else dropped)
+    else if builtins.isAttrs v && (v._type or null) == "override" then resolve v.content
     else if builtins.isAttrs v && !(v ? outPath) then
       let resolved = builtins.mapAttrs (_: resolve) v; in
       builtins.removeAttrs resolved

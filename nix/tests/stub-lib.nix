@@ -3,7 +3,8 @@
 #
 # Only functions the module uses are provided, under their nixpkgs names
 # and with the same data shapes (`mkOption` gives `{ _type = "option"; ...}`,
-# `mkIf` gives `{ _type = "if"; condition; content; }`), so that a typo in
+# `mkIf` gives `{ _type = "if"; condition; content; }`, `mkDefault` gives
+# `{ _type = "override"; priority = 1000; content; }`), so that a typo in
 # the module -- an unknown function, an unknown type, a default of the
 # wrong type -- fails evaluation. Each type carries `check`, which
 # eval-module.nix applies to defaults and to the values a test sets.
@@ -44,6 +45,8 @@ in
   };
 
   mkIf = condition: content: { _type = "if"; inherit condition content; };
+
+  mkDefault = content: { _type = "override"; priority = 1000; inherit content; };
 
   literalExpression = text: { _type = "literalExpression"; inherit text; };
 

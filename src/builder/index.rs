@@ -141,7 +141,8 @@ impl Builder {
         } else if self.inner.resolver.still_current(resolved).await {
             self.inner
                 .manifests
-                .put(&key, &ImageManifests::single(built.clone()))
+                // Unstamped: the next pull confirms it (and marks it) first.
+                .put(&key, &ImageManifests::single(built.clone()), None)
                 .await?;
         } else {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its index");

@@ -6,7 +6,8 @@
 //! Each setting is declared once, with [`settings!`](crate::settings), in
 //! the module of its concern: [`server`] (socket and connections),
 //! [`source`] (package source), [`nix`] (the Nix step), [`build`]
-//! (concurrency), [`cache`] (manifest caches), [`storage`] (the backend
+//! (concurrency), [`cache`] (manifest caches), [`gc`] (garbage
+//! collection), [`storage`] (the backend
 //! choice) and each backend's own `settings` module
 //! ([`crate::storage::filesystem::settings`],
 //! [`crate::storage::gcs::settings`], [`crate::storage::s3::settings`]). A declaration names the variable, the
@@ -30,6 +31,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod gc;
 pub mod nix;
 pub mod parse;
 pub mod server;
@@ -43,6 +45,7 @@ use crate::{connection::ConnectionLimits, source::PackageSource};
 
 pub use self::{
     cache::default_cache_dir,
+    gc::GcSettings,
     storage::StorageSetting,
     table::{Parsed, ServeSettings, Setting, SettingInfo},
 };
@@ -58,6 +61,7 @@ pub const GROUPS: &[&[SettingInfo]] = &[
     nix::SETTINGS,
     build::SETTINGS,
     cache::SETTINGS,
+    gc::SETTINGS,
 ];
 
 /// Every setting of `nixery serve`, in `--help` order.
@@ -112,6 +116,8 @@ pub struct Config {
     pub build_queue: usize,
     /// Platforms each image is built for, in order (at least one).
     pub platforms: Vec<crate::platform::Platform>,
+    /// Garbage collection.
+    pub gc: GcSettings,
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -161,6 +167,7 @@ impl ServeSettings {
             manifest_cache_entries: self.get(&cache::MANIFEST_CACHE_ENTRIES)?,
             build_queue: self.get(&build::BUILD_QUEUE)?,
             platforms: self.get(&build::PLATFORMS)?,
+            gc: gc::gc_settings(&self)?,
         })
     }
 }

@@ -320,3 +320,33 @@ fn clap_reads_flags_and_the_environment_into_the_table() {
         PackageSource::Path("/srv/pkgs".into())
     );
 }
+
+#[test]
+fn gc_settings_parse_durations_and_refuse_a_keep_shorter_than_the_notice() {
+    let c = accepted(&[]);
+    assert_eq!(c.gc.keep, None);
+    assert_eq!(c.gc.interval, gc::DEFAULT_INTERVAL);
+    assert_eq!(c.gc.grace, Duration::from_secs(3600));
+    assert_eq!(c.gc.touch_interval, Duration::from_secs(3600));
+    let c = accepted(&[
+        ("NIXERY_GC_KEEP", "30d"),
+        ("NIXERY_GC_INTERVAL", "12h"),
+        ("NIXERY_GC_GRACE", "10m"),
+        ("NIXERY_GC_TOUCH_INTERVAL", "45s"),
+    ]);
+    assert_eq!(c.gc.keep, Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(c.gc.interval, Duration::from_secs(12 * 3600));
+    assert_eq!(c.gc.grace, Duration::from_secs(600));
+    assert_eq!(c.gc.touch_interval, Duration::from_secs(45));
+    for (pairs, var) in [
+        (&[("NIXERY_GC_KEEP", "10s")][..], "NIXERY_GC_KEEP="),
+        (&[("NIXERY_GC_GRACE", "soon")][..], "NIXERY_GC_GRACE="),
+        (&[("NIXERY_GC_INTERVAL", "0s")][..], "NIXERY_GC_INTERVAL="),
+    ] {
+        let err = rejected(pairs).to_string();
+        assert!(err.starts_with(var), "{err}");
+    }
+    // Six touch intervals of one second are enough.
+    let c = accepted(&[("NIXERY_GC_KEEP", "6s"), ("NIXERY_GC_TOUCH_INTERVAL", "1s")]);
+    assert_eq!(c.gc.keep, Some(Duration::from_secs(6)));
+}

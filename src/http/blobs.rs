@@ -266,6 +266,20 @@ mod tests {
         async fn move_object(&self, from: &StorageKey, _: &StorageKey) -> Result<(), StorageError> {
             Err(StorageError::NotFound(from.clone()))
         }
+        async fn stat(
+            &self,
+            key: &StorageKey,
+        ) -> Result<crate::storage::ListedObject, StorageError> {
+            Err(StorageError::NotFound(key.clone()))
+        }
+        async fn create_new(
+            &self,
+            _: &StorageKey,
+            _: &str,
+            _: bytes::Bytes,
+        ) -> Result<bool, StorageError> {
+            Ok(false)
+        }
         async fn serve(&self, key: &StorageKey, _: &ServeRequest) -> Result<Served, StorageError> {
             Ok(Served::Redirect {
                 location: format!("https://storage.example/{key}?sig=1"),

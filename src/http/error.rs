@@ -226,6 +226,14 @@ impl From<BuildError> for RegistryError {
                     "too many images are being built; try again later",
                 )
             },
+            BuildError::Collected => Self {
+                retry_after: Some(RETRY_AFTER_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "a storage collection removed parts of the image during its build; try again",
+                )
+            },
             BuildError::Lookup(_) => Self {
                 retry_after: Some(RETRY_AFTER_SECS),
                 ..Self::new(

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     builder::ImageBuilder,
+    gc::GcWatch,
     image_index::IndexKind,
     media_type::{ImageFormat, MANIFEST_TYPES},
     reference::{Digest, RepositoryName, Tag},
@@ -50,15 +51,24 @@ pub async fn by_tag(
 
 /// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object
 /// `layers/<hex>` if it was stored as a manifest (Docker or OCI image
-/// manifest, image index, manifest list), with that media type.
+/// manifest, image index, manifest list), with that media type. With a
+/// `watch`, serving marks the manifest as used, and while a collection may
+/// be deleting it is first confirmed against storage.
 pub async fn by_digest(
     storage: &dyn Storage,
     objects: &SmallObjects,
+    watch: Option<&GcWatch>,
     digest: &Digest,
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
-    blobs::serve(
+    if let Some(watch) = watch
+        && !watch.quiet()
+        && watch.confirm(digest).await?.is_none()
+    {
+        return Err(RegistryError::manifest_unknown(&digest.to_string()));
+    }
+    let response = blobs::serve(
         storage,
         objects,
         digest,
@@ -68,5 +78,9 @@ pub async fn by_digest(
         head,
         headers,
     )
-    .await
+    .await?;
+    if let Some(watch) = watch {
+        watch.touch(digest);
+    }
+    Ok(response)
 }

@@ -48,8 +48,13 @@ use tracing::Span;
 pub use error::{ErrorCode, RegistryError};
 
 use crate::{
-    build_errors::BuildErrors, builder::ImageBuilder, metrics::Metrics, reference::Reference,
-    status::StatusInfo, storage::Storage,
+    build_errors::BuildErrors,
+    builder::ImageBuilder,
+    gc::{GcWatch, periodic::GcStatus},
+    metrics::Metrics,
+    reference::Reference,
+    status::StatusInfo,
+    storage::Storage,
 };
 use small_objects::SmallObjects;
 
@@ -77,6 +82,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Small content-addressed objects kept in memory.
     pub objects: Arc<SmallObjects>,
+    /// Use marks and collection generations; `None` when not watched.
+    pub gc: Option<Arc<GcWatch>>,
+    /// What the status page says about collection.
+    pub gc_status: Arc<GcStatus>,
 }
 
 impl AppState {
@@ -92,6 +101,25 @@ impl AppState {
             build_errors: Arc::new(BuildErrors::new()),
             metrics: Arc::new(Metrics::default()),
             objects: Arc::new(SmallObjects::default()),
+            gc: None,
+            gc_status: Arc::new(GcStatus::default()),
+        }
+    }
+
+    /// The same state marking manifests served by digest through `watch`
+    /// and confirming them while collections run; the small-object cache
+    /// is emptied whenever a collection ends.
+    pub fn with_gc(self, watch: Arc<GcWatch>, status: Arc<GcStatus>) -> Self {
+        let objects = Arc::downgrade(&self.objects);
+        watch.on_collection(move || {
+            if let Some(objects) = objects.upgrade() {
+                objects.clear();
+            }
+        });
+        Self {
+            gc: Some(watch),
+            gc_status: status,
+            ..self
         }
     }
 
@@ -229,6 +257,7 @@ async fn registry(
             manifests::by_digest(
                 state.storage.as_ref(),
                 &state.objects,
+                state.gc.as_deref(),
                 &digest,
                 head,
                 &headers,

@@ -83,6 +83,12 @@ impl SmallObjects {
         object
     }
 
+    /// Drop every object (a collection may have removed some of them from
+    /// storage, and a manifest must not be served once its layers are gone).
+    pub fn clear(&self) {
+        self.cache.clear();
+    }
+
     /// Bytes held, as counted against the capacity.
     pub fn weight(&self) -> u64 {
         self.cache.weight()

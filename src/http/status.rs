@@ -23,10 +23,9 @@ pub const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'";
 /// Render the status page for the request's `Host`.
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let html = state
-        .status
-        .page(host, &state.build_errors.recent())
-        .render();
+    let mut page = state.status.page(host, &state.build_errors.recent());
+    page.collection = state.gc_status.describe();
+    let html = page.render();
     (
         [
             (CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_HTML)),

@@ -34,6 +34,7 @@ use crate::{
     archive::{ArchiveError, TarSummary},
     cache::{CacheError, bytes_stream, read_object},
     digest::Digest,
+    gc::GcWatch,
     manifest::LAYER_TAR_GZIP,
     storage::{ByteStream, Persisted, Storage, StorageKey},
 };
@@ -99,9 +100,11 @@ impl Stored {
 /// Layers in storage, their records, and the locks and slots of packing.
 pub struct LayerStore {
     storage: Arc<dyn Storage>,
-    records: quick_cache::sync::Cache<String, LayerRecord>,
+    /// Records with the collection generation they were read under.
+    records: quick_cache::sync::Cache<String, (LayerRecord, Option<u64>)>,
     upload_locks: KeyedLocks,
     pack_slots: Semaphore,
+    watch: Option<Arc<GcWatch>>,
 }
 
 impl LayerStore {
@@ -113,7 +116,30 @@ impl LayerStore {
             records: quick_cache::sync::Cache::new(MEMORY_RECORDS),
             upload_locks: KeyedLocks::default(),
             pack_slots: Semaphore::new(pack_concurrency.max(1)),
+            watch: None,
         }
+    }
+
+    /// The same store, trusting records in memory only under the
+    /// collection generation `watch` knows (see [`crate::gc::watch`]).
+    pub fn with_watch(self, watch: Arc<GcWatch>) -> Self {
+        Self {
+            watch: Some(watch),
+            ..self
+        }
+    }
+
+    /// Forget every record held in memory (a collection removed a blob one
+    /// of them named).
+    pub fn forget_records(&self) {
+        self.records.clear();
+    }
+
+    /// The stamp of a record just read or written.
+    fn stamp(&self) -> Option<u64> {
+        self.watch
+            .as_ref()
+            .map_or(Some(0), |watch| watch.stamp_for_read())
     }
 
     /// The storage backend behind the store.
@@ -143,7 +169,9 @@ impl LayerStore {
     /// The build record of the layer `layer_key`, memory first; `Ok(None)`
     /// when there is none (or only a corrupt one).
     pub async fn record(&self, layer_key: &str) -> Result<Option<LayerRecord>, CacheError> {
-        if let Some(record) = self.records.get(layer_key) {
+        if let Some((record, stamp)) = self.records.get(layer_key)
+            && self.watch.as_ref().is_none_or(|w| w.trusts(stamp))
+        {
             return Ok(Some(record));
         }
         let key = StorageKey::build(layer_key)?;
@@ -152,7 +180,8 @@ impl LayerStore {
         };
         match record::decode(&bytes) {
             Ok(record) => {
-                self.records.insert(layer_key.to_owned(), record.clone());
+                self.records
+                    .insert(layer_key.to_owned(), (record.clone(), self.stamp()));
                 Ok(Some(record))
             }
             Err(error) => {
@@ -226,7 +255,8 @@ impl LayerStore {
         self.storage
             .persist(&key, RECORD_CONTENT_TYPE, bytes_stream(json))
             .await?;
-        self.records.insert(layer_key.to_owned(), record.clone());
+        self.records
+            .insert(layer_key.to_owned(), (record.clone(), self.stamp()));
         Ok(())
     }
 }

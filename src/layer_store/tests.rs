@@ -150,7 +150,9 @@ async fn records_in_memory_are_bounded() {
         diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
     };
     for i in 0..MEMORY_RECORDS * 2 {
-        store.records.insert(format!("k{i}"), record.clone());
+        store
+            .records
+            .insert(format!("k{i}"), (record.clone(), None));
     }
     assert!(store.records.len() <= MEMORY_RECORDS);
 }

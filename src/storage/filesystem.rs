@@ -34,6 +34,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -58,12 +59,14 @@ pub const CONTENT_TYPE_XATTR: &str = "user.mime_type";
 /// Longest content type read from the extended attribute.
 const MAX_XATTR_LEN: usize = 1024;
 /// Every key prefix, each a directory under the root.
-const PREFIXES: [&str; 5] = [
+const PREFIXES: [&str; 7] = [
     LAYERS_PREFIX,
     BUILDS_PREFIX,
     MANIFESTS_PREFIX,
     STAGING_PREFIX,
     REFERRERS_PREFIX,
+    super::USES_PREFIX,
+    super::GC_PREFIX,
 ];
 
 /// The storage directory could not be prepared.
@@ -251,20 +254,42 @@ impl FilesystemStorage {
     }
 
     async fn content_type(&self, key: &StorageKey) -> String {
-        let path = self.object_path(key);
-        let from_xattr = tokio::task::spawn_blocking(move || read_content_type_xattr(&path))
+        let (path, meta) = (self.object_path(key), self.meta_path(key));
+        tokio::task::spawn_blocking(move || content_type_of(&path, &meta))
             .await
-            .ok()
-            .flatten();
-        if let Some(content_type) = from_xattr {
-            return content_type;
+            .unwrap_or_else(|_| DEFAULT_CONTENT_TYPE.to_owned())
+    }
+
+    /// Write `bytes` to a temporary file and hard-link it to `key`, which
+    /// fails when the key exists: an atomic "create if absent". Blocking.
+    fn create_new_blocking(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> io::Result<bool> {
+        use std::io::Write as _;
+        let dir = self.dir_of(key);
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .tempfile_in(&dir)?;
+        temp.write_all(bytes)?;
+        write_content_type_xattr(temp.as_file(), content_type);
+        temp.as_file().sync_all()?;
+        match std::fs::hard_link(temp.path(), self.object_path(key)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(error) => return Err(error),
         }
-        match tokio::fs::read(self.meta_path(key)).await {
-            Ok(bytes) => serde_json::from_slice::<Meta>(&bytes)
-                .map(|m| m.content_type)
-                .unwrap_or_else(|_| DEFAULT_CONTENT_TYPE.to_owned()),
-            Err(_) => DEFAULT_CONTENT_TYPE.to_owned(),
-        }
+        // The sidecar follows the object here (the attribute already names
+        // the type); these objects are small control objects.
+        let meta = serde_json::to_vec(&Meta {
+            content_type: content_type.to_owned(),
+        })
+        .map_err(io::Error::other)?;
+        std::fs::write(self.meta_path(key), meta)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(true)
     }
 
     /// Open the object as a regular file with its length (one hop to the
@@ -294,6 +319,18 @@ impl FilesystemStorage {
         }
         Ok((file, meta.len()))
     }
+}
+
+/// The content type of the object at `path` with sidecar `meta`: the
+/// attribute, else the sidecar, else [`DEFAULT_CONTENT_TYPE`]. Blocking.
+fn content_type_of(path: &Path, meta: &Path) -> String {
+    if let Some(content_type) = read_content_type_xattr(path) {
+        return content_type;
+    }
+    std::fs::read(meta)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Meta>(&bytes).ok())
+        .map_or_else(|| DEFAULT_CONTENT_TYPE.to_owned(), |m| m.content_type)
 }
 
 /// The content type in the object's `user.mime_type` attribute, if it is
@@ -369,7 +406,10 @@ fn list_dir(dir: &Path, prefix: KeyPrefix) -> io::Result<Vec<ListedObject>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        let path = entry.path();
+        let meta_path = dir.join(format!("{META_PREFIX}{}", key.name()));
         listed.push(ListedObject {
+            content_type: Some(content_type_of(&path, &meta_path)),
             key,
             size: metadata.len(),
             modified: metadata.modified().ok(),
@@ -429,6 +469,54 @@ impl Storage for FilesystemStorage {
             key: StorageKey(prefix.as_str().to_owned()),
             source,
         })
+    }
+
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
+        let (path, meta_path) = (self.object_path(key), self.meta_path(key));
+        let owned = key.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let metadata = std::fs::metadata(&path)?;
+            if !metadata.is_file() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
+            }
+            Ok(ListedObject {
+                key: owned,
+                size: metadata.len(),
+                modified: metadata.modified().ok(),
+                content_type: Some(content_type_of(&path, &meta_path)),
+            })
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|found| found);
+        match found {
+            Ok(found) => Ok(found),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.clone()))
+            }
+            Err(source) => Err(StorageError::Io {
+                key: key.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<bool, StorageError> {
+        let this = self.clone();
+        let (owned, content_type) = (key.clone(), content_type.to_owned());
+        tokio::task::spawn_blocking(move || this.create_new_blocking(&owned, &content_type, &bytes))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|created| created)
+            .map_err(|source| StorageError::Io {
+                key: key.clone(),
+                source,
+            })
     }
 
     /// The object goes first, then its sidecar, so a visible object always

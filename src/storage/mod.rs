@@ -38,8 +38,12 @@ pub const STAGING_PREFIX: &str = "staging";
 /// Prefix of referrers lists (OCI image indexes of the artifacts, such as
 /// SBOMs, that refer to a manifest), keyed by the manifest's hex SHA-256.
 pub const REFERRERS_PREFIX: &str = "referrers";
+/// Prefix of use marks, keyed by manifest digest (see [`crate::gc`]).
+pub const USES_PREFIX: &str = "uses";
+/// Prefix of the garbage collector's own objects (lock, generation).
+pub const GC_PREFIX: &str = "gc";
 
-/// One of the five key prefixes, for listing.
+/// One of the key prefixes, for listing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyPrefix {
     /// `layers/`: content-addressed blobs.
@@ -52,6 +56,10 @@ pub enum KeyPrefix {
     Staging,
     /// `referrers/`: referrers lists, keyed by a manifest's digest.
     Referrers,
+    /// `uses/`: use marks, keyed by a manifest's digest.
+    Uses,
+    /// `gc/`: the collection lock and generation.
+    Gc,
 }
 
 impl KeyPrefix {
@@ -63,12 +71,14 @@ impl KeyPrefix {
             KeyPrefix::Manifests => MANIFESTS_PREFIX,
             KeyPrefix::Staging => STAGING_PREFIX,
             KeyPrefix::Referrers => REFERRERS_PREFIX,
+            KeyPrefix::Uses => USES_PREFIX,
+            KeyPrefix::Gc => GC_PREFIX,
         }
     }
 }
 
-/// A storage key: `<prefix>/<name>` where the prefix is one of the five
-/// known prefixes and the name is made only of `[A-Za-z0-9_.-]`, does not
+/// A storage key: `<prefix>/<name>` where the prefix is one of the
+/// [`KeyPrefix`]es and the name is made only of `[A-Za-z0-9_.-]`, does not
 /// start with a dot and is at most 128 characters long. Keys therefore can
 /// never name a path outside a backend's root.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,6 +131,16 @@ impl StorageKey {
         Self::new(STAGING_PREFIX, name)
     }
 
+    /// The use mark `uses/<hex>` of the manifest whose SHA-256 is `digest`.
+    pub fn use_mark(digest: &Digest) -> Self {
+        Self(format!("{USES_PREFIX}/{}", digest.hex()))
+    }
+
+    /// The garbage collector's object `name` (`lock`, `generation`).
+    pub fn gc(name: &str) -> Result<Self, InvalidKey> {
+        Self::new(GC_PREFIX, name)
+    }
+
     /// The key named `name` under `prefix`, validated as that prefix's
     /// constructor validates it.
     pub fn under(prefix: KeyPrefix, name: &str) -> Result<Self, InvalidKey> {
@@ -134,6 +154,10 @@ impl StorageKey {
             KeyPrefix::Referrers => crate::digest::Digest::parse_hex(name)
                 .map(|digest| Self::referrers(&digest))
                 .map_err(|_| InvalidKey(name.to_owned())),
+            KeyPrefix::Uses => crate::digest::Digest::parse_hex(name)
+                .map(|digest| Self::use_mark(&digest))
+                .map_err(|_| InvalidKey(name.to_owned())),
+            KeyPrefix::Gc => Self::gc(name),
         }
     }
 
@@ -172,6 +196,8 @@ pub struct ListedObject {
     pub size: u64,
     /// When it was last written, if the backend reports it.
     pub modified: Option<SystemTime>,
+    /// Its content type, if the backend reports it in listings.
+    pub content_type: Option<String>,
 }
 
 /// A `Range` request for part of a blob, as the client sent it.
@@ -304,8 +330,23 @@ pub trait Storage: Send + Sync + 'static {
     /// are left out), in no particular order.
     async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError>;
 
-    /// Remove the object at `key`; an absent object is not an error.
+    /// Remove the object at `key`; an absent object is not an error, so a
+    /// retried or repeated delete is harmless.
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
+
+    /// What [`Storage::list`] tells about the object at `key`;
+    /// [`StorageError::NotFound`] if absent.
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError>;
+
+    /// Store `bytes` at `key` only if no object is there: `Ok(true)` when
+    /// this call created it, `Ok(false)` when one existed. The check and
+    /// the write are one atomic step (a lock is built on it).
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<bool, StorageError>;
 
     /// Remove what failed uploads and crashes left in staging, never an
     /// upload in progress (see [`staging`]). Returns how many were removed.

@@ -62,6 +62,8 @@ pub(crate) struct ListItem {
     pub(crate) size: Option<String>,
     #[serde(default)]
     pub(crate) updated: Option<String>,
+    #[serde(default, rename = "contentType")]
+    pub(crate) content_type: Option<String>,
 }
 
 /// Part of a `storage#rewriteResponse`.
@@ -149,7 +151,10 @@ impl JsonApi {
                     let url = self.endpoint.objects(&self.bucket);
                     let mut request = self.http.get(url).query(&[
                         ("prefix", prefix),
-                        ("fields", "items(name,size,updated),nextPageToken"),
+                        (
+                            "fields",
+                            "items(name,size,updated,contentType),nextPageToken",
+                        ),
                     ]);
                     if let Some(token) = &token {
                         request = request.query(&[("pageToken", token)]);
@@ -166,6 +171,69 @@ impl JsonApi {
                 Some(next) if !next.is_empty() => token = Some(next),
                 _ => return Ok(items),
             }
+        }
+    }
+
+    /// An object's name, size, last update and content type, if it exists.
+    pub(crate) async fn stat(&self, object: &str) -> Result<ListItem, ApiError> {
+        self.retry
+            .run("get metadata", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let response = self
+                    .send(
+                        self.http
+                            .get(url)
+                            .query(&[("fields", "name,size,updated,contentType")]),
+                    )
+                    .await?;
+                expect_success(response)
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| self.body_error("object metadata", e))
+            })
+            .await
+    }
+
+    /// Single-request upload that succeeds only if no object of that name
+    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does. It is a
+    /// multipart upload (metadata and bytes in one `multipart/related`
+    /// body), the kind fake-gcs-server applies the precondition to.
+    pub(crate) async fn create_new(
+        &self,
+        object: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<bool, ApiError> {
+        const BOUNDARY: &str = "nixery-create-new-boundary";
+        let metadata = serde_json::json!({ "name": object, "contentType": content_type });
+        let mut multipart = format!(
+            "--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n--{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        multipart.extend_from_slice(&body);
+        multipart.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let multipart = Bytes::from(multipart);
+        let outcome = self
+            .retry
+            .run("conditional upload", object, || async {
+                let url = self.endpoint.upload(&self.bucket, object, "multipart");
+                let request = self
+                    .http
+                    .post(url)
+                    .query(&[("ifGenerationMatch", "0")])
+                    .header(
+                        header::CONTENT_TYPE,
+                        format!("multipart/related; boundary={BOUNDARY}"),
+                    )
+                    .body(multipart.clone());
+                expect_success(self.send(request).await?).await.map(drop)
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(error) if error.is_precondition_failed() => Ok(false),
+            Err(error) => Err(error),
         }
     }
 

@@ -27,6 +27,12 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// True for a `412 Precondition Failed` answer (a conditional write
+    /// found the object there).
+    pub(crate) fn is_precondition_failed(&self) -> bool {
+        matches!(self, ApiError::Status { status, .. } if *status == StatusCode::PRECONDITION_FAILED)
+    }
+
     /// True for a `404 Not Found` answer.
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ApiError::Status { status, .. } if *status == StatusCode::NOT_FOUND)

@@ -223,6 +223,24 @@ impl GcsStorage {
     }
 }
 
+/// What a listing or a metadata lookup says about `key`.
+fn listed(key: StorageKey, item: api::ListItem) -> ListedObject {
+    ListedObject {
+        key,
+        size: item
+            .size
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        modified: item
+            .updated
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(std::time::SystemTime::from),
+        content_type: item.content_type,
+    }
+}
+
 fn backend_error(key: &StorageKey, message: String) -> StorageError {
     backend_error_named(key.as_str(), message)
 }
@@ -332,21 +350,30 @@ impl Storage for GcsStorage {
                 // A name this server does not give is left out.
                 let name = item.name.strip_prefix(&wanted)?;
                 let key = StorageKey::under(prefix, name).ok()?;
-                Some(ListedObject {
-                    key,
-                    size: item
-                        .size
-                        .as_deref()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0),
-                    modified: item
-                        .updated
-                        .as_deref()
-                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                        .map(std::time::SystemTime::from),
-                })
+                Some(listed(key, item))
             })
             .collect())
+    }
+
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
+        let item = self
+            .api
+            .stat(key.as_str())
+            .await
+            .map_err(|e| api_error(key, e))?;
+        Ok(listed(key.clone(), item))
+    }
+
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<bool, StorageError> {
+        self.api
+            .create_new(key.as_str(), content_type, bytes)
+            .await
+            .map_err(|e| backend_error(key, format!("conditional upload failed: {e}")))
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {

@@ -470,9 +470,47 @@ impl Storage for S3Storage {
                     key,
                     size: metadata.content_length(),
                     modified: metadata.last_modified().map(SystemTime::from),
+                    content_type: metadata.content_type().map(str::to_owned),
                 })
             })
             .collect())
+    }
+
+    async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
+        let metadata = self
+            .bounded(self.op.stat(key.as_str()))
+            .await
+            .map_err(|e| lookup_error(key, "stat failed", &e))?;
+        Ok(ListedObject {
+            key: key.clone(),
+            size: metadata.content_length(),
+            modified: metadata.last_modified().map(SystemTime::from),
+            content_type: metadata.content_type().map(str::to_owned),
+        })
+    }
+
+    /// A `PutObject` with `If-None-Match: *`: S3 (since 2024) and MinIO
+    /// refuse it with `412` when the object exists.
+    async fn create_new(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<bool, StorageError> {
+        let written = self
+            .bounded(
+                self.op
+                    .write_with(key.as_str(), bytes)
+                    .content_type(content_type)
+                    .if_not_exists(true)
+                    .into_future(),
+            )
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(backend_error(key, "conditional upload failed", &e)),
+        }
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {

@@ -268,6 +268,11 @@ impl TestServer {
         &self.storage_path
     }
 
+    /// The server's `NIXERY_CACHE_DIR`.
+    pub fn cache_dir(&self) -> &Path {
+        self._cache_dir.path()
+    }
+
     /// A filesystem storage on the server's `STORAGE_PATH`.
     pub fn storage(&self) -> FilesystemStorage {
         FilesystemStorage::new(&self.storage_path).expect("open storage")

@@ -1,0 +1,597 @@
+//! One collection: announce, mark, sweep (see [`super`] for the design).
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+
+use super::{
+    generation::{self, Generation, HEARTBEAT, Lock, LockError, Phase},
+    mark::{self, Inventory, ManifestNode, Policy, TagEntry, age},
+    references,
+};
+use crate::{
+    cache::read_bounded,
+    digest::Digest,
+    storage::{KeyPrefix, ListedObject, Storage, StorageError, StorageKey},
+};
+
+/// Largest manifest, tag entry or build record read while marking.
+const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
+/// Objects read or deleted at once.
+const CONCURRENCY: usize = 16;
+
+/// How one collection runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What is kept.
+    pub policy: Policy,
+    /// Only report what would be deleted; take no lock, announce nothing.
+    pub dry_run: bool,
+    /// How long to wait between announcing the collection and marking, so
+    /// that every server has seen it (see [`super::watch::notice_period`]).
+    pub notice: Duration,
+    /// The local disk tier of manifests on this host, pruned by the same
+    /// rule.
+    pub local_tier: Option<PathBuf>,
+}
+
+/// The kinds of objects a collection deletes, in deletion order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A cached tag entry `manifests/<key>` (or `<key>.oci`).
+    TagEntry,
+    /// A referrers list `referrers/<manifest hex>` of a collected manifest.
+    ReferrersList,
+    /// A layer build record `builds/<key>`.
+    LayerRecord,
+    /// A manifest under `layers/`.
+    Manifest,
+    /// A layer or config under `layers/`.
+    Blob,
+    /// A use mark `uses/<digest>`.
+    UseMark,
+    /// A file of the local disk tier.
+    LocalEntry,
+}
+
+impl Kind {
+    /// Plural noun for summaries.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::TagEntry => "tag entries",
+            Kind::ReferrersList => "referrers lists",
+            Kind::LayerRecord => "layer records",
+            Kind::Manifest => "manifests",
+            Kind::Blob => "blobs",
+            Kind::UseMark => "use marks",
+            Kind::LocalEntry => "local tier files",
+        }
+    }
+
+    const ALL: [Kind; 7] = [
+        Kind::TagEntry,
+        Kind::ReferrersList,
+        Kind::LayerRecord,
+        Kind::Manifest,
+        Kind::Blob,
+        Kind::UseMark,
+        Kind::LocalEntry,
+    ];
+}
+
+/// One deleted (or, in a dry run, deletable) object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    /// What it is.
+    pub kind: Kind,
+    /// Its storage key, or the path of a local tier file.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What a collection did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The generation number of this collection (0 for a dry run).
+    pub generation: u64,
+    /// Whether nothing was deleted on purpose.
+    pub dry_run: bool,
+    /// Every deletion, in order.
+    pub deleted: Vec<Deletion>,
+    /// Objects examined and kept.
+    pub kept: usize,
+    /// How long it took, notice period included.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Total bytes deleted.
+    pub fn bytes(&self) -> u64 {
+        self.deleted.iter().map(|d| d.size).sum()
+    }
+
+    /// The last line `nixery gc` prints: counts per kind, objects, bytes.
+    pub fn summary(&self) -> String {
+        let counts: Vec<String> = Kind::ALL
+            .iter()
+            .map(|kind| {
+                let n = self.deleted.iter().filter(|d| d.kind == *kind).count();
+                format!("{n} {}", kind.plural())
+            })
+            .collect();
+        format!(
+            "{}: {} objects, {} bytes ({}); kept {} objects; generation {}; {:.1} s",
+            if self.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            },
+            self.deleted.len(),
+            self.bytes(),
+            counts.join(", "),
+            self.kept,
+            self.generation,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Why a collection did not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// Another collection holds the lock.
+    #[error(transparent)]
+    Busy(LockError),
+    /// The storage failed; the collection stopped (what it deleted stays
+    /// deleted, which is safe: see the deletion order).
+    #[error("storage failed during the collection: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// The generation being written while a collection runs, with its
+/// heartbeat task.
+struct Announcer {
+    storage: Arc<dyn Storage>,
+    current: Arc<tokio::sync::Mutex<Generation>>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Announcer {
+    async fn start(storage: Arc<dyn Storage>, lock: Lock) -> Result<Self, StorageError> {
+        let previous = generation::read(storage.as_ref()).await?;
+        let generation = Generation {
+            number: previous.number + 1,
+            phase: Phase::Marking,
+            heartbeat: generation::unix_secs(SystemTime::now()),
+        };
+        generation::write(storage.as_ref(), &generation).await?;
+        let current = Arc::new(tokio::sync::Mutex::new(generation));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let heartbeat = tokio::spawn({
+            let (storage, current) = (storage.clone(), current.clone());
+            async move {
+                let mut ticks = tokio::time::interval(HEARTBEAT);
+                ticks.tick().await;
+                loop {
+                    // A beat in progress always completes, so that none
+                    // lands after the final write.
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = &mut stopped => return,
+                    }
+                    let mut held = current.lock().await;
+                    held.heartbeat = generation::unix_secs(SystemTime::now());
+                    let beat = async {
+                        generation::write(storage.as_ref(), &held).await?;
+                        lock.refresh(storage.as_ref()).await
+                    };
+                    if let Err(error) = beat.await {
+                        tracing::warn!(error = %crate::redact::redact(&error.to_string()), "collection heartbeat failed");
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            storage,
+            current,
+            heartbeat,
+            stop,
+        })
+    }
+
+    async fn number(&self) -> u64 {
+        self.current.lock().await.number
+    }
+
+    async fn enter(&self, phase: Phase) -> Result<(), StorageError> {
+        let mut held = self.current.lock().await;
+        held.phase = phase;
+        held.heartbeat = generation::unix_secs(SystemTime::now());
+        generation::write(self.storage.as_ref(), &held).await
+    }
+
+    async fn finish(self) -> Result<(), StorageError> {
+        let _ = self.stop.send(());
+        let _ = self.heartbeat.await;
+        let mut held = self.current.lock().await;
+        held.phase = Phase::Finished;
+        held.heartbeat = generation::unix_secs(SystemTime::now());
+        generation::write(self.storage.as_ref(), &held).await
+    }
+}
+
+/// Run one collection over `storage`, calling `on_delete` for each object
+/// as it is deleted (or, in a dry run, found deletable).
+pub async fn collect(
+    storage: Arc<dyn Storage>,
+    options: &Options,
+    on_delete: &mut (dyn FnMut(&Deletion) + Send),
+) -> Result<Report, GcError> {
+    let started = Instant::now();
+    if options.dry_run {
+        let mut report = run(storage, options, None, on_delete).await?;
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+    let lock = Lock::acquire(storage.as_ref())
+        .await
+        .map_err(|error| match error {
+            LockError::Storage(error) => GcError::Storage(error),
+            busy => GcError::Busy(busy),
+        })?;
+    let result = async {
+        let announcer = Announcer::start(storage.clone(), lock.clone()).await?;
+        let outcome = run(storage.clone(), options, Some(&announcer), on_delete).await;
+        let finished = announcer.finish().await;
+        let report = outcome?;
+        finished?;
+        Ok::<_, GcError>(report)
+    }
+    .await;
+    if let Err(error) = lock.release(storage.as_ref()).await {
+        tracing::warn!(error = %crate::redact::redact(&error.to_string()), "releasing the collection lock failed; it goes stale in a minute");
+    }
+    let mut report = result?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// A build record and the blob it names.
+struct RecordInfo {
+    object: ListedObject,
+    digest: Option<Digest>,
+}
+
+async fn run(
+    storage: Arc<dyn Storage>,
+    options: &Options,
+    announcer: Option<&Announcer>,
+    on_delete: &mut (dyn FnMut(&Deletion) + Send),
+) -> Result<Report, GcError> {
+    let announced = SystemTime::now();
+    let generation_number = match announcer {
+        Some(announcer) => {
+            let number = announcer.number().await;
+            tracing::info!(
+                generation = number,
+                notice_secs = options.notice.as_secs_f64(),
+                "collection announced"
+            );
+            tokio::time::sleep(options.notice).await;
+            announcer.number().await
+        }
+        None => 0,
+    };
+    let now = SystemTime::now();
+    let layers = storage.list(KeyPrefix::Layers).await?;
+    let tags = storage.list(KeyPrefix::Manifests).await?;
+    let builds = storage.list(KeyPrefix::Builds).await?;
+    let uses = storage.list(KeyPrefix::Uses).await?;
+    let referrers = storage.list(KeyPrefix::Referrers).await?;
+
+    let mut inventory = Inventory::default();
+    let manifest_objects: Vec<ListedObject> = layers
+        .iter()
+        .filter(|o| {
+            o.size as usize <= MAX_DOCUMENT
+                && o.content_type
+                    .as_deref()
+                    .is_some_and(references::is_manifest_type)
+        })
+        .cloned()
+        .collect();
+    let parsed: Vec<Option<(Digest, ManifestNode)>> = stream::iter(manifest_objects)
+        .map(|object: ListedObject| {
+            let storage = storage.clone();
+            async move {
+                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                Ok::<_, StorageError>(bytes.and_then(|bytes| {
+                    let refs = references::parse(&bytes)?;
+                    Some((
+                        named(&object)?,
+                        ManifestNode {
+                            refs,
+                            modified: modified(&object, now),
+                        },
+                    ))
+                }))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    inventory.manifests.extend(parsed.into_iter().flatten());
+    let tag_entries: Vec<Option<TagEntry>> = stream::iter(tags.clone())
+        .map(|object: ListedObject| {
+            let storage = storage.clone();
+            async move {
+                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                Ok::<_, StorageError>(bytes.map(|bytes| TagEntry {
+                    name: object.key.name().to_owned(),
+                    digest: Digest::of(&bytes),
+                    modified: modified(&object, now),
+                }))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    inventory.tags = tag_entries.into_iter().flatten().collect();
+    inventory.marks = uses
+        .iter()
+        .filter_map(|o| Some((named(o)?, modified(o, now))))
+        .collect();
+    let records: Vec<RecordInfo> = stream::iter(builds.clone())
+        .map(|object: ListedObject| {
+            let storage = storage.clone();
+            async move {
+                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                let digest = bytes
+                    .and_then(|bytes| crate::layer_store::record::decode(&bytes).ok())
+                    .map(|record| record.digest);
+                Ok::<_, StorageError>(RecordInfo { object, digest })
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    let mut live = mark::live_set(&inventory, &options.policy, now);
+    if let Some(announcer) = announcer {
+        announcer.enter(Phase::Deleting).await?;
+        rescue(storage.as_ref(), &mut inventory, &mut live, announced).await?;
+    }
+
+    let policy = &options.policy;
+    let collectable = |object: &ListedObject| age(now, modified(object, now)) >= policy.grace;
+    let live_tags: HashSet<&str> = inventory
+        .tags
+        .iter()
+        .filter(|t| live.contains(&t.digest))
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut plan: Vec<(Kind, &ListedObject)> = Vec::new();
+    plan.extend(
+        tags.iter()
+            .filter(|o| collectable(o) && !live_tags.contains(o.key.name()))
+            .map(|o| (Kind::TagEntry, o)),
+    );
+    plan.extend(
+        records
+            .iter()
+            .filter(|r| {
+                collectable(&r.object) && r.digest.as_ref().is_none_or(|d| !live.contains(d))
+            })
+            .map(|r| (Kind::LayerRecord, &r.object)),
+    );
+    // Objects whose name is no digest (put there by hand) are left alone.
+    let dead = |o: &&ListedObject| collectable(o) && named(o).is_some_and(|d| !live.contains(&d));
+    let is_manifest =
+        |o: &&ListedObject| named(o).is_some_and(|d| inventory.manifests.contains_key(&d));
+    plan.extend(
+        layers
+            .iter()
+            .filter(dead)
+            .filter(is_manifest)
+            .map(|o| (Kind::Manifest, o)),
+    );
+    plan.extend(
+        layers
+            .iter()
+            .filter(dead)
+            .filter(|o| !is_manifest(o))
+            .map(|o| (Kind::Blob, o)),
+    );
+    plan.extend(uses.iter().filter(dead).map(|o| (Kind::UseMark, o)));
+    // A referrers list lives as long as the manifest it is named after.
+    plan.extend(
+        referrers
+            .iter()
+            .filter(dead)
+            .map(|o| (Kind::ReferrersList, o)),
+    );
+    let examined = layers.len() + tags.len() + builds.len() + uses.len() + referrers.len();
+    let mut report = Report {
+        generation: generation_number,
+        dry_run: options.dry_run,
+        kept: examined - plan.len(),
+        ..Report::default()
+    };
+    // Kinds one after the other, so that a tag entry never outlives its
+    // manifest, a record its blob, and a manifest its layers (also when
+    // the collection stops half-way); objects of one kind in parallel.
+    for kind in Kind::ALL {
+        let batch: Vec<&ListedObject> = plan
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, o)| *o)
+            .collect();
+        if !options.dry_run {
+            let keys: Vec<StorageKey> = batch.iter().map(|o| o.key.clone()).collect();
+            stream::iter(keys)
+                .map(|key: StorageKey| {
+                    let storage = storage.clone();
+                    async move { storage.delete(&key).await }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        for object in batch {
+            let deletion = Deletion {
+                kind,
+                name: object.key.to_string(),
+                size: object.size,
+            };
+            on_delete(&deletion);
+            report.deleted.push(deletion);
+        }
+    }
+    if let Some(dir) = &options.local_tier {
+        for deletion in prune_local_tier(dir, &live, policy.grace, now, options.dry_run).await {
+            on_delete(&deletion);
+            report.deleted.push(deletion);
+        }
+    }
+    Ok(report)
+}
+
+/// When `object` was last written; a backend that does not say makes it
+/// `now` (so it is never old enough to collect).
+fn modified(object: &ListedObject, now: SystemTime) -> SystemTime {
+    object.modified.unwrap_or(now)
+}
+
+/// The digest an object under `layers/` or `uses/` is named by.
+fn named(object: &ListedObject) -> Option<Digest> {
+    Digest::parse_hex(object.key.name()).ok()
+}
+
+/// Re-read the use marks after the switch to `deleting`: a server that
+/// confirmed an image since the announcement wrote its mark before it saw
+/// that switch, so it is found here and its image is kept.
+async fn rescue(
+    storage: &dyn Storage,
+    inventory: &mut Inventory,
+    live: &mut HashSet<Digest>,
+    announced: SystemTime,
+) -> Result<(), StorageError> {
+    // A second of slack for coarse modification times.
+    let since = announced - Duration::from_secs(1);
+    let fresh: Vec<Digest> = storage
+        .list(KeyPrefix::Uses)
+        .await?
+        .iter()
+        .filter(|o| o.modified.is_none_or(|m| m >= since))
+        .filter_map(named)
+        .filter(|d| !live.contains(d))
+        .collect();
+    for digest in &fresh {
+        if inventory.manifests.contains_key(digest) {
+            continue;
+        }
+        let key = StorageKey::layer(digest);
+        let Ok(info) = storage.stat(&key).await else {
+            continue;
+        };
+        if let Some(refs) = read_document(storage, &key)
+            .await?
+            .and_then(|bytes| references::parse(&bytes))
+        {
+            inventory.manifests.insert(
+                *digest,
+                ManifestNode {
+                    refs,
+                    modified: info.modified.unwrap_or_else(SystemTime::now),
+                },
+            );
+        }
+    }
+    if !fresh.is_empty() {
+        tracing::info!(
+            images = fresh.len(),
+            "images used during the collection are kept"
+        );
+    }
+    mark::extend(live, inventory, fresh);
+    Ok(())
+}
+
+/// The object at `key`, `None` when absent or larger than a document.
+async fn read_document(
+    storage: &dyn Storage,
+    key: &StorageKey,
+) -> Result<Option<bytes::Bytes>, StorageError> {
+    let stream = match storage.fetch(key).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    match read_bounded(stream, MAX_DOCUMENT).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => Ok(None),
+        Err(source) => Err(StorageError::Io {
+            key: key.clone(),
+            source,
+        }),
+    }
+}
+
+/// Remove the local tier's manifests that are not live (and older than
+/// `grace`), the same rule as in storage. Failures are logged: the tier is
+/// a cache and drops stale entries on first use anyway.
+async fn prune_local_tier(
+    dir: &std::path::Path,
+    live: &HashSet<Digest>,
+    grace: Duration,
+    now: SystemTime,
+    dry_run: bool,
+) -> Vec<Deletion> {
+    let mut deleted = Vec::new();
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), error = %error, "cannot list the local manifest tier");
+            return deleted;
+        }
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Entries are named `<hex identity>` or `<hex identity>.oci`; the
+        // rest is not ours.
+        let stem = name.strip_suffix(".oci").unwrap_or(&name);
+        if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = entry.metadata().await else {
+            continue;
+        };
+        if !meta.is_file() || meta.modified().is_ok_and(|m| age(now, m) < grace) {
+            continue;
+        }
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        if live.contains(&Digest::of(&bytes)) {
+            continue;
+        }
+        if !dry_run && let Err(error) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), error = %error, "cannot prune the local manifest tier");
+            continue;
+        }
+        deleted.push(Deletion {
+            kind: Kind::LocalEntry,
+            name: path.display().to_string(),
+            size: meta.len(),
+        });
+    }
+    deleted
+}

@@ -1,0 +1,160 @@
+//! What a manifest points at, read from any manifest JSON.
+//!
+//! The collector does not need to know which kind of manifest it reads
+//! (Docker V2, OCI image manifest, OCI or Docker index, an artifact
+//! manifest such as an SBOM): every one names its content with descriptors
+//! `{"digest": "sha256:<hex>", ...}` in the same few places. So parsing is
+//! general: `manifests[]` (an index's child manifests), `layers[]`,
+//! `blobs[]` (artifact manifests) and `config` are what it references;
+//! `subject` is what it is *about* (an SBOM's image), which keeps it alive
+//! as long as that image lives. Digests of another algorithm or malformed
+//! ones are ignored: no object of ours is named by them.
+
+use serde_json::Value;
+
+use crate::digest::Digest;
+
+/// Docker Image Manifest V2 Schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list (an index).
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI artifact manifest (an older draft some tools still write).
+pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
+
+/// Every content type under which a stored object is read as a manifest.
+pub const MANIFEST_TYPES: [&str; 5] = [
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    OCI_INDEX,
+    OCI_ARTIFACT,
+];
+
+/// Whether an object stored with `content_type` is a manifest of some kind
+/// (parameters such as `; charset=utf-8` are ignored).
+pub fn is_manifest_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    MANIFEST_TYPES
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(essence))
+}
+
+/// The objects one manifest needs, each named by its digest (the object
+/// `layers/<hex>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    /// Child manifests (`manifests[]` of an index), followed in turn.
+    pub manifests: Vec<Digest>,
+    /// Blobs: `layers[]`, `blobs[]` and `config`.
+    pub blobs: Vec<Digest>,
+    /// The manifest this one is about (`subject`), if any.
+    pub subject: Option<Digest>,
+}
+
+impl References {
+    /// Every object referenced (child manifests and blobs, not the subject).
+    pub fn all(&self) -> impl Iterator<Item = &Digest> {
+        self.manifests.iter().chain(self.blobs.iter())
+    }
+}
+
+/// The references of the manifest `bytes`; `None` when they are not a JSON
+/// object (then the object is no manifest this collector can follow).
+pub fn parse(bytes: &[u8]) -> Option<References> {
+    let document: Value = serde_json::from_slice(bytes).ok()?;
+    let object = document.as_object()?;
+    let descriptors = |field: &str| -> Vec<Digest> {
+        object
+            .get(field)
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(descriptor_digest).collect())
+            .unwrap_or_default()
+    };
+    let mut blobs = descriptors("layers");
+    blobs.extend(descriptors("blobs"));
+    blobs.extend(object.get("config").and_then(descriptor_digest));
+    Some(References {
+        manifests: descriptors("manifests"),
+        blobs,
+        subject: object.get("subject").and_then(descriptor_digest),
+    })
+}
+
+/// The digest of a descriptor `{"digest": "sha256:<hex>"}`.
+fn descriptor_digest(descriptor: &Value) -> Option<Digest> {
+    Digest::parse(descriptor.get("digest")?.as_str()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    fn d(c: char) -> Digest {
+        Digest::parse_hex(&hex(c)).unwrap()
+    }
+
+    #[test]
+    fn an_image_manifest_references_its_config_and_layers() {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}",
+                "config":{{"digest":"sha256:{}","size":1}},
+                "layers":[{{"digest":"sha256:{}"}},{{"digest":"sha256:{}"}}]}}"#,
+            hex('a'),
+            hex('b'),
+            hex('c')
+        );
+        let refs = parse(manifest.as_bytes()).unwrap();
+        assert_eq!(refs.blobs, [d('b'), d('c'), d('a')]);
+        assert!(refs.manifests.is_empty() && refs.subject.is_none());
+    }
+
+    #[test]
+    fn an_index_references_its_children_and_an_sbom_names_its_subject() {
+        let index = format!(
+            r#"{{"manifests":[{{"digest":"sha256:{}"}},{{"digest":"sha256:{}"}}]}}"#,
+            hex('1'),
+            hex('2')
+        );
+        assert_eq!(parse(index.as_bytes()).unwrap().manifests, [d('1'), d('2')]);
+        let sbom = format!(
+            r#"{{"artifactType":"application/spdx+json","blobs":[{{"digest":"sha256:{}"}}],
+                "subject":{{"digest":"sha256:{}"}}}}"#,
+            hex('3'),
+            hex('4')
+        );
+        let refs = parse(sbom.as_bytes()).unwrap();
+        assert_eq!(refs.blobs, [d('3')]);
+        assert_eq!(refs.subject, Some(d('4')));
+    }
+
+    #[test]
+    fn foreign_and_malformed_digests_are_ignored() {
+        let manifest = format!(
+            r#"{{"layers":[{{"digest":"sha512:{}"}},{{"digest":"sha256:../../etc"}},
+                {{"digest":"sha256:{}"}},{{"digest":7}},"x"],"config":null}}"#,
+            hex('a'),
+            hex('A')
+        );
+        assert_eq!(parse(manifest.as_bytes()).unwrap(), References::default());
+        assert!(parse(b"not json").is_none());
+        assert!(parse(b"[1,2]").is_none());
+    }
+
+    #[test]
+    fn manifest_types_are_recognised_with_parameters() {
+        assert!(is_manifest_type(DOCKER_MANIFEST));
+        assert!(is_manifest_type(&format!("{OCI_INDEX}; charset=utf-8")));
+        assert!(!is_manifest_type(
+            "application/vnd.docker.container.image.v1+json"
+        ));
+        assert!(!is_manifest_type("application/octet-stream"));
+    }
+}

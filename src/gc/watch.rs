@@ -1,0 +1,366 @@
+//! The server's side of garbage collection: recording use, and never
+//! serving what a collection removed.
+//!
+//! **Use marks.** Each manifest served (any tier, by tag or by digest)
+//! calls [`GcWatch::touch`]: at most once per touch interval per digest, a
+//! background task rewrites `uses/<digest>`, whose modification time is the
+//! mark. Nothing is written on the request path.
+//!
+//! **Generations.** A background task reads `gc/generation` every
+//! [`poll_interval`]. Tier entries carry the generation number under which
+//! they were last checked (their *stamp*). An entry is served as it is
+//! only when its stamp is the generation this server knows and that
+//! knowledge is fresh (read within two poll intervals). Otherwise it is
+//! *confirmed* first ([`GcWatch::confirm`]):
+//!
+//! 1. write the use mark now, synchronously;
+//! 2. read the generation; if a collection is deleting, wait until it
+//!    ends;
+//! 3. check that the manifest blob is still in storage.
+//!
+//! Why that is enough: a collection announces itself (phase `marking`) and
+//! waits [`notice_period`] (three poll intervals) before it lists
+//! anything, so a server with fresh knowledge has seen the announcement
+//! before the collection decides; images it served without confirming
+//! until then were in use within that short time and are kept
+//! (`--keep` must exceed the notice period). A confirmation that read
+//! `marking` in step 2 wrote its mark before the collection switched to
+//! `deleting`, and the collection reads the marks again after that switch,
+//! so the image is kept. A confirmation that read `deleting` waits for the
+//! end, and then the manifest blob exists only if the manifest was live:
+//! a collection deletes manifests before the blobs they name. An entry
+//! confirmed under generation `n` is therefore safe for all of `n`.
+//!
+//! **Builds** reuse layer records, whose blobs a concurrent collection may
+//! delete. Records read while no collection runs are stamped; others are
+//! re-read from storage on next use. When a build ends,
+//! [`GcWatch::settle`] marks its manifest, waits out a deleting
+//! collection, and, if any collection overlapped the build, checks every
+//! blob the manifest names; the builder builds again when one is missing.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::generation::{self, Generation};
+use crate::{
+    cache::bytes_stream,
+    digest::Digest,
+    storage::{Storage, StorageError, StorageKey},
+};
+
+/// Longest poll interval, whatever the touch interval.
+const MAX_POLL: Duration = Duration::from_secs(10);
+/// Longest wait for a deleting collection to end (it is declared dead
+/// sooner, after [`generation::STALE_AFTER`] without a heartbeat).
+const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
+/// Marks waiting to be written; beyond this, uses are recorded next time.
+const MARK_QUEUE: usize = 4096;
+/// Content type of use marks.
+const MARK_CONTENT_TYPE: &str = "text/plain";
+
+/// How often servers read the generation: the touch interval, at most
+/// ten seconds.
+pub fn poll_interval(touch_interval: Duration) -> Duration {
+    touch_interval.min(MAX_POLL)
+}
+
+/// How long a collection waits after announcing itself: three poll
+/// intervals, so that every server has read the announcement.
+pub fn notice_period(touch_interval: Duration) -> Duration {
+    3 * poll_interval(touch_interval)
+}
+
+/// What a server knows about collections at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The generation number last read.
+    pub number: u64,
+    /// Whether a collection was running then.
+    pub running: bool,
+    /// Whether that was read recently enough to act on.
+    pub fresh: bool,
+}
+
+struct Known {
+    generation: Generation,
+    read_at: Option<Instant>,
+}
+
+type Listener = Box<dyn Fn() + Send + Sync>;
+
+/// Use marks and collection generations for one storage; see the module
+/// documentation.
+pub struct GcWatch {
+    storage: Arc<dyn Storage>,
+    touch_interval: Duration,
+    poll: Duration,
+    known: Mutex<Known>,
+    touched: Mutex<HashMap<Digest, Instant>>,
+    marks: tokio::sync::mpsc::Sender<Digest>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+impl GcWatch {
+    /// A watch over `storage` marking each image at most once per
+    /// `touch_interval`, with its background tasks (polling, marking)
+    /// running until the runtime stops. Call inside a Tokio runtime.
+    pub fn start(storage: Arc<dyn Storage>, touch_interval: Duration) -> Arc<Self> {
+        let (marks, mut pending) = tokio::sync::mpsc::channel::<Digest>(MARK_QUEUE);
+        let watch = Arc::new(Self {
+            storage,
+            touch_interval,
+            poll: poll_interval(touch_interval),
+            known: Mutex::new(Known {
+                generation: Generation::NONE,
+                read_at: None,
+            }),
+            touched: Mutex::new(HashMap::new()),
+            marks,
+            listeners: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&watch);
+        tokio::spawn(async move {
+            while let Some(digest) = pending.recv().await {
+                let Some(watch) = weak.upgrade() else { return };
+                if let Err(error) = watch.write_mark(&digest).await {
+                    tracing::warn!(digest = %digest, error = %crate::redact::redact(&error.to_string()), "writing a use mark failed");
+                    // Record it on the next use instead.
+                    watch.lock_touched().remove(&digest);
+                }
+            }
+        });
+        let weak = Arc::downgrade(&watch);
+        let poll = watch.poll;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(poll);
+            loop {
+                ticks.tick().await;
+                let Some(watch) = weak.upgrade() else { return };
+                if let Err(error) = watch.refresh().await {
+                    tracing::warn!(error = %crate::redact::redact(&error.to_string()), "reading the collection generation failed");
+                }
+            }
+        });
+        watch
+    }
+
+    /// Call `listener` whenever this server sees a collection end, before
+    /// it acts on that knowledge (to drop caches of content-addressed
+    /// objects that may be gone).
+    pub fn on_collection(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.listeners.lock().push(Box::new(listener));
+    }
+
+    /// The touch interval.
+    pub fn touch_interval(&self) -> Duration {
+        self.touch_interval
+    }
+
+    /// What this server knows now.
+    pub fn snapshot(&self) -> Snapshot {
+        let known = self.known.lock();
+        Snapshot {
+            number: known.generation.number,
+            running: known.generation.running(SystemTime::now()),
+            fresh: known.read_at.is_some_and(|at| at.elapsed() < 2 * self.poll),
+        }
+    }
+
+    /// Whether an entry stamped `stamp` may be served without confirming.
+    pub fn trusts(&self, stamp: Option<u64>) -> bool {
+        let now = self.snapshot();
+        now.fresh && stamp == Some(now.number)
+    }
+
+    /// Whether nothing may be deleting now (knowledge fresh, no collection
+    /// running): then objects read from storage may be used as they are.
+    pub fn quiet(&self) -> bool {
+        let now = self.snapshot();
+        now.fresh && !now.running
+    }
+
+    /// The stamp for something just read from storage: the known
+    /// generation if no collection runs, else none (read it again later).
+    pub fn stamp_for_read(&self) -> Option<u64> {
+        let now = self.snapshot();
+        (now.fresh && !now.running).then_some(now.number)
+    }
+
+    /// Record a use of the manifest `digest`, off the request path and at
+    /// most once per touch interval.
+    pub fn touch(&self, digest: &Digest) {
+        {
+            let mut touched = self.lock_touched();
+            if touched
+                .get(digest)
+                .is_some_and(|at| at.elapsed() < self.touch_interval)
+            {
+                return;
+            }
+            if touched.len() > 100_000 {
+                let interval = self.touch_interval;
+                touched.retain(|_, at| at.elapsed() < interval);
+            }
+            touched.insert(*digest, Instant::now());
+        }
+        if self.marks.try_send(*digest).is_err() {
+            self.lock_touched().remove(digest);
+        }
+    }
+
+    /// Confirm before serving the manifest `digest` from a tier
+    /// whose stamp this server does not trust: the stamp to give the entry
+    /// when it may be served, `None` when its manifest was collected.
+    pub async fn confirm(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        self.write_mark(digest).await?;
+        let generation = self.settled().await?;
+        match self.storage.stat(&StorageKey::layer(digest)).await {
+            Ok(_) => Ok(Some(generation.number)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// After a build stored the manifest `digest` naming `blobs`:
+    /// the stamp of its tier entries, or `None` when a collection that
+    /// overlapped the build removed one of the blobs (build again).
+    /// `started` is the snapshot taken when the build began.
+    pub async fn settle(
+        &self,
+        started: Snapshot,
+        digest: &Digest,
+        blobs: &[Digest],
+    ) -> Result<Option<u64>, StorageError> {
+        self.write_mark(digest).await?;
+        let before = self.refresh().await?;
+        let generation = self.settled().await?;
+        let overlapped = started.running
+            || !started.fresh
+            || before.deleting(SystemTime::now())
+            || generation.number != started.number;
+        if overlapped {
+            for blob in blobs.iter().chain([digest]) {
+                match self.storage.stat(&StorageKey::layer(blob)).await {
+                    Ok(_) => {}
+                    Err(StorageError::NotFound(_)) => {
+                        tracing::warn!(
+                            digest = %blob,
+                            "a blob of the image was collected during its build"
+                        );
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(Some(generation.number))
+    }
+
+    /// Read the generation now, and wait while a collection is deleting.
+    async fn settled(&self) -> Result<Generation, StorageError> {
+        let deadline = Instant::now() + MAX_WAIT;
+        loop {
+            let generation = self.refresh().await?;
+            if !generation.deleting(SystemTime::now()) || Instant::now() > deadline {
+                return Ok(generation);
+            }
+            tokio::time::sleep(self.poll.min(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// Read `gc/generation` and remember it.
+    pub async fn refresh(&self) -> Result<Generation, StorageError> {
+        let read_at = Instant::now();
+        let generation = generation::read(self.storage.as_ref()).await?;
+        let now = SystemTime::now();
+        let ended = {
+            let known = self.known.lock();
+            let was = known.generation;
+            !generation.running(now)
+                && (generation.number != was.number || was.running(now) || known.read_at.is_none())
+        };
+        if ended {
+            for listener in self.listeners.lock().iter() {
+                listener();
+            }
+        }
+        let mut known = self.known.lock();
+        if known.read_at.is_none_or(|at| at <= read_at) {
+            known.generation = generation;
+            known.read_at = Some(read_at);
+        }
+        Ok(generation)
+    }
+
+    async fn write_mark(&self, digest: &Digest) -> Result<(), StorageError> {
+        let key = StorageKey::use_mark(digest);
+        let body = Bytes::from(format!("{}\n", generation::unix_secs(SystemTime::now())));
+        self.storage
+            .persist(&key, MARK_CONTENT_TYPE, bytes_stream(body))
+            .await?;
+        self.lock_touched().insert(*digest, Instant::now());
+        Ok(())
+    }
+
+    fn lock_touched(&self) -> parking_lot::MutexGuard<'_, HashMap<Digest, Instant>> {
+        self.touched.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{gc::generation::Phase, storage::filesystem::FilesystemStorage};
+
+    fn storage() -> (tempfile::TempDir, Arc<dyn Storage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FilesystemStorage::new(dir.path()).unwrap());
+        (dir, storage)
+    }
+
+    #[tokio::test]
+    async fn touches_are_written_once_per_interval() {
+        let (dir, storage) = storage();
+        let watch = GcWatch::start(storage, Duration::from_secs(3600));
+        let digest = Digest::of(b"a manifest");
+        watch.touch(&digest);
+        let mark = dir.path().join("uses").join(digest.hex());
+        for _ in 0..200 {
+            if mark.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first = std::fs::metadata(&mark).unwrap().modified().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        watch.touch(&digest);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(std::fs::metadata(&mark).unwrap().modified().unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn stamps_are_trusted_only_for_the_known_generation() {
+        let (_dir, storage) = storage();
+        let watch = GcWatch::start(storage.clone(), Duration::from_secs(1));
+        watch.refresh().await.unwrap();
+        assert!(watch.trusts(Some(0)) && watch.quiet());
+        assert!(!watch.trusts(None));
+        let running = Generation {
+            number: 1,
+            phase: Phase::Marking,
+            heartbeat: generation::unix_secs(SystemTime::now()),
+        };
+        generation::write(storage.as_ref(), &running).await.unwrap();
+        watch.refresh().await.unwrap();
+        assert!(!watch.trusts(Some(0)) && !watch.quiet());
+        assert_eq!(watch.stamp_for_read(), None);
+        // Confirming an image whose manifest is gone says so.
+        assert_eq!(watch.confirm(&Digest::of(b"gone")).await.unwrap(), None);
+    }
+}

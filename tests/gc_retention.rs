@@ -1,0 +1,539 @@
+//! What a collection keeps and deletes, on the filesystem backend and on
+//! the GCS emulator (each property is one function run on both).
+//!
+//! Properties defended: the storage primitives the collector relies on
+//! (list, stat, idempotent delete, create-only-once); an image used within
+//! `keep` keeps its blobs, also those it shares, and an unused one loses
+//! its tag entry, manifest, unshared layers, layer records and use mark;
+//! objects younger than `grace` stay whatever `keep` says; an index keeps
+//! its child manifests and an SBOM lives as long as its subject; objects
+//! written in upstream Nixery's shape follow the same rules; a second
+//! collection refuses to run beside the first; a dry run deletes nothing;
+//! a server confirming an image during a collection keeps it; and a build
+//! that reused a blob collected meanwhile is told to build again.
+//!
+//! The collector is called as a library here, with durations of a few
+//! seconds; `tests/gc_serving.rs` drives `nixery gc` and the server.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use nixery::{
+    cache::bytes_stream,
+    digest::Digest,
+    gc::{self, GcError, GcWatch, Kind, Options, Policy, Report},
+    storage::{KeyPrefix, Storage, StorageError, StorageKey, filesystem::FilesystemStorage},
+};
+use sha2::{Digest as _, Sha256};
+use support::gcs::FakeGcs;
+
+const MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+const CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Objects written before this pause are "old" for the policies below.
+/// The margins (old objects are 1.5 s past `keep`, a use is up to 4 s
+/// recent) leave room for a loaded machine.
+const AGE: Duration = Duration::from_millis(5500);
+
+/// Keep images used within 4 s, never delete objects younger than 1 s.
+fn policy() -> Policy {
+    Policy {
+        keep: Duration::from_secs(4),
+        grace: Duration::from_secs(1),
+        touch_interval: Duration::ZERO,
+    }
+}
+
+fn options(policy: Policy) -> Options {
+    Options {
+        policy,
+        dry_run: false,
+        notice: Duration::ZERO,
+        local_tier: None,
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Store `bytes` under `layers/<sha256>` with `content_type`.
+async fn blob(storage: &dyn Storage, bytes: &[u8], content_type: &str) -> String {
+    let hex = hex_of(bytes);
+    let key = layer(&hex);
+    storage
+        .persist(
+            &key,
+            content_type,
+            bytes_stream(Bytes::copy_from_slice(bytes)),
+        )
+        .await
+        .unwrap();
+    hex
+}
+
+/// A Docker manifest naming `layers` and a config of its own; returns the
+/// manifest's hex digest and the config's.
+async fn image(storage: &dyn Storage, label: &str, layers: &[&str]) -> (String, String) {
+    let config = blob(storage, format!("{{\"c\":\"{label}\"}}").as_bytes(), CONFIG).await;
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{{\"mediaType\":\"{LAYER}\",\"digest\":\"sha256:{l}\",\"size\":1}}"))
+        .collect();
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST}\",\"config\":{{\"mediaType\":\"{CONFIG}\",\"digest\":\"sha256:{config}\",\"size\":1}},\"layers\":[{}]}}",
+        layers.join(",")
+    );
+    (blob(storage, manifest.as_bytes(), MANIFEST).await, config)
+}
+
+/// The tag entry `manifests/<name>` holding the manifest `digest`.
+async fn tag(storage: &dyn Storage, name: &str, digest: &str) {
+    let bytes = read(storage, &layer(digest)).await.expect("manifest blob");
+    storage
+        .persist(
+            &StorageKey::manifest(name).unwrap(),
+            MANIFEST,
+            bytes_stream(Bytes::from(bytes)),
+        )
+        .await
+        .unwrap();
+}
+
+/// A layer record `builds/<name>` in upstream's format naming `digest`.
+async fn record(storage: &dyn Storage, name: &str, digest: &str) {
+    let json = format!(
+        "{{\"mediaType\":\"{LAYER}\",\"size\":1,\"digest\":\"sha256:{digest}\",\"TarHash\":\"sha256:{}\"}}",
+        "0".repeat(64)
+    );
+    storage
+        .persist(
+            &StorageKey::build(name).unwrap(),
+            "application/json",
+            bytes_stream(Bytes::from(json)),
+        )
+        .await
+        .unwrap();
+}
+
+/// A use mark for `digest`, written now.
+async fn mark(storage: &dyn Storage, digest: &str) {
+    storage
+        .persist(
+            &StorageKey::use_mark(&dg(digest)),
+            "text/plain",
+            bytes_stream(Bytes::from_static(b"1\n")),
+        )
+        .await
+        .unwrap();
+}
+
+async fn read(storage: &dyn Storage, key: &StorageKey) -> Option<Vec<u8>> {
+    match storage.fetch(key).await {
+        Ok(stream) => Some(support::gcs::collect(stream).await.unwrap()),
+        Err(StorageError::NotFound(_)) => None,
+        Err(error) => panic!("reading {key}: {error}"),
+    }
+}
+
+async fn exists(storage: &dyn Storage, key: &StorageKey) -> bool {
+    match storage.stat(key).await {
+        Ok(_) => true,
+        Err(StorageError::NotFound(_)) => false,
+        Err(error) => panic!("stat {key}: {error}"),
+    }
+}
+
+fn dg(hex: &str) -> Digest {
+    Digest::parse_hex(hex).unwrap()
+}
+
+fn layer(hex: &str) -> StorageKey {
+    StorageKey::layer(&dg(hex))
+}
+
+async fn collect(storage: &Arc<dyn Storage>, options: &Options) -> Report {
+    gc::collect(storage.clone(), options, &mut |_| {})
+        .await
+        .expect("collection")
+}
+
+fn deleted(report: &Report, kind: Kind) -> Vec<String> {
+    let mut names: Vec<String> = report
+        .deleted
+        .iter()
+        .filter(|d| d.kind == kind)
+        .map(|d| d.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `$check` on a fresh filesystem storage and on a fresh emulator.
+macro_rules! on_both_backends {
+    ($($name:ident => $check:ident;)*) => {
+        mod filesystem {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let storage: Arc<dyn Storage> =
+                        Arc::new(FilesystemStorage::new(dir.path()).unwrap());
+                    $check(storage).await;
+                }
+            )*
+        }
+        mod gcs {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let emulator = FakeGcs::start().await;
+                    let storage: Arc<dyn Storage> = Arc::new(emulator.storage().await);
+                    $check(storage).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends! {
+    storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
+    an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
+    objects_younger_than_the_grace_period_stay => grace;
+    an_index_keeps_its_children_and_an_sbom_lives_as_long_as_its_subject => indexes_and_subjects;
+    objects_in_upstream_nixery_shape_follow_the_same_rules => upstream_objects;
+    a_second_collection_does_not_run_beside_the_first => one_at_a_time;
+    a_dry_run_deletes_nothing => dry_run;
+    an_image_confirmed_during_a_collection_is_kept => confirmed_during_collection;
+    a_build_that_reused_a_collected_blob_builds_again => build_overlapping_collection;
+}
+
+async fn primitives(storage: Arc<dyn Storage>) {
+    let hex = blob(storage.as_ref(), b"some layer", LAYER).await;
+    let key = layer(&hex);
+    let info = storage.stat(&key).await.unwrap();
+    assert_eq!(info.size, 10);
+    assert_eq!(info.content_type.as_deref(), Some(LAYER));
+    let age = SystemTime::now()
+        .duration_since(info.modified.expect("a modification time"))
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "modified {age:?} ago");
+    let listed = storage.list(KeyPrefix::Layers).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].key, key);
+    assert_eq!(listed[0].size, 10);
+    assert!(storage.list(KeyPrefix::Uses).await.unwrap().is_empty());
+
+    storage.delete(&key).await.unwrap();
+    storage.delete(&key).await.unwrap();
+    assert!(matches!(
+        storage.stat(&key).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(storage.list(KeyPrefix::Layers).await.unwrap().is_empty());
+
+    let lock = StorageKey::gc("probe").unwrap();
+    assert!(
+        storage
+            .create_new(&lock, "application/json", Bytes::from_static(b"first"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .create_new(&lock, "application/json", Bytes::from_static(b"second"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(read(storage.as_ref(), &lock).await.unwrap(), b"first");
+}
+
+async fn retention(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let shared = blob(s, b"glibc layer", LAYER).await;
+    let only_used = blob(s, b"hello layer", LAYER).await;
+    let only_unused = blob(s, b"htop layer", LAYER).await;
+    let (used, used_config) = image(s, "used", &[&shared, &only_used]).await;
+    let (unused, unused_config) = image(s, "unused", &[&shared, &only_unused]).await;
+    tag(s, "aaaa", &used).await;
+    tag(s, "bbbb", &unused).await;
+    for (name, digest) in [("k1", &shared), ("k2", &only_used), ("k3", &only_unused)] {
+        record(s, name, digest).await;
+    }
+    mark(s, &unused).await;
+    tokio::time::sleep(AGE).await;
+    // Only `used` is pulled within the window.
+    mark(s, &used).await;
+
+    let report = collect(&storage, &options(policy())).await;
+
+    assert_eq!(deleted(&report, Kind::TagEntry), ["manifests/bbbb"]);
+    assert_eq!(
+        deleted(&report, Kind::Manifest),
+        [format!("layers/{unused}")]
+    );
+    let mut blobs = vec![
+        format!("layers/{only_unused}"),
+        format!("layers/{unused_config}"),
+    ];
+    blobs.sort();
+    assert_eq!(deleted(&report, Kind::Blob), blobs);
+    assert_eq!(deleted(&report, Kind::LayerRecord), ["builds/k3"]);
+    assert_eq!(deleted(&report, Kind::UseMark), [format!("uses/{unused}")]);
+    for kept in [&used, &used_config, &shared, &only_used] {
+        assert!(exists(s, &layer(kept)).await, "{kept} was deleted");
+    }
+    for kept in ["k1", "k2"] {
+        assert!(exists(s, &StorageKey::build(kept).unwrap()).await);
+    }
+    assert!(exists(s, &StorageKey::manifest("aaaa").unwrap()).await);
+    assert!(report.bytes() > 0);
+    assert!(report.generation >= 1);
+    assert!(
+        report.summary().starts_with("deleted: 6 objects"),
+        "{}",
+        report.summary()
+    );
+
+    // Again: nothing left to delete, and deleting what is gone succeeds.
+    let again = collect(&storage, &options(policy())).await;
+    assert!(again.deleted.is_empty(), "{:?}", again.deleted);
+    assert_eq!(again.generation, report.generation + 1);
+    storage.delete(&layer(&unused)).await.unwrap();
+}
+
+async fn grace(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let old_layer = blob(s, b"old layer", LAYER).await;
+    let (old, _) = image(s, "old", &[&old_layer]).await;
+    tokio::time::sleep(AGE).await;
+    // A build in progress: a fresh layer and a fresh manifest, no mark.
+    let fresh_layer = blob(s, b"fresh layer", LAYER).await;
+    let (fresh, _) = image(s, "fresh", &[&fresh_layer]).await;
+    let strict = Policy {
+        keep: Duration::ZERO,
+        grace: Duration::from_secs(60),
+        ..policy()
+    };
+    let report = collect(&storage, &options(strict)).await;
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    // Old objects are past a grace of 4 s, fresh ones 4 s within it.
+    let report = collect(
+        &storage,
+        &options(Policy {
+            keep: Duration::ZERO,
+            grace: Duration::from_secs(4),
+            ..policy()
+        }),
+    )
+    .await;
+    assert_eq!(deleted(&report, Kind::Manifest), [format!("layers/{old}")]);
+    for kept in [&fresh, &fresh_layer] {
+        assert!(exists(s, &layer(kept)).await);
+    }
+    assert!(!exists(s, &layer(&old_layer)).await);
+}
+
+async fn indexes_and_subjects(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let amd = blob(s, b"amd64 layer", LAYER).await;
+    let arm = blob(s, b"arm64 layer", LAYER).await;
+    let (child_amd, _) = image(s, "amd64", &[&amd]).await;
+    let (child_arm, _) = image(s, "arm64", &[&arm]).await;
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{{\"mediaType\":\"{MANIFEST}\",\"digest\":\"sha256:{child_amd}\",\"size\":1}},{{\"mediaType\":\"{MANIFEST}\",\"digest\":\"sha256:{child_arm}\",\"size\":1}}]}}"
+    );
+    let index = blob(s, index.as_bytes(), OCI_INDEX).await;
+    let sbom_of = |subject: &str, body: &str| {
+        format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_MANIFEST}\",\"artifactType\":\"application/spdx+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"sha256:{}\",\"size\":2}},\"layers\":[{{\"mediaType\":\"application/spdx+json\",\"digest\":\"sha256:{body}\",\"size\":1}}],\"subject\":{{\"mediaType\":\"{MANIFEST}\",\"digest\":\"sha256:{subject}\",\"size\":1}}}}",
+            hex_of(b"{}")
+        )
+    };
+    blob(s, b"{}", "application/vnd.oci.empty.v1+json").await;
+    let sbom_body = blob(s, b"spdx of amd64", "application/spdx+json").await;
+    let sbom = blob(s, sbom_of(&child_amd, &sbom_body).as_bytes(), OCI_MANIFEST).await;
+    // An image nobody uses, with its own SBOM.
+    let gone_layer = blob(s, b"gone layer", LAYER).await;
+    let (gone, _) = image(s, "gone", &[&gone_layer]).await;
+    let gone_body = blob(s, b"spdx of gone", "application/spdx+json").await;
+    let gone_sbom = blob(s, sbom_of(&gone, &gone_body).as_bytes(), OCI_MANIFEST).await;
+    tokio::time::sleep(AGE).await;
+    mark(s, &index).await;
+
+    let report = collect(&storage, &options(policy())).await;
+
+    for kept in [
+        &index, &child_amd, &child_arm, &amd, &arm, &sbom, &sbom_body,
+    ] {
+        assert!(exists(s, &layer(kept)).await, "{kept} was deleted");
+    }
+    let mut manifests = vec![format!("layers/{gone}"), format!("layers/{gone_sbom}")];
+    manifests.sort();
+    assert_eq!(deleted(&report, Kind::Manifest), manifests);
+    for gone in [&gone_layer, &gone_body] {
+        assert!(!exists(s, &layer(gone)).await, "{gone} kept");
+    }
+}
+
+async fn upstream_objects(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    // Upstream keys its tag entries by a SHA-1 and never writes use marks.
+    let built_long_ago = blob(s, b"upstream layer", LAYER).await;
+    let (old_image, _) = image(s, "upstream old", &[&built_long_ago]).await;
+    tag(s, &"1".repeat(40), &old_image).await;
+    record(s, &"2".repeat(40), &built_long_ago).await;
+    let rebuilt_layer = blob(s, b"upstream rebuilt layer", LAYER).await;
+    let (rebuilt, _) = image(s, "upstream rebuilt", &[&rebuilt_layer]).await;
+    tokio::time::sleep(AGE).await;
+    // Upstream writes its tag entry again when it builds the image again:
+    // that write is a use.
+    tag(s, &"3".repeat(40), &rebuilt).await;
+
+    let report = collect(&storage, &options(policy())).await;
+
+    assert_eq!(
+        deleted(&report, Kind::TagEntry),
+        [format!("manifests/{}", "1".repeat(40))]
+    );
+    assert_eq!(
+        deleted(&report, Kind::LayerRecord),
+        [format!("builds/{}", "2".repeat(40))]
+    );
+    assert!(!exists(s, &layer(&built_long_ago)).await);
+    assert!(exists(s, &layer(&rebuilt_layer)).await);
+    assert!(exists(s, &StorageKey::manifest(&"3".repeat(40)).unwrap()).await);
+}
+
+async fn one_at_a_time(storage: Arc<dyn Storage>) {
+    let slow = Options {
+        notice: Duration::from_secs(3),
+        ..options(policy())
+    };
+    let first = tokio::spawn({
+        let storage = storage.clone();
+        async move { gc::collect(storage, &slow, &mut |_| {}).await }
+    });
+    // Wait until the first one holds the lock.
+    while !storage
+        .list(KeyPrefix::Gc)
+        .await
+        .unwrap()
+        .iter()
+        .any(|o| o.key.name() == "lock")
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = gc::collect(storage.clone(), &options(policy()), &mut |_| {}).await;
+    assert!(matches!(second, Err(GcError::Busy(_))), "{second:?}");
+    let first = first.await.unwrap().expect("first collection");
+    // The lock is free again.
+    let third = collect(&storage, &options(policy())).await;
+    assert_eq!(third.generation, first.generation + 1);
+}
+
+async fn dry_run(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let only = blob(s, b"unused layer", LAYER).await;
+    let (unused, _) = image(s, "unused", &[&only]).await;
+    tag(s, "cccc", &unused).await;
+    tokio::time::sleep(AGE).await;
+    let mut printed = Vec::new();
+    let report = gc::collect(
+        storage.clone(),
+        &Options {
+            dry_run: true,
+            ..options(policy())
+        },
+        &mut |d| printed.push(d.name.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.deleted.len(), 4, "{:?}", report.deleted);
+    assert_eq!(printed.len(), 4);
+    assert!(report.summary().starts_with("would delete: 4 objects"));
+    for key in [
+        layer(&only),
+        layer(&unused),
+        StorageKey::manifest("cccc").unwrap(),
+    ] {
+        assert!(exists(s, &key).await, "{key} deleted by a dry run");
+    }
+    assert!(
+        storage.list(KeyPrefix::Gc).await.unwrap().is_empty(),
+        "a dry run announced itself"
+    );
+}
+
+async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let only = blob(s, b"pulled layer", LAYER).await;
+    let (pulled, _) = image(s, "pulled", &[&only]).await;
+    let (unused, _) = image(s, "unused", &[]).await;
+    tokio::time::sleep(AGE).await;
+    let watch = GcWatch::start(storage.clone(), Duration::from_secs(1));
+    let running = tokio::spawn({
+        let storage = storage.clone();
+        let options = Options {
+            notice: Duration::from_secs(2),
+            ..options(policy())
+        };
+        async move { gc::collect(storage, &options, &mut |_| {}).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A server serves `pulled` from a tier stamped before this collection.
+    assert!(watch.refresh().await.unwrap().running(SystemTime::now()));
+    assert!(!watch.trusts(Some(0)));
+    assert!(watch.confirm(&dg(&pulled)).await.unwrap().is_some());
+    let report = running.await.unwrap().unwrap();
+    assert!(
+        exists(s, &layer(&only)).await,
+        "a confirmed image lost a layer"
+    );
+    assert_eq!(
+        deleted(&report, Kind::Manifest),
+        [format!("layers/{unused}")]
+    );
+    // A tier entry of the collected image is confirmed as gone.
+    assert_eq!(watch.confirm(&dg(&unused)).await.unwrap(), None);
+}
+
+async fn build_overlapping_collection(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let reused = blob(s, b"layer nobody references", LAYER).await;
+    tokio::time::sleep(AGE).await;
+    let watch = GcWatch::start(storage.clone(), Duration::from_secs(1));
+    watch.refresh().await.unwrap();
+    // A build starts, finds the layer recorded, and meanwhile a collection
+    // deletes it (no manifest references it yet).
+    let started = watch.snapshot();
+    let report = collect(&storage, &options(policy())).await;
+    assert_eq!(deleted(&report, Kind::Blob), [format!("layers/{reused}")]);
+    let (built, config) = image(s, "built", &[&reused]).await;
+    let settled = watch
+        .settle(started, &dg(&built), &[dg(&reused), dg(&config)])
+        .await
+        .unwrap();
+    assert_eq!(
+        settled, None,
+        "a manifest naming a collected blob was accepted"
+    );
+    // Once the layer is uploaded again, the build is accepted.
+    blob(s, b"layer nobody references", LAYER).await;
+    let again = watch.snapshot();
+    assert!(
+        watch
+            .settle(again, &dg(&built), &[dg(&reused), dg(&config)])
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
