@@ -54,7 +54,7 @@ impl Builder {
             .iter()
             .map(|&platform| {
                 let image = image.for_arch(platform.arch);
-                let identity = Self::identity(&image, resolved);
+                let identity = self.identity(&image, resolved);
                 (platform, image, identity)
             })
             .collect();
