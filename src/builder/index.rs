@@ -90,12 +90,18 @@ impl Builder {
         let mut failures = Vec::new();
         for ((platform, _, _), result) in platforms.iter().zip(results) {
             match result {
-                // Each platform's Docker manifest, as indexes list them.
-                Ok(built) => entries.push(IndexEntry {
-                    platform: *platform,
-                    digest: built.docker.digest,
-                    size: built.docker.bytes.len() as u64,
-                }),
+                // The OCI manifest in an OCI index, the Docker one in a list.
+                Ok(built) => {
+                    let listed = match kind {
+                        IndexKind::Oci => &built.oci,
+                        IndexKind::DockerList => &built.docker,
+                    };
+                    entries.push(IndexEntry {
+                        platform: *platform,
+                        digest: listed.digest,
+                        size: listed.bytes.len() as u64,
+                    });
+                }
                 Err(error) => failures.push((*platform, error)),
             }
         }
