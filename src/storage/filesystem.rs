@@ -839,14 +839,23 @@ mod tests {
         ok
     }
 
+    /// A store in a directory with user extended attributes, or `None`
+    /// (having printed SKIPPED) where the temporary directory has none.
+    fn store_with_xattrs() -> Option<(tempfile::TempDir, FilesystemStorage)> {
+        let (dir, fs) = store();
+        if supports_xattrs(dir.path()) {
+            Some((dir, fs))
+        } else {
+            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+            None
+        }
+    }
+
     #[tokio::test]
     async fn persisted_and_moved_objects_carry_the_upstream_attribute() {
-        let dir = tempfile::tempdir().unwrap();
-        if !supports_xattrs(dir.path()) {
-            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+        let Some((dir, fs)) = store_with_xattrs() else {
             return;
-        }
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        };
         let from = StorageKey::staging("x1").unwrap();
         let hex = Digest::of(b"layer").hex();
         let to = StorageKey::layer(&Digest::of(b"layer"));
@@ -870,12 +879,9 @@ mod tests {
 
     #[tokio::test]
     async fn content_type_comes_from_the_attribute_or_else_the_sidecar() {
-        let dir = tempfile::tempdir().unwrap();
-        if !supports_xattrs(dir.path()) {
-            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+        let Some((_dir, fs)) = store_with_xattrs() else {
             return;
-        }
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        };
         // Written by upstream: a plain file with the attribute, no sidecar.
         let upstream = StorageKey::layer(&Digest::parse_hex(&"1".repeat(64)).unwrap());
         std::fs::write(fs.object_path(&upstream), b"blob").unwrap();
