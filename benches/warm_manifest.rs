@@ -13,10 +13,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nixery::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings, ImageBuilder, ImageManifests},
-    identity::ImageIdentity,
+    identity::{ImageIdentity, Recipe},
     image::Image,
     layer_store::LayerStore,
-    layers::{DEFAULT_BUDGET, Popularity},
+    layers::{DEFAULT_BUDGET, Layering, Popularity, Strategy},
     manifest_cache::ManifestCache,
     metrics::Metrics,
     nix::{NixRunner, NixSettings},
@@ -64,7 +64,26 @@ fn warm_builder(
     });
     let image = Image::from_name(NAME, tag);
     let resolved = runtime.block_on(resolver.resolve(tag)).unwrap();
-    let identity = ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages);
+    let settings = BuilderSettings {
+        layering: Layering {
+            strategy: Strategy::DEFAULT,
+            popularity: Popularity::default(),
+            budget: DEFAULT_BUDGET,
+        },
+        nix_files: Recipe::nix_files_of(None),
+        pack_concurrency: 1,
+        build_concurrency: 1,
+        build_queue: 16,
+        build_errors,
+        platforms: vec![nixery::platform::Platform::host()],
+        gc: None,
+    };
+    let identity = ImageIdentity::new(
+        &resolved.revision,
+        image.arch.nix_system(),
+        &image.packages,
+        &settings.recipe(),
+    );
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
     let manifest = ImageManifests::from_docker(Bytes::from_static(
         br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#,
@@ -79,16 +98,7 @@ fn warm_builder(
         manifests,
         resolver,
         nix,
-        BuilderSettings {
-            popularity: Popularity::default(),
-            layer_budget: DEFAULT_BUDGET,
-            pack_concurrency: 1,
-            build_concurrency: 1,
-            build_queue: 16,
-            build_errors,
-            platforms: vec![nixery::platform::Platform::host()],
-            gc: None,
-        },
+        settings,
         metrics.clone(),
     );
     (builder, metrics)

@@ -74,6 +74,7 @@ let
   }
   // optionalAttrs (cfg.s3Profile != null) { AWS_PROFILE = cfg.s3Profile; }
   // optionalAttrs (cfg.popularityUrl != null) { NIX_POPULARITY_URL = cfg.popularityUrl; }
+  // optionalAttrs (cfg.layering != null) { NIXERY_LAYERING = cfg.layering; }
   // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
   // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
   // optionalAttrs (cfg.buildConcurrency != null) { NIXERY_BUILD_CONCURRENCY = toString cfg.buildConcurrency; }
@@ -282,6 +283,16 @@ in
       description = ''
         URL of the popularity map used for layering (NIX_POPULARITY_URL),
         e.g. one produced by `nixery popcount`. Null uses the default.
+      '';
+    };
+
+    layering = mkOption {
+      type = types.nullOr (types.enum [ "size-rank" "popularity" "in-degree" "size-cohort" ]);
+      default = null;
+      description = ''
+        How closures are split into layers (NIXERY_LAYERING). Null uses
+        `popularity` (upstream Nixery's algorithm) when popularityUrl is
+        set, else `size-rank`.
       '';
     };
 

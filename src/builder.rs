@@ -39,12 +39,11 @@ use crate::{
     cache::CacheError,
     digest::Digest,
     gc::GcWatch,
-    identity::ImageIdentity,
+    identity::{ImageIdentity, Recipe},
     image::{Arch, Image},
     image_index::IndexKind,
     layer_store::{LayerRecord, LayerStore, LayerStoreError, Packing, Stored},
-    layers::RuntimeGraph,
-    layers::{self, Layer, Popularity},
+    layers::{Layer, LayerError, Layering, RuntimeGraph},
     manifest::{self, LayerEntry, ManifestError},
     manifest_cache::ManifestCache,
     media_type::{self, ImageFormat},
@@ -113,7 +112,7 @@ pub enum BuildError {
 pub enum LayersError {
     /// The runtime graph could not be grouped into layers.
     #[error("grouping layers")]
-    Grouping(#[source] layers::LayerError),
+    Grouping(#[source] LayerError),
     /// A layer's files could not be packed.
     #[error(transparent)]
     Packing(LayerStoreError),
@@ -209,10 +208,12 @@ pub trait ImageBuilder: Send + Sync + 'static {
 
 /// Settings of the [`Builder`].
 pub struct BuilderSettings {
-    /// Package popularity for layer grouping.
-    pub popularity: Popularity,
-    /// Maximum number of layers from grouping (the symlink layer is extra).
-    pub layer_budget: usize,
+    /// How closures are split into layers (the budget excludes the symlink
+    /// layer).
+    pub layering: Layering,
+    /// The version of the Nix files that run the Nix step (see
+    /// [`Recipe::nix_files`]).
+    pub nix_files: String,
     /// Layers packed at once, across all builds.
     pub pack_concurrency: usize,
     /// Images built at once.
@@ -231,6 +232,16 @@ pub struct BuilderSettings {
     pub gc: Option<Arc<GcWatch>>,
 }
 
+impl BuilderSettings {
+    /// The recipe part of every image identity these settings build.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            layering: self.layering.fingerprint(),
+            nix_files: self.nix_files.clone(),
+        }
+    }
+}
+
 type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
 
 /// The image builder behind the registry.
@@ -244,6 +255,7 @@ struct Inner {
     resolver: Resolver,
     nix: NixRunner,
     settings: BuilderSettings,
+    recipe: Recipe,
     build_slots: Semaphore,
     in_flight: Mutex<HashMap<String, SharedBuild>>,
     metrics: Arc<Metrics>,
@@ -262,6 +274,7 @@ impl Builder {
         metrics: Arc<Metrics>,
     ) -> Self {
         let build_slots = Semaphore::new(settings.build_concurrency.max(1));
+        let recipe = settings.recipe();
         Self {
             inner: Arc::new(Inner {
                 layers,
@@ -269,6 +282,7 @@ impl Builder {
                 resolver,
                 nix,
                 settings,
+                recipe,
                 build_slots,
                 in_flight: Mutex::new(HashMap::new()),
                 metrics,
@@ -393,9 +407,15 @@ impl Builder {
         }
     }
 
-    /// The identity of `image` built from `resolved`.
-    fn identity(image: &Image, resolved: &Resolved) -> ImageIdentity {
-        ImageIdentity::new(&resolved.revision, image.arch.nix_system(), &image.packages)
+    /// The identity of `image` built from `resolved` with this builder's
+    /// recipe (layering and Nix files).
+    fn identity(&self, image: &Image, resolved: &Resolved) -> ImageIdentity {
+        ImageIdentity::new(
+            &resolved.revision,
+            image.arch.nix_system(),
+            &image.packages,
+            &self.inner.recipe,
+        )
     }
 
     /// The manifest of one image (one platform): from a manifest tier, or
@@ -405,7 +425,7 @@ impl Builder {
         image: Image,
         resolved: &Resolved,
     ) -> Result<ImageManifests, BuildError> {
-        let identity = Self::identity(&image, resolved);
+        let identity = self.identity(&image, resolved);
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
@@ -518,12 +538,11 @@ impl Inner {
         );
 
         let prepared = self.nix.prepare_image(image, &resolved.source).await?;
-        let groups = layers::group_layers(
-            &prepared.runtime_graph,
-            &self.settings.popularity,
-            self.settings.layer_budget,
-        )
-        .map_err(|error| BuildError::Layers(LayersError::Grouping(error)))?;
+        let groups = self
+            .settings
+            .layering
+            .group(&prepared.runtime_graph)
+            .map_err(|error| BuildError::Layers(LayersError::Grouping(error)))?;
 
         let entries: Vec<LayerEntry> = stream::iter(groups)
             .map(|layer| {

@@ -1,5 +1,6 @@
 //! The identity of one exact image: which revision of the package set,
-//! which target system, which packages.
+//! which target system, which packages, and the [`Recipe`] that turns them
+//! into a manifest (the layering and the project's own Nix files).
 //!
 //! Two requests get the same image exactly when their [`ImageIdentity`]s are
 //! equal, so the identity's [`key`](ImageIdentity::key) is the only key used
@@ -8,7 +9,8 @@
 //!
 //! The key is the hex SHA-256 of an unambiguous encoding: a version tag,
 //! then every field as its byte length followed by its bytes, and the
-//! package list as its length followed by each name encoded the same way.
+//! package list as its length followed by each name encoded the same way,
+//! then the recipe's fields.
 //! Unlike upstream's key (the names concatenated without a separator, no
 //! system), no two distinct inputs share an encoding: `jq/zsh` and `jqzsh`,
 //! or `hello` for amd64 and arm64, are different images.
@@ -16,7 +18,7 @@
 use sha2::{Digest, Sha256};
 
 /// Version of the encoding; changing the encoding must change this.
-const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v1";
+const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v2";
 
 /// An exact revision of the package set an image is built from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,7 +64,37 @@ fn short(s: &str) -> &str {
     s.get(..12).unwrap_or(s)
 }
 
-/// This exact image: revision, Nix system and package list.
+/// Everything besides revision, system and packages that decides a
+/// manifest's bytes. Without it in the key, a server whose layering or Nix
+/// files changed would keep serving manifests cached by the old ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Recipe {
+    /// How closures are split into layers:
+    /// [`crate::layers::Layering::fingerprint`].
+    pub layering: String,
+    /// The version of the Nix files that run the Nix step: the hash of the
+    /// embedded files, or of the configured prepare-image program.
+    pub nix_files: String,
+}
+
+impl Recipe {
+    /// [`Recipe::nix_files`] for a server that runs `prepare_image`, or the
+    /// embedded Nix files when `None`: `embedded <hash of the embedded
+    /// files>`, or `program <SHA-256 of the program file>` (a wrapper that
+    /// names its Nix files by store path changes with them), or, when the
+    /// program cannot be read, `program <path>`.
+    pub fn nix_files_of(prepare_image: Option<&std::path::Path>) -> String {
+        match prepare_image {
+            None => format!("embedded {}", crate::nix::embedded_files_hash()),
+            Some(program) => match std::fs::read(program) {
+                Ok(bytes) => format!("program {}", hex::encode(Sha256::digest(bytes))),
+                Err(_) => format!("program {}", program.display()),
+            },
+        }
+    }
+}
+
+/// This exact image: revision, Nix system, package list and recipe.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageIdentity {
     key: String,
@@ -71,9 +103,14 @@ pub struct ImageIdentity {
 impl ImageIdentity {
     /// The identity of `packages` (as given: callers pass the sorted,
     /// de-duplicated list of [`crate::image::Image`]) built for `system`
-    /// from `revision`.
-    pub fn new(revision: &Revision, system: &str, packages: &[String]) -> ImageIdentity {
-        let key = hex::encode(Sha256::digest(encode(revision, system, packages)));
+    /// from `revision` with `recipe`.
+    pub fn new(
+        revision: &Revision,
+        system: &str,
+        packages: &[String],
+        recipe: &Recipe,
+    ) -> ImageIdentity {
+        let key = hex::encode(Sha256::digest(encode(revision, system, packages, recipe)));
         ImageIdentity { key }
     }
 
@@ -83,8 +120,10 @@ impl ImageIdentity {
     }
 }
 
-/// Version of the index key's encoding; changing it must change this.
-const INDEX_ENCODING_VERSION: &[u8] = b"nixery-image-index-v1";
+/// Version of the index key's encoding and of the index documents it keys;
+/// a change of either must change this (v2: an OCI index lists the OCI
+/// manifests, no longer the Docker ones, so tiers holding a v1 index miss).
+const INDEX_ENCODING_VERSION: &[u8] = b"nixery-image-index-v2";
 
 /// The key of an image index: its media type and, in order, each
 /// platform with the identity of the image built for it. 64 lower-case hex
@@ -104,7 +143,7 @@ pub fn index_key(media_type: &str, entries: &[(String, &ImageIdentity)]) -> Stri
 }
 
 /// The unambiguous byte encoding the key is the hash of.
-fn encode(revision: &Revision, system: &str, packages: &[String]) -> Vec<u8> {
+fn encode(revision: &Revision, system: &str, packages: &[String], recipe: &Recipe) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + packages.iter().map(|p| p.len() + 8).sum::<usize>());
     put(&mut out, ENCODING_VERSION);
     let fields = revision.fields();
@@ -117,6 +156,8 @@ fn encode(revision: &Revision, system: &str, packages: &[String]) -> Vec<u8> {
     for package in packages {
         put(&mut out, package.as_bytes());
     }
+    put(&mut out, recipe.layering.as_bytes());
+    put(&mut out, recipe.nix_files.as_bytes());
     out
 }
 
@@ -137,7 +178,7 @@ mod tests {
 
     fn id(revision: &Revision, system: &str, packages: &[&str]) -> ImageIdentity {
         let packages: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
-        ImageIdentity::new(revision, system, &packages)
+        ImageIdentity::new(revision, system, &packages, &Recipe::default())
     }
 
     fn commit() -> Revision {
@@ -162,7 +203,12 @@ mod tests {
         let rev = commit();
         let identity = |name: &str| {
             let image = Image::from_name(name, "latest");
-            ImageIdentity::new(&rev, image.arch.nix_system(), &image.packages)
+            ImageIdentity::new(
+                &rev,
+                image.arch.nix_system(),
+                &image.packages,
+                &Recipe::default(),
+            )
         };
         assert_ne!(identity("shell/hello"), identity("hello/shell"));
         assert_ne!(identity("arm64/htop"), identity("htop/arm64"));
@@ -176,6 +222,75 @@ mod tests {
         assert_eq!(key.len(), 64);
         assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(crate::storage::StorageKey::manifest(&key).is_ok());
+    }
+
+    /// The recipe a server with `strategy` and otherwise default settings
+    /// uses.
+    fn recipe_with(strategy: crate::layers::Strategy) -> Recipe {
+        let layering = crate::layers::Layering {
+            strategy,
+            popularity: crate::layers::Popularity::default(),
+            budget: crate::layers::DEFAULT_BUDGET,
+        };
+        Recipe {
+            layering: layering.fingerprint(),
+            nix_files: crate::nix::embedded_files_hash(),
+        }
+    }
+
+    #[test]
+    fn cache_key_changes_when_the_layering_strategy_changes() {
+        let packages = vec![
+            "cacert".to_owned(),
+            "hello".to_owned(),
+            "iana-etc".to_owned(),
+        ];
+        let key = |recipe: &Recipe| {
+            ImageIdentity::new(&commit(), "x86_64-linux", &packages, recipe)
+                .key()
+                .to_owned()
+        };
+        let keys: std::collections::HashSet<String> = crate::layers::Strategy::ALL
+            .into_iter()
+            .map(|strategy| key(&recipe_with(strategy)))
+            .collect();
+        assert_eq!(keys.len(), crate::layers::Strategy::ALL.len());
+        let default = recipe_with(crate::layers::Strategy::DEFAULT);
+        assert_eq!(key(&default), key(&default.clone()));
+    }
+
+    #[test]
+    fn cache_key_changes_with_the_budget_the_map_and_the_nix_files() {
+        let packages = vec!["hello".to_owned()];
+        let key = |layering: &crate::layers::Layering, nix_files: &str| {
+            let recipe = Recipe {
+                layering: layering.fingerprint(),
+                nix_files: nix_files.to_owned(),
+            };
+            ImageIdentity::new(&commit(), "x86_64-linux", &packages, &recipe)
+        };
+        let base = crate::layers::Layering {
+            strategy: crate::layers::Strategy::Popularity,
+            popularity: crate::layers::Popularity::default(),
+            budget: crate::layers::DEFAULT_BUDGET,
+        };
+        let smaller = crate::layers::Layering {
+            budget: 12,
+            ..base.clone()
+        };
+        let mapped = crate::layers::Layering {
+            popularity: [("glibc-2.40-66".to_owned(), 300)].into_iter().collect(),
+            ..base.clone()
+        };
+        assert_ne!(key(&base, "a"), key(&smaller, "a"));
+        assert_ne!(key(&base, "a"), key(&mapped, "a"));
+        assert_ne!(key(&base, "a"), key(&base, "b"));
+        // A map the strategy does not read changes nothing.
+        let unread = |layering: &crate::layers::Layering| crate::layers::Layering {
+            strategy: crate::layers::Strategy::SizeRank,
+            ..layering.clone()
+        };
+        assert_eq!(key(&unread(&base), "a"), key(&unread(&mapped), "a"));
     }
 
     #[test]
@@ -215,11 +330,15 @@ mod tests {
 
     /// Small alphabets so that near-collisions (shared prefixes, empty
     /// names, names that are concatenations of others) are common.
-    fn input() -> impl Strategy<Value = (Revision, String, Vec<String>)> {
+    fn input() -> impl Strategy<Value = (Revision, String, Vec<String>, Recipe)> {
         (
             revision(),
             prop_oneof![Just("x86_64-linux".to_string()), "[ab]{0,2}"],
             proptest::collection::vec("[ab/]{0,3}", 0..4),
+            ("[ab]{0,2}", "[ab]{0,2}").prop_map(|(layering, nix_files)| Recipe {
+                layering,
+                nix_files,
+            }),
         )
     }
 
@@ -228,33 +347,41 @@ mod tests {
 
         #[test]
         fn distinct_inputs_never_share_a_key(a in input(), b in input()) {
-            let key_a = ImageIdentity::new(&a.0, &a.1, &a.2);
-            let key_b = ImageIdentity::new(&b.0, &b.1, &b.2);
+            let key_a = ImageIdentity::new(&a.0, &a.1, &a.2, &a.3);
+            let key_b = ImageIdentity::new(&b.0, &b.1, &b.2, &b.3);
             prop_assert_eq!(a == b, key_a == key_b);
-            prop_assert_eq!(a == b, encode(&a.0, &a.1, &a.2) == encode(&b.0, &b.1, &b.2));
+            prop_assert_eq!(
+                a == b,
+                encode(&a.0, &a.1, &a.2, &a.3) == encode(&b.0, &b.1, &b.2, &b.3)
+            );
         }
 
         #[test]
         fn changing_one_component_changes_the_key(
-            (rev, system, packages) in input(),
+            (rev, system, packages, recipe) in input(),
             other_rev in revision(),
             extra in "[ab]{0,3}",
         ) {
-            let base = ImageIdentity::new(&rev, &system, &packages);
+            let base = ImageIdentity::new(&rev, &system, &packages, &recipe);
             if other_rev != rev {
-                prop_assert_ne!(&base, &ImageIdentity::new(&other_rev, &system, &packages));
+                prop_assert_ne!(&base, &ImageIdentity::new(&other_rev, &system, &packages, &recipe));
             }
             let other_system = format!("{system}{extra}x");
-            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &other_system, &packages));
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &other_system, &packages, &recipe));
             let mut more = packages.clone();
             more.push(extra.clone());
-            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &more));
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &more, &recipe));
+            let other_recipe = Recipe {
+                layering: format!("{}{extra}x", recipe.layering),
+                ..recipe.clone()
+            };
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_recipe));
             if let Some((last, rest)) = packages.split_last() {
                 // Moving bytes between neighbouring names is another image.
                 let mut joined = rest.to_vec();
                 if let Some(prev) = joined.last_mut() {
                     prev.push_str(last);
-                    prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &joined));
+                    prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &joined, &recipe));
                 }
             }
         }

@@ -45,6 +45,21 @@ impl Popularity {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Hex SHA-256 of the map's entries in name order, each name and count
+    /// length-prefixed: equal maps, and only equal maps, share it.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut entries: Vec<(&String, &u64)> = self.0.iter().collect();
+        entries.sort_unstable();
+        let mut hasher = Sha256::new();
+        for (name, count) in entries {
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update(count.to_be_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
 }
 
 impl FromIterator<(String, u64)> for Popularity {

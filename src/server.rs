@@ -19,8 +19,9 @@ use crate::{
     connection::{self, ConnectionLimits},
     gc::{GcWatch, periodic::GcStatus},
     http::{AppState, router},
+    identity::Recipe,
     layer_store::LayerStore,
-    layers::DEFAULT_BUDGET,
+    layers::{DEFAULT_BUDGET, Layering, Popularity, Strategy},
     manifest_cache::{ManifestCache, local_tier_dir},
     metrics::Metrics,
     nix::{NixError, NixRunner, NixSettings},
@@ -144,7 +145,16 @@ pub async fn image_builder(
     metrics: Arc<Metrics>,
     gc: Option<Arc<GcWatch>>,
 ) -> Result<Arc<Builder>, ServerError> {
-    let popularity = popularity::load(config.popularity_url.as_deref()).await?;
+    let strategy = Strategy::resolve(config.layering, config.popularity_url.is_some());
+    let popularity = if strategy.uses_popularity() {
+        popularity::load(config.popularity_url.as_deref()).await?
+    } else {
+        if config.popularity_url.is_some() {
+            tracing::warn!(strategy = %strategy, "NIX_POPULARITY_URL is ignored: this layering strategy does not read it");
+        }
+        Popularity::default()
+    };
+    tracing::info!(strategy = %strategy, budget = DEFAULT_BUDGET, "layering");
     let nix = NixRunner::new(NixSettings {
         source: config.package_source.clone(),
         timeout: config.nix_timeout,
@@ -192,8 +202,12 @@ pub async fn image_builder(
         resolver,
         nix,
         BuilderSettings {
-            popularity,
-            layer_budget: DEFAULT_BUDGET,
+            layering: Layering {
+                strategy,
+                popularity,
+                budget: DEFAULT_BUDGET,
+            },
+            nix_files: Recipe::nix_files_of(config.prepare_image.as_deref()),
             pack_concurrency: config.pack_concurrency,
             build_concurrency: config.build_concurrency,
             build_queue: config.build_queue,

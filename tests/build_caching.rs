@@ -1,6 +1,7 @@
 //! The caches do their job: cached images run no Nix build, shared layers
-//! are uploaded once, records survive restarts, and concurrent requests for
-//! one image share a single build.
+//! are uploaded once, records survive restarts, concurrent requests for
+//! one image share a single build, and a change of layering is never
+//! answered from a cache filled under the old one.
 
 use serde_json::Value;
 use support::server::TestServer;
@@ -84,6 +85,60 @@ fn pinned_image_is_served_after_restart_without_nix() {
     let after = get_manifest(&server, "hello/git", &commit);
     assert_eq!(before, after);
     assert_eq!(nix_builds(&server), 0, "the restarted server ran Nix");
+}
+
+/// The manifest cache key covers the layering strategy: after a restart
+/// with another strategy on the same storage (and local tier), a pinned
+/// image is built again and gets that strategy's layers.
+#[test]
+fn changing_the_layering_strategy_builds_the_image_again() {
+    let (repo, commit) = offline_pkgs_repo();
+    let storage = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let server_with = |layering: Option<&str>| {
+        let mut builder = TestServer::builder()
+            .env(
+                "NIXERY_PKGS_REPO",
+                format!("file://{}", repo.path().display()),
+            )
+            .env("NIXERY_CACHE_DIR", cache.path().display().to_string())
+            .env("NIX_TIMEOUT", "300")
+            .storage_path(storage.path());
+        if let Some(layering) = layering {
+            builder = builder.env("NIXERY_LAYERING", layering);
+        }
+        builder.start()
+    };
+    let size_rank = {
+        let mut server = server_with(None);
+        let manifest = get_manifest(&server, "hello/git", &commit);
+        server.stop();
+        manifest
+    };
+    // hello/git holds 8 store paths: size-rank gives each its own layer,
+    // plus the symlink layer.
+    assert_eq!(layer_digests(&size_rank).len(), 9);
+
+    let mut server = server_with(Some("popularity"));
+    let upstream = get_manifest(&server, "hello/git", &commit);
+    assert_eq!(
+        nix_builds(&server),
+        1,
+        "a manifest cached under size-rank was served"
+    );
+    // Upstream's layers: git with curl, openssl and zlib (only git uses
+    // them), hello, glibc, nss-cacert, iana-etc, and the symlink layer.
+    assert_eq!(layer_digests(&upstream).len(), 6);
+    server.stop();
+
+    // Back to the default: its manifest is still cached.
+    let server = server_with(Some("size-rank"));
+    assert_eq!(get_manifest(&server, "hello/git", &commit), size_rank);
+    assert_eq!(
+        nix_builds(&server),
+        0,
+        "the size-rank manifest was not reused"
+    );
 }
 
 #[test]

@@ -47,6 +47,10 @@ fn contradictory_settings_stop_start_up_naming_the_variable() {
         &[("NIXERY_STORAGE_BACKEND", "s3")],
         &["NIXERY_STORAGE_BACKEND"],
     );
+    assert_config_error(
+        &[("NIXERY_LAYERING", "fastest")],
+        &["NIXERY_LAYERING", "fastest", "size-rank"],
+    );
 }
 
 #[test]

@@ -268,13 +268,16 @@ fn link_scan_finds_links_and_skips_code() {
 }
 
 /// The JSON block after each `nixery layers` marker in `internals.md`, with
-/// its budget.
-fn documented_layer_outputs(markdown: &str) -> Vec<(String, serde_json::Value)> {
+/// its budget and, if the marker names one (`strategy=NAME`), its strategy.
+fn documented_layer_outputs(markdown: &str) -> Vec<(String, Option<String>, serde_json::Value)> {
     let mut outputs = Vec::new();
     let mut rest = markdown;
     while let Some(at) = rest.find(LAYERS_OUTPUT_MARKER) {
         rest = &rest[at + LAYERS_OUTPUT_MARKER.len()..];
         let budget: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let strategy = rest[budget.len()..]
+            .strip_prefix(" strategy=")
+            .map(|r| r.chars().take_while(|c| !c.is_whitespace()).collect());
         let start = rest
             .find("```json\n")
             .expect("a ```json block after the marker")
@@ -282,7 +285,7 @@ fn documented_layer_outputs(markdown: &str) -> Vec<(String, serde_json::Value)> 
         let end = start + rest[start..].find("```").expect("end of the json block");
         let value = serde_json::from_str(&rest[start..end])
             .unwrap_or_else(|e| panic!("documented output for budget {budget} is not JSON: {e}"));
-        outputs.push((budget, value));
+        outputs.push((budget, strategy, value));
         rest = &rest[end..];
     }
     outputs
@@ -292,21 +295,25 @@ fn documented_layer_outputs(markdown: &str) -> Vec<(String, serde_json::Value)> 
 fn layering_example_shows_what_nixery_layers_prints() {
     let page = root().join("docs/internals.md");
     let outputs = documented_layer_outputs(&read(&page));
-    assert_eq!(outputs.len(), 2, "expected the outputs for two budgets");
-    for (budget, documented) in outputs {
-        let run = support::run_output(
-            Command::new(env!("CARGO_BIN_EXE_nixery"))
-                .current_dir(root())
-                .args([
-                    "layers",
-                    "--graph",
-                    "docs/examples/layering-graph.json",
-                    "--popularity",
-                    "docs/examples/layering-popularity.json",
-                    "--budget",
-                    &budget,
-                ]),
-        );
+    assert_eq!(
+        outputs.len(),
+        3,
+        "expected the outputs for two budgets of popularity and one of size-rank"
+    );
+    for (budget, strategy, documented) in outputs {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nixery"));
+        command.current_dir(root()).args([
+            "layers",
+            "--graph",
+            "docs/examples/layering-graph.json",
+            "--budget",
+            &budget,
+        ]);
+        match &strategy {
+            Some(strategy) => command.args(["--strategy", strategy]),
+            None => command.args(["--popularity", "docs/examples/layering-popularity.json"]),
+        };
+        let run = support::run_output(&mut command);
         let actual: serde_json::Value =
             serde_json::from_slice(&run.stdout).expect("nixery layers prints JSON");
         assert_eq!(

@@ -167,7 +167,7 @@ fn accepts_a_whole_prepare_image_result_file() {
 fn without_popularity_only_special_packages_are_popular() {
     let fixtures = Fixtures::new();
     let graph = fixtures.json("graph.json", &git_and_htop());
-    let layers = printed_layers(&["--graph", path_arg(&graph)]);
+    let layers = printed_layers(&["--graph", path_arg(&graph), "--strategy", "popularity"]);
     // glibc is still shared, so still alone; it now rates 1 x 30 MB.
     assert_eq!(
         layers,
@@ -187,12 +187,125 @@ fn default_budget_is_the_servers_94() {
     let paths: Vec<String> = (0..100).map(|i| p(&format!("pkg-{i}"))).collect();
     let graph = json!({
         "exportReferencesGraph": {"graph": paths},
-        "graph": paths.iter().map(|path| json!({"path": path, "closureSize": 1, "references": []})).collect::<Vec<_>>(),
+        "graph": paths.iter().map(|path| json!({"path": path, "closureSize": 1, "narSize": 1, "references": []})).collect::<Vec<_>>(),
     });
     let graph = fixtures.json("graph.json", &graph);
-    let layers = printed_layers(&["--graph", path_arg(&graph)]);
+    let layers = printed_layers(&["--graph", path_arg(&graph), "--strategy", "popularity"]);
     assert_eq!(layers.len(), 94);
     assert_eq!(layers[0].1.len(), 7);
+    // size-rank: 93 paths alone, the other 7 (none below another) in one.
+    let layers = printed_layers(&["--graph", path_arg(&graph)]);
+    assert_eq!(layers.len(), 94);
+    assert_eq!(layers.iter().filter(|(_, c)| c.len() == 7).count(), 1);
+}
+
+/// The default without a map is size-rank. With budget 4 the three
+/// largest paths (perl, git, curl by narSize) would leave a rest with paths
+/// below them (openssl, glibc) and paths beside them (htop, ncurses,
+/// nss-cacert), which takes two layers; so only perl and git stay alone.
+#[test]
+fn without_a_map_the_default_is_size_rank() {
+    let fixtures = Fixtures::new();
+    let graph = fixtures.json("graph.json", &git_and_htop());
+    let layers = printed_layers(&["--graph", path_arg(&graph), "--budget", "4"]);
+    let explicit = printed_layers(&[
+        "--graph",
+        path_arg(&graph),
+        "--budget",
+        "4",
+        "--strategy",
+        "size-rank",
+    ]);
+    assert_eq!(layers, explicit);
+    const MB: u64 = 1_000_000;
+    let below = |closure_size: u64| u64::MAX - closure_size;
+    assert_eq!(
+        layers,
+        vec![
+            (below(150 * MB), names(&["perl"])),
+            (below(120 * MB), names(&["git"])),
+            (below(40 * MB), names(&["curl", "glibc", "openssl"])),
+            (below(36 * MB), names(&["htop", "ncurses", "nss-cacert"])),
+        ]
+    );
+    // Budget 94: every path alone.
+    let layers = printed_layers(&["--graph", path_arg(&graph)]);
+    assert_eq!(layers.len(), 8);
+    assert!(layers.iter().all(|(_, contents)| contents.len() == 1));
+}
+
+#[test]
+fn every_strategy_is_shown_and_keeps_every_path_within_the_budget() {
+    let fixtures = Fixtures::new();
+    let graph = fixtures.json("graph.json", &git_and_htop());
+    for strategy in ["popularity", "in-degree", "size-cohort", "size-rank"] {
+        for budget in ["1", "3", "94"] {
+            let layers = printed_layers(&[
+                "--graph",
+                path_arg(&graph),
+                "--strategy",
+                strategy,
+                "--budget",
+                budget,
+            ]);
+            assert!(
+                layers.len() <= budget.parse().unwrap(),
+                "{strategy} {budget}"
+            );
+            let mut all: Vec<String> = layers.into_iter().flat_map(|(_, c)| c).collect();
+            all.sort();
+            let mut expected = names(&[
+                "curl",
+                "git",
+                "glibc",
+                "htop",
+                "ncurses",
+                "nss-cacert",
+                "openssl",
+                "perl",
+            ]);
+            expected.sort();
+            assert_eq!(all, expected, "{strategy} {budget}");
+        }
+    }
+}
+
+#[test]
+fn unknown_strategy_and_unread_map_are_rejected() {
+    let fixtures = Fixtures::new();
+    let graph = fixtures.json("graph.json", &git_and_htop());
+    let out = nixery_layers(&["--graph", path_arg(&graph), "--strategy", "fastest"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fastest") && stderr.contains("size-rank"),
+        "{stderr}"
+    );
+    let popularity = fixtures.popularity();
+    assert_rejected(
+        &[
+            "--graph",
+            path_arg(&graph),
+            "--popularity",
+            path_arg(&popularity),
+            "--strategy",
+            "size-rank",
+        ],
+        &["--popularity", "size-rank"],
+    );
+}
+
+#[test]
+fn size_strategies_need_nar_sizes() {
+    let fixtures = Fixtures::new();
+    let mut graph = git_and_htop();
+    graph["graph"][2].as_object_mut().unwrap().remove("narSize");
+    let graph = fixtures.json("graph.json", &graph);
+    assert_rejected(
+        &["--graph", path_arg(&graph)],
+        &["narSize", &p("openssl"), "size-rank"],
+    );
+    printed_layers(&["--graph", path_arg(&graph), "--strategy", "popularity"]);
 }
 
 #[test]

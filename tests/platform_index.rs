@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 use support::any_system_pkgs;
-use support::media::{DOCKER_LIST, DOCKER_MANIFEST as MANIFEST_V2, OCI_INDEX};
+use support::media::{DOCKER_LIST, DOCKER_MANIFEST as MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 use support::server::{Answer, TestServer};
 
 const BOTH: &str = "linux/amd64,linux/arm64";
@@ -96,12 +96,13 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
     );
 
     // Each entry is served by digest (GET and HEAD) as the manifest it
-    // says, of the size it says, with the architecture it says.
-    for (entry, arch) in entries.iter().zip(["amd64", "arm64"]) {
+    // says (the OCI one, in an OCI index), of the size it says, with the
+    // architecture it says.
+    let entry_is_served = |entry: &Value, media_type: &str, arch: &str| {
         let digest = entry["digest"].as_str().unwrap();
-        assert_eq!(entry["mediaType"], MANIFEST_V2);
+        assert_eq!(entry["mediaType"], media_type);
         let (content_type, _, bytes) = get(&server, &format!("/v2/hello/manifests/{digest}"), &[]);
-        assert_eq!(content_type, MANIFEST_V2);
+        assert_eq!(content_type, media_type);
         assert_eq!(entry["size"], bytes.len());
         let head = request(
             &server,
@@ -111,12 +112,14 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
         );
         assert_eq!(head.status, 200);
         assert_eq!(config_of(&server, "hello", digest)["architecture"], arch);
+    };
+    for (entry, arch) in entries.iter().zip(["amd64", "arm64"]) {
+        entry_is_served(entry, OCI_MANIFEST, arch);
     }
-    let (amd64, arm64) = (
-        entries[0]["digest"].as_str().unwrap(),
-        entries[1]["digest"].as_str().unwrap(),
+    assert_ne!(
+        entries[0]["digest"], entries[1]["digest"],
+        "the platforms share one manifest"
     );
-    assert_ne!(amd64, arm64, "the platforms share one manifest");
 
     // The index by digest, with its own type.
     let (content_type, _, _) = get(&server, &format!("/v2/hello/manifests/{index_digest}"), &[]);
@@ -129,7 +132,8 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
     );
     assert_eq!(head.header("content-type"), Some(OCI_INDEX));
 
-    // Docker types only: the same entries as a manifest list.
+    // Docker types only: the same platforms as a manifest list of the
+    // Docker manifests.
     let (content_type, list_digest, list) = get(
         &server,
         "/v2/hello/manifests/latest",
@@ -139,9 +143,18 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
     assert_ne!(list_digest, index_digest);
     let list = json(&list);
     assert_eq!(list["mediaType"], DOCKER_LIST);
-    assert_eq!(list["manifests"], index["manifests"]);
+    let listed = list["manifests"].as_array().expect("manifests");
+    let list_platforms: Vec<Value> = listed.iter().map(|e| e["platform"].clone()).collect();
+    assert_eq!(list_platforms, platforms);
+    for (entry, arch) in listed.iter().zip(["amd64", "arm64"]) {
+        entry_is_served(entry, MANIFEST_V2, arch);
+    }
     let (content_type, _, _) = get(&server, &format!("/v2/hello/manifests/{list_digest}"), &[]);
     assert_eq!(content_type, DOCKER_LIST);
+    let (amd64, arm64) = (
+        listed[0]["digest"].as_str().unwrap(),
+        listed[1]["digest"].as_str().unwrap(),
+    );
 
     // No index accepted: the first platform's manifest, as before.
     for accept in [&[][..], &[MANIFEST_V2][..], &["*/*"][..]] {

@@ -95,6 +95,8 @@ pub struct Config {
     pub allow_unfree: bool,
     /// URL of the popularity data, if any.
     pub popularity_url: Option<String>,
+    /// The configured layering strategy, if any (`NIXERY_LAYERING`).
+    pub layering: Option<crate::layers::Strategy>,
     /// Program that runs prepare-image, if not the default.
     pub prepare_image: Option<PathBuf>,
     /// Layers packed at once (at least 1).
@@ -159,6 +161,7 @@ impl ServeSettings {
             limits: server::limits(&self)?,
             source_ttl: self.get(&source::SOURCE_TTL)?,
             popularity_url: self.get(&nix::POPULARITY_URL)?,
+            layering: self.get(&nix::LAYERING)?,
             prepare_image: self.get(&nix::PREPARE_IMAGE)?,
             pack_concurrency: self.get(&build::PACK_CONCURRENCY)?,
             build_concurrency: self.get(&build::BUILD_CONCURRENCY)?,

@@ -2,7 +2,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::parse;
+use super::{Parsed, parse};
+use crate::layers::Strategy;
 
 /// Default `NIX_TIMEOUT` (one build), in seconds, as upstream.
 pub const DEFAULT_NIX_TIMEOUT_SECS: u64 = 60;
@@ -34,9 +35,24 @@ crate::settings! {
         env: "NIX_POPULARITY_URL", flag: "popularity-url", value_name: "URL",
         default: None, parse: parse::string,
     };
+    /// Layering strategy: size-rank, popularity, in-degree or size-cohort
+    /// [default: popularity with a popularity map, else size-rank].
+    LAYERING: Option<Strategy> = {
+        env: "NIXERY_LAYERING", flag: "layering", value_name: "STRATEGY",
+        default: None, parse: layering,
+    };
     /// Program that runs the prepare-image Nix expression.
     PREPARE_IMAGE: Option<PathBuf> = {
         env: "NIXERY_PREPARE_IMAGE", flag: "prepare-image", value_name: "PATH",
         default: None, parse: parse::path,
     };
+}
+
+/// A layering strategy by name ([`Strategy::ALL`]).
+fn layering(raw: &std::ffi::OsStr) -> Parsed<Option<Strategy>> {
+    parse::trimmed(
+        raw,
+        "expected size-rank, popularity, in-degree or size-cohort",
+        |v| v.parse().ok().map(Some),
+    )
 }

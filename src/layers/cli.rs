@@ -1,7 +1,9 @@
 //! `nixery layers`: show how a closure would be split into layers.
 //!
 //! Reads a runtime graph (or a whole `prepare-image` result file, whose
-//! `runtimeGraph` is used), groups it exactly as the server does, and prints
+//! `runtimeGraph` is used), groups it exactly as the server does with the
+//! same settings (`--strategy` as `NIXERY_LAYERING`, `--popularity` as
+//! `NIX_POPULARITY_URL`, `--budget`), and prints
 //! a JSON array with one object per layer, in the final order of the
 //! grouping: `{"key": "<sha1 hex>", "merge_rating": <integer>, "contents":
 //! [...]}`. Bad input exits with status 2 and one line on stderr that names
@@ -16,7 +18,7 @@ use std::{
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_BUDGET, Layer, RuntimeGraph, group_layers};
+use super::{DEFAULT_BUDGET, Layer, RuntimeGraph, Strategy, group};
 use crate::popularity::{self, Popularity};
 
 /// Arguments of `nixery layers`.
@@ -29,6 +31,10 @@ pub struct LayersArgs {
     /// every package has popularity 1 except nss-cacert and iana-etc.
     #[arg(long, value_name = "FILE")]
     pub popularity: Option<PathBuf>,
+    /// The layering strategy: popularity, in-degree, size-cohort or
+    /// size-rank [default: popularity with --popularity, else size-rank].
+    #[arg(long, value_name = "NAME")]
+    pub strategy: Option<Strategy>,
     /// The largest number of layers to produce.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BUDGET)]
     pub budget: usize,
@@ -103,12 +109,14 @@ struct PrepareResult {
 
 fn layers_for(args: &LayersArgs) -> anyhow::Result<Vec<Layer>> {
     let graph = read_graph(&args.graph)?;
+    let strategy = Strategy::resolve(args.strategy, args.popularity.is_some());
     let popularity = match &args.popularity {
-        Some(path) => popularity::read_file(path)?,
+        Some(path) if strategy.uses_popularity() => popularity::read_file(path)?,
+        Some(_) => bail!("--popularity is only read by --strategy popularity, not {strategy}"),
         None => Popularity::default(),
     };
-    group_layers(&graph, &popularity, args.budget)
-        .with_context(|| format!("cannot group {}", args.graph.display()))
+    group(&graph, strategy, &popularity, args.budget)
+        .with_context(|| format!("cannot group {} with {strategy}", args.graph.display()))
 }
 
 /// Read a runtime graph, or the `runtimeGraph` of a prepare-image result.

@@ -11,7 +11,7 @@ use crate::popularity::Popularity;
 
 /// The data of Nix's `exportReferencesGraph` for the requested packages, as
 /// `prepare-image` writes it under `runtimeGraph`. Fields other than those
-/// named here (`narSize`, ...) are ignored.
+/// named here (`narDeriver`, `signatures`, ...) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeGraph {
     /// The top-level store paths (the requested packages).
@@ -36,6 +36,10 @@ pub struct PathInfo {
     /// Size in bytes of the path's whole closure.
     #[serde(rename = "closureSize")]
     pub closure_size: u64,
+    /// Size in bytes of the path itself (its NAR serialisation). Nix always
+    /// reports it; the size-based strategies need it, upstream's does not.
+    #[serde(rename = "narSize", default, skip_serializing_if = "Option::is_none")]
+    pub nar_size: Option<u64>,
     /// Store paths this path refers to (usually including itself).
     pub references: Vec<String>,
     /// The hash of the path's NAR serialisation as Nix writes it
@@ -75,6 +79,14 @@ impl<'a> DependencyGraph<'a> {
     /// Build the graph, rejecting duplicate paths and references or
     /// top-level paths that have no entry.
     pub fn build(input: &'a RuntimeGraph, popularity: &Popularity) -> Result<Self, LayerError> {
+        Self::build_with(input, |entry| popularity_of(&entry.path, popularity))
+    }
+
+    /// [`Self::build`] with each path's popularity given by `popularity`.
+    pub fn build_with(
+        input: &'a RuntimeGraph,
+        popularity: impl Fn(&PathInfo) -> u64,
+    ) -> Result<Self, LayerError> {
         let mut entries: Vec<&PathInfo> = input.graph.iter().collect();
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         if let Some(pair) = entries.windows(2).find(|w| w[0].path == w[1].path) {
@@ -100,7 +112,7 @@ impl<'a> DependencyGraph<'a> {
             nodes.push(Node {
                 path: &entry.path,
                 closure_size: entry.closure_size,
-                popularity: popularity_of(&entry.path, popularity),
+                popularity: popularity(entry),
             });
         }
 
@@ -141,12 +153,14 @@ impl<'a> DependencyGraph<'a> {
 /// The popularity of a store path: [`SPECIAL_POPULARITY`] for the packages
 /// every image contains, else the map's count, else 1.
 fn popularity_of(path: &str, popularity: &Popularity) -> u64 {
+    special_popularity(path).unwrap_or_else(|| popularity.get(package_name(path)).unwrap_or(1))
+}
+
+/// [`SPECIAL_POPULARITY`] for `nss-cacert*` and `iana-etc*`, which every
+/// image contains.
+pub(crate) fn special_popularity(path: &str) -> Option<u64> {
     let name = package_name(path);
-    if name.starts_with("nss-cacert") || name.starts_with("iana-etc") {
-        SPECIAL_POPULARITY
-    } else {
-        popularity.get(name).unwrap_or(1)
-    }
+    (name.starts_with("nss-cacert") || name.starts_with("iana-etc")).then_some(SPECIAL_POPULARITY)
 }
 
 #[cfg(test)]
@@ -175,6 +189,7 @@ mod tests {
             [PathInfo {
                 path: "/nix/store/aaaa-hello-2.12".into(),
                 closure_size: 1234,
+                nar_size: Some(1000),
                 references: vec!["/nix/store/aaaa-hello-2.12".into()],
                 nar_hash: Some("sha256:0000".into()),
             }]

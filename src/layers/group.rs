@@ -51,7 +51,16 @@ pub fn group_layers(
         return Err(LayerError::ZeroBudget);
     }
     let deps = DependencyGraph::build(graph, popularity)?;
-    let mut layers = dominator_layers(&deps)?;
+    dominate_and_merge(&deps, budget)
+}
+
+/// Steps 2 and 3 on a built graph: dominator layers, sorted by merge
+/// rating, merged down to `budget` (at least 1).
+pub(crate) fn dominate_and_merge(
+    deps: &DependencyGraph<'_>,
+    budget: usize,
+) -> Result<Vec<Layer>, LayerError> {
+    let mut layers = dominator_layers(deps)?;
     layers.sort_by(|a, b| {
         a.merge_rating
             .cmp(&b.merge_rating)

@@ -271,6 +271,7 @@ mod tests {
         PathInfo {
             path: path.to_owned(),
             closure_size: 1,
+            nar_size: None,
             references: refs.iter().map(|r| (*r).to_owned()).collect(),
             nar_hash: nar_hash.map(str::to_owned),
         }

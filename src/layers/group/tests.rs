@@ -30,6 +30,7 @@ fn graph(top: &[&str], entries: &[(&str, u64, &[&str])]) -> RuntimeGraph {
             .map(|(name, size, refs)| PathInfo {
                 path: p(name),
                 closure_size: *size,
+                nar_size: None,
                 references: std::iter::once(name)
                     .chain(refs.iter())
                     .map(|n| p(n))
@@ -392,6 +393,7 @@ mod properties {
                     .map(|i| PathInfo {
                         path: self.paths[i].clone(),
                         closure_size: self.sizes[i],
+                        nar_size: None,
                         references: self.self_ref[i]
                             .then_some(i)
                             .into_iter()
