@@ -38,61 +38,307 @@ let
     pkgsPath = { NIXERY_PKGS_PATH = cfg.packageSource.value; };
   }.${cfg.packageSource.kind};
 
+  # The settings that are one option and one variable each, declared once:
+  # `variable` is what the server reads, `render` turns the value into its
+  # text (`toString` unless given). An entry without a `default` is a
+  # nullable option, null by default, whose variable is set only when it
+  # is not null; the server's own default applies then.
+  settings = {
+    port = {
+      variable = "PORT";
+      type = types.port;
+      default = 8080;
+      description = "TCP port the registry listens on (PORT).";
+    };
+
+    host = {
+      variable = "NIXERY_HOST";
+      type = types.str;
+      default = "0.0.0.0";
+      description = "Address the registry binds to (NIXERY_HOST).";
+    };
+
+    storageBackend = {
+      variable = "NIXERY_STORAGE_BACKEND";
+      type = types.enum [ "filesystem" "gcs" "s3" ];
+      default = "filesystem";
+      description = "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
+    };
+
+    storagePath = {
+      variable = "STORAGE_PATH";
+      type = types.str;
+      default = "/var/lib/nixery";
+      description = ''
+        Directory for layers, manifests and build caches (STORAGE_PATH).
+        Created for the service user; paths outside /var/lib are created by
+        systemd-tmpfiles.
+      '';
+    };
+
+    gcsBucket = {
+      variable = "GCS_BUCKET";
+      type = types.str;
+      description = "Google Cloud Storage bucket, required by the `gcs` backend (GCS_BUCKET).";
+    };
+
+    storageEmulatorHost = {
+      variable = "STORAGE_EMULATOR_HOST";
+      type = types.str;
+      example = "http://127.0.0.1:4443";
+      description = "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST).";
+    };
+
+    s3Bucket = {
+      variable = "S3_BUCKET";
+      type = types.str;
+      description = "S3 bucket, required by the `s3` backend (S3_BUCKET).";
+    };
+
+    s3Region = {
+      variable = "AWS_REGION";
+      type = types.str;
+      example = "eu-west-1";
+      description = "Region of the S3 bucket (AWS_REGION). Null means us-east-1.";
+    };
+
+    s3Endpoint = {
+      variable = "AWS_ENDPOINT_URL_S3";
+      type = types.str;
+      example = "https://minio.example.org:9000";
+      description = ''
+        An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
+        such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
+        path-style addressing unless `s3Addressing` says otherwise.
+      '';
+    };
+
+    awsEndpoint = {
+      variable = "AWS_ENDPOINT_URL";
+      type = types.str;
+      description = ''
+        Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
+        read it; `s3Endpoint` wins for S3.
+      '';
+    };
+
+    s3Addressing = {
+      variable = "NIXERY_S3_ADDRESSING";
+      type = types.enum [ "auto" "path" "virtual" ];
+      description = ''
+        How URLs name the bucket (NIXERY_S3_ADDRESSING): `path`
+        (`host/bucket/key`), `virtual` (`bucket.host/key`). Null or `auto`:
+        path-style with an endpoint, virtual-hosted on AWS.
+      '';
+    };
+
+    s3PresignExpiry = {
+      variable = "NIXERY_S3_PRESIGN_EXPIRY";
+      type = types.ints.positive;
+      description = "Seconds a presigned redirect stays valid (NIXERY_S3_PRESIGN_EXPIRY). Null means 300.";
+    };
+
+    s3Profile = {
+      variable = "AWS_PROFILE";
+      type = types.str;
+      description = "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
+    };
+
+    nixTimeout = {
+      variable = "NIX_TIMEOUT";
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds one Nix build (derivation) may run before Nix aborts it (NIX_TIMEOUT).";
+    };
+
+    nixDeadline = {
+      variable = "NIXERY_NIX_DEADLINE";
+      type = types.ints.positive;
+      default = 1800;
+      description = "Seconds one image's whole Nix step (evaluation, downloads, builds) may take (NIXERY_NIX_DEADLINE).";
+    };
+
+    allowUnfree = {
+      variable = "NIXERY_ALLOW_UNFREE";
+      type = types.bool;
+      render = v: if v then "true" else "false";
+      default = false;
+      description = "Serve packages with unfree licences, as nixpkgs' config.allowUnfree (NIXERY_ALLOW_UNFREE).";
+    };
+
+    popularityUrl = {
+      variable = "NIX_POPULARITY_URL";
+      type = types.str;
+      description = ''
+        URL of the popularity map used for layering (NIX_POPULARITY_URL),
+        e.g. one produced by `nixery popcount`. Null uses the default.
+      '';
+    };
+
+    layering = {
+      variable = "NIXERY_LAYERING";
+      type = types.enum [ "size-rank" "popularity" "in-degree" "size-cohort" ];
+      description = ''
+        How closures are split into layers (NIXERY_LAYERING). Null uses
+        `popularity` (upstream Nixery's algorithm) when popularityUrl is
+        set, else `size-rank`.
+      '';
+    };
+
+    prepareImage = {
+      variable = "NIXERY_PREPARE_IMAGE";
+      type = types.str;
+      description = ''
+        Path of the prepare-image program (NIXERY_PREPARE_IMAGE). Null uses
+        the one the package was built with.
+      '';
+    };
+
+    packConcurrency = {
+      variable = "NIXERY_PACK_CONCURRENCY";
+      type = types.ints.positive;
+      description = "Layers packed in parallel (NIXERY_PACK_CONCURRENCY); null means one per CPU core.";
+    };
+
+    buildConcurrency = {
+      variable = "NIXERY_BUILD_CONCURRENCY";
+      type = types.ints.positive;
+      description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
+    };
+
+    sourceTtl = {
+      variable = "NIXERY_SOURCE_TTL";
+      type = types.ints.unsigned;
+      description = "Seconds a git ref or channel name stays resolved to its commit (NIXERY_SOURCE_TTL); null means 60.";
+    };
+
+    channelRemote = {
+      variable = "NIXERY_CHANNEL_REMOTE";
+      type = types.str;
+      description = "Git remote channel names are resolved against (NIXERY_CHANNEL_REMOTE); null means https://github.com/NixOS/nixpkgs.";
+    };
+
+    cacheDir = {
+      variable = "NIXERY_CACHE_DIR";
+      type = types.str;
+      description = "Directory of the local manifest tier (NIXERY_CACHE_DIR); null means the service's cache directory.";
+    };
+
+    manifestCacheEntries = {
+      variable = "NIXERY_MANIFEST_CACHE_ENTRIES";
+      type = types.ints.positive;
+      description = "Manifests kept in memory (NIXERY_MANIFEST_CACHE_ENTRIES); null means 4096.";
+    };
+
+    headerTimeout = {
+      variable = "NIXERY_HEADER_TIMEOUT";
+      type = types.ints.positive;
+      default = 30;
+      description = "Seconds a client may take to send a request's headers (NIXERY_HEADER_TIMEOUT).";
+    };
+
+    idleTimeout = {
+      variable = "NIXERY_IDLE_TIMEOUT";
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds an idle keep-alive connection is kept open (NIXERY_IDLE_TIMEOUT).";
+    };
+
+    buildQueue = {
+      variable = "NIXERY_BUILD_QUEUE";
+      type = types.ints.unsigned;
+      description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
+    };
+
+    gcKeep = {
+      variable = "NIXERY_GC_KEEP";
+      type = types.str;
+      example = "30d";
+      description = ''
+        Collect the storage periodically, keeping images pulled within this
+        long (NIXERY_GC_KEEP; 45s, 10m, 12h, 30d). Null turns periodic
+        collection off; `nixery gc` can still be run by hand.
+      '';
+    };
+
+    gcInterval = {
+      variable = "NIXERY_GC_INTERVAL";
+      type = types.str;
+      example = "12h";
+      description = "Time between periodic collections (NIXERY_GC_INTERVAL); null means the server's default, 24h.";
+    };
+
+    gcGrace = {
+      variable = "NIXERY_GC_GRACE";
+      type = types.str;
+      description = "Objects younger than this are never collected (NIXERY_GC_GRACE); null means the server's default, 1h.";
+    };
+
+    gcTouchInterval = {
+      variable = "NIXERY_GC_TOUCH_INTERVAL";
+      type = types.str;
+      description = "A pulled image's use mark is rewritten at most this often (NIXERY_GC_TOUCH_INTERVAL); null means the server's default, 1h.";
+    };
+
+    platforms = {
+      variable = "NIXERY_PLATFORMS";
+      type = types.listOf (types.enum [ "linux/amd64" "linux/arm64" ]);
+      render = builtins.concatStringsSep ",";
+      example = [ "linux/amd64" "linux/arm64" ];
+      description = ''
+        Platforms every image is built for (NIXERY_PLATFORMS); with two or
+        more, a tag answers an image index naming one image per platform,
+        and clients that take only single manifests get the first one's.
+        Null means the host's platform alone. Building for a platform other
+        than the host's needs a binary cache that has its packages, remote
+        builders (`nix.buildMachines`) or `boot.binfmt.emulatedSystems`;
+        see docs/deployment.md.
+      '';
+    };
+
+    logFilter = {
+      variable = "RUST_LOG";
+      type = types.str;
+      default = "info";
+      example = "info,nixery=debug";
+      description = "tracing log filter (RUST_LOG).";
+    };
+  };
+
+  settingOption = setting:
+    mkOption ({
+      type = if setting ? default then setting.type else types.nullOr setting.type;
+      default = setting.default or null;
+      inherit (setting) description;
+    } // optionalAttrs (setting ? example) { inherit (setting) example; });
+
   # The server's configuration, one variable per setting.
-  environment = {
-    PORT = toString cfg.port;
-    NIXERY_HOST = cfg.host;
-    NIXERY_STORAGE_BACKEND = cfg.storageBackend;
-    STORAGE_PATH = cfg.storagePath;
-    NIX_TIMEOUT = toString cfg.nixTimeout;
-    NIXERY_HEADER_TIMEOUT = toString cfg.headerTimeout;
-    NIXERY_IDLE_TIMEOUT = toString cfg.idleTimeout;
-    NIXERY_NIX_DEADLINE = toString cfg.nixDeadline;
-    NIXERY_ALLOW_UNFREE = if cfg.allowUnfree then "true" else "false";
-    RUST_LOG = cfg.logFilter;
-    NIX_REMOTE = "daemon";
-    HOME = cacheDirectory;
-    XDG_CACHE_HOME = cacheDirectory;
-  }
-  // sourceVariable
-  // optionalAttrs (cfg.gcsBucket != null) { GCS_BUCKET = cfg.gcsBucket; }
-  // optionalAttrs (cfg.gcsCredentialsFile != null) {
-    # %d is systemd's credentials directory, readable only by the service.
-    GOOGLE_APPLICATION_CREDENTIALS = "%d/${gcsCredentialName}";
-  }
-  // optionalAttrs (cfg.storageEmulatorHost != null) { STORAGE_EMULATOR_HOST = cfg.storageEmulatorHost; }
-  // optionalAttrs (cfg.s3Bucket != null) { S3_BUCKET = cfg.s3Bucket; }
-  // optionalAttrs (cfg.s3Region != null) { AWS_REGION = cfg.s3Region; }
-  // optionalAttrs (cfg.s3Endpoint != null) { AWS_ENDPOINT_URL_S3 = cfg.s3Endpoint; }
-  // optionalAttrs (cfg.awsEndpoint != null) { AWS_ENDPOINT_URL = cfg.awsEndpoint; }
-  // optionalAttrs (cfg.s3Addressing != null) { NIXERY_S3_ADDRESSING = cfg.s3Addressing; }
-  // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; }
-  // optionalAttrs (cfg.s3PresignExpiry != null) { NIXERY_S3_PRESIGN_EXPIRY = toString cfg.s3PresignExpiry; }
-  // optionalAttrs (cfg.s3CredentialsFile != null) {
-    # Read by the AWS credential chain, from systemd's credentials directory.
-    AWS_SHARED_CREDENTIALS_FILE = "%d/${s3CredentialName}";
-  }
-  // optionalAttrs (cfg.s3Profile != null) { AWS_PROFILE = cfg.s3Profile; }
-  // optionalAttrs (cfg.popularityUrl != null) { NIX_POPULARITY_URL = cfg.popularityUrl; }
-  // optionalAttrs (cfg.layering != null) { NIXERY_LAYERING = cfg.layering; }
-  // optionalAttrs (cfg.prepareImage != null) { NIXERY_PREPARE_IMAGE = cfg.prepareImage; }
-  // optionalAttrs (cfg.packConcurrency != null) { NIXERY_PACK_CONCURRENCY = toString cfg.packConcurrency; }
-  // optionalAttrs (cfg.buildConcurrency != null) { NIXERY_BUILD_CONCURRENCY = toString cfg.buildConcurrency; }
-  // optionalAttrs (cfg.sourceTtl != null) { NIXERY_SOURCE_TTL = toString cfg.sourceTtl; }
-  // optionalAttrs (cfg.channelRemote != null) { NIXERY_CHANNEL_REMOTE = cfg.channelRemote; }
-  // optionalAttrs (cfg.cacheDir != null) { NIXERY_CACHE_DIR = cfg.cacheDir; }
-  // optionalAttrs (cfg.manifestCacheEntries != null) { NIXERY_MANIFEST_CACHE_ENTRIES = toString cfg.manifestCacheEntries; }
-  // optionalAttrs (cfg.buildQueue != null) { NIXERY_BUILD_QUEUE = toString cfg.buildQueue; }
-  // optionalAttrs (cfg.gcKeep != null) { NIXERY_GC_KEEP = cfg.gcKeep; }
-  // optionalAttrs (cfg.gcInterval != null) { NIXERY_GC_INTERVAL = cfg.gcInterval; }
-  // optionalAttrs (cfg.gcGrace != null) { NIXERY_GC_GRACE = cfg.gcGrace; }
-  // optionalAttrs (cfg.gcTouchInterval != null) { NIXERY_GC_TOUCH_INTERVAL = cfg.gcTouchInterval; }
-  // optionalAttrs (cfg.platforms != null) { NIXERY_PLATFORMS = builtins.concatStringsSep "," cfg.platforms; };
+  environment =
+    builtins.listToAttrs (map
+      (name:
+        let setting = settings.${name}; in
+        { name = setting.variable; value = (setting.render or toString) cfg.${name}; })
+      (builtins.filter (name: cfg.${name} != null) (builtins.attrNames settings)))
+    // {
+      NIX_REMOTE = "daemon";
+      HOME = cacheDirectory;
+      XDG_CACHE_HOME = cacheDirectory;
+    }
+    // sourceVariable
+    // optionalAttrs (cfg.gcsCredentialsFile != null) {
+      # %d is systemd's credentials directory, readable only by the service.
+      GOOGLE_APPLICATION_CREDENTIALS = "%d/${gcsCredentialName}";
+    }
+    // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; }
+    // optionalAttrs (cfg.s3CredentialsFile != null) {
+      # Read by the AWS credential chain, from systemd's credentials directory.
+      AWS_SHARED_CREDENTIALS_FILE = "%d/${s3CredentialName}";
+    };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
 in
 {
-  options.services.nixery = {
+  options.services.nixery = builtins.mapAttrs (_: settingOption) settings // {
     enable = mkEnableOption "Nixery, a container registry that builds images on demand with Nix";
 
     package = mkOption {
@@ -100,18 +346,6 @@ in
       default = (import ../default.nix { inherit pkgs; nix = config.nix.package; }).nixery;
       defaultText = literalExpression "(import ./default.nix { inherit pkgs; nix = config.nix.package; }).nixery";
       description = "The nixery package to run (its wrapper presets the prepare-image program).";
-    };
-
-    port = mkOption {
-      type = types.port;
-      default = 8080;
-      description = "TCP port the registry listens on (PORT).";
-    };
-
-    host = mkOption {
-      type = types.str;
-      default = "0.0.0.0";
-      description = "Address the registry binds to (NIXERY_HOST).";
     };
 
     packageSource = {
@@ -139,28 +373,6 @@ in
       };
     };
 
-    storageBackend = mkOption {
-      type = types.enum [ "filesystem" "gcs" "s3" ];
-      default = "filesystem";
-      description = "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
-    };
-
-    storagePath = mkOption {
-      type = types.str;
-      default = "/var/lib/nixery";
-      description = ''
-        Directory for layers, manifests and build caches (STORAGE_PATH).
-        Created for the service user; paths outside /var/lib are created by
-        systemd-tmpfiles.
-      '';
-    };
-
-    gcsBucket = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Google Cloud Storage bucket, required by the `gcs` backend (GCS_BUCKET).";
-    };
-
     gcsCredentialsFile = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -173,56 +385,6 @@ in
       '';
     };
 
-    storageEmulatorHost = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "http://127.0.0.1:4443";
-      description = "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST).";
-    };
-
-    s3Bucket = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "S3 bucket, required by the `s3` backend (S3_BUCKET).";
-    };
-
-    s3Region = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "eu-west-1";
-      description = "Region of the S3 bucket (AWS_REGION). Null means us-east-1.";
-    };
-
-    s3Endpoint = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "https://minio.example.org:9000";
-      description = ''
-        An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
-        such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
-        path-style addressing unless `s3Addressing` says otherwise.
-      '';
-    };
-
-    awsEndpoint = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = ''
-        Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
-        read it; `s3Endpoint` wins for S3.
-      '';
-    };
-
-    s3Addressing = mkOption {
-      type = types.nullOr (types.enum [ "auto" "path" "virtual" ]);
-      default = null;
-      description = ''
-        How URLs name the bucket (NIXERY_S3_ADDRESSING): `path`
-        (`host/bucket/key`), `virtual` (`bucket.host/key`). Null or `auto`:
-        path-style with an endpoint, virtual-hosted on AWS.
-      '';
-    };
-
     s3PresignedUrls = mkOption {
       type = types.bool;
       default = true;
@@ -231,12 +393,6 @@ in
         Without, redirects go to the plain object URL and the bucket must
         be publicly readable.
       '';
-    };
-
-    s3PresignExpiry = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      description = "Seconds a presigned redirect stays valid (NIXERY_S3_PRESIGN_EXPIRY). Null means 300.";
     };
 
     s3CredentialsFile = mkOption {
@@ -251,142 +407,6 @@ in
         leaves credentials to the rest of the AWS chain (web identity,
         container or instance metadata).
       '';
-    };
-
-    s3Profile = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
-    };
-
-    nixTimeout = mkOption {
-      type = types.ints.positive;
-      default = 60;
-      description = "Seconds one Nix build (derivation) may run before Nix aborts it (NIX_TIMEOUT).";
-    };
-
-    nixDeadline = mkOption {
-      type = types.ints.positive;
-      default = 1800;
-      description = "Seconds one image's whole Nix step (evaluation, downloads, builds) may take (NIXERY_NIX_DEADLINE).";
-    };
-
-    allowUnfree = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Serve packages with unfree licences, as nixpkgs' config.allowUnfree (NIXERY_ALLOW_UNFREE).";
-    };
-
-    popularityUrl = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = ''
-        URL of the popularity map used for layering (NIX_POPULARITY_URL),
-        e.g. one produced by `nixery popcount`. Null uses the default.
-      '';
-    };
-
-    layering = mkOption {
-      type = types.nullOr (types.enum [ "size-rank" "popularity" "in-degree" "size-cohort" ]);
-      default = null;
-      description = ''
-        How closures are split into layers (NIXERY_LAYERING). Null uses
-        `popularity` (upstream Nixery's algorithm) when popularityUrl is
-        set, else `size-rank`.
-      '';
-    };
-
-    prepareImage = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = ''
-        Path of the prepare-image program (NIXERY_PREPARE_IMAGE). Null uses
-        the one the package was built with.
-      '';
-    };
-
-    packConcurrency = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      description = "Layers packed in parallel (NIXERY_PACK_CONCURRENCY); null means one per CPU core.";
-    };
-
-    buildConcurrency = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
-    };
-
-    sourceTtl = mkOption {
-      type = types.nullOr types.ints.unsigned;
-      default = null;
-      description = "Seconds a git ref or channel name stays resolved to its commit (NIXERY_SOURCE_TTL); null means 60.";
-    };
-
-    channelRemote = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Git remote channel names are resolved against (NIXERY_CHANNEL_REMOTE); null means https://github.com/NixOS/nixpkgs.";
-    };
-
-    cacheDir = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Directory of the local manifest tier (NIXERY_CACHE_DIR); null means the service's cache directory.";
-    };
-
-    manifestCacheEntries = mkOption {
-      type = types.nullOr types.ints.positive;
-      default = null;
-      description = "Manifests kept in memory (NIXERY_MANIFEST_CACHE_ENTRIES); null means 4096.";
-    };
-
-    headerTimeout = mkOption {
-      type = types.ints.positive;
-      default = 30;
-      description = "Seconds a client may take to send a request's headers (NIXERY_HEADER_TIMEOUT).";
-    };
-
-    idleTimeout = mkOption {
-      type = types.ints.positive;
-      default = 60;
-      description = "Seconds an idle keep-alive connection is kept open (NIXERY_IDLE_TIMEOUT).";
-    };
-
-    buildQueue = mkOption {
-      type = types.nullOr types.ints.unsigned;
-      default = null;
-      description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
-    };
-
-    gcKeep = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "30d";
-      description = ''
-        Collect the storage periodically, keeping images pulled within this
-        long (NIXERY_GC_KEEP; 45s, 10m, 12h, 30d). Null turns periodic
-        collection off; `nixery gc` can still be run by hand.
-      '';
-    };
-
-    gcInterval = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "12h";
-      description = "Time between periodic collections (NIXERY_GC_INTERVAL); null means the server's default, 24h.";
-    };
-
-    gcGrace = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "Objects younger than this are never collected (NIXERY_GC_GRACE); null means the server's default, 1h.";
-    };
-
-    gcTouchInterval = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      description = "A pulled image's use mark is rewritten at most this often (NIXERY_GC_TOUCH_INTERVAL); null means the server's default, 1h.";
     };
 
     nixStoreGc = {
@@ -420,28 +440,6 @@ in
         default = "14d";
         description = "The nix.gc timer deletes generations older than this (nix-collect-garbage --delete-older-than).";
       };
-    };
-
-    platforms = mkOption {
-      type = types.nullOr (types.listOf (types.enum [ "linux/amd64" "linux/arm64" ]));
-      default = null;
-      example = [ "linux/amd64" "linux/arm64" ];
-      description = ''
-        Platforms every image is built for (NIXERY_PLATFORMS); with two or
-        more, a tag answers an image index naming one image per platform,
-        and clients that take only single manifests get the first one's.
-        Null means the host's platform alone. Building for a platform other
-        than the host's needs a binary cache that has its packages, remote
-        builders (`nix.buildMachines`) or `boot.binfmt.emulatedSystems`;
-        see docs/deployment.md.
-      '';
-    };
-
-    logFilter = mkOption {
-      type = types.str;
-      default = "info";
-      example = "info,nixery=debug";
-      description = "tracing log filter (RUST_LOG).";
     };
 
     openFirewall = mkOption {

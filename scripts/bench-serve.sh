@@ -20,7 +20,8 @@
 # - the same blob with 8 clients: the server's peak RSS (VmHWM);
 # - manifest by digest, manifest by tag (warm; also with an OCI-only
 #   Accept), the manifest's referrers list and the config blob, wrk
-#   -t2 -c8 --latency: requests/s and p99;
+#   -t2 -c8 --latency: requests/s and p99; and nginx serving the config
+#   blob's file, the machine's reference for small answers;
 # - a raw socket that sends `GET /v2/ HTTP/1.1\r\nHost: x\r\n` and nothing
 #   more: seconds until the server closes it (default header timeout);
 # - a second server with NIXERY_PLATFORMS=linux/amd64,linux/arm64 (on a
@@ -208,6 +209,7 @@ echo "manifest by tag (warm): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$AD
 echo "manifest by tag (warm, OCI Accept): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" -H "Accept: application/vnd.oci.image.manifest.v1+json" "http://$ADDR/v2/$IMAGE/manifests/latest")"
 echo "referrers of the manifest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/referrers/$MANIFEST_DIGEST")"
 echo "config blob: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")"
+echo "config blob from nginx (reference for this machine): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://127.0.0.1:$NGINX_PORT/layers/${CONFIG_DIGEST#sha256:}")"
 echo "/v2/: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")"
 
 if [ "$REDIRECT" = 1 ] && [ -x "$MOTO" ]; then

@@ -120,8 +120,10 @@ impl ImageIdentity {
     }
 }
 
-/// Version of the index key's encoding; changing it must change this.
-const INDEX_ENCODING_VERSION: &[u8] = b"nixery-image-index-v1";
+/// Version of the index key's encoding and of the index documents it keys;
+/// a change of either must change this (v2: an OCI index lists the OCI
+/// manifests, no longer the Docker ones, so tiers holding a v1 index miss).
+const INDEX_ENCODING_VERSION: &[u8] = b"nixery-image-index-v2";
 
 /// The key of an image index: its media type and, in order, each
 /// platform with the identity of the image built for it. 64 lower-case hex

@@ -1,12 +1,13 @@
 //! Image indexes: one document naming an image's manifest for each
 //! platform, so that one tag serves amd64 and arm64 clients alike.
 //!
-//! The same index is written in one of two flavours, which differ only in
-//! their `mediaType`: an OCI image index for clients that accept OCI types,
-//! a Docker manifest list for clients that accept only Docker's. Each entry
-//! is a descriptor of a platform's image manifest (a Docker V2 manifest
-//! stored by digest as `layers/<hex>`, like every manifest) with its
-//! `platform`. The index itself is stored the same way, so that it is
+//! The same index is written in one of two flavours: an OCI image index
+//! for clients that accept OCI types, listing each platform's OCI image
+//! manifest, and a Docker manifest list for clients that accept only
+//! Docker's, listing each platform's Docker V2 manifest. So a client that
+//! follows an entry gets the family of types it asked for. Each entry is a
+//! descriptor of a platform's image manifest (stored by digest as
+//! `layers/<hex>`, like every manifest) with its `platform`. The index itself is stored the same way, so that it is
 //! served by digest like any manifest, and whatever walks manifests (GC,
 //! referrers) finds its children by digest.
 //!
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     digest::Digest,
     manifest::{MANIFEST_V2, ManifestError},
+    media_type::OCI_MANIFEST,
     platform::Platform,
 };
 
@@ -43,9 +45,18 @@ impl IndexKind {
             IndexKind::DockerList => DOCKER_MANIFEST_LIST,
         }
     }
+
+    /// The media type of the image manifests this flavour lists.
+    pub fn entry_media_type(self) -> &'static str {
+        match self {
+            IndexKind::Oci => OCI_MANIFEST,
+            IndexKind::DockerList => MANIFEST_V2,
+        }
+    }
 }
 
-/// One platform's image manifest, as the index lists it.
+/// One platform's image manifest, as the index lists it: the OCI manifest
+/// in an OCI index, the Docker one in a manifest list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
     /// The platform the manifest is for.
@@ -61,7 +72,7 @@ pub fn assemble(kind: IndexKind, entries: &[IndexEntry]) -> Result<Vec<u8>, Mani
     let manifests = entries
         .iter()
         .map(|entry| Descriptor {
-            media_type: MANIFEST_V2,
+            media_type: kind.entry_media_type(),
             size: entry.size,
             digest: entry.digest,
             platform: PlatformJson {
@@ -95,8 +106,8 @@ pub fn media_type_of(document: &[u8]) -> &'static str {
             media_type: Some(DOCKER_MANIFEST_LIST),
         }) => DOCKER_MANIFEST_LIST,
         Ok(Declared {
-            media_type: Some(crate::media_type::OCI_MANIFEST),
-        }) => crate::media_type::OCI_MANIFEST,
+            media_type: Some(OCI_MANIFEST),
+        }) => OCI_MANIFEST,
         _ => MANIFEST_V2,
     }
 }
@@ -173,7 +184,7 @@ mod tests {
             listed,
             [
                 (
-                    MANIFEST_V2.to_owned(),
+                    OCI_MANIFEST.to_owned(),
                     1234,
                     format!("sha256:{}", "a".repeat(64)),
                     Os::Linux,
@@ -181,7 +192,7 @@ mod tests {
                     None
                 ),
                 (
-                    MANIFEST_V2.to_owned(),
+                    OCI_MANIFEST.to_owned(),
                     1250,
                     format!("sha256:{}", "b".repeat(64)),
                     Os::Linux,
@@ -193,14 +204,16 @@ mod tests {
     }
 
     #[test]
-    fn flavours_differ_only_in_media_type_and_are_recognised_when_read_back() {
+    fn flavours_differ_only_in_media_types_and_are_recognised_when_read_back() {
         let oci = assemble(IndexKind::Oci, &entries()).unwrap();
         let docker = assemble(IndexKind::DockerList, &entries()).unwrap();
         assert_eq!(media_type_of(&oci), OCI_INDEX);
         assert_eq!(media_type_of(&docker), DOCKER_MANIFEST_LIST);
         let text = String::from_utf8(docker).unwrap();
         assert_eq!(
-            text.replace(DOCKER_MANIFEST_LIST, OCI_INDEX).as_bytes(),
+            text.replace(DOCKER_MANIFEST_LIST, OCI_INDEX)
+                .replace(MANIFEST_V2, OCI_MANIFEST)
+                .as_bytes(),
             &oci[..]
         );
         assert_eq!(media_type_of(br#"{"mediaType":"x"}"#), MANIFEST_V2);

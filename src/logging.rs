@@ -62,12 +62,26 @@ fn stdout_writer() -> RedactingWriter<Box<dyn Write + Send>> {
         Ok(fd) => Box::new(BufWriter::with_capacity(64 * 1024, File::from(fd))),
         Err(_) => Box::new(std::io::stdout()),
     };
-    RedactingWriter(stdout)
+    RedactingWriter::new(stdout)
 }
 
 /// Writes each buffer it is given (the writer thread hands over one whole
 /// event line per write) through [`crate::redact::redact`].
-struct RedactingWriter<W>(W);
+pub struct RedactingWriter<W>(W);
+
+impl<W: Write> RedactingWriter<W> {
+    /// `inner`, written to through [`crate::redact::redact`].
+    pub fn new(inner: W) -> Self {
+        Self(inner)
+    }
+}
+
+/// Standard error through [`crate::redact::redact`], for the operator
+/// tools' (`nixery gc`) plain-text logs: `tracing-subscriber`'s formatter
+/// writes each event in one call.
+pub fn redacting_stderr() -> RedactingWriter<std::io::Stderr> {
+    RedactingWriter::new(std::io::stderr())
+}
 
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {

@@ -241,7 +241,7 @@ impl ManifestCache {
                     return Ok(None);
                 }
                 Err(error) => {
-                    tracing::warn!(key, error = %crate::redact::redact(&error.to_string()), "confirming a cached manifest against storage failed");
+                    tracing::warn!(key, error = %error, "confirming a cached manifest against storage failed");
                     return Err(error);
                 }
             }

@@ -324,7 +324,7 @@ impl RefCache {
         let snapshot = match (listed, self.current()) {
             (Ok(refs), _) => {
                 tracing::info!(
-                    remote = %crate::redact::without_credentials(&self.remote),
+                    remote = %self.remote,
                     refs = refs.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "source refs listed"
@@ -339,7 +339,7 @@ impl RefCache {
             // Keep serving what was last resolved rather than failing every
             // pull while the remote is unreachable; try again after a TTL.
             (Err(error), Some(previous)) => {
-                tracing::warn!(remote = %crate::redact::without_credentials(&self.remote), error = %error, "listing refs failed, keeping the previous list");
+                tracing::warn!(remote = %self.remote, error = %error, "listing refs failed, keeping the previous list");
                 RefSnapshot {
                     refs: previous.refs.clone(),
                     taken: Instant::now(),
@@ -384,9 +384,7 @@ async fn ls_remote(
         return Err(ResolveError::LsRemote(format!(
             "git ls-remote exited with {}: {}",
             output.status,
-            last.unwrap_or("no output")
-                .trim()
-                .replace(remote, &crate::redact::without_credentials(remote))
+            last.unwrap_or("no output").trim()
         )));
     }
     if output.stdout.len() > MAX_LS_REMOTE_OUTPUT {

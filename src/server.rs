@@ -82,7 +82,9 @@ pub fn main(args: ServeArgs) -> ExitCode {
     let config = match args.into_config() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("nixery: configuration error: {error}");
+            // A value is quoted: it may be a URL with credentials.
+            let message = crate::redact::redact(&error.to_string());
+            eprintln!("nixery: configuration error: {message}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -50,7 +50,8 @@ pub struct StatusPage {
     pub meta_packages: Vec<(String, String)>,
     /// Recent build errors, newest first.
     pub recent_errors: Vec<RecentError>,
-    /// What garbage collection does on this instance.
+    /// What garbage collection does on this instance (redacted when the
+    /// page is rendered).
     pub collection: String,
 }
 
@@ -109,7 +110,8 @@ impl StatusPage {
              <tr><th>Version</th><td id=\"version\">{}</td></tr>\n</table>\n",
             escape_html(&self.package_source),
             escape_html(&self.storage_backend),
-            escape_html(&self.collection),
+            // A failed collection's error may quote a storage URL.
+            escape_html(&redact::redact(&self.collection)),
             escape_html(VERSION)
         );
         html.push_str("<h2>Recent build errors</h2>\n");

@@ -10,14 +10,11 @@
 //! test needs arm64 to fail: the embedded offline set's aarch64
 //! derivations cannot be built on this x86-64 host.
 
-use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use support::any_system_pkgs;
-use support::server::TestServer;
+use support::media::{DOCKER_LIST, DOCKER_MANIFEST as MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
+use support::server::{Answer, TestServer};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const BOTH: &str = "linux/amd64,linux/arm64";
 
 fn server_with(platforms: &str, pkgs: Option<&std::path::Path>) -> TestServer {
@@ -30,42 +27,17 @@ fn server_with(platforms: &str, pkgs: Option<&std::path::Path>) -> TestServer {
     builder.start()
 }
 
-fn request(server: &TestServer, method: &str, path: &str, accept: &[&str]) -> Response {
-    let client = Client::new();
-    let mut request = client.request(method.parse().unwrap(), server.url(path));
-    for value in accept {
-        request = request.header("accept", *value);
-    }
-    request
+fn request(server: &TestServer, method: &str, path: &str, accept: &[&str]) -> Answer {
+    server
+        .call(method.parse().unwrap(), path)
+        .accept_all(accept)
         .send()
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// GET of `path` that must succeed: its content type, digest header and
 /// bytes.
 fn get(server: &TestServer, path: &str, accept: &[&str]) -> (String, String, Vec<u8>) {
-    let response = request(server, "GET", path, accept);
-    let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
-    let body = response.bytes().unwrap().to_vec();
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    assert_eq!(
-        digest,
-        format!("sha256:{}", support::server::sha256_hex(&body))
-    );
-    (content_type, digest, body)
+    server.get_document(path, accept)
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -124,12 +96,13 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
     );
 
     // Each entry is served by digest (GET and HEAD) as the manifest it
-    // says, of the size it says, with the architecture it says.
-    for (entry, arch) in entries.iter().zip(["amd64", "arm64"]) {
+    // says (the OCI one, in an OCI index), of the size it says, with the
+    // architecture it says.
+    let entry_is_served = |entry: &Value, media_type: &str, arch: &str| {
         let digest = entry["digest"].as_str().unwrap();
-        assert_eq!(entry["mediaType"], MANIFEST_V2);
+        assert_eq!(entry["mediaType"], media_type);
         let (content_type, _, bytes) = get(&server, &format!("/v2/hello/manifests/{digest}"), &[]);
-        assert_eq!(content_type, MANIFEST_V2);
+        assert_eq!(content_type, media_type);
         assert_eq!(entry["size"], bytes.len());
         let head = request(
             &server,
@@ -137,27 +110,30 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
             &format!("/v2/hello/manifests/{digest}"),
             &[],
         );
-        assert_eq!(head.status(), 200);
+        assert_eq!(head.status, 200);
         assert_eq!(config_of(&server, "hello", digest)["architecture"], arch);
+    };
+    for (entry, arch) in entries.iter().zip(["amd64", "arm64"]) {
+        entry_is_served(entry, OCI_MANIFEST, arch);
     }
-    let (amd64, arm64) = (
-        entries[0]["digest"].as_str().unwrap(),
-        entries[1]["digest"].as_str().unwrap(),
+    assert_ne!(
+        entries[0]["digest"], entries[1]["digest"],
+        "the platforms share one manifest"
     );
-    assert_ne!(amd64, arm64, "the platforms share one manifest");
 
     // The index by digest, with its own type.
     let (content_type, _, _) = get(&server, &format!("/v2/hello/manifests/{index_digest}"), &[]);
     assert_eq!(content_type, OCI_INDEX);
     let head = request(&server, "HEAD", "/v2/hello/manifests/latest", &[OCI_INDEX]);
-    assert_eq!(head.status(), 200);
+    assert_eq!(head.status, 200);
     assert_eq!(
-        head.headers()["docker-content-digest"],
-        index_digest.as_str()
+        head.header("docker-content-digest"),
+        Some(index_digest.as_str())
     );
-    assert_eq!(head.headers()["content-type"], OCI_INDEX);
+    assert_eq!(head.header("content-type"), Some(OCI_INDEX));
 
-    // Docker types only: the same entries as a manifest list.
+    // Docker types only: the same platforms as a manifest list of the
+    // Docker manifests.
     let (content_type, list_digest, list) = get(
         &server,
         "/v2/hello/manifests/latest",
@@ -167,9 +143,18 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
     assert_ne!(list_digest, index_digest);
     let list = json(&list);
     assert_eq!(list["mediaType"], DOCKER_LIST);
-    assert_eq!(list["manifests"], index["manifests"]);
+    let listed = list["manifests"].as_array().expect("manifests");
+    let list_platforms: Vec<Value> = listed.iter().map(|e| e["platform"].clone()).collect();
+    assert_eq!(list_platforms, platforms);
+    for (entry, arch) in listed.iter().zip(["amd64", "arm64"]) {
+        entry_is_served(entry, MANIFEST_V2, arch);
+    }
     let (content_type, _, _) = get(&server, &format!("/v2/hello/manifests/{list_digest}"), &[]);
     assert_eq!(content_type, DOCKER_LIST);
+    let (amd64, arm64) = (
+        listed[0]["digest"].as_str().unwrap(),
+        listed[1]["digest"].as_str().unwrap(),
+    );
 
     // No index accepted: the first platform's manifest, as before.
     for accept in [&[][..], &[MANIFEST_V2][..], &["*/*"][..]] {
@@ -295,10 +280,7 @@ fn a_platform_that_fails_is_left_out_and_retried_while_the_other_is_served() {
         (1, 2),
         "{systems:?}"
     );
-    let page = reqwest::blocking::get(server.url("/"))
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = server.get("/").expect_status(200).text();
     assert!(page.contains("hello:latest (linux/arm64)"), "{page}");
     assert!(page.contains("left out of the image index"), "{page}");
 }
@@ -313,11 +295,13 @@ fn when_every_platform_fails_the_client_gets_the_single_platform_error() {
         let index = request(&server, "GET", &path, &[OCI_INDEX]);
         let alone = request(&single, "GET", &path, &[OCI_INDEX]);
         assert_eq!(
-            (index.status().as_u16(), alone.status().as_u16()),
+            (index.status, alone.status),
             (status, status),
-            "{name}"
+            "{name}: {} / {}",
+            index.text(),
+            alone.text()
         );
-        let (index, alone): (Value, Value) = (index.json().unwrap(), alone.json().unwrap());
+        let (index, alone) = (index.json(), alone.json());
         assert_eq!(
             index["errors"][0]["code"], alone["errors"][0]["code"],
             "{name}"

@@ -11,7 +11,9 @@
 //!   store reports, and validates against the SPDX 2.3 JSON schema (the
 //!   copy lib4sbom ships, with jsonschema) and spdx-tools' validator, both
 //!   from the venv `scripts/setup-host.sh` installs;
-//! * the same image gives the same SBOM bytes in another storage.
+//! * the same image gives the same SBOM bytes in another storage;
+//! * with several platforms, an image index's referrers list the SBOM of
+//!   every image it names.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,7 +25,7 @@ use std::{
 use reqwest::blocking::Client;
 use serde_json::Value;
 use support::server::{TestServer, sha256_hex};
-use support::{pull_and_unpack, run};
+use support::{any_system_pkgs, pull_and_unpack, run};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -128,6 +130,57 @@ fn referrers_discovery_finds_the_sbom_of_every_variant() {
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     // Any repository name finds it: referrers are found by digest.
     assert_eq!(discover_sbom(&server, "other/name", &docker).0, from_docker);
+}
+
+#[test]
+fn an_image_index_lists_the_sbom_of_every_platform() {
+    let pkgs = any_system_pkgs();
+    let server = TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .env("NIXERY_PLATFORMS", "linux/amd64,linux/arm64")
+        .env("NIXERY_PKGS_PATH", pkgs.path().display().to_string())
+        .start();
+    let index_digest = head_digest(&server, "hello", OCI_INDEX);
+    let index: Value = client()
+        .get(server.url(&format!("/v2/hello/manifests/{index_digest}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let platforms = index["manifests"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2, "{index}");
+    let response = client()
+        .get(server.url(&format!("/v2/hello/referrers/{index_digest}")))
+        .send()
+        .unwrap();
+    let referrers: Value = response.json().unwrap();
+    let entries = referrers["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "one SBOM per platform: {referrers}");
+    let mut from_index = BTreeSet::new();
+    for entry in entries {
+        assert_eq!(entry["artifactType"], SPDX_JSON);
+        let artifact: Value = client()
+            .get(server.url(&format!(
+                "/v2/hello/manifests/{}",
+                entry["digest"].as_str().unwrap()
+            )))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(artifact["subject"]["digest"], index_digest.as_str());
+        assert_eq!(artifact["subject"]["mediaType"], OCI_INDEX);
+        from_index.insert(artifact["layers"][0]["digest"].as_str().unwrap().to_owned());
+    }
+    // The same SBOMs as each platform's own manifest has.
+    let per_platform: BTreeSet<String> = platforms
+        .iter()
+        .map(|p| {
+            let (sbom, _) = discover_sbom(&server, "hello", p["digest"].as_str().unwrap());
+            format!("sha256:{}", sha256_hex(&sbom))
+        })
+        .collect();
+    assert_eq!(from_index, per_platform);
 }
 
 #[test]

@@ -18,11 +18,16 @@
 //! this revision of the package set). An index missing a platform for any
 //! other reason (a failed or timed-out Nix step, a full queue, storage) is
 //! served but rebuilt on the next request, which retries that platform.
+//!
+//! The index's referrers list the SBOM of each image it names: each SBOM
+//! is attached again with the index as its subject
+//! ([`crate::referrers::store::reattach`]).
 
 use bytes::Bytes;
 use futures::future::join_all;
 
 use super::{BuildError, Builder, BuiltManifest, ImageManifests, LayersError};
+use crate::referrers::{Subject, store as referrers_store};
 use crate::{
     build_errors::FailureKind,
     identity::{self, ImageIdentity},
@@ -85,12 +90,18 @@ impl Builder {
         let mut failures = Vec::new();
         for ((platform, _, _), result) in platforms.iter().zip(results) {
             match result {
-                // Each platform's Docker manifest, as indexes list them.
-                Ok(built) => entries.push(IndexEntry {
-                    platform: *platform,
-                    digest: built.docker.digest,
-                    size: built.docker.bytes.len() as u64,
-                }),
+                // The OCI manifest in an OCI index, the Docker one in a list.
+                Ok(built) => {
+                    let listed = match kind {
+                        IndexKind::Oci => &built.oci,
+                        IndexKind::DockerList => &built.docker,
+                    };
+                    entries.push(IndexEntry {
+                        platform: *platform,
+                        digest: listed.digest,
+                        size: listed.bytes.len() as u64,
+                    });
+                }
                 Err(error) => failures.push((*platform, error)),
             }
         }
@@ -117,6 +128,20 @@ impl Builder {
             .put_blob(kind.media_type(), bytes.clone())
             .await?;
         let built = BuiltManifest::with_media_type(bytes, kind.media_type());
+        // The index lists the SBOM of every image it names.
+        let subject = Subject {
+            media_type: kind.media_type(),
+            digest: built.digest,
+            size: built.bytes.len() as u64,
+        };
+        for entry in &entries {
+            referrers_store::reattach(
+                self.inner.layers.storage().as_ref(),
+                &entry.digest,
+                &subject,
+            )
+            .await?;
+        }
         if !final_answer {
             tracing::warn!(image = %image.name, tag = %image.tag, digest = %built.digest, "index missing a platform that may build on a retry, not caching it");
         } else if self.inner.resolver.still_current(resolved).await {

@@ -32,8 +32,13 @@ pub struct GcArgs {
 
 /// Why `nixery gc` cannot start.
 fn usage_error(message: &str) -> ExitCode {
-    eprintln!("nixery gc: {message}");
+    print_error(message);
     ExitCode::from(crate::server::EXIT_CONFIG)
+}
+
+/// One line on stderr, redacted: an output, like the server's log.
+fn print_error(message: &str) {
+    eprintln!("nixery gc: {}", crate::redact::redact(message));
 }
 
 /// Run `nixery gc`: print each deletion and a summary line; exit 0 when
@@ -65,7 +70,7 @@ pub fn run(args: GcArgs) -> ExitCode {
         ));
     }
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::redacting_stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -83,7 +88,7 @@ pub fn run(args: GcArgs) -> ExitCode {
         let storage = match crate::server::open_storage(&config.storage).await {
             Ok(storage) => storage,
             Err(error) => {
-                eprintln!("nixery gc: {error}");
+                print_error(&error.to_string());
                 return ExitCode::FAILURE;
             }
         };
@@ -127,10 +132,7 @@ pub fn run(args: GcArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                eprintln!(
-                    "nixery gc: {}",
-                    crate::redact::redact(&crate::error_text::chain(&error))
-                );
+                print_error(&crate::error_text::chain(&error));
                 ExitCode::FAILURE
             }
         }

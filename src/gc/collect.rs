@@ -193,7 +193,7 @@ impl Announcer {
                         lock.refresh(storage.as_ref()).await
                     };
                     if let Err(error) = beat.await {
-                        tracing::warn!(error = %crate::redact::redact(&error.to_string()), "collection heartbeat failed");
+                        tracing::warn!(error = %error, "collection heartbeat failed");
                     }
                 }
             }
@@ -256,7 +256,7 @@ pub async fn collect(
     }
     .await;
     if let Err(error) = lock.release(storage.as_ref()).await {
-        tracing::warn!(error = %crate::redact::redact(&error.to_string()), "releasing the collection lock failed; it goes stale in a minute");
+        tracing::warn!(error = %error, "releasing the collection lock failed; it goes stale in a minute");
     }
     let mut report = result?;
     report.elapsed = started.elapsed();

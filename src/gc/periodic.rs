@@ -118,7 +118,7 @@ pub async fn run(
             }
             Err(error) => {
                 Metrics::inc(&metrics.gc_failures);
-                let detail = crate::redact::redact(&crate::error_text::chain(&error));
+                let detail = crate::error_text::chain(&error);
                 tracing::error!(error = %detail, "collection failed");
                 status.record(Err(detail));
             }

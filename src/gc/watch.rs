@@ -129,7 +129,7 @@ impl GcWatch {
             while let Some(digest) = pending.recv().await {
                 let Some(watch) = weak.upgrade() else { return };
                 if let Err(error) = watch.write_mark(&digest).await {
-                    tracing::warn!(digest = %digest, error = %crate::redact::redact(&error.to_string()), "writing a use mark failed");
+                    tracing::warn!(digest = %digest, error = %error, "writing a use mark failed");
                     // Record it on the next use instead.
                     watch.lock_touched().remove(&digest);
                 }
@@ -143,7 +143,7 @@ impl GcWatch {
                 ticks.tick().await;
                 let Some(watch) = weak.upgrade() else { return };
                 if let Err(error) = watch.refresh().await {
-                    tracing::warn!(error = %crate::redact::redact(&error.to_string()), "reading the collection generation failed");
+                    tracing::warn!(error = %error, "reading the collection generation failed");
                 }
             }
         });

@@ -1,19 +1,17 @@
 //! Content negotiation on the `Accept` request header: which of the media
 //! types the server can answer with a client gets.
 //!
-//! This module is the one place that reads `Accept`. A manifest by tag is
-//! an image index when the client accepts one ([`index_kind`]): an OCI
-//! index whenever the OCI index type is accepted, else a Docker manifest
-//! list when that is; `q=0` means "not acceptable". Otherwise it is one of
-//! the image's two manifests ([`image_format`], by [`negotiate`]).
+//! This module is the one place that reads `Accept`, once per request
+//! ([`Accepted::parse`]). A manifest by tag is an image index when the
+//! client accepts one ([`Accepted::index_kind`]): an OCI index whenever the
+//! OCI index type is accepted, else a Docker manifest list when that is;
+//! `q=0` means "not acceptable". Otherwise it is one of the image's two
+//! manifests ([`Accepted::image_format`], by [`Accepted::negotiate`]).
 //!
-//! [`negotiate`] picks among media types the server offers in its own
-//! order of preference, the first being the default; for image manifests
-//! that is Docker schema 2, then OCI (see [`crate::media_type`]). The
-//! server offers a
-//! list of media types in its own order of preference, the first being the
-//! default; for image manifests that is Docker schema 2, then OCI (see
-//! [`crate::media_type`]). A client gets an offered type other than the
+//! [`Accepted::negotiate`] picks among media types the server offers in its
+//! own order of preference, the first being the default; for image
+//! manifests that is Docker schema 2, then OCI (see [`crate::media_type`]).
+//! A client gets an offered type other than the
 //! default only when it names that type and either does not name the
 //! default or gives it a lower quality value (`q`). Wildcards (`*/*`,
 //! `application/*`) name nothing: a client accepting anything gets the
@@ -45,84 +43,94 @@ use crate::{
 /// The image manifest media types offered by tag, the default first.
 const IMAGE_MANIFEST_OFFER: [&str; 2] = [DOCKER_MANIFEST, OCI_MANIFEST];
 
-/// The image manifest a client with these `headers` gets: OCI when it
-/// names the OCI manifest type and either not Docker schema 2 or Docker
-/// schema 2 at a lower quality; Docker schema 2 otherwise.
-pub fn image_format(headers: &HeaderMap) -> ImageFormat {
-    if negotiate(headers, &IMAGE_MANIFEST_OFFER) == OCI_MANIFEST {
-        ImageFormat::Oci
-    } else {
-        ImageFormat::Docker
-    }
+/// The media types a request's `Accept` headers name explicitly (no
+/// wildcard), each with its quality in thousandths, read once.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    named: Vec<(String, u16)>,
 }
 
-/// The index flavour the client accepts, if it accepts one: OCI whenever
-/// the OCI index type is named with a quality above 0, else a Docker
-/// manifest list when that type is.
-pub fn index_kind(headers: &HeaderMap) -> Option<IndexKind> {
-    let named = named_qualities(headers);
-    let accepted = |media_type: &str| {
-        named
+impl Accepted {
+    /// Reads every `Accept` header of `headers`; malformed entries are
+    /// skipped, as are wildcards (they name no type).
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let named = headers
+            .get_all(ACCEPT)
             .iter()
-            .any(|(name, q)| *q > 0 && name.eq_ignore_ascii_case(media_type))
-    };
-    if accepted(OCI_INDEX) {
-        Some(IndexKind::Oci)
-    } else if accepted(DOCKER_MANIFEST_LIST) {
-        Some(IndexKind::DockerList)
-    } else {
-        None
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|entry| {
+                let mime = mime::Mime::from_str(entry.trim()).ok()?;
+                if mime.type_() == mime::STAR || mime.subtype() == mime::STAR {
+                    return None;
+                }
+                let q = match mime.get_param("q") {
+                    None => 1000,
+                    Some(value) => parse_quality(value.as_str())?,
+                };
+                Some((mime.essence_str().to_owned(), q))
+            })
+            .collect();
+        Accepted { named }
     }
-}
 
-/// The media type of `offered` to answer a request with `headers`:
-/// `offered[0]` unless the client names another offered type with a
-/// higher quality than every type listed before it in `offered` (an
-/// unnamed type has quality 0). Ties go to the earlier offered type.
-///
-/// `offered` must not be empty; an empty list answers `""`.
-pub fn negotiate<'a>(headers: &HeaderMap, offered: &[&'a str]) -> &'a str {
-    let Some((&default, _)) = offered.split_first() else {
-        return "";
-    };
-    let named = named_qualities(headers);
-    let quality = |media_type: &str| {
-        named
+    /// The highest quality the client gives `media_type` (0 when unnamed).
+    fn quality(&self, media_type: &str) -> u16 {
+        self.named
             .iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case(media_type))
             .map(|(_, q)| *q)
             .fold(0, u16::max)
-    };
-    let mut best = (default, quality(default));
-    for &candidate in &offered[1..] {
-        let q = quality(candidate);
-        if q > best.1 {
-            best = (candidate, q);
+    }
+
+    /// The image manifest this client gets: OCI when it names the OCI
+    /// manifest type and either not Docker schema 2 or Docker schema 2 at a
+    /// lower quality; Docker schema 2 otherwise.
+    pub fn image_format(&self) -> ImageFormat {
+        if self.negotiate(&IMAGE_MANIFEST_OFFER) == OCI_MANIFEST {
+            ImageFormat::Oci
+        } else {
+            ImageFormat::Docker
         }
     }
-    best.0
+
+    /// The index flavour this client accepts, if it accepts one: OCI
+    /// whenever the OCI index type is named with a quality above 0, else a
+    /// Docker manifest list when that type is.
+    pub fn index_kind(&self) -> Option<IndexKind> {
+        if self.quality(OCI_INDEX) > 0 {
+            Some(IndexKind::Oci)
+        } else if self.quality(DOCKER_MANIFEST_LIST) > 0 {
+            Some(IndexKind::DockerList)
+        } else {
+            None
+        }
+    }
+
+    /// The media type of `offered` to answer this client with:
+    /// `offered[0]` unless the client names another offered type with a
+    /// higher quality than every type listed before it in `offered` (an
+    /// unnamed type has quality 0). Ties go to the earlier offered type.
+    ///
+    /// `offered` must not be empty; an empty list answers `""`.
+    pub fn negotiate<'a>(&self, offered: &[&'a str]) -> &'a str {
+        let Some((&default, rest)) = offered.split_first() else {
+            return "";
+        };
+        let mut best = (default, self.quality(default));
+        for &candidate in rest {
+            let q = self.quality(candidate);
+            if q > best.1 {
+                best = (candidate, q);
+            }
+        }
+        best.0
+    }
 }
 
-/// Every media type the `Accept` headers name explicitly (no wildcard),
-/// with its quality in thousandths; malformed entries are skipped.
-fn named_qualities(headers: &HeaderMap) -> Vec<(String, u16)> {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|entry| {
-            let mime = mime::Mime::from_str(entry.trim()).ok()?;
-            if mime.type_() == mime::STAR || mime.subtype() == mime::STAR {
-                return None;
-            }
-            let q = match mime.get_param("q") {
-                None => 1000,
-                Some(value) => parse_quality(value.as_str())?,
-            };
-            Some((mime.essence_str().to_owned(), q))
-        })
-        .collect()
+/// [`Accepted::negotiate`] for the `Accept` headers of `headers`.
+pub fn negotiate<'a>(headers: &HeaderMap, offered: &[&'a str]) -> &'a str {
+    Accepted::parse(headers).negotiate(offered)
 }
 
 /// An RFC 9110 `qvalue` (`0`, `0.5`, `1.000`, ...) in thousandths; `None`
@@ -247,7 +255,7 @@ mod tests {
         for value in values {
             headers.append(ACCEPT, HeaderValue::from_str(value).unwrap());
         }
-        index_kind(&headers)
+        Accepted::parse(&headers).index_kind()
     }
 
     #[test]
@@ -301,12 +309,15 @@ mod tests {
     #[test]
     fn image_format_follows_negotiate() {
         assert_eq!(
-            image_format(&with_accept(&[OCI_MANIFEST])),
+            Accepted::parse(&with_accept(&[OCI_MANIFEST])).image_format(),
             ImageFormat::Oci
         );
-        assert_eq!(image_format(&with_accept(&[])), ImageFormat::Docker);
         assert_eq!(
-            image_format(&with_accept(&[OCI_MANIFEST, DOCKER_MANIFEST])),
+            Accepted::parse(&with_accept(&[])).image_format(),
+            ImageFormat::Docker
+        );
+        assert_eq!(
+            Accepted::parse(&with_accept(&[OCI_MANIFEST, DOCKER_MANIFEST])).image_format(),
             ImageFormat::Docker
         );
     }

@@ -246,8 +246,8 @@ async fn registry(
             name,
             reference: Reference::Tag(tag),
         } => {
-            let index = accept::index_kind(&headers);
-            let format = accept::image_format(&headers);
+            let accepted = accept::Accepted::parse(&headers);
+            let (index, format) = (accepted.index_kind(), accepted.image_format());
             manifests::by_tag(state.builder.as_ref(), &name, &tag, index, format).await
         }
         path::Endpoint::Manifest {

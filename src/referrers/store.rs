@@ -113,6 +113,93 @@ pub async fn attach(
     Ok(digests)
 }
 
+/// Attach to `subject` every artifact that refers to the manifest `from`:
+/// the same content blob, in a new artifact manifest naming `subject`
+/// (how an image index gets the SBOMs of the images it lists). Returns
+/// the new artifact manifests' digests; a listed artifact that cannot be
+/// read as one is skipped (logged).
+pub async fn reattach(
+    storage: &dyn Storage,
+    from: &Digest,
+    subject: &Subject<'_>,
+) -> Result<Vec<Digest>, CacheError> {
+    let mut digests = Vec::new();
+    for entry in list(storage, from).await?.entries() {
+        let key = StorageKey::layer(&entry.digest);
+        let bytes = match storage.fetch(&key).await {
+            Ok(stream) => {
+                read_bounded(stream, MAX_LIST)
+                    .await
+                    .map_err(|source| StorageError::Io {
+                        key: key.clone(),
+                        source,
+                    })?
+            }
+            Err(StorageError::NotFound(_)) => {
+                tracing::warn!(key = %key, "a listed referrer is missing, not attaching it");
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let Some((artifact_type, layer)) = StoredArtifact::parse(&bytes) else {
+            tracing::warn!(key = %key, "a listed referrer is not an artifact manifest, not attaching it");
+            continue;
+        };
+        let blob = BlobRef {
+            digest: layer.digest,
+            size: layer.size,
+        };
+        let content = ArtifactContent {
+            artifact_type: &artifact_type,
+            blob: &blob,
+            title: layer.title(),
+        };
+        let artifact = artifact_manifest(&content, subject)?;
+        put_blob(storage, OCI_MANIFEST, Bytes::from(artifact.manifest)).await?;
+        digests.push(artifact.descriptor.digest);
+        add(storage, &subject.digest, artifact.descriptor).await?;
+    }
+    Ok(digests)
+}
+
+/// The parts of a stored artifact manifest [`reattach`] needs.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredArtifact {
+    artifact_type: String,
+    layers: Vec<StoredLayer>,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredLayer {
+    digest: Digest,
+    size: u64,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl StoredArtifact {
+    /// The artifact type and the one layer, if `bytes` are an artifact
+    /// manifest with exactly one layer.
+    fn parse(bytes: &[u8]) -> Option<(String, StoredLayer)> {
+        let artifact: Self = serde_json::from_slice(bytes).ok()?;
+        let mut layers = artifact.layers.into_iter();
+        match (layers.next(), layers.next()) {
+            (Some(layer), None) => Some((artifact.artifact_type, layer)),
+            _ => None,
+        }
+    }
+}
+
+impl StoredLayer {
+    /// The layer's file name, empty if it has none.
+    fn title(&self) -> &str {
+        self.annotations
+            .get("org.opencontainers.image.title")
+            .map_or("", String::as_str)
+    }
+}
+
 /// Store `bytes` as `layers/<their SHA-256>`.
 async fn put_blob(
     storage: &dyn Storage,
@@ -237,5 +324,35 @@ mod tests {
         // Attaching again changes nothing.
         assert_eq!(attach(&storage, &spec, &subjects).await.unwrap(), digests);
         assert_eq!(list(&storage, &a).await.unwrap().entries().len(), 1);
+
+        // An index gets the artifacts of a manifest it lists.
+        let index = Subject {
+            media_type: crate::media_type::OCI_INDEX,
+            digest: Digest::of(b"index"),
+            size: 3,
+        };
+        let reattached = reattach(&storage, &a, &index).await.unwrap();
+        assert_eq!(reattached.len(), 1);
+        let listed = list(&storage, &index.digest).await.unwrap();
+        assert_eq!(listed.entries()[0].digest, reattached[0]);
+        let manifest = std::fs::read(layers.join(reattached[0].hex())).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        assert_eq!(parsed["subject"]["digest"], index.digest.to_string());
+        assert_eq!(
+            parsed["layers"][0]["digest"],
+            Digest::of(spec.content).to_string()
+        );
+        assert_eq!(
+            parsed["layers"][0]["annotations"]["org.opencontainers.image.title"],
+            "sbom.spdx.json"
+        );
+        assert_eq!(parsed["artifactType"], "application/spdx+json");
+        // A manifest nothing refers to gives nothing.
+        assert!(
+            reattach(&storage, &Digest::of(b"none"), &index)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

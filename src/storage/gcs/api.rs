@@ -176,23 +176,7 @@ impl JsonApi {
 
     /// An object's name, size, last update and content type, if it exists.
     pub(crate) async fn stat(&self, object: &str) -> Result<ListItem, ApiError> {
-        self.retry
-            .run("get metadata", object, || async {
-                let url = self.endpoint.object(&self.bucket, object);
-                let response = self
-                    .send(
-                        self.http
-                            .get(url)
-                            .query(&[("fields", "name,size,updated,contentType")]),
-                    )
-                    .await?;
-                expect_success(response)
-                    .await?
-                    .json()
-                    .await
-                    .map_err(|e| self.body_error("object metadata", e))
-            })
-            .await
+        self.metadata(object, "name,size,updated,contentType").await
     }
 
     /// Single-request upload that succeeds only if no object of that name
@@ -237,8 +221,13 @@ impl JsonApi {
         }
     }
 
-    /// `GET` the metadata `fields` (`name,size`) of an object, if it exists.
-    async fn metadata(&self, object: &str, fields: &str) -> Result<ObjectMetadata, ApiError> {
+    /// `GET` the metadata `fields` (`name,size`) of an object, if it exists,
+    /// read into `T`.
+    async fn metadata<T: serde::de::DeserializeOwned>(
+        &self,
+        object: &str,
+        fields: &str,
+    ) -> Result<T, ApiError> {
         self.retry
             .run("get metadata", object, || async {
                 let url = self.endpoint.object(&self.bucket, object);
@@ -256,7 +245,7 @@ impl JsonApi {
 
     /// An object's size, if it exists.
     pub(crate) async fn object_size(&self, object: &str) -> Result<u64, ApiError> {
-        self.metadata(object, "name,size")
+        self.metadata::<ObjectMetadata>(object, "name,size")
             .await?
             .size
             .as_deref()
@@ -267,7 +256,7 @@ impl JsonApi {
     /// An object's content type, if it exists.
     pub(crate) async fn content_type(&self, object: &str) -> Result<String, ApiError> {
         Ok(self
-            .metadata(object, "name,contentType")
+            .metadata::<ObjectMetadata>(object, "name,contentType")
             .await?
             .content_type
             .unwrap_or_default())

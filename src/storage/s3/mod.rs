@@ -30,6 +30,8 @@
 
 mod addressing;
 pub mod settings;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -160,7 +162,7 @@ fn log_retry(event: RetryEvent<'_>) {
         backend = BACKEND,
         call = %event.op,
         attempt = event.attempt,
-        error = %crate::redact::redact(&event.err.to_string()),
+        error = %event.err,
         retry_in_ms = u64::try_from(event.retry_after.as_millis()).unwrap_or(u64::MAX),
         "storage call failed, retrying"
     );
@@ -244,7 +246,7 @@ impl S3Storage {
         let reason = match listing {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound => "the bucket does not exist".to_owned(),
-            Ok(Err(e)) => crate::redact::redact(&e.to_string()),
+            Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer in time".to_owned(),
         };
         Err(S3Error::BucketUnreachable {
@@ -305,7 +307,7 @@ fn backend_error(key: &StorageKey, what: &str, error: &opendal::Error) -> Storag
     StorageError::Backend {
         backend: BACKEND,
         key: key.to_string(),
-        message: format!("{what}: {}", crate::redact::redact(&error.to_string())),
+        message: format!("{what}: {error}"),
     }
 }
 
@@ -354,7 +356,7 @@ impl Storage for S3Storage {
             size += bytes.len() as u64;
             if let Err(e) = writer.write(bytes).await {
                 let _ = writer.abort().await;
-                tracing::warn!(backend = BACKEND, key = %key, error = %crate::redact::redact(&e.to_string()), "upload failed");
+                tracing::warn!(backend = BACKEND, key = %key, error = %e, "upload failed");
                 return Err(backend_error(key, "upload failed", &e));
             }
         }
@@ -366,7 +368,7 @@ impl Storage for S3Storage {
                 && self.size_of(key).await.ok() == Some(size);
             if !completed {
                 let _ = writer.abort().await;
-                tracing::warn!(backend = BACKEND, key = %key, error = %crate::redact::redact(&e.to_string()), "upload failed");
+                tracing::warn!(backend = BACKEND, key = %key, error = %e, "upload failed");
                 return Err(backend_error(key, "completing upload failed", &e));
             }
         }
@@ -457,7 +459,7 @@ impl Storage for S3Storage {
             .map_err(|e| StorageError::Backend {
                 backend: BACKEND,
                 key: wanted.clone(),
-                message: format!("listing failed: {}", crate::redact::redact(&e.to_string())),
+                message: format!("listing failed: {e}"),
             })?;
         Ok(entries
             .into_iter()
