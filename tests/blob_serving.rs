@@ -3,22 +3,12 @@
 //! survive a restart; manifests by digest carry the manifest media type.
 
 use reqwest::{StatusCode, header};
+use support::media::{DOCKER_LAYER as LAYER_TYPE, DOCKER_MANIFEST as MANIFEST_TYPE};
 use support::server::{TestServer, put_blob, sha256_hex};
-
-const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// Deterministic, non-repeating-looking test content of `len` bytes.
 fn content(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_u32;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
+    support::net::bodies::pattern(len, 0x9e37_79b9)
 }
 
 fn assert_registry_headers(r: &reqwest::Response, digest: &str) {
@@ -217,10 +207,8 @@ async fn manifest_by_digest_refuses_objects_that_are_not_manifests() {
             }
         }
         // The same object is still served as a blob.
-        let blob = reqwest::get(server.url(&format!("/v2/shell/blobs/{digest}")))
-            .await
-            .unwrap();
-        assert_eq!(blob.status(), StatusCode::OK);
+        let path = format!("/v2/shell/blobs/{digest}");
+        server.get(&path).expect_status_async(200).await;
     }
 }
 
@@ -235,16 +223,12 @@ async fn serve_subcommand_flags_override_the_environment() {
     let digest = put_blob(&server.storage(), b"x", "text/plain").await;
     // The flag wins over STORAGE_PATH from the environment: the blob placed
     // under the flag's directory is served.
-    let r = reqwest::get(server.url(&format!("/v2/x/blobs/{digest}")))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let path = format!("/v2/x/blobs/{digest}");
+    server.get(&path).expect_status_async(404).await;
     let flagged = nixery::storage::filesystem::FilesystemStorage::new(dir.path()).unwrap();
     let digest = put_blob(&flagged, b"y", "text/plain").await;
-    let r = reqwest::get(server.url(&format!("/v2/x/blobs/{digest}")))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let path = format!("/v2/x/blobs/{digest}");
+    server.get(&path).expect_status_async(200).await;
 }
 
 #[tokio::test]

@@ -25,6 +25,14 @@ fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// A server on the storage directory `storage`.
+fn server_on(storage: &std::path::Path) -> TestServer {
+    TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .storage_path(storage)
+        .start()
+}
+
 fn pinned_server(repo: &std::path::Path, storage: &std::path::Path) -> TestServer {
     TestServer::builder()
         .pkgs_repo(repo)
@@ -48,10 +56,7 @@ fn second_pull_of_a_pinned_image_runs_no_nix_build() {
 #[test]
 fn shared_layers_are_reused_not_reuploaded() {
     let storage = tempfile::tempdir().unwrap();
-    let server = TestServer::builder()
-        .env("NIX_TIMEOUT", "300")
-        .storage_path(storage.path())
-        .start();
+    let server = server_on(storage.path());
     let git = get_manifest(&server, "hello/git", "latest");
     let uploads_after_git = layer_uploads(&server);
     let htop = get_manifest(&server, "hello/htop", "latest");
@@ -140,10 +145,7 @@ fn changing_the_layering_strategy_builds_the_image_again() {
 fn layer_records_survive_restarts() {
     let storage = tempfile::tempdir().unwrap();
     let before = {
-        let mut server = TestServer::builder()
-            .env("NIX_TIMEOUT", "300")
-            .storage_path(storage.path())
-            .start();
+        let mut server = server_on(storage.path());
         let manifest = get_manifest(&server, "hello", "latest");
         server.stop();
         manifest
@@ -151,10 +153,7 @@ fn layer_records_survive_restarts() {
     // Without the cached manifest the image is built again, but every layer
     // is already recorded.
     std::fs::remove_dir_all(storage.path().join("manifests")).unwrap();
-    let server = TestServer::builder()
-        .env("NIX_TIMEOUT", "300")
-        .storage_path(storage.path())
-        .start();
+    let server = server_on(storage.path());
     let after = get_manifest(&server, "hello", "latest");
     assert_eq!(nix_builds(&server), 1);
     assert_eq!(layer_uploads(&server), 0, "layers were packed again");
@@ -164,33 +163,30 @@ fn layer_records_survive_restarts() {
 #[test]
 fn ten_concurrent_requests_run_one_nix_build() {
     let server = TestServer::builder().env("NIX_TIMEOUT", "300").start();
-    let url = server.url("/v2/hello/curl/manifests/latest");
-    let handles: Vec<_> = (0..10)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let response = reqwest::blocking::Client::new()
-                    .get(url)
-                    .timeout(std::time::Duration::from_secs(300))
-                    .send()
-                    .expect("request");
-                (response.status().as_u16(), response.bytes().unwrap())
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                scope.spawn(|| {
+                    server
+                        .get("/v2/hello/curl/manifests/latest")
+                        .timeout(std::time::Duration::from_secs(300))
+                        .send()
+                })
             })
-        })
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(results.iter().all(|(status, _)| *status == 200));
-    assert!(results.windows(2).all(|w| w[0].1 == w[1].1));
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for answer in &results {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert!(results.windows(2).all(|w| w[0].body == w[1].body));
     assert_eq!(nix_builds(&server), 1);
 }
 
 #[test]
 fn build_is_finished_and_kept_when_the_client_hangs_up() {
     let storage = tempfile::tempdir().unwrap();
-    let server = TestServer::builder()
-        .env("NIX_TIMEOUT", "300")
-        .storage_path(storage.path())
-        .start();
+    let server = server_on(storage.path());
     let hung_up = reqwest::blocking::Client::new()
         .get(server.url("/v2/bigpkg/manifests/latest"))
         .timeout(std::time::Duration::from_millis(200))
@@ -222,17 +218,14 @@ fn build_is_finished_and_kept_when_the_client_hangs_up() {
         uploads,
         "layers were packed again after the client hung up"
     );
-    let client = reqwest::blocking::Client::new();
     for layer in manifest["layers"].as_array().unwrap() {
         let digest = layer["digest"].as_str().unwrap();
-        let response = client
-            .head(server.url(&format!("/v2/bigpkg/blobs/{digest}")))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200, "{digest}");
+        let response = server
+            .head(&format!("/v2/bigpkg/blobs/{digest}"))
+            .expect_status(200);
         assert_eq!(
-            response.headers()["content-length"].to_str().unwrap(),
-            layer["size"].to_string()
+            response.header("content-length"),
+            Some(layer["size"].to_string().as_str())
         );
     }
 }
@@ -252,8 +245,9 @@ fn metrics_count_nix_builds_cache_hits_and_uploads() {
     get_manifest(&server, "hello/git", &commit);
     assert_eq!(metric(&server, "nixery_manifest_cache_hits_total"), 1);
     assert_eq!(metric(&server, "nixery_nix_builds_total"), 1);
-    let missing = reqwest::blocking::get(server.url("/v2/nosuchpkg/manifests/latest")).unwrap();
-    assert_eq!(missing.status(), 404);
+    server
+        .get("/v2/nosuchpkg/manifests/latest")
+        .expect_status(404);
     assert_eq!(metric(&server, "nixery_build_failures_total"), 1);
     // A different image sharing layers finds their records.
     get_manifest(&server, "hello/htop", &commit);

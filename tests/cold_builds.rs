@@ -58,10 +58,6 @@ fn distinct_cold_images_from_concurrent_clients_all_build() {
         let failed: Vec<_> = statuses.iter().filter(|(_, s, _)| *s != 200).collect();
         assert!(failed.is_empty(), "round {round}: {failed:#?}");
     }
-    let killed: Vec<String> = server
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("signal 9") || l.contains("Killed"))
-        .collect();
+    let killed = server.log_lines_with(&["signal 9", "Killed"]);
     assert!(killed.is_empty(), "{killed:#?}");
 }

@@ -5,11 +5,9 @@
 use support::server::TestServer;
 
 fn assert_config_error(env: &[(&str, &str)], names: &[&str]) {
-    let mut builder = TestServer::builder();
-    for (k, v) in env {
-        builder = builder.env(*k, *v);
-    }
-    let out = builder.run_to_exit();
+    let out = TestServer::builder()
+        .envs(env.iter().copied())
+        .run_to_exit();
     assert_eq!(out.status.code(), Some(2), "{env:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -128,11 +126,9 @@ fn help_keeps_the_command_description() {
 
 /// The single `server failed` event of a server that could not start.
 fn startup_failure(env: &[(&str, &str)]) -> serde_json::Value {
-    let mut builder = TestServer::builder();
-    for (k, v) in env {
-        builder = builder.env(*k, *v);
-    }
-    let out = builder.run_to_exit();
+    let out = TestServer::builder()
+        .envs(env.iter().copied())
+        .run_to_exit();
     assert_eq!(out.status.code(), Some(1), "{env:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let failures: Vec<serde_json::Value> = stdout

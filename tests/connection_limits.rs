@@ -7,17 +7,11 @@ use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
     os::fd::AsRawFd,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
-use nixery::{
-    builder::{BuildError, BuiltManifest, ImageBuilder},
-    http::AppState,
-    nix::{Refusal, RefusalReason},
-    storage::filesystem::FilesystemStorage,
-};
+use support::answer::read_head;
+use support::in_process::InProcessServer;
 use support::server::{TestServer, put_blob, sha256_hex};
 
 /// Longest any cut-off below may take to show, far above the configured
@@ -45,16 +39,8 @@ fn read_response(
     mut pace: impl FnMut(usize) -> (usize, Duration),
 ) -> (String, Vec<u8>) {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut received = Vec::new();
+    let (mut received, head_end) = read_head(stream);
     let mut buf = vec![0u8; 64 * 1024];
-    let head_end = loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed before the response head");
-        received.extend_from_slice(&buf[..n]);
-        if let Some(pos) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
     let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
     let length: usize = head
         .lines()
@@ -76,12 +62,17 @@ fn read_response(
     (head, body)
 }
 
+/// A server with these header and idle timeouts (seconds).
+fn server_with_timeouts(header: &str, idle: &str) -> TestServer {
+    TestServer::builder()
+        .env("NIXERY_HEADER_TIMEOUT", header)
+        .env("NIXERY_IDLE_TIMEOUT", idle)
+        .start()
+}
+
 #[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let server = TestServer::builder()
-        .env("NIXERY_HEADER_TIMEOUT", "2")
-        .env("NIXERY_IDLE_TIMEOUT", "600")
-        .start();
+    let server = server_with_timeouts("2", "600");
     // The request of the issue: headers never terminated.
     let mut silent = TcpStream::connect(server.addr()).unwrap();
     silent
@@ -121,10 +112,7 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
 fn idle_keep_alive_connections_are_closed() {
     // The header timeout is far longer than PATIENCE, so only the idle
     // limit can close the connection.
-    let server = TestServer::builder()
-        .env("NIXERY_HEADER_TIMEOUT", "600")
-        .env("NIXERY_IDLE_TIMEOUT", "1")
-        .start();
+    let server = server_with_timeouts("600", "1");
     let mut stream = TcpStream::connect(server.addr()).unwrap();
     for _ in 0..2 {
         // Requests in quick succession reuse the connection.
@@ -141,10 +129,7 @@ fn idle_keep_alive_connections_are_closed() {
 
 #[test]
 fn a_slow_reader_gets_a_large_blob_intact_despite_short_limits() {
-    let server = TestServer::builder()
-        .env("NIXERY_HEADER_TIMEOUT", "1")
-        .env("NIXERY_IDLE_TIMEOUT", "1")
-        .start();
+    let server = server_with_timeouts("1", "1");
     let bytes: Vec<u8> = (0..24 * 1024 * 1024_u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
@@ -203,27 +188,6 @@ fn set_receive_buffer(stream: &TcpStream, bytes: libc::c_int) {
     assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
 }
 
-/// A builder that is never asked for anything in these tests.
-struct NoImages;
-
-#[async_trait]
-impl ImageBuilder for NoImages {
-    async fn manifest(
-        &self,
-        name: &str,
-        _tag: &str,
-        _index: Option<nixery::image_index::IndexKind>,
-        _format: nixery::media_type::ImageFormat,
-    ) -> Result<BuiltManifest, BuildError> {
-        Err(BuildError::PackagesRefused(vec![Refusal {
-            package: name.to_owned(),
-            reason: RefusalReason::NotFound,
-            system: "x86_64-linux".to_owned(),
-            message: None,
-        }]))
-    }
-}
-
 /// The local and peer address of socket `fd`, if it is a connected IPv4
 /// TCP socket.
 fn socket_addresses(fd: libc::c_int) -> Option<(SocketAddr, SocketAddr)> {
@@ -270,17 +234,8 @@ fn tcp_nodelay(fd: libc::c_int) -> bool {
 /// our own file descriptors: find it by its addresses and read the option.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_sockets_have_tcp_nodelay() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::new(
-        Arc::new(FilesystemStorage::new(dir.path()).unwrap()),
-        Arc::new(NoImages),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(nixery::server::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let server = InProcessServer::start().await;
+    let server_addr = server.addr();
     let client = tokio::task::spawn_blocking(move || {
         let mut client = TcpStream::connect(server_addr).unwrap();
         client
@@ -307,7 +262,6 @@ async fn accepted_sockets_have_tcp_nodelay() {
     assert!(tcp_nodelay(server_side), "TCP_NODELAY is off");
     // The check can tell: the client's end keeps the default (off).
     assert!(!tcp_nodelay(client.as_raw_fd()));
-    let _ = stop.send(());
     drop(client);
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

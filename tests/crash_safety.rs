@@ -12,9 +12,7 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use nixery::digest::Digest;
-use nixery::storage::{
-    ByteStream, Storage, StorageError, StorageKey, filesystem::FilesystemStorage,
-};
+use nixery::storage::{ByteStream, Storage, StorageKey, filesystem::FilesystemStorage};
 
 const CHILD_DIR_VAR: &str = "NIXERY_TEST_CRASH_CHILD_DIR";
 /// A fixed layer key (any 64 hex digits): the child never completes it.
@@ -103,10 +101,7 @@ async fn killed_writer_leaves_no_object_under_its_key() {
         "stale temporary file survived start-up"
     );
     let key = StorageKey::layer(&Digest::parse_hex(KEY_HEX).unwrap());
-    assert!(matches!(
-        storage.fetch(&key).await,
-        Err(StorageError::NotFound(_))
-    ));
+    support::net::bodies::assert_absent(&storage, &key).await;
 }
 
 #[tokio::test]
@@ -124,12 +119,10 @@ async fn dropped_persist_keeps_the_previous_object_and_no_temporary_file() {
     .await;
     assert!(interrupted.is_err(), "persist of an endless body completed");
 
-    let mut body = storage.fetch(&key).await.unwrap();
-    let mut got = Vec::new();
-    while let Some(chunk) = body.next().await {
-        got.extend_from_slice(&chunk.unwrap());
-    }
-    assert_eq!(got, b"old");
+    assert_eq!(
+        support::net::bodies::read_whole(&storage, &key).await,
+        b"old"
+    );
     let manifests = dir.path().join("manifests");
     assert_eq!(names(&manifests), [".meta~cache-key", "cache-key"]);
 
@@ -139,9 +132,6 @@ async fn dropped_persist_keeps_the_previous_object_and_no_temporary_file() {
         storage.persist(&fresh, "text/plain", endless_body(4, false)),
     )
     .await;
-    assert!(matches!(
-        storage.fetch(&fresh).await,
-        Err(StorageError::NotFound(_))
-    ));
+    support::net::bodies::assert_absent(&storage, &fresh).await;
     assert_eq!(names(&manifests), [".meta~cache-key", "cache-key"]);
 }

@@ -54,18 +54,8 @@ fn skopeo_inspect_with_tags_lists_latest() {
 fn podman_pull_succeeds() {
     let server = start_server();
     let store = tempfile::tempdir().unwrap();
-    let root = store.path().join("root");
-    let runroot = store.path().join("runroot");
     let reference = format!("{}/hello:latest", host(&server));
-    let podman = || {
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&runroot)
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
-        cmd
-    };
+    let podman = || support::podman(store.path());
     run(podman().args(["pull", "--tls-verify=false", &reference]));
     let images = run(podman().args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
     assert!(
@@ -90,22 +80,8 @@ fn containerd_pull_resolves_with_head_and_lists_the_image() {
 /// `docker pull` then `docker run --rm --network none IMAGE ARGS...`;
 /// returns what the container printed.
 fn docker_pull_and_run(docker: &Docker, image: &str, args: &[&str]) -> String {
-    let pull = docker
-        .docker()
-        .args(["pull", image])
-        .output()
-        .expect("run docker pull");
-    assert!(
-        pull.status.success(),
-        "docker pull {image} failed: {}\n{}\ndockerd log:\n{}",
-        String::from_utf8_lossy(&pull.stdout),
-        String::from_utf8_lossy(&pull.stderr),
-        docker.log()
-    );
-    run(docker
-        .docker()
-        .args(["run", "--rm", "--network", "none", image])
-        .args(args))
+    docker.pull(&[image]);
+    docker.run(image, args)
 }
 
 /// The (method, path) of every request the server answered, in order.
@@ -147,28 +123,21 @@ fn docker_resolves_the_tag_with_head_then_fetches_the_manifest_by_digest() {
     let docker = Docker::start();
     let name = "hello";
     let reference = format!("{}/{name}:latest", host(&server));
-    run(docker.docker().args(["pull", &reference]));
+    docker.pull(&[&reference]);
     let manifest_requests: Vec<(String, String)> = requests(&server)
         .into_iter()
         .filter(|(_, path)| path.starts_with(&format!("/v2/{name}/manifests/")))
         .collect();
 
     // The digest Docker recorded is the one the registry announced.
-    let head = reqwest::blocking::Client::new()
-        .head(server.url(&format!("/v2/{name}/manifests/latest")))
-        .send()
-        .expect("HEAD manifest");
-    let digest = head.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
+    let head = server
+        .head(&format!("/v2/{name}/manifests/latest"))
+        .expect_status(200);
+    let digest = head
+        .header("docker-content-digest")
+        .expect("a digest header")
         .to_owned();
-    let repo_digests = run(docker.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{json .RepoDigests}}",
-        &reference,
-    ]));
+    let repo_digests = docker.inspect("{{json .RepoDigests}}", &reference);
     assert!(
         repo_digests.contains(&format!("{}/{name}@{digest}", host(&server))),
         "{repo_digests} does not name {digest}"
@@ -206,29 +175,13 @@ fn docker_pulls_arm64_images_for_linux_arm64() {
         .start();
     let docker = Docker::start();
     let reference = format!("{}/arm64/hello:latest", host(&server));
-    let pull = docker
-        .docker()
-        .args(["pull", "--platform", "linux/arm64", &reference])
-        .output()
-        .expect("run docker pull");
-    assert!(
-        pull.status.success(),
-        "docker pull --platform linux/arm64 failed: {}\ndockerd log:\n{}",
-        String::from_utf8_lossy(&pull.stderr),
-        docker.log()
-    );
+    docker.pull(&["--platform", "linux/arm64", &reference]);
     let nix_system = server
         .log_events()
         .into_iter()
         .find(|e| e["message"] == "nix build started")
         .and_then(|e| e["system"].as_str().map(str::to_owned));
     assert_eq!(nix_system.as_deref(), Some("aarch64-linux"));
-    let platform = run(docker.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{.Os}}/{{.Architecture}}",
-        &reference,
-    ]));
-    assert_eq!(platform.trim(), "linux/arm64");
+    let platform = docker.inspect("{{.Os}}/{{.Architecture}}", &reference);
+    assert_eq!(platform, "linux/arm64");
 }

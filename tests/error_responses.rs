@@ -1,15 +1,10 @@
 //! Every error of the pull API answers with the right status, registry
 //! error code and JSON body, and every `/v2` response names the API version.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use nixery::{
-    builder::{BuildError, BuiltManifest, ImageBuilder},
-    http::AppState,
-    storage::filesystem::FilesystemStorage,
-};
 use reqwest::{Method, StatusCode};
+use support::in_process::InProcessServer;
 use support::server::TestServer;
 
 const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -60,6 +55,11 @@ async fn expect_error(base: &str, method: Method, path: &str, status: u16, code:
     message
 }
 
+/// [`expect_error`] of a `GET`.
+async fn get_error(base: &str, path: &str, status: u16, code: &str) -> String {
+    expect_error(base, Method::GET, path, status, code).await
+}
+
 #[tokio::test]
 async fn version_check_answers_200_with_api_version_header() {
     let server = TestServer::start();
@@ -78,7 +78,7 @@ async fn unknown_blob_is_404_blob_unknown() {
     let server = TestServer::start();
     let base = server.url("");
     let path = format!("/v2/shell/blobs/sha256:{HEX}");
-    let message = expect_error(&base, Method::GET, &path, 404, "BLOB_UNKNOWN").await;
+    let message = get_error(&base, &path, 404, "BLOB_UNKNOWN").await;
     assert!(message.contains(HEX), "{message}");
     let (status, version, _, _) = call(&base, Method::HEAD, &path).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -107,23 +107,15 @@ async fn malformed_digests_are_400_digest_invalid() {
         "sha256:".to_owned(),
         "md5:abc".to_owned(),
     ] {
-        expect_error(
+        get_error(
             &base,
-            Method::GET,
             &format!("/v2/x/blobs/{digest}"),
             400,
             "DIGEST_INVALID",
         )
         .await;
     }
-    expect_error(
-        &base,
-        Method::GET,
-        "/v2/x/manifests/sha512:ab",
-        400,
-        "DIGEST_INVALID",
-    )
-    .await;
+    get_error(&base, "/v2/x/manifests/sha512:ab", 400, "DIGEST_INVALID").await;
 }
 
 #[tokio::test]
@@ -132,9 +124,8 @@ async fn invalid_names_are_400_name_invalid() {
     let base = server.url("");
     let long = "a".repeat(256);
     for name in ["-x", "_x", ".x", "x/.y", "x%20y", "x!", long.as_str()] {
-        expect_error(
+        get_error(
             &base,
-            Method::GET,
             &format!("/v2/{name}/manifests/latest"),
             400,
             "NAME_INVALID",
@@ -149,14 +140,7 @@ async fn invalid_tags_are_400_tag_invalid() {
     let base = server.url("");
     let long = "t".repeat(129);
     for tag in [".x", "-x", "x!", "x%00", "x%2Fy", long.as_str()] {
-        expect_error(
-            &base,
-            Method::GET,
-            &format!("/v2/x/manifests/{tag}"),
-            400,
-            "TAG_INVALID",
-        )
-        .await;
+        get_error(&base, &format!("/v2/x/manifests/{tag}"), 400, "TAG_INVALID").await;
     }
 }
 
@@ -184,7 +168,7 @@ async fn other_paths_are_404_with_a_registry_body() {
     let server = TestServer::start();
     let base = server.url("");
     for path in ["/foo", "/v2/_catalog", "/v2/x/tags/all", "/v2x", "/v3/"] {
-        expect_error(&base, Method::GET, path, 404, "UNSUPPORTED").await;
+        get_error(&base, path, 404, "UNSUPPORTED").await;
     }
 }
 
@@ -192,9 +176,8 @@ async fn other_paths_are_404_with_a_registry_body() {
 async fn packages_nix_cannot_find_are_404_manifest_unknown_naming_each() {
     let server = TestServer::start();
     let base = server.url("");
-    let message = expect_error(
+    let message = get_error(
         &base,
-        Method::GET,
         "/v2/hello/nosuchpkg/alsomissing/manifests/latest",
         404,
         "MANIFEST_UNKNOWN",
@@ -211,14 +194,7 @@ async fn packages_nix_cannot_find_are_404_manifest_unknown_naming_each() {
 async fn failed_nix_build_is_500_unknown_without_internal_paths() {
     let server = TestServer::start();
     let base = server.url("");
-    let message = expect_error(
-        &base,
-        Method::GET,
-        "/v2/failing/manifests/latest",
-        500,
-        "UNKNOWN",
-    )
-    .await;
+    let message = get_error(&base, "/v2/failing/manifests/latest", 500, "UNKNOWN").await;
     assert!(message.contains("build failed"), "{message}");
     assert!(!message.contains("/nix/store"), "{message}");
     assert!(!message.contains("/tmp"), "{message}");
@@ -227,26 +203,16 @@ async fn failed_nix_build_is_500_unknown_without_internal_paths() {
 #[tokio::test]
 async fn head_by_tag_builds_and_answers_the_same_headers_as_get() {
     let server = TestServer::start();
-    let url = server.url("/v2/hello/manifests/latest");
-    let client = reqwest::Client::new();
-    let head = client.head(&url).send().await.expect("HEAD");
-    assert_eq!(head.status(), StatusCode::OK);
-    let head_headers = head.headers().clone();
-    assert!(head.bytes().await.unwrap().is_empty());
-    let get = client.get(&url).send().await.expect("GET");
-    assert_eq!(get.status(), StatusCode::OK);
-    let get_headers = get.headers().clone();
-    let body = get.bytes().await.unwrap();
+    let path = "/v2/hello/manifests/latest";
+    let head = server.head(path).expect_status_async(200).await;
+    assert!(head.body.is_empty());
+    let get = server.get(path).expect_status_async(200).await;
     for header in ["content-type", "content-length", "docker-content-digest"] {
-        assert_eq!(
-            head_headers.get(header),
-            get_headers.get(header),
-            "{header}"
-        );
+        assert_eq!(head.header(header), get.header(header), "{header}");
     }
     assert_eq!(
-        get_headers["content-length"].to_str().unwrap(),
-        body.len().to_string()
+        get.header("content-length"),
+        Some(get.body.len().to_string().as_str())
     );
 }
 
@@ -282,47 +248,13 @@ async fn requests_are_logged_with_method_path_status_and_latency() {
     }
 }
 
-/// A builder that reports missing packages, to check the error mapping of
-/// the tag route end to end.
-struct MissingPackages;
-
-#[async_trait]
-impl ImageBuilder for MissingPackages {
-    async fn manifest(
-        &self,
-        name: &str,
-        _tag: &str,
-        _index: Option<nixery::image_index::IndexKind>,
-        _format: nixery::media_type::ImageFormat,
-    ) -> Result<BuiltManifest, BuildError> {
-        Err(BuildError::PackagesRefused(
-            name.split('/')
-                .map(|package| nixery::nix::Refusal {
-                    package: package.to_owned(),
-                    reason: nixery::nix::RefusalReason::NotFound,
-                    system: "x86_64-linux".into(),
-                    message: None,
-                })
-                .collect(),
-        ))
-    }
-}
-
 #[tokio::test]
 async fn missing_packages_are_404_manifest_unknown_naming_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::new(
-        Arc::new(FilesystemStorage::new(dir.path()).unwrap()),
-        Arc::new(MissingPackages),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(nixery::server::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    // The in-process registry's builder reports every package missing: the
+    // error mapping of the tag route, end to end.
+    let server = InProcessServer::start().await;
     let message = expect_error(
-        &base,
+        &server.base_url(),
         Method::GET,
         "/v2/notapackage/alsomissing/manifests/latest",
         404,
@@ -333,6 +265,5 @@ async fn missing_packages_are_404_manifest_unknown_naming_them() {
         message.contains("notapackage") && message.contains("alsomissing"),
         "{message}"
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

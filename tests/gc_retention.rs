@@ -29,12 +29,10 @@ use nixery::{
 };
 use sha2::{Digest as _, Sha256};
 use support::gcs::FakeGcs;
-
-const MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+use support::media::{
+    DOCKER_CONFIG as CONFIG, DOCKER_LAYER as LAYER, DOCKER_MANIFEST as MANIFEST, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
 /// Objects written before this pause are "old" for the policies below.
 /// The margins (old objects are 1.5 s past `keep`, a use is up to 4 s
@@ -82,15 +80,17 @@ async fn blob(storage: &dyn Storage, bytes: &[u8], content_type: &str) -> String
 /// manifest's hex digest and the config's.
 async fn image(storage: &dyn Storage, label: &str, layers: &[&str]) -> (String, String) {
     let config = blob(storage, format!("{{\"c\":\"{label}\"}}").as_bytes(), CONFIG).await;
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|l| format!("{{\"mediaType\":\"{LAYER}\",\"digest\":\"sha256:{l}\",\"size\":1}}"))
-        .collect();
-    let manifest = format!(
-        "{{\"schemaVersion\":2,\"mediaType\":\"{MANIFEST}\",\"config\":{{\"mediaType\":\"{CONFIG}\",\"digest\":\"sha256:{config}\",\"size\":1}},\"layers\":[{}]}}",
-        layers.join(",")
-    );
-    (blob(storage, manifest.as_bytes(), MANIFEST).await, config)
+    let descriptor = |media_type: &str, hex: &str| serde_json::json!({ "mediaType": media_type, "digest": format!("sha256:{hex}"), "size": 1 });
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": descriptor(CONFIG, &config),
+        "layers": layers.iter().map(|l| descriptor(LAYER, l)).collect::<Vec<_>>(),
+    });
+    (
+        blob(storage, manifest.to_string().as_bytes(), MANIFEST).await,
+        config,
+    )
 }
 
 /// The tag entry `manifests/<name>` holding the manifest `digest`.

@@ -25,58 +25,19 @@ use std::{
 };
 
 use serde_json::Value;
-use support::gcs::{BUCKET, FakeGcs, sha256_hex};
-use support::server::TestServer;
+use support::gcs::{FakeGcs, sha256_hex};
+use support::server::{MANIFEST_V2, TestServer};
 use support::{count_logs, metric};
 
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const TOUCH: &str = "1s";
 const KEEP: &str = "6s";
 /// Longer than `KEEP` plus the touch interval: an image not pulled for this
 /// long is unused.
 const UNUSED_AFTER: Duration = Duration::from_secs(8);
 
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .expect("HTTP client")
-}
-
-/// Pull `name:latest` the way a client does: the manifest, then every blob
-/// (following redirects), each checked against its digest. Returns the
-/// manifest, or what went wrong.
+/// Pull `name:latest` the way a client does ([`TestServer::pull`]).
 fn pull(server: &TestServer, name: &str) -> Result<Value, String> {
-    let client = client();
-    let response = client
-        .get(server.url(&format!("/v2/{name}/manifests/latest")))
-        .header("Accept", MANIFEST_V2)
-        .send()
-        .map_err(|e| format!("manifest request: {e}"))?;
-    let status = response.status();
-    let body = response.bytes().map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!(
-            "manifest {name}: {status} {}",
-            String::from_utf8_lossy(&body)
-        ));
-    }
-    let manifest: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    for digest in blob_digests(&manifest) {
-        let blob = client
-            .get(server.url(&format!("/v2/{name}/blobs/{digest}")))
-            .send()
-            .map_err(|e| format!("blob {digest}: {e}"))?;
-        let status = blob.status();
-        let bytes = blob.bytes().map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("blob {digest} of {name}: {status}"));
-        }
-        if format!("sha256:{}", sha256_hex(&bytes)) != digest {
-            return Err(format!("blob {digest} of {name}: wrong bytes"));
-        }
-    }
-    Ok(manifest)
+    server.pull(name).map_err(|e| format!("{name}: {e}"))
 }
 
 /// The config and layer digests of a manifest.
@@ -100,10 +61,7 @@ fn hexes(manifest: &Value) -> HashSet<String> {
 
 /// Run `nixery gc` with `args` and the storage environment `env`.
 fn nixery_gc(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-    for key in nixery::config::env_vars() {
-        cmd.env_remove(key);
-    }
+    let mut cmd = support::server::nixery_command();
     cmd.arg("gc")
         .args(args)
         .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH);
@@ -157,11 +115,7 @@ fn local_tier_holds(server: &TestServer, manifest_digest_hex: &str) -> bool {
 }
 
 fn status_page(server: &TestServer) -> String {
-    client()
-        .get(server.url("/"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("status page")
+    server.get("/").expect_status(200).text()
 }
 
 fn fs_server() -> TestServer {
@@ -177,11 +131,7 @@ fn gc_collects_the_unpulled_image_and_the_running_server_rebuilds_it() {
     let hello = pull(&server, "hello").expect("first pull of hello");
     let htop = pull(&server, "htop").expect("first pull of htop");
     // The manifest as served is the stored one: its digest names the blob.
-    let htop_bytes = client()
-        .get(server.url("/v2/htop/manifests/latest"))
-        .send()
-        .and_then(|r| r.bytes())
-        .expect("htop manifest");
+    let htop_bytes = server.manifest("htop", "latest");
     let htop_hex = sha256_hex(&htop_bytes);
     assert!(local_tier_holds(&server, &htop_hex));
     std::thread::sleep(UNUSED_AFTER);
@@ -407,9 +357,7 @@ async fn on_gcs_gc_collects_the_unpulled_image_and_the_server_rebuilds_it() {
     let host = gcs.host();
     let server = Arc::new(
         TestServer::builder()
-            .env("NIXERY_STORAGE_BACKEND", "gcs")
-            .env("GCS_BUCKET", BUCKET)
-            .env("STORAGE_EMULATOR_HOST", &host)
+            .envs(support::gcs::server_env(&host))
             .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
             .env("NIX_TIMEOUT", "300")
             .start(),
@@ -430,12 +378,8 @@ async fn on_gcs_gc_collects_the_unpulled_image_and_the_server_rebuilds_it() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let env = vec![
-        ("NIXERY_STORAGE_BACKEND", "gcs".to_owned()),
-        ("GCS_BUCKET", BUCKET.to_owned()),
-        ("STORAGE_EMULATOR_HOST", host.clone()),
-        ("NIXERY_CACHE_DIR", server.cache_dir().display().to_string()),
-    ];
+    let mut env = support::gcs::server_env(&host);
+    env.push(("NIXERY_CACHE_DIR", server.cache_dir().display().to_string()));
     let out = tokio::task::spawn_blocking(move || {
         stdout(&nixery_gc(&["--keep", KEEP, "--grace", "1s"], &env))
     })
@@ -513,12 +457,7 @@ fn use_is_recorded_from_every_tier_by_tag_and_by_digest() {
             .start()
     };
     let mut first = start();
-    let manifest = client()
-        .get(first.url("/v2/zlib/manifests/latest"))
-        .header("Accept", MANIFEST_V2)
-        .send()
-        .and_then(|r| r.bytes())
-        .expect("zlib built");
+    let manifest = first.manifest("zlib", "latest");
     let hex = sha256_hex(&manifest);
     let built = mark_time(storage.path(), &hex).expect("the build marked the image");
     let wait_touch = || std::thread::sleep(Duration::from_millis(1100));
@@ -533,12 +472,10 @@ fn use_is_recorded_from_every_tier_by_tag_and_by_digest() {
     // By digest.
     let by_tag = mark_time(storage.path(), &hex).expect("mark");
     wait_touch();
-    let response = client()
-        .get(first.url(&format!("/v2/zlib/manifests/sha256:{hex}")))
-        .header("Accept", MANIFEST_V2)
-        .send()
-        .expect("pull by digest");
-    assert_eq!(response.status(), 200);
+    first
+        .get(&format!("/v2/zlib/manifests/sha256:{hex}"))
+        .accept(MANIFEST_V2)
+        .expect_status(200);
     assert!(
         mark_moves(storage.path(), &hex, by_tag),
         "pull by digest not marked"

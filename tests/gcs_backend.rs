@@ -6,9 +6,9 @@
 use nixery::digest::Digest;
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage};
 use nixery::storage::{ServeRequest, Served, Storage, StorageError, StorageKey};
-use support::gcs::{BUCKET, FakeGcs, body_of, collect, pattern, sha256_hex};
-
-const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+use support::gcs::checks::serve_as_manifest;
+use support::gcs::{BUCKET, FakeGcs, body_of, pattern, read_whole, sha256_hex};
+use support::media::DOCKER_LAYER as LAYER_TYPE;
 
 #[tokio::test]
 async fn multi_megabyte_layer_roundtrips_through_resumable_upload() {
@@ -29,7 +29,7 @@ async fn multi_megabyte_layer_roundtrips_through_resumable_upload() {
 
     assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
     assert_eq!(persisted.size, data.len() as u64);
-    let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
+    let fetched = read_whole(&storage, &key).await;
     assert!(fetched == data, "fetched bytes differ from persisted bytes");
     let metadata = gcs.object_metadata(key.as_str()).await.unwrap();
     assert_eq!(metadata["contentType"], LAYER_TYPE);
@@ -38,8 +38,7 @@ async fn multi_megabyte_layer_roundtrips_through_resumable_upload() {
 
 #[tokio::test]
 async fn layer_larger_than_default_chunk_roundtrips() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let data = pattern(GcsOptions::default().chunk_size * 2 + 1, 2);
     let key = StorageKey::staging("big-upload").unwrap();
 
@@ -49,14 +48,13 @@ async fn layer_larger_than_default_chunk_roundtrips() {
         .unwrap();
 
     assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
-    let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
+    let fetched = read_whole(&storage, &key).await;
     assert_eq!(sha256_hex(&fetched), persisted.sha256.hex());
 }
 
 #[tokio::test]
 async fn small_object_is_stored_with_its_content_type() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (gcs, storage) = FakeGcs::start_with_storage().await;
     let key = StorageKey::build("some-layer-key").unwrap();
     let record = br#"{"digest":"sha256:00","size":1}"#.to_vec();
 
@@ -68,14 +66,12 @@ async fn small_object_is_stored_with_its_content_type() {
     assert_eq!(persisted.size, record.len() as u64);
     let metadata = gcs.object_metadata(key.as_str()).await.unwrap();
     assert_eq!(metadata["contentType"], "application/json");
-    let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
-    assert_eq!(fetched, record);
+    assert_eq!(read_whole(&storage, &key).await, record);
 }
 
 #[tokio::test]
 async fn empty_object_persists_with_the_empty_digest() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let key = StorageKey::manifest("empty").unwrap();
 
     let persisted = storage
@@ -85,31 +81,23 @@ async fn empty_object_persists_with_the_empty_digest() {
 
     assert_eq!(persisted.sha256.hex(), sha256_hex(b""));
     assert_eq!(persisted.size, 0);
-    assert!(
-        collect(storage.fetch(&key).await.unwrap())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(read_whole(&storage, &key).await.is_empty());
 }
 
 #[tokio::test]
 async fn persist_replaces_an_existing_object() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let key = StorageKey::manifest("replaced").unwrap();
     support::gcs::put(&storage, &key, "application/json", b"old", 3).await;
 
     support::gcs::put(&storage, &key, "application/json", b"new!", 3).await;
 
-    let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
-    assert_eq!(fetched, b"new!");
+    assert_eq!(read_whole(&storage, &key).await, b"new!");
 }
 
 #[tokio::test]
 async fn fetch_of_absent_object_is_not_found() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let key = StorageKey::manifest("never-written").unwrap();
 
     let result = storage.fetch(&key).await;
@@ -119,8 +107,7 @@ async fn fetch_of_absent_object_is_not_found() {
 
 #[tokio::test]
 async fn move_renames_and_a_retried_move_still_succeeds() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (gcs, storage) = FakeGcs::start_with_storage().await;
     let data = pattern(300_000, 3);
     let staging = StorageKey::staging("upload-1").unwrap();
     let layer = StorageKey::layer(&Digest::of(&data));
@@ -128,25 +115,21 @@ async fn move_renames_and_a_retried_move_still_succeeds() {
 
     storage.move_object(&staging, &layer).await.unwrap();
 
-    assert!(matches!(
-        storage.fetch(&staging).await,
-        Err(StorageError::NotFound(_))
-    ));
-    let moved = collect(storage.fetch(&layer).await.unwrap()).await.unwrap();
+    support::gcs::assert_absent(&storage, &staging).await;
+    let moved = read_whole(&storage, &layer).await;
     assert!(moved == data, "moved object differs");
     let metadata = gcs.object_metadata(layer.as_str()).await.unwrap();
     assert_eq!(metadata["contentType"], LAYER_TYPE);
 
     // The caller may retry after losing the first answer.
     storage.move_object(&staging, &layer).await.unwrap();
-    let again = collect(storage.fetch(&layer).await.unwrap()).await.unwrap();
+    let again = read_whole(&storage, &layer).await;
     assert!(again == data, "retried move changed the object");
 }
 
 #[tokio::test]
 async fn move_replaces_an_existing_destination() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let from = StorageKey::staging("second").unwrap();
     let to = StorageKey::manifest("target").unwrap();
     support::gcs::put(&storage, &to, "application/json", b"first", 5).await;
@@ -154,14 +137,12 @@ async fn move_replaces_an_existing_destination() {
 
     storage.move_object(&from, &to).await.unwrap();
 
-    let fetched = collect(storage.fetch(&to).await.unwrap()).await.unwrap();
-    assert_eq!(fetched, b"second");
+    assert_eq!(read_whole(&storage, &to).await, b"second");
 }
 
 #[tokio::test]
 async fn move_of_absent_source_without_destination_is_not_found() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let from = StorageKey::staging("ghost").unwrap();
     let to = StorageKey::manifest("ghost").unwrap();
 
@@ -172,8 +153,7 @@ async fn move_of_absent_source_without_destination_is_not_found() {
 
 #[tokio::test]
 async fn serve_redirects_to_the_public_url_which_downloads_the_same_bytes() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (gcs, storage) = FakeGcs::start_with_storage().await;
     let data = pattern(700_000, 4);
     let key = StorageKey::layer(&Digest::of(&data));
     support::gcs::put(&storage, &key, LAYER_TYPE, &data, 65_536).await;
@@ -192,8 +172,7 @@ async fn serve_redirects_to_the_public_url_which_downloads_the_same_bytes() {
 
 #[tokio::test]
 async fn head_request_gets_the_same_redirect() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let key = StorageKey::layer(&Digest::of(b"x"));
     support::gcs::put(&storage, &key, LAYER_TYPE, b"x", 1).await;
     let head = ServeRequest {
@@ -212,8 +191,7 @@ async fn head_request_gets_the_same_redirect() {
 
 #[tokio::test]
 async fn serve_of_absent_blob_is_not_found() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let key = StorageKey::layer(&Digest::of(b"absent"));
 
     let result = storage.serve(&key, &ServeRequest::default()).await;
@@ -299,24 +277,16 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
         "object visible before its upload completed"
     );
     assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
-    let fetched = collect(storage.fetch(&key).await.unwrap()).await.unwrap();
+    let fetched = read_whole(&storage, &key).await;
     assert!(fetched == data);
 }
 
 #[tokio::test]
 async fn objects_are_listed_under_their_prefix_with_their_bytes() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (gcs, storage) = FakeGcs::start_with_storage().await;
     let record = StorageKey::build("abc").unwrap();
     let manifest = StorageKey::manifest("abc").unwrap();
-    storage
-        .persist(
-            &record,
-            "application/json",
-            body_of(b"{\"r\":1}".to_vec(), 3),
-        )
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &record, "application/json", b"{\"r\":1}", 3).await;
     support::gcs::put(&storage, &manifest, "application/json", b"{}", 3).await;
 
     // The helpers the end-to-end tests inspect the bucket with.
@@ -330,61 +300,31 @@ async fn objects_are_listed_under_their_prefix_with_their_bytes() {
 
 #[tokio::test]
 async fn serve_with_a_required_content_type_refuses_other_objects() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (_gcs, storage) = FakeGcs::start_with_storage().await;
     let layer = StorageKey::layer(&Digest::of(b"layer"));
     support::gcs::put(&storage, &layer, LAYER_TYPE, b"layer", 5).await;
-    let only_manifests = ServeRequest {
-        only_content_types: Some(&[MANIFEST_TYPE_FOR_TESTS]),
-        ..ServeRequest::default()
-    };
     assert!(matches!(
-        storage.serve(&layer, &only_manifests).await,
+        serve_as_manifest(&storage, &layer).await,
         Err(StorageError::NotFound(_))
     ));
     let manifest = StorageKey::layer(&Digest::of(b"{}"));
-    storage
-        .persist(
-            &manifest,
-            MANIFEST_TYPE_FOR_TESTS,
-            body_of(b"{}".to_vec(), 2),
-        )
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &manifest, MANIFEST_TYPE_FOR_TESTS, b"{}", 2).await;
     assert!(matches!(
-        storage.serve(&manifest, &only_manifests).await,
+        serve_as_manifest(&storage, &manifest).await,
         Ok(Served::Redirect { .. })
     ));
 }
 
-const MANIFEST_TYPE_FOR_TESTS: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const MANIFEST_TYPE_FOR_TESTS: &str = support::server::MANIFEST_V2;
 
 #[tokio::test]
 async fn staging_clean_up_removes_old_objects_and_keeps_recent_ones() {
-    let gcs = FakeGcs::start().await;
-    let storage = gcs.storage().await;
+    let (gcs, storage) = FakeGcs::start_with_storage().await;
     // Staging names carry their owner and start time (unix nanos).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let two_hours_ago = now - std::time::Duration::from_secs(2 * 3600);
-    let old = StorageKey::staging(&format!("4242-{}-0", two_hours_ago.as_nanos())).unwrap();
-    let recent = StorageKey::staging(&format!("4242-{}-1", now.as_nanos())).unwrap();
-    let layer = StorageKey::layer(&Digest::of(b"kept"));
-    for key in [&old, &recent, &layer] {
-        storage
-            .persist(key, LAYER_TYPE, body_of(b"kept".to_vec(), 4))
-            .await
-            .unwrap();
-    }
-
-    let removed = storage
-        .clean_staging(std::time::Duration::from_secs(3600))
-        .await
-        .unwrap();
-
-    assert_eq!(removed, 1);
+    let [old, recent, foreign, layer] =
+        support::gcs::checks::staging_sweep_removes_stale_names_only(&storage).await;
     assert!(gcs.object_metadata(old.as_str()).await.is_none());
-    assert!(gcs.object_metadata(recent.as_str()).await.is_some());
-    assert!(gcs.object_metadata(layer.as_str()).await.is_some());
+    for kept in [&recent, &foreign, &layer] {
+        assert!(gcs.object_metadata(kept.as_str()).await.is_some(), "{kept}");
+    }
 }

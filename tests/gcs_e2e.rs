@@ -9,16 +9,12 @@
 //! time, leaves no build record without its blob, and the same request
 //! succeeds once the bucket is back.
 
-use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::gcs::{BUCKET, FakeGcs, sha256_hex};
-use support::server::TestServer;
+use support::gcs::{BUCKET, FakeGcs};
+use support::server::{MANIFEST_V2, TestServer};
 use support::{count_logs, layer_digests, offline_pkgs_repo};
-
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Bytes sent to the emulator after which the big layer is mid-upload.
 const MID_UPLOAD_BYTES: u64 = 16 * 1024 * 1024;
@@ -31,9 +27,7 @@ const FAILURE_BOUND: Duration = Duration::from_secs(90);
 /// `STORAGE_PATH`).
 fn gcs_server(emulator_host: &str, repo: Option<&std::path::Path>) -> TestServer {
     let mut builder = TestServer::builder()
-        .env("NIXERY_STORAGE_BACKEND", "gcs")
-        .env("GCS_BUCKET", BUCKET)
-        .env("STORAGE_EMULATOR_HOST", emulator_host)
+        .envs(support::gcs::server_env(emulator_host))
         .env("NIX_TIMEOUT", "300");
     if let Some(repo) = repo {
         builder = builder.pkgs_repo(repo);
@@ -41,22 +35,14 @@ fn gcs_server(emulator_host: &str, repo: Option<&std::path::Path>) -> TestServer
     builder.start()
 }
 
-async fn request_manifest(server: &TestServer, name: &str, tag: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(server.url(&format!("/v2/{name}/manifests/{tag}")))
-        .header("Accept", MANIFEST_V2)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .expect("an answer to the manifest request")
-}
-
-async fn get_manifest(server: &TestServer, name: &str, tag: &str) -> Value {
-    let response = request_manifest(server, name, tag).await;
-    let status = response.status();
-    let body = response.text().await.expect("manifest body");
-    assert_eq!(status, 200, "manifest {name}:{tag}: {body}");
-    serde_json::from_str(&body).expect("manifest JSON")
+/// An emulator, a git repository of the offline set and its commit, and
+/// two servers on the emulator's bucket building from that repository.
+async fn two_instances() -> (FakeGcs, tempfile::TempDir, String, TestServer, TestServer) {
+    let gcs = FakeGcs::start().await;
+    let (repo, commit) = offline_pkgs_repo();
+    let a = gcs_server(&gcs.host(), Some(repo.path()));
+    let b = gcs_server(&gcs.host(), Some(repo.path()));
+    (gcs, repo, commit, a, b)
 }
 
 fn registry_host(server: &TestServer) -> String {
@@ -73,24 +59,11 @@ async fn assert_blob_redirects_to_bucket(
     name: &str,
     digest: &str,
 ) {
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client");
     let hex = digest.trim_start_matches("sha256:");
     for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
-        let response = no_redirects
-            .request(
-                method.clone(),
-                server.url(&format!("/v2/{name}/blobs/{digest}")),
-            )
-            .send()
-            .await
-            .expect("blob request");
-        assert_eq!(response.status(), 303, "{method} {digest}");
-        let location = response.headers()["location"]
-            .to_str()
-            .expect("ASCII location");
+        let location = server
+            .redirect_location(method, &format!("/v2/{name}/blobs/{digest}"))
+            .await;
         assert_eq!(
             location,
             format!("http://{emulator_host}/{BUCKET}/layers/{hex}")
@@ -111,46 +84,17 @@ async fn skopeo_copy_follows_blob_redirects_to_the_bucket_and_verifies_digests()
     let work = tempfile::tempdir().expect("temporary directory");
     let layout = work.path().join("layout");
 
-    support::run_output(
-        Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!(
-                "docker://{}/hello/git:latest",
-                registry_host(&server)
-            ))
-            .arg(format!("oci:{}:img", layout.display())),
-    );
-
-    // skopeo verified every blob against its digest; check the copies too.
-    let blobs = layout.join("blobs/sha256");
-    let mut copied = HashSet::new();
-    for entry in std::fs::read_dir(&blobs).expect("copied blobs") {
-        let path = entry.expect("directory entry").path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("blob name")
-            .to_owned();
-        assert_eq!(sha256_hex(&std::fs::read(&path).expect("blob")), name);
-        copied.insert(name);
-    }
-
-    // The copied manifest names only layers that were copied, and each of
-    // them is a redirect to the bucket. (skopeo rewrites the config when it
-    // converts the manifest to OCI, so only layer digests carry over.)
-    // Reading it from the layout avoids another (uncacheable) build of
-    // `latest`.
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("layout index"))
-            .expect("index JSON");
-    let manifest_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("manifest digest");
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(blobs.join(manifest_digest.trim_start_matches("sha256:")))
-            .expect("copied manifest"),
-    )
-    .expect("manifest JSON");
+    // skopeo verified every blob against its digest; the copies are
+    // checked too. The copied manifest names only layers that were copied,
+    // and each of them is a redirect to the bucket. (skopeo rewrites the
+    // config when it converts the manifest to OCI, so only layer digests
+    // carry over.) Reading it from the layout avoids another (uncacheable)
+    // build of `latest`.
+    let support::CopiedImage {
+        manifest,
+        blobs: copied,
+        ..
+    } = support::skopeo_copy(registry_host(&server), "hello/git:latest", &layout);
     let digests = layer_digests(&manifest);
     assert!(digests.len() >= 2, "{manifest}");
     for digest in &digests {
@@ -164,15 +108,12 @@ async fn skopeo_copy_follows_blob_redirects_to_the_bucket_and_verifies_digests()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_built_by_one_instance_is_served_by_another_without_nix() {
-    let gcs = FakeGcs::start().await;
-    let (repo, commit) = offline_pkgs_repo();
-    let a = gcs_server(&gcs.host(), Some(repo.path()));
-    let b = gcs_server(&gcs.host(), Some(repo.path()));
+    let (gcs, _repo, commit, a, b) = two_instances().await;
     assert_ne!(a.addr(), b.addr());
     assert_ne!(a.storage_path(), b.storage_path());
 
-    let from_a = get_manifest(&a, "hello/git", &commit).await;
-    let from_b = get_manifest(&b, "hello/git", &commit).await;
+    let from_a = a.manifest_json_async("hello/git", &commit).await;
+    let from_b = b.manifest_json_async("hello/git", &commit).await;
 
     assert_eq!(count_logs(&a, "building image"), 1);
     assert_eq!(count_logs(&b, "building image"), 0, "instance B ran Nix");
@@ -184,13 +125,10 @@ async fn image_built_by_one_instance_is_served_by_another_without_nix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_uploaded_by_one_instance_is_not_uploaded_again_by_another() {
-    let gcs = FakeGcs::start().await;
-    let (repo, commit) = offline_pkgs_repo();
-    let a = gcs_server(&gcs.host(), Some(repo.path()));
-    let b = gcs_server(&gcs.host(), Some(repo.path()));
+    let (_gcs, _repo, commit, a, b) = two_instances().await;
 
-    let git = get_manifest(&a, "hello/git", &commit).await;
-    let htop = get_manifest(&b, "hello/htop", &commit).await;
+    let git = a.manifest_json_async("hello/git", &commit).await;
+    let htop = b.manifest_json_async("hello/htop", &commit).await;
 
     let htop_layers = layer_digests(&htop);
     let shared = support::shared_layers(&git, &htop);
@@ -274,10 +212,7 @@ async fn bucket_dying_mid_build_gives_5xx_leaves_no_dangling_record_and_recovers
         );
     }
 
-    let retry = request_manifest(&server, "bigpkg", "latest").await;
-    let status = retry.status();
-    let manifest: Value = retry.json().await.expect("manifest JSON");
-    assert_eq!(status, 200, "{manifest}");
+    let manifest = server.manifest_json_async("bigpkg", "latest").await;
     for digest in layer_digests(&manifest) {
         assert_blob_redirects_to_bucket(&server, &gcs, &proxy.host(), "bigpkg", &digest).await;
     }
@@ -287,34 +222,6 @@ async fn bucket_dying_mid_build_gives_5xx_leaves_no_dangling_record_and_recovers
 async fn three_images_build_and_pull_while_a_fifth_of_api_calls_fail() {
     let (gcs, proxy) = FakeGcs::start_behind_faults(200, 13).await;
     let server = gcs_server(&proxy.host(), None);
-    let work = tempfile::tempdir().expect("temporary directory");
-    for image in ["hello", "curl", "htop"] {
-        let layout = work.path().join(image);
-        support::run_output(
-            Command::new("skopeo")
-                .args(["copy", "--src-tls-verify=false"])
-                .arg(format!(
-                    "docker://{}/{image}:latest",
-                    registry_host(&server)
-                ))
-                .arg(format!("oci:{}:img", layout.display())),
-        );
-        for entry in std::fs::read_dir(layout.join("blobs/sha256")).expect("copied blobs") {
-            let path = entry.expect("directory entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("blob name");
-            assert_eq!(sha256_hex(&std::fs::read(&path).expect("blob")), name);
-        }
-    }
-    let counts = proxy.counts();
-    eprintln!("fault proxy: {counts:?}");
-    assert!(
-        counts.faults() >= 3,
-        "too few faults to mean anything: {counts:?}"
-    );
-    assert!(count_logs(&server, "storage call failed, retrying") >= 1);
-    // Nothing was left half-moved: no staging object remains.
-    assert!(gcs.object_names("staging/").await.is_empty());
+    support::gcs::checks::images_pull_whole_through_faults(&server, &proxy, &gcs.storage().await)
+        .await;
 }

@@ -2,20 +2,17 @@
 //! and an interrupted upload leaves nothing under its key. Through a proxy
 //! failing a share of the API calls (503s and dropped connections), calls
 //! are retried and uploads resume, so storage keeps working; a bucket
-//! failing every call is an error, never a "not found".
+//! failing every call is an error, never a "not found". The checks shared
+//! with the S3 backend are in `support::net::checks`.
 
 use std::time::Duration;
 
 use nixery::digest::Digest;
 use nixery::storage::gcs::{CHUNK_GRANULARITY, GcsOptions, GcsStorage, RetryPolicy};
 use nixery::storage::{Storage, StorageError, StorageKey};
-use support::gcs::{BUCKET, FakeGcs, body_of, collect, gated_body, pattern, sha256_hex};
-
-const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// Generous bound for "an error rather than a hang" (the configured
-/// timeouts below are 2 s).
-const BOUND: Duration = Duration::from_secs(60);
+use support::gcs::checks::{self, BOUND, LAYER_TYPE};
+use support::gcs::faults::FaultProxy;
+use support::gcs::{BUCKET, FakeGcs, body_of, pattern, sha256_hex};
 
 fn short_timeouts() -> GcsOptions {
     GcsOptions {
@@ -37,29 +34,17 @@ async fn emulator_killed_mid_upload_fails_persist_and_leaves_no_object() {
     let storage = gcs.storage_with(short_timeouts()).await;
     let data = pattern(4 * 1024 * 1024, 11);
     let key = StorageKey::layer(&Digest::of(&data));
-    let (body, reached, resume) = gated_body(data.clone(), 64 * 1024, 2 * 1024 * 1024);
 
-    let upload = tokio::spawn({
-        let (storage, key) = (storage.clone(), key.clone());
-        async move { tokio::time::timeout(BOUND, storage.persist(&key, LAYER_TYPE, body)).await }
-    });
-    reached.await.unwrap();
-    gcs.kill();
-    resume.send(()).unwrap();
-    let result = upload
-        .await
-        .unwrap()
-        .expect("persist hung on a dead backend");
+    let result =
+        checks::persist_interrupted(&storage, &key, data.clone(), 2 * 1024 * 1024, || gcs.kill())
+            .await;
 
     assert!(
         matches!(result, Err(StorageError::Backend { .. })),
         "{result:?}"
     );
     gcs.restart().await;
-    assert!(matches!(
-        storage.fetch(&key).await,
-        Err(StorageError::NotFound(_))
-    ));
+    support::gcs::assert_absent(&storage, &key).await;
     // The same upload succeeds once the backend is back.
     let persisted = storage
         .persist(&key, LAYER_TYPE, body_of(data.clone(), 64 * 1024))
@@ -74,51 +59,26 @@ async fn emulator_hung_mid_upload_fails_persist_by_timeout_and_leaves_no_object(
     let storage = gcs.storage_with(short_timeouts()).await;
     let data = pattern(4 * 1024 * 1024, 12);
     let key = StorageKey::layer(&Digest::of(&data));
-    let (body, reached, resume) = gated_body(data, 64 * 1024, 2 * 1024 * 1024);
 
-    let upload = tokio::spawn({
-        let (storage, key) = (storage.clone(), key.clone());
-        async move { tokio::time::timeout(BOUND, storage.persist(&key, LAYER_TYPE, body)).await }
-    });
-    reached.await.unwrap();
-    gcs.freeze();
-    resume.send(()).unwrap();
-    let result = upload
-        .await
-        .unwrap()
-        .expect("persist hung on a frozen backend");
-    gcs.thaw();
+    let result = checks::persist_interrupted(&storage, &key, data, 2 * 1024 * 1024, || {
+        gcs.process().freeze()
+    })
+    .await;
+    gcs.process().thaw();
 
     let message = match result {
         Err(StorageError::Backend { message, .. }) => message,
         other => panic!("expected a backend error, got {other:?}"),
     };
     assert!(message.contains("no answer within"), "{message}");
-    assert!(matches!(
-        storage.fetch(&key).await,
-        Err(StorageError::NotFound(_))
-    ));
+    support::gcs::assert_absent(&storage, &key).await;
 }
 
 #[tokio::test]
 async fn fetch_from_a_hung_emulator_fails_in_bounded_time() {
     let gcs = FakeGcs::start().await;
     let storage = gcs.storage_with(short_timeouts()).await;
-    let key = StorageKey::manifest("frozen").unwrap();
-    support::gcs::put(&storage, &key, "application/json", b"{}", 2).await;
-
-    gcs.freeze();
-    let result = tokio::time::timeout(BOUND, async {
-        let stream = storage.fetch(&key).await?;
-        collect(stream).await.map_err(|source| StorageError::Io {
-            key: key.clone(),
-            source,
-        })
-    })
-    .await;
-    gcs.thaw();
-
-    let result = result.expect("fetch hung on a frozen backend");
+    let result = checks::fetch_while_frozen(&storage, gcs.process()).await;
     assert!(result.is_err(), "fetch from a frozen backend succeeded");
 }
 
@@ -130,11 +90,11 @@ async fn move_on_a_hung_emulator_fails_in_bounded_time() {
     let to = StorageKey::manifest("frozen-move").unwrap();
     support::gcs::put(&storage, &from, "application/json", b"{}", 2).await;
 
-    gcs.freeze();
-    let result = tokio::time::timeout(BOUND, storage.move_object(&from, &to)).await;
-    gcs.thaw();
-
-    let result = result.expect("move hung on a frozen backend");
+    let result = gcs
+        .process()
+        .while_frozen(BOUND, storage.move_object(&from, &to))
+        .await
+        .expect("move hung on a frozen backend");
     assert!(
         matches!(result, Err(StorageError::Backend { .. })),
         "{result:?}"
@@ -144,16 +104,12 @@ async fn move_on_a_hung_emulator_fails_in_bounded_time() {
 #[tokio::test]
 async fn connect_to_a_hung_emulator_fails_in_bounded_time() {
     let gcs = FakeGcs::start().await;
-    gcs.freeze();
-
-    let result = tokio::time::timeout(
-        BOUND,
-        GcsStorage::connect_with(BUCKET.to_owned(), None, Some(gcs.host()), short_timeouts()),
-    )
-    .await;
-    gcs.thaw();
-
-    let error = result
+    let connect =
+        GcsStorage::connect_with(BUCKET.to_owned(), None, Some(gcs.host()), short_timeouts());
+    let error = gcs
+        .process()
+        .while_frozen(BOUND, connect)
+        .await
         .expect("connect hung on a frozen backend")
         .unwrap_err()
         .to_string();
@@ -173,66 +129,28 @@ fn quick_retries() -> GcsOptions {
     }
 }
 
-#[tokio::test]
-async fn uploads_moves_and_reads_survive_a_fifth_of_api_calls_failing() {
-    let (gcs, proxy) = FakeGcs::start_behind_faults(0, 7).await;
+/// An emulator behind a fault proxy (failing nothing yet, seeded with
+/// `seed`) and a backend connected through it.
+async fn through_faults(seed: u64) -> (FakeGcs, FaultProxy, GcsStorage) {
+    let (gcs, proxy) = FakeGcs::start_behind_faults(0, seed).await;
     let storage =
         GcsStorage::connect_with(BUCKET.to_owned(), None, Some(proxy.host()), quick_retries())
             .await
             .expect("connect through the proxy");
+    (gcs, proxy, storage)
+}
+
+#[tokio::test]
+async fn uploads_moves_and_reads_survive_a_fifth_of_api_calls_failing() {
+    let (gcs, proxy, storage) = through_faults(7).await;
     proxy.set_rate(200);
-    for round in 0..4u64 {
-        // 5 chunks of 512 KiB and a tail: several resumable PUTs each.
-        let data = pattern(5 * 2 * CHUNK_GRANULARITY + 1000, 20 + round);
-        let staging = StorageKey::staging(&format!("faults-{round}")).unwrap();
-        let persisted = storage
-            .persist(&staging, LAYER_TYPE, body_of(data.clone(), 64 * 1024))
-            .await
-            .expect("persist despite faults");
-        assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
-        let key = StorageKey::layer(&persisted.sha256);
-        storage
-            .move_object(&staging, &key)
-            .await
-            .expect("move despite faults");
-        let stored = gcs.object_bytes(key.as_str()).await.expect("moved object");
-        assert!(stored == data, "stored bytes differ (round {round})");
-        assert!(gcs.object_metadata(staging.as_str()).await.is_none());
-        let fetched = collect(storage.fetch(&key).await.expect("fetch despite faults"))
-            .await
-            .expect("download body");
-        assert!(fetched == data);
-    }
-    assert!(
-        proxy.counts().faults() >= 5,
-        "too few faults were injected to mean anything: {:?}",
-        proxy.counts()
-    );
+    // 5 chunks of 512 KiB and a tail: several resumable PUTs each.
+    let len = 5 * 2 * CHUNK_GRANULARITY + 1000;
+    checks::blobs_survive_faults(&storage, &gcs.storage().await, &proxy, 4, len).await;
 }
 
 #[tokio::test]
 async fn a_bucket_failing_every_call_is_an_error_not_a_missing_object() {
-    let (_gcs, proxy) = FakeGcs::start_behind_faults(0, 8).await;
-    let storage =
-        GcsStorage::connect_with(BUCKET.to_owned(), None, Some(proxy.host()), quick_retries())
-            .await
-            .expect("connect through the proxy");
-    proxy.set_rate(1000);
-    let key = StorageKey::manifest("absent-or-not").unwrap();
-    let result = tokio::time::timeout(BOUND, storage.fetch(&key))
-        .await
-        .expect("fetch gave up in bounded time");
-    assert!(
-        matches!(result, Err(StorageError::Backend { .. })),
-        "{:?}",
-        result.map(|_| ())
-    );
-    assert!(
-        proxy
-            .counts()
-            .calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 2,
-        "not retried"
-    );
+    let (_gcs, proxy, storage) = through_faults(8).await;
+    checks::failing_bucket_is_an_error(&storage, &proxy).await;
 }

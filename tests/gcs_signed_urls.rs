@@ -242,14 +242,7 @@ async fn credentials_that_are_not_a_service_account_key_give_public_urls() {
         .await
         .unwrap();
     let key = StorageKey::layer(&Digest::of(b"user"));
-    storage
-        .persist(
-            &key,
-            "application/octet-stream",
-            body_of(b"user".to_vec(), 4),
-        )
-        .await
-        .unwrap();
+    support::gcs::put(&storage, &key, "application/octet-stream", b"user", 4).await;
 
     let served = storage.serve(&key, &ServeRequest::default()).await.unwrap();
 

@@ -30,16 +30,7 @@ async fn in_flight_download_completes_after_sigterm() {
         "GET /v2/x/blobs/{digest} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut received = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let header_end = loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed before the headers");
-        received.extend_from_slice(&buf[..n]);
-        if let Some(pos) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
+    let (mut received, header_end) = support::answer::read_head(&mut stream);
     assert!(received.starts_with(b"HTTP/1.1 200"));
 
     server.signal(libc::SIGTERM);

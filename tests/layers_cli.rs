@@ -107,6 +107,23 @@ fn printed_layers(args: &[&str]) -> Vec<(u64, Vec<String>)> {
         .collect()
 }
 
+/// [`printed_layers`] of `graph` with the popularity file `popularity`,
+/// then `more` arguments.
+fn layers_with_popularity(
+    graph: &Path,
+    popularity: &Path,
+    more: &[&str],
+) -> Vec<(u64, Vec<String>)> {
+    let mut args = vec![
+        "--graph",
+        path_arg(graph),
+        "--popularity",
+        path_arg(popularity),
+    ];
+    args.extend_from_slice(more);
+    printed_layers(&args)
+}
+
 fn names(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| p(n)).collect()
 }
@@ -116,14 +133,7 @@ fn prints_merged_layers_in_final_order_with_keys_and_ratings() {
     let fixtures = Fixtures::new();
     let graph = fixtures.json("graph.json", &git_and_htop());
     let popularity = fixtures.popularity();
-    let layers = printed_layers(&[
-        "--graph",
-        path_arg(&graph),
-        "--popularity",
-        path_arg(&popularity),
-        "--budget",
-        "4",
-    ]);
+    let layers = layers_with_popularity(&graph, &popularity, &["--budget", "4"]);
     assert_eq!(
         layers,
         vec![
@@ -147,18 +157,8 @@ fn accepts_a_whole_prepare_image_result_file() {
         }),
     );
     let popularity = fixtures.popularity();
-    let from_graph = printed_layers(&[
-        "--graph",
-        path_arg(&graph),
-        "--popularity",
-        path_arg(&popularity),
-    ]);
-    let from_result = printed_layers(&[
-        "--graph",
-        path_arg(&result),
-        "--popularity",
-        path_arg(&popularity),
-    ]);
+    let from_graph = layers_with_popularity(&graph, &popularity, &[]);
+    let from_result = layers_with_popularity(&result, &popularity, &[]);
     assert_eq!(from_graph.len(), 5);
     assert_eq!(from_graph, from_result);
 }

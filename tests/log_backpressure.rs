@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
-    process::{Command, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
@@ -15,11 +15,7 @@ const REQUESTS: usize = 2000;
 #[test]
 fn requests_are_answered_while_nobody_reads_stdout() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nixery"));
-    for key in nixery::config::env_vars() {
-        command.env_remove(key);
-    }
-    let mut child = command
+    let mut child = support::server::nixery_command()
         .env("PORT", "0")
         .env("NIXERY_HOST", "127.0.0.1")
         .env("STORAGE_PATH", dir.path())

@@ -218,10 +218,25 @@ fn every_setting_has_a_typed_option() {
     assert_eq!(options["logFilter"]["default"], "info");
 }
 
+/// `settings` as the service's environment, with what the module always
+/// sets besides: the Nix daemon, and the cache directory as home.
+fn service_env(settings: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let always = [
+        ("NIX_REMOTE", "daemon"),
+        ("HOME", "/var/cache/nixery"),
+        ("XDG_CACHE_HOME", "/var/cache/nixery"),
+    ];
+    settings
+        .iter()
+        .chain(&always)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[test]
 fn default_configuration_maps_to_the_server_defaults() {
     let env = environment(&eval_ok(json!({ "enable": true })));
-    let expected: BTreeMap<String, String> = [
+    let expected = service_env(&[
         ("PORT", "8080"),
         ("NIXERY_HOST", "0.0.0.0"),
         ("NIXERY_STORAGE_BACKEND", "filesystem"),
@@ -232,13 +247,7 @@ fn default_configuration_maps_to_the_server_defaults() {
         ("NIXERY_NIX_DEADLINE", "1800"),
         ("NIXERY_ALLOW_UNFREE", "false"),
         ("RUST_LOG", "info"),
-        ("NIX_REMOTE", "daemon"),
-        ("HOME", "/var/cache/nixery"),
-        ("XDG_CACHE_HOME", "/var/cache/nixery"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    ]);
     assert_eq!(env, expected);
 }
 
@@ -247,7 +256,7 @@ fn full_configuration_sets_every_setting_variable() {
     let evaluated = eval_ok(full_settings());
     assert_eq!(evaluated["failedAssertions"], json!([]));
     let env = environment(&evaluated);
-    let expected: BTreeMap<String, String> = [
+    let expected = service_env(&[
         ("PORT", "5000"),
         ("NIXERY_HOST", "127.0.0.1"),
         ("NIXERY_CHANNEL", "nixos-24.05"),
@@ -288,13 +297,7 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_GC_TOUCH_INTERVAL", "30m"),
         ("NIXERY_PLATFORMS", "linux/arm64,linux/amd64"),
         ("RUST_LOG", "info,nixery=debug"),
-        ("NIX_REMOTE", "daemon"),
-        ("HOME", "/var/cache/nixery"),
-        ("XDG_CACHE_HOME", "/var/cache/nixery"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    ]);
     assert_eq!(env, expected);
     assert_eq!(
         service_config(&evaluated)["LoadCredential"],

@@ -65,32 +65,26 @@ impl PackageRepo {
     }
 }
 
-#[tokio::test]
-async fn git_latest_builds_head() {
-    let repo = PackageRepo::new();
-    assert_eq!(repo.hello_at("latest").await, "Hello from main!");
+/// One test per way of naming a revision: each builds the image `hello`
+/// at the tag the repository's revision gives, and checks what it prints.
+macro_rules! builds_at {
+    ($($name:ident: $tag:expr => $greeting:literal;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let repo = PackageRepo::new();
+                let tag: fn(&PackageRepo) -> String = $tag;
+                assert_eq!(repo.hello_at(&tag(&repo)).await, $greeting);
+            }
+        )*
+    };
 }
 
-#[tokio::test]
-async fn git_branch_name_builds_that_branch() {
-    let repo = PackageRepo::new();
-    assert_eq!(
-        repo.hello_at("feature").await,
-        "Hello from the feature branch!"
-    );
-}
-
-#[tokio::test]
-async fn git_tag_name_builds_that_tag() {
-    let repo = PackageRepo::new();
-    assert_eq!(repo.hello_at("v1").await, "Hello from tag v1!");
-}
-
-#[tokio::test]
-async fn git_commit_builds_that_commit() {
-    let repo = PackageRepo::new();
-    let greeting = repo.hello_at(&repo.first_commit).await;
-    assert_eq!(greeting, "Hello from the first commit!");
+builds_at! {
+    git_latest_builds_head: |_| "latest".into() => "Hello from main!";
+    git_branch_name_builds_that_branch: |_| "feature".into() => "Hello from the feature branch!";
+    git_tag_name_builds_that_tag: |_| "v1".into() => "Hello from tag v1!";
+    git_commit_builds_that_commit: |repo| repo.first_commit.clone() => "Hello from the first commit!";
 }
 
 #[tokio::test]

@@ -14,8 +14,7 @@ use support::nix::*;
 
 #[tokio::test]
 async fn hello_runtime_graph_references_the_libc() {
-    let runner = offline_runner();
-    let result = runner.build_named("hello").await.unwrap();
+    let result = offline_build("hello").await.unwrap();
 
     let top = top_level(&result);
     let names: Vec<&str> = top.iter().map(|p| package_name(p)).collect();
@@ -37,8 +36,7 @@ async fn hello_runtime_graph_references_the_libc() {
 
 #[tokio::test]
 async fn symlink_layer_holds_the_forest_tmp_and_env() {
-    let runner = offline_runner();
-    let result = runner.build_named("git/hello").await.unwrap();
+    let result = offline_build("git/hello").await.unwrap();
     let layer = &result.symlink_layer;
 
     let bytes = std::fs::read(&layer.path).unwrap();
@@ -168,9 +166,7 @@ async fn shell_resolves_to_its_four_packages() {
 
 #[tokio::test]
 async fn lowercase_name_finds_the_camel_case_attribute() {
-    let runner = offline_runner();
-    let result = runner
-        .build_named("haskellpackages.stylish-haskell")
+    let result = offline_build("haskellpackages.stylish-haskell")
         .await
         .unwrap();
     find_path(&top_level(&result), "stylish-haskell-");
@@ -192,8 +188,7 @@ async fn name_starting_with_a_digit_finds_the_underscore_attribute() {
 
 #[tokio::test]
 async fn shared_dependencies_appear_once_in_the_graph() {
-    let runner = offline_runner();
-    let result = runner.build_named("git/curl/htop").await.unwrap();
+    let result = offline_build("git/curl/htop").await.unwrap();
     let paths: Vec<&str> = result
         .runtime_graph
         .graph
@@ -217,17 +212,14 @@ async fn shared_dependencies_appear_once_in_the_graph() {
 
 #[tokio::test]
 async fn big_package_closure_exceeds_100_mb() {
-    let runner = offline_runner();
-    let result = runner.build_named("bigpkg").await.unwrap();
+    let result = offline_build("bigpkg").await.unwrap();
     let big = find_path(&top_level(&result), "bigpkg-").to_string();
     assert!(graph_entry(&result, &big).closure_size > 100_000_000);
 }
 
 #[tokio::test]
 async fn missing_package_is_reported_by_name() {
-    let runner = offline_runner();
-    let err = runner
-        .build_named("hello/doesnotexist/also-missing")
+    let err = offline_build("hello/doesnotexist/also-missing")
         .await
         .unwrap_err();
     assert_eq!(

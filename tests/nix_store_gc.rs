@@ -30,10 +30,8 @@ use std::{
 };
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
+use support::answer::PullError;
 use support::server::TestServer;
-
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Images built while the paths go; each realises the test's own `hello`.
 const IMAGES: [&str; 4] = [
@@ -107,46 +105,11 @@ fn delete_own_paths(hello: &Path) -> usize {
 /// manifest, or `Err` with the status and body of a failed manifest
 /// request; a failed blob of a served manifest panics (a broken image).
 fn pull(server: &TestServer, name: &str) -> Result<Value, (u16, String)> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .expect("client");
-    let response = client
-        .get(server.url(&format!("/v2/{name}/manifests/latest")))
-        .header("Accept", MANIFEST_V2)
-        .send()
-        .expect("manifest request");
-    let status = response.status().as_u16();
-    let body = response.text().expect("body");
-    if status != 200 {
-        return Err((status, body));
+    match server.pull(name) {
+        Ok(manifest) => Ok(manifest),
+        Err(PullError::Manifest(answer)) => Err((answer.status, answer.text())),
+        Err(PullError::Blob(how)) => panic!("{name}: {how}"),
     }
-    let manifest: Value = serde_json::from_str(&body).expect("manifest JSON");
-    let mut digests = support::layer_digests(&manifest);
-    digests.push(
-        manifest["config"]["digest"]
-            .as_str()
-            .expect("config")
-            .to_owned(),
-    );
-    for digest in digests {
-        let blob = client
-            .get(server.url(&format!("/v2/{name}/blobs/{digest}")))
-            .send()
-            .expect("blob request");
-        assert_eq!(
-            blob.status(),
-            200,
-            "{name}: blob {digest} of a served manifest"
-        );
-        let bytes = blob.bytes().expect("blob bytes");
-        assert_eq!(
-            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
-            digest,
-            "{name}: blob {digest} has the wrong bytes"
-        );
-    }
-    Ok(manifest)
 }
 
 /// A failed pull must be a registry error, not a hang or a broken image.

@@ -14,43 +14,21 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     process::Command,
-    time::Duration,
 };
 
 use serde_json::Value;
-use support::server::{TestServer, sha256_hex};
+use support::media::{
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+};
+use support::server::TestServer;
 use support::{count_logs, run};
 
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const IMAGE: &str = "hello";
 
 /// GET `path` with these `Accept` headers: content type, digest header
 /// and body.
 fn get(server: &TestServer, path: &str, accept: &[&str]) -> (String, String, Vec<u8>) {
-    let mut request = reqwest::blocking::Client::new()
-        .get(server.url(path))
-        .timeout(Duration::from_secs(300));
-    for value in accept {
-        request = request.header("Accept", *value);
-    }
-    let response = request.send().expect("request");
-    assert_eq!(response.status(), 200, "{path} {accept:?}");
-    let header = |name: &str| {
-        response.headers()[name]
-            .to_str()
-            .expect("ASCII header")
-            .to_owned()
-    };
-    let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
-    let body = response.bytes().expect("body").to_vec();
-    assert_eq!(digest, format!("sha256:{}", sha256_hex(&body)));
-    (content_type, digest, body)
+    server.get_document(path, accept)
 }
 
 fn by_tag(server: &TestServer, accept: &[&str]) -> (String, String, Vec<u8>) {

@@ -11,10 +11,9 @@
 
 use std::process::Command;
 
+use support::media::OCI_INDEX;
 use support::server::TestServer;
 use support::{Containerd, any_system_pkgs, docker::Docker, run};
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 fn start_server(pkgs: &tempfile::TempDir) -> TestServer {
     TestServer::builder()
@@ -27,13 +26,11 @@ fn start_server(pkgs: &tempfile::TempDir) -> TestServer {
 /// The digest of each platform's manifest in the index of `name`, by
 /// architecture.
 fn entry_digests(server: &TestServer, name: &str) -> Vec<(String, String)> {
-    let index: serde_json::Value = reqwest::blocking::Client::new()
-        .get(server.url(&format!("/v2/{name}/manifests/latest")))
-        .header("accept", OCI_INDEX)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.json())
-        .expect("GET index");
+    let index = server
+        .get(&format!("/v2/{name}/manifests/latest"))
+        .accept(OCI_INDEX)
+        .expect_status(200)
+        .json();
     index["manifests"]
         .as_array()
         .expect("manifests")
@@ -54,25 +51,9 @@ fn docker_pulls_arm64_and_amd64_of_one_tag() {
     let docker = Docker::start();
     let reference = format!("{}/hello:latest", server.addr());
     for platform in ["linux/arm64", "linux/amd64"] {
-        let pull = docker
-            .docker()
-            .args(["pull", "--platform", platform, &reference])
-            .output()
-            .expect("run docker pull");
-        assert!(
-            pull.status.success(),
-            "docker pull --platform {platform} failed: {}\ndockerd log:\n{}",
-            String::from_utf8_lossy(&pull.stderr),
-            docker.log()
-        );
-        let pulled = run(docker.docker().args([
-            "image",
-            "inspect",
-            "--format",
-            "{{.Os}}/{{.Architecture}}",
-            &reference,
-        ]));
-        assert_eq!(pulled.trim(), platform);
+        docker.pull(&["--platform", platform, &reference]);
+        let pulled = docker.inspect("{{.Os}}/{{.Architecture}}", &reference);
+        assert_eq!(pulled, platform);
     }
 }
 
@@ -141,15 +122,7 @@ fn podman_pull_with_arch_gets_that_architecture() {
     let pkgs = any_system_pkgs();
     let server = start_server(&pkgs);
     let store = tempfile::tempdir().unwrap();
-    let podman = || {
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root")
-            .arg(store.path().join("root"))
-            .arg("--runroot")
-            .arg(store.path().join("runroot"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
-        cmd
-    };
+    let podman = || support::podman(store.path());
     let reference = format!("{}/hello:latest", server.addr());
     for arch in ["arm64", "amd64"] {
         run(podman().args(["pull", "--tls-verify=false", "--arch", arch, &reference]));

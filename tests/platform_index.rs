@@ -10,15 +10,11 @@
 //! test needs arm64 to fail: the embedded offline set's aarch64
 //! derivations cannot be built on this x86-64 host.
 
-use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use support::any_system_pkgs;
-use support::server::TestServer;
+use support::media::{DOCKER_LIST, DOCKER_MANIFEST as MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
+use support::server::{Answer, TestServer};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const BOTH: &str = "linux/amd64,linux/arm64";
 
 fn server_with(platforms: &str, pkgs: Option<&std::path::Path>) -> TestServer {
@@ -31,42 +27,17 @@ fn server_with(platforms: &str, pkgs: Option<&std::path::Path>) -> TestServer {
     builder.start()
 }
 
-fn request(server: &TestServer, method: &str, path: &str, accept: &[&str]) -> Response {
-    let client = Client::new();
-    let mut request = client.request(method.parse().unwrap(), server.url(path));
-    for value in accept {
-        request = request.header("accept", *value);
-    }
-    request
+fn request(server: &TestServer, method: &str, path: &str, accept: &[&str]) -> Answer {
+    server
+        .call(method.parse().unwrap(), path)
+        .accept_all(accept)
         .send()
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// GET of `path` that must succeed: its content type, digest header and
 /// bytes.
 fn get(server: &TestServer, path: &str, accept: &[&str]) -> (String, String, Vec<u8>) {
-    let response = request(server, "GET", path, accept);
-    let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
-    let body = response.bytes().unwrap().to_vec();
-    assert_eq!(
-        status,
-        200,
-        "GET {path}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    assert_eq!(
-        digest,
-        format!("sha256:{}", support::server::sha256_hex(&body))
-    );
-    (content_type, digest, body)
+    server.get_document(path, accept)
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -139,7 +110,7 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
             &format!("/v2/hello/manifests/{digest}"),
             &[],
         );
-        assert_eq!(head.status(), 200);
+        assert_eq!(head.status, 200);
         assert_eq!(config_of(&server, "hello", digest)["architecture"], arch);
     };
     for (entry, arch) in entries.iter().zip(["amd64", "arm64"]) {
@@ -154,12 +125,12 @@ fn index_by_tag_names_one_real_image_per_platform_and_single_clients_get_the_fir
     let (content_type, _, _) = get(&server, &format!("/v2/hello/manifests/{index_digest}"), &[]);
     assert_eq!(content_type, OCI_INDEX);
     let head = request(&server, "HEAD", "/v2/hello/manifests/latest", &[OCI_INDEX]);
-    assert_eq!(head.status(), 200);
+    assert_eq!(head.status, 200);
     assert_eq!(
-        head.headers()["docker-content-digest"],
-        index_digest.as_str()
+        head.header("docker-content-digest"),
+        Some(index_digest.as_str())
     );
-    assert_eq!(head.headers()["content-type"], OCI_INDEX);
+    assert_eq!(head.header("content-type"), Some(OCI_INDEX));
 
     // Docker types only: the same platforms as a manifest list of the
     // Docker manifests.
@@ -309,10 +280,7 @@ fn a_platform_that_fails_is_left_out_and_retried_while_the_other_is_served() {
         (1, 2),
         "{systems:?}"
     );
-    let page = reqwest::blocking::get(server.url("/"))
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = server.get("/").expect_status(200).text();
     assert!(page.contains("hello:latest (linux/arm64)"), "{page}");
     assert!(page.contains("left out of the image index"), "{page}");
 }
@@ -327,11 +295,13 @@ fn when_every_platform_fails_the_client_gets_the_single_platform_error() {
         let index = request(&server, "GET", &path, &[OCI_INDEX]);
         let alone = request(&single, "GET", &path, &[OCI_INDEX]);
         assert_eq!(
-            (index.status().as_u16(), alone.status().as_u16()),
+            (index.status, alone.status),
             (status, status),
-            "{name}"
+            "{name}: {} / {}",
+            index.text(),
+            alone.text()
         );
-        let (index, alone): (Value, Value) = (index.json().unwrap(), alone.json().unwrap());
+        let (index, alone) = (index.json(), alone.json());
         assert_eq!(
             index["errors"][0]["code"], alone["errors"][0]["code"],
             "{name}"

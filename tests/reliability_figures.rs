@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::gcs::{BUCKET, FakeGcs};
+use support::gcs::FakeGcs;
 use support::server::{MANIFEST_V2, TestServer, sha256_hex};
 use support::{layer_digests, offline_pkgs_repo};
 
@@ -44,10 +44,6 @@ impl Rng {
     }
 }
 
-fn get_manifest_blocking(server: &TestServer, name: &str, tag: &str) -> Value {
-    serde_json::from_slice(&server.manifest(name, tag)).expect("manifest JSON")
-}
-
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -67,7 +63,7 @@ async fn load_figure() {
         .env("NIX_TIMEOUT", "300")
         .start();
     // Warm: build once; afterwards the tag is a manifest cache hit.
-    let manifest = tokio::task::block_in_place(|| get_manifest_blocking(&server, "hello", &commit));
+    let manifest = tokio::task::block_in_place(|| server.manifest_json("hello", &commit));
     let mut paths = vec![format!("/v2/hello/manifests/{commit}")];
     for digest in layer_digests(&manifest) {
         paths.push(format!("/v2/hello/blobs/{digest}"));
@@ -160,9 +156,7 @@ async fn gcs_faults_figure() {
     for per_mille in [200u32, 400] {
         let (gcs, proxy) = FakeGcs::start_behind_faults(per_mille, u64::from(per_mille)).await;
         let server = TestServer::builder()
-            .env("NIXERY_STORAGE_BACKEND", "gcs")
-            .env("GCS_BUCKET", BUCKET)
-            .env("STORAGE_EMULATOR_HOST", proxy.host())
+            .envs(support::gcs::server_env(&proxy.host()))
             .env("NIX_TIMEOUT", "300")
             .start();
         let work = tempfile::tempdir().expect("temporary directory");
@@ -218,6 +212,12 @@ async fn gcs_faults_figure() {
     }
 }
 
+/// The JSON object `prefix/name` of the storage at `root`.
+fn read_json(root: &Path, prefix: &str, name: &str) -> Value {
+    let bytes = std::fs::read(root.join(prefix).join(name)).expect("read object");
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{prefix}/{name} is not JSON: {e}"))
+}
+
 /// Checks the storage at `root`: every blob hashes to its name, every
 /// build record and cached manifest points at blobs that exist. Returns
 /// (blobs, records, manifests) counted.
@@ -244,9 +244,7 @@ fn check_consistency(root: &Path) -> (usize, usize, usize) {
     }
     let records = names("builds");
     for record in &records {
-        let json: Value =
-            serde_json::from_slice(&std::fs::read(root.join("builds").join(record)).unwrap())
-                .unwrap_or_else(|e| panic!("builds/{record} is not JSON: {e}"));
+        let json = read_json(root, "builds", record);
         let digest = json["digest"].as_str().expect("record digest");
         assert!(
             blobs.contains(digest.trim_start_matches("sha256:")),
@@ -255,9 +253,7 @@ fn check_consistency(root: &Path) -> (usize, usize, usize) {
     }
     let manifests = names("manifests");
     for manifest in &manifests {
-        let json: Value =
-            serde_json::from_slice(&std::fs::read(root.join("manifests").join(manifest)).unwrap())
-                .unwrap_or_else(|e| panic!("manifests/{manifest} is not JSON: {e}"));
+        let json = read_json(root, "manifests", manifest);
         let mut digests = layer_digests(&json);
         digests.push(
             json["config"]["digest"]
@@ -343,12 +339,7 @@ fn kill_nine_figure() {
     let all: Vec<String> = (0..KILLS).flat_map(|r| round_images(&images, r)).collect();
     for image in &all {
         let layout = work.path().join(image.replace('/', "_"));
-        support::run_output(
-            Command::new("skopeo")
-                .args(["copy", "--src-tls-verify=false"])
-                .arg(format!("docker://{}/{image}:{commit}", server.addr()))
-                .arg(format!("oci:{}:img", layout.display())),
-        );
+        support::skopeo_copy(server.addr(), &format!("{image}:{commit}"), &layout);
     }
     let (blobs, records, manifests) = check_consistency(storage.path());
     println!(

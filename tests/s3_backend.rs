@@ -16,10 +16,9 @@ use nixery::storage::s3::{S3Options, S3Settings, S3Storage};
 use nixery::storage::{
     KeyPrefix, ServeRequest, Served, Storage, StorageError, StorageKey, staging,
 };
-use support::s3::{BUCKET, MotoS3, body_of, collect, pattern, sha256_hex};
-
-const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+use support::media::{DOCKER_LAYER as LAYER_TYPE, DOCKER_MANIFEST as MANIFEST_TYPE};
+use support::s3::checks::serve_as_manifest;
+use support::s3::{BUCKET, MotoS3, body_of, pattern, read_whole, sha256_hex};
 
 /// What a plain HTTP client gets for `url`: status, content type, body.
 async fn get(url: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
@@ -52,8 +51,7 @@ async fn redirect_of(storage: &S3Storage, key: &StorageKey) -> String {
 
 #[tokio::test]
 async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redirect() {
-    let moto = MotoS3::start().await;
-    let storage = moto.storage().await;
+    let (moto, storage) = MotoS3::start_with_storage().await;
     let manifest = br#"{"schemaVersion":2}"#.to_vec();
     let key = StorageKey::manifest("some-image-key").unwrap();
     let persisted = storage
@@ -61,10 +59,7 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
         .await
         .unwrap();
     assert_eq!(persisted.sha256.hex(), sha256_hex(&manifest));
-    assert_eq!(
-        collect(storage.fetch(&key).await.unwrap()).await.unwrap(),
-        manifest
-    );
+    assert_eq!(read_whole(&storage, &key).await, manifest);
 
     let data = pattern(300_000, 1);
     let blob = storage
@@ -92,12 +87,8 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
     assert_eq!(part, data[10..20]);
 
     // A layer is never served as a manifest.
-    let as_manifest = ServeRequest {
-        only_content_types: Some(&[MANIFEST_TYPE]),
-        ..ServeRequest::default()
-    };
     assert!(matches!(
-        storage.serve(&layer, &as_manifest).await,
+        serve_as_manifest(&storage, &layer).await,
         Err(StorageError::NotFound(_))
     ));
     let absent = StorageKey::layer(&nixery::digest::Digest::parse_hex(&"0".repeat(64)).unwrap());
@@ -105,16 +96,12 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
         storage.serve(&absent, &ServeRequest::default()).await,
         Err(StorageError::NotFound(_))
     ));
-    assert!(matches!(
-        storage.fetch(&absent).await,
-        Err(StorageError::NotFound(_))
-    ));
+    support::s3::assert_absent(&storage, &absent).await;
 }
 
 #[tokio::test]
 async fn a_multipart_blob_appears_only_complete_and_staging_is_emptied() {
-    let moto = MotoS3::start().await;
-    let storage = moto.storage().await;
+    let (moto, storage) = MotoS3::start_with_storage().await;
     // Three 5 MiB parts and a tail.
     let data = pattern(15 * 1024 * 1024 + 12_345, 2);
     let options = S3Options {
@@ -129,7 +116,7 @@ async fn a_multipart_blob_appears_only_complete_and_staging_is_emptied() {
     assert_eq!(blob.sha256.hex(), sha256_hex(&data));
     assert_eq!(blob.size, data.len() as u64);
     let key = StorageKey::layer(&blob.sha256);
-    assert!(collect(storage.fetch(&key).await.unwrap()).await.unwrap() == data);
+    assert!(read_whole(&storage, &key).await == data);
     assert!(storage.list(KeyPrefix::Staging).await.unwrap().is_empty());
     let layers = storage.list(KeyPrefix::Layers).await.unwrap();
     assert_eq!(layers.len(), 1);
@@ -172,8 +159,7 @@ async fn a_failing_body_leaves_nothing_under_the_key() {
 
 #[tokio::test]
 async fn a_move_keeps_the_content_type_and_a_retried_move_succeeds() {
-    let moto = MotoS3::start().await;
-    let storage = moto.storage().await;
+    let (_moto, storage) = MotoS3::start_with_storage().await;
     let from = StorageKey::staging(&staging::unique_name()).unwrap();
     let data = b"config".to_vec();
     let to = StorageKey::layer(&nixery::digest::Digest::of(&data));
@@ -193,10 +179,7 @@ async fn a_move_keeps_the_content_type_and_a_retried_move_succeeds() {
         content_type,
         "application/vnd.docker.container.image.v1+json"
     );
-    assert!(matches!(
-        storage.fetch(&from).await,
-        Err(StorageError::NotFound(_))
-    ));
+    support::s3::assert_absent(&storage, &from).await;
     let never = StorageKey::staging("never-written").unwrap();
     assert!(matches!(
         storage
@@ -243,35 +226,9 @@ async fn without_presigning_redirects_go_to_the_plain_object_url() {
 
 #[tokio::test]
 async fn the_staging_sweep_removes_stale_names_only() {
-    let moto = MotoS3::start().await;
-    let storage = moto.storage().await;
-    let hour = Duration::from_secs(3600);
-    let old_nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        - 2 * 3600 * 1_000_000_000;
-    let stale = StorageKey::staging(&format!("1-{old_nanos}-0")).unwrap();
-    let fresh = StorageKey::staging(&staging::unique_name()).unwrap();
-    let foreign = StorageKey::staging("uploaded-by-someone-else").unwrap();
-    for key in [&stale, &fresh, &foreign] {
-        storage
-            .persist(key, LAYER_TYPE, body_of(b"x".to_vec(), 1))
-            .await
-            .unwrap();
-    }
-    assert_eq!(storage.clean_staging(hour).await.unwrap(), 1);
-    let mut left: Vec<String> = storage
-        .list(KeyPrefix::Staging)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key.to_string())
-        .collect();
-    left.sort();
-    let mut expected = vec![fresh.to_string(), foreign.to_string()];
-    expected.sort();
-    assert_eq!(left, expected);
+    let (_moto, storage) = MotoS3::start_with_storage().await;
+    let [_, fresh, _, _] =
+        support::s3::checks::staging_sweep_removes_stale_names_only(&storage).await;
     storage.delete(&fresh).await.unwrap();
     storage.delete(&fresh).await.unwrap();
     assert_eq!(storage.list(KeyPrefix::Staging).await.unwrap().len(), 1);
@@ -319,8 +276,7 @@ async fn a_missing_bucket_or_a_dead_endpoint_is_reported_at_connect() {
 
 #[tokio::test]
 async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
-    let moto = MotoS3::start().await;
-    let storage = moto.storage().await;
+    let (moto, storage) = MotoS3::start_with_storage().await;
     let blob = storage
         .persist_blob(LAYER_TYPE, body_of(pattern(1000, 9), 100))
         .await
@@ -328,20 +284,17 @@ async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
     let key = StorageKey::layer(&blob.sha256);
     redirect_of(&storage, &key).await;
     // A frozen bucket answers nothing: the redirect is signed locally.
-    moto.freeze();
-    let warm = tokio::time::timeout(Duration::from_secs(5), redirect_of(&storage, &key)).await;
-    moto.thaw();
+    let warm = moto
+        .process()
+        .while_frozen(Duration::from_secs(5), redirect_of(&storage, &key))
+        .await;
     assert!(
         warm.expect("the warm redirect waited for the bucket")
             .contains("X-Amz-Signature=")
     );
     // The content type is remembered too.
-    let as_manifest = ServeRequest {
-        only_content_types: Some(&[MANIFEST_TYPE]),
-        ..ServeRequest::default()
-    };
     assert!(matches!(
-        storage.serve(&key, &as_manifest).await,
+        serve_as_manifest(&storage, &key).await,
         Err(StorageError::NotFound(_))
     ));
     // Its own deletion is noticed at once.

@@ -10,94 +10,37 @@
 //! fifth of the API calls failing (503s and dropped connections) every
 //! image is still built and pulled whole, and nothing is left in staging.
 
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nixery::storage::{KeyPrefix, Storage};
 use serde_json::Value;
 use support::docker::Docker;
-use support::s3::faults::{self, FaultProxy};
 use support::s3::{BUCKET, MotoS3};
-use support::server::TestServer;
-use support::{count_logs, layer_digests, run};
-
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// A proxy in front of `moto` failing `per_mille` of the API calls.
-async fn proxy_for(moto: &MotoS3, per_mille: u32, seed: u64) -> FaultProxy {
-    let (listener, _) = FaultProxy::bind().await;
-    FaultProxy::forward_to(
-        listener,
-        moto.port(),
-        per_mille,
-        seed,
-        faults::is_s3_api_call,
-    )
-}
+use support::server::{MANIFEST_V2, TestServer};
+use support::{count_logs, layer_digests};
 
 /// A server on the s3 backend using `moto`'s bucket through `endpoint`.
 fn s3_server(moto: &MotoS3, endpoint: &str) -> TestServer {
-    let mut builder = TestServer::builder().env("NIX_TIMEOUT", "300");
-    for (key, value) in moto.server_env(endpoint) {
-        builder = builder.env(key, value);
-    }
-    builder.start()
+    TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .envs(moto.server_env(endpoint))
+        .start()
 }
 
-/// `skopeo copy` of `name:latest` into an OCI layout; checks every copied
-/// blob against its digest and returns the layout's manifest.
+/// `skopeo copy` of `name:latest` into an OCI layout under `dir`, every
+/// blob checked against its digest; the layout's manifest.
 fn skopeo_copy_verified(server: &TestServer, name: &str, dir: &std::path::Path) -> Value {
     let layout = dir.join(name.replace('/', "_"));
-    let copy = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
-        .arg(format!("docker://{}/{name}:latest", server.addr()))
-        .arg(format!("oci:{}:img", layout.display()))
-        .output()
-        .expect("run skopeo (is it installed?)");
-    assert!(
-        copy.status.success(),
-        "{name}: skopeo copy failed: {}\nserver logs: {:#?}",
-        String::from_utf8_lossy(&copy.stderr),
-        server.logs()
-    );
-    let blobs = layout.join("blobs/sha256");
-    for entry in std::fs::read_dir(&blobs).expect("copied blobs") {
-        let path = entry.expect("directory entry").path();
-        let hex = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("blob name");
-        assert_eq!(
-            support::server::sha256_hex(&std::fs::read(&path).expect("blob")),
-            hex
-        );
-    }
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("layout index"))
-            .expect("index JSON");
-    let digest = index["manifests"][0]["digest"].as_str().expect("digest");
-    serde_json::from_slice(
-        &std::fs::read(blobs.join(digest.trim_start_matches("sha256:"))).expect("manifest"),
-    )
-    .expect("manifest JSON")
+    support::skopeo_copy(server.addr(), &format!("{name}:latest"), &layout).manifest
 }
 
 /// Asserts that the blob `digest` of `name` is a `303` to a presigned URL
 /// of the bucket at `endpoint`.
 async fn assert_presigned_redirect(server: &TestServer, endpoint: &str, name: &str, digest: &str) {
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client");
     let hex = digest.trim_start_matches("sha256:");
-    let response = no_redirects
-        .get(server.url(&format!("/v2/{name}/blobs/{digest}")))
-        .send()
-        .await
-        .expect("blob request");
-    assert_eq!(response.status(), 303, "{digest}");
-    let location = response.headers()["location"].to_str().expect("ASCII");
+    let location = server
+        .redirect_location(reqwest::Method::GET, &format!("/v2/{name}/blobs/{digest}"))
+        .await;
     assert!(
         location.starts_with(&format!("{endpoint}/{BUCKET}/layers/{hex}?")),
         "{location}"
@@ -108,7 +51,7 @@ async fn assert_presigned_redirect(server: &TestServer, endpoint: &str, name: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_pulls_through_presigned_redirects_it_fetches_from_the_bucket() {
     let moto = MotoS3::start().await;
-    let proxy = proxy_for(&moto, 0, 1).await;
+    let proxy = moto.fault_proxy(0, 1).await;
     let endpoint = format!("http://{}", proxy.host());
     let server = s3_server(&moto, &endpoint);
     let work = tempfile::tempdir().expect("temporary directory");
@@ -144,25 +87,13 @@ async fn skopeo_pulls_through_presigned_redirects_it_fetches_from_the_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pulls_and_runs_an_image_served_by_presigned_redirects() {
     let moto = MotoS3::start().await;
-    let proxy = proxy_for(&moto, 0, 2).await;
+    let proxy = moto.fault_proxy(0, 2).await;
     let server = s3_server(&moto, &format!("http://{}", proxy.host()));
     let image = format!("{}/hello", server.addr());
     let output = tokio::task::block_in_place(|| {
         let docker = Docker::start();
-        let pull = docker
-            .docker()
-            .args(["pull", &image])
-            .output()
-            .expect("run docker pull");
-        assert!(
-            pull.status.success(),
-            "docker pull {image} failed: {}\ndockerd log:\n{}",
-            String::from_utf8_lossy(&pull.stderr),
-            docker.log()
-        );
-        run(docker
-            .docker()
-            .args(["run", "--rm", "--network", "none", &image, "hello"]))
+        docker.pull(&[&image]);
+        docker.run(&image, &["hello"])
     });
     assert_eq!(output.trim(), "Hello, world!");
     assert!(
@@ -221,32 +152,15 @@ async fn credentials_come_from_a_profile_in_a_shared_credentials_file() {
 
     let right = credentials_file(dir.path(), &key.id, &key.secret);
     let server = profile_env(&right).start();
-    let response = reqwest::Client::new()
-        .get(server.url("/v2/hello/manifests/latest"))
-        .header("Accept", MANIFEST_V2)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .expect("manifest request");
-    let status = response.status();
-    let manifest: Value = response.json().await.expect("manifest JSON");
-    assert_eq!(status, 200, "{manifest}\n{:#?}", server.logs());
+    let manifest = server.manifest_json_async("hello", "latest").await;
     // Every object of the build was written with the profile's key (moto
     // checked each signature). The redirect is presigned with that key
     // too; moto's signature checks do not cover presigned URLs (it looks
     // for an Authorization header), so the tests without checks fetch them.
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client");
     let digest = layer_digests(&manifest)[0].clone();
-    let response = no_redirects
-        .get(server.url(&format!("/v2/hello/blobs/{digest}")))
-        .send()
-        .await
-        .expect("blob request");
-    assert_eq!(response.status(), 303);
-    let location = response.headers()["location"].to_str().expect("ASCII");
+    let location = server
+        .redirect_location(reqwest::Method::GET, &format!("/v2/hello/blobs/{digest}"))
+        .await;
     assert!(
         location.contains(&format!("X-Amz-Credential={}%2F", key.id)),
         "{location}"
@@ -256,68 +170,36 @@ async fn credentials_come_from_a_profile_in_a_shared_credentials_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_images_build_and_pull_whole_while_a_fifth_of_api_calls_fail() {
     let moto = MotoS3::start().await;
-    let proxy = proxy_for(&moto, 200, 29).await;
+    let proxy = moto.fault_proxy(200, 29).await;
     let server = s3_server(&moto, &format!("http://{}", proxy.host()));
-    let work = tempfile::tempdir().expect("temporary directory");
-    for image in ["hello", "curl", "htop"] {
-        tokio::task::block_in_place(|| skopeo_copy_verified(&server, image, work.path()));
-    }
-    let counts = proxy.counts();
-    eprintln!("fault proxy: {counts:?}");
-    assert!(
-        counts.faults() >= 3,
-        "too few faults to mean anything: {counts:?}"
-    );
-    assert!(count_logs(&server, "storage call failed, retrying") >= 1);
-    let storage = moto.storage().await;
-    assert!(
-        storage
-            .list(KeyPrefix::Staging)
-            .await
-            .expect("listing")
-            .is_empty(),
-        "staging objects were left behind"
-    );
+    support::s3::checks::images_pull_whole_through_faults(&server, &proxy, &moto.storage().await)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_bucket_answers_503_for_blobs_and_new_images_and_runs_no_nix() {
     let mut moto = MotoS3::start().await;
     let server = s3_server(&moto, &moto.origin());
-    let client = reqwest::Client::new();
-    let manifest: Value = client
-        .get(server.url("/v2/hello/manifests/latest"))
-        .header("Accept", MANIFEST_V2)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .expect("manifest request")
-        .json()
-        .await
-        .expect("manifest JSON");
+    let manifest = server.manifest_json_async("hello", "latest").await;
     let digest = layer_digests(&manifest)[0].clone();
     moto.kill();
 
     // Neither a miss (404) nor a rebuild: the bucket is failing.
-    let blob = client
-        .get(server.url(&format!("/v2/hello/blobs/{digest}")))
+    let blob = server
+        .get(&format!("/v2/hello/blobs/{digest}"))
         .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .expect("blob request");
-    assert_eq!(blob.status(), 503);
-    assert_eq!(blob.headers()["retry-after"], "10");
-    let body: Value = blob.json().await.expect("registry error");
+        .expect_status_async(503)
+        .await;
+    assert_eq!(blob.header("retry-after"), Some("10"));
+    let body = blob.json();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
 
-    let new_image = client
-        .get(server.url("/v2/curl/manifests/latest"))
-        .header("Accept", MANIFEST_V2)
+    server
+        .get("/v2/curl/manifests/latest")
+        .accept(MANIFEST_V2)
         .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .expect("manifest request");
-    assert_eq!(new_image.status(), 503);
+        .expect_status_async(503)
+        .await;
     assert_eq!(
         count_logs(&server, "building image"),
         1,

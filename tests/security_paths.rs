@@ -174,30 +174,19 @@ fn raw_nul_and_non_utf8_bytes_get_a_4xx() {
 fn keys_outside_layers_are_unreachable_through_blob_and_manifest_routes() {
     let p = plant();
     let hex = &p.hex;
+    let get = |target: String| raw_request(p.server.addr(), "GET", target.as_bytes());
     // builds/<hex>, manifests/<hex> and staging/<hex> exist, layers/<hex>
     // does not: digest routes only ever look under layers/.
-    let blob = raw_request(
-        p.server.addr(),
-        "GET",
-        format!("/v2/x/blobs/sha256:{hex}").as_bytes(),
-    );
+    let blob = get(format!("/v2/x/blobs/sha256:{hex}"));
     assert_eq!(blob.status, 404);
     assert_eq!(blob.registry_error().unwrap().0, "BLOB_UNKNOWN");
     assert!(!contains(&blob.body, SECRET));
-    let manifest = raw_request(
-        p.server.addr(),
-        "GET",
-        format!("/v2/x/manifests/sha256:{hex}").as_bytes(),
-    );
+    let manifest = get(format!("/v2/x/manifests/sha256:{hex}"));
     assert_eq!(manifest.status, 404);
     assert_eq!(manifest.registry_error().unwrap().0, "MANIFEST_UNKNOWN");
     // Names that spell a prefix do not help either.
     for name in ["builds", "manifests", "staging", "x/builds", "builds/.."] {
-        let r = raw_request(
-            p.server.addr(),
-            "GET",
-            format!("/v2/{name}/blobs/sha256:{hex}").as_bytes(),
-        );
+        let r = get(format!("/v2/{name}/blobs/sha256:{hex}"));
         assert!((400..500).contains(&r.status), "{name}");
         assert!(!contains(&r.body, SECRET), "{name}");
     }

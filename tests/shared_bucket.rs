@@ -208,33 +208,29 @@ async fn two_instances_pull_six_images_at_once(
     );
 }
 
+/// Two servers with the storage environment `env` (one bucket), checked
+/// through `storage` (the same bucket).
+async fn two_instances_on(env: Vec<(&'static str, String)>, storage: Arc<dyn Storage>) {
+    let start = || {
+        TestServer::builder()
+            .env("NIX_TIMEOUT", "300")
+            .envs(env.clone())
+            .start()
+    };
+    let (a, b) = (start(), start());
+    two_instances_pull_six_images_at_once(&a, &b, storage).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_s3_bucket_build_the_same_images_at_once() {
     let moto = support::s3::MotoS3::start().await;
-    let start = || {
-        let mut builder = TestServer::builder().env("NIX_TIMEOUT", "300");
-        for (key, value) in moto.server_env(&moto.origin()) {
-            builder = builder.env(key, value);
-        }
-        builder.start()
-    };
-    let (a, b) = (start(), start());
-    let storage: Arc<dyn Storage> = Arc::new(moto.storage().await);
-    two_instances_pull_six_images_at_once(&a, &b, storage).await;
+    let env = moto.server_env(&moto.origin());
+    two_instances_on(env, Arc::new(moto.storage().await)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_gcs_bucket_build_the_same_images_at_once() {
     let gcs = support::gcs::FakeGcs::start().await;
-    let start = || {
-        TestServer::builder()
-            .env("NIX_TIMEOUT", "300")
-            .env("NIXERY_STORAGE_BACKEND", "gcs")
-            .env("GCS_BUCKET", support::gcs::BUCKET)
-            .env("STORAGE_EMULATOR_HOST", gcs.host())
-            .start()
-    };
-    let (a, b) = (start(), start());
-    let storage: Arc<dyn Storage> = Arc::new(gcs.storage().await);
-    two_instances_pull_six_images_at_once(&a, &b, storage).await;
+    let env = support::gcs::server_env(&gcs.host());
+    two_instances_on(env, Arc::new(gcs.storage().await)).await;
 }

@@ -2,17 +2,11 @@
 //! asked, what the server runs with (never credentials) and which builds
 //! failed recently, with every interpolated string HTML-escaped.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
-use reqwest::{
-    StatusCode,
-    header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, X_CONTENT_TYPE_OPTIONS},
-};
-use support::server::TestServer;
+use support::server::{Answer, TestServer};
 
 /// The image whose build fails printing markup (offline package set).
 const XSS_IMAGE: &str = "xss-failing";
@@ -21,35 +15,26 @@ const XSS_IMAGE: &str = "xss-failing";
 const RAW_MARKUP: &str = "<script>document.title='pwned'</script>";
 const ESCAPED_MARKUP: &str = "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;";
 
-/// `GET /` with `Host: host`; returns the response headers and body.
-async fn status_page(server: &TestServer, host: &str) -> (reqwest::header::HeaderMap, String) {
-    let response = reqwest::Client::new()
-        .get(server.url("/"))
-        .header(HOST, host)
-        .send()
+/// `GET /` with `Host: host`, which must answer 200.
+async fn status_page(server: &TestServer, host: &str) -> Answer {
+    server
+        .get("/")
+        .header("Host", host)
+        .expect_status_async(200)
         .await
-        .expect("GET /");
-    assert_eq!(response.status(), StatusCode::OK);
-    let headers = response.headers().clone();
-    (headers, response.text().await.expect("page body"))
 }
 
 /// Pull the manifest of `image`, whose build is expected to fail.
 async fn fail_build(server: &TestServer, image: &str) {
-    let response = reqwest::get(server.url(&format!("/v2/{image}/manifests/latest")))
-        .await
-        .expect("GET manifest");
-    assert_eq!(
-        response.status(),
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "{image} was expected to fail to build"
-    );
+    let path = format!("/v2/{image}/manifests/latest");
+    server.get(&path).expect_status_async(500).await;
 }
 
 #[tokio::test]
 async fn page_names_the_request_host_backend_source_and_version() {
     let server = TestServer::start();
-    let (headers, body) = status_page(&server, "registry.example:5000").await;
+    let page = status_page(&server, "registry.example:5000").await;
+    let body = page.text();
     assert!(
         body.contains("docker pull registry.example:5000/shell/git/htop"),
         "{body}"
@@ -75,25 +60,26 @@ async fn page_names_the_request_host_backend_source_and_version() {
         assert!(body.contains(meta), "{meta} missing: {body}");
     }
     assert!(body.contains("No build has failed recently."), "{body}");
-    assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
     assert_eq!(
-        headers[CONTENT_SECURITY_POLICY],
-        "default-src 'none'; style-src 'unsafe-inline'"
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
     );
-    assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(
+        page.header("content-security-policy"),
+        Some("default-src 'none'; style-src 'unsafe-inline'")
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
 }
 
 #[tokio::test]
 async fn head_answers_the_page_headers_without_a_body() {
     let server = TestServer::start();
-    let response = reqwest::Client::new()
-        .head(server.url("/"))
-        .send()
-        .await
-        .expect("HEAD /");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
-    assert!(response.bytes().await.expect("body").is_empty());
+    let response = server.head("/").expect_status_async(200).await;
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(response.body.is_empty());
 }
 
 #[test]
@@ -121,7 +107,7 @@ async fn failed_build_is_listed_with_its_output_escaped() {
     let server = TestServer::builder().env("NIX_TIMEOUT", "60").start();
     fail_build(&server, XSS_IMAGE).await;
     fail_build(&server, "failing").await;
-    let (_, body) = status_page(&server, "registry.example").await;
+    let body = status_page(&server, "registry.example").await.text();
     let newest = body.find("<code>failing:latest</code>");
     let older = body.find(&format!("<code>{XSS_IMAGE}:latest</code>"));
     assert!(
@@ -141,7 +127,7 @@ async fn failed_build_is_listed_with_its_output_escaped() {
 #[tokio::test]
 async fn hostile_host_header_is_escaped() {
     let server = TestServer::start();
-    let (_, body) = status_page(&server, "<b>x</b>").await;
+    let body = status_page(&server, "<b>x</b>").await.text();
     assert!(
         body.contains("docker pull &lt;b&gt;x&lt;/b&gt;/shell"),
         "{body}"
@@ -161,7 +147,7 @@ async fn git_source_credentials_never_appear() {
         .env("NIX_TIMEOUT", "60")
         .start();
     fail_build(&server, "hello").await;
-    let (_, body) = status_page(&server, "registry.example").await;
+    let body = status_page(&server, "registry.example").await.text();
     assert!(
         body.contains("<td>git repository https://127.0.0.1:1/pkgs.git</td>"),
         "{body}"
@@ -179,14 +165,11 @@ async fn git_source_credentials_never_appear() {
 #[tokio::test]
 async fn writes_to_the_status_page_are_405_registry_errors() {
     let server = TestServer::start();
-    let response = reqwest::Client::new()
-        .post(server.url("/"))
-        .send()
-        .await
-        .expect("POST /");
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let body: serde_json::Value = response.json().await.expect("registry error body");
-    assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+    let response = server
+        .call(reqwest::Method::POST, "/")
+        .expect_status_async(405)
+        .await;
+    assert_eq!(response.json()["errors"][0]["code"], "UNSUPPORTED");
 }
 
 #[tokio::test]
@@ -208,12 +191,12 @@ async fn user_info_and_query_tokens_are_redacted_in_page_body_and_logs() {
         .env("NIXERY_PREPARE_IMAGE", script.to_str().expect("UTF-8 path"))
         .env("NIX_TIMEOUT", "60")
         .start();
-    let response = reqwest::get(server.url("/v2/hello/manifests/latest"))
+    let body = server
+        .get("/v2/hello/manifests/latest")
+        .expect_status_async(500)
         .await
-        .expect("GET manifest");
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body = response.text().await.expect("error body");
-    let (_, page) = status_page(&server, "registry.example").await;
+        .text();
+    let page = status_page(&server, "registry.example").await.text();
     // The failure is on the page with its kind, and its cause names the
     // repository with the secrets masked.
     assert!(

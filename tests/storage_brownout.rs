@@ -20,16 +20,13 @@ fn failing_cache_lookup_is_answered_503_without_running_nix() {
     std::fs::remove_dir_all(&manifests).unwrap();
     std::fs::write(&manifests, b"").unwrap();
 
-    let client = reqwest::blocking::Client::new();
-    let url = server.url(&format!("/v2/hello/manifests/{commit}"));
-    let response = client
-        .get(&url)
+    let path = format!("/v2/hello/manifests/{commit}");
+    let response = server
+        .get(&path)
         .timeout(Duration::from_secs(120))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "10");
-    let body: serde_json::Value = response.json().unwrap();
+        .expect_status(503);
+    assert_eq!(response.header("retry-after"), Some("10"));
+    let body = response.json();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
     assert_eq!(
         count_logs(&server, "building image"),
@@ -39,12 +36,10 @@ fn failing_cache_lookup_is_answered_503_without_running_nix() {
 
     std::fs::remove_file(&manifests).unwrap();
     std::fs::create_dir(&manifests).unwrap();
-    let response = client
-        .get(&url)
+    server
+        .get(&path)
         .timeout(Duration::from_secs(300))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .expect_status(200);
     assert_eq!(count_logs(&server, "building image"), 1);
 }
 
@@ -56,19 +51,16 @@ fn storage_failure_during_a_build_is_on_the_status_page_with_its_kind() {
     std::fs::remove_dir_all(&layers).unwrap();
     std::fs::write(&layers, b"").unwrap();
 
-    let client = reqwest::blocking::Client::new();
-    let response = client
-        .get(server.url("/v2/hello/manifests/latest"))
+    let body = server
+        .get("/v2/hello/manifests/latest")
         .timeout(Duration::from_secs(300))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 500);
-    let body: serde_json::Value = response.json().unwrap();
+        .expect_status(500)
+        .json();
     assert_eq!(body["errors"][0]["code"], "MANIFEST_UPLOAD", "{body}");
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("status page"), "{message}");
 
-    let page = client.get(server.url("/")).send().unwrap().text().unwrap();
+    let page = server.get("/").expect_status(200).text();
     assert!(
         page.contains("<code>hello:latest</code> (storage failure)"),
         "{page}"

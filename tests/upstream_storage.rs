@@ -14,11 +14,10 @@ use std::{
 };
 
 use serde_json::Value;
+use support::media::{DOCKER_CONFIG as CONFIG_TYPE, DOCKER_LAYER as LAYER_TYPE};
 use support::server::{TestServer, sha256_hex};
 use support::{count_logs, layer_digests, pull_and_unpack, resolve_in_root, run};
 
-const LAYER_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const CONFIG_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 const XATTR: &str = "user.mime_type";
 
 fn server_on(root: &Path) -> TestServer {
@@ -29,7 +28,7 @@ fn server_on(root: &Path) -> TestServer {
 }
 
 fn get_manifest(server: &TestServer, name: &str) -> Value {
-    serde_json::from_slice(&server.manifest(name, "latest")).expect("manifest JSON")
+    server.manifest_json(name, "latest")
 }
 
 /// Names of the objects under `root/<prefix>` (no helper files).
@@ -114,9 +113,10 @@ fn hex_of(value: &Value) -> String {
 #[test]
 fn records_and_blobs_written_here_are_what_upstream_reads() {
     let root = tempfile::tempdir().unwrap();
-    let server = server_on(root.path());
+    let mut server = server_on(root.path());
     let manifest = get_manifest(&server, "hello");
-    drop(server);
+    // Stopped, but kept: its log is printed if a check below fails.
+    server.stop();
     let xattrs = supports_xattrs(root.path());
     if !xattrs {
         eprintln!("SKIPPED (partly): the storage directory has no user extended attributes");
@@ -275,11 +275,10 @@ fn a_root_written_by_upstream_is_served_reusing_every_layer() {
         "new objects besides the config, manifests and SBOM: {new_blobs:?}"
     );
     for blob in &new_blobs {
-        let response = reqwest::blocking::Client::new()
-            .head(server.url(&format!("/v2/hello/blobs/sha256:{blob}")))
-            .send()
-            .unwrap();
-        let content_type = response.headers()["content-type"].to_str().unwrap();
+        let response = server
+            .head(&format!("/v2/hello/blobs/sha256:{blob}"))
+            .expect_status(200);
+        let content_type = response.header("content-type").unwrap_or_default();
         assert!(
             [
                 "application/vnd.docker.container.image.v1+json",
@@ -296,12 +295,10 @@ fn a_root_written_by_upstream_is_served_reusing_every_layer() {
     // Upstream's blobs are served with the type from their attribute, and
     // skopeo checks every digest while umoci checks every diff ID.
     let first = &layer_digests(&manifest)[0];
-    let response = reqwest::blocking::Client::new()
-        .head(server.url(&format!("/v2/hello/blobs/{first}")))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], LAYER_TYPE);
+    let response = server
+        .head(&format!("/v2/hello/blobs/{first}"))
+        .expect_status(200);
+    assert_eq!(response.header("content-type"), Some(LAYER_TYPE));
     let (_work, rootfs) = pull_and_unpack(server.addr(), "hello");
     assert!(resolve_in_root(&rootfs, "/bin/hello").is_some());
     let hello = run(Command::new("chroot").arg(&rootfs).arg("/bin/hello"));

@@ -21,9 +21,11 @@ use support::{any_system_pkgs, commit_greeting, count_logs, git, offline_pkgs_di
 
 /// A manifest request's status and body.
 fn pull(server: &TestServer, name: &str, tag: &str) -> (u16, Vec<u8>) {
-    let response = server.request_manifest(name, tag);
-    let status = response.status().as_u16();
-    (status, response.bytes().expect("body").to_vec())
+    let answer = server
+        .get(&format!("/v2/{name}/manifests/{tag}"))
+        .accept(MANIFEST_V2)
+        .send();
+    (answer.status, answer.body)
 }
 
 /// The manifest of a pull that must succeed.
@@ -72,25 +74,13 @@ fn names_that_sort_alike_each_get_their_own_image_when_pulled_together() {
         // A new fingerprint: every image is cold again in this round.
         touch_and_wait(pkgs.path());
         let names = ["shell/hello", "hello/shell", "arm64/htop", "htop/arm64"];
-        let handles: Vec<_> = names
-            .iter()
-            .map(|name| {
-                let url = server.url(&format!("/v2/{name}/manifests/latest"));
-                std::thread::spawn(move || {
-                    let response = reqwest::blocking::Client::new()
-                        .get(url)
-                        .header("Accept", MANIFEST_V2)
-                        .timeout(Duration::from_secs(300))
-                        .send()
-                        .expect("request");
-                    (
-                        response.status().as_u16(),
-                        response.bytes().unwrap().to_vec(),
-                    )
-                })
-            })
-            .collect();
-        let results: Vec<(u16, Vec<u8>)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = names
+                .iter()
+                .map(|name| scope.spawn(|| pull(&server, name, "latest")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
         let body = |i: usize| String::from_utf8_lossy(&results[i].1).into_owned();
 
         // shell/hello: the shell meta-package plus hello, amd64, runs bash.
@@ -210,12 +200,11 @@ fn warm_pulls_start_no_nix_process_for_any_source_kind() {
         for _ in 0..20 {
             assert_eq!(manifest(&server, "git/hello", &tag), cold, "{kind}");
         }
-        let head = reqwest::blocking::Client::new()
-            .head(server.url(&format!("/v2/hello/git/manifests/{tag}")))
-            .send()
-            .expect("HEAD");
-        assert_eq!(head.status(), 200, "{kind}: HEAD");
-        assert!(head.headers().contains_key("docker-content-digest"));
+        let head = server
+            .head(&format!("/v2/hello/git/manifests/{tag}"))
+            .send();
+        assert_eq!(head.status, 200, "{kind}: HEAD");
+        assert!(head.header("docker-content-digest").is_some(), "{kind}");
         assert_eq!(
             nix_processes(&count),
             before + 1,

@@ -58,21 +58,14 @@ impl Docker {
             client: client_beside_daemon(),
             dir,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            let ok = daemon
-                .docker()
-                .arg("version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return daemon;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if !crate::succeeds_within(START_TIMEOUT, || {
+            let mut version = daemon.docker();
+            version.arg("version");
+            version
+        }) {
+            panic!("dockerd did not start; log:\n{}", daemon.log());
         }
-        panic!("dockerd did not start; log:\n{}", daemon.log());
+        daemon
     }
 
     /// A `docker` command talking to this daemon, with its own client
@@ -88,6 +81,34 @@ impl Docker {
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker pull <args>` (options, then the image); fails the test with
+    /// docker's output and the daemon's log unless it succeeds.
+    pub fn pull(&self, args: &[&str]) {
+        let mut pull = self.docker();
+        pull.arg("pull").args(args);
+        crate::run_explained(pull, || format!("dockerd log:\n{}", self.log()));
+    }
+
+    /// `docker run --rm --network none <image> <args>`: what the container
+    /// printed.
+    pub fn run(&self, image: &str, args: &[&str]) -> String {
+        crate::run(
+            self.docker()
+                .args(["run", "--rm", "--network", "none", image])
+                .args(args),
+        )
+    }
+
+    /// `docker image inspect --format <format> <image>`, trimmed.
+    pub fn inspect(&self, format: &str, image: &str) -> String {
+        crate::run(
+            self.docker()
+                .args(["image", "inspect", "--format", format, image]),
+        )
+        .trim()
+        .to_owned()
     }
 }
 

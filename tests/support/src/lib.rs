@@ -3,18 +3,29 @@
 //! and so that a helper only some tests use needs no `allow(dead_code)`:
 //!
 //! * [`server`]: the real `nixery` binary on a free 127.0.0.1 port;
+//!   [`answer`]: requests to it that fail the test unless they get the
+//!   status they expect;
 //! * this module: fixtures (a git repository holding the offline package
-//!   set, log and metric readers, a private containerd, looking inside
-//!   unpacked images);
-//! * [`docker`]: a private Docker daemon;
+//!   set, log and metric readers, skopeo copies, podman, looking inside
+//!   unpacked images, running commands);
+//! * [`media`]: the media types the tests expect;
+//! * [`in_process`]: the registry served in the test's own process, with a
+//!   builder that refuses every package;
+//! * [`docker`]: a private Docker daemon; [`containerd`]: a private
+//!   containerd;
 //! * [`gcs`]: a real fake-gcs-server; [`s3`]: a real moto S3 server;
-//!   [`net`]: what both share (test bodies, fault injection, a proxy);
+//!   [`net`]: what both share (the emulator process, test bodies and the
+//!   checks both backends run, fault injection, a proxy);
 //! * [`nix`]: the Nix step as the server runs it, and readers of its result;
 //! * [`real_nix`]: the real nixpkgs trees of `../shared/real-nix`;
 //! * [`popcount`]: a binary cache for the popcount tests.
 
+pub mod answer;
+pub mod containerd;
 pub mod docker;
 pub mod gcs;
+pub mod in_process;
+pub mod media;
 pub mod net;
 pub mod nix;
 pub mod popcount;
@@ -22,9 +33,11 @@ pub mod real_nix;
 pub mod s3;
 pub mod server;
 
+pub use containerd::Containerd;
+
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -61,10 +74,7 @@ pub fn count_logs(server: &crate::server::TestServer, message: &str) -> usize {
 
 /// The value of counter `name` at the server's `/metrics` endpoint.
 pub fn metric(server: &crate::server::TestServer, name: &str) -> u64 {
-    let text = reqwest::blocking::get(server.url("/metrics"))
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.text())
-        .expect("GET /metrics");
+    let text = server.get("/metrics").expect_status(200).text();
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no counter {name} in:\n{text}"))
@@ -94,24 +104,98 @@ pub fn offline_pkgs_dir() -> PathBuf {
     repo_root().join("prepare-image/offline-pkgs")
 }
 
-/// Copy `name:latest` from the registry at `addr` with skopeo and unpack it
-/// with umoci: the temporary directory holding both, and the image's root
-/// filesystem inside it.
-pub fn pull_and_unpack(addr: impl std::fmt::Display, name: &str) -> (tempfile::TempDir, PathBuf) {
-    let work = tempfile::tempdir().expect("temp dir");
-    let layout = work.path().join("layout");
+/// An image `skopeo copy` wrote into an OCI layout.
+pub struct CopiedImage {
+    /// The layout's directory.
+    pub layout: PathBuf,
+    /// The manifest the layout's index names.
+    pub manifest: serde_json::Value,
+    /// The hex digests of every blob in the layout.
+    pub blobs: std::collections::BTreeSet<String>,
+}
+
+/// `skopeo copy` of `reference` (`name:tag`) from the registry at `addr`
+/// into an OCI layout at `layout` (tag `img`); fails the test unless skopeo
+/// succeeds. skopeo checks every blob against its digest; this checks each
+/// copied blob's bytes against its name once more.
+pub fn skopeo_copy(addr: impl std::fmt::Display, reference: &str, layout: &Path) -> CopiedImage {
     run(Command::new("skopeo").args([
         "copy",
         "--src-tls-verify=false",
-        &format!("docker://{addr}/{name}:latest"),
+        &format!("docker://{addr}/{reference}"),
         &format!("oci:{}:img", layout.display()),
     ]));
+    let blob_dir = layout.join("blobs/sha256");
+    let mut blobs = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&blob_dir).expect("copied blobs") {
+        let path = entry.expect("directory entry").path();
+        let hex = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("blob name")
+            .to_owned();
+        let bytes = std::fs::read(&path).expect("copied blob");
+        assert_eq!(server::sha256_hex(&bytes), hex, "copied blob {hex}");
+        blobs.insert(hex);
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("layout index"))
+            .expect("index JSON");
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("manifest digest");
+    let manifest = std::fs::read(blob_dir.join(digest.trim_start_matches("sha256:")))
+        .expect("copied manifest");
+    CopiedImage {
+        layout: layout.to_owned(),
+        manifest: serde_json::from_slice(&manifest).expect("manifest JSON"),
+        blobs,
+    }
+}
+
+/// Copy `name:latest` from the registry at `addr` with skopeo
+/// ([`skopeo_copy`]) and unpack it with umoci: the temporary directory
+/// holding both, and the image's root filesystem inside it.
+pub fn pull_and_unpack(addr: impl std::fmt::Display, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = work.path().join("layout");
+    skopeo_copy(addr, &format!("{name}:latest"), &layout);
     let bundle = work.path().join("bundle");
     run(Command::new("umoci")
         .args(["unpack", "--image"])
         .arg(format!("{}:img", layout.display()))
         .arg(&bundle));
     (work, bundle.join("rootfs"))
+}
+
+/// A `podman` command whose storage (vfs) and run state live under
+/// `store`, so that a test touches no podman state of the machine.
+pub fn podman(store: &Path) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(store.join("root"))
+        .arg("--runroot")
+        .arg(store.join("runroot"))
+        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+    cmd
+}
+
+/// Runs the command `probe` makes every 200 ms until it succeeds (a
+/// daemon answering, say): whether it did within `within`.
+pub fn succeeds_within(within: Duration, mut probe: impl FnMut() -> Command) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let ok = probe()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
 }
 
 /// Run a command and return its stdout, failing the test with its stderr.
@@ -121,17 +205,27 @@ pub fn run(cmd: &mut Command) -> String {
 
 /// Run a command to its end; fail the test (with the command line, its
 /// exit status, stdout and stderr) unless it succeeded.
-pub fn run_output(mut cmd: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+pub fn run_output(cmd: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+    run_explained(cmd, String::new)
+}
+
+/// [`run_output`], whose failure also shows what `context` tells (a
+/// daemon's log, say).
+pub fn run_explained(
+    mut cmd: impl std::borrow::BorrowMut<Command>,
+    context: impl FnOnce() -> String,
+) -> std::process::Output {
     let cmd = cmd.borrow_mut();
     let output = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?}: {e} (is it installed? scripts/setup-host.sh installs it)")
     });
     assert!(
         output.status.success(),
-        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
+        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&output.stderr),
+        context()
     );
     output
 }
@@ -228,101 +322,6 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
         }
     }
     None
-}
-
-/// A containerd daemon with its own config, root, state and socket under a
-/// temporary directory; killed by PID when dropped.
-pub struct Containerd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    /// Start containerd and wait until it answers on its socket.
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().display();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd-ttrpc.sock"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"#
-        );
-        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd (is it installed? scripts/setup-host.sh installs it)");
-        let daemon = Self { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let ok = daemon
-                .ctr()
-                .arg("version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                return daemon;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("containerd did not start; log: {}", daemon.log());
-    }
-
-    /// A `ctr` command talking to this daemon.
-    pub fn ctr(&self) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(self.dir.path().join("containerd.sock"));
-        cmd
-    }
-
-    /// The daemon's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    /// `ctr image pull --plain-http <args> <reference>`, failing the test
-    /// with ctr's output and the daemon's log.
-    pub fn pull(&self, args: &[&str], reference: &str) {
-        let output = self
-            .ctr()
-            .args(["image", "pull", "--plain-http"])
-            .args(args)
-            .arg(reference)
-            .output()
-            .expect("run ctr");
-        assert!(
-            output.status.success(),
-            "ctr pull failed: {}\n{}\ncontainerd log: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.log()
-        );
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A copy of the offline package set whose derivations are declared for

@@ -95,6 +95,12 @@ pub fn offline_runner() -> NixStep {
     runner(PackageSource::Builtin, Duration::from_secs(300))
 }
 
+/// The Nix step of the image `name:latest` over the embedded offline
+/// package set ([`offline_runner`]).
+pub async fn offline_build(name: &str) -> Result<PrepareResult, NixError> {
+    offline_runner().build_named(name).await
+}
+
 /// `nix-instantiate` with `args` (an expression file and its arguments);
 /// the .drv paths it prints.
 pub fn instantiate(args: &[&str]) -> Vec<String> {

@@ -11,14 +11,15 @@
 //! `s3:*` and an access key are created by the first unauthenticated
 //! calls, after which every request must be signed with that key.
 
-pub use crate::net::faults;
+use crate::net::emulator::{self, Emulator, free_port};
+pub use crate::net::{checks, faults};
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-pub use crate::net::bodies::{body_of, collect, gated_body, pattern, sha256_hex};
+pub use crate::net::bodies::{
+    assert_absent, body_of, collect, gated_body, pattern, put, read_whole, sha256_hex,
+};
 use nixery::storage::s3::{S3Options, S3Settings, S3Storage, StaticKey};
 use reqwest::Url;
 
@@ -36,7 +37,7 @@ const SETUP_CALLS: u32 = 4;
 /// One running moto server.
 pub struct MotoS3 {
     port: u16,
-    child: Option<Child>,
+    process: Emulator,
     /// The access key the server checks, when it checks.
     key: Option<StaticKey>,
 }
@@ -57,23 +58,15 @@ impl MotoS3 {
         moto.create_bucket().await;
         let iam = |body: Vec<(&'static str, String)>| {
             let url = moto.origin();
-            async move {
-                let response = reqwest::Client::new()
-                    .post(url)
-                    // An unsigned call is routed by the service named here.
-                    .header(
-                        "Authorization",
-                        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00",
-                    )
-                    .form(&body)
-                    .send()
-                    .await
-                    .expect("IAM call");
-                let status = response.status();
-                let text = response.text().await.expect("IAM answer");
-                assert!(status.is_success(), "IAM call failed: {status} {text}");
-                text
-            }
+            let call = reqwest::Client::new()
+                .post(url)
+                // An unsigned call is routed by the service named here.
+                .header(
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00",
+                )
+                .form(&body);
+            emulator::send_ok(call, "IAM call")
         };
         let v = || ("Version", "2010-05-08".to_owned());
         iam(vec![
@@ -116,55 +109,26 @@ impl MotoS3 {
     }
 
     async fn spawn(env: &[(&str, &str)]) -> MotoS3 {
-        let binary = locate_binary();
-        let port = free_port();
-        let mut command = Command::new(&binary);
-        command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut moto = MotoS3 {
+            port: free_port(),
+            process: Emulator::new("moto_server"),
+            key: None,
+        };
+        let mut command = Command::new(locate_binary());
+        command.args(["-H", "127.0.0.1", "-p", &moto.port.to_string()]);
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let mut moto = MotoS3 {
-            port,
-            child: Some(child),
-            key: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
         let probe = format!("{}/moto-api/", moto.origin());
-        loop {
-            if reqwest::get(&probe).await.is_ok() {
-                return moto;
-            }
-            if let Some(child) = moto.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("moto_server exited at start-up: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on {probe} within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        moto.process
+            .start(command, &probe, Duration::from_secs(60), |_| true)
+            .await;
+        moto
     }
 
     async fn create_bucket(&mut self) {
-        let response = reqwest::Client::new()
-            .put(format!("{}/{BUCKET}", self.origin()))
-            .send()
-            .await
-            .expect("create bucket request");
-        assert!(
-            response.status().is_success(),
-            "creating the test bucket failed: {}",
-            response.status()
-        );
+        let create = reqwest::Client::new().put(format!("{}/{BUCKET}", self.origin()));
+        emulator::send_ok(create, "creating the test bucket").await;
     }
 
     /// Lets anyone read the bucket's objects (a bucket policy granting
@@ -173,22 +137,22 @@ impl MotoS3 {
         let policy = format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::{BUCKET}/*"}}]}}"#
         );
-        let response = reqwest::Client::new()
+        let put = reqwest::Client::new()
             .put(format!("{}/{BUCKET}?policy", self.origin()))
             // Unchecked by a server started with [`Self::start`].
             .header(
                 "Authorization",
                 "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
             )
-            .body(policy)
-            .send()
-            .await
-            .expect("put bucket policy");
-        assert!(
-            response.status().is_success(),
-            "setting the bucket policy failed: {}",
-            response.status()
-        );
+            .body(policy);
+        emulator::send_ok(put, "setting the bucket policy").await;
+    }
+
+    /// A proxy in front of this server failing `per_mille` of the API
+    /// calls (seeded with `seed`): see [`faults::FaultProxy`].
+    pub async fn fault_proxy(&self, per_mille: u32, seed: u64) -> faults::FaultProxy {
+        let (listener, _) = crate::net::bind_proxy().await;
+        faults::FaultProxy::forward_to(listener, self.port, per_mille, seed, faults::is_s3_api_call)
     }
 
     /// The port it listens on.
@@ -224,6 +188,13 @@ impl MotoS3 {
         )
     }
 
+    /// Starts a server ([`Self::start`]) and connects a backend to it.
+    pub async fn start_with_storage() -> (MotoS3, S3Storage) {
+        let moto = Self::start().await;
+        let storage = moto.storage().await;
+        (moto, storage)
+    }
+
     /// A backend connected to the bucket with [`Self::key`].
     pub async fn storage(&self) -> S3Storage {
         self.storage_with(S3Options::default()).await
@@ -255,72 +226,26 @@ impl MotoS3 {
         ]
     }
 
-    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
-    /// but never answered, like a hung backend.
-    pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    /// Lets a frozen server run again (SIGCONT).
-    pub fn thaw(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let child = self.child.as_ref().expect("moto is running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: sends a signal to our own child process by PID.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    /// The server process: freeze it, thaw it, read its log.
+    pub fn process(&self) -> &Emulator {
+        &self.process
     }
 
     /// Kills the server (SIGKILL by PID) and waits for it. Its objects
     /// live in memory and are gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for MotoS3 {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 
 /// `MOTO_SERVER`, else the venv of `scripts/setup-host.sh`, else
 /// `moto_server` on `PATH`; panics with the install line when none exists.
-pub fn locate_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "MOTO_SERVER={} does not name a file",
-            path.display()
-        );
-        return path;
-    }
-    let venv = PathBuf::from("/opt/nixery-venv/bin/moto_server");
-    if venv.is_file() {
-        return venv;
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("moto_server"))
-            .find(|candidate| candidate.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "moto_server not found: run scripts/setup-host.sh (it installs moto[server] \
-             into /opt/nixery-venv) or set MOTO_SERVER"
-        )
-    })
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+fn locate_binary() -> std::path::PathBuf {
+    emulator::locate(
+        "moto_server",
+        "MOTO_SERVER",
+        &["/opt/nixery-venv/bin/moto_server"],
+        "run scripts/setup-host.sh (it installs moto[server] into /opt/nixery-venv) \
+         or set MOTO_SERVER",
+    )
 }

@@ -6,7 +6,7 @@
 //! let server = TestServer::builder().env("NIX_TIMEOUT", "5").start();
 //! let storage = server.storage();            // same STORAGE_PATH as the server
 //! let digest = server::put_blob(&storage, b"hello", "text/plain").await;
-//! let r = reqwest::get(server.url(&format!("/v2/x/blobs/{digest}"))).await?;
+//! let blob = server.get(&format!("/v2/x/blobs/{digest}")).expect_status(200);
 //! assert!(server.logs().iter().any(|l| l.contains("\"response\"")));
 //! server.stop();                             // SIGTERM, waits for exit
 //! ```
@@ -19,11 +19,16 @@
 //! [`TestServerBuilder::env`] adds. `start` reads stdout until the
 //! `listening` event and takes the address from its `addr` field; every
 //! stdout line (JSON logs) and stderr line is kept. The process is killed by
-//! PID when the [`TestServer`] is dropped.
+//! PID when the [`TestServer`] is dropped; if the test is failing, the end
+//! of its log is printed first. Requests go through
+//! [`TestServer::get`] and friends ([`crate::answer`]), which fail the
+//! test unless they get the status they expect.
+
+pub use crate::answer::{Answer, raw_request};
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::{BufRead, BufReader},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex, mpsc},
@@ -35,10 +40,28 @@ use nixery::storage::{Storage, StorageKey, filesystem::FilesystemStorage};
 use sha2::{Digest as _, Sha256};
 
 /// The media type of Docker V2 image manifests.
-pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MANIFEST_V2: &str = crate::media::DOCKER_MANIFEST;
 
 /// How long `start` waits for the `listening` event.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `nixery` binary, without any nixery setting or AWS credential
+/// variable of the test's environment (so a developer's `NIXERY_CHANNEL`
+/// or AWS profile cannot leak in).
+pub fn nixery_command() -> Command {
+    let mut cmd = Command::new(crate::nixery_binary());
+    // Settings, and what the s3 backend's AWS credential chain reads.
+    let credential_vars = nixery::storage::s3::settings::CREDENTIAL_VARS
+        .iter()
+        .copied();
+    for key in nixery::config::env_vars()
+        .into_iter()
+        .chain(credential_vars)
+    {
+        cmd.env_remove(key);
+    }
+    cmd
+}
 
 /// Configures and starts a [`TestServer`].
 #[derive(Default)]
@@ -53,6 +76,16 @@ impl TestServerBuilder {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Set every `(variable, value)` of `vars` (e.g. a storage backend's
+    /// settings: [`crate::gcs::server_env`], [`crate::s3::MotoS3::server_env`]).
+    pub fn envs<K: Into<String>, V: Into<String>>(
+        self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        vars.into_iter()
+            .fold(self, |builder, (key, value)| builder.env(key, value))
     }
 
     /// Build from the git repository in the directory `repo`
@@ -75,17 +108,7 @@ impl TestServerBuilder {
     }
 
     fn command(&self, storage_path: &Path, cache_dir: &Path) -> Command {
-        let mut cmd = Command::new(crate::nixery_binary());
-        // Settings, and what the s3 backend's AWS credential chain reads.
-        let credential_vars = nixery::storage::s3::settings::CREDENTIAL_VARS
-            .iter()
-            .copied();
-        for key in nixery::config::env_vars()
-            .into_iter()
-            .chain(credential_vars)
-        {
-            cmd.env_remove(key);
-        }
+        let mut cmd = nixery_command();
         cmd.env("PORT", "0")
             .env("NIXERY_HOST", "127.0.0.1")
             .env("STORAGE_PATH", storage_path)
@@ -98,6 +121,15 @@ impl TestServerBuilder {
         cmd
     }
 
+    /// The binary started with stdout and stderr piped.
+    fn spawn(&self, storage_path: &Path, cache_dir: &Path) -> Child {
+        self.command(storage_path, cache_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nixery")
+    }
+
     /// Run the binary and wait (at most [`START_TIMEOUT`]) for it to exit
     /// by itself, e.g. on a configuration error.
     pub fn run_to_exit(self) -> Output {
@@ -106,12 +138,7 @@ impl TestServerBuilder {
             .storage_path
             .clone()
             .unwrap_or_else(|| dir.path().to_path_buf());
-        let mut child = self
-            .command(&path, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nixery");
+        let mut child = self.spawn(&path, dir.path());
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if child.try_wait().expect("wait for nixery").is_some() {
@@ -142,12 +169,7 @@ impl TestServerBuilder {
             .or_else(|| temp_dir.as_ref().map(|d| d.path().to_path_buf()))
             .expect("a storage path");
         let cache_dir = tempfile::tempdir().expect("temporary directory");
-        let mut child = self
-            .command(&storage_path, cache_dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nixery");
+        let mut child = self.spawn(&storage_path, cache_dir.path());
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<SocketAddr>();
@@ -187,6 +209,16 @@ impl TestServerBuilder {
         }
         server
     }
+}
+
+/// `answer`, a served manifest of `name:tag`, if it is a Docker V2 one.
+fn served_manifest(answer: Answer, name: &str, tag: &str) -> Answer {
+    assert_eq!(
+        answer.header("content-type"),
+        Some(MANIFEST_V2),
+        "manifest {name}:{tag}"
+    );
+    answer
 }
 
 /// The address in a `listening` log event, if `line` is one.
@@ -230,37 +262,29 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// GET `/v2/<name>/manifests/<tag>` accepting Docker V2 manifests,
-    /// waiting up to ten minutes (a cold build).
-    pub fn request_manifest(&self, name: &str, tag: &str) -> reqwest::blocking::Response {
-        reqwest::blocking::Client::new()
-            .get(self.url(&format!("/v2/{name}/manifests/{tag}")))
-            .header("Accept", MANIFEST_V2)
-            .timeout(Duration::from_secs(600))
-            .send()
-            .unwrap_or_else(|e| panic!("no answer to the manifest request {name}:{tag}: {e}"))
+    /// The manifest of `name:tag` (a GET accepting Docker V2 manifests,
+    /// waiting up to ten minutes for a cold build), which must be served:
+    /// fails the test (with the answer's body) on any other status or
+    /// content type.
+    pub fn manifest(&self, name: &str, tag: &str) -> Vec<u8> {
+        let answer = self.manifest_call(name, tag).expect_status(200);
+        served_manifest(answer, name, tag).body
     }
 
-    /// The manifest of `name:tag`, which must be served: fails the test
-    /// (with the answer's body) on any other status or content type.
-    pub fn manifest(&self, name: &str, tag: &str) -> Vec<u8> {
-        let response = self.request_manifest(name, tag);
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = response.bytes().expect("manifest body").to_vec();
-        assert_eq!(
-            status,
-            200,
-            "manifest {name}:{tag}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        assert_eq!(content_type, MANIFEST_V2, "manifest {name}:{tag}");
-        body
+    /// [`Self::manifest`] as JSON.
+    pub fn manifest_json(&self, name: &str, tag: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.manifest(name, tag)).expect("manifest JSON")
+    }
+
+    /// [`Self::manifest_json`] from async code.
+    pub async fn manifest_json_async(&self, name: &str, tag: &str) -> serde_json::Value {
+        let answer = self.manifest_call(name, tag).expect_status_async(200).await;
+        served_manifest(answer, name, tag).json()
+    }
+
+    fn manifest_call(&self, name: &str, tag: &str) -> crate::answer::Call<'_> {
+        self.get(&format!("/v2/{name}/manifests/{tag}"))
+            .accept(MANIFEST_V2)
     }
 
     /// The server's `STORAGE_PATH`.
@@ -312,6 +336,14 @@ impl TestServer {
         })
         .unwrap_or_else(|| panic!("no response event for the log barrier {path}"));
         self.log_events()
+    }
+
+    /// Every stdout line so far that contains one of `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.logs()
+            .into_iter()
+            .filter(|line| needles.iter().any(|needle| line.contains(needle)))
+            .collect()
     }
 
     /// Every stderr line so far.
@@ -431,76 +463,4 @@ pub async fn put_blob(storage: &FilesystemStorage, bytes: &[u8], content_type: &
         .await
         .expect("move blob");
     format!("sha256:{hex}")
-}
-
-/// A response read off a raw socket.
-#[derive(Debug)]
-pub struct RawResponse {
-    /// Status code.
-    pub status: u16,
-    /// Header lines, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// Everything after the header block.
-    pub body: Vec<u8>,
-}
-
-impl RawResponse {
-    /// First header named `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as registry error JSON: `(code, message)` of the first error.
-    pub fn registry_error(&self) -> Option<(String, String)> {
-        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
-        let e = &v["errors"][0];
-        Some((
-            e["code"].as_str()?.to_owned(),
-            e["message"].as_str()?.to_owned(),
-        ))
-    }
-}
-
-/// Send `method target` as raw bytes (no client-side normalisation of `..`
-/// or percent escapes) and read the whole response (`Connection: close`).
-pub fn raw_request(addr: SocketAddr, method: &str, target: &[u8]) -> RawResponse {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("set timeout");
-    let mut request = Vec::new();
-    request.extend_from_slice(method.as_bytes());
-    request.push(b' ');
-    request.extend_from_slice(target);
-    request.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(&request).expect("send request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse_raw(&raw)
-}
-
-fn parse_raw(raw: &[u8]) -> RawResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header block in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
 }

@@ -73,3 +73,46 @@ pub async fn collect(mut stream: nixery::storage::ByteStream) -> std::io::Result
     }
     Ok(out)
 }
+
+/// The whole object at `key` of `storage`; fails the test if it cannot be
+/// read.
+pub async fn read_whole(
+    storage: &impl nixery::storage::Storage,
+    key: &nixery::storage::StorageKey,
+) -> Vec<u8> {
+    let stream = storage
+        .fetch(key)
+        .await
+        .unwrap_or_else(|e| panic!("fetching {key}: {e}"));
+    collect(stream)
+        .await
+        .unwrap_or_else(|e| panic!("reading {key}: {e}"))
+}
+
+/// Store `data` at `key` with `content_type`, sent in items of `item`
+/// bytes; fails the test if the backend refuses.
+pub async fn put(
+    storage: &impl nixery::storage::Storage,
+    key: &nixery::storage::StorageKey,
+    content_type: &str,
+    data: &[u8],
+    item: usize,
+) {
+    storage
+        .persist(key, content_type, body_of(data.to_vec(), item))
+        .await
+        .unwrap_or_else(|e| panic!("persisting {key}: {e}"));
+}
+
+/// Fails the test unless `storage` has no object at `key` (a fetch is
+/// "not found").
+pub async fn assert_absent(
+    storage: &impl nixery::storage::Storage,
+    key: &nixery::storage::StorageKey,
+) {
+    match storage.fetch(key).await {
+        Err(nixery::storage::StorageError::NotFound(_)) => {}
+        Ok(_) => panic!("{key} exists"),
+        Err(e) => panic!("fetching {key}: {e}, not \"not found\""),
+    }
+}

@@ -75,14 +75,8 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Binds a free port; call [`Self::forward_to`] to start.
-    pub async fn bind() -> (TcpListener, u16) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        (listener, port)
-    }
-
-    /// Forwards every connection on `listener` to `127.0.0.1:upstream`,
+    /// Forwards every connection on `listener` (from
+    /// [`super::bind_proxy`]) to `127.0.0.1:upstream`,
     /// failing `per_mille` of every thousand API calls (as `is_api` tells
     /// them). `seed` makes the sequence of faults reproducible (up to
     /// request interleaving).

@@ -16,14 +16,8 @@ pub struct CountingProxy {
 }
 
 impl CountingProxy {
-    /// Binds a free port; call [`Self::forward_to`] to start forwarding.
-    pub async fn bind() -> (TcpListener, u16) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        (listener, port)
-    }
-
-    /// Forwards every connection on `listener` to `127.0.0.1:upstream`.
+    /// Forwards every connection on `listener` (from
+    /// [`super::bind_proxy`]) to `127.0.0.1:upstream`.
     pub fn forward_to(listener: TcpListener, upstream: u16) -> CountingProxy {
         let port = listener.local_addr().expect("proxy address").port();
         let sent = Arc::new(AtomicU64::new(0));
