@@ -11,6 +11,13 @@ fn content(len: usize) -> Vec<u8> {
     support::net::bodies::pattern(len, 0x9e37_79b9)
 }
 
+/// `HEAD /v2/x/blobs/<digest>` as raw bytes off the socket (to see that
+/// no body follows).
+fn raw_head(server: &TestServer, digest: &str) -> support::server::Answer {
+    let target = format!("/v2/x/blobs/{digest}");
+    support::server::raw_request(server.addr(), "HEAD", target.as_bytes())
+}
+
 fn assert_registry_headers(r: &reqwest::Response, digest: &str) {
     let h = r.headers();
     assert_eq!(h["docker-content-digest"], digest);
@@ -76,11 +83,7 @@ async fn head_sends_the_headers_without_a_body() {
     let server = TestServer::start();
     let bytes = content(4096);
     let digest = put_blob(&server.storage(), &bytes, "application/octet-stream").await;
-    let r = support::server::raw_request(
-        server.addr(),
-        "HEAD",
-        format!("/v2/x/blobs/{digest}").as_bytes(),
-    );
+    let r = raw_head(&server, &digest);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some("4096"));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
@@ -260,11 +263,7 @@ async fn ranges_and_head_of_a_large_blob_are_exact_across_read_chunks() {
         );
         assert_eq!(r.bytes().await.unwrap(), &bytes[start..=end], "{range}");
     }
-    let r = support::server::raw_request(
-        server.addr(),
-        "HEAD",
-        format!("/v2/x/blobs/{digest}").as_bytes(),
-    );
+    let r = raw_head(&server, &digest);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
     assert!(r.body.is_empty());
@@ -303,11 +302,7 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
     let r = get_range(&client, &url, "bytes=1000-").await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */1000");
-    let head = support::server::raw_request(
-        server.addr(),
-        "HEAD",
-        format!("/v2/x/blobs/{digest}").as_bytes(),
-    );
+    let head = raw_head(&server, &digest);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("1000"));
     assert!(head.body.is_empty());

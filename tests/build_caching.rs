@@ -75,12 +75,9 @@ fn shared_layers_are_reused_not_reuploaded() {
 fn pinned_image_is_served_after_restart_without_nix() {
     let (repo, commit) = offline_pkgs_repo();
     let storage = tempfile::tempdir().unwrap();
-    let before = {
-        let mut server = pinned_server(repo.path(), storage.path());
-        let manifest = get_manifest(&server, "hello/git", &commit);
-        server.stop();
-        manifest
-    };
+    let mut first = pinned_server(repo.path(), storage.path());
+    let before = get_manifest(&first, "hello/git", &commit);
+    first.stop();
     let server = pinned_server(repo.path(), storage.path());
     let after = get_manifest(&server, "hello/git", &commit);
     assert_eq!(before, after);
@@ -144,12 +141,9 @@ fn changing_the_layering_strategy_builds_the_image_again() {
 #[test]
 fn layer_records_survive_restarts() {
     let storage = tempfile::tempdir().unwrap();
-    let before = {
-        let mut server = server_on(storage.path());
-        let manifest = get_manifest(&server, "hello", "latest");
-        server.stop();
-        manifest
-    };
+    let mut first = server_on(storage.path());
+    let before = get_manifest(&first, "hello", "latest");
+    first.stop();
     // Without the cached manifest the image is built again, but every layer
     // is already recorded.
     std::fs::remove_dir_all(storage.path().join("manifests")).unwrap();

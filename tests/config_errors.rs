@@ -4,6 +4,12 @@
 
 use support::server::TestServer;
 
+/// [`assert_config_error`] of one variable set to `value`, which must be
+/// named.
+fn assert_rejects(var: &str, value: &str) {
+    assert_config_error(&[(var, value)], &[var]);
+}
+
 fn assert_config_error(env: &[(&str, &str)], names: &[&str]) {
     let out = TestServer::builder()
         .envs(env.iter().copied())
@@ -33,20 +39,11 @@ fn contradictory_settings_stop_start_up_naming_the_variable() {
         &["NIXERY_CHANNEL", "NIXERY_PKGS_REPO"],
     );
     assert_config_error(&[("NIXERY_STORAGE_BACKEND", "gcs")], &["GCS_BUCKET"]);
-    assert_config_error(&[("NIX_TIMEOUT", "ten")], &["NIX_TIMEOUT"]);
-    assert_config_error(
-        &[("NIXERY_PACK_CONCURRENCY", "0")],
-        &["NIXERY_PACK_CONCURRENCY"],
-    );
-    assert_config_error(
-        &[("NIXERY_BUILD_CONCURRENCY", "-1")],
-        &["NIXERY_BUILD_CONCURRENCY"],
-    );
-    assert_config_error(&[("PORT", "http")], &["PORT"]);
-    assert_config_error(
-        &[("NIXERY_STORAGE_BACKEND", "s3")],
-        &["NIXERY_STORAGE_BACKEND"],
-    );
+    assert_rejects("NIX_TIMEOUT", "ten");
+    assert_rejects("NIXERY_PACK_CONCURRENCY", "0");
+    assert_rejects("NIXERY_BUILD_CONCURRENCY", "-1");
+    assert_rejects("PORT", "http");
+    assert_rejects("NIXERY_STORAGE_BACKEND", "s3");
     assert_config_error(
         &[("NIXERY_LAYERING", "fastest")],
         &["NIXERY_LAYERING", "fastest", "size-rank"],

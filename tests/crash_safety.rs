@@ -33,12 +33,7 @@ fn endless_body(chunks: usize, announce: bool) -> ByteStream {
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    support::dir_names(dir)
 }
 
 /// Run by `killed_writer_leaves_no_object_under_its_key` in a child

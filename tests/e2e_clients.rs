@@ -23,14 +23,18 @@ fn skopeo_copy_of_hello_git_unpacks_and_runs_hello() {
 
     let hello = run(Command::new("chroot").arg(&rootfs).arg("/bin/hello"));
     assert_eq!(hello.trim(), "Hello, world!");
-    assert!(
-        resolve_in_root(&rootfs, "/etc/ssl/certs/ca-bundle.crt").is_some(),
-        "the CA bundle does not resolve inside the image"
-    );
-    assert!(
-        resolve_in_root(&rootfs, "/bin/git").is_some(),
-        "git is missing from the image"
-    );
+    for (path, missing) in [
+        (
+            "/etc/ssl/certs/ca-bundle.crt",
+            "the CA bundle does not resolve",
+        ),
+        ("/bin/git", "git is missing"),
+    ] {
+        assert!(
+            resolve_in_root(&rootfs, path).is_some(),
+            "{missing} inside the image"
+        );
+    }
 }
 
 #[test]

@@ -200,6 +200,19 @@ async fn failed_nix_build_is_500_unknown_without_internal_paths() {
     assert!(!message.contains("/tmp"), "{message}");
 }
 
+/// The harness's status check (what every test waiting on a slow path
+/// uses) fails the test naming the request, the status and the body.
+#[test]
+#[should_panic(
+    expected = "expected 200, got 404 (the server's log follows): {\"errors\":[{\"code\":\"BLOB_UNKNOWN\""
+)]
+fn a_call_that_gets_another_status_fails_the_test_with_the_answer() {
+    let server = TestServer::start();
+    server
+        .get(&format!("/v2/x/blobs/sha256:{HEX}"))
+        .expect_status(200);
+}
+
 #[tokio::test]
 async fn head_by_tag_builds_and_answers_the_same_headers_as_get() {
     let server = TestServer::start();

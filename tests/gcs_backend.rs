@@ -277,8 +277,7 @@ async fn persist_sends_chunks_before_the_body_has_ended() {
         "object visible before its upload completed"
     );
     assert_eq!(persisted.sha256.hex(), sha256_hex(&data));
-    let fetched = read_whole(&storage, &key).await;
-    assert!(fetched == data);
+    assert!(read_whole(&storage, &key).await == data);
 }
 
 #[tokio::test]

@@ -51,7 +51,8 @@ async fn redirect_of(storage: &S3Storage, key: &StorageKey) -> String {
 
 #[tokio::test]
 async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redirect() {
-    let (moto, storage) = MotoS3::start_with_storage().await;
+    let moto = MotoS3::start().await;
+    let storage = moto.storage().await;
     let manifest = br#"{"schemaVersion":2}"#.to_vec();
     let key = StorageKey::manifest("some-image-key").unwrap();
     let persisted = storage
@@ -101,7 +102,8 @@ async fn objects_keep_upstream_keys_and_content_types_through_a_presigned_redire
 
 #[tokio::test]
 async fn a_multipart_blob_appears_only_complete_and_staging_is_emptied() {
-    let (moto, storage) = MotoS3::start_with_storage().await;
+    let moto = MotoS3::start().await;
+    let storage = moto.storage().await;
     // Three 5 MiB parts and a tail.
     let data = pattern(15 * 1024 * 1024 + 12_345, 2);
     let options = S3Options {
@@ -159,7 +161,8 @@ async fn a_failing_body_leaves_nothing_under_the_key() {
 
 #[tokio::test]
 async fn a_move_keeps_the_content_type_and_a_retried_move_succeeds() {
-    let (_moto, storage) = MotoS3::start_with_storage().await;
+    let moto = MotoS3::start().await;
+    let storage = moto.storage().await;
     let from = StorageKey::staging(&staging::unique_name()).unwrap();
     let data = b"config".to_vec();
     let to = StorageKey::layer(&nixery::digest::Digest::of(&data));
@@ -226,7 +229,8 @@ async fn without_presigning_redirects_go_to_the_plain_object_url() {
 
 #[tokio::test]
 async fn the_staging_sweep_removes_stale_names_only() {
-    let (_moto, storage) = MotoS3::start_with_storage().await;
+    let moto = MotoS3::start().await;
+    let storage = moto.storage().await;
     let [_, fresh, _, _] =
         support::s3::checks::staging_sweep_removes_stale_names_only(&storage).await;
     storage.delete(&fresh).await.unwrap();
@@ -276,7 +280,8 @@ async fn a_missing_bucket_or_a_dead_endpoint_is_reported_at_connect() {
 
 #[tokio::test]
 async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
-    let (moto, storage) = MotoS3::start_with_storage().await;
+    let moto = MotoS3::start().await;
+    let storage = moto.storage().await;
     let blob = storage
         .persist_blob(LAYER_TYPE, body_of(pattern(1000, 9), 100))
         .await

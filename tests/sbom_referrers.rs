@@ -19,57 +19,47 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
     process::Command,
-    time::Duration,
 };
 
-use reqwest::blocking::Client;
 use serde_json::Value;
-use support::server::{TestServer, sha256_hex};
+use support::media::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use support::server::{Answer, TestServer, sha256_hex};
 use support::{any_system_pkgs, pull_and_unpack, run};
 
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const SPDX_JSON: &str = "application/spdx+json";
 /// The Python environment `scripts/setup-host.sh` prepares.
 const VENV: &str = "/opt/nixery-venv";
 
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()
-        .expect("HTTP client")
-}
-
 /// What a client learns from a HEAD by tag: the digest of the variant its
 /// `Accept` selects.
 fn head_digest(server: &TestServer, name: &str, accept: &str) -> String {
-    let response = client()
-        .head(server.url(&format!("/v2/{name}/manifests/latest")))
-        .header("Accept", accept)
-        .send()
-        .expect("HEAD manifest");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], accept);
-    response.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
+    let response = server
+        .head(&format!("/v2/{name}/manifests/latest"))
+        .accept(accept)
+        .expect_status(200);
+    assert_eq!(response.header("content-type"), Some(accept));
+    response
+        .header("docker-content-digest")
+        .expect("a digest header")
         .to_owned()
+}
+
+/// GET `path` with `accept` (if any), which must answer 200.
+fn get(server: &TestServer, path: &str, accept: Option<&str>) -> Answer {
+    accept
+        .into_iter()
+        .fold(server.get(path), |call, accept| call.accept(accept))
+        .expect_status(200)
 }
 
 /// Find the SBOM of the manifest `subject` as a client does; returns the
 /// SBOM bytes and the artifact manifest's digest.
 fn discover_sbom(server: &TestServer, name: &str, subject: &str) -> (Vec<u8>, String) {
-    let response = client()
-        .get(server.url(&format!(
-            "/v2/{name}/referrers/{subject}?artifactType=application%2Fspdx%2Bjson"
-        )))
-        .send()
-        .expect("referrers");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], OCI_INDEX);
-    assert_eq!(response.headers()["oci-filters-applied"], "artifactType");
-    let index: Value = response.json().expect("index JSON");
+    let path = format!("/v2/{name}/referrers/{subject}?artifactType=application%2Fspdx%2Bjson");
+    let response = get(server, &path, None);
+    assert_eq!(response.header("content-type"), Some(OCI_INDEX));
+    assert_eq!(response.header("oci-filters-applied"), Some("artifactType"));
+    let index = response.json();
     let entries = index["manifests"].as_array().expect("manifests");
     assert_eq!(entries.len(), 1, "one SBOM per image variant: {index}");
     let entry = &entries[0];
@@ -77,17 +67,13 @@ fn discover_sbom(server: &TestServer, name: &str, subject: &str) -> (Vec<u8>, St
     assert_eq!(entry["mediaType"], OCI_MANIFEST);
     let artifact_digest = entry["digest"].as_str().unwrap().to_owned();
 
-    let response = client()
-        .get(server.url(&format!("/v2/{name}/manifests/{artifact_digest}")))
-        .header("Accept", OCI_MANIFEST)
-        .send()
-        .expect("artifact manifest");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], OCI_MANIFEST);
-    let bytes = response.bytes().unwrap();
-    assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), artifact_digest);
+    let path = format!("/v2/{name}/manifests/{artifact_digest}");
+    let response = get(server, &path, Some(OCI_MANIFEST));
+    assert_eq!(response.header("content-type"), Some(OCI_MANIFEST));
+    let bytes = &response.body;
+    assert_eq!(format!("sha256:{}", sha256_hex(bytes)), artifact_digest);
     assert_eq!(entry["size"], bytes.len());
-    let artifact: Value = serde_json::from_slice(&bytes).unwrap();
+    let artifact = response.json();
     assert_eq!(artifact["artifactType"], SPDX_JSON);
     assert_eq!(artifact["subject"]["digest"], subject);
     assert_eq!(
@@ -95,23 +81,13 @@ fn discover_sbom(server: &TestServer, name: &str, subject: &str) -> (Vec<u8>, St
         "application/vnd.oci.empty.v1+json"
     );
     let config = artifact["config"]["digest"].as_str().unwrap();
-    let empty = client()
-        .get(server.url(&format!("/v2/{name}/blobs/{config}")))
-        .send()
-        .unwrap();
-    assert_eq!(empty.status(), 200);
-    assert_eq!(&empty.bytes().unwrap()[..], b"{}");
+    let empty = get(server, &format!("/v2/{name}/blobs/{config}"), None);
+    assert_eq!(&empty.body[..], b"{}");
 
     let layer = &artifact["layers"][0];
     assert_eq!(layer["mediaType"], SPDX_JSON);
     let blob = layer["digest"].as_str().unwrap();
-    let sbom = client()
-        .get(server.url(&format!("/v2/{name}/blobs/{blob}")))
-        .send()
-        .expect("SBOM blob")
-        .bytes()
-        .unwrap()
-        .to_vec();
+    let sbom = get(server, &format!("/v2/{name}/blobs/{blob}"), None).body;
     assert_eq!(format!("sha256:{}", sha256_hex(&sbom)), blob);
     assert_eq!(layer["size"], sbom.len());
     (sbom, artifact_digest)
@@ -141,33 +117,18 @@ fn an_image_index_lists_the_sbom_of_every_platform() {
         .env("NIXERY_PKGS_PATH", pkgs.path().display().to_string())
         .start();
     let index_digest = head_digest(&server, "hello", OCI_INDEX);
-    let index: Value = client()
-        .get(server.url(&format!("/v2/hello/manifests/{index_digest}")))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let path = |route: &str| format!("/v2/hello/{route}/{index_digest}");
+    let index = get(&server, &path("manifests"), None).json();
     let platforms = index["manifests"].as_array().unwrap();
     assert_eq!(platforms.len(), 2, "{index}");
-    let response = client()
-        .get(server.url(&format!("/v2/hello/referrers/{index_digest}")))
-        .send()
-        .unwrap();
-    let referrers: Value = response.json().unwrap();
+    let referrers = get(&server, &path("referrers"), None).json();
     let entries = referrers["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "one SBOM per platform: {referrers}");
     let mut from_index = BTreeSet::new();
     for entry in entries {
         assert_eq!(entry["artifactType"], SPDX_JSON);
-        let artifact: Value = client()
-            .get(server.url(&format!(
-                "/v2/hello/manifests/{}",
-                entry["digest"].as_str().unwrap()
-            )))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let artifact = format!("/v2/hello/manifests/{}", entry["digest"].as_str().unwrap());
+        let artifact = get(&server, &artifact, None).json();
         assert_eq!(artifact["subject"]["digest"], index_digest.as_str());
         assert_eq!(artifact["subject"]["mediaType"], OCI_INDEX);
         from_index.insert(artifact["layers"][0]["digest"].as_str().unwrap().to_owned());
@@ -185,10 +146,11 @@ fn an_image_index_lists_the_sbom_of_every_platform() {
 
 #[test]
 fn the_same_image_gives_the_same_sbom_bytes_in_another_storage() {
-    let first = TestServer::start();
+    let mut first = TestServer::start();
     let digest = head_digest(&first, "hello", DOCKER_MANIFEST);
     let (sbom, _) = discover_sbom(&first, "hello", &digest);
-    drop(first);
+    // Stopped, but kept: its log is printed if a check below fails.
+    first.stop();
     let second = TestServer::start();
     assert_eq!(head_digest(&second, "hello", DOCKER_MANIFEST), digest);
     assert_eq!(discover_sbom(&second, "hello", &digest).0, sbom);

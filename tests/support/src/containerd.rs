@@ -42,13 +42,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .spawn()
             .expect("start containerd (is it installed? scripts/setup-host.sh installs it)");
         let daemon = Self { child, dir };
-        if !crate::succeeds_within(Duration::from_secs(20), || {
+        let probe = || {
             let mut version = daemon.ctr();
             version.arg("version");
             version
-        }) {
-            panic!("containerd did not start; log: {}", daemon.log());
-        }
+        };
+        crate::await_daemon("containerd", Duration::from_secs(20), probe, || {
+            daemon.log()
+        });
         daemon
     }
 

@@ -58,13 +58,12 @@ impl Docker {
             client: client_beside_daemon(),
             dir,
         };
-        if !crate::succeeds_within(START_TIMEOUT, || {
+        let probe = || {
             let mut version = daemon.docker();
             version.arg("version");
             version
-        }) {
-            panic!("dockerd did not start; log:\n{}", daemon.log());
-        }
+        };
+        crate::await_daemon("dockerd", START_TIMEOUT, probe, || daemon.log());
         daemon
     }
 

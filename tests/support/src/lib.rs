@@ -99,6 +99,21 @@ pub fn shared_layers(a: &serde_json::Value, b: &serde_json::Value) -> usize {
         .count()
 }
 
+/// The sorted names of the entries of `dir`.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// The offline package set in this repository.
 pub fn offline_pkgs_dir() -> PathBuf {
     repo_root().join("prepare-image/offline-pkgs")
@@ -178,6 +193,20 @@ pub fn podman(store: &Path) -> Command {
         .arg(store.join("runroot"))
         .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
     cmd
+}
+
+/// Waits (at most `within`) for the daemon `name` to answer: until the
+/// command `probe` makes succeeds; fails the test with the daemon's `log`
+/// if it never does.
+pub fn await_daemon(
+    name: &str,
+    within: Duration,
+    probe: impl FnMut() -> Command,
+    log: impl FnOnce() -> String,
+) {
+    if !succeeds_within(within, probe) {
+        panic!("{name} did not start; log:\n{}", log());
+    }
 }
 
 /// Runs the command `probe` makes every 200 ms until it succeeds (a

@@ -188,13 +188,6 @@ impl MotoS3 {
         )
     }
 
-    /// Starts a server ([`Self::start`]) and connects a backend to it.
-    pub async fn start_with_storage() -> (MotoS3, S3Storage) {
-        let moto = Self::start().await;
-        let storage = moto.storage().await;
-        (moto, storage)
-    }
-
     /// A backend connected to the bucket with [`Self::key`].
     pub async fn storage(&self) -> S3Storage {
         self.storage_with(S3Options::default()).await
