@@ -32,6 +32,14 @@ async fn pack(paths: Vec<PathBuf>) -> (Vec<u8>, TarSummary) {
     (blob, summary)
 }
 
+/// Pack `paths` when that must fail: the stream ends in an error, and the
+/// packer's result is returned.
+async fn failed_pack(paths: Vec<PathBuf>) -> Result<TarSummary, ArchiveError> {
+    let (stream, handle) = pack_store_paths(paths);
+    assert!(collect(stream).await.is_err());
+    handle.await.unwrap()
+}
+
 fn gunzip(blob: &[u8]) -> Vec<u8> {
     let mut tar = Vec::new();
     GzDecoder::new(blob)
@@ -334,9 +342,7 @@ async fn dropped_stream_stops_packing_without_hanging() {
 
 #[tokio::test]
 async fn relative_path_is_rejected_and_the_stream_ends_in_an_error() {
-    let (stream, handle) = pack_store_paths(vec![PathBuf::from("nix/store/abc")]);
-    assert!(collect(stream).await.is_err());
-    let result = handle.await.unwrap();
+    let result = failed_pack(vec![PathBuf::from("nix/store/abc")]).await;
     assert!(
         matches!(result, Err(ArchiveError::NotAbsolute(_))),
         "{result:?}"
@@ -346,9 +352,7 @@ async fn relative_path_is_rejected_and_the_stream_ends_in_an_error() {
 #[tokio::test]
 async fn missing_path_ends_the_stream_in_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (stream, handle) = pack_store_paths(vec![dir.path().join("gone")]);
-    assert!(collect(stream).await.is_err());
-    let result = handle.await.unwrap();
+    let result = failed_pack(vec![dir.path().join("gone")]).await;
     assert!(
         matches!(result, Err(ArchiveError::Read { .. })),
         "{result:?}"
@@ -363,9 +367,7 @@ async fn fifo_is_refused() {
     let fifo = std::ffi::CString::new(root.join("pipe").to_str().unwrap()).unwrap();
     // SAFETY: `fifo` is a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
-    let (stream, handle) = pack_store_paths(vec![root]);
-    assert!(collect(stream).await.is_err());
-    let result = handle.await.unwrap();
+    let result = failed_pack(vec![root]).await;
     assert!(
         matches!(result, Err(ArchiveError::UnsupportedFileType(_))),
         "{result:?}"
