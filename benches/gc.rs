@@ -11,6 +11,8 @@
 //!
 //! Neither waits the notice period (it is a fixed wait, not work).
 
+mod support;
+
 use std::{
     path::Path,
     process::Command,
@@ -142,11 +144,7 @@ fn options(dry_run: bool) -> Options {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let template = tempfile::tempdir().unwrap();
     let objects = runtime.block_on(populate(template.path()));
     assert_eq!(objects, 10_000);

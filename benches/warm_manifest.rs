@@ -6,6 +6,8 @@
 //! after each run). The `scripts/bench-warm-tags.sh` numbers through HTTP
 //! are bounded by this cost plus the server's per-request overhead.
 
+mod support;
+
 use std::{hint::black_box, path::Path, process::Command, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -105,11 +107,7 @@ fn warm_builder(
 }
 
 fn warm_manifest(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     let scratch = tempfile::tempdir().unwrap();
     let repo = scratch.path().join("repo");
     std::fs::create_dir(&repo).unwrap();

@@ -101,27 +101,28 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
+    /// Runs a call that always fails with `code` under [`quick`]: its
+    /// result and how many times it was made.
+    async fn always_failing(code: u16) -> (Result<(), ApiError>, usize) {
+        let calls = AtomicUsize::new(0);
+        let result = quick()
+            .run("test", "o", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(status(code))
+            })
+            .await;
+        (result, calls.load(Ordering::SeqCst))
+    }
+
     #[tokio::test]
     async fn retries_stop_at_the_bound_and_permanent_failures_at_once() {
-        let calls = AtomicUsize::new(0);
-        let result: Result<(), _> = quick()
-            .run("test", "o", || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(status(503))
-            })
-            .await;
+        let (result, calls) = always_failing(503).await;
         assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(calls, 4);
 
-        let calls = AtomicUsize::new(0);
-        let result: Result<(), _> = quick()
-            .run("test", "o", || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(status(404))
-            })
-            .await;
+        let (result, calls) = always_failing(404).await;
         assert!(result.unwrap_err().is_not_found());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls, 1);
     }
 
     #[tokio::test]
