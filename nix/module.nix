@@ -38,254 +38,95 @@ let
     pkgsPath = { NIXERY_PKGS_PATH = cfg.packageSource.value; };
   }.${cfg.packageSource.kind};
 
-  # The settings that are one option and one variable each, declared once:
-  # `variable` is what the server reads, `render` turns the value into its
-  # text (`toString` unless given). An entry without a `default` is a
-  # nullable option, null by default, whose variable is set only when it
-  # is not null; the server's own default applies then.
+  # The settings that are one option and one variable each, declared once
+  # (variable, type, default, description; `render` turns a value into the
+  # variable's text where `toString` does not): the options and the
+  # environment both come from this table.
   settings = {
-    port = {
-      variable = "PORT";
-      type = types.port;
-      default = 8080;
-      description = "TCP port the registry listens on (PORT).";
-    };
-
-    host = {
-      variable = "NIXERY_HOST";
-      type = types.str;
-      default = "0.0.0.0";
-      description = "Address the registry binds to (NIXERY_HOST).";
-    };
-
-    storageBackend = {
-      variable = "NIXERY_STORAGE_BACKEND";
-      type = types.enum [ "filesystem" "gcs" "s3" ];
-      default = "filesystem";
-      description = "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
-    };
-
-    storagePath = {
-      variable = "STORAGE_PATH";
-      type = types.str;
-      default = "/var/lib/nixery";
-      description = ''
+    port = withDefault "PORT" types.port 8080 "TCP port the registry listens on (PORT).";
+    host = withDefault "NIXERY_HOST" types.str "0.0.0.0" "Address the registry binds to (NIXERY_HOST).";
+    storageBackend = withDefault "NIXERY_STORAGE_BACKEND" (types.enum [ "filesystem" "gcs" "s3" ]) "filesystem" "Where layers and manifests are stored (NIXERY_STORAGE_BACKEND).";
+    storagePath = withDefault "STORAGE_PATH" types.str "/var/lib/nixery" ''
         Directory for layers, manifests and build caches (STORAGE_PATH).
         Created for the service user; paths outside /var/lib are created by
         systemd-tmpfiles.
       '';
+    gcsCredentialsFile = nullable "GOOGLE_APPLICATION_CREDENTIALS" types.str ''
+        Service account key for GCS (GOOGLE_APPLICATION_CREDENTIALS). Given
+        as a string so the secret never enters the Nix store; systemd hands
+        a copy to the service through LoadCredential. Null uses the
+        metadata server or other ambient credentials.
+      '' // {
+      example = "/run/secrets/nixery-gcs.json";
+      # %d is systemd's credentials directory, readable only by the service.
+      render = _: "%d/${gcsCredentialName}";
     };
-
-    gcsBucket = {
-      variable = "GCS_BUCKET";
-      type = types.str;
-      description = "Google Cloud Storage bucket, required by the `gcs` backend (GCS_BUCKET).";
-    };
-
-    storageEmulatorHost = {
-      variable = "STORAGE_EMULATOR_HOST";
-      type = types.str;
-      example = "http://127.0.0.1:4443";
-      description = "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST).";
-    };
-
-    s3Bucket = {
-      variable = "S3_BUCKET";
-      type = types.str;
-      description = "S3 bucket, required by the `s3` backend (S3_BUCKET).";
-    };
-
-    s3Region = {
-      variable = "AWS_REGION";
-      type = types.str;
-      example = "eu-west-1";
-      description = "Region of the S3 bucket (AWS_REGION). Null means us-east-1.";
-    };
-
-    s3Endpoint = {
-      variable = "AWS_ENDPOINT_URL_S3";
-      type = types.str;
-      example = "https://minio.example.org:9000";
-      description = ''
+    gcsBucket = nullable "GCS_BUCKET" types.str "Google Cloud Storage bucket, required by the `gcs` backend (GCS_BUCKET).";
+    storageEmulatorHost = nullable "STORAGE_EMULATOR_HOST" types.str "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST)." // { example = "http://127.0.0.1:4443"; };
+    s3Bucket = nullable "S3_BUCKET" types.str "S3 bucket, required by the `s3` backend (S3_BUCKET).";
+    s3Region = nullable "AWS_REGION" types.str "Region of the S3 bucket (AWS_REGION). Null means us-east-1." // { example = "eu-west-1"; };
+    s3Endpoint = nullable "AWS_ENDPOINT_URL_S3" types.str ''
         An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
         such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
         path-style addressing unless `s3Addressing` says otherwise.
-      '';
-    };
-
-    awsEndpoint = {
-      variable = "AWS_ENDPOINT_URL";
-      type = types.str;
-      description = ''
+      '' // { example = "https://minio.example.org:9000"; };
+    awsEndpoint = nullable "AWS_ENDPOINT_URL" types.str ''
         Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
         read it; `s3Endpoint` wins for S3.
       '';
-    };
-
-    s3Addressing = {
-      variable = "NIXERY_S3_ADDRESSING";
-      type = types.enum [ "auto" "path" "virtual" ];
-      description = ''
+    s3Addressing = nullable "NIXERY_S3_ADDRESSING" (types.enum [ "auto" "path" "virtual" ]) ''
         How URLs name the bucket (NIXERY_S3_ADDRESSING): `path`
         (`host/bucket/key`), `virtual` (`bucket.host/key`). Null or `auto`:
         path-style with an endpoint, virtual-hosted on AWS.
       '';
+    s3PresignExpiry = nullable "NIXERY_S3_PRESIGN_EXPIRY" types.ints.positive "Seconds a presigned redirect stays valid (NIXERY_S3_PRESIGN_EXPIRY). Null means 300.";
+    s3CredentialsFile = nullable "AWS_SHARED_CREDENTIALS_FILE" types.str ''
+        An AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE), in
+        the `[profile]` / `aws_access_key_id` / `aws_secret_access_key`
+        format. Given as a string so the secret never enters the Nix store;
+        systemd hands a copy to the service through LoadCredential. Null
+        leaves credentials to the rest of the AWS chain (web identity,
+        container or instance metadata).
+      '' // {
+      example = "/run/secrets/nixery-aws-credentials";
+      # Read by the AWS credential chain, from systemd's credentials directory.
+      render = _: "%d/${s3CredentialName}";
     };
-
-    s3PresignExpiry = {
-      variable = "NIXERY_S3_PRESIGN_EXPIRY";
-      type = types.ints.positive;
-      description = "Seconds a presigned redirect stays valid (NIXERY_S3_PRESIGN_EXPIRY). Null means 300.";
-    };
-
-    s3Profile = {
-      variable = "AWS_PROFILE";
-      type = types.str;
-      description = "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
-    };
-
-    nixTimeout = {
-      variable = "NIX_TIMEOUT";
-      type = types.ints.positive;
-      default = 60;
-      description = "Seconds one Nix build (derivation) may run before Nix aborts it (NIX_TIMEOUT).";
-    };
-
-    nixDeadline = {
-      variable = "NIXERY_NIX_DEADLINE";
-      type = types.ints.positive;
-      default = 1800;
-      description = "Seconds one image's whole Nix step (evaluation, downloads, builds) may take (NIXERY_NIX_DEADLINE).";
-    };
-
-    allowUnfree = {
-      variable = "NIXERY_ALLOW_UNFREE";
-      type = types.bool;
-      render = v: if v then "true" else "false";
-      default = false;
-      description = "Serve packages with unfree licences, as nixpkgs' config.allowUnfree (NIXERY_ALLOW_UNFREE).";
-    };
-
-    popularityUrl = {
-      variable = "NIX_POPULARITY_URL";
-      type = types.str;
-      description = ''
+    s3Profile = nullable "AWS_PROFILE" types.str "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
+    nixTimeout = withDefault "NIX_TIMEOUT" types.ints.positive 60 "Seconds one Nix build (derivation) may run before Nix aborts it (NIX_TIMEOUT).";
+    nixDeadline = withDefault "NIXERY_NIX_DEADLINE" types.ints.positive 1800 "Seconds one image's whole Nix step (evaluation, downloads, builds) may take (NIXERY_NIX_DEADLINE).";
+    allowUnfree = withDefault "NIXERY_ALLOW_UNFREE" types.bool false "Serve packages with unfree licences, as nixpkgs' config.allowUnfree (NIXERY_ALLOW_UNFREE)." // { render = v: if v then "true" else "false"; };
+    popularityUrl = nullable "NIX_POPULARITY_URL" types.str ''
         URL of the popularity map used for layering (NIX_POPULARITY_URL),
         e.g. one produced by `nixery popcount`. Null uses the default.
       '';
-    };
-
-    layering = {
-      variable = "NIXERY_LAYERING";
-      type = types.enum [ "size-rank" "popularity" "in-degree" "size-cohort" ];
-      description = ''
+    layering = nullable "NIXERY_LAYERING" (types.enum [ "size-rank" "popularity" "in-degree" "size-cohort" ]) ''
         How closures are split into layers (NIXERY_LAYERING). Null uses
         `popularity` (upstream Nixery's algorithm) when popularityUrl is
         set, else `size-rank`.
       '';
-    };
-
-    prepareImage = {
-      variable = "NIXERY_PREPARE_IMAGE";
-      type = types.str;
-      description = ''
+    prepareImage = nullable "NIXERY_PREPARE_IMAGE" types.str ''
         Path of the prepare-image program (NIXERY_PREPARE_IMAGE). Null uses
         the one the package was built with.
       '';
-    };
-
-    packConcurrency = {
-      variable = "NIXERY_PACK_CONCURRENCY";
-      type = types.ints.positive;
-      description = "Layers packed in parallel (NIXERY_PACK_CONCURRENCY); null means one per CPU core.";
-    };
-
-    buildConcurrency = {
-      variable = "NIXERY_BUILD_CONCURRENCY";
-      type = types.ints.positive;
-      description = "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
-    };
-
-    sourceTtl = {
-      variable = "NIXERY_SOURCE_TTL";
-      type = types.ints.unsigned;
-      description = "Seconds a git ref or channel name stays resolved to its commit (NIXERY_SOURCE_TTL); null means 60.";
-    };
-
-    channelRemote = {
-      variable = "NIXERY_CHANNEL_REMOTE";
-      type = types.str;
-      description = "Git remote channel names are resolved against (NIXERY_CHANNEL_REMOTE); null means https://github.com/NixOS/nixpkgs.";
-    };
-
-    cacheDir = {
-      variable = "NIXERY_CACHE_DIR";
-      type = types.str;
-      description = "Directory of the local manifest tier (NIXERY_CACHE_DIR); null means the service's cache directory.";
-    };
-
-    manifestCacheEntries = {
-      variable = "NIXERY_MANIFEST_CACHE_ENTRIES";
-      type = types.ints.positive;
-      description = "Manifests kept in memory (NIXERY_MANIFEST_CACHE_ENTRIES); null means 4096.";
-    };
-
-    headerTimeout = {
-      variable = "NIXERY_HEADER_TIMEOUT";
-      type = types.ints.positive;
-      default = 30;
-      description = "Seconds a client may take to send a request's headers (NIXERY_HEADER_TIMEOUT).";
-    };
-
-    idleTimeout = {
-      variable = "NIXERY_IDLE_TIMEOUT";
-      type = types.ints.positive;
-      default = 60;
-      description = "Seconds an idle keep-alive connection is kept open (NIXERY_IDLE_TIMEOUT).";
-    };
-
-    buildQueue = {
-      variable = "NIXERY_BUILD_QUEUE";
-      type = types.ints.unsigned;
-      description = "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
-    };
-
-    gcKeep = {
-      variable = "NIXERY_GC_KEEP";
-      type = types.str;
-      example = "30d";
-      description = ''
+    packConcurrency = nullable "NIXERY_PACK_CONCURRENCY" types.ints.positive "Layers packed in parallel (NIXERY_PACK_CONCURRENCY); null means one per CPU core.";
+    buildConcurrency = nullable "NIXERY_BUILD_CONCURRENCY" types.ints.positive "Nix builds run in parallel (NIXERY_BUILD_CONCURRENCY); null means one per CPU core.";
+    sourceTtl = nullable "NIXERY_SOURCE_TTL" types.ints.unsigned "Seconds a git ref or channel name stays resolved to its commit (NIXERY_SOURCE_TTL); null means 60.";
+    channelRemote = nullable "NIXERY_CHANNEL_REMOTE" types.str "Git remote channel names are resolved against (NIXERY_CHANNEL_REMOTE); null means https://github.com/NixOS/nixpkgs.";
+    cacheDir = nullable "NIXERY_CACHE_DIR" types.str "Directory of the local manifest tier (NIXERY_CACHE_DIR); null means the service's cache directory.";
+    manifestCacheEntries = nullable "NIXERY_MANIFEST_CACHE_ENTRIES" types.ints.positive "Manifests kept in memory (NIXERY_MANIFEST_CACHE_ENTRIES); null means 4096.";
+    headerTimeout = withDefault "NIXERY_HEADER_TIMEOUT" types.ints.positive 30 "Seconds a client may take to send a request's headers (NIXERY_HEADER_TIMEOUT).";
+    idleTimeout = withDefault "NIXERY_IDLE_TIMEOUT" types.ints.positive 60 "Seconds an idle keep-alive connection is kept open (NIXERY_IDLE_TIMEOUT).";
+    buildQueue = nullable "NIXERY_BUILD_QUEUE" types.ints.unsigned "Images that may wait for a build slot before requests get 429 (NIXERY_BUILD_QUEUE); null means the server's default, 16.";
+    gcKeep = nullable "NIXERY_GC_KEEP" types.str ''
         Collect the storage periodically, keeping images pulled within this
         long (NIXERY_GC_KEEP; 45s, 10m, 12h, 30d). Null turns periodic
         collection off; `nixery gc` can still be run by hand.
-      '';
-    };
-
-    gcInterval = {
-      variable = "NIXERY_GC_INTERVAL";
-      type = types.str;
-      example = "12h";
-      description = "Time between periodic collections (NIXERY_GC_INTERVAL); null means the server's default, 24h.";
-    };
-
-    gcGrace = {
-      variable = "NIXERY_GC_GRACE";
-      type = types.str;
-      description = "Objects younger than this are never collected (NIXERY_GC_GRACE); null means the server's default, 1h.";
-    };
-
-    gcTouchInterval = {
-      variable = "NIXERY_GC_TOUCH_INTERVAL";
-      type = types.str;
-      description = "A pulled image's use mark is rewritten at most this often (NIXERY_GC_TOUCH_INTERVAL); null means the server's default, 1h.";
-    };
-
-    platforms = {
-      variable = "NIXERY_PLATFORMS";
-      type = types.listOf (types.enum [ "linux/amd64" "linux/arm64" ]);
-      render = builtins.concatStringsSep ",";
-      example = [ "linux/amd64" "linux/arm64" ];
-      description = ''
+      '' // { example = "30d"; };
+    gcInterval = nullable "NIXERY_GC_INTERVAL" types.str "Time between periodic collections (NIXERY_GC_INTERVAL); null means the server's default, 24h." // { example = "12h"; };
+    gcGrace = nullable "NIXERY_GC_GRACE" types.str "Objects younger than this are never collected (NIXERY_GC_GRACE); null means the server's default, 1h.";
+    gcTouchInterval = nullable "NIXERY_GC_TOUCH_INTERVAL" types.str "A pulled image's use mark is rewritten at most this often (NIXERY_GC_TOUCH_INTERVAL); null means the server's default, 1h.";
+    platforms = nullable "NIXERY_PLATFORMS" (types.listOf (types.enum [ "linux/amd64" "linux/arm64" ])) ''
         Platforms every image is built for (NIXERY_PLATFORMS); with two or
         more, a tag answers an image index naming one image per platform,
         and clients that take only single manifests get the first one's.
@@ -293,17 +134,14 @@ let
         than the host's needs a binary cache that has its packages, remote
         builders (`nix.buildMachines`) or `boot.binfmt.emulatedSystems`;
         see docs/deployment.md.
-      '';
-    };
-
-    logFilter = {
-      variable = "RUST_LOG";
-      type = types.str;
-      default = "info";
-      example = "info,nixery=debug";
-      description = "tracing log filter (RUST_LOG).";
-    };
+      '' // { render = builtins.concatStringsSep ","; example = [ "linux/amd64" "linux/arm64" ]; };
+    logFilter = withDefault "RUST_LOG" types.str "info" "tracing log filter (RUST_LOG)." // { example = "info,nixery=debug"; };
   };
+
+  # A setting with a default: the option has it, the variable is always set.
+  withDefault = variable: type: default: description: { inherit variable type default description; };
+  # A setting whose default is the server's: null, and no variable, unless given.
+  nullable = variable: type: description: { inherit variable type description; };
 
   settingOption = setting:
     mkOption ({
@@ -325,15 +163,7 @@ let
       XDG_CACHE_HOME = cacheDirectory;
     }
     // sourceVariable
-    // optionalAttrs (cfg.gcsCredentialsFile != null) {
-      # %d is systemd's credentials directory, readable only by the service.
-      GOOGLE_APPLICATION_CREDENTIALS = "%d/${gcsCredentialName}";
-    }
-    // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; }
-    // optionalAttrs (cfg.s3CredentialsFile != null) {
-      # Read by the AWS credential chain, from systemd's credentials directory.
-      AWS_SHARED_CREDENTIALS_FILE = "%d/${s3CredentialName}";
-    };
+    // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
 in
@@ -373,18 +203,6 @@ in
       };
     };
 
-    gcsCredentialsFile = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "/run/secrets/nixery-gcs.json";
-      description = ''
-        Service account key for GCS (GOOGLE_APPLICATION_CREDENTIALS). Given
-        as a string so the secret never enters the Nix store; systemd hands
-        a copy to the service through LoadCredential. Null uses the
-        metadata server or other ambient credentials.
-      '';
-    };
-
     s3PresignedUrls = mkOption {
       type = types.bool;
       default = true;
@@ -392,20 +210,6 @@ in
         Redirect blob requests to presigned URLs (S3_USE_PRESIGNED_URLS).
         Without, redirects go to the plain object URL and the bucket must
         be publicly readable.
-      '';
-    };
-
-    s3CredentialsFile = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "/run/secrets/nixery-aws-credentials";
-      description = ''
-        An AWS shared credentials file (AWS_SHARED_CREDENTIALS_FILE), in
-        the `[profile]` / `aws_access_key_id` / `aws_secret_access_key`
-        format. Given as a string so the secret never enters the Nix store;
-        systemd hands a copy to the service through LoadCredential. Null
-        leaves credentials to the rest of the AWS chain (web identity,
-        container or instance metadata).
       '';
     };
 

@@ -21,20 +21,14 @@ trap 'rm -rf "$work"' EXIT
 
 # A runtime graph exactly as prepare-image.nix gets it: structured
 # attributes carrying exportReferencesGraph for the image's packages.
+cp "$root/scripts/runtime-graph.nix" "$work/"
 cat > "$work/graph.nix" <<'NIX'
 { offline, packages }:
 let
   pkgs = import offline { };
   contents = map (name: pkgs.${name}) (builtins.fromJSON packages);
 in
-derivation {
-  name = "bench-layering-graph.json";
-  system = builtins.currentSystem;
-  builder = "${pkgs.bash}/bin/bash";
-  args = [ "-c" ''${pkgs.coreutils}/bin/cp "''${NIX_ATTRS_JSON_FILE:-.attrs.json}" "${placeholder "out"}"; true'' ];
-  __structuredAttrs = true;
-  exportReferencesGraph.graph = contents;
-}
+import ./runtime-graph.nix { inherit pkgs contents; name = "bench-layering-graph.json"; }
 NIX
 
 # The same package set with git's program changed and nothing else.

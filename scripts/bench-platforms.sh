@@ -35,73 +35,21 @@ cd "$(dirname "$0")/.."
 IMAGE=${IMAGE:-shell/git/htop/bigpkg}
 ROUNDS=${ROUNDS:-2}
 
-if [ -n "${NIXERY_BIN:-}" ]; then
-  BIN=$NIXERY_BIN
-else
-  cargo build --release --quiet --bin nixery
-  BIN=$PWD/target/release/nixery
-fi
-
 WORK=$(mktemp -d /tmp/nixery-bench-platforms.XXXXXX)
-NIXERY_PID=
+. scripts/bench-lib.sh
 cleanup() {
   [ -n "$NIXERY_PID" ] && kill "$NIXERY_PID" 2>/dev/null && wait "$NIXERY_PID" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# A copy of the offline set whose derivations build here for any system,
-# salted with $2 so that nothing of it is in the Nix store yet.
-make_pkgs() {
-  local dir=$1 salt=$2
-  cp -r prepare-image/offline-pkgs "$dir"
-  python3 - "$dir/builders.nix" "$salt" <<'EOF'
-import sys
-path, salt = sys.argv[1], sys.argv[2]
-text = open(path).read()
-old = "      inherit name system;\n"
-if old not in text:
-    sys.exit("bench-platforms: offline-pkgs/builders.nix changed shape")
-new = (
-    "      inherit name;\n"
-    "      system = builtins.currentSystem;\n"
-    "      targetSystem = system;\n"
-    f"      benchSalt = \"{salt}\";\n"
-)
-open(path, "w").write(text.replace(old, new))
-EOF
-}
-
-# Start nixery for platforms $2 on package set $3; sets NIXERY_PID, ADDR.
-start_nixery() {
-  local log=$WORK/$1.log
-  mkdir -p "$WORK/$1-storage" "$WORK/$1-cache"
-  PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH=$WORK/$1-storage NIXERY_CACHE_DIR=$WORK/$1-cache \
-    NIXERY_PLATFORMS=$2 NIXERY_PKGS_PATH=$3 NIX_TIMEOUT=600 RUST_LOG=info \
-    "$BIN" serve >"$log" 2>&1 &
-  NIXERY_PID=$!
-  for _ in $(seq 600); do
-    ADDR=$(sed -n 's/.*"message":"listening","addr":"\([^"]*\)".*/\1/p' "$log" | head -1)
-    [ -n "$ADDR" ] && return 0
-    sleep 0.1
-  done
-  echo "bench-platforms: nixery did not start:" >&2
-  cat "$log" >&2
-  exit 1
-}
-
-stop_nixery() {
-  kill "$NIXERY_PID"
-  wait "$NIXERY_PID" || true
-  NIXERY_PID=
-}
+nixery_binary
 
 # One cold build: run name $1, platforms $2, Accept $3. Prints seconds.
 cold_build() {
   local run=$1 platforms=$2 accept=$3 salt
   salt=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-  make_pkgs "$WORK/$run-pkgs" "$salt"
-  start_nixery "$run" "$platforms" "$WORK/$run-pkgs"
+  any_system_pkgs "$WORK/$run-pkgs" "$salt"
+  start_nixery "$run" NIXERY_PLATFORMS="$platforms" NIXERY_PKGS_PATH="$WORK/$run-pkgs"
   # The registry has built before: the warm-up image `hello` (of the same
   # salted set, for this machine) puts the build machine's tools into the
   # store, as on any registry that has served once. Without it both
@@ -148,7 +96,7 @@ ratio=$(python3 -c "print(f'{$best_double / $best_single:.2f}')")
 echo "one platform: ${best_single}s, two platforms: ${best_double}s, ratio $ratio (target <= 2.2)"
 
 echo "== the last two-platform run, from its log"
-python3 - "$WORK/$last_double.log" <<'EOF'
+python3 - "$WORK/$last_double/log" <<'EOF'
 import json, sys
 from datetime import datetime
 

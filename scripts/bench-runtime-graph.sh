@@ -17,6 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+cp "$root/scripts/runtime-graph.nix" "$work/"
 cat > "$work/graph.nix" <<'NIX'
 { salt, mode, offline }:
 let
@@ -26,14 +27,7 @@ let
     echo ${salt} > "$out/share/salt"
   '';
   contents = [ pkgs.hello pkgs.git pkgs.htop saltPkg ];
-  graph = derivation {
-    name = "bench-runtime-graph-${salt}.json";
-    system = builtins.currentSystem;
-    builder = "${pkgs.bash}/bin/bash";
-    args = [ "-c" ''${pkgs.coreutils}/bin/cp "''${NIX_ATTRS_JSON_FILE:-.attrs.json}" "${placeholder "out"}"; true'' ];
-    __structuredAttrs = true;
-    exportReferencesGraph.graph = contents;
-  };
+  graph = import ./runtime-graph.nix { inherit pkgs contents; name = "bench-runtime-graph-${salt}.json"; };
 in
 if mode == "builder" then graph else contents
 NIX

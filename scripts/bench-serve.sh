@@ -65,18 +65,10 @@ if ! have_tools; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-# NIXERY_BIN runs another binary instead (to try the script itself).
-if [ -n "${NIXERY_BIN:-}" ]; then
-  BIN=$NIXERY_BIN
-else
-  cargo build --release --quiet --bin nixery
-  BIN=$PWD/target/release/nixery
-fi
-
 WORK=$(mktemp -d /tmp/nixery-bench.XXXXXX)
 chmod 755 "$WORK"
 STORAGE=$WORK/storage
-NIXERY_PID=
+. scripts/bench-lib.sh
 NGINX_PID=
 MOTO_PID=
 cleanup() {
@@ -86,33 +78,11 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-# Start nixery on a free port; sets NIXERY_PID and ADDR. Further arguments
-# are VAR=value settings.
-start_nixery() {
-  local log=$WORK/nixery-$1.log
-  shift
-  env PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH="$STORAGE" NIX_TIMEOUT=600 RUST_LOG=info "$@" \
-    "$BIN" serve >"$log" 2>&1 &
-  NIXERY_PID=$!
-  for _ in $(seq 600); do
-    ADDR=$(sed -n 's/.*"message":"listening","addr":"\([^"]*\)".*/\1/p' "$log" | head -1)
-    [ -n "$ADDR" ] && return 0
-    sleep 0.1
-  done
-  echo "bench-serve: nixery did not start:" >&2
-  cat "$log" >&2
-  exit 1
-}
-
-stop_nixery() {
-  kill "$NIXERY_PID"
-  wait "$NIXERY_PID" || true
-  NIXERY_PID=
-}
+# NIXERY_BIN runs another binary instead (to try the script itself).
+nixery_binary
 
 echo "== building the $IMAGE image (cold build, not timed)"
-start_nixery build
+start_nixery build STORAGE_PATH="$STORAGE"
 curl -sf "http://$ADDR/v2/$IMAGE/manifests/latest" -o "$WORK/manifest.json"
 stop_nixery
 
@@ -151,14 +121,14 @@ http {
 }
 EOF
 # nginx cannot listen on port 0 and report it; pick a free port.
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+NGINX_PORT=$(free_port)
 sed -i "s/listen 127.0.0.1:0;/listen 127.0.0.1:$NGINX_PORT;/" "$WORK/nginx.conf"
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 sleep 0.5
 curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/layers/$LAYER_HEX"
 
-start_nixery bench
+start_nixery bench STORAGE_PATH="$STORAGE"
 BLOB_URL="http://$ADDR/v2/$IMAGE/blobs/$LAYER_DIGEST"
 curl -sf -o /dev/null "$BLOB_URL"
 
@@ -218,7 +188,7 @@ if [ "$REDIRECT" = 1 ] && [ -x "$MOTO" ]; then
   FS_V2=$(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")
   FS_ADDR=$ADDR
   FS_PID=$NIXERY_PID
-  MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  MOTO_PORT=$(free_port)
   "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
   MOTO_PID=$!
   for _ in $(seq 300); do
@@ -228,8 +198,7 @@ if [ "$REDIRECT" = 1 ] && [ -x "$MOTO" ]; then
   curl -sf -o /dev/null -X PUT "http://127.0.0.1:$MOTO_PORT/bench"
   start_nixery s3 NIXERY_STORAGE_BACKEND=s3 S3_BUCKET=bench \
     AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing \
-    AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true \
-    NIXERY_CACHE_DIR="$WORK/cache-s3"
+    AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
   curl -sf "http://$ADDR/v2/$S3_IMAGE/manifests/latest" -o "$WORK/manifest-s3.json"
   S3_LAYER=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(max(m["layers"], key=lambda l: l["size"])["digest"])' "$WORK/manifest-s3.json")
   S3_BLOB_URL="http://$ADDR/v2/$S3_IMAGE/blobs/$S3_LAYER"
@@ -241,7 +210,7 @@ if [ "$REDIRECT" = 1 ] && [ -x "$MOTO" ]; then
   echo "blob redirect (s3, presigned): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "$S3_BLOB_URL")"
   echo "config blob (filesystem, same run): $FS_CONFIG"
   echo "/v2/ (filesystem, same run): $FS_V2"
-  kill "$NIXERY_PID"; wait "$NIXERY_PID" || true
+  stop_nixery
   ADDR=$FS_ADDR
   NIXERY_PID=$FS_PID
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -270,13 +239,7 @@ if [ "$INDEX" = 1 ]; then
   OCI_INDEX=application/vnd.oci.image.index.v1+json
   # The offline set with every derivation declared for this machine, so
   # that its arm64 images build here (as tests/support's any_system_pkgs).
-  cp -r prepare-image/offline-pkgs "$WORK/any-system-pkgs"
-  sed -i 's/^      inherit name system;$/      inherit name; system = builtins.currentSystem;/' \
-    "$WORK/any-system-pkgs/builders.nix"
-  grep -q 'system = builtins.currentSystem;' "$WORK/any-system-pkgs/builders.nix" || {
-    echo "bench-serve: offline-pkgs/builders.nix changed shape" >&2
-    exit 1
-  }
+  any_system_pkgs "$WORK/any-system-pkgs"
   start_nixery index NIXERY_PLATFORMS=linux/amd64,linux/arm64 \
     NIXERY_PKGS_PATH="$WORK/any-system-pkgs"
   INDEX_URL="http://$ADDR/v2/$INDEX_IMAGE/manifests/latest"

@@ -25,18 +25,16 @@ connections=${WRK_CONNECTIONS:-8}
 image=${BENCH_IMAGE:-hello/git}
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-if [ -z "${NIXERY_BIN:-}" ]; then
-  cargo build --release --bin nixery >&2
-  NIXERY_BIN=target/release/nixery
-fi
 
-work=$(mktemp -d)
-server_pid=
+WORK=$(mktemp -d)
+work=$WORK
+. scripts/bench-lib.sh
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$NIXERY_PID" ]; then kill "$NIXERY_PID" 2>/dev/null || true; wait "$NIXERY_PID" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
+nixery_binary
 
 # A git repository holding the offline package set, for the git sources.
 repo=$work/repo
@@ -50,26 +48,9 @@ cp -r prepare-image/offline-pkgs "$pkgs"
 
 # start NAME VAR=VALUE...: run the server with those settings; sets $addr.
 start() {
-  local name=$1; shift
-  local dir=$work/$name
-  mkdir -p "$dir/storage" "$dir/cache"
-  env -u NIXERY_CHANNEL -u NIXERY_PKGS_REPO -u NIXERY_PKGS_PATH \
-    PORT=0 NIXERY_HOST=127.0.0.1 STORAGE_PATH="$dir/storage" NIXERY_CACHE_DIR="$dir/cache" \
-    NIX_TIMEOUT=300 RUST_LOG=${RUST_LOG:-info} "$@" \
-    "$NIXERY_BIN" serve >"$dir/log" 2>&1 &
-  server_pid=$!
-  log=$dir/log
-  addr=
-  for _ in $(seq 300); do
-    addr=$(grep -o '"message":"listening","addr":"[^"]*"' "$log" | sed 's/.*"addr":"//; s/"$//' || true)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "server $name did not start:" >&2; cat "$log" >&2; exit 1; }
-}
-
-stop() {
-  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+  start_nixery "$1" NIX_TIMEOUT=300 RUST_LOG="${RUST_LOG:-info}" "${@:2}"
+  addr=$ADDR
+  log=$LOG
 }
 
 # wrk_run URL: prints "<req/s> <p50 ms> <p99 ms>".
@@ -110,7 +91,7 @@ bench() {
   local during=$(( $(builds) - before ))
   local ratio; ratio=$(awk -v a="$rps" -v b="$ref_rps" 'BEGIN { printf "%.2f", a / b }')
   printf '%-12s %10s %8s %8s | %12s %8s %7s | %10s\n' "$name" "$rps" "$p50" "$p99" "$ref_rps" "$ref_p99" "$ratio" "$during"
-  stop
+  stop_nixery
 }
 
 bench embedded latest

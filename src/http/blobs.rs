@@ -95,27 +95,22 @@ pub async fn serve(
         Kind::Blob => headers.get(header::RANGE).and_then(parse_range),
         Kind::Manifest { .. } => None,
     };
-    let only_content_types = match kind {
-        Kind::Blob => None,
-        Kind::Manifest { media_types } => Some(media_types),
-    };
-    if let Some(object) = objects.get(digest) {
-        // Only a manifest is served as one, from memory as from storage.
-        if only_content_types.is_some_and(|allowed| {
-            !allowed
-                .iter()
-                .any(|media_type| object.content_type == *media_type)
-        }) {
-            return Err(not_found());
-        }
-        return from_memory(object, digest, kind, head, range);
-    }
-    let key = StorageKey::layer(digest);
     let request = ServeRequest {
         range,
         head,
-        only_content_types,
+        only_content_types: match kind {
+            Kind::Blob => None,
+            Kind::Manifest { media_types } => Some(media_types),
+        },
     };
+    if let Some(object) = objects.get(digest) {
+        // Only a manifest is served as one, from memory as from storage.
+        if !request.admits(object.content_type.to_str().ok()) {
+            return Err(not_found());
+        }
+        return from_memory(object, digest, kind, head, request.range);
+    }
+    let key = StorageKey::layer(digest);
     let served = match storage.serve(&key, &request).await {
         Ok(served) => served,
         Err(StorageError::NotFound(_)) => return Err(not_found()),

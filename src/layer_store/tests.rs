@@ -67,14 +67,19 @@ async fn corrupt_build_record_is_a_miss() {
     }
 }
 
-#[tokio::test]
-async fn layer_records_round_trip_through_storage() {
-    let (_dir, storage, store) = filesystem_store();
-    let record = LayerRecord {
+/// A record of a 3-byte layer.
+fn some_record() -> LayerRecord {
+    LayerRecord {
         digest: Digest::parse_hex(&"a".repeat(64)).unwrap(),
         size: 3,
         diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn layer_records_round_trip_through_storage() {
+    let (_dir, storage, store) = filesystem_store();
+    let record = some_record();
     store.put_record("k", &record).await.unwrap();
     // A fresh store on the same storage (a restart) finds it.
     let restarted = LayerStore::new(storage, 1);
@@ -144,11 +149,7 @@ async fn concurrent_requests_for_one_layer_pack_it_once() {
 #[tokio::test]
 async fn records_in_memory_are_bounded() {
     let (_dir, _storage, store) = filesystem_store();
-    let record = LayerRecord {
-        digest: Digest::parse_hex(&"a".repeat(64)).unwrap(),
-        size: 3,
-        diff_id: Digest::parse_hex(&"b".repeat(64)).unwrap(),
-    };
+    let record = some_record();
     for i in 0..MEMORY_RECORDS * 2 {
         store
             .records

@@ -25,13 +25,7 @@ impl<'a> Closure<'a> {
     /// Index `input`, rejecting what [`super::group_layers`] rejects and,
     /// in addition, a path without `narSize`.
     pub fn build(input: &'a RuntimeGraph) -> Result<Self, LayerError> {
-        let mut entries: Vec<_> = input.graph.iter().collect();
-        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        if let Some(pair) = entries.windows(2).find(|w| w[0].path == w[1].path) {
-            return Err(LayerError::DuplicatePath {
-                path: pair[0].path.clone(),
-            });
-        }
+        let entries = input.sorted_entries()?;
         let index: HashMap<&str, usize> = entries
             .iter()
             .enumerate()

@@ -21,6 +21,20 @@ pub struct RuntimeGraph {
     pub graph: Vec<PathInfo>,
 }
 
+impl RuntimeGraph {
+    /// The entries sorted by path; a path listed twice is an error.
+    pub fn sorted_entries(&self) -> Result<Vec<&PathInfo>, LayerError> {
+        let mut entries: Vec<&PathInfo> = self.graph.iter().collect();
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        if let Some(pair) = entries.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(LayerError::DuplicatePath {
+                path: pair[0].path.clone(),
+            });
+        }
+        Ok(entries)
+    }
+}
+
 /// The `exportReferencesGraph` object: the graph's starting points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportReferences {
@@ -87,13 +101,7 @@ impl<'a> DependencyGraph<'a> {
         input: &'a RuntimeGraph,
         popularity: impl Fn(&PathInfo) -> u64,
     ) -> Result<Self, LayerError> {
-        let mut entries: Vec<&PathInfo> = input.graph.iter().collect();
-        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        if let Some(pair) = entries.windows(2).find(|w| w[0].path == w[1].path) {
-            return Err(LayerError::DuplicatePath {
-                path: pair[0].path.clone(),
-            });
-        }
+        let entries = input.sorted_entries()?;
 
         let index: HashMap<&str, NodeIndex> = entries
             .iter()

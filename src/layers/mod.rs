@@ -95,7 +95,12 @@
 //!    they use); then it is one layer. If it holds both kinds, only the
 //!    `b - 2` largest get a layer each and the rest becomes two layers, the
 //!    paths below and the paths beside, so that an update of a small
-//!    program does not change the layer of the base libraries.
+//!    program does not change the layer of the base libraries. But when
+//!    the paths beside are top-level paths and others, and those others
+//!    outweigh the paths below, the two layers are instead the top-level
+//!    paths and everything else: a top-level path changes with every
+//!    update of the image, so the larger stable part should not travel
+//!    with it.
 //! 4. A layer's contents are sorted by path; its key is, as upstream's, the
 //!    SHA-1 of its contents joined with `:` ([`Layer::key`]).
 //! 5. Its merge rating only orders the manifest (highest first): `u64::MAX`

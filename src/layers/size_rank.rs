@@ -10,8 +10,12 @@ use super::closure::Closure;
 /// paths (base libraries they depend on) or entirely beside or above them
 /// (small programs and wrappers); if it holds both kinds, only the `b - 2`
 /// largest get a layer each, and the rest is split into the paths one of
-/// them depends on and the others. A budget of 1 gives one layer; of 2, the
-/// largest path and the rest.
+/// them depends on and the others, unless the others mix top-level paths
+/// with paths that are not and those non-top paths outweigh (by `narSize`)
+/// the paths below: then the split is the top-level paths and everything
+/// else, because the top-level paths change with every update of the image
+/// and the larger stable part should not travel with them. A budget of 1
+/// gives one layer; of 2, the largest path and the rest.
 pub(crate) fn group(closure: &Closure<'_>, budget: usize) -> Vec<Layer> {
     let n = closure.len();
     if n <= budget {
@@ -32,6 +36,13 @@ pub(crate) fn group(closure: &Closure<'_>, budget: usize) -> Vec<Layer> {
         return layers(closure, solo, [[under, over].concat(), Vec::new()]);
     }
     let (solo, under, over) = split(budget - 2);
+    let (tops, beside): (Vec<usize>, Vec<usize>) = over
+        .iter()
+        .partition(|&&i| closure.tops.binary_search(&i).is_ok());
+    let size = |part: &[usize]| part.iter().map(|&i| closure.nar_size[i]).sum::<u64>();
+    if !tops.is_empty() && !beside.is_empty() && size(&under) < size(&beside) {
+        return layers(closure, solo, [[under, beside].concat(), tops]);
+    }
     layers(closure, solo, [under, over])
 }
 

@@ -68,7 +68,11 @@ impl Strategy {
     /// same input would give different layers, so that cached manifests
     /// built by an older revision are not reused (see [`Layering::fingerprint`]).
     fn revision(self) -> u64 {
-        1
+        match self {
+            // 2: top-level paths kept apart from a larger stable rest.
+            Strategy::SizeRank => 2,
+            _ => 1,
+        }
     }
 }
 

@@ -233,22 +233,20 @@ mod tests {
         Digest::parse_hex(&"ab".repeat(32)).unwrap()
     }
 
+    /// The entries of [`subject`]'s list.
+    async fn listed(storage: &FilesystemStorage) -> Vec<IndexEntry> {
+        list(storage, &subject()).await.unwrap().entries().to_vec()
+    }
+
     #[tokio::test]
     async fn lists_start_empty_and_keep_every_added_referrer_once() {
         let root = tempfile::tempdir().unwrap();
         let storage = FilesystemStorage::new(root.path()).unwrap();
-        assert!(
-            list(&storage, &subject())
-                .await
-                .unwrap()
-                .entries()
-                .is_empty()
-        );
+        assert!(listed(&storage).await.is_empty());
         add(&storage, &subject(), entry('b')).await.unwrap();
         add(&storage, &subject(), entry('a')).await.unwrap();
         add(&storage, &subject(), entry('b')).await.unwrap();
-        let listed = list(&storage, &subject()).await.unwrap();
-        assert_eq!(listed.entries(), [entry('a'), entry('b')]);
+        assert_eq!(listed(&storage).await, [entry('a'), entry('b')]);
         let file = Path::new(root.path())
             .join("referrers")
             .join(subject().hex());
@@ -264,18 +262,9 @@ mod tests {
             b"garbage",
         )
         .unwrap();
-        assert!(
-            list(&storage, &subject())
-                .await
-                .unwrap()
-                .entries()
-                .is_empty()
-        );
+        assert!(listed(&storage).await.is_empty());
         add(&storage, &subject(), entry('c')).await.unwrap();
-        assert_eq!(
-            list(&storage, &subject()).await.unwrap().entries(),
-            [entry('c')]
-        );
+        assert_eq!(listed(&storage).await, [entry('c')]);
     }
 
     #[tokio::test]

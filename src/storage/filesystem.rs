@@ -579,10 +579,7 @@ impl Storage for FilesystemStorage {
     ) -> Result<Served, StorageError> {
         let (file, total_len) = self.open(key).await?;
         let content_type = self.content_type(key).await;
-        if request
-            .only_content_types
-            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
-        {
+        if !request.admits(Some(&content_type)) {
             return Err(StorageError::NotFound(key.clone()));
         }
         let range = match request.range {
@@ -614,6 +611,14 @@ mod tests {
     use crate::storage::ByteRange;
     use bytes::Bytes;
 
+    /// A filesystem store in a fresh temporary directory (kept alive by
+    /// the first value).
+    pub(super) fn store() -> (tempfile::TempDir, FilesystemStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        (dir, fs)
+    }
+
     fn stream_of(chunks: &[&'static [u8]]) -> ByteStream {
         let items: Vec<io::Result<Bytes>> =
             chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
@@ -639,8 +644,7 @@ mod tests {
 
     #[tokio::test]
     async fn persist_streams_hashes_and_fetch_returns_the_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (dir, fs) = store();
         let key = StorageKey::build("k1").unwrap();
         let p = fs
             .persist(&key, "application/json", stream_of(&[b"hello ", b"world"]))
@@ -655,8 +659,7 @@ mod tests {
 
     #[tokio::test]
     async fn fetch_of_absent_key_is_not_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (_dir, fs) = store();
         let key = StorageKey::manifest("nope").unwrap();
         assert!(matches!(
             fs.fetch(&key).await,
@@ -666,8 +669,7 @@ mod tests {
 
     #[tokio::test]
     async fn failing_body_leaves_nothing_under_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (dir, fs) = store();
         let key = StorageKey::staging("up").unwrap();
         let items: Vec<io::Result<Bytes>> = vec![
             Ok(Bytes::from_static(b"partial")),
@@ -693,8 +695,7 @@ mod tests {
 
     #[tokio::test]
     async fn move_carries_content_type_and_is_retry_safe() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (_dir, fs) = store();
         let from = StorageKey::staging("s1").unwrap();
         let to = StorageKey::layer(&Digest::of(b"blob"));
         fs.persist(&from, "application/x-test", stream_of(&[b"blob"]))
@@ -720,8 +721,7 @@ mod tests {
 
     #[tokio::test]
     async fn serve_resolves_ranges_against_the_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (_dir, fs) = store();
         let key = StorageKey::build("r").unwrap();
         fs.persist(&key, "text/plain", stream_of(&[b"0123456789"]))
             .await
@@ -807,8 +807,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_object_is_served_with_an_empty_body() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (_dir, fs) = store();
         let key = StorageKey::build("empty").unwrap();
         fs.persist(&key, "text/plain", stream_of(&[]))
             .await
@@ -840,14 +839,23 @@ mod tests {
         ok
     }
 
+    /// A store in a directory with user extended attributes, or `None`
+    /// (having printed SKIPPED) where the temporary directory has none.
+    fn store_with_xattrs() -> Option<(tempfile::TempDir, FilesystemStorage)> {
+        let (dir, fs) = store();
+        if supports_xattrs(dir.path()) {
+            Some((dir, fs))
+        } else {
+            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+            None
+        }
+    }
+
     #[tokio::test]
     async fn persisted_and_moved_objects_carry_the_upstream_attribute() {
-        let dir = tempfile::tempdir().unwrap();
-        if !supports_xattrs(dir.path()) {
-            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+        let Some((dir, fs)) = store_with_xattrs() else {
             return;
-        }
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        };
         let from = StorageKey::staging("x1").unwrap();
         let hex = Digest::of(b"layer").hex();
         let to = StorageKey::layer(&Digest::of(b"layer"));
@@ -871,12 +879,9 @@ mod tests {
 
     #[tokio::test]
     async fn content_type_comes_from_the_attribute_or_else_the_sidecar() {
-        let dir = tempfile::tempdir().unwrap();
-        if !supports_xattrs(dir.path()) {
-            eprintln!("SKIPPED: the temporary directory has no user extended attributes");
+        let Some((_dir, fs)) = store_with_xattrs() else {
             return;
-        }
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        };
         // Written by upstream: a plain file with the attribute, no sidecar.
         let upstream = StorageKey::layer(&Digest::parse_hex(&"1".repeat(64)).unwrap());
         std::fs::write(fs.object_path(&upstream), b"blob").unwrap();
@@ -920,6 +925,7 @@ mod tests {
 
 #[cfg(test)]
 mod staging_tests {
+    use super::tests::store;
     use super::*;
     use bytes::Bytes;
     use std::time::{Duration, SystemTime};
@@ -939,8 +945,7 @@ mod staging_tests {
 
     #[tokio::test]
     async fn clean_up_removes_what_dead_or_old_uploads_left_and_keeps_live_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (dir, fs) = store();
         let me = std::process::id();
         let dead = dead_pid();
         let layers = dir.path().join(LAYERS_PREFIX);
@@ -990,8 +995,7 @@ mod staging_tests {
 
     #[tokio::test]
     async fn an_upload_in_progress_survives_clean_up_and_completes() {
-        let dir = tempfile::tempdir().unwrap();
-        let fs = FilesystemStorage::new(dir.path()).unwrap();
+        let (dir, fs) = store();
         let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
         let body: ByteStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
         let upload = tokio::spawn({

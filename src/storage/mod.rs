@@ -240,6 +240,27 @@ pub struct ServeRequest {
     pub only_content_types: Option<&'static [&'static str]>,
 }
 
+impl ServeRequest {
+    /// Whether an object stored with `content_type` may be served for this
+    /// request (see [`Self::only_content_types`]).
+    pub fn admits(&self, content_type: Option<&str>) -> bool {
+        self.only_content_types
+            .is_none_or(|allowed| content_type.is_some_and(|stored| allowed.contains(&stored)))
+    }
+}
+
+/// A remote backend's bucket that could not be reached when it connected.
+#[derive(Debug, thiserror::Error)]
+#[error("bucket {bucket:?} is not reachable at {endpoint}: {reason}")]
+pub struct BucketUnreachable {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Where it was asked for.
+    pub endpoint: String,
+    /// Why it did not answer (absent, no access, no credentials, no answer).
+    pub reason: String,
+}
+
 /// A backend's answer to a request for a blob.
 pub enum Served {
     /// Send the client elsewhere (303 See Other).

@@ -110,6 +110,9 @@ fn size_rank_keeps_the_largest_apart_and_splits_the_rest_by_direction() {
     // With 6, the five largest alone leave curl (below git), htop and
     // nss-cacert: still two kinds, so four stay alone; of the rest, only
     // curl is below one of them (ncurses is below htop, which is not).
+    // Beside them, ncurses (3 MB) is not top-level and outweighs curl
+    // (1 MB): the top-level htop and nss-cacert go apart, and ncurses joins
+    // curl.
     let layers = run(&git_and_htop(), Strategy::SizeRank, 6);
     assert_eq!(
         contents(&layers),
@@ -118,8 +121,61 @@ fn size_rank_keeps_the_largest_apart_and_splits_the_rest_by_direction() {
             names(&["glibc"]),
             names(&["git"]),
             names(&["openssl"]),
-            names(&["curl"]),
-            names(&["htop", "ncurses", "nss-cacert"]),
+            names(&["curl", "ncurses"]),
+            names(&["htop", "nss-cacert"]),
+        ]
+    );
+}
+
+#[test]
+fn size_rank_keeps_top_level_paths_apart_from_a_larger_stable_part() {
+    // A small program on big toolchain paths (as libpulsar on llvm and
+    // clang): the two largest alone leave the small libraries below them
+    // and, beside them, the toolchain's programs and the program itself.
+    // The programs outweigh the libraries, so the top-level program goes
+    // alone and an update of it downloads only its own bytes.
+    let g = graph(
+        &["app"],
+        &[
+            ("app", 16 * MB, &["llvm", "clang", "protobuf"]),
+            ("llvm", 40 * MB, &["llvm-lib"]),
+            ("clang", 30 * MB, &["clang-lib"]),
+            ("protobuf", 5 * MB, &["zlib"]),
+            ("llvm-lib", 200 * MB, &["zlib"]),
+            ("clang-lib", 190 * MB, &["zlib"]),
+            ("zlib", MB, &[]),
+        ],
+    );
+    let layers = run(&g, Strategy::SizeRank, 4);
+    assert_eq!(
+        contents(&layers),
+        [
+            names(&["llvm-lib"]),
+            names(&["clang-lib"]),
+            names(&["clang", "llvm", "protobuf", "zlib"]),
+            names(&["app"]),
+        ]
+    );
+    // When the paths below weigh more, the split stays by direction.
+    let g = graph(
+        &["app"],
+        &[
+            ("app", 16 * MB, &["tool", "big-a", "big-b"]),
+            ("tool", 20 * MB, &[]),
+            ("big-a", 200 * MB, &["base-1", "base-2"]),
+            ("big-b", 190 * MB, &["base-1"]),
+            ("base-1", 30 * MB, &[]),
+            ("base-2", 30 * MB, &[]),
+        ],
+    );
+    let layers = run(&g, Strategy::SizeRank, 4);
+    assert_eq!(
+        contents(&layers),
+        [
+            names(&["big-a"]),
+            names(&["big-b"]),
+            names(&["base-1", "base-2"]),
+            names(&["app", "tool"]),
         ]
     );
 }

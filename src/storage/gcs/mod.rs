@@ -30,8 +30,8 @@ pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
 use self::{api::JsonApi, error::ApiError};
 use super::{
-    ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served, Storage, StorageError,
-    StorageKey,
+    BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served,
+    Storage, StorageError, StorageKey,
 };
 
 /// Backend name in logs and errors.
@@ -88,12 +88,8 @@ pub enum GcsError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
     /// The bucket lookup failed.
-    #[error("bucket {bucket:?} is not reachable at {endpoint}: {reason}")]
-    BucketUnreachable {
-        bucket: String,
-        endpoint: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    BucketUnreachable(#[from] BucketUnreachable),
 }
 
 /// The GCS storage backend. Cheap to clone; all clones share one
@@ -165,18 +161,16 @@ impl GcsStorage {
             request_timeout: options.request_timeout,
             retry: options.retry,
         };
-        api.get_bucket()
-            .await
-            .map_err(|e| GcsError::BucketUnreachable {
-                bucket: api.bucket.clone(),
-                endpoint: api.endpoint.origin(),
-                reason: match &e {
-                    ApiError::Status { status, .. } if status.as_u16() == 404 => {
-                        "the bucket does not exist".to_owned()
-                    }
-                    _ => e.to_string(),
-                },
-            })?;
+        api.get_bucket().await.map_err(|e| BucketUnreachable {
+            bucket: api.bucket.clone(),
+            endpoint: api.endpoint.origin(),
+            reason: match &e {
+                ApiError::Status { status, .. } if status.as_u16() == 404 => {
+                    "the bucket does not exist".to_owned()
+                }
+                _ => e.to_string(),
+            },
+        })?;
         tracing::info!(
             backend = BACKEND,
             bucket = %api.bucket,
@@ -397,10 +391,7 @@ impl Storage for GcsStorage {
             .content_type(key.as_str())
             .await
             .map_err(|e| api_error(key, e))?;
-        if request
-            .only_content_types
-            .is_some_and(|allowed| !allowed.contains(&content_type.as_str()))
-        {
+        if !request.admits(Some(&content_type)) {
             return Err(StorageError::NotFound(key.clone()));
         }
         let location = self.redirect_url(key).await?;

@@ -44,8 +44,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::retry_policy::RetryPolicy;
 use super::{
-    ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX, ServeRequest, Served, Storage,
-    StorageError, StorageKey,
+    BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX,
+    ServeRequest, Served, Storage, StorageError, StorageKey,
 };
 pub use settings::{Addressing, S3Settings};
 
@@ -127,12 +127,8 @@ pub enum S3Error {
     Client(String),
     /// The bucket could not be listed (absent, no access, no credentials,
     /// or the endpoint does not answer).
-    #[error("bucket {bucket:?} is not reachable at {endpoint}: {reason}")]
-    BucketUnreachable {
-        bucket: String,
-        endpoint: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    BucketUnreachable(#[from] BucketUnreachable),
 }
 
 /// The S3 storage backend. Cheap to clone; all clones share one
@@ -249,11 +245,12 @@ impl S3Storage {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer in time".to_owned(),
         };
-        Err(S3Error::BucketUnreachable {
+        Err(BucketUnreachable {
             bucket: self.settings.bucket.clone(),
             endpoint: addressing::service_endpoint(&self.settings),
             reason,
-        })
+        }
+        .into())
     }
 
     /// The settings this backend was connected with.
@@ -440,11 +437,7 @@ impl Storage for S3Storage {
                 content_type
             }
         };
-        if request.only_content_types.is_some_and(|allowed| {
-            !content_type
-                .as_deref()
-                .is_some_and(|stored| allowed.contains(&stored))
-        }) {
+        if !request.admits(content_type.as_deref()) {
             return Err(StorageError::NotFound(key.clone()));
         }
         let location = self.redirect_url(key).await?;

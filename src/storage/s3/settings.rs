@@ -92,35 +92,7 @@ pub const CREDENTIAL_VARS: &[&str] = &[
 
 /// The s3 backend as configured; `S3_BUCKET` is required.
 pub fn storage_setting(settings: &ServeSettings) -> Result<StorageSetting, ConfigError> {
-    let values = S3Values {
-        bucket: settings.get(&BUCKET)?,
-        region: settings.get(&REGION)?,
-        endpoint_s3: settings.get(&ENDPOINT_S3)?,
-        endpoint: settings.get(&ENDPOINT)?,
-        addressing: settings.get(&ADDRESSING)?,
-        presigned_urls: settings.get(&PRESIGNED_URLS)?,
-        presign_expiry: settings.get(&PRESIGN_EXPIRY)?,
-    };
-    Ok(StorageSetting::S3(values.into_settings()?))
-}
-
-/// The raw values of the settings above, as given.
-#[derive(Clone, Debug, Default)]
-pub struct S3Values {
-    /// `S3_BUCKET`.
-    pub bucket: Option<String>,
-    /// `AWS_REGION`.
-    pub region: Option<String>,
-    /// `AWS_ENDPOINT_URL_S3`.
-    pub endpoint_s3: Option<String>,
-    /// `AWS_ENDPOINT_URL`.
-    pub endpoint: Option<String>,
-    /// `NIXERY_S3_ADDRESSING`.
-    pub addressing: Option<String>,
-    /// `S3_USE_PRESIGNED_URLS`.
-    pub presigned_urls: Option<String>,
-    /// `NIXERY_S3_PRESIGN_EXPIRY`.
-    pub presign_expiry: Option<String>,
+    Ok(StorageSetting::S3(s3_settings(settings)?))
 }
 
 /// Validated settings of the s3 backend.
@@ -176,92 +148,89 @@ fn present(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-impl S3Values {
-    /// Validate the values; `S3_BUCKET` is required.
-    pub fn into_settings(self) -> Result<S3Settings, ConfigError> {
-        let bucket = present(self.bucket).ok_or(ConfigError::Missing {
+/// Validate the values of the settings above; `S3_BUCKET` is required.
+fn s3_settings(settings: &ServeSettings) -> Result<S3Settings, ConfigError> {
+    let value = |setting| Ok::<_, ConfigError>(present(settings.get(setting)?));
+    let bucket = value(&BUCKET)?.ok_or(ConfigError::Missing {
+        var: "S3_BUCKET",
+        because: "NIXERY_STORAGE_BACKEND=s3",
+    })?;
+    if !valid_bucket(&bucket) {
+        return Err(ConfigError::Invalid {
             var: "S3_BUCKET",
-            because: "NIXERY_STORAGE_BACKEND=s3",
-        })?;
-        if !valid_bucket(&bucket) {
+            value: bucket,
+            expected: "expected a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens",
+        });
+    }
+    let region = value(&REGION)?.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ConfigError::Invalid {
+            var: "AWS_REGION",
+            value: region,
+            expected: "expected a region name such as eu-west-1",
+        });
+    }
+    let endpoint = match (value(&ENDPOINT_S3)?, value(&ENDPOINT)?) {
+        (Some(value), _) => Some(parse_endpoint("AWS_ENDPOINT_URL_S3", value)?),
+        (None, Some(value)) => Some(parse_endpoint("AWS_ENDPOINT_URL", value)?),
+        (None, None) => None,
+    };
+    let addressing = match value(&ADDRESSING)?.as_deref() {
+        None | Some("auto") => match endpoint {
+            Some(_) => Addressing::Path,
+            // Virtual-hosted names with dots break AWS's TLS wildcard
+            // certificate, so such buckets keep path-style URLs.
+            None if bucket.contains('.') => Addressing::Path,
+            None => Addressing::VirtualHosted,
+        },
+        Some("path") => Addressing::Path,
+        Some("virtual") => Addressing::VirtualHosted,
+        Some(other) => {
             return Err(ConfigError::Invalid {
-                var: "S3_BUCKET",
-                value: bucket,
-                expected: "expected a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens",
+                var: "NIXERY_S3_ADDRESSING",
+                value: other.to_owned(),
+                expected: "expected path, virtual or auto",
             });
         }
-        let region = present(self.region).unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        if !region
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(ConfigError::Invalid {
-                var: "AWS_REGION",
-                value: region,
-                expected: "expected a region name such as eu-west-1",
-            });
-        }
-        let endpoint = match (present(self.endpoint_s3), present(self.endpoint)) {
-            (Some(value), _) => Some(parse_endpoint("AWS_ENDPOINT_URL_S3", value)?),
-            (None, Some(value)) => Some(parse_endpoint("AWS_ENDPOINT_URL", value)?),
-            (None, None) => None,
-        };
-        let addressing = match present(self.addressing).as_deref() {
-            None | Some("auto") => match endpoint {
-                Some(_) => Addressing::Path,
-                // Virtual-hosted names with dots break AWS's TLS wildcard
-                // certificate, so such buckets keep path-style URLs.
-                None if bucket.contains('.') => Addressing::Path,
-                None => Addressing::VirtualHosted,
-            },
-            Some("path") => Addressing::Path,
-            Some("virtual") => Addressing::VirtualHosted,
-            Some(other) => {
+    };
+    let presigned_urls = match value(&PRESIGNED_URLS)? {
+        None => true,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
                 return Err(ConfigError::Invalid {
-                    var: "NIXERY_S3_ADDRESSING",
-                    value: other.to_owned(),
-                    expected: "expected path, virtual or auto",
+                    var: "S3_USE_PRESIGNED_URLS",
+                    value: v,
+                    expected: "expected true or false",
                 });
             }
-        };
-        let presigned_urls = match present(self.presigned_urls) {
-            None => true,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "S3_USE_PRESIGNED_URLS",
-                        value: v,
-                        expected: "expected true or false",
-                    });
-                }
-            },
-        };
-        let presign_expiry = match present(self.presign_expiry) {
-            None => Duration::from_secs(DEFAULT_PRESIGN_EXPIRY_SECS),
-            Some(v) => match v.parse::<u64>() {
-                Ok(secs) if (1..=MAX_PRESIGN_EXPIRY_SECS).contains(&secs) => {
-                    Duration::from_secs(secs)
-                }
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "NIXERY_S3_PRESIGN_EXPIRY",
-                        value: v,
-                        expected: "expected a whole number of seconds from 1 to 604800 (7 days)",
-                    });
-                }
-            },
-        };
-        Ok(S3Settings {
-            bucket,
-            region,
-            endpoint,
-            addressing,
-            presigned_urls,
-            presign_expiry,
-        })
-    }
+        },
+    };
+    let presign_expiry = match value(&PRESIGN_EXPIRY)? {
+        None => Duration::from_secs(DEFAULT_PRESIGN_EXPIRY_SECS),
+        Some(v) => match v.parse::<u64>() {
+            Ok(secs) if (1..=MAX_PRESIGN_EXPIRY_SECS).contains(&secs) => Duration::from_secs(secs),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "NIXERY_S3_PRESIGN_EXPIRY",
+                    value: v,
+                    expected: "expected a whole number of seconds from 1 to 604800 (7 days)",
+                });
+            }
+        },
+    };
+    Ok(S3Settings {
+        bucket,
+        region,
+        endpoint,
+        addressing,
+        presigned_urls,
+        presign_expiry,
+    })
 }
 
 /// S3's bucket naming rules, enough to keep a name safe in a host name
@@ -306,20 +275,17 @@ fn parse_endpoint(var: &'static str, value: String) -> Result<Url, ConfigError> 
 mod tests {
     use super::*;
 
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_owned())
+    fn args(bucket: &str) -> ServeSettings {
+        ServeSettings::default().with(&BUCKET, bucket)
     }
 
-    fn args(bucket: &str) -> S3Values {
-        S3Values {
-            bucket: s(bucket),
-            ..S3Values::default()
-        }
+    fn validated(settings: ServeSettings) -> Result<S3Settings, ConfigError> {
+        s3_settings(&settings)
     }
 
     #[test]
     fn upstream_defaults_apply_to_a_bare_bucket() {
-        let settings = args("layers").into_settings().unwrap();
+        let settings = validated(args("layers")).unwrap();
         assert_eq!(settings.region, "us-east-1");
         assert_eq!(settings.endpoint, None);
         assert_eq!(settings.addressing, Addressing::VirtualHosted);
@@ -330,35 +296,33 @@ mod tests {
 
     #[test]
     fn a_missing_bucket_names_s3_bucket() {
-        let err = S3Values::default().into_settings().unwrap_err();
+        let err = validated(ServeSettings::default()).unwrap_err();
         assert!(
             err.to_string().starts_with("S3_BUCKET must be set"),
             "{err}"
         );
-        let err = args("Not_A_Bucket").into_settings().unwrap_err();
+        let err = validated(args("Not_A_Bucket")).unwrap_err();
         assert!(err.to_string().starts_with("S3_BUCKET="), "{err}");
     }
 
     #[test]
     fn the_s3_endpoint_wins_and_selects_path_style() {
-        let settings = S3Values {
-            endpoint_s3: s("http://127.0.0.1:9000/"),
-            endpoint: s("http://other:1"),
-            ..args("layers")
-        }
-        .into_settings()
+        let settings = validated(
+            args("layers")
+                .with(&ENDPOINT_S3, "http://127.0.0.1:9000/")
+                .with(&ENDPOINT, "http://other:1"),
+        )
         .unwrap();
         assert_eq!(
             settings.endpoint.as_ref().map(Url::as_str),
             Some("http://127.0.0.1:9000/")
         );
         assert_eq!(settings.addressing, Addressing::Path);
-        let settings = S3Values {
-            endpoint: s("minio.local:9000"),
-            addressing: s("virtual"),
-            ..args("layers")
-        }
-        .into_settings()
+        let settings = validated(
+            args("layers")
+                .with(&ENDPOINT, "minio.local:9000")
+                .with(&ADDRESSING, "virtual"),
+        )
         .unwrap();
         assert_eq!(
             settings.endpoint.as_ref().map(Url::as_str),
@@ -369,14 +333,11 @@ mod tests {
 
     #[test]
     fn dotted_buckets_on_aws_keep_path_style_unless_forced() {
-        let settings = args("my.layers").into_settings().unwrap();
+        let settings = validated(args("my.layers")).unwrap();
         assert_eq!(settings.addressing, Addressing::Path);
-        let forced = S3Values {
-            addressing: s("virtual"),
-            ..args("my.layers")
-        };
+        let forced = args("my.layers").with(&ADDRESSING, "virtual");
         assert_eq!(
-            forced.into_settings().unwrap().addressing,
+            validated(forced).unwrap().addressing,
             Addressing::VirtualHosted
         );
     }
@@ -385,62 +346,40 @@ mod tests {
     fn bad_values_name_their_variable() {
         let cases = [
             (
-                S3Values {
-                    endpoint: s("ftp://h:1"),
-                    ..args("b12")
-                },
+                args("b12").with(&ENDPOINT, "ftp://h:1"),
                 "AWS_ENDPOINT_URL=",
             ),
             (
-                S3Values {
-                    endpoint_s3: s("http://h:1/prefix"),
-                    ..args("b12")
-                },
+                args("b12").with(&ENDPOINT_S3, "http://h:1/prefix"),
                 "AWS_ENDPOINT_URL_S3=",
             ),
             (
-                S3Values {
-                    addressing: s("sideways"),
-                    ..args("b12")
-                },
+                args("b12").with(&ADDRESSING, "sideways"),
                 "NIXERY_S3_ADDRESSING=",
             ),
             (
-                S3Values {
-                    presigned_urls: s("maybe"),
-                    ..args("b12")
-                },
+                args("b12").with(&PRESIGNED_URLS, "maybe"),
                 "S3_USE_PRESIGNED_URLS=",
             ),
             (
-                S3Values {
-                    presign_expiry: s("604801"),
-                    ..args("b12")
-                },
+                args("b12").with(&PRESIGN_EXPIRY, "604801"),
                 "NIXERY_S3_PRESIGN_EXPIRY=",
             ),
-            (
-                S3Values {
-                    region: s("eu/west"),
-                    ..args("b12")
-                },
-                "AWS_REGION=",
-            ),
+            (args("b12").with(&REGION, "eu/west"), "AWS_REGION="),
         ];
         for (settings, var) in cases {
-            let err = settings.into_settings().unwrap_err();
+            let err = validated(settings).unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
         }
     }
 
     #[test]
     fn presigning_can_be_turned_off_as_upstream() {
-        let settings = S3Values {
-            presigned_urls: s("false"),
-            presign_expiry: s("60"),
-            ..args("b12")
-        }
-        .into_settings()
+        let settings = validated(
+            args("b12")
+                .with(&PRESIGNED_URLS, "false")
+                .with(&PRESIGN_EXPIRY, "60"),
+        )
         .unwrap();
         assert!(!settings.presigned_urls);
         assert_eq!(settings.presign_expiry, Duration::from_secs(60));
