@@ -247,6 +247,65 @@ pub async fn process_appears(needle: &str, within: Duration) -> bool {
     }
 }
 
+/// A package set directory for the tests that stop sleeping builds: the
+/// offline set whose `sleepy` and `sleepy-long` sleep for 1000 and 1001
+/// seconds and a fraction of a second that is this set's own, so that
+/// their processes (the builder's `sleep`, and the `nix-build` naming this
+/// directory) are told apart from those of any other test building the
+/// offline set's `sleepy`, on this machine at the same time. Keep the
+/// returned directory alive while it is used.
+pub struct SleepyPkgs {
+    dir: tempfile::TempDir,
+    fraction: String,
+}
+
+impl SleepyPkgs {
+    /// Writes the set.
+    pub fn new() -> SleepyPkgs {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let fraction = format!("{:06}{:03}", std::process::id() % 1_000_000, nanos % 1000);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let sleeper = |name: &str, seconds: u32| {
+            format!(
+                "{name} = base.runCommand \"{name}-{fraction}\" {{ }} ''\n    sleep {seconds}.{fraction}\n    mkdir -p \"$out\"\n  '';"
+            )
+        };
+        let expression = format!(
+            "args:\nlet base = import {offline} args;\nin base // {{\n  {}\n  {}\n}}\n",
+            sleeper("sleepy", 1000),
+            sleeper("sleepy-long", 1001),
+            offline = crate::offline_pkgs_dir().display(),
+        );
+        std::fs::write(dir.path().join("default.nix"), expression).expect("write default.nix");
+        SleepyPkgs { dir, fraction }
+    }
+
+    /// The set as a package source.
+    pub fn source(&self) -> PackageSource {
+        PackageSource::Path(self.dir.path().to_path_buf())
+    }
+
+    /// What the command line of a `nix-build` over this set contains.
+    pub fn nix_build_needle(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// The command line of the builder of this set's package that sleeps
+    /// `seconds` (1000: `sleepy`, 1001: `sleepy-long`).
+    pub fn sleep_needle(&self, seconds: u32) -> String {
+        format!("sleep {seconds}.{}", self.fraction)
+    }
+}
+
+impl Default for SleepyPkgs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A package set directory: the offline set plus `count` packages
 /// `salt0`, `salt1`, ... whose store paths are new to this run (a
 /// directory with a file holding a unique salt), so that images asking for them are cold: their
