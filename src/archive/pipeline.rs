@@ -224,10 +224,7 @@ impl HashingSink {
         self.index += 1;
         if self.next.send(job).is_err() {
             self.closed = true;
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "layer compressor stopped",
-            ));
+            return Err(broken_pipe("layer compressor stopped"));
         }
         Ok(())
     }
@@ -250,10 +247,7 @@ impl HashingSink {
 impl Write for HashingSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.closed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "layer compressor stopped",
-            ));
+            return Err(broken_pipe("layer compressor stopped"));
         }
         let room = BLOCK - self.buffer.len();
         let taken = &data[..data.len().min(room)];
@@ -299,10 +293,7 @@ impl StreamSink {
         let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(STREAM_CHUNK));
         if self.out.blocking_send(Ok(Bytes::from(chunk))).is_err() {
             self.closed = true;
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "layer stream dropped",
-            ));
+            return Err(broken_pipe("layer stream dropped"));
         }
         Ok(())
     }
@@ -319,10 +310,7 @@ impl StreamSink {
 impl Write for StreamSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.closed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "layer stream dropped",
-            ));
+            return Err(broken_pipe("layer stream dropped"));
         }
         self.buffer.extend_from_slice(data);
         if self.buffer.len() >= STREAM_CHUNK {
@@ -334,4 +322,10 @@ impl Write for StreamSink {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// The error a sink's writer gets once the other end of its channel has
+/// gone (`what` says which end).
+fn broken_pipe(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, what)
 }

@@ -134,29 +134,32 @@ pub fn running_groups() -> usize {
 /// second later. Call it on a runtime that still drives the build tasks
 /// (they reap their children).
 pub async fn stop_all(grace: Duration) {
-    let groups: Vec<libc::pid_t> = live_groups().iter().copied().collect();
-    if groups.is_empty() {
-        return;
-    }
-    tracing::info!(groups = groups.len(), "stopping Nix before exit");
-    for &pgid in &groups {
-        signal_group(Some(pgid), libc::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while running_groups() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left: Vec<libc::pid_t> = live_groups().iter().copied().collect();
-    if left.is_empty() {
-        return;
-    }
-    tracing::warn!(groups = left.len(), "Nix did not stop in time, killing it");
-    for &pgid in &left {
-        signal_group(Some(pgid), libc::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while running_groups() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The two steps of the escalation: the signal, then how long to wait
+    // for the groups to be reaped.
+    let steps = [
+        (libc::SIGTERM, grace),
+        (libc::SIGKILL, Duration::from_secs(1)),
+    ];
+    for (signal, wait) in steps {
+        let groups: Vec<libc::pid_t> = live_groups().iter().copied().collect();
+        if groups.is_empty() {
+            return;
+        }
+        if signal == libc::SIGTERM {
+            tracing::info!(groups = groups.len(), "stopping Nix before exit");
+        } else {
+            tracing::warn!(
+                groups = groups.len(),
+                "Nix did not stop in time, killing it"
+            );
+        }
+        for &pgid in &groups {
+            signal_group(Some(pgid), signal);
+        }
+        let deadline = Instant::now() + wait;
+        while running_groups() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
