@@ -15,9 +15,10 @@ use super::{
     references,
 };
 use crate::{
-    cache::read_bounded,
     digest::Digest,
-    storage::{KeyPrefix, ListedObject, Storage, StorageError, StorageKey},
+    storage::{
+        KeyPrefix, ListedObject, Storage, StorageError, StorageKey, small_object::read_small,
+    },
 };
 
 /// Largest manifest, tag entry or build record read while marking.
@@ -303,7 +304,7 @@ async fn run(
             o.size as usize <= MAX_DOCUMENT
                 && o.content_type
                     .as_deref()
-                    .is_some_and(references::is_manifest_type)
+                    .is_some_and(crate::media_type::is_manifest)
         })
         .cloned()
         .collect();
@@ -311,7 +312,7 @@ async fn run(
         .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
-                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
                 Ok::<_, StorageError>(bytes.and_then(|bytes| {
                     let refs = references::parse(&bytes)?;
                     Some((
@@ -332,7 +333,7 @@ async fn run(
         .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
-                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
                 Ok::<_, StorageError>(bytes.map(|bytes| TagEntry {
                     name: object.key.name().to_owned(),
                     digest: Digest::of(&bytes),
@@ -352,7 +353,7 @@ async fn run(
         .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
-                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
                 let digest = bytes
                     .and_then(|bytes| crate::layer_store::record::decode(&bytes).ok())
                     .map(|record| record.digest);
@@ -501,7 +502,7 @@ async fn rescue(
         let Ok(info) = storage.stat(&key).await else {
             continue;
         };
-        if let Some(refs) = read_document(storage, &key)
+        if let Some(refs) = read_small(storage, &key, MAX_DOCUMENT)
             .await?
             .and_then(|bytes| references::parse(&bytes))
         {
@@ -522,26 +523,6 @@ async fn rescue(
     }
     mark::extend(live, inventory, fresh);
     Ok(())
-}
-
-/// The object at `key`, `None` when absent or larger than a document.
-async fn read_document(
-    storage: &dyn Storage,
-    key: &StorageKey,
-) -> Result<Option<bytes::Bytes>, StorageError> {
-    let stream = match storage.fetch(key).await {
-        Ok(stream) => stream,
-        Err(StorageError::NotFound(_)) => return Ok(None),
-        Err(error) => return Err(error),
-    };
-    match read_bounded(stream, MAX_DOCUMENT).await {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => Ok(None),
-        Err(source) => Err(StorageError::Io {
-            key: key.clone(),
-            source,
-        }),
-    }
 }
 
 /// Remove the local tier's manifests that are not live (and older than

@@ -14,35 +14,6 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 
-/// Docker Image Manifest V2 Schema 2.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker manifest list (an index).
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI artifact manifest (an older draft some tools still write).
-pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
-
-/// Every content type under which a stored object is read as a manifest.
-pub const MANIFEST_TYPES: [&str; 5] = [
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_MANIFEST,
-    OCI_INDEX,
-    OCI_ARTIFACT,
-];
-
-/// Whether an object stored with `content_type` is a manifest of some kind
-/// (parameters such as `; charset=utf-8` are ignored).
-pub fn is_manifest_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    MANIFEST_TYPES
-        .iter()
-        .any(|known| known.eq_ignore_ascii_case(essence))
-}
-
 /// The objects one manifest needs, each named by its digest (the object
 /// `layers/<hex>`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,6 +63,7 @@ fn descriptor_digest(descriptor: &Value) -> Option<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media_type::DOCKER_MANIFEST;
 
     fn hex(c: char) -> String {
         c.to_string().repeat(64)
@@ -146,15 +118,5 @@ mod tests {
         assert_eq!(parse(manifest.as_bytes()).unwrap(), References::default());
         assert!(parse(b"not json").is_none());
         assert!(parse(b"[1,2]").is_none());
-    }
-
-    #[test]
-    fn manifest_types_are_recognised_with_parameters() {
-        assert!(is_manifest_type(DOCKER_MANIFEST));
-        assert!(is_manifest_type(&format!("{OCI_INDEX}; charset=utf-8")));
-        assert!(!is_manifest_type(
-            "application/vnd.docker.container.image.v1+json"
-        ));
-        assert!(!is_manifest_type("application/octet-stream"));
     }
 }
