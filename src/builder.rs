@@ -452,11 +452,15 @@ impl Builder {
 }
 
 impl Inner {
-    /// Record a use of both manifests of `built` (off the request path).
+    /// Record a use of both manifests of `built` (one, for an index),
+    /// off the request path. Every manifest answered by tag, from any
+    /// tier or from its build, goes through here.
     fn touch(&self, built: &ImageManifests) {
         if let Some(watch) = &self.settings.gc {
             watch.touch(&built.docker.digest);
-            watch.touch(&built.oci.digest);
+            if built.oci.digest != built.docker.digest {
+                watch.touch(&built.oci.digest);
+            }
         }
     }
 
