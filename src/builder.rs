@@ -582,7 +582,7 @@ impl Inner {
         let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
             .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
         self.layers
-            .put_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
+            .put_blob(media_type::DOCKER_CONFIG, Bytes::from(documents.config))
             .await?;
         self.layers
             .put_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())

@@ -581,7 +581,7 @@ impl Storage for FilesystemStorage {
             Err(StorageError::NotFound(_)) => return Ok(None),
             Err(error) => return Err(error),
         };
-        let bytes = crate::cache::read_bounded(stream, limit)
+        let bytes = super::small_object::read_bounded(stream, limit)
             .await
             .map_err(|source| StorageError::Io {
                 key: key.clone(),
@@ -682,12 +682,9 @@ impl Storage for FilesystemStorage {
         if !request.admits(Some(&content_type)) {
             return Err(StorageError::NotFound(key.clone()));
         }
-        let range = match request.range {
-            None => None,
-            Some(r) => match r.resolve(total_len) {
-                Some(resolved) => Some(resolved),
-                None => return Ok(Served::RangeNotSatisfiable { total_len }),
-            },
+        let range = match request.resolve_range(total_len) {
+            Ok(range) => range,
+            Err(unsatisfiable) => return Ok(unsatisfiable),
         };
         let body = if request.head {
             None
