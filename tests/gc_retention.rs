@@ -227,6 +227,33 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Runs `$check` on s3s-fs too, an S3 server that verifies every
+/// signature and enforces `If-Match` / `If-None-Match` on `PutObject`
+/// (it ignores `If-Match` on `GetObject`, which the collector only uses to
+/// pair bytes with their ETag; a mismatch there makes the next conditional
+/// write fail, never succeed).
+macro_rules! on_signature_checking_s3 {
+    ($($name:ident => $check:ident;)*) => {
+        mod s3_signed {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = support::s3::S3sFs::start().await;
+                    let storage: Arc<dyn Storage> = Arc::new(server.storage().await);
+                    $check(storage).await;
+                }
+            )*
+        }
+    };
+}
+
+on_signature_checking_s3! {
+    storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
+    an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
+    a_lease_taken_over_while_its_holder_is_alive_never_lets_both_delete => takeover_of_a_live_holder;
+}
+
 on_every_backend! {
     storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
     an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
