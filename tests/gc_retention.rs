@@ -1,5 +1,6 @@
-//! What a collection keeps and deletes, on the filesystem backend and on
-//! the GCS emulator (each property is one function run on both).
+//! What a collection keeps and deletes, on the filesystem backend, the GCS
+//! emulator and an S3 server (each property is one function run on all
+//! three).
 //!
 //! Properties defended: the storage primitives the collector relies on
 //! (list, stat, idempotent delete, create-only-once); an image used within
@@ -33,6 +34,7 @@ use support::media::{
     DOCKER_CONFIG as CONFIG, DOCKER_LAYER as LAYER, DOCKER_MANIFEST as MANIFEST, OCI_INDEX,
     OCI_MANIFEST,
 };
+use support::s3::MotoS3;
 
 /// Objects written before this pause are "old" for the policies below.
 /// The margins (old objects are 1.5 s past `keep`, a use is up to 4 s
@@ -175,8 +177,9 @@ fn deleted(report: &Report, kind: Kind) -> Vec<String> {
     names
 }
 
-/// Runs `$check` on a fresh filesystem storage and on a fresh emulator.
-macro_rules! on_both_backends {
+/// Runs `$check` on a fresh filesystem storage, a fresh GCS emulator and a
+/// fresh S3 server (moto, whose listings carry no content type).
+macro_rules! on_every_backend {
     ($($name:ident => $check:ident;)*) => {
         mod filesystem {
             use super::*;
@@ -201,10 +204,21 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod s3 {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = MotoS3::start().await;
+                    let storage: Arc<dyn Storage> = Arc::new(server.storage().await);
+                    $check(storage).await;
+                }
+            )*
+        }
     };
 }
 
-on_both_backends! {
+on_every_backend! {
     storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
     an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
     objects_younger_than_the_grace_period_stay => grace;
@@ -214,6 +228,8 @@ on_both_backends! {
     a_dry_run_deletes_nothing => dry_run;
     an_image_confirmed_during_a_collection_is_kept => confirmed_during_collection;
     a_build_that_reused_a_collected_blob_builds_again => build_overlapping_collection;
+    a_use_recorded_between_the_listing_and_deleting_is_rescued => use_between_listing_and_deleting;
+    a_storage_error_during_rescue_aborts_the_collection => error_during_rescue;
 }
 
 async fn primitives(storage: Arc<dyn Storage>) {
@@ -230,6 +246,11 @@ async fn primitives(storage: Arc<dyn Storage>) {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].key, key);
     assert_eq!(listed[0].size, 10);
+    // A listing need not carry the content type (S3's never does); where
+    // it does, it is the stored one.
+    if let Some(listed_type) = &listed[0].content_type {
+        assert_eq!(listed_type, LAYER);
+    }
     assert!(storage.list(KeyPrefix::Uses).await.unwrap().is_empty());
 
     storage.delete(&key).await.unwrap();
@@ -536,4 +557,92 @@ async fn build_overlapping_collection(storage: Arc<dyn Storage>) {
             .unwrap()
             .is_some()
     );
+}
+
+/// A collection over `storage` interposed so that, while it marks, a
+/// server confirms an old image nobody used right after the collector's
+/// first listing of the use marks (the latest moment before the switch to
+/// deleting), and a build writes and confirms a new manifest naming an
+/// old layer right after the listing of `layers/` (so the collector does
+/// not know that manifest until it rescues it). Returns the interposed
+/// storage, every blob that must survive, and a slot that receives the
+/// built manifest's digest.
+async fn used_while_marking(
+    storage: Arc<dyn Storage>,
+) -> (
+    Arc<support::interposed::Interposed>,
+    Vec<String>,
+    Arc<std::sync::Mutex<Option<String>>>,
+) {
+    let s = storage.as_ref();
+    let pulled_layer = blob(s, b"layer pulled while marking", LAYER).await;
+    let (pulled, _) = image(s, "pulled while marking", &[&pulled_layer]).await;
+    let reused_layer = blob(s, b"old layer a build reuses", LAYER).await;
+    tokio::time::sleep(AGE).await;
+    let interposed = support::interposed::Interposed::new(storage.clone());
+    let watch = GcWatch::start(storage.clone(), Duration::from_secs(1));
+    let built = Arc::new(std::sync::Mutex::new(None));
+    interposed.after_listing(KeyPrefix::Layers, 1, {
+        let (storage, watch, built, reused) = (
+            storage.clone(),
+            watch.clone(),
+            built.clone(),
+            reused_layer.clone(),
+        );
+        move || {
+            Box::pin(async move {
+                let (manifest, _) =
+                    image(storage.as_ref(), "built while marking", &[&reused]).await;
+                let stamp = watch.confirm(&dg(&manifest)).await.expect("confirming");
+                assert!(stamp.is_some(), "the built manifest exists");
+                *built.lock().unwrap() = Some(manifest);
+            })
+        }
+    });
+    interposed.after_listing(KeyPrefix::Uses, 1, move || {
+        Box::pin(async move {
+            let stamp = watch.confirm(&dg(&pulled)).await.expect("confirming");
+            assert!(stamp.is_some(), "the pulled manifest exists");
+        })
+    });
+    (interposed, vec![pulled_layer, reused_layer], built)
+}
+
+async fn use_between_listing_and_deleting(storage: Arc<dyn Storage>) {
+    let (interposed, survivors, built) = used_while_marking(storage.clone()).await;
+    let report = collect(
+        &(interposed.clone() as Arc<dyn Storage>),
+        &options(policy()),
+    )
+    .await;
+    assert_eq!(
+        interposed.listings(KeyPrefix::Uses),
+        2,
+        "the marks were listed once to mark and once to rescue"
+    );
+    assert!(built.lock().unwrap().is_some(), "the build ran");
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    for kept in &survivors {
+        assert!(exists(storage.as_ref(), &layer(kept)).await, "{kept}");
+    }
+}
+
+async fn error_during_rescue(storage: Arc<dyn Storage>) {
+    let (interposed, survivors, built) = used_while_marking(storage.clone()).await;
+    // The rescue's read of the built manifest fails (the manifest is
+    // written by the first hook; its digest is fixed by its content).
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch = FilesystemStorage::new(scratch.path()).unwrap();
+    let reused = blob(&scratch, b"old layer a build reuses", LAYER).await;
+    let (manifest, _) = image(&scratch, "built while marking", &[&reused]).await;
+    interposed.fail_reads_after(layer(&manifest), KeyPrefix::Uses, 2);
+    let outcome = gc::collect(interposed.clone(), &options(policy()), &mut |_| {}).await;
+    assert_eq!(built.lock().unwrap().as_deref(), Some(manifest.as_str()));
+    assert!(
+        matches!(outcome, Err(GcError::Storage(_))),
+        "a failed read was skipped: {outcome:?}"
+    );
+    for kept in &survivors {
+        assert!(exists(storage.as_ref(), &layer(kept)).await, "{kept}");
+    }
 }

@@ -1,7 +1,7 @@
 //! One collection: announce, mark, sweep (see [`super`] for the design).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -158,6 +158,9 @@ pub enum GcError {
 /// heartbeat task.
 struct Announcer {
     storage: Arc<dyn Storage>,
+    /// Storage's time of the announcement, and this host's monotonic
+    /// instant just after it: see [`Announcer::storage_now`].
+    announced: (Option<SystemTime>, Instant),
     current: Arc<tokio::sync::Mutex<Generation>>,
     heartbeat: tokio::task::JoinHandle<()>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -172,6 +175,10 @@ impl Announcer {
             heartbeat: generation::unix_secs(SystemTime::now()),
         };
         generation::write(storage.as_ref(), &generation).await?;
+        let announced = (
+            storage.stat(&generation::generation_key()).await?.modified,
+            Instant::now(),
+        );
         let current = Arc::new(tokio::sync::Mutex::new(generation));
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let heartbeat = tokio::spawn({
@@ -200,10 +207,22 @@ impl Announcer {
         });
         Ok(Self {
             storage,
+            announced,
             current,
             heartbeat,
             stop,
         })
+    }
+
+    /// Now on storage's clock, never later than storage's own: the
+    /// announcement's modification time plus the monotonic time since
+    /// (taken after the write returned). Ages of objects are reckoned
+    /// with it, so this host's clock is never compared with storage's.
+    fn storage_now(&self) -> SystemTime {
+        match self.announced {
+            (Some(written), after) => written + after.elapsed(),
+            (None, _) => SystemTime::now(),
+        }
     }
 
     async fn number(&self) -> u64 {
@@ -275,7 +294,6 @@ async fn run(
     announcer: Option<&Announcer>,
     on_delete: &mut (dyn FnMut(&Deletion) + Send),
 ) -> Result<Report, GcError> {
-    let announced = SystemTime::now();
     let generation_number = match announcer {
         Some(announcer) => {
             let number = announcer.number().await;
@@ -289,7 +307,7 @@ async fn run(
         }
         None => 0,
     };
-    let now = SystemTime::now();
+    let now = announcer.map_or_else(SystemTime::now, Announcer::storage_now);
     let layers = storage.list(KeyPrefix::Layers).await?;
     let tags = storage.list(KeyPrefix::Manifests).await?;
     let builds = storage.list(KeyPrefix::Builds).await?;
@@ -297,23 +315,19 @@ async fn run(
     let referrers = storage.list(KeyPrefix::Referrers).await?;
 
     let mut inventory = Inventory::default();
-    let manifest_objects: Vec<ListedObject> = layers
+    // Whether an object is a manifest is read from its bytes: listings
+    // need not say (S3's never carries a content type).
+    let candidates: Vec<ListedObject> = layers
         .iter()
-        .filter(|o| {
-            o.size as usize <= MAX_DOCUMENT
-                && o.content_type
-                    .as_deref()
-                    .is_some_and(references::is_manifest_type)
-        })
+        .filter(|o| o.size as usize <= MAX_DOCUMENT)
         .cloned()
         .collect();
-    let parsed: Vec<Option<(Digest, ManifestNode)>> = stream::iter(manifest_objects)
+    let parsed: Vec<Option<(Digest, ManifestNode)>> = stream::iter(candidates)
         .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
-                let bytes = read_document(storage.as_ref(), &object.key).await?;
-                Ok::<_, StorageError>(bytes.and_then(|bytes| {
-                    let refs = references::parse(&bytes)?;
+                let refs = read_manifest(storage.as_ref(), &object.key).await?;
+                Ok::<_, StorageError>(refs.and_then(|refs| {
                     Some((
                         named(&object)?,
                         ManifestNode {
@@ -366,7 +380,7 @@ async fn run(
     let mut live = mark::live_set(&inventory, &options.policy, now);
     if let Some(announcer) = announcer {
         announcer.enter(Phase::Deleting).await?;
-        rescue(storage.as_ref(), &mut inventory, &mut live, announced).await?;
+        rescue(storage.as_ref(), &mut inventory, &mut live, &uses).await?;
     }
 
     let policy = &options.policy;
@@ -477,39 +491,45 @@ fn named(object: &ListedObject) -> Option<Digest> {
 /// Re-read the use marks after the switch to `deleting`: a server that
 /// confirmed an image since the announcement wrote its mark before it saw
 /// that switch, so it is found here and its image is kept.
+///
+/// A mark counts when it is absent from the first listing or its
+/// modification time differs from the one listed then (storage's times
+/// are compared with storage's times only, never with this host's clock),
+/// or when it names a manifest written after `layers/` was listed.
+/// Only "not found" (a manifest collected before) is skipped; any other
+/// failure stops the collection, since a manifest kept without its layers
+/// is worse than no collection.
 async fn rescue(
     storage: &dyn Storage,
     inventory: &mut Inventory,
     live: &mut HashSet<Digest>,
-    announced: SystemTime,
+    first_listing: &[ListedObject],
 ) -> Result<(), StorageError> {
-    // A second of slack for coarse modification times.
-    let since = announced - Duration::from_secs(1);
+    let seen: HashMap<&StorageKey, Option<SystemTime>> =
+        first_listing.iter().map(|o| (&o.key, o.modified)).collect();
     let fresh: Vec<Digest> = storage
         .list(KeyPrefix::Uses)
         .await?
         .iter()
-        .filter(|o| o.modified.is_none_or(|m| m >= since))
-        .filter_map(named)
-        .filter(|d| !live.contains(d))
+        .filter_map(|o| {
+            let digest = named(o)?;
+            let changed = o.modified.is_none() || seen.get(&o.key) != Some(&o.modified);
+            // A mark of a manifest written after `layers/` was listed.
+            let unknown = !inventory.manifests.contains_key(&digest);
+            ((changed || unknown) && !live.contains(&digest)).then_some(digest)
+        })
         .collect();
     for digest in &fresh {
         if inventory.manifests.contains_key(digest) {
             continue;
         }
         let key = StorageKey::layer(digest);
-        let Ok(info) = storage.stat(&key).await else {
-            continue;
-        };
-        if let Some(refs) = read_document(storage, &key)
-            .await?
-            .and_then(|bytes| references::parse(&bytes))
-        {
+        if let Some(refs) = read_manifest(storage, &key).await? {
             inventory.manifests.insert(
                 *digest,
                 ManifestNode {
                     refs,
-                    modified: info.modified.unwrap_or_else(SystemTime::now),
+                    modified: SystemTime::UNIX_EPOCH,
                 },
             );
         }
@@ -522,6 +542,36 @@ async fn rescue(
     }
     mark::extend(live, inventory, fresh);
     Ok(())
+}
+
+/// The references of the object at `key` when it is a manifest; `None`
+/// when it is absent, larger than a document, or no manifest. Objects
+/// that cannot start a JSON object are dropped after their first chunk.
+async fn read_manifest(
+    storage: &dyn Storage,
+    key: &StorageKey,
+) -> Result<Option<references::References>, StorageError> {
+    let mut stream = match storage.fetch(key).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let io_error = |source| StorageError::Io {
+        key: key.clone(),
+        source,
+    };
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(io_error)?;
+        if buffer.len() + chunk.len() > MAX_DOCUMENT {
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk);
+        if !references::looks_like_json_object(&buffer) {
+            return Ok(None);
+        }
+    }
+    Ok(references::parse_manifest(&buffer))
 }
 
 /// The object at `key`, `None` when absent or larger than a document.

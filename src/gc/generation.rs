@@ -86,7 +86,8 @@ pub fn stale(heartbeat: u64, now: SystemTime) -> bool {
     unix_secs(now).saturating_sub(heartbeat) > STALE_AFTER.as_secs()
 }
 
-fn generation_key() -> StorageKey {
+/// The key `gc/generation`.
+pub(crate) fn generation_key() -> StorageKey {
     // A constant, valid name.
     StorageKey::gc("generation").unwrap_or_else(|_| unreachable!("valid key"))
 }

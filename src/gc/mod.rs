@@ -18,7 +18,9 @@
 //! configs; a manifest whose `subject` is live is live too (an SBOM lives
 //! as long as its image). References are read from any manifest JSON
 //! ([`references`]), so indexes and artifact manifests need no code of
-//! their own.
+//! their own. Whether an object is a manifest is read from its bytes too,
+//! never from listing metadata a backend may not return (S3 lists no
+//! content type).
 //!
 //! **Sweep** ([`collect`]). Objects that are not live and are older than
 //! `--grace` go, kind by kind: tag entries, layer records, manifests,

@@ -66,7 +66,44 @@ impl References {
 /// object (then the object is no manifest this collector can follow).
 pub fn parse(bytes: &[u8]) -> Option<References> {
     let document: Value = serde_json::from_slice(bytes).ok()?;
+    Some(references_of(document.as_object()?))
+}
+
+/// The references of `bytes` when they are a manifest, `None` when they
+/// are anything else (a layer, a config, an SBOM body).
+///
+/// What an object is comes from its bytes, never from what a listing says
+/// about it: S3's `ListObjectsV2` returns no content type, so a collector
+/// that trusted listings found no manifest there and kept nothing. A
+/// manifest of any kind carries `schemaVersion` (image manifests and
+/// indexes) or a manifest `mediaType` (the draft artifact manifest); image
+/// configs, SBOM documents and the empty config `{}` carry neither.
+pub fn parse_manifest(bytes: &[u8]) -> Option<References> {
+    if !looks_like_json_object(bytes) {
+        return None;
+    }
+    let document: Value = serde_json::from_slice(bytes).ok()?;
     let object = document.as_object()?;
+    let declared = object
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .is_some_and(is_manifest_type);
+    if !declared && !object.contains_key("schemaVersion") {
+        return None;
+    }
+    Some(references_of(object))
+}
+
+/// Whether `prefix` (the first bytes of an object) may start a JSON
+/// object: a cheap test that lets layers (gzip, tar) go unread.
+pub fn looks_like_json_object(prefix: &[u8]) -> bool {
+    prefix
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|b| *b == b'{')
+}
+
+fn references_of(object: &serde_json::Map<String, Value>) -> References {
     let descriptors = |field: &str| -> Vec<Digest> {
         object
             .get(field)
@@ -77,11 +114,11 @@ pub fn parse(bytes: &[u8]) -> Option<References> {
     let mut blobs = descriptors("layers");
     blobs.extend(descriptors("blobs"));
     blobs.extend(object.get("config").and_then(descriptor_digest));
-    Some(References {
+    References {
         manifests: descriptors("manifests"),
         blobs,
         subject: object.get("subject").and_then(descriptor_digest),
-    })
+    }
 }
 
 /// The digest of a descriptor `{"digest": "sha256:<hex>"}`.
@@ -146,6 +183,28 @@ mod tests {
         assert_eq!(parse(manifest.as_bytes()).unwrap(), References::default());
         assert!(parse(b"not json").is_none());
         assert!(parse(b"[1,2]").is_none());
+    }
+
+    #[test]
+    fn manifests_are_told_from_configs_and_layers_by_their_bytes() {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"sha256:{}"}},"layers":[]}}"#,
+            hex('a')
+        );
+        assert_eq!(parse_manifest(manifest.as_bytes()).unwrap().blobs, [d('a')]);
+        let artifact = format!(
+            r#"{{"mediaType":"{OCI_ARTIFACT}","blobs":[{{"digest":"sha256:{}"}}]}}"#,
+            hex('b')
+        );
+        assert_eq!(parse_manifest(artifact.as_bytes()).unwrap().blobs, [d('b')]);
+        let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":[]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        assert!(parse_manifest(config).is_none());
+        assert!(parse_manifest(b"{}").is_none());
+        assert!(parse_manifest(br#"{"spdxVersion":"SPDX-2.3"}"#).is_none());
+        assert!(parse_manifest(&[0x1f, 0x8b, 8, 0]).is_none());
+        assert!(looks_like_json_object(b"  \n{\"a\""));
+        assert!(!looks_like_json_object(&[0x1f, 0x8b]));
+        assert!(!looks_like_json_object(b"nix/store/"));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! * [`gcs`]: a real fake-gcs-server; [`s3`]: a real moto S3 server;
 //!   [`net`]: what both share (the emulator process, test bodies and the
 //!   checks both backends run, fault injection, a proxy);
+//! * [`interposed`]: a storage wrapper that injects a race or a fault at
+//!   the n-th listing, or holds writes to one key;
 //! * [`nix`]: the Nix step as the server runs it, and readers of its result;
 //! * [`real_nix`]: the real nixpkgs trees of `../shared/real-nix`;
 //! * [`popcount`]: a binary cache for the popcount tests.
@@ -27,6 +29,7 @@ pub mod containerd;
 pub mod docker;
 pub mod gcs;
 pub mod in_process;
+pub mod interposed;
 pub mod media;
 pub mod net;
 pub mod nix;
