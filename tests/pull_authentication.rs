@@ -115,7 +115,12 @@ fn every_v2_route_without_credentials_is_401_with_a_challenge_and_nothing_is_bui
 #[test]
 fn basic_credentials_pull_a_built_image_and_wrong_ones_are_401() {
     let files = AuthFiles::new();
-    let server = server(&files, "none");
+    // Every log line there is, so that no level leaks a credential.
+    let server = TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .envs(files.server_env("none"))
+        .env("RUST_LOG", "trace")
+        .start();
     let credentials = alice();
     server
         .get("/v2/")
@@ -137,9 +142,11 @@ fn basic_credentials_pull_a_built_image_and_wrong_ones_are_401() {
             .header("Authorization", &wrong)
             .send();
         assert_unauthorized(&answer, "wrong credentials");
+        assert!(!answer.text().contains(&wrong[6..]), "{}", answer.text());
+        assert!(!answer.text().contains(PASSWORD), "{}", answer.text());
     }
     assert_eq!(metric(&server, "nixery_auth_failures_total"), 3);
-    assert_secrets_kept(&server, &[PASSWORD, &credentials[6..]]);
+    assert_secrets_kept(&server, &[PASSWORD, &credentials[6..], "wonder-land-43"]);
 }
 
 #[test]
