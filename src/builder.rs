@@ -510,11 +510,15 @@ impl Builder {
 }
 
 impl Inner {
-    /// Record a use of both manifests of `built` (off the request path).
+    /// Record a use of both manifests of `built` (one, for an index),
+    /// off the request path. Every manifest answered by tag, from any
+    /// tier or from its build, goes through here.
     fn touch(&self, built: &ImageManifests) {
         if let Some(watch) = &self.settings.gc {
             watch.touch(&built.docker.digest);
-            watch.touch(&built.oci.digest);
+            if built.oci.digest != built.docker.digest {
+                watch.touch(&built.oci.digest);
+            }
         }
     }
 
@@ -636,7 +640,7 @@ impl Inner {
         let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
             .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
         self.layers
-            .put_blob(manifest::IMAGE_CONFIG, Bytes::from(documents.config))
+            .put_blob(media_type::DOCKER_CONFIG, Bytes::from(documents.config))
             .await?;
         self.layers
             .put_blob(media_type::DOCKER_MANIFEST, built.docker.bytes.clone())

@@ -18,15 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     digest::Digest,
-    manifest::{MANIFEST_V2, ManifestError},
-    media_type::OCI_MANIFEST,
+    manifest::ManifestError,
+    media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST},
     platform::Platform,
 };
-
-/// Media type of an OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Media type of a Docker manifest list.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Which flavour of index a client gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,7 +45,7 @@ impl IndexKind {
     pub fn entry_media_type(self) -> &'static str {
         match self {
             IndexKind::Oci => OCI_MANIFEST,
-            IndexKind::DockerList => MANIFEST_V2,
+            IndexKind::DockerList => DOCKER_MANIFEST,
         }
     }
 }
@@ -91,7 +86,7 @@ pub fn assemble(kind: IndexKind, entries: &[IndexEntry]) -> Result<Vec<u8>, Mani
 }
 
 /// The media type a stored manifest document declares, when it is an index
-/// this module writes; anything else is an image manifest ([`MANIFEST_V2`]).
+/// this module writes; anything else is an image manifest ([`DOCKER_MANIFEST`]).
 pub fn media_type_of(document: &[u8]) -> &'static str {
     #[derive(Deserialize)]
     struct Declared<'a> {
@@ -108,7 +103,7 @@ pub fn media_type_of(document: &[u8]) -> &'static str {
         Ok(Declared {
             media_type: Some(OCI_MANIFEST),
         }) => OCI_MANIFEST,
-        _ => MANIFEST_V2,
+        _ => DOCKER_MANIFEST,
     }
 }
 
@@ -212,12 +207,12 @@ mod tests {
         let text = String::from_utf8(docker).unwrap();
         assert_eq!(
             text.replace(DOCKER_MANIFEST_LIST, OCI_INDEX)
-                .replace(MANIFEST_V2, OCI_MANIFEST)
+                .replace(DOCKER_MANIFEST, OCI_MANIFEST)
                 .as_bytes(),
             &oci[..]
         );
-        assert_eq!(media_type_of(br#"{"mediaType":"x"}"#), MANIFEST_V2);
-        assert_eq!(media_type_of(b"not json"), MANIFEST_V2);
+        assert_eq!(media_type_of(br#"{"mediaType":"x"}"#), DOCKER_MANIFEST);
+        assert_eq!(media_type_of(b"not json"), DOCKER_MANIFEST);
     }
 
     #[test]

@@ -17,13 +17,6 @@ use crate::media_type::{
     DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
 
-/// Media type of an image manifest (Docker Image Manifest V2 Schema 2).
-pub const MANIFEST_V2: &str = DOCKER_MANIFEST;
-/// Media type of a layer: a gzip-compressed tar.
-pub const LAYER_TAR_GZIP: &str = DOCKER_LAYER;
-/// Media type of an image config.
-pub const IMAGE_CONFIG: &str = DOCKER_CONFIG;
-
 /// The environment of every image: where the CA bundle that Nixery puts in
 /// every image lives, for programs that honour `SSL_CERT_FILE`.
 pub const DEFAULT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
@@ -59,7 +52,7 @@ pub struct ImageDocuments {
     pub config: Vec<u8>,
     /// Digest and size of [`Self::config`].
     pub config_ref: BlobRef,
-    /// The manifest JSON (media type [`MANIFEST_V2`]).
+    /// The manifest JSON (media type [`DOCKER_MANIFEST`]).
     pub manifest: Vec<u8>,
     /// SHA-256 of [`Self::manifest`].
     pub manifest_digest: Digest,
@@ -144,16 +137,16 @@ pub fn manifest_json(config: &BlobRef, layers: &[LayerEntry]) -> Result<Vec<u8>,
     let layers = layers
         .iter()
         .map(|layer| Descriptor {
-            media_type: LAYER_TAR_GZIP.to_owned(),
+            media_type: DOCKER_LAYER.to_owned(),
             size: layer.size,
             digest: layer.digest,
         })
         .collect();
     let manifest = Manifest {
         schema_version: 2,
-        media_type: MANIFEST_V2.to_owned(),
+        media_type: DOCKER_MANIFEST.to_owned(),
         config: Descriptor {
-            media_type: IMAGE_CONFIG.to_owned(),
+            media_type: DOCKER_CONFIG.to_owned(),
             size: config.size,
             digest: config.digest,
         },
@@ -170,16 +163,16 @@ pub fn oci_variant(docker: &[u8]) -> Result<Vec<u8>, ManifestError> {
     let not_docker = |what: &str| ManifestError::NotDockerManifest(what.to_owned());
     let mut manifest: Manifest =
         serde_json::from_slice(docker).map_err(|error| not_docker(&error.to_string()))?;
-    if manifest.schema_version != 2 || manifest.media_type != MANIFEST_V2 {
+    if manifest.schema_version != 2 || manifest.media_type != DOCKER_MANIFEST {
         return Err(not_docker("wrong schemaVersion or mediaType"));
     }
-    if manifest.config.media_type != IMAGE_CONFIG {
+    if manifest.config.media_type != DOCKER_CONFIG {
         return Err(not_docker("the config is not a Docker image config"));
     }
     if manifest
         .layers
         .iter()
-        .any(|layer| layer.media_type != LAYER_TAR_GZIP)
+        .any(|layer| layer.media_type != DOCKER_LAYER)
     {
         return Err(not_docker("a layer is not a gzip-compressed tar"));
     }
@@ -299,10 +292,10 @@ mod tests {
         assert_eq!(manifest.schema_version(), 2);
         assert_eq!(
             manifest.media_type().as_ref().unwrap().to_string(),
-            MANIFEST_V2
+            DOCKER_MANIFEST
         );
         let config = manifest.config();
-        assert_eq!(config.media_type().to_string(), IMAGE_CONFIG);
+        assert_eq!(config.media_type().to_string(), DOCKER_CONFIG);
         assert_eq!(
             config.digest().to_string(),
             sha256_hex(&docs.config).to_string()
@@ -318,7 +311,7 @@ mod tests {
             .iter()
             .map(|&n| {
                 (
-                    LAYER_TAR_GZIP.to_owned(),
+                    DOCKER_LAYER.to_owned(),
                     1000 + u64::from(n),
                     hex_of(n).to_string(),
                 )

@@ -36,7 +36,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::{
-    cache::{CacheError, bytes_stream, read_object, write_atomically},
+    cache::{CacheError, bytes_stream, write_atomically},
     digest::Digest,
     gc::GcWatch,
     storage::{Storage, StorageError, StorageKey},
@@ -60,7 +60,7 @@ pub struct BuiltManifest {
 impl BuiltManifest {
     /// The image manifest `bytes` (a Docker V2 manifest) with their digest.
     pub fn from_bytes(bytes: Bytes) -> Self {
-        Self::with_media_type(bytes, crate::manifest::MANIFEST_V2)
+        Self::with_media_type(bytes, crate::media_type::DOCKER_MANIFEST)
     }
 
     /// The manifest or index `bytes` of `media_type` with their digest.
@@ -437,7 +437,12 @@ impl ManifestCache {
         let Ok(storage_key) = StorageKey::manifest(key) else {
             return Ok(None);
         };
-        let bytes = read_object(self.storage.as_ref(), &storage_key, MAX_MANIFEST).await?;
+        let bytes = crate::storage::small_object::read_small(
+            self.storage.as_ref(),
+            &storage_key,
+            MAX_MANIFEST,
+        )
+        .await?;
         Ok(bytes
             .filter(|bytes| !bytes.is_empty())
             .map(BuiltManifest::from_stored))
@@ -640,7 +645,7 @@ mod tests {
         .unwrap();
         let built = BuiltManifest::with_media_type(
             Bytes::from(index),
-            crate::image_index::DOCKER_MANIFEST_LIST,
+            crate::media_type::DOCKER_MANIFEST_LIST,
         );
         store_blob(&storage, &built).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();

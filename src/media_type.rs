@@ -34,13 +34,19 @@ pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 /// artifact type).
 pub const SPDX_JSON: &str = "application/spdx+json";
 
-/// Media types served by `GET /v2/<name>/manifests/<digest>`: an object
-/// stored under any other content type is not a manifest.
-pub const MANIFEST_TYPES: [&str; 4] = [
+/// OCI artifact manifest: an older draft of artifacts that some tools
+/// still write. This registry writes none, but reads and keeps them.
+pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
+
+/// Every content type under which a stored object is a manifest: served by
+/// `GET /v2/<name>/manifests/<digest>` and followed by garbage collection.
+/// An object stored under any other content type is not a manifest.
+pub const MANIFEST_TYPES: [&str; 5] = [
     DOCKER_MANIFEST,
     OCI_MANIFEST,
     OCI_INDEX,
     DOCKER_MANIFEST_LIST,
+    OCI_ARTIFACT,
 ];
 
 /// Which of an image's two manifests a client gets.
@@ -62,7 +68,26 @@ impl ImageFormat {
     }
 }
 
-/// Whether `media_type` is one of [`MANIFEST_TYPES`].
-pub fn is_manifest(media_type: &str) -> bool {
-    MANIFEST_TYPES.contains(&media_type)
+/// Whether an object stored with `content_type` is a manifest: one of
+/// [`MANIFEST_TYPES`], ignoring case and parameters such as
+/// `; charset=utf-8`.
+pub fn is_manifest(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    MANIFEST_TYPES
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(essence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_types_are_recognised_with_parameters() {
+        assert!(is_manifest(DOCKER_MANIFEST));
+        assert!(is_manifest(&format!("{OCI_INDEX}; charset=utf-8")));
+        assert!(is_manifest(OCI_ARTIFACT));
+        assert!(!is_manifest(DOCKER_CONFIG));
+        assert!(!is_manifest("application/octet-stream"));
+    }
 }

@@ -332,3 +332,10 @@ async fn a_small_object_once_fetched_is_served_from_memory_with_the_same_answers
     assert_eq!(r.headers()[header::CONTENT_TYPE], MANIFEST_TYPE);
     assert_eq!(r.bytes().await.unwrap(), &manifest[..]);
 }
+
+#[tokio::test]
+async fn head_is_answered_from_metadata_never_redirected() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = nixery::storage::filesystem::FilesystemStorage::new(dir.path()).unwrap();
+    support::net::checks::head_is_answered_from_metadata_never_redirected(&storage).await;
+}

@@ -18,6 +18,14 @@
 //! * manifest errors: an unknown digest is 404, `sha256:baddigeststring` is
 //!   400 or 404.
 //!
+//! Every check runs on every backend (`filesystem::`, `gcs::`, `s3::`),
+//! the buckets with their redirects on, with a client that follows
+//! redirects as the suite's does: a blob or a manifest by digest may then
+//! be answered by the bucket (s3s-fs checks the presigned signature, the
+//! method included). Headers only this server sends (`Docker-Content-Digest`
+//! on an answer that came from the bucket) are checked when present, and
+//! every body is checked against its digest.
+//!
 //! The suite's one check this server fails on purpose is "a manifest by an
 //! unknown tag is 404": any tag of a buildable name is an image here (see
 //! docs/registry-api.md). `unknown_tags_are_images_by_design` pins that
@@ -33,15 +41,16 @@ use reqwest::{
     header,
 };
 use serde_json::Value;
+use support::backends::{Backend, ServerOn};
 use support::media::{OCI_INDEX, OCI_MANIFEST};
-use support::server::{TestServer, put_blob, sha256_hex};
+use support::server::{TestServer, sha256_hex};
 
 const IMAGE: &str = "hello";
 
 fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(300))
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::limited(5))
         .build()
         .expect("HTTP client")
 }
@@ -68,6 +77,15 @@ fn header_of<'a>(response: &'a Response, name: &str) -> &'a str {
         .expect("ASCII header")
 }
 
+/// `Docker-Content-Digest` equals `digest` when the answer has one; a
+/// HEAD (always answered by this server) must have it.
+fn check_digest_header(response: &Response, digest: &str, head: bool) {
+    match response.headers().get("docker-content-digest") {
+        Some(value) => assert_eq!(value.to_str().expect("ASCII header"), digest),
+        None => assert!(!head, "a HEAD without Docker-Content-Digest"),
+    }
+}
+
 /// The suite's checks of a manifest answer whose expected bytes are
 /// `expected` (empty body expected for HEAD).
 fn check_manifest_answer(response: Response, expected: &[u8], head: bool) {
@@ -81,10 +99,7 @@ fn check_manifest_answer(response: Response, expected: &[u8], head: bool) {
         header_of(&response, "content-length"),
         expected.len().to_string()
     );
-    assert_eq!(
-        header_of(&response, "docker-content-digest"),
-        format!("sha256:{}", sha256_hex(expected))
-    );
+    check_digest_header(&response, &format!("sha256:{}", sha256_hex(expected)), head);
     let body = response.bytes().expect("body");
     if head {
         assert!(body.is_empty(), "HEAD has a body");
@@ -121,16 +136,14 @@ fn referrers(server: &TestServer, digest: &str, query: &str) -> (Value, Option<S
     (index, filters)
 }
 
-#[test]
-fn ping_answers_200() {
-    let server = TestServer::start();
+fn ping_answers_200(on: &ServerOn) {
+    let server = &on.server;
     let response = client().get(server.url("/v2/")).send().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-#[test]
-fn empty_registry_lists_tags_and_no_referrers() {
-    let server = TestServer::start();
+fn empty_registry_lists_tags_and_no_referrers(on: &ServerOn) {
+    let server = &on.server;
     let tags = client()
         .get(server.url(&format!("/v2/{IMAGE}/tags/list")))
         .send()
@@ -145,19 +158,17 @@ fn empty_registry_lists_tags_and_no_referrers() {
         assert!(list["tags"].is_array(), "{list}");
     }
     let subject = format!("sha256:{}", sha256_hex(b"a random subject"));
-    let (index, _) = referrers(&server, &subject, "");
+    let (index, _) = referrers(server, &subject, "");
     assert_eq!(index["manifests"], serde_json::json!([]));
 }
 
-#[tokio::test]
-async fn blobs_answer_as_the_suite_checks() {
-    let server = TestServer::start();
-    let storage = server.storage();
+fn blobs_answer_as_the_suite_checks(on: &ServerOn) {
+    let server = &on.server;
     let blob: Vec<u8> = (0..512u32).map(|i| (i * 7 % 251) as u8).collect();
-    let digest = put_blob(&storage, &blob, "application/octet-stream").await;
-    let empty_json = put_blob(&storage, b"{}", "application/octet-stream").await;
+    let digest = on.put_blob(&blob, "application/octet-stream");
+    let empty_json = on.put_blob(b"{}", "application/octet-stream");
     let missing = format!("sha256:{}", sha256_hex(b"never stored"));
-    tokio::task::spawn_blocking(move || {
+    {
         for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
             let r = client()
                 .request(
@@ -173,25 +184,22 @@ async fn blobs_answer_as_the_suite_checks() {
             let head = client().head(&url).send().unwrap();
             assert_eq!(head.status(), StatusCode::OK);
             assert_eq!(header_of(&head, "content-length"), bytes.len().to_string());
-            assert_eq!(header_of(&head, "docker-content-digest"), digest.as_str());
+            check_digest_header(&head, digest, true);
             assert!(head.bytes().unwrap().is_empty());
             let get = client().get(&url).send().unwrap();
             assert_eq!(get.status(), StatusCode::OK);
             assert_eq!(header_of(&get, "content-length"), bytes.len().to_string());
-            assert_eq!(header_of(&get, "docker-content-digest"), digest.as_str());
+            check_digest_header(&get, digest, false);
             assert_eq!(&get.bytes().unwrap()[..], bytes);
         }
-    })
-    .await
-    .unwrap();
+    }
 }
 
-#[tokio::test]
-async fn range_requests_answer_as_the_suite_checks() {
-    let server = TestServer::start();
+fn range_requests_answer_as_the_suite_checks(on: &ServerOn) {
+    let server = &on.server;
     let blob: Vec<u8> = (0..2048u32).map(|i| (i * 13 % 253) as u8).collect();
-    let digest = put_blob(&server.storage(), &blob, "application/octet-stream").await;
-    tokio::task::spawn_blocking(move || {
+    let digest = on.put_blob(&blob, "application/octet-stream");
+    {
         let url = server.url(&format!("/v2/{IMAGE}/blobs/{digest}"));
         let get_range = |range: &str| {
             let request = client().get(&url).header(header::RANGE, range);
@@ -220,21 +228,18 @@ async fn range_requests_answer_as_the_suite_checks() {
             // it then reports as unsupported: only 416 passes it.
             assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
         }
-    })
-    .await
-    .unwrap();
+    }
 }
 
-#[test]
-fn manifests_by_tag_and_digest_answer_as_the_suite_checks() {
-    let server = TestServer::start();
-    let manifest = built_manifest(&server);
+fn manifests_by_tag_and_digest_answer_as_the_suite_checks(on: &ServerOn) {
+    let server = &on.server;
+    let manifest = built_manifest(server);
     let parsed: Value = serde_json::from_slice(&manifest).unwrap();
     assert_eq!(parsed["mediaType"], OCI_MANIFEST, "the suite asks for OCI");
     let digest = format!("sha256:{}", sha256_hex(&manifest));
     for reference in ["latest", digest.as_str()] {
         for (method, head) in [(reqwest::Method::GET, false), (reqwest::Method::HEAD, true)] {
-            let response = manifest_request(&server, method, reference);
+            let response = manifest_request(server, method, reference);
             check_manifest_answer(response, &manifest, head);
         }
     }
@@ -248,17 +253,16 @@ fn manifests_by_tag_and_digest_answer_as_the_suite_checks() {
             .send()
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{blob}");
-        assert_eq!(header_of(&r, "docker-content-digest"), blob);
+        check_digest_header(&r, &blob, false);
         assert_eq!(format!("sha256:{}", sha256_hex(&r.bytes().unwrap())), blob);
     }
 }
 
-#[test]
-fn referrers_of_an_image_list_its_artifacts_and_filter_by_type() {
-    let server = TestServer::start();
-    let manifest = built_manifest(&server);
+fn referrers_of_an_image_list_its_artifacts_and_filter_by_type(on: &ServerOn) {
+    let server = &on.server;
+    let manifest = built_manifest(server);
     let digest = format!("sha256:{}", sha256_hex(&manifest));
-    let (index, filters) = referrers(&server, &digest, "");
+    let (index, filters) = referrers(server, &digest, "");
     assert_eq!(filters, None, "no filter asked, none applied");
     let entries = index["manifests"].as_array().unwrap().clone();
     assert!(!entries.is_empty(), "the image has an SBOM: {index}");
@@ -266,7 +270,7 @@ fn referrers_of_an_image_list_its_artifacts_and_filter_by_type() {
     // subject is the image.
     for entry in &entries {
         let referrer = entry["digest"].as_str().unwrap();
-        let response = manifest_request(&server, reqwest::Method::GET, referrer);
+        let response = manifest_request(server, reqwest::Method::GET, referrer);
         assert_eq!(response.status(), StatusCode::OK);
         let bytes = response.bytes().unwrap();
         assert_eq!(entry["size"], bytes.len());
@@ -281,7 +285,7 @@ fn referrers_of_an_image_list_its_artifacts_and_filter_by_type() {
         .collect();
     for artifact_type in &types {
         let query = format!("?artifactType={}", artifact_type.replace('+', "%2B"));
-        let (filtered, filters) = referrers(&server, &digest, &query);
+        let (filtered, filters) = referrers(server, &digest, &query);
         assert_eq!(filters.as_deref(), Some("artifactType"));
         let kept = filtered["manifests"].as_array().unwrap();
         let expected: Vec<&Value> = entries
@@ -290,18 +294,17 @@ fn referrers_of_an_image_list_its_artifacts_and_filter_by_type() {
             .collect();
         assert_eq!(kept.iter().collect::<Vec<_>>(), expected);
     }
-    let (none, filters) = referrers(&server, &digest, "?artifactType=application/x-none");
+    let (none, filters) = referrers(server, &digest, "?artifactType=application/x-none");
     assert_eq!(filters.as_deref(), Some("artifactType"));
     assert_eq!(none["manifests"], serde_json::json!([]));
 }
 
-#[test]
-fn missing_and_invalid_manifest_digests_are_errors() {
-    let server = TestServer::start();
+fn missing_and_invalid_manifest_digests_are_errors(on: &ServerOn) {
+    let server = &on.server;
     let missing = format!("sha256:{}", sha256_hex(&[7u8; 1024]));
-    let response = manifest_request(&server, reqwest::Method::GET, &missing);
+    let response = manifest_request(server, reqwest::Method::GET, &missing);
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = manifest_request(&server, reqwest::Method::GET, "sha256:baddigeststring");
+    let response = manifest_request(server, reqwest::Method::GET, "sha256:baddigeststring");
     assert!(
         matches!(
             response.status(),
@@ -325,11 +328,61 @@ fn missing_and_invalid_manifest_digests_are_errors() {
 /// selects the package set revision, and for the built-in set any tag is
 /// the same image), which Kubernetes users rely on for `IfNotPresent`
 /// pulls of non-`latest` tags: the one deliberate deviation.
-#[test]
-fn unknown_tags_are_images_by_design() {
-    let server = TestServer::start();
-    let latest = built_manifest(&server);
-    let response = manifest_request(&server, reqwest::Method::GET, "missing-k3jq9x0bzv");
+fn unknown_tags_are_images_by_design(on: &ServerOn) {
+    let server = &on.server;
+    let latest = built_manifest(server);
+    let response = manifest_request(server, reqwest::Method::GET, "missing-k3jq9x0bzv");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(&response.bytes().unwrap()[..], &latest[..]);
 }
+
+/// The checks above as tests of a server on `$backend`, in module
+/// `$module`.
+macro_rules! checks_on {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use super::*;
+
+            fn on() -> ServerOn {
+                ServerOn::start($backend, |builder| builder)
+            }
+
+            #[test]
+            fn ping_answers_200() {
+                super::ping_answers_200(&on());
+            }
+            #[test]
+            fn empty_registry_lists_tags_and_no_referrers() {
+                super::empty_registry_lists_tags_and_no_referrers(&on());
+            }
+            #[test]
+            fn blobs_answer_as_the_suite_checks() {
+                super::blobs_answer_as_the_suite_checks(&on());
+            }
+            #[test]
+            fn range_requests_answer_as_the_suite_checks() {
+                super::range_requests_answer_as_the_suite_checks(&on());
+            }
+            #[test]
+            fn manifests_by_tag_and_digest_answer_as_the_suite_checks() {
+                super::manifests_by_tag_and_digest_answer_as_the_suite_checks(&on());
+            }
+            #[test]
+            fn referrers_of_an_image_list_its_artifacts_and_filter_by_type() {
+                super::referrers_of_an_image_list_its_artifacts_and_filter_by_type(&on());
+            }
+            #[test]
+            fn missing_and_invalid_manifest_digests_are_errors() {
+                super::missing_and_invalid_manifest_digests_are_errors(&on());
+            }
+            #[test]
+            fn unknown_tags_are_images_by_design() {
+                super::unknown_tags_are_images_by_design(&on());
+            }
+        }
+    };
+}
+
+checks_on!(filesystem, Backend::Filesystem);
+checks_on!(gcs, Backend::Gcs);
+checks_on!(s3, Backend::S3);

@@ -9,7 +9,9 @@
 //! image in memory, rebuilds it on the next pull instead of serving a
 //! manifest whose blobs are gone; pulls in a loop during a collection never
 //! get a failed blob; periodic collection runs with `NIXERY_GC_KEEP` and
-//! shows in `/metrics` and on the status page.
+//! shows in `/metrics` and on the status page; every manifest answered
+//! (single or index, from memory, disk or storage, by tag or by digest)
+//! records a use, and a request for a digest nobody stored writes nothing.
 //!
 //! Every server here marks use at most once a second
 //! (`NIXERY_GC_TOUCH_INTERVAL=1s`), so the shortest `--keep` is 6 s.
@@ -26,6 +28,7 @@ use std::{
 
 use serde_json::Value;
 use support::gcs::{FakeGcs, sha256_hex};
+use support::media::OCI_INDEX;
 use support::server::{MANIFEST_V2, TestServer};
 use support::{count_logs, metric};
 
@@ -427,22 +430,39 @@ async fn on_gcs_gc_collects_the_unpulled_image_and_the_server_rebuilds_it() {
 }
 
 /// Modification time of the use mark of the manifest `hex`, if any.
-fn mark_time(storage: &std::path::Path, hex: &str) -> Option<std::time::SystemTime> {
-    std::fs::metadata(storage.join("uses").join(hex))
-        .and_then(|m| m.modified())
-        .ok()
+/// Remove the use mark of `hex`, run `serve` (which answers the manifest
+/// `hex` once), and wait (at most 10 s) until the server has written the
+/// mark again: whether that answer recorded a use. Nothing compares
+/// modification times; the server's touch interval (1 s) must have passed
+/// since its last mark of `hex`, which [`past_touch_interval`] ensures.
+fn marks_again(storage: &std::path::Path, hex: &str, serve: impl FnOnce()) -> bool {
+    let mark = storage.join("uses").join(hex);
+    match std::fs::remove_file(&mark) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => panic!("removing {}: {error}", mark.display()),
+    }
+    serve();
+    marked(storage, hex)
 }
 
-/// Wait (at most 10 s) until the mark of `hex` is newer than `since`.
-fn mark_moves(storage: &std::path::Path, hex: &str, since: std::time::SystemTime) -> bool {
+/// Wait (at most 10 s) until the use mark of `hex` exists.
+fn marked(storage: &std::path::Path, hex: &str) -> bool {
+    let mark = storage.join("uses").join(hex);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if mark_time(storage, hex).is_some_and(|t| t > since) {
+        if mark.exists() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Let one touch interval pass in the same server: a lower bound between
+/// two marks of one image, not a wait for something to happen.
+fn past_touch_interval() {
+    std::thread::sleep(Duration::from_millis(1100));
 }
 
 #[test]
@@ -459,54 +479,139 @@ fn use_is_recorded_from_every_tier_by_tag_and_by_digest() {
     let mut first = start();
     let manifest = first.manifest("zlib", "latest");
     let hex = sha256_hex(&manifest);
-    let built = mark_time(storage.path(), &hex).expect("the build marked the image");
-    let wait_touch = || std::thread::sleep(Duration::from_millis(1100));
+    assert!(marked(storage.path(), &hex), "the build marked the image");
 
     // Memory tier, by tag.
-    wait_touch();
-    pull(&first, "zlib").expect("pull by tag");
+    past_touch_interval();
     assert!(
-        mark_moves(storage.path(), &hex, built),
+        marks_again(storage.path(), &hex, || {
+            pull(&first, "zlib").expect("pull by tag");
+        }),
         "memory tier pull not marked"
     );
     // By digest.
-    let by_tag = mark_time(storage.path(), &hex).expect("mark");
-    wait_touch();
-    first
-        .get(&format!("/v2/zlib/manifests/sha256:{hex}"))
-        .accept(MANIFEST_V2)
-        .expect_status(200);
+    past_touch_interval();
     assert!(
-        mark_moves(storage.path(), &hex, by_tag),
+        marks_again(storage.path(), &hex, || {
+            first
+                .get(&format!("/v2/zlib/manifests/sha256:{hex}"))
+                .accept(MANIFEST_V2)
+                .expect_status(200);
+        }),
         "pull by digest not marked"
     );
     first.stop();
 
     // Disk tier: a restarted server on the same cache directory.
-    let by_digest = mark_time(storage.path(), &hex).expect("mark");
-    wait_touch();
     let mut second = start();
-    pull(&second, "zlib").expect("pull from the disk tier");
     assert!(
-        mark_moves(storage.path(), &hex, by_digest),
+        marks_again(storage.path(), &hex, || {
+            pull(&second, "zlib").expect("pull from the disk tier");
+        }),
         "disk tier pull not marked"
     );
     assert!(hit_from(&second, "disk"));
     second.stop();
 
     // Storage tier: a server with an empty cache directory.
-    let from_disk = mark_time(storage.path(), &hex).expect("mark");
-    wait_touch();
     let third = TestServer::builder()
         .storage_path(storage.path())
         .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
         .start();
-    pull(&third, "zlib").expect("pull from the storage tier");
     assert!(
-        mark_moves(storage.path(), &hex, from_disk),
+        marks_again(storage.path(), &hex, || {
+            pull(&third, "zlib").expect("pull from the storage tier");
+        }),
         "storage tier pull not marked"
     );
     assert!(hit_from(&third, "storage"));
+}
+
+#[test]
+fn an_index_served_from_every_tier_is_marked() {
+    let storage = tempfile::tempdir().expect("storage");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let pkgs = support::any_system_pkgs();
+    let start = |cache: &std::path::Path| {
+        TestServer::builder()
+            .storage_path(storage.path())
+            .env("NIXERY_CACHE_DIR", cache.display().to_string())
+            .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
+            .env("NIXERY_PLATFORMS", "linux/amd64,linux/arm64")
+            .env("NIXERY_PKGS_PATH", pkgs.path().display().to_string())
+            .env("NIX_TIMEOUT", "300")
+            .start()
+    };
+    let index_of = |server: &TestServer| {
+        let (content_type, digest, _) =
+            server.get_document("/v2/zlib/manifests/latest", &[OCI_INDEX]);
+        assert_eq!(content_type, OCI_INDEX);
+        digest.trim_start_matches("sha256:").to_owned()
+    };
+    let mut first = start(cache.path());
+    let hex = index_of(&first);
+    assert!(marked(storage.path(), &hex), "building the index marked it");
+    // Memory tier.
+    past_touch_interval();
+    assert!(
+        marks_again(storage.path(), &hex, || assert_eq!(index_of(&first), hex)),
+        "an index from the memory tier was not marked"
+    );
+    first.stop();
+    // Disk tier.
+    let mut second = start(cache.path());
+    assert!(
+        marks_again(storage.path(), &hex, || assert_eq!(index_of(&second), hex)),
+        "an index from the disk tier was not marked"
+    );
+    assert!(index_hit_from(&second, "disk"));
+    second.stop();
+    // Storage tier.
+    let empty = tempfile::tempdir().expect("empty cache dir");
+    let third = start(empty.path());
+    assert!(
+        marks_again(storage.path(), &hex, || assert_eq!(index_of(&third), hex)),
+        "an index from the storage tier was not marked"
+    );
+    assert!(index_hit_from(&third, "storage"));
+}
+
+/// Whether `server` answered an index from `tier` and built nothing.
+fn index_hit_from(server: &TestServer, tier: &str) -> bool {
+    let events = server.settled_log_events();
+    !events.iter().any(|e| e["message"] == "building image")
+        && events
+            .iter()
+            .any(|e| e["message"] == "index cache hit" && e["tier"] == tier)
+}
+
+#[test]
+fn a_request_for_a_digest_nobody_stored_writes_nothing() {
+    let server = TestServer::builder()
+        .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
+        .start();
+    // A collection is marking: the server confirms what it serves.
+    let storage = nixery::storage::filesystem::FilesystemStorage::new(server.storage_path())
+        .expect("storage");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let marking = nixery::gc::generation::Generation {
+        number: 1,
+        phase: nixery::gc::generation::Phase::Marking,
+        heartbeat: nixery::gc::generation::unix_secs(std::time::SystemTime::now()),
+    };
+    runtime
+        .block_on(nixery::gc::generation::write(&storage, &marking))
+        .expect("announcing a collection");
+    for n in 0..20u8 {
+        let hex = sha256_hex(&[n]);
+        server
+            .get(&format!("/v2/anything/manifests/sha256:{hex}"))
+            .accept(MANIFEST_V2)
+            .expect_status(404);
+    }
+    let uses = server.storage_path().join("uses");
+    let written = std::fs::read_dir(&uses).map_or(0, |dir| dir.count());
+    assert_eq!(written, 0, "use marks written for digests nobody stored");
 }
 
 /// Whether `server` answered a manifest from `tier` and built nothing.

@@ -49,9 +49,10 @@ fn registry_host(server: &TestServer) -> String {
     server.addr().to_string()
 }
 
-/// Asserts that `GET` and `HEAD` on the blob `digest` of repository `name`
-/// answer `303` to the object in the bucket, on `emulator_host` (the
-/// server's `STORAGE_EMULATOR_HOST`), and that the object exists.
+/// Asserts that `GET` on the blob `digest` of repository `name` answers
+/// `303` to the object in the bucket, on `emulator_host` (the server's
+/// `STORAGE_EMULATOR_HOST`), that `HEAD` is answered by the server (a
+/// signed URL is signed for one method), and that the object exists.
 async fn assert_blob_redirects_to_bucket(
     server: &TestServer,
     gcs: &FakeGcs,
@@ -60,15 +61,18 @@ async fn assert_blob_redirects_to_bucket(
     digest: &str,
 ) {
     let hex = digest.trim_start_matches("sha256:");
-    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
-        let location = server
-            .redirect_location(method, &format!("/v2/{name}/blobs/{digest}"))
-            .await;
-        assert_eq!(
-            location,
-            format!("http://{emulator_host}/{BUCKET}/layers/{hex}")
-        );
-    }
+    let path = format!("/v2/{name}/blobs/{digest}");
+    let location = server.redirect_location(reqwest::Method::GET, &path).await;
+    assert_eq!(
+        location,
+        format!("http://{emulator_host}/{BUCKET}/layers/{hex}")
+    );
+    let head = server
+        .call(reqwest::Method::HEAD, &path)
+        .without_redirects()
+        .expect_status_async(200)
+        .await;
+    assert_eq!(head.header("docker-content-digest"), Some(digest));
     assert!(
         gcs.object_metadata(&format!("layers/{hex}"))
             .await

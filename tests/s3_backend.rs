@@ -309,3 +309,12 @@ async fn a_found_blob_is_redirected_again_without_asking_the_bucket() {
         Err(StorageError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn head_is_answered_from_metadata_never_redirected() {
+    let s3 = support::s3::S3sFs::start().await;
+    let storage = s3.storage().await;
+    support::s3::checks::head_is_answered_from_metadata_never_redirected(&storage).await;
+    // Also when the blob is already known (no call to the bucket).
+    support::s3::checks::head_is_answered_from_metadata_never_redirected(&storage).await;
+}

@@ -125,6 +125,8 @@ impl Builder {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its index");
         }
         tracing::info!(image = %image.name, tag = %image.tag, digest = %built.digest, platforms = entries.len(), left_out = failures.len(), "index built");
+        // Serving it is a use, as for a cached one.
+        self.inner.touch(&ImageManifests::single(built.clone()));
         Ok(built)
     }
 
@@ -181,6 +183,7 @@ impl Builder {
         if let Some(built) = self.inner.manifests.memory(key) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::debug!(image = %image.name, tag = %image.tag, key, "index cache hit");
+            self.inner.touch(&built);
             return Ok(Some(built.docker));
         }
         if let Some((built, tier)) = self
@@ -192,6 +195,7 @@ impl Builder {
         {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag = %image.tag, key, tier = tier.name(), "index cache hit");
+            self.inner.touch(&built);
             return Ok(Some(built.docker));
         }
         Ok(None)

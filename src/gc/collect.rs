@@ -15,9 +15,10 @@ use super::{
     references,
 };
 use crate::{
-    cache::read_bounded,
     digest::Digest,
-    storage::{KeyPrefix, ListedObject, Storage, StorageError, StorageKey},
+    storage::{
+        KeyPrefix, ListedObject, Storage, StorageError, StorageKey, small_object::read_small,
+    },
 };
 
 /// Largest manifest, tag entry or build record read while marking.
@@ -346,7 +347,7 @@ async fn run(
         .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
-                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
                 Ok::<_, StorageError>(bytes.map(|bytes| TagEntry {
                     name: object.key.name().to_owned(),
                     digest: Digest::of(&bytes),
@@ -366,7 +367,7 @@ async fn run(
         .map(|object: ListedObject| {
             let storage = storage.clone();
             async move {
-                let bytes = read_document(storage.as_ref(), &object.key).await?;
+                let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
                 let digest = bytes
                     .and_then(|bytes| crate::layer_store::record::decode(&bytes).ok())
                     .map(|record| record.digest);
@@ -572,26 +573,6 @@ async fn read_manifest(
         }
     }
     Ok(references::parse_manifest(&buffer))
-}
-
-/// The object at `key`, `None` when absent or larger than a document.
-async fn read_document(
-    storage: &dyn Storage,
-    key: &StorageKey,
-) -> Result<Option<bytes::Bytes>, StorageError> {
-    let stream = match storage.fetch(key).await {
-        Ok(stream) => stream,
-        Err(StorageError::NotFound(_)) => return Ok(None),
-        Err(error) => return Err(error),
-    };
-    match read_bounded(stream, MAX_DOCUMENT).await {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => Ok(None),
-        Err(source) => Err(StorageError::Io {
-            key: key.clone(),
-            source,
-        }),
-    }
 }
 
 /// Remove the local tier's manifests that are not live (and older than

@@ -19,8 +19,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cache::{bytes_stream, read_bounded},
-    storage::{Storage, StorageError, StorageKey},
+    cache::bytes_stream,
+    storage::{
+        Storage, StorageError, StorageKey,
+        small_object::{read_bounded, read_small},
+    },
 };
 
 /// A collection refreshes its heartbeat this often.
@@ -100,17 +103,9 @@ fn lock_key() -> StorageKey {
 /// (a corrupt object is logged and rewritten by the next collection).
 pub async fn read(storage: &dyn Storage) -> Result<Generation, StorageError> {
     let key = generation_key();
-    let stream = match storage.fetch(&key).await {
-        Ok(stream) => stream,
-        Err(StorageError::NotFound(_)) => return Ok(Generation::NONE),
-        Err(error) => return Err(error),
+    let Some(bytes) = read_small(storage, &key, MAX_OBJECT).await? else {
+        return Ok(Generation::NONE);
     };
-    let bytes = read_bounded(stream, MAX_OBJECT)
-        .await
-        .map_err(|source| StorageError::Io {
-            key: key.clone(),
-            source,
-        })?;
     Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
         tracing::warn!(key = %key, error = %error, "ignoring a corrupt collection generation");
         Generation::NONE

@@ -12,36 +12,7 @@
 
 use serde_json::Value;
 
-use crate::digest::Digest;
-
-/// Docker Image Manifest V2 Schema 2.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker manifest list (an index).
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI artifact manifest (an older draft some tools still write).
-pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
-
-/// Every content type under which a stored object is read as a manifest.
-pub const MANIFEST_TYPES: [&str; 5] = [
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_MANIFEST,
-    OCI_INDEX,
-    OCI_ARTIFACT,
-];
-
-/// Whether an object stored with `content_type` is a manifest of some kind
-/// (parameters such as `; charset=utf-8` are ignored).
-pub fn is_manifest_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    MANIFEST_TYPES
-        .iter()
-        .any(|known| known.eq_ignore_ascii_case(essence))
-}
+use crate::{digest::Digest, media_type::is_manifest};
 
 /// The objects one manifest needs, each named by its digest (the object
 /// `layers/<hex>`).
@@ -87,7 +58,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Option<References> {
     let declared = object
         .get("mediaType")
         .and_then(Value::as_str)
-        .is_some_and(is_manifest_type);
+        .is_some_and(is_manifest);
     if !declared && !object.contains_key("schemaVersion") {
         return None;
     }
@@ -129,6 +100,7 @@ fn descriptor_digest(descriptor: &Value) -> Option<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media_type::{DOCKER_MANIFEST, OCI_ARTIFACT};
 
     fn hex(c: char) -> String {
         c.to_string().repeat(64)
@@ -205,15 +177,5 @@ mod tests {
         assert!(looks_like_json_object(b"  \n{\"a\""));
         assert!(!looks_like_json_object(&[0x1f, 0x8b]));
         assert!(!looks_like_json_object(b"nix/store/"));
-    }
-
-    #[test]
-    fn manifest_types_are_recognised_with_parameters() {
-        assert!(is_manifest_type(DOCKER_MANIFEST));
-        assert!(is_manifest_type(&format!("{OCI_INDEX}; charset=utf-8")));
-        assert!(!is_manifest_type(
-            "application/vnd.docker.container.image.v1+json"
-        ));
-        assert!(!is_manifest_type("application/octet-stream"));
     }
 }

@@ -13,6 +13,8 @@
 //! knowledge is fresh (read within two poll intervals). Otherwise it is
 //! *confirmed* first ([`GcWatch::confirm`]):
 //!
+//! 0. check that the manifest is in storage (nothing is written for a
+//!    digest nobody stored);
 //! 1. write the use mark now, synchronously;
 //! 2. read the generation; if a collection is deleting, wait until it
 //!    ends;
@@ -218,11 +220,21 @@ impl GcWatch {
     /// whose stamp this server does not trust: the stamp to give the entry
     /// when it may be served, `None` when its manifest was collected.
     pub async fn confirm(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        // Nothing is written for a manifest that does not exist (anyone
+        // may ask for any digest).
+        if !self.exists(digest).await? {
+            return Ok(None);
+        }
         self.write_mark(digest).await?;
         let generation = self.settled().await?;
+        Ok(self.exists(digest).await?.then_some(generation.number))
+    }
+
+    /// Whether the object `layers/<digest>` is in storage.
+    async fn exists(&self, digest: &Digest) -> Result<bool, StorageError> {
         match self.storage.stat(&StorageKey::layer(digest)).await {
-            Ok(_) => Ok(Some(generation.number)),
-            Err(StorageError::NotFound(_)) => Ok(None),
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound(_)) => Ok(false),
             Err(error) => Err(error),
         }
     }

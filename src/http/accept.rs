@@ -36,8 +36,8 @@ use std::str::FromStr;
 use axum::http::{HeaderMap, header::ACCEPT};
 
 use crate::{
-    image_index::{DOCKER_MANIFEST_LIST, IndexKind, OCI_INDEX},
-    media_type::{DOCKER_MANIFEST, ImageFormat, OCI_MANIFEST},
+    image_index::IndexKind,
+    media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, ImageFormat, OCI_INDEX, OCI_MANIFEST},
 };
 
 /// The image manifest media types offered by tag, the default first.

@@ -76,7 +76,9 @@ fn answer(built: BuiltManifest) -> Result<Response, RegistryError> {
 /// `layers/<hex>` if it was stored as a manifest (Docker or OCI image
 /// manifest, image index, manifest list), with that media type. With a
 /// `watch`, serving marks the manifest as used, and while a collection may
-/// be deleting it is first confirmed against storage.
+/// be deleting it is also confirmed against storage. Both happen only
+/// after storage has shown the manifest exists: a request for a digest
+/// nobody stored writes nothing.
 pub async fn by_digest(
     storage: &dyn Storage,
     objects: &SmallObjects,
@@ -85,12 +87,6 @@ pub async fn by_digest(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
-    if let Some(watch) = watch
-        && !watch.quiet()
-        && watch.confirm(digest).await?.is_none()
-    {
-        return Err(RegistryError::manifest_unknown(&digest.to_string()));
-    }
     let response = blobs::serve(
         storage,
         objects,
@@ -103,6 +99,9 @@ pub async fn by_digest(
     )
     .await?;
     if let Some(watch) = watch {
+        if !watch.quiet() && watch.confirm(digest).await?.is_none() {
+            return Err(RegistryError::manifest_unknown(&digest.to_string()));
+        }
         watch.touch(digest);
     }
     Ok(response)

@@ -32,10 +32,10 @@ use tokio::{
 
 use crate::{
     archive::{ArchiveError, TarSummary},
-    cache::{CacheError, bytes_stream, read_object},
+    cache::{CacheError, bytes_stream},
     digest::Digest,
     gc::GcWatch,
-    manifest::LAYER_TAR_GZIP,
+    media_type::DOCKER_LAYER,
     storage::{ByteStream, Persisted, Storage, StorageKey},
 };
 pub use record::LayerRecord;
@@ -175,7 +175,10 @@ impl LayerStore {
             return Ok(Some(record));
         }
         let key = StorageKey::build(layer_key)?;
-        let Some(bytes) = read_object(self.storage.as_ref(), &key, MAX_RECORD).await? else {
+        let Some(bytes) =
+            crate::storage::small_object::read_small(self.storage.as_ref(), &key, MAX_RECORD)
+                .await?
+        else {
             return Ok(None);
         };
         match record::decode(&bytes) {
@@ -219,7 +222,7 @@ impl LayerStore {
         // The semaphore is never closed.
         let _slot = self.pack_slots.acquire().await;
         let (body, packer) = pack();
-        let uploaded = self.storage.persist_blob(LAYER_TAR_GZIP, body).await;
+        let uploaded = self.storage.persist_blob(DOCKER_LAYER, body).await;
         let packed = packer.await.map_err(|source| LayerStoreError::PackTask {
             layer: layer_key.to_owned(),
             source,

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{digest::Digest, manifest::LAYER_TAR_GZIP as LAYER_MEDIA_TYPE};
+use crate::{digest::Digest, media_type::DOCKER_LAYER as LAYER_MEDIA_TYPE};
 
 /// What is known about a packed layer: enough to reference it from a
 /// manifest without packing it again.

@@ -4,7 +4,7 @@ use std::{
 };
 
 use super::*;
-use crate::cache::read_bounded;
+use crate::storage::small_object::read_bounded;
 
 #[tokio::test]
 async fn keyed_lock_serialises_same_key_only() {

@@ -7,19 +7,17 @@
 //! is an empty one; a corrupt one is logged and read as empty (and
 //! replaced by the next write).
 
-use std::io;
-
 use bytes::Bytes;
 
 use super::{
     ArtifactContent, EMPTY_CONFIG, IndexEntry, ReferrersIndex, Subject, artifact_manifest,
 };
 use crate::{
-    cache::{CacheError, bytes_stream, read_bounded},
+    cache::{CacheError, bytes_stream},
     digest::Digest,
     manifest::BlobRef,
     media_type::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST},
-    storage::{Storage, StorageError, StorageKey},
+    storage::{Storage, StorageError, StorageKey, small_object::read_small},
 };
 
 /// Largest referrers list read back.
@@ -28,18 +26,8 @@ const MAX_LIST: usize = 4 * 1024 * 1024;
 /// The referrers list of the manifest `subject`.
 pub async fn list(storage: &dyn Storage, subject: &Digest) -> Result<ReferrersIndex, StorageError> {
     let key = StorageKey::referrers(subject);
-    let stream = match storage.fetch(&key).await {
-        Ok(stream) => stream,
-        Err(StorageError::NotFound(_)) => return Ok(ReferrersIndex::default()),
-        Err(error) => return Err(error),
-    };
-    let bytes = match read_bounded(stream, MAX_LIST).await {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == io::ErrorKind::FileTooLarge => {
-            tracing::warn!(key = %key, "ignoring an oversized referrers list");
-            return Ok(ReferrersIndex::default());
-        }
-        Err(source) => return Err(StorageError::Io { key, source }),
+    let Some(bytes) = read_small(storage, &key, MAX_LIST).await? else {
+        return Ok(ReferrersIndex::default());
     };
     Ok(ReferrersIndex::parse(&bytes).unwrap_or_else(|| {
         tracing::warn!(key = %key, "ignoring a corrupt referrers list");
@@ -126,20 +114,9 @@ pub async fn reattach(
     let mut digests = Vec::new();
     for entry in list(storage, from).await?.entries() {
         let key = StorageKey::layer(&entry.digest);
-        let bytes = match storage.fetch(&key).await {
-            Ok(stream) => {
-                read_bounded(stream, MAX_LIST)
-                    .await
-                    .map_err(|source| StorageError::Io {
-                        key: key.clone(),
-                        source,
-                    })?
-            }
-            Err(StorageError::NotFound(_)) => {
-                tracing::warn!(key = %key, "a listed referrer is missing, not attaching it");
-                continue;
-            }
-            Err(error) => return Err(error.into()),
+        let Some(bytes) = read_small(storage, &key, MAX_LIST).await? else {
+            tracing::warn!(key = %key, "a listed referrer is missing, not attaching it");
+            continue;
         };
         let Some((artifact_type, layer)) = StoredArtifact::parse(&bytes) else {
             tracing::warn!(key = %key, "a listed referrer is not an artifact manifest, not attaching it");

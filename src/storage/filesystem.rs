@@ -582,12 +582,9 @@ impl Storage for FilesystemStorage {
         if !request.admits(Some(&content_type)) {
             return Err(StorageError::NotFound(key.clone()));
         }
-        let range = match request.range {
-            None => None,
-            Some(r) => match r.resolve(total_len) {
-                Some(resolved) => Some(resolved),
-                None => return Ok(Served::RangeNotSatisfiable { total_len }),
-            },
+        let range = match request.resolve_range(total_len) {
+            Ok(range) => range,
+            Err(unsatisfiable) => return Ok(unsatisfiable),
         };
         let body = if request.head {
             None

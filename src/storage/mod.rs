@@ -10,6 +10,7 @@ pub mod filesystem;
 pub mod gcs;
 pub mod retry_policy;
 pub mod s3;
+pub mod small_object;
 pub mod staging;
 
 use std::{
@@ -246,6 +247,44 @@ impl ServeRequest {
     pub fn admits(&self, content_type: Option<&str>) -> bool {
         self.only_content_types
             .is_none_or(|allowed| content_type.is_some_and(|stored| allowed.contains(&stored)))
+    }
+
+    /// The requested range resolved against an object of `total_len`
+    /// bytes: `Ok(None)` for the whole object, `Ok(Some((start, end)))`
+    /// (inclusive), or the [`Served::RangeNotSatisfiable`] answer.
+    pub fn resolve_range(&self, total_len: u64) -> Result<Option<(u64, u64)>, Served> {
+        match self.range {
+            None => Ok(None),
+            Some(range) => range
+                .resolve(total_len)
+                .map(Some)
+                .ok_or(Served::RangeNotSatisfiable { total_len }),
+        }
+    }
+
+    /// Whether a backend that redirects GETs answers this request itself,
+    /// from what it knows of an object of `total_len` bytes, with
+    /// [`Self::without_body`]: a `HEAD` (a redirect target is signed for
+    /// one method, which SigV4 and GCS V4 signatures cover, so a HEAD sent
+    /// to a URL signed for GET is refused by the bucket; nothing is signed
+    /// for HEAD, and the client saves a round trip), and a range the
+    /// object cannot satisfy (`416` here, whatever the bucket would do).
+    pub fn answered_without_redirect(&self, total_len: u64) -> bool {
+        self.head || self.resolve_range(total_len).is_err()
+    }
+
+    /// The answer without a body for an object of `total_len` bytes stored
+    /// as `content_type`: its length, type and resolved range, or `416`.
+    pub fn without_body(&self, total_len: u64, content_type: String) -> Served {
+        match self.resolve_range(total_len) {
+            Ok(range) => Served::Content {
+                body: None,
+                total_len,
+                range,
+                content_type,
+            },
+            Err(unsatisfiable) => unsatisfiable,
+        }
     }
 }
 

@@ -383,16 +383,24 @@ impl Storage for GcsStorage {
         key: &StorageKey,
         request: &ServeRequest,
     ) -> Result<Served, StorageError> {
-        // Range and HEAD are answered by the bucket: clients repeat them
-        // against the redirect target. An absent object is reported here
-        // so that registry clients get a registry error, not a bucket 404.
-        let content_type = self
+        // A GET's satisfiable range is answered by the bucket: clients
+        // repeat it against the redirect target. A HEAD, and a range the
+        // object cannot satisfy, are answered here from the metadata (a
+        // URL signed for GET refuses a HEAD). An absent object
+        // is reported here so that registry clients get a registry error,
+        // not a bucket 404.
+        let item = self
             .api
-            .content_type(key.as_str())
+            .stat(key.as_str())
             .await
             .map_err(|e| api_error(key, e))?;
+        let object = listed(key.clone(), item);
+        let content_type = object.content_type.unwrap_or_default();
         if !request.admits(Some(&content_type)) {
             return Err(StorageError::NotFound(key.clone()));
+        }
+        if request.answered_without_redirect(object.size) {
+            return Ok(request.without_body(object.size, content_type));
         }
         let location = self.redirect_url(key).await?;
         Ok(Served::Redirect { location })

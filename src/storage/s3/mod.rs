@@ -60,6 +60,9 @@ pub const KNOWN_BLOB_TTL: Duration = Duration::from_secs(60);
 /// Blobs remembered at most (a few dozen bytes each).
 const KNOWN_BLOBS: usize = 65_536;
 
+/// The content type S3 reports for an object stored without one.
+const OCTET_STREAM: &str = "application/octet-stream";
+
 /// Smallest part S3 accepts in a multipart upload (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
@@ -138,8 +141,8 @@ pub struct S3Storage {
     op: Operator,
     settings: S3Settings,
     options: S3Options,
-    /// Blobs found in the bucket: their content type and when.
-    known: Arc<quick_cache::sync::Cache<StorageKey, (Option<String>, Instant)>>,
+    /// Blobs found in the bucket: what is known of them, and when.
+    known: Arc<quick_cache::sync::Cache<StorageKey, (KnownBlob, Instant)>>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -150,6 +153,13 @@ impl std::fmt::Debug for S3Storage {
             .field("presigned_urls", &self.settings.presigned_urls)
             .finish()
     }
+}
+
+/// What a lookup of a blob found: enough to answer a HEAD.
+#[derive(Clone, Debug)]
+struct KnownBlob {
+    content_type: Option<String>,
+    size: u64,
 }
 
 /// Logs a retry of a failed call, as the GCS backend does.
@@ -419,26 +429,36 @@ impl Storage for S3Storage {
         key: &StorageKey,
         request: &ServeRequest,
     ) -> Result<Served, StorageError> {
-        // Range and HEAD are answered by the bucket: clients repeat them
-        // against the redirect target. An absent object is reported here
-        // so that registry clients get a registry error, not a bucket 404.
-        let content_type = match self.known.get(key) {
-            Some((content_type, found)) if found.elapsed() < KNOWN_BLOB_TTL => content_type,
+        // A GET's satisfiable range is answered by the bucket: clients
+        // repeat it against the redirect target. A HEAD, and a range the
+        // blob cannot satisfy, are answered here from the metadata (a URL
+        // presigned for GET refuses a HEAD). An absent
+        // object is reported here so that registry clients get a registry
+        // error, not a bucket 404.
+        let blob = match self.known.get(key) {
+            Some((blob, found)) if found.elapsed() < KNOWN_BLOB_TTL => blob,
             _ => {
                 let metadata = self
                     .bounded(self.op.stat(key.as_str()))
                     .await
                     .map_err(|e| lookup_error(key, "metadata lookup failed", &e))?;
-                let content_type = metadata.content_type().map(str::to_owned);
+                let blob = KnownBlob {
+                    content_type: metadata.content_type().map(str::to_owned),
+                    size: metadata.content_length(),
+                };
                 if key.as_str().starts_with(super::LAYERS_PREFIX) {
                     self.known
-                        .insert(key.clone(), (content_type.clone(), Instant::now()));
+                        .insert(key.clone(), (blob.clone(), Instant::now()));
                 }
-                content_type
+                blob
             }
         };
-        if !request.admits(content_type.as_deref()) {
+        if !request.admits(blob.content_type.as_deref()) {
             return Err(StorageError::NotFound(key.clone()));
+        }
+        if request.answered_without_redirect(blob.size) {
+            let content_type = blob.content_type.unwrap_or_else(|| OCTET_STREAM.to_owned());
+            return Ok(request.without_body(blob.size, content_type));
         }
         let location = self.redirect_url(key).await?;
         Ok(Served::Redirect { location })

@@ -14,7 +14,9 @@
 //!   builder that refuses every package;
 //! * [`docker`]: a private Docker daemon; [`containerd`]: a private
 //!   containerd;
-//! * [`gcs`]: a real fake-gcs-server; [`s3`]: a real moto S3 server;
+//! * [`gcs`]: a real fake-gcs-server; [`s3`]: real S3 servers (s3s-fs,
+//!   which checks signatures, and moto); [`backends`]: a server on each
+//!   backend, for promises made for all of them;
 //!   [`net`]: what both share (the emulator process, test bodies and the
 //!   checks both backends run, fault injection, a proxy);
 //! * [`interposed`]: a storage wrapper that injects a race or a fault at
@@ -25,6 +27,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod backends;
 pub mod containerd;
 pub mod docker;
 pub mod gcs;

@@ -1,4 +1,16 @@
-//! A real S3 server for the s3 backend tests: moto in server mode.
+//! Real S3 servers for the s3 backend tests: s3s-fs, which verifies every
+//! SigV4 signature (header-signed calls and presigned URLs, including the
+//! method a URL was signed for), and moto in server mode, which checks
+//! none unless asked.
+//!
+//! Each [`S3sFs`] is one `s3s-fs` process on 127.0.0.1 with a free port,
+//! one access key and one bucket (a directory under its own temporary
+//! root), killed by PID when dropped. The binary is taken from `S3S_FS`,
+//! else `/opt/s3s-fs/bin/s3s-fs` (where `scripts/setup-host.sh` installs
+//! it), else `PATH`; tests fail (not skip) without it. It implements every
+//! call the backend makes (`PutObject` with `If-None-Match`, multipart
+//! uploads, `CopyObject`, `UploadPartCopy`, listings, deletes), so it is
+//! the server of the tests that pull through redirects.
 //!
 //! Each [`MotoS3`] is one `moto_server` process on 127.0.0.1 with a free
 //! port and one bucket, killed by PID when dropped. The binary is taken
@@ -176,7 +188,7 @@ impl MotoS3 {
     /// Settings for [`BUCKET`] on this server, or on `endpoint` (a proxy
     /// in front of it).
     pub fn settings_at(&self, endpoint: &str) -> S3Settings {
-        S3Settings::for_endpoint(BUCKET, REGION, Url::parse(endpoint).expect("endpoint URL"))
+        S3Server::settings_at(self, endpoint)
     }
 
     /// Settings for [`BUCKET`] at `127.0.0.1:<port>`, whatever runs there.
@@ -195,28 +207,13 @@ impl MotoS3 {
 
     /// A backend connected with `options` and [`Self::key`].
     pub async fn storage_with(&self, options: S3Options) -> S3Storage {
-        let options = S3Options {
-            static_key: Some(self.key()),
-            ..options
-        };
-        S3Storage::connect_with(self.settings_at(&self.origin()), options)
-            .await
-            .expect("connect to moto")
+        S3Server::storage_with(self, options).await
     }
 
     /// The environment a server on the s3 backend needs to use this
     /// bucket at `endpoint` with [`Self::key`] from the environment.
     pub fn server_env(&self, endpoint: &str) -> Vec<(&'static str, String)> {
-        let key = self.key();
-        vec![
-            ("NIXERY_STORAGE_BACKEND", "s3".to_owned()),
-            ("S3_BUCKET", BUCKET.to_owned()),
-            ("AWS_REGION", REGION.to_owned()),
-            ("AWS_ENDPOINT_URL", endpoint.to_owned()),
-            ("AWS_ACCESS_KEY_ID", key.id),
-            ("AWS_SECRET_ACCESS_KEY", key.secret),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        ]
+        S3Server::server_env(self, endpoint)
     }
 
     /// The server process: freeze it, thaw it, read its log.
@@ -229,6 +226,161 @@ impl MotoS3 {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+}
+
+/// The S3 server a test talks to, whichever implementation it is.
+pub trait S3Server {
+    /// `http://127.0.0.1:<port>`.
+    fn origin(&self) -> String;
+    /// The access key it accepts.
+    fn key(&self) -> StaticKey;
+
+    /// Settings for [`BUCKET`] at `endpoint` (this server, or a proxy in
+    /// front of it).
+    fn settings_at(&self, endpoint: &str) -> S3Settings {
+        S3Settings::for_endpoint(BUCKET, REGION, Url::parse(endpoint).expect("endpoint URL"))
+    }
+
+    /// A backend connected to the bucket with [`Self::key`] and `options`.
+    fn storage_with(&self, options: S3Options) -> impl Future<Output = S3Storage> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let options = S3Options {
+                static_key: Some(self.key()),
+                ..options
+            };
+            S3Storage::connect_with(self.settings_at(&self.origin()), options)
+                .await
+                .expect("connect to the S3 test server")
+        }
+    }
+
+    /// The environment a server on the s3 backend needs to use this
+    /// bucket at `endpoint` with [`Self::key`], in the AWS names.
+    fn server_env(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        let key = self.key();
+        vec![
+            ("NIXERY_STORAGE_BACKEND", "s3".to_owned()),
+            ("S3_BUCKET", BUCKET.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+            ("AWS_ACCESS_KEY_ID", key.id),
+            ("AWS_SECRET_ACCESS_KEY", key.secret),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+}
+
+/// The access key every [`S3sFs`] checks.
+pub const S3S_KEY: (&str, &str) = ("AKIANIXERYTEST", "nixery-test-secret-key");
+
+/// One running s3s-fs server: signatures checked, objects on disk.
+pub struct S3sFs {
+    port: u16,
+    process: Emulator,
+    root: tempfile::TempDir,
+}
+
+impl S3sFs {
+    /// Starts a server checking [`S3S_KEY`], with [`BUCKET`].
+    pub async fn start() -> S3sFs {
+        let mut server = S3sFs {
+            port: free_port(),
+            process: Emulator::new("s3s-fs"),
+            root: tempfile::tempdir().expect("s3s-fs root"),
+        };
+        // A bucket is a directory of the root.
+        std::fs::create_dir(server.root.path().join(BUCKET)).expect("bucket directory");
+        let mut command = Command::new(locate_s3s_fs());
+        command
+            .args(["--host", "127.0.0.1", "--port", &server.port.to_string()])
+            .args(["--access-key", S3S_KEY.0, "--secret-key", S3S_KEY.1])
+            .arg(server.root.path())
+            .env("RUST_LOG", "s3s=warn,s3s_fs=warn");
+        let probe = format!("{}/", server.origin());
+        // Any answer (an unsigned call is refused) means it listens.
+        server
+            .process
+            .start(command, &probe, Duration::from_secs(30), |_| true)
+            .await;
+        server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A backend connected to the bucket with [`S3S_KEY`].
+    pub async fn storage(&self) -> S3Storage {
+        self.storage_with(S3Options::default()).await
+    }
+
+    /// A proxy in front of this server failing `per_mille` of the API
+    /// calls (seeded with `seed`): see [`faults::FaultProxy`].
+    pub async fn fault_proxy(&self, per_mille: u32, seed: u64) -> faults::FaultProxy {
+        let (listener, _) = crate::net::bind_proxy().await;
+        faults::FaultProxy::forward_to(listener, self.port, per_mille, seed, faults::is_s3_api_call)
+    }
+
+    /// The environment of a server that names this bucket only in
+    /// upstream Nixery's S3 variables (`S3_ENDPOINT`, `S3_ACCESS_KEY`,
+    /// `S3_SECRET_KEY`), no `AWS_*` at all but the one that keeps the
+    /// credential chain off the network.
+    pub fn upstream_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NIXERY_STORAGE_BACKEND", "s3".to_owned()),
+            ("S3_BUCKET", BUCKET.to_owned()),
+            ("S3_ENDPOINT", self.origin()),
+            ("S3_ACCESS_KEY", S3S_KEY.0.to_owned()),
+            ("S3_SECRET_KEY", S3S_KEY.1.to_owned()),
+        ]
+    }
+
+    /// The server process: freeze it, thaw it, read its log.
+    pub fn process(&self) -> &Emulator {
+        &self.process
+    }
+
+    /// Kills the server (SIGKILL by PID); its objects stay on disk.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+impl S3Server for S3sFs {
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn key(&self) -> StaticKey {
+        StaticKey {
+            id: S3S_KEY.0.to_owned(),
+            secret: S3S_KEY.1.to_owned(),
+        }
+    }
+}
+
+impl S3Server for MotoS3 {
+    fn origin(&self) -> String {
+        MotoS3::origin(self)
+    }
+
+    fn key(&self) -> StaticKey {
+        MotoS3::key(self)
+    }
+}
+
+/// `S3S_FS`, else where `scripts/setup-host.sh` installs it, else `PATH`.
+fn locate_s3s_fs() -> std::path::PathBuf {
+    emulator::locate(
+        "s3s-fs",
+        "S3S_FS",
+        &["/opt/s3s-fs/bin/s3s-fs"],
+        "run scripts/setup-host.sh (it installs s3s-fs 0.14.1 into /opt/s3s-fs) or set S3S_FS",
+    )
 }
 
 /// `MOTO_SERVER`, else the venv of `scripts/setup-host.sh`, else

@@ -442,7 +442,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Store `bytes` as a blob the way the builder does (staging, then moved
 /// to `layers/<sha256>`) and return its digest `sha256:<hex>`.
-pub async fn put_blob(storage: &FilesystemStorage, bytes: &[u8], content_type: &str) -> String {
+pub async fn put_blob(storage: &dyn Storage, bytes: &[u8], content_type: &str) -> String {
     let hex = sha256_hex(bytes);
     let staging = StorageKey::staging(&format!("upload-{hex}")).expect("staging key");
     let chunks: Vec<std::io::Result<Bytes>> = bytes

@@ -31,6 +31,76 @@ pub async fn serve_as_manifest(
     storage.serve(key, &only_manifests).await
 }
 
+/// A HEAD of a stored blob is answered with its length and content type,
+/// never with a redirect (a redirect target is signed for GET, and the
+/// bucket refuses a HEAD to it); a ranged HEAD with the resolved range,
+/// an unsatisfiable range with `416`; a GET of a remote backend still
+/// redirects. The same on every backend.
+pub async fn head_is_answered_from_metadata_never_redirected(storage: &impl Storage) {
+    use nixery::storage::{ByteRange, ServeRequest, Served};
+
+    let data = pattern(3000, 27);
+    let digest = crate::server::put_blob(storage, &data, LAYER_TYPE).await;
+    let key = StorageKey::layer(&nixery::digest::Digest::parse(&digest).expect("digest"));
+    let head = |range| ServeRequest {
+        head: true,
+        range,
+        ..ServeRequest::default()
+    };
+    match storage.serve(&key, &head(None)).await.expect("HEAD") {
+        Served::Content {
+            body: None,
+            total_len: 3000,
+            range: None,
+            content_type,
+        } => assert_eq!(content_type, LAYER_TYPE),
+        Served::Redirect { .. } => panic!("a HEAD must never be redirected"),
+        _ => panic!("a HEAD is answered with length and type, without a body"),
+    }
+    let ranged = head(Some(ByteRange::From {
+        start: 1000,
+        end: Some(1999),
+    }));
+    assert!(matches!(
+        storage.serve(&key, &ranged).await.expect("ranged HEAD"),
+        Served::Content {
+            body: None,
+            total_len: 3000,
+            range: Some((1000, 1999)),
+            ..
+        }
+    ));
+    for request in [
+        head(Some(ByteRange::From {
+            start: 3000,
+            end: None,
+        })),
+        ServeRequest {
+            range: Some(ByteRange::From {
+                start: 5000,
+                end: None,
+            }),
+            ..ServeRequest::default()
+        },
+    ] {
+        assert!(matches!(
+            storage.serve(&key, &request).await.expect("serve"),
+            Served::RangeNotSatisfiable { total_len: 3000 }
+        ));
+    }
+    let get = storage
+        .serve(&key, &ServeRequest::default())
+        .await
+        .expect("GET");
+    if storage.name() != "filesystem" {
+        assert!(
+            matches!(get, Served::Redirect { .. }),
+            "a GET of {} redirects",
+            storage.name()
+        );
+    }
+}
+
 /// Persists `data` under `key` with a body that pauses once `gate_at`
 /// bytes are out; at the pause runs `interrupt` (which kills or freezes the
 /// backend), then lets the body go on. The outcome, which must come within
