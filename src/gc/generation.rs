@@ -46,7 +46,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Storage, StorageError, StorageKey, Version};
+use crate::storage::{Storage, StorageError, StorageKey, Version, small_object::read_small};
 
 /// Largest generation object read.
 const MAX_OBJECT: usize = 64 * 1024;
@@ -176,21 +176,37 @@ pub(crate) fn generation_key() -> StorageKey {
 }
 
 /// Read `gc/generation` with its version; [`Generation::none`] without a
-/// version when absent. A corrupt object is logged and read as a dead
-/// collection of number 0 (it is replaced, conditionally, by the next).
+/// version when absent (see [`parse`] for a corrupt one).
 pub async fn read(storage: &dyn Storage) -> Result<(Generation, Option<Version>), StorageError> {
     let key = generation_key();
     let Some((bytes, version)) = storage.read_versioned(&key, MAX_OBJECT).await? else {
         return Ok((Generation::none(), None));
     };
-    let generation = serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+    Ok((parse(&key, &bytes), Some(version)))
+}
+
+/// Read `gc/generation` for an observer (a server), which needs no
+/// version: one plain read, never a failure because a beat landed between
+/// a metadata call and the download. [`Generation::none`] when absent.
+pub async fn read_current(storage: &dyn Storage) -> Result<Generation, StorageError> {
+    let key = generation_key();
+    let Some(bytes) = read_small(storage, &key, MAX_OBJECT).await? else {
+        return Ok(Generation::none());
+    };
+    Ok(parse(&key, &bytes))
+}
+
+/// The generation in `bytes`; a corrupt object is logged and read as a
+/// dead collection of number 0 (it is replaced, conditionally, by the
+/// next collection).
+fn parse(key: &StorageKey, bytes: &[u8]) -> Generation {
+    serde_json::from_slice(bytes).unwrap_or_else(|error| {
         tracing::warn!(key = %key, error = %error, "ignoring a corrupt collection generation");
         Generation {
             phase: Phase::Marking,
             ..Generation::none()
         }
-    });
-    Ok((generation, Some(version)))
+    })
 }
 
 /// Write `generation` over `expected` (absent for `None`): the new
