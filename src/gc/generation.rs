@@ -46,7 +46,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{Storage, StorageError, StorageKey, Version, small_object::read_small};
+use crate::storage::{Storage, StorageError, StorageKey, Version};
 
 /// Largest generation object read.
 const MAX_OBJECT: usize = 64 * 1024;
@@ -177,8 +177,22 @@ pub(crate) fn generation_key() -> StorageKey {
 
 /// Read `gc/generation` with its version; [`Generation::none`] without a
 /// version when absent (see [`parse`] for a corrupt one).
+///
+/// The object is rewritten every heartbeat, so it is read whole in one
+/// response ([`Storage::read_versioned`]; a plain `fetch` on S3 asks for
+/// the size first and then for that many bytes, which a rewrite in
+/// between truncates), and bytes that do not parse are read again a few
+/// times before they count as corrupt.
 pub async fn read(storage: &dyn Storage) -> Result<(Generation, Option<Version>), StorageError> {
     let key = generation_key();
+    for _ in 0..4 {
+        let Some((bytes, version)) = storage.read_versioned(&key, MAX_OBJECT).await? else {
+            return Ok((Generation::none(), None));
+        };
+        if let Ok(generation) = serde_json::from_slice(&bytes) {
+            return Ok((generation, Some(version)));
+        }
+    }
     let Some((bytes, version)) = storage.read_versioned(&key, MAX_OBJECT).await? else {
         return Ok((Generation::none(), None));
     };
@@ -186,14 +200,9 @@ pub async fn read(storage: &dyn Storage) -> Result<(Generation, Option<Version>)
 }
 
 /// Read `gc/generation` for an observer (a server), which needs no
-/// version: one plain read, never a failure because a beat landed between
-/// a metadata call and the download. [`Generation::none`] when absent.
+/// version: [`read`] without it.
 pub async fn read_current(storage: &dyn Storage) -> Result<Generation, StorageError> {
-    let key = generation_key();
-    let Some(bytes) = read_small(storage, &key, MAX_OBJECT).await? else {
-        return Ok(Generation::none());
-    };
-    Ok(parse(&key, &bytes))
+    Ok(read(storage).await?.0)
 }
 
 /// The generation in `bytes`; a corrupt object is logged and read as a
