@@ -199,15 +199,9 @@ async fn without_presigning_redirects_go_to_the_plain_object_url() {
         presigned_urls: false,
         ..moto.settings_at(&moto.origin())
     };
-    let storage = S3Storage::connect_with(
-        settings,
-        S3Options {
-            static_key: Some(moto.key()),
-            ..S3Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let storage = S3Storage::connect_with(settings, S3Options::default())
+        .await
+        .unwrap();
     let blob = storage
         .persist_blob(LAYER_TYPE, body_of(b"public".to_vec(), 2))
         .await
@@ -242,7 +236,6 @@ async fn the_staging_sweep_removes_stale_names_only() {
 async fn a_missing_bucket_or_a_dead_endpoint_is_reported_at_connect() {
     let moto = MotoS3::start().await;
     let quick = S3Options {
-        static_key: Some(moto.key()),
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(2),
         retry: nixery::storage::retry_policy::RetryPolicy {

@@ -47,7 +47,7 @@ use super::{
     BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX,
     ServeRequest, Served, Storage, StorageError, StorageKey,
 };
-pub use settings::{Addressing, S3Settings};
+pub use settings::{Addressing, S3Settings, StaticKey};
 
 /// Backend name in logs and errors.
 const BACKEND: &str = "s3";
@@ -82,28 +82,6 @@ pub struct S3Options {
     pub io_timeout: Duration,
     /// How calls that fail transiently are retried.
     pub retry: RetryPolicy,
-    /// An access key to use before the standard AWS chain is asked (for
-    /// tools and tests; the server leaves it unset and relies on the
-    /// chain).
-    pub static_key: Option<StaticKey>,
-}
-
-/// An access key id and its secret.
-#[derive(Clone)]
-pub struct StaticKey {
-    /// The access key id.
-    pub id: String,
-    /// The secret access key.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for StaticKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticKey")
-            .field("id", &self.id)
-            .field("secret", &"***")
-            .finish()
-    }
 }
 
 impl Default for S3Options {
@@ -114,7 +92,6 @@ impl Default for S3Options {
             request_timeout: Duration::from_secs(120),
             io_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
-            static_key: None,
         }
     }
 }
@@ -181,7 +158,8 @@ impl S3Storage {
     }
 
     /// Connects to the bucket of `settings` and checks that it can be
-    /// listed with the credentials the AWS chain finds.
+    /// listed with its static credentials, or else those the AWS chain
+    /// finds.
     pub async fn connect_with(settings: S3Settings, options: S3Options) -> Result<Self, S3Error> {
         if options.part_size < MIN_PART_SIZE {
             return Err(S3Error::InvalidPartSize(options.part_size));
@@ -193,7 +171,7 @@ impl S3Storage {
         if settings.addressing == Addressing::VirtualHosted {
             builder = builder.enable_virtual_host_style();
         }
-        if let Some(key) = &options.static_key {
+        if let Some(key) = &settings.static_key {
             builder = builder
                 .access_key_id(&key.id)
                 .secret_access_key(&key.secret);
