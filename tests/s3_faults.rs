@@ -27,6 +27,7 @@ fn short_timeouts() -> S3Options {
             max_retries: 12,
             total: Duration::from_secs(20),
         },
+        ..S3Options::default()
     }
 }
 
