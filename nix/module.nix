@@ -30,6 +30,21 @@ let
   gcsCredentialName = "gcs-credentials";
   # Name of the AWS shared credentials file, handed over the same way.
   s3CredentialName = "s3-credentials";
+  # Names of the htpasswd file and the token signing key, likewise.
+  htpasswdCredentialName = "auth-htpasswd";
+  tokenKeyCredentialName = "auth-token-key";
+
+  # Pull authentication: the files through LoadCredential (%d is systemd's
+  # credentials directory), the rest as given; nothing without users.
+  authEnabled = cfg.auth.htpasswdFile != null;
+  authVariables = optionalAttrs authEnabled ({
+    NIXERY_AUTH_HTPASSWD = "%d/${htpasswdCredentialName}";
+    NIXERY_AUTH_ANONYMOUS = cfg.auth.anonymous;
+  }
+  // optionalAttrs (cfg.auth.tokenKeyFile != null) { NIXERY_AUTH_TOKEN_KEY = "%d/${tokenKeyCredentialName}"; }
+  // optionalAttrs (cfg.auth.service != null) { NIXERY_AUTH_SERVICE = cfg.auth.service; }
+  // optionalAttrs (cfg.auth.realm != null) { NIXERY_AUTH_REALM = cfg.auth.realm; }
+  // optionalAttrs (cfg.auth.tokenTtl != null) { NIXERY_AUTH_TOKEN_TTL = toString cfg.auth.tokenTtl; });
 
   sourceVariable = {
     builtin = { };
@@ -191,6 +206,7 @@ let
       XDG_CACHE_HOME = cacheDirectory;
     }
     // sourceVariable
+    // authVariables
     // optionalAttrs (!cfg.s3PresignedUrls) { S3_USE_PRESIGNED_URLS = "false"; };
 
   privilegedPort = cfg.port != 0 && cfg.port < 1024;
@@ -274,6 +290,57 @@ in
       };
     };
 
+    auth = {
+      htpasswdFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/nixery-htpasswd";
+        description = ''
+          htpasswd file of the users who may pull, bcrypt entries as
+          `htpasswd -B` writes them (NIXERY_AUTH_HTPASSWD). Given as a string
+          so it never enters the Nix store; systemd hands a copy to the
+          service through LoadCredential, made when the service starts:
+          restart it after changing the file. Null: no authentication,
+          anyone may pull and build.
+        '';
+      };
+      tokenKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/nixery-token-key.pem";
+        description = ''
+          PEM private key (P-256 in PKCS#8, or RSA) that signs pull tokens
+          (NIXERY_AUTH_TOKEN_KEY): the Docker token flow. Handed over like
+          htpasswdFile. Null: Basic credentials only.
+        '';
+      };
+      anonymous = mkOption {
+        type = types.enum [ "none" "cached" "all" ];
+        default = "none";
+        description = ''
+          What clients without credentials may do (NIXERY_AUTH_ANONYMOUS):
+          `none`, `cached` (pull images already built, never start a build)
+          or `all`.
+        '';
+      };
+      service = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Service name of challenges and tokens (NIXERY_AUTH_SERVICE); null means `nixery`.";
+      };
+      realm = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://registry.example.org/token";
+        description = "URL of the token endpoint as clients reach it (NIXERY_AUTH_REALM), e.g. behind a TLS proxy; null derives it from each request's Host.";
+      };
+      tokenTtl = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Seconds a pull token stays valid (NIXERY_AUTH_TOKEN_TTL); null means 300.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -302,6 +369,11 @@ in
       {
         assertion = cfg.platforms != [ ];
         message = "services.nixery.platforms must name at least one platform (or be null for the host's).";
+      }
+      {
+        assertion = authEnabled || (cfg.auth.tokenKeyFile == null && cfg.auth.anonymous == "none"
+          && cfg.auth.service == null && cfg.auth.realm == null && cfg.auth.tokenTtl == null);
+        message = "services.nixery.auth.htpasswdFile is required by the other auth options.";
       }
       {
         assertion = lib.hasPrefix "/" cfg.storagePath && cfg.storagePath != "/";
@@ -338,7 +410,9 @@ in
         UMask = "0027";
         LoadCredential =
           optional (cfg.gcsCredentialsFile != null) "${gcsCredentialName}:${cfg.gcsCredentialsFile}"
-          ++ optional (cfg.s3CredentialsFile != null) "${s3CredentialName}:${cfg.s3CredentialsFile}";
+          ++ optional (cfg.s3CredentialsFile != null) "${s3CredentialName}:${cfg.s3CredentialsFile}"
+          ++ optional authEnabled "${htpasswdCredentialName}:${cfg.auth.htpasswdFile}"
+          ++ optional (cfg.auth.tokenKeyFile != null) "${tokenKeyCredentialName}:${cfg.auth.tokenKeyFile}";
         EnvironmentFile = optional (cfg.s3SecretKeyFile != null) cfg.s3SecretKeyFile;
         CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
         AmbientCapabilities = optional privilegedPort "CAP_NET_BIND_SERVICE";

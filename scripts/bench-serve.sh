@@ -8,6 +8,7 @@
 #   IMAGE=git bash scripts/bench-serve.sh   # another image of the offline set
 #   INDEX=0 bash scripts/bench-serve.sh     # skip the image index part
 #   REDIRECT=0 bash scripts/bench-serve.sh  # skip the s3 redirect path
+#   AUTH=0 bash scripts/bench-serve.sh      # skip the pull authentication part
 #
 # It builds the release binary, starts it on 127.0.0.1 with filesystem
 # storage in a temporary directory, pulls the offline package set's
@@ -29,6 +30,12 @@
 #   the image index of INDEX_IMAGE (default hello) by tag, warm, with an
 #   OCI Accept header, next to the same server's single manifest by tag,
 #   wrk -t2 -c8 --latency: requests/s and p99;
+# - pull authentication: a second server on the same storage with an
+#   htpasswd file (bcrypt cost 10, `htpasswd -B -C 10`) and a signing key:
+#   manifest by tag (warm) with Basic credentials and with a token from
+#   /token, alternating with the first server's anonymous run, wrk -t2
+#   -c8 --latency, best of 2 each: requests/s, p99 and each ratio to the
+#   anonymous run;
 # - the redirect path: a server on the s3 backend against moto
 #   (S3_IMAGE, default hello, built there), whose blob requests are
 #   answered `303` to a presigned URL: wrk -t2 -c8 --latency on a layer
@@ -36,7 +43,8 @@
 #   same run (wrk does not follow the redirect: this is the registry's
 #   share of a download).
 #
-# Needs wrk, nginx, python3, moto (for the redirect path) and a working
+# Needs wrk, nginx, python3, moto (for the redirect path), htpasswd and
+# openssl (for the authentication part) and a working
 # nix-build (scripts/setup-host.sh);
 # installs wrk and nginx-light with apt-get when missing and run as root.
 set -euo pipefail
@@ -48,6 +56,7 @@ IMAGE=${IMAGE:-bigpkg}
 INDEX=${INDEX:-1}
 INDEX_IMAGE=${INDEX_IMAGE:-hello}
 REDIRECT=${REDIRECT:-1}
+AUTH=${AUTH:-1}
 S3_IMAGE=${S3_IMAGE:-hello}
 MOTO=${MOTO_SERVER:-/opt/nixery-venv/bin/moto_server}
 
@@ -71,7 +80,9 @@ STORAGE=$WORK/storage
 . scripts/bench-lib.sh
 NGINX_PID=
 MOTO_PID=
+AUTH_PID=
 cleanup() {
+  [ -n "$AUTH_PID" ] && kill "$AUTH_PID" 2>/dev/null && wait "$AUTH_PID" 2>/dev/null
   [ -n "$NIXERY_PID" ] && kill "$NIXERY_PID" 2>/dev/null && wait "$NIXERY_PID" 2>/dev/null
   [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
   [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
@@ -181,6 +192,46 @@ echo "referrers of the manifest: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://
 echo "config blob: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/$IMAGE/blobs/$CONFIG_DIGEST")"
 echo "config blob from nginx (reference for this machine): $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://127.0.0.1:$NGINX_PORT/layers/${CONFIG_DIGEST#sha256:}")"
 echo "/v2/: $(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ADDR/v2/")"
+
+if [ "$AUTH" = 1 ]; then
+  echo "== pull authentication: manifest by tag (warm), wrk -t2 -c8 -d${DURATION}s --latency, best of 2, alternating"
+  htpasswd -B -C 10 -b -c "$WORK/htpasswd" bench bench-password 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/token-key.pem" 2>/dev/null
+  ANON_ADDR=$ADDR
+  ANON_PID=$NIXERY_PID
+  start_nixery auth STORAGE_PATH="$STORAGE" NIXERY_AUTH_HTPASSWD="$WORK/htpasswd" \
+    NIXERY_AUTH_TOKEN_KEY="$WORK/token-key.pem" NIXERY_AUTH_TOKEN_TTL=3600
+  AUTH_ADDR=$ADDR
+  AUTH_PID=$NIXERY_PID
+  ADDR=$ANON_ADDR
+  NIXERY_PID=$ANON_PID
+  BASIC="Authorization: Basic $(printf 'bench:bench-password' | base64)"
+  TOKEN=$(curl -sf -u bench:bench-password "http://$AUTH_ADDR/token?service=nixery&scope=repository:$IMAGE:pull" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+  BEARER="Authorization: Bearer $TOKEN"
+  TAG_PATH="/v2/$IMAGE/manifests/latest"
+  # Without credentials: 401 (the check is on); with each: 200, warm.
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$AUTH_ADDR$TAG_PATH")" = 401 ]
+  curl -sf -o /dev/null -H "$BASIC" "http://$AUTH_ADDR$TAG_PATH"
+  curl -sf -o /dev/null -H "$BEARER" "http://$AUTH_ADDR$TAG_PATH"
+  best_anon=0 best_basic=0 best_token=0
+  for _ in 1 2; do
+    a=$(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" "http://$ANON_ADDR$TAG_PATH")
+    b=$(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" -H "$BASIC" "http://$AUTH_ADDR$TAG_PATH")
+    t=$(wrk_rps_p99 -t2 -c8 -d"${DURATION}s" -H "$BEARER" "http://$AUTH_ADDR$TAG_PATH")
+    echo "  anonymous (no auth configured): $a"
+    echo "  Basic credentials:              $b"
+    echo "  Bearer token:                   $t"
+    a=${a%% *} b=${b%% *} t=${t%% *}
+    [ "$a" -gt "$best_anon" ] && best_anon=$a
+    [ "$b" -gt "$best_basic" ] && best_basic=$b
+    [ "$t" -gt "$best_token" ] && best_token=$t
+  done
+  echo "manifest by tag with credentials: Basic $best_basic req/s ($(python3 -c "print(f'{$best_basic / $best_anon:.2f}')")x), token $best_token req/s ($(python3 -c "print(f'{$best_token / $best_anon:.2f}')")x), without auth $best_anon req/s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  kill "$AUTH_PID"
+  wait "$AUTH_PID" || true
+  AUTH_PID=
+fi
 
 if [ "$REDIRECT" = 1 ] && [ -x "$MOTO" ]; then
   echo "== the redirect path: $S3_IMAGE on the s3 backend (moto), wrk -t2 -c8 -d${DURATION}s --latency"

@@ -13,6 +13,7 @@ packages=(
   nix-bin nix-setup-systemd busybox-static tar findutils           # the Nix step and the offline package set
   skopeo umoci podman containerd docker.io   # real registry clients in the tests
   openssl git curl xz-utils ca-certificates
+  apache2-utils                    # htpasswd -B: the auth tests' user files
   python3-venv                     # fake-gcs-server and moto for the GCS and S3 tests
   chromium                         # status page check in a real browser
 )

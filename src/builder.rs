@@ -204,6 +204,18 @@ pub trait ImageBuilder: Send + Sync + 'static {
         index: Option<IndexKind>,
         format: ImageFormat,
     ) -> Result<BuiltManifest, BuildError>;
+
+    /// What [`ImageBuilder::manifest`] would answer, but only when it is
+    /// already built (in a manifest tier): `Ok(None)` where it would
+    /// start a build, which this never does. The package source is
+    /// resolved (its caches apply); Nix never runs.
+    async fn built_manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+        format: ImageFormat,
+    ) -> Result<Option<BuiltManifest>, BuildError>;
 }
 
 /// Settings of the [`Builder`].
@@ -363,6 +375,14 @@ impl Drop for InFlightEntry {
     }
 }
 
+/// What one request for a manifest by tag asks of the builder.
+enum Plan {
+    /// An image index over every configured platform.
+    Index(IndexKind),
+    /// One image, for this architecture.
+    Single(Arch),
+}
+
 #[async_trait]
 impl ImageBuilder for Builder {
     async fn manifest(
@@ -374,21 +394,31 @@ impl ImageBuilder for Builder {
     ) -> Result<BuiltManifest, BuildError> {
         let image = Image::from_name(name, tag);
         let resolved = self.resolve(&image, tag).await?;
-        let platforms = &self.inner.settings.platforms;
-        // `arm64/` names one arm64 image, as upstream; otherwise a client
-        // that takes no index gets the first platform's image.
-        let explicit_arm64 = image.arch == Arch::Arm64;
-        match index {
-            Some(kind) if !explicit_arm64 && platforms.len() > 1 => {
-                self.index(&image, &resolved, kind).await
-            }
-            _ => {
-                let arch = match platforms.first() {
-                    Some(first) if !explicit_arm64 => first.arch,
-                    _ => image.arch,
-                };
+        match self.plan(&image, index) {
+            Plan::Index(kind) => self.index(&image, &resolved, kind).await,
+            Plan::Single(arch) => {
                 let built = self.single(image.for_arch(arch), &resolved).await?;
                 Ok(built.get(format).clone())
+            }
+        }
+    }
+
+    async fn built_manifest(
+        &self,
+        name: &str,
+        tag: &str,
+        index: Option<IndexKind>,
+        format: ImageFormat,
+    ) -> Result<Option<BuiltManifest>, BuildError> {
+        let image = Image::from_name(name, tag);
+        let resolved = self.resolve(&image, tag).await?;
+        match self.plan(&image, index) {
+            Plan::Index(kind) => self.built_index(&image, &resolved, kind).await,
+            Plan::Single(arch) => {
+                let image = image.for_arch(arch);
+                let identity = self.identity(&image, &resolved);
+                let built = self.cached(&image, &identity).await?;
+                Ok(built.map(|built| built.get(format).clone()))
             }
         }
     }
@@ -420,20 +450,34 @@ impl Builder {
         )
     }
 
-    /// The manifest of one image (one platform): from a manifest tier, or
-    /// from its build (joined if in flight).
-    async fn single(
+    /// Whether a request for `image` accepting `index` gets an index or
+    /// one image, and of which architecture.
+    fn plan(&self, image: &Image, index: Option<IndexKind>) -> Plan {
+        let platforms = &self.inner.settings.platforms;
+        // `arm64/` names one arm64 image, as upstream; otherwise a client
+        // that takes no index gets the first platform's image.
+        let explicit_arm64 = image.arch == Arch::Arm64;
+        match index {
+            Some(kind) if !explicit_arm64 && platforms.len() > 1 => Plan::Index(kind),
+            _ => Plan::Single(match platforms.first() {
+                Some(first) if !explicit_arm64 => first.arch,
+                _ => image.arch,
+            }),
+        }
+    }
+
+    /// The manifests of one image from a manifest tier, if it is cached.
+    async fn cached(
         &self,
-        image: Image,
-        resolved: &Resolved,
-    ) -> Result<ImageManifests, BuildError> {
-        let identity = self.identity(&image, resolved);
+        image: &Image,
+        identity: &ImageIdentity,
+    ) -> Result<Option<ImageManifests>, BuildError> {
         // The warm path: one map lookup, nothing logged above debug.
         if let Some(built) = self.inner.manifests.memory(identity.key()) {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::debug!(image = %image.name, tag = %image.tag, key = identity.key(), "manifest cache hit");
             self.inner.touch(&built);
-            return Ok(built);
+            return Ok(Some(built));
         }
         if let Some((built, tier)) = self
             .inner
@@ -445,6 +489,20 @@ impl Builder {
             Metrics::inc(&self.inner.metrics.manifest_cache_hits);
             tracing::info!(image = %image.name, tag = %image.tag, key = identity.key(), tier = tier.name(), "manifest cache hit");
             self.inner.touch(&built);
+            return Ok(Some(built));
+        }
+        Ok(None)
+    }
+
+    /// The manifest of one image (one platform): from a manifest tier, or
+    /// from its build (joined if in flight).
+    async fn single(
+        &self,
+        image: Image,
+        resolved: &Resolved,
+    ) -> Result<ImageManifests, BuildError> {
+        let identity = self.identity(&image, resolved);
+        if let Some(built) = self.cached(&image, &identity).await? {
             return Ok(built);
         }
         self.join_or_start(image, resolved.clone(), identity)?

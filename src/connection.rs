@@ -279,6 +279,9 @@ impl AsyncWrite for Watched {
 pub struct Tracked {
     app: Router,
     clock: Arc<Clock>,
+    /// The client's address, given to handlers as `ConnectInfo` (the
+    /// failed-login allowance is kept per address).
+    peer: Option<std::net::SocketAddr>,
 }
 
 type ResponseFuture =
@@ -291,7 +294,13 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = self.clock.request_started();
-        let response = self.app.clone().oneshot(request.map(Body::new));
+        let mut request = request.map(Body::new);
+        if let Some(peer) = self.peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        let response = self.app.clone().oneshot(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|body| TrackedBody {
@@ -337,5 +346,9 @@ pub fn prepare(stream: TcpStream, app: Router, limits: ConnectionLimits) -> (Wat
         tracing::debug!(error = %error, "cannot set TCP_NODELAY");
     }
     let clock = Clock::new(limits);
-    (Watched::new(stream, clock.clone()), Tracked { app, clock })
+    let peer = stream.peer_addr().ok();
+    (
+        Watched::new(stream, clock.clone()),
+        Tracked { app, clock, peer },
+    )
 }

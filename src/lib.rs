@@ -10,6 +10,7 @@
 //! ([`image_index`]) naming them.
 
 pub mod archive;
+pub mod auth;
 pub mod build_errors;
 pub mod builder;
 pub mod cache;

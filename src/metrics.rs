@@ -53,6 +53,16 @@ counters! {
     /// New builds refused because the build queue was full (429).
     builds_refused => "nixery_builds_refused_total",
         "New image builds refused with 429 because the build queue was full.";
+    /// Requests whose credentials were refused (wrong password, invalid
+    /// token, malformed header).
+    auth_failures => "nixery_auth_failures_total",
+        "Requests whose credentials were refused (wrong password, invalid token, malformed header).";
+    /// Password checks refused with 429: the client address spent its
+    /// allowance.
+    auth_rate_limited => "nixery_auth_rate_limited_total",
+        "Password checks refused with 429 because the client address spent its allowance.";
+    /// Pull tokens issued by the token endpoint.
+    tokens_issued => "nixery_tokens_issued_total", "Pull tokens issued by the token endpoint.";
     /// Periodic collections that completed.
     gc_runs => "nixery_gc_runs_total", "Periodic garbage collections that completed.";
     /// Periodic collections that failed.

@@ -70,6 +70,9 @@ pub enum ServerError {
     /// The local manifest tier's directory could not be created.
     #[error("creating the local manifest cache (NIXERY_CACHE_DIR): {0}")]
     LocalCache(#[source] io::Error),
+    /// Pull authentication could not be set up.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// Accepting or serving connections failed.
     #[error("serving failed: {0}")]
     Serve(#[source] io::Error),
@@ -223,9 +226,25 @@ pub async fn image_builder(
 
 /// Run the server for `config` until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::default());
+    // Before anything is opened: a server meant to be closed never serves
+    // openly because its users could not be read.
+    let auth = match &config.auth {
+        Some(settings) => {
+            let auth = Arc::new(crate::auth::Auth::load(settings.clone(), metrics.clone())?);
+            tracing::info!(
+                users = auth.user_count(),
+                tokens = auth.issues_tokens(),
+                anonymous = settings.anonymous.as_str(),
+                "pull authentication on"
+            );
+            crate::auth::reload::watch(auth.clone());
+            Some(auth)
+        }
+        None => None,
+    };
     let storage = open_storage(&config.storage).await?;
     let build_errors = Arc::new(BuildErrors::new());
-    let metrics = Arc::new(Metrics::default());
     // Always on: `nixery gc` may run beside any server.
     let watch = GcWatch::start(storage.clone(), config.gc.touch_interval);
     let builder = image_builder(
@@ -259,10 +278,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         ));
     }
     let status = StatusInfo::for_source(&config.package_source, storage.name());
-    let state = AppState::new(storage, builder)
+    let mut state = AppState::new(storage, builder)
         .with_status(status, build_errors)
         .with_metrics(metrics)
         .with_gc(watch, gc_status);
+    if let Some(auth) = auth {
+        state = state.with_auth(auth);
+    }
     serve_with(listener, state, config.limits, shutdown_signal()).await
 }
 

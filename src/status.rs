@@ -53,6 +53,11 @@ pub struct StatusPage {
     /// What garbage collection does on this instance (redacted when the
     /// page is rendered).
     pub collection: String,
+    /// Who may pull (pull authentication), in words.
+    pub authentication: String,
+    /// Whether the build errors are withheld (pull authentication is on
+    /// and the request proved no user): they name images users built.
+    pub errors_hidden: bool,
 }
 
 /// Replace the characters that are markup in HTML text and attributes.
@@ -107,15 +112,21 @@ impl StatusPage {
              <tr><th>Package source</th><td>{}</td></tr>\n\
              <tr><th>Storage backend</th><td>{}</td></tr>\n\
              <tr><th>Garbage collection</th><td id=\"gc\">{}</td></tr>\n\
+             <tr><th>Pull authentication</th><td id=\"auth\">{}</td></tr>\n\
              <tr><th>Version</th><td id=\"version\">{}</td></tr>\n</table>\n",
             escape_html(&self.package_source),
             escape_html(&self.storage_backend),
             // A failed collection's error may quote a storage URL.
             escape_html(&redact::redact(&self.collection)),
+            escape_html(&self.authentication),
             escape_html(VERSION)
         );
         html.push_str("<h2>Recent build errors</h2>\n");
-        if self.recent_errors.is_empty() {
+        if self.errors_hidden {
+            html.push_str(
+                "<p id=\"errors-hidden\">Shown to users who send their credentials.</p>\n",
+            );
+        } else if self.recent_errors.is_empty() {
             html.push_str("<p id=\"no-errors\">No build has failed recently.</p>\n");
         } else {
             html.push_str("<ol id=\"errors\">\n");
@@ -190,6 +201,8 @@ impl StatusInfo {
             storage_backend: self.storage_backend.clone(),
             meta_packages: self.meta_packages.clone(),
             collection: "periodic collection off".to_owned(),
+            authentication: "off: anyone may pull and build".to_owned(),
+            errors_hidden: false,
             recent_errors: errors
                 .iter()
                 .map(|e| RecentError {
@@ -366,6 +379,8 @@ mod tests {
                 message: message.into(),
             }],
             collection: "every 1day".into(),
+            authentication: "off".into(),
+            errors_hidden: false,
         }
     }
 

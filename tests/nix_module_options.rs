@@ -54,6 +54,12 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_GC_TOUCH_INTERVAL", "gcTouchInterval"),
     ("NIXERY_PLATFORMS", "platforms"),
     ("RUST_LOG", "logFilter"),
+    ("NIXERY_AUTH_HTPASSWD", "auth.htpasswdFile"),
+    ("NIXERY_AUTH_TOKEN_KEY", "auth.tokenKeyFile"),
+    ("NIXERY_AUTH_ANONYMOUS", "auth.anonymous"),
+    ("NIXERY_AUTH_SERVICE", "auth.service"),
+    ("NIXERY_AUTH_REALM", "auth.realm"),
+    ("NIXERY_AUTH_TOKEN_TTL", "auth.tokenTtl"),
 ];
 
 /// Settings whose value is a secret: the option names a file that systemd
@@ -144,6 +150,12 @@ fn full_settings() -> Value {
         "nixStoreGc.olderThan": "30d",
         "platforms": ["linux/arm64", "linux/amd64"],
         "logFilter": "info,nixery=debug",
+        "auth.htpasswdFile": "/run/secrets/htpasswd",
+        "auth.tokenKeyFile": "/run/secrets/token-key.pem",
+        "auth.anonymous": "cached",
+        "auth.service": "registry.example.org",
+        "auth.realm": "https://registry.example.org/token",
+        "auth.tokenTtl": 120,
         "openFirewall": true
     })
 }
@@ -214,6 +226,12 @@ fn every_setting_has_a_typed_option() {
             r#"null or list of one of "linux/amd64", "linux/arm64""#,
         ),
         ("logFilter", "string"),
+        ("auth.htpasswdFile", "null or string"),
+        ("auth.tokenKeyFile", "null or string"),
+        ("auth.anonymous", r#"one of "none", "cached", "all""#),
+        ("auth.service", "null or string"),
+        ("auth.realm", "null or string"),
+        ("auth.tokenTtl", "null or positive integer"),
         ("openFirewall", "boolean"),
     ];
     let declared = support::keys(options);
@@ -316,13 +334,23 @@ fn full_configuration_sets_every_setting_variable() {
         ("NIXERY_GC_TOUCH_INTERVAL", "30m"),
         ("NIXERY_PLATFORMS", "linux/arm64,linux/amd64"),
         ("RUST_LOG", "info,nixery=debug"),
+        // The htpasswd file and the signing key reach the service through
+        // LoadCredential, never the Nix store.
+        ("NIXERY_AUTH_HTPASSWD", "%d/auth-htpasswd"),
+        ("NIXERY_AUTH_TOKEN_KEY", "%d/auth-token-key"),
+        ("NIXERY_AUTH_ANONYMOUS", "cached"),
+        ("NIXERY_AUTH_SERVICE", "registry.example.org"),
+        ("NIXERY_AUTH_REALM", "https://registry.example.org/token"),
+        ("NIXERY_AUTH_TOKEN_TTL", "120"),
     ]);
     assert_eq!(env, expected);
     assert_eq!(
         service_config(&evaluated)["LoadCredential"],
         json!([
             "gcs-credentials:/run/secrets/gcs.json",
-            "s3-credentials:/run/secrets/aws-credentials"
+            "s3-credentials:/run/secrets/aws-credentials",
+            "auth-htpasswd:/run/secrets/htpasswd",
+            "auth-token-key:/run/secrets/token-key.pem"
         ])
     );
     // The secret key reaches the service through EnvironmentFile only.
@@ -511,6 +539,14 @@ fn inconsistent_settings_fail_assertions() {
             json!({ "s3SecretKeyFile": "/run/secrets/s3.env" }),
             "s3AccessKey and s3SecretKeyFile are set together",
         ),
+        (
+            json!({ "auth.tokenKeyFile": "/run/secrets/key.pem" }),
+            "auth.htpasswdFile is required",
+        ),
+        (
+            json!({ "auth.anonymous": "cached" }),
+            "auth.htpasswdFile is required",
+        ),
     ] {
         let mut settings = settings;
         settings["enable"] = json!(true);
@@ -544,6 +580,10 @@ fn mistyped_or_unknown_option_fails_evaluation() {
         (
             json!({ "prot": 80 }),
             "unknown options: services.nixery.prot",
+        ),
+        (
+            json!({ "auth.anonymous": "some" }),
+            "services.nixery.auth.anonymous",
         ),
     ] {
         let error = eval(settings.clone()).expect_err(&settings.to_string());

@@ -187,3 +187,59 @@ async fn containerd_pulls_by_tag_and_by_digest_through_checked_signatures() {
         "containerd resolves the digest with HEAD, answered 200: {heads_by_digest:?}"
     );
 }
+
+/// The table of issue 27, as a new user would try it: on an instance
+/// that holds nothing in memory, HEAD and GET (redirects followed) of a
+/// blob and of a manifest by digest all answer 200, and what GET brings
+/// back from the bucket has the digest asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_get_by_digest_answer_200_through_the_checking_bucket() {
+    let s3 = S3sFs::start().await;
+    let building = upstream_server(&s3);
+    let manifest = building.manifest_json_async("hello", "latest").await;
+    let manifest_digest = building
+        .head("/v2/hello/manifests/latest")
+        .accept(MANIFEST_V2)
+        .expect_status_async(200)
+        .await
+        .header("docker-content-digest")
+        .expect("a digest")
+        .to_owned();
+    let layer = layer_digests(&manifest)
+        .into_iter()
+        .next()
+        .expect("a layer");
+    let fresh = upstream_server(&s3);
+    let client = reqwest::Client::new();
+    for path in [
+        format!("/v2/hello/blobs/{layer}"),
+        format!("/v2/hello/manifests/{manifest_digest}"),
+    ] {
+        let digest = path.rsplit('/').next().unwrap_or_default().to_owned();
+        let head = client
+            .head(fresh.url(&path))
+            .header("Accept", MANIFEST_V2)
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(head.headers()["docker-content-digest"], digest.as_str());
+        let get = client
+            .get(fresh.url(&path))
+            .header("Accept", MANIFEST_V2)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(get.status(), 200, "GET {path}, redirect followed");
+        assert!(
+            get.url().as_str().starts_with(&s3.origin()),
+            "GET {path} was answered by the bucket, at {}",
+            get.url()
+        );
+        let body = get.bytes().await.expect("body");
+        assert_eq!(
+            format!("sha256:{}", support::server::sha256_hex(&body)),
+            digest
+        );
+    }
+}

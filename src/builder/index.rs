@@ -47,41 +47,10 @@ impl Builder {
         resolved: &Resolved,
         kind: IndexKind,
     ) -> Result<BuiltManifest, BuildError> {
-        let platforms: Vec<(Platform, Image, ImageIdentity)> = self
-            .inner
-            .settings
-            .platforms
-            .iter()
-            .map(|&platform| {
-                let image = image.for_arch(platform.arch);
-                let identity = self.identity(&image, resolved);
-                (platform, image, identity)
-            })
-            .collect();
-        let keyed: Vec<(String, &ImageIdentity)> = platforms
-            .iter()
-            .map(|(platform, _, identity)| (platform.to_string(), identity))
-            .collect();
-        let key = identity::index_key(kind.media_type(), &keyed);
-        if let Some(built) = self.inner.manifests.memory(&key) {
-            Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::debug!(image = %image.name, tag = %image.tag, key, "index cache hit");
-            self.inner.touch(&built);
-            return Ok(built.docker);
+        let (platforms, key) = self.index_plan(image, resolved, kind);
+        if let Some(built) = self.cached_index(image, &key).await? {
+            return Ok(built);
         }
-        if let Some((built, tier)) = self
-            .inner
-            .manifests
-            .get(&key)
-            .await
-            .map_err(BuildError::Lookup)?
-        {
-            Metrics::inc(&self.inner.metrics.manifest_cache_hits);
-            tracing::info!(image = %image.name, tag = %image.tag, key, tier = tier.name(), "index cache hit");
-            self.inner.touch(&built);
-            return Ok(built.docker);
-        }
-
         let results = join_all(
             platforms
                 .iter()
@@ -174,5 +143,73 @@ impl Builder {
                 error.kind()
             ),
         );
+    }
+}
+
+impl Builder {
+    /// Each configured platform with its image and identity, and the key
+    /// of their index of flavour `kind`.
+    fn index_plan(
+        &self,
+        image: &Image,
+        resolved: &Resolved,
+        kind: IndexKind,
+    ) -> (Vec<(Platform, Image, ImageIdentity)>, String) {
+        let platforms: Vec<(Platform, Image, ImageIdentity)> = self
+            .inner
+            .settings
+            .platforms
+            .iter()
+            .map(|&platform| {
+                let image = image.for_arch(platform.arch);
+                let identity = self.identity(&image, resolved);
+                (platform, image, identity)
+            })
+            .collect();
+        let keyed: Vec<(String, &ImageIdentity)> = platforms
+            .iter()
+            .map(|(platform, _, identity)| (platform.to_string(), identity))
+            .collect();
+        let key = identity::index_key(kind.media_type(), &keyed);
+        (platforms, key)
+    }
+
+    /// The index under `key` from a manifest tier, if it is cached.
+    async fn cached_index(
+        &self,
+        image: &Image,
+        key: &str,
+    ) -> Result<Option<BuiltManifest>, BuildError> {
+        if let Some(built) = self.inner.manifests.memory(key) {
+            Metrics::inc(&self.inner.metrics.manifest_cache_hits);
+            tracing::debug!(image = %image.name, tag = %image.tag, key, "index cache hit");
+            self.inner.touch(&built);
+            return Ok(Some(built.docker));
+        }
+        if let Some((built, tier)) = self
+            .inner
+            .manifests
+            .get(key)
+            .await
+            .map_err(BuildError::Lookup)?
+        {
+            Metrics::inc(&self.inner.metrics.manifest_cache_hits);
+            tracing::info!(image = %image.name, tag = %image.tag, key, tier = tier.name(), "index cache hit");
+            self.inner.touch(&built);
+            return Ok(Some(built.docker));
+        }
+        Ok(None)
+    }
+
+    /// The index of flavour `kind` of `image` if it is cached; never
+    /// builds.
+    pub(super) async fn built_index(
+        &self,
+        image: &Image,
+        resolved: &Resolved,
+        kind: IndexKind,
+    ) -> Result<Option<BuiltManifest>, BuildError> {
+        let (_, key) = self.index_plan(image, resolved, kind);
+        self.cached_index(image, &key).await
     }
 }

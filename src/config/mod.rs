@@ -8,7 +8,8 @@
 //! [`source`] (package source), [`nix`] (the Nix step), [`build`]
 //! (concurrency), [`cache`] (manifest caches), [`gc`] (garbage
 //! collection), [`storage`] (the backend
-//! choice) and each backend's own `settings` module
+//! choice), [`crate::auth::settings`] (pull authentication) and each
+//! backend's own `settings` module
 //! ([`crate::storage::filesystem::settings`],
 //! [`crate::storage::gcs::settings`], [`crate::storage::s3::settings`]). A declaration names the variable, the
 //! flag, the `--help` placeholder, the default and the parser (see
@@ -62,6 +63,7 @@ pub const GROUPS: &[&[SettingInfo]] = &[
     build::SETTINGS,
     cache::SETTINGS,
     gc::SETTINGS,
+    crate::auth::settings::SETTINGS,
 ];
 
 /// Every setting of `nixery serve`, in `--help` order.
@@ -120,6 +122,8 @@ pub struct Config {
     pub platforms: Vec<crate::platform::Platform>,
     /// Garbage collection.
     pub gc: GcSettings,
+    /// Pull authentication; `None`: every client may pull and build.
+    pub auth: Option<crate::auth::AuthSettings>,
 }
 
 /// A missing, malformed or contradictory setting. Each message names the
@@ -171,6 +175,7 @@ impl ServeSettings {
             build_queue: self.get(&build::BUILD_QUEUE)?,
             platforms: self.get(&build::PLATFORMS)?,
             gc: gc::gc_settings(&self)?,
+            auth: crate::auth::settings::auth_settings(&self)?,
         })
     }
 }

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The storage backend is failing; retry later.
     Unavailable,
+    /// Credentials are missing or refused (with a `WWW-Authenticate`
+    /// challenge).
+    Unauthorized,
     /// Anything else; details are in the logs.
     Unknown,
 }
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::ManifestUpload => "MANIFEST_UPLOAD",
             Self::TooManyRequests => "TOOMANYREQUESTS",
             Self::Unavailable => "UNAVAILABLE",
+            Self::Unauthorized => "UNAUTHORIZED",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -80,6 +84,8 @@ pub struct RegistryError {
     detail: Option<String>,
     /// Seconds sent in `Retry-After`, for errors a client should retry.
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<String>,
 }
 
 /// `Retry-After` seconds of a 429 (build queue full) or 503 (storage
@@ -96,6 +102,15 @@ impl RegistryError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            challenge: None,
+        }
+    }
+
+    /// 401 `UNAUTHORIZED` with the `WWW-Authenticate` value `challenge`.
+    pub fn unauthorized(message: impl Into<String>, challenge: impl Into<String>) -> Self {
+        Self {
+            challenge: Some(challenge.into()),
+            ..Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
         }
     }
 
@@ -303,6 +318,15 @@ impl IntoResponse for RegistryError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response

@@ -17,7 +17,7 @@ use super::{
     small_objects::SmallObjects,
 };
 use crate::{
-    builder::ImageBuilder,
+    builder::{BuiltManifest, ImageBuilder},
     gc::GcWatch,
     image_index::IndexKind,
     media_type::{ImageFormat, MANIFEST_TYPES},
@@ -38,6 +38,29 @@ pub async fn by_tag(
     let built = builder
         .manifest(name.as_str(), tag.as_str(), index, format)
         .await?;
+    answer(built)
+}
+
+/// [`by_tag`] for a client that may not start a build: `Ok(None)` when
+/// the manifest is not built yet.
+pub async fn built_by_tag(
+    builder: &dyn ImageBuilder,
+    name: &RepositoryName,
+    tag: &Tag,
+    index: Option<IndexKind>,
+    format: ImageFormat,
+) -> Result<Option<Response>, RegistryError> {
+    match builder
+        .built_manifest(name.as_str(), tag.as_str(), index, format)
+        .await?
+    {
+        Some(built) => answer(built).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The response serving `built`.
+fn answer(built: BuiltManifest) -> Result<Response, RegistryError> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, built.media_type)

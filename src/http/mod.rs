@@ -14,6 +14,14 @@
 //! - Any other method on `/v2...` is 405 `UNSUPPORTED`; any other path is
 //!   404 with a registry error body.
 //! - `GET`/`HEAD /` is the HTML status page ([`status`]).
+//! - `GET /token` answers pull tokens when the token flow is on
+//!   ([`auth`]).
+//!
+//! With pull authentication configured ([`crate::auth`]), every `/v2`
+//! request is checked ([`auth::check`]) before its path is resolved
+//! further, and a refusal is `401 UNAUTHORIZED` with a challenge; an
+//! anonymous client that may pull only built images gets its manifest by
+//! tag only when it is built, and never starts a build.
 //!
 //! Every `/v2` response carries `Docker-Distribution-API-Version:
 //! registry/2.0`. Each request is traced in a span `request` with fields
@@ -22,6 +30,7 @@
 //! ([`path`]), call storage or the builder, and shape the answer.
 
 pub mod accept;
+pub mod auth;
 pub mod blobs;
 pub mod error;
 pub mod manifests;
@@ -37,7 +46,7 @@ use axum::{
     Router,
     body::Body,
     extract::{Request, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri},
+    http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Response, Uri},
     middleware,
     response::IntoResponse,
     routing::{any, get},
@@ -48,6 +57,7 @@ use tracing::Span;
 pub use error::{ErrorCode, RegistryError};
 
 use crate::{
+    auth::{Auth, Grant},
     build_errors::BuildErrors,
     builder::ImageBuilder,
     gc::{GcWatch, periodic::GcStatus},
@@ -86,6 +96,8 @@ pub struct AppState {
     pub gc: Option<Arc<GcWatch>>,
     /// What the status page says about collection.
     pub gc_status: Arc<GcStatus>,
+    /// Pull authentication; `None`: anyone may pull and build.
+    pub auth: Option<Arc<Auth>>,
 }
 
 impl AppState {
@@ -103,6 +115,15 @@ impl AppState {
             objects: Arc::new(SmallObjects::default()),
             gc: None,
             gc_status: Arc::new(GcStatus::default()),
+            auth: None,
+        }
+    }
+
+    /// The same state checking every `/v2` request with `auth`.
+    pub fn with_auth(self, auth: Arc<Auth>) -> Self {
+        Self {
+            auth: Some(auth),
+            ..self
         }
     }
 
@@ -158,6 +179,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/",
             get(status::page).fallback(|method: axum::http::Method| async move {
+                RegistryError::method_not_allowed(method.as_str())
+            }),
+        )
+        .route(
+            "/token",
+            get(auth::token).fallback(|method: axum::http::Method| async move {
                 RegistryError::method_not_allowed(method.as_str())
             }),
         )
@@ -219,13 +246,19 @@ async fn registry(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response<Body>, RegistryError> {
     let head = match method {
         Method::GET => false,
         Method::HEAD => true,
         other => return Err(RegistryError::method_not_allowed(other.as_str())),
     };
-    match path::parse(uri.path())? {
+    let endpoint = path::parse(uri.path());
+    // Credentials first: a client that may not pull learns nothing else,
+    // and nothing is resolved or built for it.
+    let repository = endpoint.as_ref().ok().and_then(path::Endpoint::repository);
+    let grant = auth::check(&state, &headers, &extensions, repository).await?;
+    match endpoint? {
         path::Endpoint::Version => Ok(axum::Json(serde_json::json!({})).into_response()),
         path::Endpoint::TagsList { name } => tags::list(&name, uri.query()),
         path::Endpoint::Referrers { subject, .. } => {
@@ -248,7 +281,13 @@ async fn registry(
         } => {
             let accepted = accept::Accepted::parse(&headers);
             let (index, format) = (accepted.index_kind(), accepted.image_format());
-            manifests::by_tag(state.builder.as_ref(), &name, &tag, index, format).await
+            let builder = state.builder.as_ref();
+            match grant {
+                Grant::Build => manifests::by_tag(builder, &name, &tag, index, format).await,
+                Grant::CachedOnly => manifests::built_by_tag(builder, &name, &tag, index, format)
+                    .await?
+                    .ok_or_else(|| auth::not_built(&state, &headers, &name)),
+            }
         }
         path::Endpoint::Manifest {
             reference: Reference::Digest(digest),

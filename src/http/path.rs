@@ -38,6 +38,20 @@ pub enum Endpoint {
     },
 }
 
+impl Endpoint {
+    /// The repository the request is about (`None` for the version
+    /// check): what pull authentication grants access to.
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Endpoint::Version => None,
+            Endpoint::Blob { name, .. }
+            | Endpoint::Manifest { name, .. }
+            | Endpoint::TagsList { name }
+            | Endpoint::Referrers { name, .. } => Some(name),
+        }
+    }
+}
+
 /// Whether `digest` is a well-formed SHA-512 digest.
 fn is_sha512(digest: &str) -> bool {
     digest.strip_prefix("sha512:").is_some_and(|hex| {

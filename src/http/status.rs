@@ -7,7 +7,7 @@
 use axum::{
     extract::State,
     http::{
-        HeaderMap, HeaderValue,
+        Extensions, HeaderMap, HeaderValue,
         header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, X_CONTENT_TYPE_OPTIONS},
     },
     response::IntoResponse,
@@ -21,9 +21,24 @@ pub const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
 pub const POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'";
 
 /// Render the status page for the request's `Host`.
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+///
+/// With pull authentication on, the build errors (which name images users
+/// built) are shown only to a request whose credentials prove a user.
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> impl IntoResponse {
     let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let mut page = state.status.page(host, &state.build_errors.recent());
+    let private = super::auth::shows_private_parts(&state, &headers, &extensions).await;
+    let errors = if private {
+        state.build_errors.recent()
+    } else {
+        Vec::new()
+    };
+    let mut page = state.status.page(host, &errors);
+    page.errors_hidden = !private;
+    page.authentication = super::auth::describe(&state);
     page.collection = state.gc_status.describe();
     let html = page.render();
     (

@@ -146,8 +146,21 @@ impl TestServer {
     /// every blob it names (redirects followed), each checked against its
     /// digest. The manifest, or what went wrong.
     pub fn pull(&self, name: &str) -> Result<serde_json::Value, PullError> {
-        let manifest = self
-            .get(&format!("/v2/{name}/manifests/latest"))
+        self.pull_with(name, &[])
+    }
+
+    /// [`Self::pull`] sending `headers` (credentials) with every request.
+    pub fn pull_with(
+        &self,
+        name: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<serde_json::Value, PullError> {
+        fn with<'s>(headers: &[(&str, &str)], call: Call<'s>) -> Call<'s> {
+            headers
+                .iter()
+                .fold(call, |call, (name, value)| call.header(name, value))
+        }
+        let manifest = with(headers, self.get(&format!("/v2/{name}/manifests/latest")))
             .accept(crate::server::MANIFEST_V2)
             .send();
         if manifest.status != 200 {
@@ -159,7 +172,7 @@ impl TestServer {
             .unwrap_or_else(|| panic!("a manifest without a config digest: {manifest}"))
             .to_owned();
         for digest in crate::layer_digests(&manifest).into_iter().chain([config]) {
-            let blob = self.get(&format!("/v2/{name}/blobs/{digest}")).send();
+            let blob = with(headers, self.get(&format!("/v2/{name}/blobs/{digest}"))).send();
             if blob.status != 200 {
                 let how = format!("blob {digest} of {name}: {} {}", blob.status, blob.text());
                 return Err(PullError::Blob(how));
@@ -338,6 +351,12 @@ pub fn read_head(stream: &mut impl Read) -> (Vec<u8>, usize) {
 /// Sends `method target` as raw bytes (no client-side normalisation of `..`
 /// or percent escapes) and reads the whole answer (`Connection: close`).
 pub fn raw_request(addr: SocketAddr, method: &str, target: &[u8]) -> Answer {
+    raw_request_with(addr, method, target, b"")
+}
+
+/// [`raw_request`] with `headers` (whole lines, each ending in `\r\n`,
+/// any bytes) added to the head.
+pub fn raw_request_with(addr: SocketAddr, method: &str, target: &[u8], headers: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -346,7 +365,9 @@ pub fn raw_request(addr: SocketAddr, method: &str, target: &[u8]) -> Answer {
     request.extend_from_slice(method.as_bytes());
     request.push(b' ');
     request.extend_from_slice(target);
-    request.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    request.extend_from_slice(headers);
+    request.extend_from_slice(b"\r\n");
     stream.write_all(&request).expect("send request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response");

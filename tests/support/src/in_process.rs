@@ -31,6 +31,16 @@ impl ImageBuilder for RefusingBuilder {
     ) -> Result<BuiltManifest, BuildError> {
         Err(BuildError::PackagesRefused(not_found(name)))
     }
+
+    async fn built_manifest(
+        &self,
+        _name: &str,
+        _tag: &str,
+        _index: Option<IndexKind>,
+        _format: ImageFormat,
+    ) -> Result<Option<BuiltManifest>, BuildError> {
+        Ok(None)
+    }
 }
 
 /// Each package of `name` refused as not found.

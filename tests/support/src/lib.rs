@@ -9,6 +9,7 @@
 //!   set, log and metric readers, skopeo copies, podman, looking inside
 //!   unpacked images, running commands);
 //! * [`media`]: the media types the tests expect;
+//! * [`auth`]: htpasswd files and token keys for pull authentication;
 //! * [`in_process`]: the registry served in the test's own process, with a
 //!   builder that refuses every package;
 //! * [`docker`]: a private Docker daemon; [`containerd`]: a private
@@ -25,6 +26,7 @@
 //! * [`popcount`]: a binary cache for the popcount tests.
 
 pub mod answer;
+pub mod auth;
 pub mod backends;
 pub mod containerd;
 pub mod docker;

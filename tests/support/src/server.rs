@@ -24,7 +24,7 @@
 //! [`TestServer::get`] and friends ([`crate::answer`]), which fail the
 //! test unless they get the status they expect.
 
-pub use crate::answer::{Answer, raw_request};
+pub use crate::answer::{Answer, raw_request, raw_request_with};
 
 use std::{
     io::{BufRead, BufReader},
