@@ -140,6 +140,7 @@ fn options(dry_run: bool) -> Options {
         dry_run,
         notice: Duration::ZERO,
         local_tier: None,
+        timing: nixery::gc::generation::Timing::DEFAULT,
     }
 }
 

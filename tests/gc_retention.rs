@@ -56,6 +56,15 @@ fn options(policy: Policy) -> Options {
         dry_run: false,
         notice: Duration::ZERO,
         local_tier: None,
+        timing: timing(),
+    }
+}
+
+/// A beat every 100 ms, dead after 1 s unchanged.
+fn timing() -> gc::generation::Timing {
+    gc::generation::Timing {
+        heartbeat: Duration::from_millis(100),
+        stale_after: Duration::from_secs(1),
     }
 }
 
@@ -218,6 +227,33 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Runs `$check` on s3s-fs too, an S3 server that verifies every
+/// signature and enforces `If-Match` / `If-None-Match` on `PutObject`
+/// (it ignores `If-Match` on `GetObject`, which the collector only uses to
+/// pair bytes with their ETag; a mismatch there makes the next conditional
+/// write fail, never succeed).
+macro_rules! on_signature_checking_s3 {
+    ($($name:ident => $check:ident;)*) => {
+        mod s3_signed {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = support::s3::S3sFs::start().await;
+                    let storage: Arc<dyn Storage> = Arc::new(server.storage().await);
+                    $check(storage).await;
+                }
+            )*
+        }
+    };
+}
+
+on_signature_checking_s3! {
+    storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
+    an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
+    a_lease_taken_over_while_its_holder_is_alive_never_lets_both_delete => takeover_of_a_live_holder;
+}
+
 on_every_backend! {
     storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
     an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
@@ -230,6 +266,7 @@ on_every_backend! {
     a_build_that_reused_a_collected_blob_builds_again => build_overlapping_collection;
     a_use_recorded_between_the_listing_and_deleting_is_rescued => use_between_listing_and_deleting;
     a_storage_error_during_rescue_aborts_the_collection => error_during_rescue;
+    a_lease_taken_over_while_its_holder_is_alive_never_lets_both_delete => takeover_of_a_live_holder;
 }
 
 async fn primitives(storage: Arc<dyn Storage>) {
@@ -275,6 +312,58 @@ async fn primitives(storage: Arc<dyn Storage>) {
             .unwrap()
     );
     assert_eq!(read(storage.as_ref(), &lock).await.unwrap(), b"first");
+
+    // Conditional writes: create only if absent, replace only the version
+    // read, and a stale version never wins.
+    let cas = StorageKey::gc("cas-probe").unwrap();
+    let json = "application/json";
+    let v1 = storage
+        .write_if(&cas, json, Bytes::from_static(b"one"), None)
+        .await
+        .unwrap()
+        .expect("created");
+    assert_eq!(
+        storage
+            .write_if(&cas, json, Bytes::from_static(b"two"), None)
+            .await
+            .unwrap(),
+        None,
+        "created over an existing object"
+    );
+    let (bytes, read_version) = storage.read_versioned(&cas, 1024).await.unwrap().unwrap();
+    assert_eq!((&bytes[..], &read_version), (&b"one"[..], &v1));
+    let v2 = storage
+        .write_if(&cas, json, Bytes::from_static(b"three"), Some(&v1))
+        .await
+        .unwrap()
+        .expect("replaced at its version");
+    assert_ne!(v1, v2);
+    assert_eq!(
+        storage
+            .write_if(&cas, json, Bytes::from_static(b"four"), Some(&v1))
+            .await
+            .unwrap(),
+        None,
+        "a stale version replaced the object"
+    );
+    let (bytes, read_version) = storage.read_versioned(&cas, 1024).await.unwrap().unwrap();
+    assert_eq!((&bytes[..], &read_version), (&b"three"[..], &v2));
+    let absent = StorageKey::gc("absent").unwrap();
+    assert!(
+        storage
+            .read_versioned(&absent, 1024)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        storage
+            .write_if(&absent, json, Bytes::from_static(b"x"), Some(&v2))
+            .await
+            .unwrap(),
+        None,
+        "replaced an absent object"
+    );
 }
 
 async fn retention(storage: Arc<dyn Storage>) {
@@ -449,7 +538,7 @@ async fn one_at_a_time(storage: Arc<dyn Storage>) {
         .await
         .unwrap()
         .iter()
-        .any(|o| o.key.name() == "lock")
+        .any(|o| o.key.name() == "generation")
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -511,7 +600,8 @@ async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A server serves `pulled` from a tier stamped before this collection.
-    assert!(watch.refresh().await.unwrap().running(SystemTime::now()));
+    watch.refresh().await.unwrap();
+    assert!(watch.snapshot().running);
     assert!(!watch.trusts(Some(0)));
     assert!(watch.confirm(&dg(&pulled)).await.unwrap().is_some());
     let report = running.await.unwrap().unwrap();
@@ -644,5 +734,87 @@ async fn error_during_rescue(storage: Arc<dyn Storage>) {
     );
     for kept in &survivors {
         assert!(exists(storage.as_ref(), &layer(kept)).await, "{kept}");
+    }
+}
+
+/// Collector A deletes slowly; once it has deleted something, its writes
+/// of `gc/generation` (heartbeats) stall, as a storage call that hangs in
+/// retries would. Collector B, beside it, sees the generation unchanged for
+/// `stale_after`, takes over and collects. A must have stopped deleting
+/// before B's takeover reached the storage, and A must learn it lost.
+/// (Every backend here enforces the conditional writes: the filesystem by
+/// `flock`, fake-gcs-server `ifGenerationMatch`, moto `If-Match` and
+/// `If-None-Match`; the primitives test checks each one.)
+async fn takeover_of_a_live_holder(storage: Arc<dyn Storage>) {
+    const GARBAGE: usize = 120;
+    let s = storage.as_ref();
+    let mut garbage = Vec::new();
+    for n in 0..GARBAGE {
+        garbage.push(blob(s, format!("garbage {n}").as_bytes(), LAYER).await);
+    }
+    tokio::time::sleep(AGE).await;
+    let a = support::interposed::Interposed::new(storage.clone());
+    a.slow_deletes(Duration::from_millis(100));
+    let b = support::interposed::Interposed::new(storage.clone());
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { gc::collect(a, &options(policy()), &mut |_| {}).await }
+    });
+    // A is deleting: from now on its heartbeats hang.
+    let generation_key = StorageKey::gc("generation").unwrap();
+    while !a
+        .log()
+        .iter()
+        .any(|(_, done)| matches!(done, support::interposed::Done::Deleted(_)))
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stall = a.hold_writes_to(generation_key.clone());
+    // Once a beat of A waits in the hold, no write of A is in flight (a
+    // holder's writes are one after the other), so B sees no change.
+    while a.held_writes() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = gc::collect(b.clone(), &options(policy()), &mut |_| {})
+        .await
+        .expect("the second collection takes over and runs");
+    stall.release();
+    let first = first.await.unwrap();
+    assert!(
+        matches!(first, Err(GcError::Lost(_))),
+        "the first collection did not learn it lost: {first:?}"
+    );
+
+    let took_over = b
+        .log()
+        .iter()
+        .find(|(_, done)| *done == support::interposed::Done::Wrote(generation_key.clone()))
+        .map(|(at, _)| *at)
+        .expect("the second collection wrote its generation");
+    // Deletions A completed, and those it gave up when its lease ran out
+    // (which may have reached the storage): all before the takeover.
+    let by_a: Vec<_> = a
+        .log()
+        .into_iter()
+        .filter(|(_, done)| !matches!(done, support::interposed::Done::Wrote(_)))
+        .collect();
+    let completed = by_a
+        .iter()
+        .filter(|(_, done)| matches!(done, support::interposed::Done::Deleted(_)))
+        .count();
+    assert!(
+        completed < GARBAGE,
+        "the first collection finished before its lease ran out; the race was not exercised"
+    );
+    let last_by_a = by_a.iter().map(|(at, _)| *at).max().unwrap();
+    assert!(
+        last_by_a < took_over,
+        "the first collection was deleting {:?} after the takeover",
+        last_by_a - took_over
+    );
+    assert_eq!(second.generation, 2);
+    assert!(completed + second.deleted.len() <= GARBAGE);
+    for hex in &garbage {
+        assert!(!exists(s, &layer(hex)).await);
     }
 }

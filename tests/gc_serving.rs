@@ -594,13 +594,12 @@ fn a_request_for_a_digest_nobody_stored_writes_nothing() {
     let storage = nixery::storage::filesystem::FilesystemStorage::new(server.storage_path())
         .expect("storage");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let marking = nixery::gc::generation::Generation {
-        number: 1,
-        phase: nixery::gc::generation::Phase::Marking,
-        heartbeat: nixery::gc::generation::unix_secs(std::time::SystemTime::now()),
-    };
-    runtime
-        .block_on(nixery::gc::generation::write(&storage, &marking))
+    let storage: Arc<dyn nixery::storage::Storage> = Arc::new(storage);
+    let _collection = runtime
+        .block_on(nixery::gc::generation::Holder::acquire(
+            storage,
+            nixery::gc::generation::Timing::DEFAULT,
+        ))
         .expect("announcing a collection");
     for n in 0..20u8 {
         let hex = sha256_hex(&[n]);

@@ -110,6 +110,7 @@ pub fn run(args: GcArgs) -> ExitCode {
             dry_run,
             notice: notice_period(touch_interval),
             local_tier,
+            timing: super::generation::Timing::DEFAULT,
         };
         let verb = if dry_run { "would delete" } else { "deleted" };
         let mut print = |deletion: &super::Deletion| {

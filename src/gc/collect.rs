@@ -10,7 +10,7 @@ use std::{
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::{
-    generation::{self, Generation, HEARTBEAT, Lock, LockError, Phase},
+    generation::{self, Holder, LeaseError, Phase, Timing},
     mark::{self, Inventory, ManifestNode, Policy, TagEntry, age},
     references,
 };
@@ -39,6 +39,9 @@ pub struct Options {
     /// The local disk tier of manifests on this host, pruned by the same
     /// rule.
     pub local_tier: Option<PathBuf>,
+    /// Heartbeat and staleness of the lease ([`Timing::DEFAULT`] outside
+    /// tests).
+    pub timing: Timing,
 }
 
 /// The kinds of objects a collection deletes, in deletion order.
@@ -146,104 +149,50 @@ impl Report {
 /// Why a collection did not run or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
-    /// Another collection holds the lock.
+    /// Another collection holds the lease.
     #[error(transparent)]
-    Busy(LockError),
+    Busy(LeaseError),
+    /// Another collection took over while this one ran; this one stopped
+    /// deleting before it could have.
+    #[error(transparent)]
+    Lost(LeaseError),
     /// The storage failed; the collection stopped (what it deleted stays
     /// deleted, which is safe: see the deletion order).
     #[error("storage failed during the collection: {0}")]
     Storage(#[from] StorageError),
 }
 
-/// The generation being written while a collection runs, with its
-/// heartbeat task.
-struct Announcer {
-    storage: Arc<dyn Storage>,
-    /// Storage's time of the announcement, and this host's monotonic
-    /// instant just after it: see [`Announcer::storage_now`].
-    announced: (Option<SystemTime>, Instant),
-    current: Arc<tokio::sync::Mutex<Generation>>,
-    heartbeat: tokio::task::JoinHandle<()>,
-    stop: tokio::sync::oneshot::Sender<()>,
+impl From<LeaseError> for GcError {
+    fn from(error: LeaseError) -> Self {
+        match error {
+            LeaseError::Storage(error) => GcError::Storage(error),
+            busy @ LeaseError::Busy { .. } => GcError::Busy(busy),
+            lost @ LeaseError::Lost { .. } => GcError::Lost(lost),
+        }
+    }
 }
 
-impl Announcer {
-    async fn start(storage: Arc<dyn Storage>, lock: Lock) -> Result<Self, StorageError> {
-        let previous = generation::read(storage.as_ref()).await?;
-        let generation = Generation {
-            number: previous.number + 1,
-            phase: Phase::Marking,
-            heartbeat: generation::unix_secs(SystemTime::now()),
-        };
-        generation::write(storage.as_ref(), &generation).await?;
-        let announced = (
-            storage.stat(&generation::generation_key()).await?.modified,
-            Instant::now(),
-        );
-        let current = Arc::new(tokio::sync::Mutex::new(generation));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let heartbeat = tokio::spawn({
-            let (storage, current) = (storage.clone(), current.clone());
-            async move {
-                let mut ticks = tokio::time::interval(HEARTBEAT);
-                ticks.tick().await;
-                loop {
-                    // A beat in progress always completes, so that none
-                    // lands after the final write.
-                    tokio::select! {
-                        _ = ticks.tick() => {}
-                        _ = &mut stopped => return,
-                    }
-                    let mut held = current.lock().await;
-                    held.heartbeat = generation::unix_secs(SystemTime::now());
-                    let beat = async {
-                        generation::write(storage.as_ref(), &held).await?;
-                        lock.refresh(storage.as_ref()).await
-                    };
-                    if let Err(error) = beat.await {
-                        tracing::warn!(error = %error, "collection heartbeat failed");
-                    }
-                }
-            }
-        });
+/// Now on storage's clock, never later than storage's own: the
+/// modification time of this collection's first write of `gc/generation`
+/// plus the monotonic time since (taken after the write returned). Ages
+/// of objects are reckoned with it, so this host's clock is never
+/// compared with storage's.
+struct StorageClock {
+    written: Option<SystemTime>,
+    after: Instant,
+}
+
+impl StorageClock {
+    async fn read(storage: &dyn Storage) -> Result<Self, StorageError> {
         Ok(Self {
-            storage,
-            announced,
-            current,
-            heartbeat,
-            stop,
+            written: storage.stat(&generation::generation_key()).await?.modified,
+            after: Instant::now(),
         })
     }
 
-    /// Now on storage's clock, never later than storage's own: the
-    /// announcement's modification time plus the monotonic time since
-    /// (taken after the write returned). Ages of objects are reckoned
-    /// with it, so this host's clock is never compared with storage's.
-    fn storage_now(&self) -> SystemTime {
-        match self.announced {
-            (Some(written), after) => written + after.elapsed(),
-            (None, _) => SystemTime::now(),
-        }
-    }
-
-    async fn number(&self) -> u64 {
-        self.current.lock().await.number
-    }
-
-    async fn enter(&self, phase: Phase) -> Result<(), StorageError> {
-        let mut held = self.current.lock().await;
-        held.phase = phase;
-        held.heartbeat = generation::unix_secs(SystemTime::now());
-        generation::write(self.storage.as_ref(), &held).await
-    }
-
-    async fn finish(self) -> Result<(), StorageError> {
-        let _ = self.stop.send(());
-        let _ = self.heartbeat.await;
-        let mut held = self.current.lock().await;
-        held.phase = Phase::Finished;
-        held.heartbeat = generation::unix_secs(SystemTime::now());
-        generation::write(self.storage.as_ref(), &held).await
+    fn now(&self) -> SystemTime {
+        self.written
+            .map_or_else(SystemTime::now, |written| written + self.after.elapsed())
     }
 }
 
@@ -260,25 +209,37 @@ pub async fn collect(
         report.elapsed = started.elapsed();
         return Ok(report);
     }
-    let lock = Lock::acquire(storage.as_ref())
-        .await
-        .map_err(|error| match error {
-            LockError::Storage(error) => GcError::Storage(error),
-            busy => GcError::Busy(busy),
-        })?;
-    let result = async {
-        let announcer = Announcer::start(storage.clone(), lock.clone()).await?;
-        let outcome = run(storage.clone(), options, Some(&announcer), on_delete).await;
-        let finished = announcer.finish().await;
-        let report = outcome?;
-        finished?;
-        Ok::<_, GcError>(report)
-    }
-    .await;
-    if let Err(error) = lock.release(storage.as_ref()).await {
-        tracing::warn!(error = %error, "releasing the collection lock failed; it goes stale in a minute");
-    }
-    let mut report = result?;
+    let holder = Arc::new(Holder::acquire(storage.clone(), options.timing).await?);
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let beats = tokio::spawn({
+        let holder = holder.clone();
+        async move {
+            let mut ticks = tokio::time::interval(holder.timing().heartbeat);
+            ticks.tick().await;
+            loop {
+                // A beat in progress completes, so that none races the
+                // final write.
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = &mut stopped => return,
+                }
+                match holder.beat().await {
+                    Ok(()) => {}
+                    Err(LeaseError::Lost { .. }) => return,
+                    // The lease runs out by itself; deletion stops then.
+                    Err(error) => {
+                        tracing::warn!(error = %error, "collection heartbeat failed");
+                    }
+                }
+            }
+        }
+    });
+    let outcome = run(storage.clone(), options, Some(&holder), on_delete).await;
+    let _ = stop.send(());
+    let _ = beats.await;
+    let finished = holder.enter(Phase::Finished).await;
+    let mut report = outcome?;
+    finished?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -292,23 +253,23 @@ struct RecordInfo {
 async fn run(
     storage: Arc<dyn Storage>,
     options: &Options,
-    announcer: Option<&Announcer>,
+    holder: Option<&Arc<Holder>>,
     on_delete: &mut (dyn FnMut(&Deletion) + Send),
 ) -> Result<Report, GcError> {
-    let generation_number = match announcer {
-        Some(announcer) => {
-            let number = announcer.number().await;
+    let (generation_number, now) = match holder {
+        Some(holder) => {
+            let clock = StorageClock::read(storage.as_ref()).await?;
+            let number = holder.number().await;
             tracing::info!(
                 generation = number,
                 notice_secs = options.notice.as_secs_f64(),
                 "collection announced"
             );
             tokio::time::sleep(options.notice).await;
-            announcer.number().await
+            (number, clock.now())
         }
-        None => 0,
+        None => (0, SystemTime::now()),
     };
-    let now = announcer.map_or_else(SystemTime::now, Announcer::storage_now);
     let layers = storage.list(KeyPrefix::Layers).await?;
     let tags = storage.list(KeyPrefix::Manifests).await?;
     let builds = storage.list(KeyPrefix::Builds).await?;
@@ -379,8 +340,8 @@ async fn run(
         .await?;
 
     let mut live = mark::live_set(&inventory, &options.policy, now);
-    if let Some(announcer) = announcer {
-        announcer.enter(Phase::Deleting).await?;
+    if let Some(holder) = holder {
+        holder.enter(Phase::Deleting).await?;
         rescue(storage.as_ref(), &mut inventory, &mut live, &uses).await?;
     }
 
@@ -453,7 +414,7 @@ async fn run(
             stream::iter(keys)
                 .map(|key: StorageKey| {
                     let storage = storage.clone();
-                    async move { storage.delete(&key).await }
+                    async move { delete_under_lease(storage.as_ref(), holder, &key).await }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .try_collect::<Vec<()>>()
@@ -476,6 +437,30 @@ async fn run(
         }
     }
     Ok(report)
+}
+
+/// Delete `key` while the lease lasts: not at all once it has run out,
+/// and bounded by what is left of it (see [`generation`]).
+async fn delete_under_lease(
+    storage: &dyn Storage,
+    holder: Option<&Arc<Holder>>,
+    key: &StorageKey,
+) -> Result<(), GcError> {
+    let Some(holder) = holder else {
+        return Ok(storage.delete(key).await?);
+    };
+    let lost = || async {
+        GcError::Lost(LeaseError::Lost {
+            number: holder.number().await,
+        })
+    };
+    let Some(left) = holder.may_delete() else {
+        return Err(lost().await);
+    };
+    match tokio::time::timeout(left, storage.delete(key)).await {
+        Ok(deleted) => Ok(deleted?),
+        Err(_) => Err(lost().await),
+    }
 }
 
 /// When `object` was last written; a backend that does not say makes it

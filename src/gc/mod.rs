@@ -2,7 +2,7 @@
 //! breaks an image in use.
 //!
 //! The shape is the CNCF registry's (distribution): storage backends stay
-//! small and dumb (`list`, `stat`, `delete`, `create_new` on
+//! small and dumb (`list`, `stat`, `delete`, `read_versioned`, `write_if` on
 //! [`crate::storage::Storage`]), and mark-and-sweep over manifests lives
 //! here, above them, with use-based retention on top.
 //!
@@ -31,8 +31,11 @@
 //! collection is harmless.
 //!
 //! **Beside running servers** ([`generation`], [`watch`]). One collection
-//! runs at a time (the lock `gc/lock`). It announces itself in
-//! `gc/generation`, waits the notice period, marks, announces `deleting`,
+//! runs at a time: `gc/generation` is its lease, written only by
+//! compare-and-swap, and judged alive by whether it changes on the
+//! observer's monotonic clock (the argument is in [`generation`]). A
+//! collection announces itself there, waits the notice period, marks,
+//! announces `deleting`,
 //! reads the use marks again (rescuing images confirmed meanwhile) and
 //! deletes. Servers stamp their tier entries with the generation they were
 //! checked under and confirm an entry against storage before serving it

@@ -92,6 +92,7 @@ pub async fn run(
         dry_run: false,
         notice: notice_period(settings.touch_interval),
         local_tier,
+        timing: super::generation::Timing::DEFAULT,
     };
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.tick().await;

@@ -49,7 +49,7 @@ use std::{
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::generation::{self, Generation};
+use super::generation::{self, Observed, Timing};
 use crate::{
     cache::bytes_stream,
     digest::Digest,
@@ -59,7 +59,7 @@ use crate::{
 /// Longest poll interval, whatever the touch interval.
 const MAX_POLL: Duration = Duration::from_secs(10);
 /// Longest wait for a deleting collection to end (it is declared dead
-/// sooner, after [`generation::STALE_AFTER`] without a heartbeat).
+/// sooner, after [`Timing::stale_after`] without a change).
 const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 /// Marks waiting to be written; beyond this, uses are recorded next time.
 const MARK_QUEUE: usize = 4096;
@@ -90,7 +90,7 @@ pub struct Snapshot {
 }
 
 struct Known {
-    generation: Generation,
+    observed: Option<Observed>,
     read_at: Option<Instant>,
 }
 
@@ -102,9 +102,11 @@ pub struct GcWatch {
     storage: Arc<dyn Storage>,
     touch_interval: Duration,
     poll: Duration,
+    stale_after: Duration,
     known: Mutex<Known>,
     touched: Mutex<HashMap<Digest, Instant>>,
     marks: tokio::sync::mpsc::Sender<Digest>,
+    marks_written: std::sync::atomic::AtomicU64,
     listeners: Mutex<Vec<Listener>>,
 }
 
@@ -113,17 +115,29 @@ impl GcWatch {
     /// `touch_interval`, with its background tasks (polling, marking)
     /// running until the runtime stops. Call inside a Tokio runtime.
     pub fn start(storage: Arc<dyn Storage>, touch_interval: Duration) -> Arc<Self> {
+        Self::start_with(storage, touch_interval, Timing::DEFAULT)
+    }
+
+    /// [`Self::start`] judging collections dead after `timing.stale_after`
+    /// without a change (shorter in tests).
+    pub fn start_with(
+        storage: Arc<dyn Storage>,
+        touch_interval: Duration,
+        timing: Timing,
+    ) -> Arc<Self> {
         let (marks, mut pending) = tokio::sync::mpsc::channel::<Digest>(MARK_QUEUE);
         let watch = Arc::new(Self {
             storage,
             touch_interval,
             poll: poll_interval(touch_interval),
+            stale_after: timing.stale_after,
             known: Mutex::new(Known {
-                generation: Generation::NONE,
+                observed: None,
                 read_at: None,
             }),
             touched: Mutex::new(HashMap::new()),
             marks,
+            marks_written: std::sync::atomic::AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&watch);
@@ -168,8 +182,11 @@ impl GcWatch {
     pub fn snapshot(&self) -> Snapshot {
         let known = self.known.lock();
         Snapshot {
-            number: known.generation.number,
-            running: known.generation.running(SystemTime::now()),
+            number: known.observed.as_ref().map_or(0, |o| o.generation.number),
+            running: known
+                .observed
+                .as_ref()
+                .is_some_and(|o| o.running(self.stale_after)),
             fresh: known.read_at.is_some_and(|at| at.elapsed() < 2 * self.poll),
         }
     }
@@ -195,15 +212,15 @@ impl GcWatch {
     }
 
     /// Record a use of the manifest `digest`, off the request path and at
-    /// most once per touch interval.
-    pub fn touch(&self, digest: &Digest) {
+    /// most once per touch interval: whether a mark was queued.
+    pub fn touch(&self, digest: &Digest) -> bool {
         {
             let mut touched = self.lock_touched();
             if touched
                 .get(digest)
                 .is_some_and(|at| at.elapsed() < self.touch_interval)
             {
-                return;
+                return false;
             }
             if touched.len() > 100_000 {
                 let interval = self.touch_interval;
@@ -213,7 +230,15 @@ impl GcWatch {
         }
         if self.marks.try_send(*digest).is_err() {
             self.lock_touched().remove(digest);
+            return false;
         }
+        true
+    }
+
+    /// How many use marks this watch has written.
+    pub fn marks_written(&self) -> u64 {
+        self.marks_written
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Confirm before serving the manifest `digest` from a tier
@@ -227,7 +252,10 @@ impl GcWatch {
         }
         self.write_mark(digest).await?;
         let generation = self.settled().await?;
-        Ok(self.exists(digest).await?.then_some(generation.number))
+        Ok(self
+            .exists(digest)
+            .await?
+            .then_some(generation.generation.number))
     }
 
     /// Whether the object `layers/<digest>` is in storage.
@@ -254,8 +282,8 @@ impl GcWatch {
         let generation = self.settled().await?;
         let overlapped = started.running
             || !started.fresh
-            || before.deleting(SystemTime::now())
-            || generation.number != started.number;
+            || before.deleting(self.stale_after)
+            || generation.generation.number != started.number;
         if overlapped {
             for blob in blobs.iter().chain([digest]) {
                 match self.storage.stat(&StorageKey::layer(blob)).await {
@@ -271,31 +299,35 @@ impl GcWatch {
                 }
             }
         }
-        Ok(Some(generation.number))
+        Ok(Some(generation.generation.number))
     }
 
     /// Read the generation now, and wait while a collection is deleting.
-    async fn settled(&self) -> Result<Generation, StorageError> {
+    async fn settled(&self) -> Result<Observed, StorageError> {
         let deadline = Instant::now() + MAX_WAIT;
         loop {
-            let generation = self.refresh().await?;
-            if !generation.deleting(SystemTime::now()) || Instant::now() > deadline {
-                return Ok(generation);
+            let observed = self.refresh().await?;
+            if !observed.deleting(self.stale_after) || Instant::now() > deadline {
+                return Ok(observed);
             }
             tokio::time::sleep(self.poll.min(Duration::from_secs(1))).await;
         }
     }
 
-    /// Read `gc/generation` and remember it.
-    pub async fn refresh(&self) -> Result<Generation, StorageError> {
+    /// Read `gc/generation` and remember it, with when it last changed by
+    /// this host's monotonic clock.
+    pub async fn refresh(&self) -> Result<Observed, StorageError> {
         let read_at = Instant::now();
-        let generation = generation::read(self.storage.as_ref()).await?;
-        let now = SystemTime::now();
-        let ended = {
+        let (generation, _) = generation::read(self.storage.as_ref()).await?;
+        let (observed, ended) = {
             let known = self.known.lock();
-            let was = known.generation;
-            !generation.running(now)
-                && (generation.number != was.number || was.running(now) || known.read_at.is_none())
+            let observed = Observed::update(known.observed.as_ref(), generation);
+            let ended = !observed.running(self.stale_after)
+                && known.observed.as_ref().is_none_or(|was| {
+                    was.generation.number != observed.generation.number
+                        || was.running(self.stale_after)
+                });
+            (observed, ended)
         };
         if ended {
             for listener in self.listeners.lock().iter() {
@@ -304,10 +336,10 @@ impl GcWatch {
         }
         let mut known = self.known.lock();
         if known.read_at.is_none_or(|at| at <= read_at) {
-            known.generation = generation;
+            known.observed = Some(observed.clone());
             known.read_at = Some(read_at);
         }
-        Ok(generation)
+        Ok(observed)
     }
 
     async fn write_mark(&self, digest: &Digest) -> Result<(), StorageError> {
@@ -316,6 +348,8 @@ impl GcWatch {
         self.storage
             .persist(&key, MARK_CONTENT_TYPE, bytes_stream(body))
             .await?;
+        self.marks_written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.lock_touched().insert(*digest, Instant::now());
         Ok(())
     }
@@ -328,7 +362,7 @@ impl GcWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{gc::generation::Phase, storage::filesystem::FilesystemStorage};
+    use crate::storage::filesystem::FilesystemStorage;
 
     fn storage() -> (tempfile::TempDir, Arc<dyn Storage>) {
         let dir = tempfile::tempdir().unwrap();
@@ -336,24 +370,37 @@ mod tests {
         (dir, storage)
     }
 
-    #[tokio::test]
-    async fn touches_are_written_once_per_interval() {
-        let (dir, storage) = storage();
-        let watch = GcWatch::start(storage, Duration::from_secs(3600));
-        let digest = Digest::of(b"a manifest");
-        watch.touch(&digest);
-        let mark = dir.path().join("uses").join(digest.hex());
-        for _ in 0..200 {
-            if mark.exists() {
+    /// Wait (at most 10 s) until `watch` has written `n` marks.
+    async fn written(watch: &GcWatch, n: u64) {
+        for _ in 0..1000 {
+            if watch.marks_written() >= n {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let first = std::fs::metadata(&mark).unwrap().modified().unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        watch.touch(&digest);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(std::fs::metadata(&mark).unwrap().modified().unwrap(), first);
+        assert_eq!(watch.marks_written(), n);
+    }
+
+    #[tokio::test]
+    async fn touches_are_written_once_per_interval() {
+        let (dir, storage) = storage();
+        let interval = Duration::from_millis(300);
+        let watch = GcWatch::start(storage, interval);
+        let digest = Digest::of(b"a manifest");
+        assert!(watch.touch(&digest), "the first use is queued");
+        written(&watch, 1).await;
+        assert!(dir.path().join("uses").join(digest.hex()).exists());
+        // Within the interval, uses queue nothing: counted, not timed.
+        for _ in 0..100 {
+            assert!(!watch.touch(&digest), "a second mark within the interval");
+        }
+        // Another image is marked at once.
+        assert!(watch.touch(&Digest::of(b"another manifest")));
+        written(&watch, 2).await;
+        // After the interval, the next use is queued again.
+        tokio::time::sleep(interval).await;
+        assert!(watch.touch(&digest));
+        written(&watch, 3).await;
     }
 
     #[tokio::test]
@@ -363,16 +410,54 @@ mod tests {
         watch.refresh().await.unwrap();
         assert!(watch.trusts(Some(0)) && watch.quiet());
         assert!(!watch.trusts(None));
-        let running = Generation {
-            number: 1,
-            phase: Phase::Marking,
-            heartbeat: generation::unix_secs(SystemTime::now()),
-        };
-        generation::write(storage.as_ref(), &running).await.unwrap();
+        generation::Holder::acquire(storage.clone(), Timing::DEFAULT)
+            .await
+            .unwrap();
         watch.refresh().await.unwrap();
         assert!(!watch.trusts(Some(0)) && !watch.quiet());
         assert_eq!(watch.stamp_for_read(), None);
         // Confirming an image whose manifest is gone says so.
         assert_eq!(watch.confirm(&Digest::of(b"gone")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn liveness_is_judged_by_change_on_this_hosts_clock() {
+        let (_dir, storage) = storage();
+        let timing = Timing {
+            heartbeat: Duration::from_millis(50),
+            stale_after: Duration::from_millis(300),
+        };
+        let watch = GcWatch::start_with(storage.clone(), Duration::from_secs(1), timing);
+        // A collection deleting, written by a collector whose clock is ten
+        // minutes behind (a wall-clock heartbeat, as the old format had):
+        // that time means nothing here.
+        let skewed = |beat: u64| {
+            let heartbeat = generation::unix_secs(SystemTime::now()) - 600;
+            Bytes::from(format!(
+                r#"{{"number":1,"phase":"deleting","beat":{beat},"owner":"skewed","heartbeat":{heartbeat}}}"#
+            ))
+        };
+        let key = generation::generation_key();
+        let json = "application/json";
+        let v0 = storage
+            .write_if(&key, json, skewed(0), None)
+            .await
+            .unwrap()
+            .unwrap();
+        watch.refresh().await.unwrap();
+        assert!(watch.snapshot().running, "a live collection judged dead");
+        assert!(!watch.quiet());
+        // Unchanged for longer than stale_after on this host's clock: dead.
+        tokio::time::sleep(timing.stale_after).await;
+        watch.refresh().await.unwrap();
+        assert!(!watch.snapshot().running);
+        // It beats again: alive.
+        storage
+            .write_if(&key, json, skewed(1), Some(&v0))
+            .await
+            .unwrap()
+            .unwrap();
+        watch.refresh().await.unwrap();
+        assert!(watch.snapshot().running);
     }
 }

@@ -289,6 +289,22 @@ mod tests {
         async fn delete(&self, _: &StorageKey) -> Result<(), StorageError> {
             Ok(())
         }
+        async fn read_versioned(
+            &self,
+            _: &StorageKey,
+            _: usize,
+        ) -> Result<Option<(bytes::Bytes, crate::storage::Version)>, StorageError> {
+            Ok(None)
+        }
+        async fn write_if(
+            &self,
+            _: &StorageKey,
+            _: &str,
+            _: bytes::Bytes,
+            _: Option<&crate::storage::Version>,
+        ) -> Result<Option<crate::storage::Version>, StorageError> {
+            Ok(None)
+        }
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ use crate::digest::Digest;
 use super::{
     BUILDS_PREFIX, ByteStream, KeyPrefix, LAYERS_PREFIX, ListedObject, MANIFESTS_PREFIX, Persisted,
     REFERRERS_PREFIX, STAGING_PREFIX, ServeRequest, Served, Storage, StorageError, StorageKey,
-    file_body, staging,
+    Version, file_body, staging,
 };
 
 /// Content type assumed for an object without a readable sidecar.
@@ -292,6 +292,53 @@ impl FilesystemStorage {
         Ok(true)
     }
 
+    /// Replace the object at `key` with `bytes` only if its content hashes
+    /// to `expected` (absent: see [`Self::create_new_blocking`]). The
+    /// check and the rename happen under an exclusive `flock` of the
+    /// helper file `.cas-<name>` beside it, which every conditional writer
+    /// of the key takes; readers need no lock, since a rename is atomic.
+    /// Blocking.
+    fn replace_if_blocking(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: &[u8],
+        expected: &Version,
+    ) -> io::Result<Option<Version>> {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let dir = self.dir_of(key);
+        let guard = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!(".cas-{}", key.name())))?;
+        // SAFETY: flock on a descriptor this function owns; released when
+        // `guard` is closed.
+        if unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let current = match std::fs::read(self.object_path(key)) {
+            Ok(current) => current,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        if content_version(&current) != *expected {
+            return Ok(None);
+        }
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .tempfile_in(&dir)?;
+        temp.write_all(bytes)?;
+        write_content_type_xattr(temp.as_file(), content_type);
+        temp.as_file().sync_all()?;
+        temp.persist(self.object_path(key))
+            .map_err(|error| error.error)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        drop(guard);
+        Ok(Some(content_version(bytes)))
+    }
+
     /// Open the object as a regular file with its length (one hop to the
     /// blocking pool for both).
     async fn open(&self, key: &StorageKey) -> Result<(std::fs::File, u64), StorageError> {
@@ -319,6 +366,11 @@ impl FilesystemStorage {
         }
         Ok((file, meta.len()))
     }
+}
+
+/// The filesystem's [`Version`] of an object: the SHA-256 of its bytes.
+fn content_version(bytes: &[u8]) -> Version {
+    Version(Digest::of(bytes).hex())
 }
 
 /// The content type of the object at `path` with sidecar `meta`: the
@@ -517,6 +569,54 @@ impl Storage for FilesystemStorage {
                 key: key.clone(),
                 source,
             })
+    }
+
+    async fn read_versioned(
+        &self,
+        key: &StorageKey,
+        limit: usize,
+    ) -> Result<Option<(Bytes, Version)>, StorageError> {
+        let stream = match self.fetch(key).await {
+            Ok(stream) => stream,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let bytes = super::small_object::read_bounded(stream, limit)
+            .await
+            .map_err(|source| StorageError::Io {
+                key: key.clone(),
+                source,
+            })?;
+        let version = content_version(&bytes);
+        Ok(Some((bytes, version)))
+    }
+
+    async fn write_if(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
+        let Some(expected) = expected.cloned() else {
+            let version = content_version(&bytes);
+            return Ok(self
+                .create_new(key, content_type, bytes)
+                .await?
+                .then_some(version));
+        };
+        let this = self.clone();
+        let (owned, content_type) = (key.clone(), content_type.to_owned());
+        tokio::task::spawn_blocking(move || {
+            this.replace_if_blocking(&owned, &content_type, &bytes, &expected)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|written| written)
+        .map_err(|source| StorageError::Io {
+            key: key.clone(),
+            source,
+        })
     }
 
     /// The object goes first, then its sidecar, so a visible object always

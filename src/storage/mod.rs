@@ -188,6 +188,14 @@ pub struct Persisted {
     pub size: u64,
 }
 
+/// Which stored state of an object a conditional write expects: an opaque
+/// token the backend hands out with the object (S3's ETag, GCS's
+/// generation, the filesystem's SHA-256 of the content). Writers of
+/// conditionally written objects make every write's content unique, so
+/// that equal tokens mean the same write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version(pub String);
+
 /// One object found by [`Storage::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedObject {
@@ -407,6 +415,28 @@ pub trait Storage: Send + Sync + 'static {
         content_type: &str,
         bytes: Bytes,
     ) -> Result<bool, StorageError>;
+
+    /// The small object at `key` (at most `limit` bytes) with its
+    /// [`Version`], read as one consistent pair; `None` when absent.
+    async fn read_versioned(
+        &self,
+        key: &StorageKey,
+        limit: usize,
+    ) -> Result<Option<(Bytes, Version)>, StorageError>;
+
+    /// Store `bytes` at `key` only if the object there is still at
+    /// `expected` (for `None`: only if there is none), check and write in
+    /// one atomic step on the backend: `Ok(Some(version written))`, or
+    /// `Ok(None)` when the condition did not hold. A write whose answer
+    /// was lost and whose retry finds its own write reports `None`: the
+    /// caller then knows less than it could, never more.
+    async fn write_if(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError>;
 
     /// Remove what failed uploads and crashes left in staging, never an
     /// upload in progress (see [`staging`]). Returns how many were removed.

@@ -66,6 +66,12 @@ pub(crate) struct ListItem {
     pub(crate) content_type: Option<String>,
 }
 
+/// The generation of an object (a decimal string in the JSON API).
+#[derive(Deserialize)]
+struct Generation {
+    generation: String,
+}
+
 /// Part of a `storage#rewriteResponse`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -180,15 +186,31 @@ impl JsonApi {
     }
 
     /// Single-request upload that succeeds only if no object of that name
-    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does. It is a
-    /// multipart upload (metadata and bytes in one `multipart/related`
-    /// body), the kind fake-gcs-server applies the precondition to.
+    /// exists (`ifGenerationMatch=0`): `Ok(false)` when one does.
     pub(crate) async fn create_new(
         &self,
         object: &str,
         content_type: &str,
         body: Bytes,
     ) -> Result<bool, ApiError> {
+        Ok(self
+            .upload_if_generation(object, content_type, body, "0")
+            .await?
+            .is_some())
+    }
+
+    /// Single-request upload that succeeds only if the object is at
+    /// `generation` (`"0"`: absent): the generation written, or `None`
+    /// when the precondition failed. It is a multipart upload (metadata
+    /// and bytes in one `multipart/related` body), the kind
+    /// fake-gcs-server applies preconditions to.
+    pub(crate) async fn upload_if_generation(
+        &self,
+        object: &str,
+        content_type: &str,
+        body: Bytes,
+        generation: &str,
+    ) -> Result<Option<String>, ApiError> {
         const BOUNDARY: &str = "nixery-create-new-boundary";
         let metadata = serde_json::json!({ "name": object, "contentType": content_type });
         let mut multipart = format!(
@@ -205,18 +227,56 @@ impl JsonApi {
                 let request = self
                     .http
                     .post(url)
-                    .query(&[("ifGenerationMatch", "0")])
+                    .query(&[("ifGenerationMatch", generation)])
                     .header(
                         header::CONTENT_TYPE,
                         format!("multipart/related; boundary={BOUNDARY}"),
                     )
                     .body(multipart.clone());
-                expect_success(self.send(request).await?).await.map(drop)
+                expect_success(self.send(request).await?)
+                    .await?
+                    .json::<Generation>()
+                    .await
+                    .map_err(|e| self.body_error("upload answer", e))
             })
             .await;
         match outcome {
-            Ok(()) => Ok(true),
-            Err(error) if error.is_precondition_failed() => Ok(false),
+            Ok(written) => Ok(Some(written.generation)),
+            Err(error) if error.is_precondition_failed() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The object's bytes with their generation: the metadata, then a
+    /// download of exactly that generation. `None` when it is absent or
+    /// was replaced in between (the caller reads again).
+    pub(crate) async fn download_generation(
+        &self,
+        object: &str,
+    ) -> Result<Option<(Bytes, String)>, ApiError> {
+        let current: Generation = match self.metadata(object, "generation").await {
+            Ok(current) => current,
+            Err(error) if error.is_not_found() => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let outcome = self
+            .retry
+            .run("download", object, || async {
+                let url = self.endpoint.object(&self.bucket, object);
+                let request = self.http.get(url).query(&[
+                    ("alt", "media"),
+                    ("generation", current.generation.as_str()),
+                ]);
+                let response = expect_success(self.send(request).await?).await?;
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.body_error("object", e))
+            })
+            .await;
+        match outcome {
+            Ok(bytes) => Ok(Some((bytes, current.generation))),
+            Err(error) if error.is_not_found() || error.is_precondition_failed() => Ok(None),
             Err(error) => Err(error),
         }
     }

@@ -31,7 +31,7 @@ use self::upload::UploadError;
 use self::{api::JsonApi, error::ApiError};
 use super::{
     BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served,
-    Storage, StorageError, StorageKey,
+    Storage, StorageError, StorageKey, Version,
 };
 
 /// Backend name in logs and errors.
@@ -367,6 +367,52 @@ impl Storage for GcsStorage {
         self.api
             .create_new(key.as_str(), content_type, bytes)
             .await
+            .map_err(|e| backend_error(key, format!("conditional upload failed: {e}")))
+    }
+
+    /// The generation's metadata, then that generation's bytes (read
+    /// again when the object was replaced in between).
+    async fn read_versioned(
+        &self,
+        key: &StorageKey,
+        limit: usize,
+    ) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
+        for _ in 0..3 {
+            match self.api.download_generation(key.as_str()).await {
+                Ok(Some((bytes, _))) if bytes.len() > limit => {
+                    return Err(backend_error(key, format!("larger than {limit} bytes")));
+                }
+                Ok(Some((bytes, generation))) => return Ok(Some((bytes, Version(generation)))),
+                Ok(None) => {
+                    if let Err(e) = self.api.object_exists(key.as_str()).await {
+                        if e.is_not_found() {
+                            return Ok(None);
+                        }
+                        return Err(api_error(key, e));
+                    }
+                }
+                Err(e) => return Err(api_error(key, e)),
+            }
+        }
+        Err(backend_error(
+            key,
+            "the object kept changing while it was read".to_owned(),
+        ))
+    }
+
+    /// An upload with `ifGenerationMatch` (0 for "absent").
+    async fn write_if(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: bytes::Bytes,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
+        let generation = expected.map_or("0", |Version(generation)| generation.as_str());
+        self.api
+            .upload_if_generation(key.as_str(), content_type, bytes, generation)
+            .await
+            .map(|written| written.map(Version))
             .map_err(|e| backend_error(key, format!("conditional upload failed: {e}")))
     }
 

@@ -45,7 +45,7 @@ use sha2::{Digest as _, Sha256};
 use super::retry_policy::RetryPolicy;
 use super::{
     BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX,
-    ServeRequest, Served, Storage, StorageError, StorageKey,
+    ServeRequest, Served, Storage, StorageError, StorageKey, Version,
 };
 pub use settings::{Addressing, S3Settings};
 
@@ -524,6 +524,90 @@ impl Storage for S3Storage {
         match written {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(backend_error(key, "conditional upload failed", &e)),
+        }
+    }
+
+    /// A `HeadObject` for the ETag, then a `GetObject` with `If-Match` on
+    /// it, so that bytes and version belong together (tried again when
+    /// the object changed in between).
+    async fn read_versioned(
+        &self,
+        key: &StorageKey,
+        limit: usize,
+    ) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
+        for _ in 0..3 {
+            let metadata = match self.bounded(self.op.stat(key.as_str())).await {
+                Ok(metadata) => metadata,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(backend_error(key, "metadata lookup failed", &e)),
+            };
+            let Some(etag) = metadata.etag().map(str::to_owned) else {
+                return Err(StorageError::Backend {
+                    backend: BACKEND,
+                    key: key.to_string(),
+                    message: "the object has no ETag".to_owned(),
+                });
+            };
+            if metadata.content_length() > limit as u64 {
+                return Err(backend_error(
+                    key,
+                    "object too large",
+                    &opendal::Error::new(ErrorKind::Unexpected, "larger than its limit"),
+                ));
+            }
+            match self
+                .bounded(
+                    self.op
+                        .read_with(key.as_str())
+                        .if_match(&etag)
+                        .into_future(),
+                )
+                .await
+            {
+                Ok(buffer) => return Ok(Some((buffer.to_bytes(), Version(etag)))),
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::ConditionNotMatch | ErrorKind::NotFound) => {}
+                Err(e) => return Err(backend_error(key, "download failed", &e)),
+            }
+        }
+        Err(StorageError::Backend {
+            backend: BACKEND,
+            key: key.to_string(),
+            message: "the object kept changing while it was read".to_owned(),
+        })
+    }
+
+    /// A `PutObject` with `If-Match: <ETag>` (or `If-None-Match: *`): S3
+    /// (since 2024), MinIO and moto refuse it with `412` when the object
+    /// is not at that version.
+    async fn write_if(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: bytes::Bytes,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
+        let write = self
+            .op
+            .write_with(key.as_str(), bytes)
+            .content_type(content_type);
+        let write = match expected {
+            Some(Version(etag)) => write.if_match(etag),
+            None => write.if_not_exists(true),
+        };
+        match self.bounded(write.into_future()).await {
+            Ok(metadata) => match metadata.etag() {
+                Some(etag) => Ok(Some(Version(etag.to_owned()))),
+                None => Err(StorageError::Backend {
+                    backend: BACKEND,
+                    key: key.to_string(),
+                    message: "the conditional upload answered no ETag".to_owned(),
+                }),
+            },
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(None),
+            // `If-Match` on an absent object.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(backend_error(key, "conditional upload failed", &e)),
         }
     }

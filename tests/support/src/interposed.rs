@@ -11,8 +11,13 @@
 //! - [`Interposed::fail_reads_after`]: once the `n`th listing of a prefix
 //!   has happened, every `fetch` and `stat` of one key fails with a
 //!   backend error (not "not found").
-//! - [`Interposed::hold_writes_to`]: writes to one key wait until the test
-//!   lets them go (a heartbeat that stalls), counted.
+//! - [`Interposed::hold_writes_to`]: writes to one key wait from now on
+//!   until the test lets them go (a heartbeat that stalls).
+//! - [`Interposed::slow_deletes`]: every delete takes at least this long.
+//!
+//! It keeps a log of completed deletions and conditional writes with the
+//! instant each completed ([`Interposed::log`]), so that a test can order
+//! what two collectors did.
 
 use std::{
     collections::HashMap,
@@ -20,7 +25,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -28,7 +33,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use nixery::storage::{
     ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served, Storage, StorageError,
-    StorageKey,
+    StorageKey, Version,
 };
 use tokio::sync::watch;
 
@@ -42,6 +47,20 @@ pub struct Interposed {
     failing: Mutex<Vec<(StorageKey, KeyPrefix, usize)>>,
     held: Mutex<Option<(StorageKey, watch::Receiver<bool>)>>,
     held_writes: AtomicUsize,
+    delete_delay: Mutex<Duration>,
+    log: Mutex<Vec<(Instant, Done)>>,
+}
+
+/// A completed call, as [`Interposed::log`] records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// A delete of this key returned.
+    Deleted(StorageKey),
+    /// A conditional write to this key succeeded.
+    Wrote(StorageKey),
+    /// A delete of this key was given up before it returned (its caller
+    /// dropped it); it may or may not have reached the storage.
+    Abandoned(StorageKey),
 }
 
 /// Lets held writes go when dropped or [`Release::release`]d.
@@ -70,6 +89,8 @@ impl Interposed {
             failing: Mutex::new(Vec::new()),
             held: Mutex::new(None),
             held_writes: AtomicUsize::new(0),
+            delete_delay: Mutex::new(Duration::ZERO),
+            log: Mutex::new(Vec::new()),
         })
     }
 
@@ -92,11 +113,21 @@ impl Interposed {
     }
 
     /// Hold every write (persist, conditional write, create) to `key`
-    /// until the returned [`Release`] lets them go.
+    /// from now on until the returned [`Release`] lets them go.
     pub fn hold_writes_to(&self, key: StorageKey) -> Release {
         let (release, held) = watch::channel(false);
         *self.held.lock().unwrap() = Some((key, held));
         Release(release)
+    }
+
+    /// Make every delete take at least `delay`.
+    pub fn slow_deletes(&self, delay: Duration) {
+        *self.delete_delay.lock().unwrap() = delay;
+    }
+
+    /// Completed deletions and conditional writes, in order.
+    pub fn log(&self) -> Vec<(Instant, Done)> {
+        self.log.lock().unwrap().clone()
     }
 
     /// How many writes to the held key have waited so far.
@@ -212,7 +243,59 @@ impl Storage for Interposed {
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
-        self.inner.delete(key).await
+        /// Logs a delete given up half-way (its future dropped).
+        struct Abandoned<'a>(&'a Interposed, Option<StorageKey>);
+        impl Drop for Abandoned<'_> {
+            fn drop(&mut self) {
+                if let Some(key) = self.1.take() {
+                    self.0
+                        .log
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), Done::Abandoned(key)));
+                }
+            }
+        }
+        let mut guard = Abandoned(self, Some(key.clone()));
+        let delay = *self.delete_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.inner.delete(key).await?;
+        guard.1 = None;
+        self.log
+            .lock()
+            .unwrap()
+            .push((Instant::now(), Done::Deleted(key.clone())));
+        Ok(())
+    }
+
+    async fn read_versioned(
+        &self,
+        key: &StorageKey,
+        limit: usize,
+    ) -> Result<Option<(Bytes, Version)>, StorageError> {
+        self.check_read(key)?;
+        self.inner.read_versioned(key, limit).await
+    }
+
+    async fn write_if(
+        &self,
+        key: &StorageKey,
+        content_type: &str,
+        bytes: Bytes,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
+        self.before_write(key).await;
+        let written = self
+            .inner
+            .write_if(key, content_type, bytes, expected)
+            .await?;
+        if written.is_some() {
+            self.log
+                .lock()
+                .unwrap()
+                .push((Instant::now(), Done::Wrote(key.clone())));
+        }
+        Ok(written)
     }
 
     async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
