@@ -238,6 +238,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 anonymous = settings.anonymous.as_str(),
                 "pull authentication on"
             );
+            if settings.anonymous != crate::auth::AnonymousPolicy::None && !auth.issues_tokens() {
+                tracing::warn!(
+                    anonymous = settings.anonymous.as_str(),
+                    "Docker clients without credentials give up at a Basic challenge: set NIXERY_AUTH_TOKEN_KEY for anonymous Docker pulls"
+                );
+            }
             crate::auth::reload::watch(auth.clone());
             Some(auth)
         }

@@ -247,3 +247,38 @@ fn ctr_with_user_pulls_with_basic_and_with_tokens_and_a_wrong_password_is_401() 
         run(containerd.ctr().args(["image", "rm", &reference]));
     }
 }
+
+/// Anonymous Docker pulls need the token flow: under a `Basic` challenge
+/// Docker without credentials gives up ("no basic auth credentials"),
+/// and answering `/v2/` anonymously instead would make `docker login`
+/// accept any password and logged-in pulls go without credentials
+/// (docs/operating.md says so; the server warns at start-up).
+#[test]
+fn docker_pulls_a_built_image_anonymously_under_cached_and_not_an_unbuilt_one() {
+    let docker = Docker::start();
+    {
+        let flow = Flow::Token;
+        let files = AuthFiles::new().with_token_key();
+        let server = TestServer::builder()
+            .env("NIX_TIMEOUT", "300")
+            .envs(files.server_env("cached"))
+            .start();
+        let host = server.addr().to_string();
+        // A user builds `hello`.
+        server
+            .pull_with("hello", &[("Authorization", &support::auth::alice())])
+            .expect("the user's pull");
+        // Docker, never logged in, pulls it.
+        let reference = format!("{host}/hello:latest");
+        docker.pull(&[&reference]);
+        assert_eq!(docker.run(&reference, &["hello"]).trim(), "Hello, world!");
+        // An unbuilt image is refused, and Nix never runs for it.
+        let unbuilt = run_output(docker.docker().args(["pull", &format!("{host}/hello/git")]));
+        assert_failed(
+            &unbuilt,
+            &format!("anonymous docker pull of an unbuilt image ({flow:?})"),
+        );
+        assert_eq!(metric(&server, "nixery_nix_builds_total"), 1, "{flow:?}");
+        run(docker.docker().args(["image", "rm", &reference]));
+    }
+}

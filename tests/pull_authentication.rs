@@ -497,3 +497,45 @@ fn auth_settings_are_checked_at_start_up_without_quoting_secrets() {
         .run_to_exit();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn anonymous_cached_clients_get_a_built_image_index_and_a_401_for_an_unbuilt_one() {
+    use support::media::OCI_INDEX;
+    let files = AuthFiles::new();
+    let pkgs = support::any_system_pkgs();
+    let server = TestServer::builder()
+        .env("NIX_TIMEOUT", "300")
+        .env("NIXERY_PLATFORMS", "linux/amd64,linux/arm64")
+        .env("NIXERY_PKGS_PATH", pkgs.path().display().to_string())
+        .envs(files.server_env("cached"))
+        .start();
+    let index = |authorization: Option<&str>| {
+        let call = server.get("/v2/hello/manifests/latest").accept(OCI_INDEX);
+        match authorization {
+            Some(value) => call.header("Authorization", value),
+            None => call,
+        }
+        .send()
+    };
+    // Before any user built it: 401, and nothing is built.
+    assert_unauthorized(&index(None), "anonymous index of an unbuilt image");
+    assert_eq!(metric(&server, "nixery_nix_builds_total"), 0);
+    // A user builds both platforms.
+    let built = index(Some(&alice()));
+    assert_eq!(built.status, 200, "{}", built.text());
+    assert_eq!(built.header("content-type"), Some(OCI_INDEX));
+    let builds = metric(&server, "nixery_nix_builds_total");
+    assert_eq!(builds, 2);
+    // Now anyone gets the very same index, and nothing more is built.
+    let anonymous = index(None);
+    assert_eq!(anonymous.status, 200, "{}", anonymous.text());
+    assert_eq!(anonymous.body, built.body);
+    assert_unauthorized(
+        &server
+            .get("/v2/hello/git/manifests/latest")
+            .accept(OCI_INDEX)
+            .send(),
+        "anonymous index of another unbuilt image",
+    );
+    assert_eq!(metric(&server, "nixery_nix_builds_total"), builds);
+}

@@ -47,14 +47,19 @@ fn basic(user: &str, password: &str) -> Vec<u8> {
 
 const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
+impl Fixture {
+    /// Authenticate Basic credentials of `user` and `password` from `client`.
+    async fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Caller, Denied> {
+        self.auth
+            .authenticate(Some(&basic(user, password)), client)
+            .await
+    }
+}
+
 #[tokio::test]
 async fn basic_credentials_prove_their_user_and_wrong_ones_are_refused() {
     let f = fixture(AnonymousPolicy::None, LoginLimiter::default());
-    let caller = f
-        .auth
-        .authenticate(Some(&basic("alice", "wonderland")), CLIENT)
-        .await
-        .unwrap();
+    let caller = f.login("alice", "wonderland", CLIENT).await.unwrap();
     assert_eq!(caller.user.as_deref(), Some("alice"));
     assert_eq!(f.auth.grant(&caller, Some("shell/git")), Ok(Grant::Build));
     assert_eq!(f.auth.grant(&caller, None), Ok(Grant::Build));
@@ -75,19 +80,13 @@ async fn a_verified_password_is_remembered_and_costs_no_allowance() {
         LoginLimiter::new(1, Duration::from_secs(3600)),
     );
     for _ in 0..5 {
-        let caller = f
-            .auth
-            .authenticate(Some(&basic("alice", "wonderland")), CLIENT)
-            .await
-            .unwrap();
+        let caller = f.login("alice", "wonderland", CLIENT).await.unwrap();
         assert_eq!(caller.user.as_deref(), Some("alice"));
     }
     // A wrong password is never remembered: it needs a check, and the
     // allowance is spent.
     assert!(matches!(
-        f.auth
-            .authenticate(Some(&basic("alice", "nope")), CLIENT)
-            .await,
+        f.login("alice", "nope", CLIENT).await,
         Err(Denied::RateLimited(_))
     ));
     assert_eq!(f.metrics.auth_rate_limited.load(Ordering::Relaxed), 1);
@@ -101,27 +100,16 @@ async fn failed_logins_past_the_burst_are_rate_limited_per_address() {
     );
     for _ in 0..3 {
         assert_eq!(
-            f.auth
-                .authenticate(Some(&basic("alice", "guess")), CLIENT)
-                .await,
+            f.login("alice", "guess", CLIENT).await,
             Err(Denied::Rejected("wrong user name or password"))
         );
     }
-    let Err(Denied::RateLimited(seconds)) = f
-        .auth
-        .authenticate(Some(&basic("alice", "wonderland")), CLIENT)
-        .await
-    else {
+    let Err(Denied::RateLimited(seconds)) = f.login("alice", "wonderland", CLIENT).await else {
         panic!("the fourth check was not refused");
     };
     assert!(seconds >= 1);
     let other = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 8));
-    assert!(
-        f.auth
-            .authenticate(Some(&basic("alice", "wonderland")), other)
-            .await
-            .is_ok()
-    );
+    assert!(f.login("alice", "wonderland", other).await.is_ok());
 }
 
 #[tokio::test]
@@ -187,11 +175,7 @@ async fn a_changed_file_replaces_the_users_and_forgets_remembered_passwords() {
     assert_eq!(f.auth.reload(false).unwrap(), Some(2));
     assert_eq!(f.auth.user_count(), 2);
     assert!(f.auth.authenticate(Some(&alice), CLIENT).await.is_err());
-    let caller = f
-        .auth
-        .authenticate(Some(&basic("alice", "looking-glass")), CLIENT)
-        .await
-        .unwrap();
+    let caller = f.login("alice", "looking-glass", CLIENT).await.unwrap();
     assert_eq!(caller.user.as_deref(), Some("alice"));
     // A broken file keeps the users in place.
     std::fs::write(&f.path, "alice:plain\n").unwrap();
