@@ -394,7 +394,7 @@ impl Storage for GcsStorage {
         key: &StorageKey,
         limit: usize,
     ) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
-        for _ in 0..3 {
+        for _ in 0..10 {
             match self.api.download_generation(key.as_str()).await {
                 Ok(Some((bytes, _))) if bytes.len() > limit => {
                     return Err(backend_error(key, format!("larger than {limit} bytes")));

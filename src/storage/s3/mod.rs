@@ -502,31 +502,42 @@ impl Storage for S3Storage {
         Ok(Served::Redirect { location })
     }
 
+    /// Page by page (`ListObjectsV2`, 1,000 keys a page): each step of the
+    /// listing is bounded on its own, so a bucket of any size is listed in
+    /// as many bounded calls as it has pages, never under one timeout.
     async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
         let wanted = format!("{}/", prefix.as_str());
-        let entries = self
-            .bounded(self.op.list_with(&wanted).recursive(true).into_future())
+        let failed = |e: opendal::Error| StorageError::Backend {
+            backend: BACKEND,
+            key: wanted.clone(),
+            message: format!("listing failed: {e}"),
+        };
+        let mut lister = self
+            .bounded(self.op.lister_with(&wanted).recursive(true).into_future())
             .await
-            .map_err(|e| StorageError::Backend {
-                backend: BACKEND,
-                key: wanted.clone(),
-                message: format!("listing failed: {e}"),
-            })?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|entry| {
-                // Names this server does not give are left out.
-                let name = entry.path().strip_prefix(&wanted)?;
-                let key = StorageKey::under(prefix, name).ok()?;
-                let metadata = entry.metadata();
-                Some(ListedObject {
-                    key,
-                    size: metadata.content_length(),
-                    modified: metadata.last_modified().map(SystemTime::from),
-                    content_type: metadata.content_type().map(str::to_owned),
-                })
-            })
-            .collect())
+            .map_err(failed)?;
+        let mut listed = Vec::new();
+        while let Some(entry) = self
+            .bounded(async { lister.next().await.transpose() })
+            .await
+            .map_err(failed)?
+        {
+            // Names this server does not give are left out.
+            let Some(name) = entry.path().strip_prefix(&wanted) else {
+                continue;
+            };
+            let Ok(key) = StorageKey::under(prefix, name) else {
+                continue;
+            };
+            let metadata = entry.metadata();
+            listed.push(ListedObject {
+                key,
+                size: metadata.content_length(),
+                modified: metadata.last_modified().map(SystemTime::from),
+                content_type: metadata.content_type().map(str::to_owned),
+            });
+        }
+        Ok(listed)
     }
 
     async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
@@ -574,7 +585,7 @@ impl Storage for S3Storage {
         key: &StorageKey,
         limit: usize,
     ) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
-        for _ in 0..3 {
+        for _ in 0..10 {
             let metadata = match self.bounded(self.op.stat(key.as_str())).await {
                 Ok(metadata) => metadata,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
