@@ -18,7 +18,8 @@
 use sha2::{Digest, Sha256};
 
 /// Version of the encoding; changing the encoding must change this.
-const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v2";
+/// v3: the recipe gained [`Recipe::config`] (the image's user).
+const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v3";
 
 /// An exact revision of the package set an image is built from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +76,9 @@ pub struct Recipe {
     /// The version of the Nix files that run the Nix step: the hash of the
     /// embedded files, or of the configured prepare-image program.
     pub nix_files: String,
+    /// What the image name decides of the config besides the packages:
+    /// [`crate::image::Image::config_fingerprint`].
+    pub config: String,
 }
 
 impl Recipe {
@@ -158,6 +162,7 @@ fn encode(revision: &Revision, system: &str, packages: &[String], recipe: &Recip
     }
     put(&mut out, recipe.layering.as_bytes());
     put(&mut out, recipe.nix_files.as_bytes());
+    put(&mut out, recipe.config.as_bytes());
     out
 }
 
@@ -235,6 +240,7 @@ mod tests {
         Recipe {
             layering: layering.fingerprint(),
             nix_files: crate::nix::embedded_files_hash(),
+            config: String::new(),
         }
     }
 
@@ -266,6 +272,7 @@ mod tests {
             let recipe = Recipe {
                 layering: layering.fingerprint(),
                 nix_files: nix_files.to_owned(),
+                config: String::new(),
             };
             ImageIdentity::new(&commit(), "x86_64-linux", &packages, &recipe)
         };
@@ -335,9 +342,12 @@ mod tests {
             revision(),
             prop_oneof![Just("x86_64-linux".to_string()), "[ab]{0,2}"],
             proptest::collection::vec("[ab/]{0,3}", 0..4),
-            ("[ab]{0,2}", "[ab]{0,2}").prop_map(|(layering, nix_files)| Recipe {
-                layering,
-                nix_files,
+            ("[ab]{0,2}", "[ab]{0,2}", "[ab]{0,2}").prop_map(|(layering, nix_files, config)| {
+                Recipe {
+                    layering,
+                    nix_files,
+                    config,
+                }
             }),
         )
     }
@@ -376,6 +386,11 @@ mod tests {
                 ..recipe.clone()
             };
             prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_recipe));
+            let other_config = Recipe {
+                config: format!("{}{extra}x", recipe.config),
+                ..recipe.clone()
+            };
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_config));
             if let Some((last, rest)) = packages.split_last() {
                 // Moving bytes between neighbouring names is another image.
                 let mut joined = rest.to_vec();
