@@ -84,7 +84,7 @@ fn warm_builder(
         &resolved.revision,
         image.arch.nix_system(),
         &image.packages,
-        &settings.recipe(),
+        &settings.recipe(&nix),
     );
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
     let manifest = ImageManifests::from_docker(Bytes::from_static(

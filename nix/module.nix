@@ -80,15 +80,31 @@ let
     storageEmulatorHost = nullable "STORAGE_EMULATOR_HOST" types.str "Talk to a GCS emulator at this address instead of Google (STORAGE_EMULATOR_HOST)." // { example = "http://127.0.0.1:4443"; };
     s3Bucket = nullable "S3_BUCKET" types.str "S3 bucket, required by the `s3` backend (S3_BUCKET).";
     s3Region = nullable "AWS_REGION" types.str "Region of the S3 bucket (AWS_REGION). Null means us-east-1." // { example = "eu-west-1"; };
-    s3Endpoint = nullable "AWS_ENDPOINT_URL_S3" types.str ''
-        An S3-compatible server to use instead of AWS (AWS_ENDPOINT_URL_S3),
-        such as MinIO, Ceph RGW, Garage or Cloudflare R2. Selects
-        path-style addressing unless `s3Addressing` says otherwise.
+    s3Endpoint = nullable "S3_ENDPOINT" types.str ''
+        An S3-compatible server to use instead of AWS (S3_ENDPOINT,
+        upstream Nixery's name), such as MinIO, Ceph RGW, Garage or
+        Cloudflare R2. Selects path-style addressing unless `s3Addressing`
+        says otherwise; wins over `awsEndpointS3` and `awsEndpoint`.
       '' // { example = "https://minio.example.org:9000"; };
+    awsEndpointS3 = nullable "AWS_ENDPOINT_URL_S3" types.str ''
+        The same as the AWS SDKs name it for S3 (AWS_ENDPOINT_URL_S3);
+        wins over `awsEndpoint`.
+      '';
     awsEndpoint = nullable "AWS_ENDPOINT_URL" types.str ''
         Endpoint for every AWS service (AWS_ENDPOINT_URL), as the AWS SDKs
-        read it; `s3Endpoint` wins for S3.
+        read it; `s3Endpoint` and `awsEndpointS3` win for S3.
       '';
+    s3AccessKey = nullable "S3_ACCESS_KEY" types.str ''
+        Access key id of static S3 credentials (S3_ACCESS_KEY, upstream
+        Nixery's name); its secret comes from `s3SecretKeyFile`. Null
+        leaves credentials to the AWS chain (`s3CredentialsFile`, web
+        identity, container or instance metadata).
+      '';
+    s3LinkExpiration = nullable "S3_LINK_EXPIRATION" types.str ''
+        How long a presigned redirect stays valid, a Go duration as
+        upstream Nixery reads it (S3_LINK_EXPIRATION: 5m, 90s, 1h30m); wins
+        over `s3PresignExpiry`. Null means five minutes.
+      '' // { example = "10m"; };
     s3Addressing = nullable "NIXERY_S3_ADDRESSING" (types.enum [ "auto" "path" "virtual" ]) ''
         How URLs name the bucket (NIXERY_S3_ADDRESSING): `path`
         (`host/bucket/key`), `virtual` (`bucket.host/key`). Null or `auto`:
@@ -108,6 +124,18 @@ let
       render = _: "%d/${s3CredentialName}";
     };
     s3Profile = nullable "AWS_PROFILE" types.str "Profile of the credentials file to use (AWS_PROFILE). Null means `default`.";
+    s3SecretKeyFile = nullable "S3_SECRET_KEY" types.str ''
+        A file holding the line `S3_SECRET_KEY=<secret>`, the secret of
+        `s3AccessKey` (upstream Nixery's variable). Given as a string so
+        the secret never enters the Nix store; systemd reads it into the
+        service's environment (EnvironmentFile), which the unit file does
+        not show.
+      '' // {
+      example = "/run/secrets/nixery-s3-secret.env";
+      # Not an Environment= entry: the file reaches the service through
+      # EnvironmentFile below.
+      fromFile = true;
+    };
     nixTimeout = withDefault "NIX_TIMEOUT" types.ints.positive 60 "Seconds one Nix build (derivation) may run before Nix aborts it (NIX_TIMEOUT).";
     nixDeadline = withDefault "NIXERY_NIX_DEADLINE" types.ints.positive 1800 "Seconds one image's whole Nix step (evaluation, downloads, builds) may take (NIXERY_NIX_DEADLINE).";
     allowUnfree = withDefault "NIXERY_ALLOW_UNFREE" types.bool false "Serve packages with unfree licences, as nixpkgs' config.allowUnfree (NIXERY_ALLOW_UNFREE)." // { render = v: if v then "true" else "false"; };
@@ -171,7 +199,7 @@ let
       (name:
         let setting = settings.${name}; in
         { name = setting.variable; value = (setting.render or toString) cfg.${name}; })
-      (builtins.filter (name: cfg.${name} != null) (builtins.attrNames settings)))
+      (builtins.filter (name: cfg.${name} != null && !(settings.${name}.fromFile or false)) (builtins.attrNames settings)))
     // {
       NIX_REMOTE = "daemon";
       HOME = cacheDirectory;
@@ -335,6 +363,10 @@ in
         message = "services.nixery.s3Bucket is required by the `s3` storage backend.";
       }
       {
+        assertion = (cfg.s3AccessKey == null) == (cfg.s3SecretKeyFile == null);
+        message = "services.nixery.s3AccessKey and s3SecretKeyFile are set together, or neither.";
+      }
+      {
         assertion = cfg.platforms != [ ];
         message = "services.nixery.platforms must name at least one platform (or be null for the host's).";
       }
@@ -381,6 +413,7 @@ in
           ++ optional (cfg.s3CredentialsFile != null) "${s3CredentialName}:${cfg.s3CredentialsFile}"
           ++ optional authEnabled "${htpasswdCredentialName}:${cfg.auth.htpasswdFile}"
           ++ optional (cfg.auth.tokenKeyFile != null) "${tokenKeyCredentialName}:${cfg.auth.tokenKeyFile}";
+        EnvironmentFile = optional (cfg.s3SecretKeyFile != null) cfg.s3SecretKeyFile;
         CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
         AmbientCapabilities = optional privilegedPort "CAP_NET_BIND_SERVICE";
         NoNewPrivileges = true;

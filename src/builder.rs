@@ -245,11 +245,13 @@ pub struct BuilderSettings {
 }
 
 impl BuilderSettings {
-    /// The recipe part of every image identity these settings build.
-    pub fn recipe(&self) -> Recipe {
+    /// The recipe part of every image identity these settings build with
+    /// `nix` (which passes the unfree policy to the Nix step).
+    pub fn recipe(&self, nix: &NixRunner) -> Recipe {
         Recipe {
             layering: self.layering.fingerprint(),
             nix_files: self.nix_files.clone(),
+            allow_unfree: nix.allow_unfree(),
             config: String::new(),
         }
     }
@@ -287,7 +289,7 @@ impl Builder {
         metrics: Arc<Metrics>,
     ) -> Self {
         let build_slots = Semaphore::new(settings.build_concurrency.max(1));
-        let recipe = settings.recipe();
+        let recipe = settings.recipe(&nix);
         Self {
             inner: Arc::new(Inner {
                 layers,

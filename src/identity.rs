@@ -17,9 +17,10 @@
 
 use sha2::{Digest, Sha256};
 
-/// Version of the encoding; changing the encoding must change this.
-/// v3: the recipe gained [`Recipe::config`] (the image's user).
-const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v3";
+/// Version of the encoding; changing the encoding must change this (v3:
+/// the recipe names whether unfree packages are allowed; v4: the recipe
+/// gained [`Recipe::config`], what the name decides of the config).
+const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v4";
 
 /// An exact revision of the package set an image is built from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -66,8 +67,17 @@ fn short(s: &str) -> &str {
 }
 
 /// Everything besides revision, system and packages that decides a
-/// manifest's bytes. Without it in the key, a server whose layering or Nix
-/// files changed would keep serving manifests cached by the old ones.
+/// manifest's bytes, or whether there is one. Without it in the key, a
+/// server whose layering, Nix files or unfree policy changed would keep
+/// serving manifests cached under the old ones (and instances with
+/// different policies on one bucket would serve each other's).
+///
+/// The settings that reach the Nix step are the package source (the
+/// revision), the system and packages (the image), `allowUnfree` and the
+/// Nix files (here); `NIX_TIMEOUT` and the deadline decide only whether a
+/// build finishes, not what it makes. Those that reach the manifest are the
+/// layering (strategy, revision, budget, popularity map: here) and, for an
+/// index, the platforms (in [`index_key`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Recipe {
     /// How closures are split into layers:
@@ -76,6 +86,10 @@ pub struct Recipe {
     /// The version of the Nix files that run the Nix step: the hash of the
     /// embedded files, or of the configured prepare-image program.
     pub nix_files: String,
+    /// Whether the package set may evaluate unfree packages
+    /// (`NIXERY_ALLOW_UNFREE`): with it off, an unfree image is refused,
+    /// so one cached while it was on must not be served.
+    pub allow_unfree: bool,
     /// What the image name decides of the config besides the packages:
     /// [`crate::image::Image::config_fingerprint`].
     pub config: String,
@@ -162,6 +176,7 @@ fn encode(revision: &Revision, system: &str, packages: &[String], recipe: &Recip
     }
     put(&mut out, recipe.layering.as_bytes());
     put(&mut out, recipe.nix_files.as_bytes());
+    put(&mut out, &[u8::from(recipe.allow_unfree)]);
     put(&mut out, recipe.config.as_bytes());
     out
 }
@@ -240,6 +255,7 @@ mod tests {
         Recipe {
             layering: layering.fingerprint(),
             nix_files: crate::nix::embedded_files_hash(),
+            allow_unfree: false,
             config: String::new(),
         }
     }
@@ -272,6 +288,7 @@ mod tests {
             let recipe = Recipe {
                 layering: layering.fingerprint(),
                 nix_files: nix_files.to_owned(),
+                allow_unfree: false,
                 config: String::new(),
             };
             ImageIdentity::new(&commit(), "x86_64-linux", &packages, &recipe)
@@ -342,13 +359,14 @@ mod tests {
             revision(),
             prop_oneof![Just("x86_64-linux".to_string()), "[ab]{0,2}"],
             proptest::collection::vec("[ab/]{0,3}", 0..4),
-            ("[ab]{0,2}", "[ab]{0,2}", "[ab]{0,2}").prop_map(|(layering, nix_files, config)| {
-                Recipe {
+            ("[ab]{0,2}", "[ab]{0,2}", any::<bool>(), "[ab]{0,2}").prop_map(
+                |(layering, nix_files, allow_unfree, config)| Recipe {
                     layering,
                     nix_files,
+                    allow_unfree,
                     config,
-                }
-            }),
+                },
+            ),
         )
     }
 
@@ -386,6 +404,11 @@ mod tests {
                 ..recipe.clone()
             };
             prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_recipe));
+            let other_policy = Recipe {
+                allow_unfree: !recipe.allow_unfree,
+                ..recipe.clone()
+            };
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_policy));
             let other_config = Recipe {
                 config: format!("{}{extra}x", recipe.config),
                 ..recipe.clone()

@@ -138,6 +138,38 @@ fn changing_the_layering_strategy_builds_the_image_again() {
     );
 }
 
+/// An unfree image built while `NIXERY_ALLOW_UNFREE` was on is not served
+/// from any cache tier (storage or the local disk) once it is off: the
+/// policy is part of the image's identity, so the server asks Nix, which
+/// refuses the package.
+#[test]
+fn turning_unfree_off_stops_a_cached_unfree_image_from_being_served() {
+    let storage = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let server_with = |allow_unfree: &str| {
+        TestServer::builder()
+            .env("NIXERY_ALLOW_UNFREE", allow_unfree)
+            .env("NIXERY_CACHE_DIR", cache.path().display().to_string())
+            .env("NIX_TIMEOUT", "300")
+            .storage_path(storage.path())
+            .start()
+    };
+    let mut allowing = server_with("true");
+    let built = get_manifest(&allowing, "1password", "latest");
+    assert!(!layer_digests(&built).is_empty());
+    allowing.stop();
+
+    let refusing = server_with("false");
+    let answer = refusing
+        .get("/v2/1password/manifests/latest")
+        .accept(support::server::MANIFEST_V2)
+        .expect_status(403);
+    let (code, message) = answer.registry_error().expect("a registry error");
+    assert_eq!(code, "DENIED");
+    assert!(message.contains("unfree"), "{message}");
+    assert_eq!(nix_builds(&refusing), 1, "the refusal came from Nix");
+}
+
 #[test]
 fn layer_records_survive_restarts() {
     let storage = tempfile::tempdir().unwrap();

@@ -60,11 +60,13 @@ fn options(policy: Policy) -> Options {
     }
 }
 
-/// A beat every 100 ms, dead after 1 s unchanged.
+/// A beat every 200 ms, dead after 4 s unchanged (so a collector deletes
+/// for at most 2 s after its last successful beat: room for a loaded
+/// machine and a slow S3 server).
 fn timing() -> gc::generation::Timing {
     gc::generation::Timing {
-        heartbeat: Duration::from_millis(100),
-        stale_after: Duration::from_secs(1),
+        heartbeat: Duration::from_millis(200),
+        stale_after: Duration::from_secs(4),
     }
 }
 
@@ -754,7 +756,9 @@ async fn takeover_of_a_live_holder(storage: Arc<dyn Storage>) {
     }
     tokio::time::sleep(AGE).await;
     let a = support::interposed::Interposed::new(storage.clone());
-    a.slow_deletes(Duration::from_millis(100));
+    // 120 deletions, 16 at a time, 400 ms each: over 3 s, longer than
+    // the 2 s a lease lets a stalled holder delete.
+    a.slow_deletes(Duration::from_millis(400));
     let b = support::interposed::Interposed::new(storage.clone());
     let first = tokio::spawn({
         let a = a.clone();

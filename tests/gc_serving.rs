@@ -213,31 +213,49 @@ fn pulls_in_a_loop_during_a_collection_get_no_failed_blob() {
     for name in ["hello", "htop", "zlib"] {
         pull(&server, name).unwrap_or_else(|e| panic!("first pull of {name}: {e}"));
     }
+    // Garbage enough that the sweep lasts long enough to be seen: old,
+    // unreferenced blobs.
+    let layers = server.storage_path().join("layers");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for n in 0..3000u32 {
+        let bytes = format!("garbage blob {n}");
+        let path = layers.join(sha256_hex(bytes.as_bytes()));
+        std::fs::write(&path, &bytes).expect("garbage blob");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(long_ago))
+            .expect("backdating a garbage blob");
+    }
     // All three are now unused; two are pulled again while gc runs.
     std::thread::sleep(UNUSED_AFTER);
     let done = Arc::new(AtomicBool::new(false));
+    let started_while_deleting = Arc::new(AtomicBool::new(false));
     let pulls = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let generation = server.storage_path().join("gc/generation");
     let loops: Vec<_> = [("hello", false), ("htop", true)]
         .into_iter()
         .map(|(name, wait_for_deleting)| {
-            let (server, done, pulls, failures, generation) = (
+            let (server, done, pulls, failures, generation, started_while_deleting) = (
                 server.clone(),
                 done.clone(),
                 pulls.clone(),
                 failures.clone(),
                 generation.clone(),
+                started_while_deleting.clone(),
             );
             std::thread::spawn(move || {
                 if wait_for_deleting {
-                    // Start in the middle of the sweep, if it lasts long
-                    // enough to be seen.
-                    while !done.load(Ordering::SeqCst)
-                        && !std::fs::read_to_string(&generation)
-                            .is_ok_and(|g| g.contains("deleting"))
-                    {
-                        std::thread::sleep(Duration::from_millis(2));
+                    // Start in the middle of the sweep (asserted below).
+                    while !done.load(Ordering::SeqCst) {
+                        if std::fs::read_to_string(&generation)
+                            .is_ok_and(|g| g.contains("\"deleting\""))
+                        {
+                            started_while_deleting.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                 }
                 loop {
@@ -270,6 +288,14 @@ fn pulls_in_a_loop_during_a_collection_get_no_failed_blob() {
         "failed pulls: {failures:#?}\ngc: {out}"
     );
     assert!(pulls.load(Ordering::SeqCst) >= 4, "only {pulls:?} pulls");
+    assert!(
+        started_while_deleting.load(Ordering::SeqCst),
+        "the second pull loop never overlapped the deleting phase"
+    );
+    assert!(
+        !layers.join(sha256_hex(b"garbage blob 0")).exists(),
+        "the garbage was not swept:\n{out}"
+    );
     // The collection did delete something: zlib, which nobody pulled.
     assert!(out.contains("(manifests,"), "nothing collected:\n{out}");
     pull(&server, "zlib").expect("zlib rebuilt after the collection");

@@ -25,8 +25,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("STORAGE_EMULATOR_HOST", "storageEmulatorHost"),
     ("S3_BUCKET", "s3Bucket"),
     ("AWS_REGION", "s3Region"),
-    ("AWS_ENDPOINT_URL_S3", "s3Endpoint"),
+    ("S3_ENDPOINT", "s3Endpoint"),
+    ("AWS_ENDPOINT_URL_S3", "awsEndpointS3"),
     ("AWS_ENDPOINT_URL", "awsEndpoint"),
+    ("S3_ACCESS_KEY", "s3AccessKey"),
+    ("S3_LINK_EXPIRATION", "s3LinkExpiration"),
     ("NIXERY_S3_ADDRESSING", "s3Addressing"),
     ("S3_USE_PRESIGNED_URLS", "s3PresignedUrls"),
     ("NIXERY_S3_PRESIGN_EXPIRY", "s3PresignExpiry"),
@@ -58,6 +61,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("NIXERY_AUTH_REALM", "auth.realm"),
     ("NIXERY_AUTH_TOKEN_TTL", "auth.tokenTtl"),
 ];
+
+/// Settings whose value is a secret: the option names a file that systemd
+/// reads into the service's environment (`EnvironmentFile`), so the value
+/// is neither in the Nix store nor in the unit's `Environment=`.
+const FROM_ENVIRONMENT_FILE: &[(&str, &str)] = &[("S3_SECRET_KEY", "s3SecretKeyFile")];
 
 /// Evaluates the module with `settings`; Err carries nix's message.
 fn eval(settings: Value) -> Result<Value, String> {
@@ -106,7 +114,11 @@ fn full_settings() -> Value {
         "s3Bucket": "s3-layers",
         "s3Region": "eu-west-1",
         "s3Endpoint": "https://minio.example.org:9000",
+        "awsEndpointS3": "https://s3.example.org",
         "awsEndpoint": "https://aws.example.org",
+        "s3AccessKey": "AKIAEXAMPLE",
+        "s3SecretKeyFile": "/run/secrets/nixery-s3-secret.env",
+        "s3LinkExpiration": "10m",
         "s3Addressing": "virtual",
         "s3PresignedUrls": false,
         "s3PresignExpiry": 60,
@@ -169,7 +181,11 @@ fn every_setting_has_a_typed_option() {
         ("s3Bucket", "null or string"),
         ("s3Region", "null or string"),
         ("s3Endpoint", "null or string"),
+        ("awsEndpointS3", "null or string"),
         ("awsEndpoint", "null or string"),
+        ("s3AccessKey", "null or string"),
+        ("s3SecretKeyFile", "null or string"),
+        ("s3LinkExpiration", "null or string"),
         (
             "s3Addressing",
             r#"null or one of "auto", "path", "virtual""#,
@@ -224,7 +240,7 @@ fn every_setting_has_a_typed_option() {
     for (name, ty) in expected_types {
         assert_eq!(options[name]["type"], ty, "type of {name}");
     }
-    for (variable, option) in SETTINGS {
+    for (variable, option) in SETTINGS.iter().chain(FROM_ENVIRONMENT_FILE) {
         assert!(
             declared.contains(option),
             "{variable} has no option {option}"
@@ -286,8 +302,11 @@ fn full_configuration_sets_every_setting_variable() {
         ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443"),
         ("S3_BUCKET", "s3-layers"),
         ("AWS_REGION", "eu-west-1"),
-        ("AWS_ENDPOINT_URL_S3", "https://minio.example.org:9000"),
+        ("S3_ENDPOINT", "https://minio.example.org:9000"),
+        ("AWS_ENDPOINT_URL_S3", "https://s3.example.org"),
         ("AWS_ENDPOINT_URL", "https://aws.example.org"),
+        ("S3_ACCESS_KEY", "AKIAEXAMPLE"),
+        ("S3_LINK_EXPIRATION", "10m"),
         ("NIXERY_S3_ADDRESSING", "virtual"),
         ("S3_USE_PRESIGNED_URLS", "false"),
         ("NIXERY_S3_PRESIGN_EXPIRY", "60"),
@@ -334,6 +353,11 @@ fn full_configuration_sets_every_setting_variable() {
             "auth-token-key:/run/secrets/token-key.pem"
         ])
     );
+    // The secret key reaches the service through EnvironmentFile only.
+    assert_eq!(
+        service_config(&evaluated)["EnvironmentFile"],
+        json!(["/run/secrets/nixery-s3-secret.env"])
+    );
     assert_eq!(
         evaluated["config"]["networking"]["firewall"]["allowedTCPPorts"],
         json!([5000])
@@ -370,7 +394,18 @@ fn every_setting_reaches_the_environment_of_some_configuration() {
         settings["packageSource.kind"] = json!(kind);
         seen.extend(environment(&eval_ok(settings)).into_keys());
     }
-    seen.extend(environment(&eval_ok(full_settings())).into_keys());
+    let full = eval_ok(full_settings());
+    seen.extend(environment(&full).into_keys());
+    for (variable, option) in FROM_ENVIRONMENT_FILE {
+        let file = &full_settings()[*option];
+        assert!(
+            service_config(&full)["EnvironmentFile"]
+                .as_array()
+                .is_some_and(|files| files.contains(file)),
+            "{option} never reaches the service"
+        );
+        seen.insert((*variable).to_owned());
+    }
     for (variable, option) in SETTINGS {
         assert!(seen.contains(*variable), "{option} never sets {variable}");
     }
@@ -495,6 +530,14 @@ fn inconsistent_settings_fail_assertions() {
         (
             json!({ "platforms": [] }),
             "platforms must name at least one platform",
+        ),
+        (
+            json!({ "s3AccessKey": "AKIAEXAMPLE" }),
+            "s3AccessKey and s3SecretKeyFile are set together",
+        ),
+        (
+            json!({ "s3SecretKeyFile": "/run/secrets/s3.env" }),
+            "s3AccessKey and s3SecretKeyFile are set together",
         ),
         (
             json!({ "auth.tokenKeyFile": "/run/secrets/key.pem" }),

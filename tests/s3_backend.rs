@@ -18,7 +18,7 @@ use nixery::storage::{
 };
 use support::media::{DOCKER_LAYER as LAYER_TYPE, DOCKER_MANIFEST as MANIFEST_TYPE};
 use support::s3::checks::serve_as_manifest;
-use support::s3::{BUCKET, MotoS3, body_of, pattern, read_whole, sha256_hex};
+use support::s3::{BUCKET, MotoS3, S3Server, body_of, pattern, read_whole, sha256_hex};
 
 /// What a plain HTTP client gets for `url`: status, content type, body.
 async fn get(url: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
@@ -199,15 +199,9 @@ async fn without_presigning_redirects_go_to_the_plain_object_url() {
         presigned_urls: false,
         ..moto.settings_at(&moto.origin())
     };
-    let storage = S3Storage::connect_with(
-        settings,
-        S3Options {
-            static_key: Some(moto.key()),
-            ..S3Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let storage = S3Storage::connect_with(settings, S3Options::default())
+        .await
+        .unwrap();
     let blob = storage
         .persist_blob(LAYER_TYPE, body_of(b"public".to_vec(), 2))
         .await
@@ -242,7 +236,6 @@ async fn the_staging_sweep_removes_stale_names_only() {
 async fn a_missing_bucket_or_a_dead_endpoint_is_reported_at_connect() {
     let moto = MotoS3::start().await;
     let quick = S3Options {
-        static_key: Some(moto.key()),
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(2),
         retry: nixery::storage::retry_policy::RetryPolicy {
@@ -317,4 +310,32 @@ async fn head_is_answered_from_metadata_never_redirected() {
     support::s3::checks::head_is_answered_from_metadata_never_redirected(&storage).await;
     // Also when the blob is already known (no call to the bucket).
     support::s3::checks::head_is_answered_from_metadata_never_redirected(&storage).await;
+}
+
+/// Above the single-copy limit a move cannot be one `CopyObject`, and
+/// S3's multipart copy as OpenDAL starts it drops the content type: the
+/// moved layer keeps it all the same, and its bytes (checked by s3s-fs's
+/// signatures on every call).
+#[tokio::test]
+async fn a_move_above_the_single_copy_limit_keeps_the_content_type() {
+    let s3 = support::s3::S3sFs::start().await;
+    let storage = s3
+        .storage_with(S3Options {
+            part_size: nixery::storage::s3::MIN_PART_SIZE,
+            single_copy_limit: nixery::storage::s3::MIN_PART_SIZE,
+            ..S3Options::default()
+        })
+        .await;
+    let data = pattern(6 * 1024 * 1024 + 17, 27);
+    let blob = storage
+        .persist_blob(LAYER_TYPE, body_of(data.clone(), 1 << 20))
+        .await
+        .expect("a blob above the limit is stored");
+    let key = StorageKey::layer(&blob.sha256);
+    let stat = storage.stat(&key).await.expect("moved");
+    assert_eq!(stat.content_type.as_deref(), Some(LAYER_TYPE));
+    assert_eq!(stat.size, data.len() as u64);
+    let stored = read_whole(&storage, &key).await;
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+    assert!(storage.list(KeyPrefix::Staging).await.unwrap().is_empty());
 }

@@ -15,7 +15,7 @@ use support::s3::checks;
 use support::s3::faults::FaultProxy;
 use support::s3::{MotoS3, pattern};
 
-fn short_timeouts(moto: &MotoS3) -> S3Options {
+fn short_timeouts() -> S3Options {
     S3Options {
         part_size: MIN_PART_SIZE,
         connect_timeout: Duration::from_secs(2),
@@ -27,14 +27,14 @@ fn short_timeouts(moto: &MotoS3) -> S3Options {
             max_retries: 12,
             total: Duration::from_secs(20),
         },
-        static_key: Some(moto.key()),
+        ..S3Options::default()
     }
 }
 
 #[tokio::test]
 async fn a_server_hung_mid_upload_fails_persist_in_bounded_time_and_leaves_nothing() {
     let moto = MotoS3::start().await;
-    let storage = moto.storage_with(short_timeouts(&moto)).await;
+    let storage = moto.storage_with(short_timeouts()).await;
     let data = pattern(12 * 1024 * 1024, 5);
     let key = StorageKey::staging(&staging::unique_name()).unwrap();
     // One part is out when the server freezes; the next one hangs.
@@ -58,7 +58,7 @@ async fn a_server_hung_mid_upload_fails_persist_in_bounded_time_and_leaves_nothi
 #[tokio::test]
 async fn a_fetch_from_a_hung_server_fails_in_bounded_time() {
     let moto = MotoS3::start().await;
-    let storage = moto.storage_with(short_timeouts(&moto)).await;
+    let storage = moto.storage_with(short_timeouts()).await;
     let result = checks::fetch_while_frozen(&storage, moto.process()).await;
     assert!(
         matches!(result, Err(StorageError::Backend { .. })),
@@ -71,7 +71,7 @@ async fn through_faults(moto: &MotoS3, seed: u64) -> (S3Storage, FaultProxy) {
     let proxy = moto.fault_proxy(0, seed).await;
     let storage = S3Storage::connect_with(
         moto.settings_at(&format!("http://{}", proxy.host())),
-        short_timeouts(moto),
+        short_timeouts(),
     )
     .await
     .expect("connect through the proxy");

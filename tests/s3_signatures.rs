@@ -5,7 +5,7 @@
 //! real S3 refuses (moto, the other test server, checks none).
 
 use bytes::Bytes;
-use nixery::storage::s3::{S3Options, S3Storage, StaticKey};
+use nixery::storage::s3::{S3Options, S3Settings, S3Storage, StaticKey};
 use nixery::storage::{ServeRequest, Served, Storage, StorageKey};
 use support::s3::{BUCKET, S3Server, S3sFs, body_of};
 
@@ -27,14 +27,14 @@ async fn a_call_signed_with_a_wrong_secret_is_refused() {
     // The right key works...
     s3.storage().await;
     // ...the same id with another secret does not.
-    let wrong = S3Options {
+    let wrong = S3Settings {
         static_key: Some(StaticKey {
             id: s3.key().id,
             secret: "not-the-secret".to_owned(),
         }),
-        ..S3Options::default()
+        ..s3.settings_at(&s3.origin())
     };
-    let refused = S3Storage::connect_with(s3.settings_at(&s3.origin()), wrong)
+    let refused = S3Storage::connect_with(wrong, S3Options::default())
         .await
         .expect_err("a wrong signature must be refused");
     let message = refused.to_string();

@@ -176,21 +176,46 @@ pub(crate) fn generation_key() -> StorageKey {
 }
 
 /// Read `gc/generation` with its version; [`Generation::none`] without a
-/// version when absent. A corrupt object is logged and read as a dead
-/// collection of number 0 (it is replaced, conditionally, by the next).
+/// version when absent (see [`parse`] for a corrupt one).
+///
+/// The object is rewritten every heartbeat, so it is read whole in one
+/// response ([`Storage::read_versioned`]; a plain `fetch` on S3 asks for
+/// the size first and then for that many bytes, which a rewrite in
+/// between truncates), and bytes that do not parse are read again a few
+/// times before they count as corrupt.
 pub async fn read(storage: &dyn Storage) -> Result<(Generation, Option<Version>), StorageError> {
     let key = generation_key();
+    for _ in 0..4 {
+        let Some((bytes, version)) = storage.read_versioned(&key, MAX_OBJECT).await? else {
+            return Ok((Generation::none(), None));
+        };
+        if let Ok(generation) = serde_json::from_slice(&bytes) {
+            return Ok((generation, Some(version)));
+        }
+    }
     let Some((bytes, version)) = storage.read_versioned(&key, MAX_OBJECT).await? else {
         return Ok((Generation::none(), None));
     };
-    let generation = serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+    Ok((parse(&key, &bytes), Some(version)))
+}
+
+/// Read `gc/generation` for an observer (a server), which needs no
+/// version: [`read`] without it.
+pub async fn read_current(storage: &dyn Storage) -> Result<Generation, StorageError> {
+    Ok(read(storage).await?.0)
+}
+
+/// The generation in `bytes`; a corrupt object is logged and read as a
+/// dead collection of number 0 (it is replaced, conditionally, by the
+/// next collection).
+fn parse(key: &StorageKey, bytes: &[u8]) -> Generation {
+    serde_json::from_slice(bytes).unwrap_or_else(|error| {
         tracing::warn!(key = %key, error = %error, "ignoring a corrupt collection generation");
         Generation {
             phase: Phase::Marking,
             ..Generation::none()
         }
-    });
-    Ok((generation, Some(version)))
+    })
 }
 
 /// Write `generation` over `expected` (absent for `None`): the new

@@ -318,7 +318,7 @@ impl GcWatch {
     /// this host's monotonic clock.
     pub async fn refresh(&self) -> Result<Observed, StorageError> {
         let read_at = Instant::now();
-        let (generation, _) = generation::read(self.storage.as_ref()).await?;
+        let generation = generation::read_current(self.storage.as_ref()).await?;
         let (observed, ended) = {
             let known = self.known.lock();
             let observed = Observed::update(known.observed.as_ref(), generation);

@@ -206,6 +206,12 @@ impl NixRunner {
         })
     }
 
+    /// Whether the package set may evaluate unfree packages (the
+    /// `allowUnfree` argument of every build).
+    pub fn allow_unfree(&self) -> bool {
+        self.allow_unfree
+    }
+
     /// The package source in use (`Builtin` resolved to its directory).
     pub fn source(&self) -> &PackageSource {
         &self.source

@@ -17,6 +17,7 @@ pub mod settings;
 mod upload;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub use self::retry::RetryPolicy;
 pub use self::upload::CHUNK_GRANULARITY;
 use self::upload::UploadError;
 use self::{api::JsonApi, error::ApiError};
+use super::signed_urls::SignedUrls;
 use super::{
     BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served,
     Storage, StorageError, StorageKey, Version,
@@ -52,6 +54,9 @@ pub struct GcsOptions {
     pub read_timeout: Duration,
     /// Lifetime of signed URLs.
     pub signed_url_ttl: Duration,
+    /// Hand out one signed URL per blob while half its lifetime remains
+    /// (see [`super::signed_urls`]) instead of signing one per request.
+    pub reuse_signed_urls: bool,
     /// How calls that fail transiently are retried.
     pub retry: RetryPolicy,
 }
@@ -64,6 +69,7 @@ impl Default for GcsOptions {
             request_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(60),
             signed_url_ttl: Duration::from_secs(300),
+            reuse_signed_urls: true,
             retry: RetryPolicy::default(),
         }
     }
@@ -99,6 +105,8 @@ pub struct GcsStorage {
     api: JsonApi,
     signer: Option<Signer>,
     options: GcsOptions,
+    /// Signed redirect URLs, reused for part of their lifetime.
+    signed_urls: Arc<SignedUrls>,
 }
 
 impl std::fmt::Debug for GcsStorage {
@@ -182,6 +190,10 @@ impl GcsStorage {
         Ok(Self {
             api,
             signer: identity.signer,
+            signed_urls: Arc::new(SignedUrls::new(
+                options.signed_url_ttl,
+                options.reuse_signed_urls,
+            )),
             options,
         })
     }
@@ -192,7 +204,8 @@ impl GcsStorage {
     }
 
     /// The URL a client is sent to for `key`: signed when a service
-    /// account key is configured, else the public object URL.
+    /// account key is configured (or one signed less than half its
+    /// lifetime ago), else the public object URL.
     async fn redirect_url(&self, key: &StorageKey) -> Result<String, StorageError> {
         let Some(signer) = &self.signer else {
             return Ok(self
@@ -201,19 +214,23 @@ impl GcsStorage {
                 .public_object(&self.api.bucket, key.as_str())
                 .to_string());
         };
-        let mut builder = SignedUrlBuilder::for_object(
-            format!("projects/_/buckets/{}", self.api.bucket),
-            key.as_str(),
-        )
-        .with_method(google_cloud_storage::http::Method::GET)
-        .with_expiration(self.options.signed_url_ttl);
-        if self.api.endpoint.is_emulated() {
-            builder = builder.with_endpoint(self.api.endpoint.origin());
-        }
-        builder
-            .sign_with(signer)
+        self.signed_urls
+            .get_or_sign(key, || async {
+                let mut builder = SignedUrlBuilder::for_object(
+                    format!("projects/_/buckets/{}", self.api.bucket),
+                    key.as_str(),
+                )
+                .with_method(google_cloud_storage::http::Method::GET)
+                .with_expiration(self.options.signed_url_ttl);
+                if self.api.endpoint.is_emulated() {
+                    builder = builder.with_endpoint(self.api.endpoint.origin());
+                }
+                builder
+                    .sign_with(signer)
+                    .await
+                    .map_err(|e| backend_error(key, format!("cannot sign URL: {e}")))
+            })
             .await
-            .map_err(|e| backend_error(key, format!("cannot sign URL: {e}")))
     }
 }
 
@@ -377,7 +394,7 @@ impl Storage for GcsStorage {
         key: &StorageKey,
         limit: usize,
     ) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
-        for _ in 0..3 {
+        for _ in 0..10 {
             match self.api.download_generation(key.as_str()).await {
                 Ok(Some((bytes, _))) if bytes.len() > limit => {
                     return Err(backend_error(key, format!("larger than {limit} bytes")));

@@ -17,14 +17,18 @@
 //!   the object appears under its key whole or not at all, and a failed
 //!   upload is aborted.
 //! - Blobs, whose key is their digest, go to a unique `staging/` key first
-//!   and are then copied server-side to `layers/<sha256>` (S3 has no
-//!   rename); staged objects left by a crash are swept by age.
+//!   and are then copied to `layers/<sha256>` (S3 has no rename), keeping
+//!   their content type: server-side up to 5 GiB, streamed above (see
+//!   [`S3Options::single_copy_limit`]); staged objects left by a crash are
+//!   swept by age.
 //! - `serve` checks the object (an absent blob is a registry `404`) and
 //!   answers a redirect to a presigned `GET`, or to the plain object URL
 //!   when presigning is off. A blob found once is remembered, with its
-//!   content type, for [`KNOWN_BLOB_TTL`]: blobs are content-addressed,
-//!   so a warm redirect costs only the local signing (microseconds), not a
-//!   call to the bucket.
+//!   content type and size, for [`KNOWN_BLOB_TTL`]: blobs are
+//!   content-addressed, so a warm redirect makes no call to the bucket,
+//!   and its presigned URL is one signed less than half its lifetime ago
+//!   ([`super::signed_urls`]), so it costs no signing either. A `HEAD` is
+//!   answered from what is known, never redirected.
 //!
 //! This module knows no HTTP of the registry: it answers [`Served`] values.
 
@@ -43,11 +47,12 @@ use opendal::{ErrorKind, HttpTransporter, OperationContext, Operator};
 use sha2::{Digest as _, Sha256};
 
 use super::retry_policy::RetryPolicy;
+use super::signed_urls::SignedUrls;
 use super::{
     BucketUnreachable, ByteStream, KeyPrefix, ListedObject, Persisted, STAGING_PREFIX,
     ServeRequest, Served, Storage, StorageError, StorageKey, Version,
 };
-pub use settings::{Addressing, S3Settings};
+pub use settings::{Addressing, S3Settings, StaticKey};
 
 /// Backend name in logs and errors.
 const BACKEND: &str = "s3";
@@ -66,6 +71,10 @@ const OCTET_STREAM: &str = "application/octet-stream";
 /// Smallest part S3 accepts in a multipart upload (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// Largest object one `CopyObject` copies (S3's limit, and the size above
+/// which OpenDAL switches to a multipart copy).
+pub const MAX_SINGLE_COPY: usize = 5 * 1024 * 1024 * 1024;
+
 /// Tunables of the backend; [`S3Options::default`] suits production.
 #[derive(Clone, Debug)]
 pub struct S3Options {
@@ -82,28 +91,17 @@ pub struct S3Options {
     pub io_timeout: Duration,
     /// How calls that fail transiently are retried.
     pub retry: RetryPolicy,
-    /// An access key to use before the standard AWS chain is asked (for
-    /// tools and tests; the server leaves it unset and relies on the
-    /// chain).
-    pub static_key: Option<StaticKey>,
-}
-
-/// An access key id and its secret.
-#[derive(Clone)]
-pub struct StaticKey {
-    /// The access key id.
-    pub id: String,
-    /// The secret access key.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for StaticKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticKey")
-            .field("id", &self.id)
-            .field("secret", &"***")
-            .finish()
-    }
+    /// Objects smaller than this are moved with one server-side
+    /// `CopyObject`; larger ones are streamed through this server into a
+    /// new upload, because a multipart copy (`UploadPartCopy`, S3's only
+    /// server-side copy above 5 GiB) starts an upload that OpenDAL sends
+    /// without the content type, which the copy then loses. At most (and
+    /// by default) [`MAX_SINGLE_COPY`]; tests lower it.
+    pub single_copy_limit: usize,
+    /// Hand out one presigned URL per blob while half its lifetime
+    /// remains (see [`super::signed_urls`]) instead of signing one per
+    /// request. On by default; off only to measure what it saves.
+    pub reuse_signed_urls: bool,
 }
 
 impl Default for S3Options {
@@ -114,7 +112,8 @@ impl Default for S3Options {
             request_timeout: Duration::from_secs(120),
             io_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
-            static_key: None,
+            single_copy_limit: MAX_SINGLE_COPY,
+            reuse_signed_urls: true,
         }
     }
 }
@@ -125,6 +124,9 @@ pub enum S3Error {
     /// The part size is below S3's minimum.
     #[error("upload part size {0} is below S3's minimum of 5 MiB")]
     InvalidPartSize(usize),
+    /// The single-copy limit is outside what S3 allows.
+    #[error("single-copy limit {0} is outside S3's 5 MiB to 5 GiB")]
+    InvalidCopyLimit(usize),
     /// The HTTP client or the S3 service could not be built.
     #[error("cannot set up the S3 client: {0}")]
     Client(String),
@@ -143,6 +145,8 @@ pub struct S3Storage {
     options: S3Options,
     /// Blobs found in the bucket: what is known of them, and when.
     known: Arc<quick_cache::sync::Cache<StorageKey, (KnownBlob, Instant)>>,
+    /// Presigned redirect URLs, reused for part of their lifetime.
+    signed_urls: Arc<SignedUrls>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -181,10 +185,14 @@ impl S3Storage {
     }
 
     /// Connects to the bucket of `settings` and checks that it can be
-    /// listed with the credentials the AWS chain finds.
+    /// listed with its static credentials, or else those the AWS chain
+    /// finds.
     pub async fn connect_with(settings: S3Settings, options: S3Options) -> Result<Self, S3Error> {
         if options.part_size < MIN_PART_SIZE {
             return Err(S3Error::InvalidPartSize(options.part_size));
+        }
+        if !(MIN_PART_SIZE..=MAX_SINGLE_COPY).contains(&options.single_copy_limit) {
+            return Err(S3Error::InvalidCopyLimit(options.single_copy_limit));
         }
         let mut builder = opendal::services::S3::default()
             .bucket(&settings.bucket)
@@ -193,7 +201,7 @@ impl S3Storage {
         if settings.addressing == Addressing::VirtualHosted {
             builder = builder.enable_virtual_host_style();
         }
-        if let Some(key) = &options.static_key {
+        if let Some(key) = &settings.static_key {
             builder = builder
                 .access_key_id(&key.id)
                 .secret_access_key(&key.secret);
@@ -221,11 +229,16 @@ impl S3Storage {
                     .with_io_timeout(options.io_timeout),
             )
             .layer(retry);
+        let signed_urls = Arc::new(SignedUrls::new(
+            settings.presign_expiry,
+            options.reuse_signed_urls,
+        ));
         let storage = Self {
             op,
             settings,
             options,
             known: Arc::new(quick_cache::sync::Cache::new(KNOWN_BLOBS)),
+            signed_urls,
         };
         storage.check_bucket().await?;
         tracing::info!(
@@ -269,19 +282,24 @@ impl S3Storage {
     }
 
     /// The URL a client is sent to for `key`: presigned for
-    /// [`S3Settings::presign_expiry`], or the plain object URL.
+    /// [`S3Settings::presign_expiry`] (or one presigned less than half
+    /// that ago), or the plain object URL.
     async fn redirect_url(&self, key: &StorageKey) -> Result<String, StorageError> {
         if !self.settings.presigned_urls {
             return Ok(addressing::plain_object_url(&self.settings, key.as_str()));
         }
-        let presigned = self
-            .bounded(
-                self.op
-                    .presign_read(key.as_str(), self.settings.presign_expiry),
-            )
+        self.signed_urls
+            .get_or_sign(key, || async {
+                let presigned = self
+                    .bounded(
+                        self.op
+                            .presign_read(key.as_str(), self.settings.presign_expiry),
+                    )
+                    .await
+                    .map_err(|e| backend_error(key, "cannot presign URL", &e))?;
+                Ok(presigned.uri().to_string())
+            })
             .await
-            .map_err(|e| backend_error(key, "cannot presign URL", &e))?;
-        Ok(presigned.uri().to_string())
     }
 
     /// Size of the object at `key`.
@@ -404,11 +422,31 @@ impl Storage for S3Storage {
         Ok(Box::pin(stream))
     }
 
-    /// A server-side copy (which keeps the content type), then a delete
-    /// of the source.
+    /// A copy that keeps the content type, then a delete of the source:
+    /// server-side (`CopyObject`) below [`S3Options::single_copy_limit`],
+    /// else streamed through this server (see there why).
     async fn move_object(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
-        match self.bounded(self.op.copy(from.as_str(), to.as_str())).await {
-            Ok(_) => {}
+        let copied = match self.bounded(self.op.stat(from.as_str())).await {
+            Ok(source) if source.content_length() >= self.options.single_copy_limit as u64 => {
+                let content_type = source.content_type().unwrap_or(OCTET_STREAM).to_owned();
+                let body = self.fetch(from).await?;
+                self.persist(to, &content_type, body).await?;
+                Ok(())
+            }
+            // A chunk of the limit keeps OpenDAL to one `CopyObject`.
+            Ok(_) => self
+                .bounded(
+                    self.op
+                        .copy_with(from.as_str(), to.as_str())
+                        .chunk(self.options.single_copy_limit)
+                        .into_future(),
+                )
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        match copied {
+            Ok(()) => {}
             // A retried move whose first attempt got past the delete.
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return match self.size_of(to).await {
@@ -464,31 +502,42 @@ impl Storage for S3Storage {
         Ok(Served::Redirect { location })
     }
 
+    /// Page by page (`ListObjectsV2`, 1,000 keys a page): each step of the
+    /// listing is bounded on its own, so a bucket of any size is listed in
+    /// as many bounded calls as it has pages, never under one timeout.
     async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
         let wanted = format!("{}/", prefix.as_str());
-        let entries = self
-            .bounded(self.op.list_with(&wanted).recursive(true).into_future())
+        let failed = |e: opendal::Error| StorageError::Backend {
+            backend: BACKEND,
+            key: wanted.clone(),
+            message: format!("listing failed: {e}"),
+        };
+        let mut lister = self
+            .bounded(self.op.lister_with(&wanted).recursive(true).into_future())
             .await
-            .map_err(|e| StorageError::Backend {
-                backend: BACKEND,
-                key: wanted.clone(),
-                message: format!("listing failed: {e}"),
-            })?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|entry| {
-                // Names this server does not give are left out.
-                let name = entry.path().strip_prefix(&wanted)?;
-                let key = StorageKey::under(prefix, name).ok()?;
-                let metadata = entry.metadata();
-                Some(ListedObject {
-                    key,
-                    size: metadata.content_length(),
-                    modified: metadata.last_modified().map(SystemTime::from),
-                    content_type: metadata.content_type().map(str::to_owned),
-                })
-            })
-            .collect())
+            .map_err(failed)?;
+        let mut listed = Vec::new();
+        while let Some(entry) = self
+            .bounded(async { lister.next().await.transpose() })
+            .await
+            .map_err(failed)?
+        {
+            // Names this server does not give are left out.
+            let Some(name) = entry.path().strip_prefix(&wanted) else {
+                continue;
+            };
+            let Ok(key) = StorageKey::under(prefix, name) else {
+                continue;
+            };
+            let metadata = entry.metadata();
+            listed.push(ListedObject {
+                key,
+                size: metadata.content_length(),
+                modified: metadata.last_modified().map(SystemTime::from),
+                content_type: metadata.content_type().map(str::to_owned),
+            });
+        }
+        Ok(listed)
     }
 
     async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {
@@ -536,7 +585,7 @@ impl Storage for S3Storage {
         key: &StorageKey,
         limit: usize,
     ) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
-        for _ in 0..3 {
+        for _ in 0..10 {
             let metadata = match self.bounded(self.op.stat(key.as_str())).await {
                 Ok(metadata) => metadata,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),

@@ -2,19 +2,23 @@
 //! settings table (see [`crate::config`]) and their validation into
 //! [`S3Settings`].
 //!
-//! Names follow upstream Nixery's S3 backend (`S3_BUCKET`, `AWS_REGION`
-//! defaulting to `us-east-1`, `S3_USE_PRESIGNED_URLS`) and the AWS SDKs'
+//! Names follow upstream Nixery's S3 backend (`S3_BUCKET`, `S3_ENDPOINT`,
+//! `S3_ACCESS_KEY` and `S3_SECRET_KEY`, `S3_LINK_EXPIRATION`, `AWS_REGION`
+//! defaulting to `us-east-1`, `S3_USE_PRESIGNED_URLS`), so that a
+//! deployment of upstream's moves over unchanged, and the AWS SDKs'
 //! shared conventions (`AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`).
-//! Credentials are not settings of ours: the standard AWS chain reads
-//! them (environment, shared files and profiles, web identity, container
-//! and instance metadata), see `docs/s3.md`. Settings this project adds
-//! carry the `NIXERY_S3_` prefix.
+//! Where an upstream name and another one name the same thing, upstream's
+//! wins (one rule, stated in `docs/operating.md`). Without `S3_ACCESS_KEY`
+//! the standard AWS chain finds the credentials (environment, shared files
+//! and profiles, web identity, container and instance metadata), see
+//! `docs/s3.md`. Settings this project adds carry the `NIXERY_S3_` prefix.
 
 use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::config::{ConfigError, ServeSettings, StorageSetting, parse};
+use crate::settings_table::{ConfigError, ServeSettings, parse};
+use crate::storage::settings::StorageSetting;
 
 /// Region used when `AWS_REGION` is unset, as upstream.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -44,10 +48,16 @@ crate::settings! {
         env: "AWS_REGION", flag: "s3-region", value_name: "REGION",
         default: None, parse: parse::string,
     };
+    /// Endpoint of an S3-compatible server, as upstream Nixery names it
+    /// (wins over AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL).
+    ENDPOINT_UPSTREAM: Option<String> = {
+        env: "S3_ENDPOINT", flag: "s3-endpoint", value_name: "URL",
+        default: None, parse: parse::string,
+    };
     /// Endpoint of an S3-compatible server, for S3 only (wins over
     /// AWS_ENDPOINT_URL).
     ENDPOINT_S3: Option<String> = {
-        env: "AWS_ENDPOINT_URL_S3", flag: "s3-endpoint", value_name: "URL",
+        env: "AWS_ENDPOINT_URL_S3", flag: "aws-endpoint-s3", value_name: "URL",
         default: None, parse: parse::string,
     };
     /// Endpoint of an S3-compatible server (all AWS services).
@@ -61,15 +71,33 @@ crate::settings! {
         env: "NIXERY_S3_ADDRESSING", flag: "s3-addressing", value_name: "STYLE",
         default: None, parse: parse::string,
     };
+    /// Access key id of static credentials, with S3_SECRET_KEY [default:
+    /// the standard AWS credential chain].
+    ACCESS_KEY: Option<String> = {
+        env: "S3_ACCESS_KEY", flag: "s3-access-key", value_name: "ID",
+        default: None, parse: parse::secret,
+    };
+    /// Secret access key of static credentials, with S3_ACCESS_KEY (prefer
+    /// the environment: a flag is visible to other local users).
+    SECRET_KEY: Option<String> = {
+        env: "S3_SECRET_KEY", flag: "s3-secret-key", value_name: "SECRET",
+        default: None, parse: parse::secret,
+    };
     /// Redirect blob requests to presigned URLs (true/false) [default: true].
-    PRESIGNED_URLS: Option<String> = {
+    PRESIGNED_URLS: bool = {
         env: "S3_USE_PRESIGNED_URLS", flag: "s3-use-presigned-urls", value_name: "BOOL",
-        default: None, parse: parse::string,
+        default: true, parse: parse::boolean,
+    };
+    /// How long a presigned redirect URL stays valid, as a Go duration
+    /// (5m, 90s, 1h30m; wins over NIXERY_S3_PRESIGN_EXPIRY) [default: 5m].
+    LINK_EXPIRATION: Option<Duration> = {
+        env: "S3_LINK_EXPIRATION", flag: "s3-link-expiration", value_name: "DURATION",
+        default: None, parse: |raw| parse::go_duration(raw).map(|d| d.map(Some)),
     };
     /// Seconds a presigned redirect URL stays valid [default: 300].
-    PRESIGN_EXPIRY: Option<String> = {
+    PRESIGN_EXPIRY: Option<Duration> = {
         env: "NIXERY_S3_PRESIGN_EXPIRY", flag: "s3-presign-expiry", value_name: "SECONDS",
-        default: None, parse: parse::string,
+        default: None, parse: |raw| parse::seconds(raw).map(|d| d.map(Some)),
     };
 }
 
@@ -111,8 +139,30 @@ pub struct S3Settings {
     /// without, they go to the plain object URL and the bucket must be
     /// publicly readable.
     pub presigned_urls: bool,
-    /// Lifetime of presigned redirect URLs.
+    /// Lifetime of presigned redirect URLs (`S3_LINK_EXPIRATION`, else
+    /// `NIXERY_S3_PRESIGN_EXPIRY`).
     pub presign_expiry: Duration,
+    /// Static credentials (`S3_ACCESS_KEY`, `S3_SECRET_KEY`); `None` asks
+    /// the standard AWS chain.
+    pub static_key: Option<StaticKey>,
+}
+
+/// An access key id and its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticKey {
+    /// The access key id.
+    pub id: String,
+    /// The secret access key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for StaticKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKey")
+            .field("id", &self.id)
+            .field("secret", &"***")
+            .finish()
+    }
 }
 
 impl S3Settings {
@@ -126,6 +176,7 @@ impl S3Settings {
             addressing: Addressing::Path,
             presigned_urls: true,
             presign_expiry: Duration::from_secs(DEFAULT_PRESIGN_EXPIRY_SECS),
+            static_key: None,
         }
     }
 
@@ -173,11 +224,13 @@ fn s3_settings(settings: &ServeSettings) -> Result<S3Settings, ConfigError> {
             expected: "expected a region name such as eu-west-1",
         });
     }
-    let endpoint = match (value(&ENDPOINT_S3)?, value(&ENDPOINT)?) {
-        (Some(value), _) => Some(parse_endpoint("AWS_ENDPOINT_URL_S3", value)?),
-        (None, Some(value)) => Some(parse_endpoint("AWS_ENDPOINT_URL", value)?),
-        (None, None) => None,
-    };
+    let mut endpoint = None;
+    for setting in [&ENDPOINT_UPSTREAM, &ENDPOINT_S3, &ENDPOINT] {
+        if let Some(url) = value(setting)? {
+            endpoint = Some(parse_endpoint(setting.info.env, url)?);
+            break;
+        }
+    }
     let addressing = match value(&ADDRESSING)?.as_deref() {
         None | Some("auto") => match endpoint {
             Some(_) => Addressing::Path,
@@ -196,32 +249,23 @@ fn s3_settings(settings: &ServeSettings) -> Result<S3Settings, ConfigError> {
             });
         }
     };
-    let presigned_urls = match value(&PRESIGNED_URLS)? {
-        None => true,
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    var: "S3_USE_PRESIGNED_URLS",
-                    value: v,
-                    expected: "expected true or false",
-                });
-            }
-        },
-    };
-    let presign_expiry = match value(&PRESIGN_EXPIRY)? {
-        None => Duration::from_secs(DEFAULT_PRESIGN_EXPIRY_SECS),
-        Some(v) => match v.parse::<u64>() {
-            Ok(secs) if (1..=MAX_PRESIGN_EXPIRY_SECS).contains(&secs) => Duration::from_secs(secs),
-            _ => {
-                return Err(ConfigError::Invalid {
-                    var: "NIXERY_S3_PRESIGN_EXPIRY",
-                    value: v,
-                    expected: "expected a whole number of seconds from 1 to 604800 (7 days)",
-                });
-            }
-        },
+    let presigned_urls = settings.get(&PRESIGNED_URLS)?;
+    let presign_expiry = presign_expiry(settings)?;
+    let static_key = match (value(&ACCESS_KEY)?, value(&SECRET_KEY)?) {
+        (Some(id), Some(secret)) => Some(StaticKey { id, secret }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                var: "S3_SECRET_KEY",
+                because: "S3_ACCESS_KEY is set",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: "S3_ACCESS_KEY",
+                because: "S3_SECRET_KEY is set",
+            });
+        }
     };
     Ok(S3Settings {
         bucket,
@@ -230,7 +274,28 @@ fn s3_settings(settings: &ServeSettings) -> Result<S3Settings, ConfigError> {
         addressing,
         presigned_urls,
         presign_expiry,
+        static_key,
     })
+}
+
+/// The lifetime of presigned URLs: `S3_LINK_EXPIRATION`, else
+/// `NIXERY_S3_PRESIGN_EXPIRY`, else five minutes; at most what SigV4
+/// allows (seven days).
+fn presign_expiry(settings: &ServeSettings) -> Result<Duration, ConfigError> {
+    for setting in [LINK_EXPIRATION, PRESIGN_EXPIRY] {
+        let Some(expiry) = settings.get(&setting)? else {
+            continue;
+        };
+        if expiry > Duration::from_secs(MAX_PRESIGN_EXPIRY_SECS) {
+            return Err(ConfigError::Invalid {
+                var: setting.info.env,
+                value: humantime::format_duration(expiry).to_string(),
+                expected: "expected at most 7 days, the longest a presigned URL may last",
+            });
+        }
+        return Ok(expiry);
+    }
+    Ok(Duration::from_secs(DEFAULT_PRESIGN_EXPIRY_SECS))
 }
 
 /// S3's bucket naming rules, enough to keep a name safe in a host name
@@ -365,12 +430,76 @@ mod tests {
                 args("b12").with(&PRESIGN_EXPIRY, "604801"),
                 "NIXERY_S3_PRESIGN_EXPIRY=",
             ),
+            (
+                args("b12").with(&LINK_EXPIRATION, "169h"),
+                "S3_LINK_EXPIRATION=",
+            ),
+            (
+                args("b12").with(&LINK_EXPIRATION, "5 minutes"),
+                "S3_LINK_EXPIRATION=",
+            ),
+            (
+                args("b12").with(&LINK_EXPIRATION, "0s"),
+                "S3_LINK_EXPIRATION=",
+            ),
+            (
+                args("b12").with(&ENDPOINT_UPSTREAM, "h:1/x"),
+                "S3_ENDPOINT=",
+            ),
             (args("b12").with(&REGION, "eu/west"), "AWS_REGION="),
         ];
         for (settings, var) in cases {
             let err = validated(settings).unwrap_err();
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn upstream_names_work_and_win() {
+        let settings = validated(
+            args("b12")
+                .with(&ENDPOINT_UPSTREAM, "http://127.0.0.1:9000")
+                .with(&ENDPOINT_S3, "http://aws-s3:1")
+                .with(&ENDPOINT, "http://aws:1")
+                .with(&ACCESS_KEY, "id")
+                .with(&SECRET_KEY, "hush-hush")
+                .with(&LINK_EXPIRATION, "1h30m")
+                .with(&PRESIGN_EXPIRY, "60"),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.endpoint.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:9000/")
+        );
+        assert_eq!(settings.addressing, Addressing::Path);
+        assert_eq!(
+            settings.static_key,
+            Some(StaticKey {
+                id: "id".into(),
+                secret: "hush-hush".into()
+            })
+        );
+        assert_eq!(settings.presign_expiry, Duration::from_secs(5400));
+        assert!(!format!("{settings:?}").contains("hush-hush"));
+        for (go, secs) in [("5m", 300), ("90s", 90), ("1.5h", 5400), ("1h30m0s", 5400)] {
+            let settings = validated(args("b12").with(&LINK_EXPIRATION, go)).unwrap();
+            assert_eq!(settings.presign_expiry, Duration::from_secs(secs), "{go}");
+        }
+    }
+
+    #[test]
+    fn one_half_of_static_credentials_is_refused_without_echoing_it() {
+        let err = validated(args("b12").with(&ACCESS_KEY, "id")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("S3_SECRET_KEY must be set"),
+            "{err}"
+        );
+        let err = validated(args("b12").with(&SECRET_KEY, "hush-hush")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("S3_ACCESS_KEY must be set"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hush-hush"), "{err}");
     }
 
     #[test]

@@ -191,13 +191,20 @@ impl MotoS3 {
         S3Server::settings_at(self, endpoint)
     }
 
-    /// Settings for [`BUCKET`] at `127.0.0.1:<port>`, whatever runs there.
+    /// Settings for [`BUCKET`] at `127.0.0.1:<port>`, whatever runs there,
+    /// with a key moto accepts.
     pub fn settings_for_port(port: u16) -> S3Settings {
-        S3Settings::for_endpoint(
-            BUCKET,
-            REGION,
-            Url::parse(&format!("http://127.0.0.1:{port}")).expect("endpoint URL"),
-        )
+        S3Settings {
+            static_key: Some(StaticKey {
+                id: ANY_KEY.0.to_owned(),
+                secret: ANY_KEY.1.to_owned(),
+            }),
+            ..S3Settings::for_endpoint(
+                BUCKET,
+                REGION,
+                Url::parse(&format!("http://127.0.0.1:{port}")).expect("endpoint URL"),
+            )
+        }
     }
 
     /// A backend connected to the bucket with [`Self::key`].
@@ -236,9 +243,12 @@ pub trait S3Server {
     fn key(&self) -> StaticKey;
 
     /// Settings for [`BUCKET`] at `endpoint` (this server, or a proxy in
-    /// front of it).
+    /// front of it), with [`Self::key`].
     fn settings_at(&self, endpoint: &str) -> S3Settings {
-        S3Settings::for_endpoint(BUCKET, REGION, Url::parse(endpoint).expect("endpoint URL"))
+        S3Settings {
+            static_key: Some(self.key()),
+            ..S3Settings::for_endpoint(BUCKET, REGION, Url::parse(endpoint).expect("endpoint URL"))
+        }
     }
 
     /// A backend connected to the bucket with [`Self::key`] and `options`.
@@ -247,10 +257,6 @@ pub trait S3Server {
         Self: Sync,
     {
         async move {
-            let options = S3Options {
-                static_key: Some(self.key()),
-                ..options
-            };
             S3Storage::connect_with(self.settings_at(&self.origin()), options)
                 .await
                 .expect("connect to the S3 test server")

@@ -57,6 +57,34 @@ pub fn seconds(raw: &OsStr) -> Parsed<Duration> {
     )
 }
 
+/// A positive duration in Go's notation (`time.ParseDuration`, what
+/// upstream Nixery reads): a sequence of decimal numbers, each with a unit
+/// `ns`, `us` (`µs`), `ms`, `s`, `m` or `h`, such as `5m`, `90s`, `1h30m`
+/// or `1.5h`. Parsed with jiff's "friendly" duration format, of which
+/// Go's notation is a subset.
+pub fn go_duration(raw: &OsStr) -> Parsed<Duration> {
+    trimmed(
+        raw,
+        "expected a positive duration such as 5m, 90s or 1h30m",
+        |v| {
+            // jiff also reads ISO 8601 (`PT5M`) and days; Go does not.
+            let go_units = v
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b".nsumh".contains(&b) || !b.is_ascii());
+            let duration = v.parse::<jiff::SignedDuration>().ok()?;
+            let duration = Duration::try_from(duration).ok()?;
+            (go_units && !duration.is_zero()).then_some(duration)
+        },
+    )
+}
+
+/// Text kept as given, never refused: for a secret, whose value must not
+/// be echoed in an error (bytes that are not UTF-8 are replaced).
+pub fn secret(raw: &OsStr) -> Parsed<Option<String>> {
+    let value = raw.to_string_lossy();
+    Ok((!value.trim().is_empty()).then(|| Some(value.into_owned())))
+}
+
 /// A whole number of seconds, 0 allowed (for a time to live).
 pub fn ttl_seconds(raw: &OsStr) -> Parsed<Duration> {
     trimmed(
