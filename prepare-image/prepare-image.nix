@@ -64,6 +64,10 @@
   allowUnfree ? "false",
   # Path of load-pkgs.nix (a path or an absolute path string).
   loadPkgs ? ./load-pkgs.nix,
+  # JSON: null (the image runs as root), or the non-root user of the image,
+  # {"name": ..., "uid": <1..2147483647>, "home": "/home/..."}; its gid is
+  # its uid. nixery checks these values before passing them.
+  user ? "null",
 }:
 let
   load = import loadPkgs { inherit srcType srcArgs; allowUnfree = allowUnfree == "true"; };
@@ -190,26 +194,69 @@ let
   # /bin/<program> of every package work in the image.
   forest = buildPkgs.symlinkJoin { name = "nixery-symlink-forest"; paths = contents; };
 
-  # Deterministic tarball of the forest plus an empty, world-writable /tmp
-  # and, when a package of the image provides bin/env (coreutils, busybox),
+  imageUser = builtins.fromJSON user;
+  hasUser = imageUser != null;
+  uid = toString imageUser.uid;
+
+  # The user database of every image, as nixpkgs' fakeNss provides it:
+  # root and nobody, plus the image's non-root user when it has one.
+  passwd = ''
+    root:x:0:0:root:/root:/bin/sh
+    nobody:x:65534:65534:nobody:/var/empty:/bin/false
+  '' + (if hasUser then "${imageUser.name}:x:${uid}:${uid}:${imageUser.name}:${imageUser.home}:/bin/sh\n" else "");
+  group = ''
+    root:x:0:
+    nobody:x:65534:
+  '' + (if hasUser then "${imageUser.name}:x:${uid}:\n" else "");
+  nsswitch = ''
+    passwd: files
+    group: files
+    shadow: files
+    hosts: files dns
+  '';
+
+  # Deterministic tarball of the forest plus an empty, world-writable /tmp,
+  # /etc/passwd, /etc/group and /etc/nsswitch.conf (above; they replace any
+  # a package brings), root's home /root and nobody's /var/empty, /nix and
+  # /nix/store as 0755 directories (the store layers hold only their paths,
+  # and runtimes create missing parents with modes a non-root user cannot
+  # pass: Docker gives /nix 0600), and, when
+  # a package of the image provides bin/env (coreutils, busybox),
   # /usr/bin/env pointing to that program (scripts' "#!/usr/bin/env"
-  # lines): sorted members without a "./" prefix, fixed mtime, owner root.
-  symlinkLayer = buildPkgs.runCommand "nixery-symlink-layer" { } ''
+  # lines): sorted members without a "./" prefix, fixed mtime, owner root;
+  # then the non-root user's home, owned by that user.
+  symlinkLayer = buildPkgs.runCommand "nixery-symlink-layer"
+    { inherit passwd group nsswitch; passAsFile = [ "passwd" "group" "nsswitch" ]; } ''
     mkdir -p root
     cp -R ${forest}/. root/
     chmod -R u+w root
-    mkdir -p root/tmp
+    mkdir -p root/tmp root/etc root/root root/var/empty root/nix/store
+    rm -f root/etc/passwd root/etc/group root/etc/nsswitch.conf
+    cp "$passwdPath" root/etc/passwd
+    cp "$groupPath" root/etc/group
+    cp "$nsswitchPath" root/etc/nsswitch.conf
+    chmod 0644 root/etc/passwd root/etc/group root/etc/nsswitch.conf
     if [ -L root/bin/env ]; then
       mkdir -p root/usr/bin
       ln -sfn "$(readlink root/bin/env)" root/usr/bin/env
     fi
     find root -type d -exec chmod 0755 {} +
     chmod 1777 root/tmp
+    chmod 0700 root/root
+    chmod 0555 root/var/empty
+    ${if hasUser then "mkdir -p root/home" else ""}
     (cd root && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z) > members
     mkdir -p "$out"
     tar --create --file "$out/layer.tar" --directory root \
       --null --no-recursion --files-from members \
       --format=gnu --mtime=@1 --owner=0 --group=0 --numeric-owner
+    ${if !hasUser then "" else ''
+      mkdir -p "home${imageUser.home}"
+      chmod 0755 "home${imageUser.home}"
+      tar --append --file "$out/layer.tar" --directory home \
+        --no-recursion "${builtins.substring 1 (-1) imageUser.home}" \
+        --format=gnu --mtime=@1 --owner=${uid} --group=${uid} --numeric-owner
+    ''}
     size=$(stat -c %s "$out/layer.tar")
     hash=$(sha256sum "$out/layer.tar" | cut -d ' ' -f 1)
     printf '{"size":%s,"tarHash":"%s","path":"%s"}' "$size" "$hash" "$out/layer.tar" > "$out/meta.json"

@@ -252,6 +252,7 @@ impl BuilderSettings {
             layering: self.layering.fingerprint(),
             nix_files: self.nix_files.clone(),
             allow_unfree: nix.allow_unfree(),
+            config: String::new(),
         }
     }
 }
@@ -442,11 +443,15 @@ impl Builder {
     /// The identity of `image` built from `resolved` with this builder's
     /// recipe (layering and Nix files).
     fn identity(&self, image: &Image, resolved: &Resolved) -> ImageIdentity {
+        let recipe = Recipe {
+            config: image.config_fingerprint(),
+            ..self.inner.recipe.clone()
+        };
         ImageIdentity::new(
             &resolved.revision,
             image.arch.nix_system(),
             &image.packages,
-            &self.inner.recipe,
+            &recipe,
         )
     }
 
@@ -632,9 +637,11 @@ impl Inner {
         let mut blobs: Vec<Digest> = entries.iter().map(|e| e.digest).collect();
         blobs.push(symlink_entry.digest);
         let cmd = image.cmd();
+        let user = image.user.as_ref().map(|user| user.config_user());
         let documents = manifest::assemble(
             image.arch.image_arch(),
             cmd.as_deref(),
+            user.as_deref(),
             entries,
             symlink_entry,
         )

@@ -18,8 +18,9 @@
 use sha2::{Digest, Sha256};
 
 /// Version of the encoding; changing the encoding must change this (v3:
-/// the recipe names whether unfree packages are allowed).
-const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v3";
+/// the recipe names whether unfree packages are allowed; v4: the recipe
+/// gained [`Recipe::config`], what the name decides of the config).
+const ENCODING_VERSION: &[u8] = b"nixery-image-identity-v4";
 
 /// An exact revision of the package set an image is built from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -89,6 +90,9 @@ pub struct Recipe {
     /// (`NIXERY_ALLOW_UNFREE`): with it off, an unfree image is refused,
     /// so one cached while it was on must not be served.
     pub allow_unfree: bool,
+    /// What the image name decides of the config besides the packages:
+    /// [`crate::image::Image::config_fingerprint`].
+    pub config: String,
 }
 
 impl Recipe {
@@ -173,6 +177,7 @@ fn encode(revision: &Revision, system: &str, packages: &[String], recipe: &Recip
     put(&mut out, recipe.layering.as_bytes());
     put(&mut out, recipe.nix_files.as_bytes());
     put(&mut out, &[u8::from(recipe.allow_unfree)]);
+    put(&mut out, recipe.config.as_bytes());
     out
 }
 
@@ -251,6 +256,7 @@ mod tests {
             layering: layering.fingerprint(),
             nix_files: crate::nix::embedded_files_hash(),
             allow_unfree: false,
+            config: String::new(),
         }
     }
 
@@ -283,6 +289,7 @@ mod tests {
                 layering: layering.fingerprint(),
                 nix_files: nix_files.to_owned(),
                 allow_unfree: false,
+                config: String::new(),
             };
             ImageIdentity::new(&commit(), "x86_64-linux", &packages, &recipe)
         };
@@ -352,11 +359,12 @@ mod tests {
             revision(),
             prop_oneof![Just("x86_64-linux".to_string()), "[ab]{0,2}"],
             proptest::collection::vec("[ab/]{0,3}", 0..4),
-            ("[ab]{0,2}", "[ab]{0,2}", any::<bool>()).prop_map(
-                |(layering, nix_files, allow_unfree)| Recipe {
+            ("[ab]{0,2}", "[ab]{0,2}", any::<bool>(), "[ab]{0,2}").prop_map(
+                |(layering, nix_files, allow_unfree, config)| Recipe {
                     layering,
                     nix_files,
                     allow_unfree,
+                    config,
                 },
             ),
         )
@@ -401,6 +409,11 @@ mod tests {
                 ..recipe.clone()
             };
             prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_policy));
+            let other_config = Recipe {
+                config: format!("{}{extra}x", recipe.config),
+                ..recipe.clone()
+            };
+            prop_assert_ne!(&base, &ImageIdentity::new(&rev, &system, &packages, &other_config));
             if let Some((last, rest)) = packages.split_last() {
                 // Moving bytes between neighbouring names is another image.
                 let mut joined = rest.to_vec();

@@ -2,9 +2,11 @@
 //!
 //! The repository name is the content specification (`shell/git/htop`).
 //! Leading *meta-packages* are expanded (`shell` adds a small interactive
-//! environment, `arm64` selects the architecture); scanning stops at the
-//! first other component, so `hello/shell` asks for a package literally
-//! named `shell`. `cacert` and `iana-etc` are always added. Both the package
+//! environment, `arm64` selects the architecture, `nonroot` and
+//! `user-<uid>` select the [`User`] the image runs as); scanning stops at
+//! the first other component, so `hello/shell` asks for a package literally
+//! named `shell`. No meta-package name is a top-level attribute of nixpkgs
+//! (`tests/meta_packages.rs` checks). `cacert` and `iana-etc` are always added. Both the package
 //! list and the displayed name are sorted, so `git/hello` and `hello/git`
 //! are the same image.
 
@@ -13,6 +15,14 @@ pub const SHELL_PACKAGES: [&str; 4] = ["bashInteractive", "coreutils", "moreutil
 
 /// Packages added to every image (certificates and `/etc/services`).
 pub const ALWAYS_ADDED: [&str; 2] = ["cacert", "iana-etc"];
+
+/// The uid and gid of the `nonroot` meta-package (as distroless and
+/// Chainguard images use).
+pub const NONROOT_UID: u32 = 65532;
+
+/// The largest uid a `user-<uid>` meta-package accepts (the largest
+/// positive 32-bit signed integer, the range every runtime takes).
+pub const MAX_UID: u32 = 2_147_483_647;
 
 /// The package whose presence makes `bash` the image's command.
 const INTERACTIVE_SHELL: &str = "bashInteractive";
@@ -45,6 +55,64 @@ impl Arch {
     }
 }
 
+/// The non-root user an image runs as: listed in its `/etc/passwd` and
+/// `/etc/group` (group id equal to the uid), with a home directory it owns,
+/// and named numerically in the config's `User` (`uid:uid`), which is what
+/// lets Kubernetes check `runAsNonRoot`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct User {
+    /// The login name (`nonroot`, or `user` for `user-<uid>`).
+    pub name: &'static str,
+    /// The uid, also the gid; never 0.
+    pub uid: u32,
+}
+
+impl User {
+    /// The user a meta-package component names: `nonroot`, or `user-<uid>`
+    /// with `uid` written in decimal without leading zeros, from 1 to
+    /// [`MAX_UID`]. Anything else (`user-0`, `user-01`) is not a
+    /// meta-package.
+    pub fn from_meta_package(component: &str) -> Option<User> {
+        if component == "nonroot" {
+            return Some(User {
+                name: "nonroot",
+                uid: NONROOT_UID,
+            });
+        }
+        let digits = component.strip_prefix("user-")?;
+        let canonical = !digits.is_empty()
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        let uid: u32 = digits.parse().ok().filter(|_| canonical)?;
+        (1..=MAX_UID)
+            .contains(&uid)
+            .then_some(User { name: "user", uid })
+    }
+
+    /// The home directory (`/home/<name>`).
+    pub fn home(&self) -> String {
+        format!("/home/{}", self.name)
+    }
+
+    /// The config's `User`: `uid:gid`, numeric.
+    pub fn config_user(&self) -> String {
+        format!("{}:{}", self.uid, self.uid)
+    }
+
+    /// The user as the Nix step takes it (`--argstr user`).
+    pub fn nix_arg(user: Option<&User>) -> String {
+        match user {
+            None => "null".to_owned(),
+            Some(user) => serde_json::json!({
+                "name": user.name,
+                "uid": user.uid,
+                "home": user.home(),
+            })
+            .to_string(),
+        }
+    }
+}
+
 /// An image requested by name: what to build and how to call it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
@@ -58,6 +126,9 @@ pub struct Image {
     pub packages: Vec<String>,
     /// Architecture of the image.
     pub arch: Arch,
+    /// The non-root user it runs as (`nonroot`, `user-<uid>`; the last
+    /// one named counts), or root.
+    pub user: Option<User>,
 }
 
 impl Image {
@@ -67,13 +138,17 @@ impl Image {
         let mut components: Vec<&str> = name.split('/').filter(|c| !c.is_empty()).collect();
 
         let mut arch = Arch::default();
+        let mut user = None;
         let mut packages: Vec<String> = Vec::new();
         let mut rest = components.as_slice();
         while let Some((first, tail)) = rest.split_first() {
             match *first {
                 "shell" => packages.extend(SHELL_PACKAGES.iter().map(|p| p.to_string())),
                 "arm64" => arch = Arch::Arm64,
-                _ => break,
+                other => match User::from_meta_package(other) {
+                    Some(named) => user = Some(named),
+                    None => break,
+                },
             }
             rest = tail;
         }
@@ -88,6 +163,7 @@ impl Image {
             tag: tag.to_string(),
             packages,
             arch,
+            user,
         }
     }
 
@@ -108,6 +184,17 @@ impl Image {
             name,
             arch,
             ..self.clone()
+        }
+    }
+
+    /// What the name decides of the image besides its packages and
+    /// architecture, for the image identity's
+    /// [`crate::identity::Recipe::config`]: the user (`user <uid>`, empty
+    /// for root).
+    pub fn config_fingerprint(&self) -> String {
+        match &self.user {
+            None => String::new(),
+            Some(user) => format!("user {} {}", user.name, user.uid),
         }
     }
 
@@ -258,6 +345,57 @@ mod tests {
         assert_eq!(arm, prefixed);
         assert_eq!(base.for_arch(Arch::Amd64), base);
         assert_eq!(prefixed.for_arch(Arch::Arm64), prefixed);
+    }
+
+    #[test]
+    fn nonroot_and_user_uid_select_the_user_and_are_not_packages() {
+        let image = Image::from_name("nonroot/shell", "latest");
+        assert_eq!(
+            image.user,
+            Some(User {
+                name: "nonroot",
+                uid: 65532
+            })
+        );
+        assert_eq!(image.user.as_ref().unwrap().config_user(), "65532:65532");
+        assert!(!image.packages.iter().any(|p| p == "nonroot"));
+        let image = Image::from_name("user-1000/arm64/hello", "latest");
+        assert_eq!(image.user.as_ref().map(|u| u.uid), Some(1000));
+        assert_eq!(image.arch, Arch::Arm64);
+        assert_eq!(image.packages, ["cacert", "hello", "iana-etc"]);
+        assert_eq!(Image::from_name("shell", "latest").user, None);
+    }
+
+    #[test]
+    fn user_uid_range_is_1_to_2147483647_without_leading_zeros() {
+        let uid = |c: &str| User::from_meta_package(c).map(|u| u.uid);
+        assert_eq!(uid("user-1"), Some(1));
+        assert_eq!(uid("user-2147483647"), Some(MAX_UID));
+        for not_meta in [
+            "user-0",
+            "user-01000",
+            "user-2147483648",
+            "user-4294967296",
+            "user-",
+            "user-+5",
+            "user-1e3",
+            "user",
+            "users-1",
+            "Nonroot",
+        ] {
+            assert_eq!(uid(not_meta), None, "{not_meta}");
+        }
+        // Not a meta-package, so a package name (refused as not found).
+        let image = Image::from_name("user-0/hello", "latest");
+        assert_eq!(image.user, None);
+        assert!(image.packages.iter().any(|p| p == "user-0"));
+    }
+
+    #[test]
+    fn a_user_after_a_package_is_a_plain_package() {
+        let image = Image::from_name("hello/nonroot", "latest");
+        assert_eq!(image.user, None);
+        assert!(image.packages.iter().any(|p| p == "nonroot"));
     }
 
     #[test]

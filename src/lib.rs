@@ -40,6 +40,7 @@ pub mod referrers;
 pub mod resolve;
 pub mod sbom;
 pub mod server;
+pub mod settings_table;
 pub mod source;
 pub mod status;
 pub mod storage;

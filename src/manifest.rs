@@ -87,15 +87,17 @@ pub fn order_layers(mut layers: Vec<LayerEntry>, symlink_layer: LayerEntry) -> V
 
 /// Builds the config and manifest of an image whose layers are `layers`
 /// (in any order) plus `symlink_layer`, for `architecture` ("amd64" or
-/// "arm64") and with `cmd` as the default command when given.
+/// "arm64"), with `cmd` as the default command and `user` (numeric,
+/// `uid:gid`) as the user when given.
 pub fn assemble(
     architecture: &str,
     cmd: Option<&[String]>,
+    user: Option<&str>,
     layers: Vec<LayerEntry>,
     symlink_layer: LayerEntry,
 ) -> Result<ImageDocuments, ManifestError> {
     let layers = order_layers(layers, symlink_layer);
-    let config = config_json(architecture, cmd, &layers)?;
+    let config = config_json(architecture, cmd, user, &layers)?;
     let config_ref = BlobRef {
         digest: Digest::of(&config),
         size: config.len() as u64,
@@ -114,6 +116,7 @@ pub fn assemble(
 pub fn config_json(
     architecture: &str,
     cmd: Option<&[String]>,
+    user: Option<&str>,
     layers: &[LayerEntry],
 ) -> Result<Vec<u8>, ManifestError> {
     let diff_ids = layers.iter().map(|layer| layer.diff_id).collect();
@@ -125,6 +128,7 @@ pub fn config_json(
             diff_ids,
         },
         config: RuntimeConfig {
+            user,
             cmd,
             env: [DEFAULT_ENV],
         },
@@ -205,6 +209,8 @@ struct RootFs {
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct RuntimeConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cmd: Option<&'a [String]>,
     env: [&'static str; 1],
@@ -287,7 +293,7 @@ mod tests {
     #[test]
     fn manifest_parses_strictly_with_ordered_layer_descriptors() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, layers, symlinks).unwrap();
+        let docs = assemble("amd64", None, None, layers, symlinks).unwrap();
         let manifest = ImageManifest::from_reader(&docs.manifest[..]).unwrap();
         assert_eq!(manifest.schema_version(), 2);
         assert_eq!(
@@ -324,7 +330,7 @@ mod tests {
     #[test]
     fn config_parses_strictly_with_diff_ids_in_layer_order() {
         let (layers, symlinks) = sample();
-        let docs = assemble("arm64", None, layers, symlinks).unwrap();
+        let docs = assemble("arm64", None, None, layers, symlinks).unwrap();
         let config = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
         assert_eq!(config.architecture(), &Arch::ARM64);
         assert_eq!(config.os(), &Os::Linux);
@@ -346,7 +352,7 @@ mod tests {
     fn config_keys_are_pascal_case_and_cmd_is_kept_when_given() {
         let (layers, symlinks) = sample();
         let cmd = vec!["/bin/hello".to_owned(), "--greeting=hi".to_owned()];
-        let docs = assemble("amd64", Some(&cmd), layers, symlinks).unwrap();
+        let docs = assemble("amd64", Some(&cmd), None, layers, symlinks).unwrap();
         let parsed = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
         assert_eq!(parsed.architecture(), &Arch::Amd64);
         assert_eq!(parsed.config().as_ref().unwrap().cmd().as_ref(), Some(&cmd));
@@ -357,12 +363,26 @@ mod tests {
     }
 
     #[test]
+    fn user_is_written_numerically_when_given() {
+        let (layers, symlinks) = sample();
+        let docs = assemble("amd64", None, Some("65532:65532"), layers, symlinks).unwrap();
+        let parsed = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
+        assert_eq!(
+            parsed.config().as_ref().unwrap().user().as_deref(),
+            Some("65532:65532")
+        );
+        let raw: Value = serde_json::from_slice(&docs.config).unwrap();
+        let keys: Vec<_> = raw["config"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, vec!["Env", "User"]);
+    }
+
+    #[test]
     fn same_inputs_give_byte_identical_documents() {
         let (layers, symlinks) = sample();
-        let first = assemble("amd64", None, layers.clone(), symlinks.clone()).unwrap();
+        let first = assemble("amd64", None, None, layers.clone(), symlinks.clone()).unwrap();
         let mut shuffled = layers;
         shuffled.rotate_left(2);
-        let second = assemble("amd64", None, shuffled, symlinks).unwrap();
+        let second = assemble("amd64", None, None, shuffled, symlinks).unwrap();
         assert_eq!(first, second);
     }
 
@@ -377,7 +397,7 @@ mod tests {
     #[test]
     fn oci_variant_has_the_same_blobs_with_oci_media_types() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, layers, symlinks).unwrap();
+        let docs = assemble("amd64", None, None, layers, symlinks).unwrap();
         let oci_bytes = oci_variant(&docs.manifest).unwrap();
         assert_eq!(
             oci_variant(&docs.manifest).unwrap(),
@@ -407,7 +427,7 @@ mod tests {
     #[test]
     fn oci_variant_refuses_what_is_not_a_docker_image_manifest() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, layers, symlinks).unwrap();
+        let docs = assemble("amd64", None, None, layers, symlinks).unwrap();
         let oci = oci_variant(&docs.manifest).unwrap();
         for bad in [&oci[..], b"{}", b"not json", br#"{"schemaVersion":2}"#] {
             assert!(

@@ -130,6 +130,7 @@ async fn concurrent_cold_builds_all_succeed() {
                 tag: "latest".into(),
                 packages: vec!["hello".into(), format!("salt{i}")],
                 arch: Arch::Amd64,
+                user: None,
             };
             let runner = &runner;
             async move { (i, runner.build(&image).await) }

@@ -38,6 +38,7 @@ fn image_of(packages: &[&str]) -> Image {
         tag: "latest".into(),
         packages,
         arch: Arch::Amd64,
+        user: None,
     }
 }
 

@@ -101,7 +101,7 @@ let
   coreutilsApplets = [
     "basename" "cat" "chmod" "cp" "cut" "date" "dirname" "echo" "env" "false" "head" "id" "ln" "ls"
     "mkdir" "mktemp" "mv" "printf" "pwd" "readlink" "rm" "sha256sum" "sleep" "sort" "tail" "tee"
-    "touch" "tr" "true" "uname" "uniq" "wc" "yes"
+    "touch" "tr" "true" "uname" "uniq" "wc" "whoami" "yes"
   ];
 
   coreutils = package "coreutils-9.5" ''

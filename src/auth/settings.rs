@@ -3,7 +3,7 @@
 
 use std::{ffi::OsStr, path::PathBuf, time::Duration};
 
-use crate::config::{ConfigError, Parsed, ServeSettings, parse};
+use crate::settings_table::{ConfigError, Parsed, ServeSettings, parse};
 
 /// Who may pull without credentials once users exist.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

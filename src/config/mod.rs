@@ -7,13 +7,15 @@
 //! the module of its concern: [`server`] (socket and connections),
 //! [`source`] (package source), [`nix`] (the Nix step), [`build`]
 //! (concurrency), [`cache`] (manifest caches), [`gc`] (garbage
-//! collection), [`storage`] (the backend
+//! collection), [`crate::storage::settings`] (the backend
 //! choice), [`crate::auth::settings`] (pull authentication) and each
 //! backend's own `settings` module
 //! ([`crate::storage::filesystem::settings`],
 //! [`crate::storage::gcs::settings`], [`crate::storage::s3::settings`]). A declaration names the variable, the
 //! flag, the `--help` placeholder, the default and the parser (see
-//! [`parse`]); its doc comment is the `--help` line.
+//! [`parse`]); its doc comment is the `--help` line. The machinery they
+//! are declared with is the leaf [`crate::settings_table`], so modules
+//! declaring settings never depend on this one.
 //!
 //! # Adding a setting
 //!
@@ -34,28 +36,22 @@ pub mod build;
 pub mod cache;
 pub mod gc;
 pub mod nix;
-pub mod parse;
 pub mod server;
 pub mod source;
-pub mod storage;
-mod table;
 
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use crate::{connection::ConnectionLimits, source::PackageSource};
 
-pub use self::{
-    cache::default_cache_dir,
-    gc::GcSettings,
-    storage::StorageSetting,
-    table::{Parsed, ServeSettings, Setting, SettingInfo},
-};
+pub use self::{cache::default_cache_dir, gc::GcSettings};
+pub use crate::settings_table::{ConfigError, Parsed, ServeSettings, Setting, SettingInfo, parse};
+pub use crate::storage::settings::StorageSetting;
 
 /// Every group of settings, in `--help` order.
 pub const GROUPS: &[&[SettingInfo]] = &[
     server::SETTINGS,
     source::SETTINGS,
-    storage::SETTINGS,
+    crate::storage::settings::SETTINGS,
     crate::storage::filesystem::settings::SETTINGS,
     crate::storage::gcs::settings::SETTINGS,
     crate::storage::s3::settings::SETTINGS,
@@ -126,35 +122,13 @@ pub struct Config {
     pub auth: Option<crate::auth::AuthSettings>,
 }
 
-/// A missing, malformed or contradictory setting. Each message names the
-/// environment variable to fix.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A value does not parse.
-    #[error("{var}={value:?} is invalid: {expected}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    /// More than one package source is set.
-    #[error("only one of NIXERY_CHANNEL, NIXERY_PKGS_REPO, NIXERY_PKGS_PATH may be set, got {}", .0.join(" and "))]
-    ConflictingSources(Vec<&'static str>),
-    /// A setting required by another one is missing.
-    #[error("{var} must be set when {because}")]
-    Missing {
-        var: &'static str,
-        because: &'static str,
-    },
-}
-
 impl ServeSettings {
     /// Validate the settings into a [`Config`]; the first bad value is the
     /// error.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let listen = server::listen(&self)?;
         let package_source = source::package_source(&self)?;
-        let storage = storage::storage_setting(&self)?;
+        let storage = crate::storage::settings::storage_setting(&self)?;
         Ok(Config {
             listen,
             package_source,

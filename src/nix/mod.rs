@@ -6,7 +6,7 @@
 //! directory and `nix-build` (from PATH) runs them; `NIXERY_PREPARE_IMAGE`
 //! names a wrapper program to run instead (`prepare-image/default.nix`
 //! builds one). Either way the process gets the same arguments
-//! (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree`),
+//! (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree|user`),
 //! runs in its own process group, has its stderr logged line by line and is
 //! stopped with everything it started when the deadline passes or the
 //! caller stops waiting.
@@ -243,6 +243,7 @@ impl NixRunner {
             ("srcArgs", source.src_args()),
             ("system", image.arch.nix_system().to_string()),
             ("allowUnfree", self.allow_unfree.to_string()),
+            ("user", crate::image::User::nix_arg(image.user.as_ref())),
         ] {
             args.push("--argstr".into());
             args.push(name.into());
@@ -505,6 +506,7 @@ mod tests {
             tag: "main".into(),
             packages: vec!["a\"b".into(), "${c}".into()],
             arch: crate::image::Arch::Arm64,
+            user: crate::image::User::from_meta_package("user-1000"),
         };
         let source = NixSource::Git {
             url: "file:///srv/pkgs".into(),
@@ -541,7 +543,10 @@ mod tests {
                 "aarch64-linux",
                 "--argstr",
                 "allowUnfree",
-                "false"
+                "false",
+                "--argstr",
+                "user",
+                r#"{"home":"/home/user","name":"user","uid":1000}"#
             ]
         );
     }

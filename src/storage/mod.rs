@@ -10,6 +10,7 @@ pub mod filesystem;
 pub mod gcs;
 pub mod retry_policy;
 pub mod s3;
+pub mod settings;
 pub mod signed_urls;
 pub mod small_object;
 pub mod staging;

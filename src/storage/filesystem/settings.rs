@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::config::{ServeSettings, StorageSetting, parse};
+use crate::settings_table::{ServeSettings, parse};
+use crate::storage::settings::StorageSetting;
 
 /// Default `STORAGE_PATH`.
 pub const DEFAULT_STORAGE_PATH: &str = "/var/lib/nixery";
@@ -18,7 +19,7 @@ crate::settings! {
 /// The filesystem backend as configured.
 pub fn storage_setting(
     settings: &ServeSettings,
-) -> Result<StorageSetting, crate::config::ConfigError> {
+) -> Result<StorageSetting, crate::settings_table::ConfigError> {
     Ok(StorageSetting::Filesystem {
         path: settings
             .get(&STORAGE_PATH)?

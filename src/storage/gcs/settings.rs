@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::config::{ConfigError, ServeSettings, StorageSetting, parse};
+use crate::settings_table::{ConfigError, ServeSettings, parse};
+use crate::storage::settings::StorageSetting;
 
 crate::settings! {
     /// Bucket of the gcs backend.

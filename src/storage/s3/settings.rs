@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::config::{ConfigError, ServeSettings, StorageSetting, parse};
+use crate::settings_table::{ConfigError, ServeSettings, parse};
+use crate::storage::settings::StorageSetting;
 
 /// Region used when `AWS_REGION` is unset, as upstream.
 pub const DEFAULT_REGION: &str = "us-east-1";

@@ -1,11 +1,13 @@
-//! The storage backend setting; each backend's own settings live beside it
+//! The storage backend setting and [`StorageSetting`], the chosen backend
+//! with its settings; each backend's own settings live beside it
 //! (`storage/filesystem/settings.rs`, `storage/gcs/settings.rs`,
-//! `storage/s3/settings.rs`).
+//! `storage/s3/settings.rs`). All are declared with the leaf
+//! [`crate::settings_table`] and listed by [`crate::config`].
 
 use std::{ffi::OsStr, path::PathBuf};
 
-use super::{ConfigError, Parsed, ServeSettings, parse};
-use crate::storage::{filesystem, gcs, s3};
+use super::{filesystem, gcs, s3};
+use crate::settings_table::{ConfigError, Parsed, ServeSettings, parse};
 
 /// The storage backends there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,7 +56,7 @@ impl<T> Setting<T> {
 
 /// Declare a group of settings, each once: a doc line, a constant name, the
 /// value type, then its variable, flag, `--help` placeholder, default and
-/// parser (a function of [`crate::config::parse`] or any
+/// parser (a function of [`crate::settings_table::parse`] or any
 /// `fn(&OsStr) -> Parsed<T>`). Also declares `SETTINGS`, the group's
 /// [`SettingInfo`]s, which [`crate::config::GROUPS`] lists.
 ///
@@ -83,8 +83,8 @@ macro_rules! settings {
     )+) => {
         $(
             $(#[doc = $doc])+
-            pub const $name: $crate::config::Setting<$ty> = $crate::config::Setting::new(
-                $crate::config::SettingInfo {
+            pub const $name: $crate::settings_table::Setting<$ty> = $crate::settings_table::Setting::new(
+                $crate::settings_table::SettingInfo {
                     env: $env,
                     flag: $flag,
                     value_name: $value_name,
@@ -95,7 +95,7 @@ macro_rules! settings {
             );
         )+
         /// Every setting of this group, in `--help` order.
-        pub const SETTINGS: &[$crate::config::SettingInfo] = &[$($name.info),+];
+        pub const SETTINGS: &[$crate::settings_table::SettingInfo] = &[$($name.info),+];
     };
 }
 
@@ -115,7 +115,7 @@ impl ServeSettings {
     }
 
     /// Set the value of the setting `info`.
-    pub(super) fn insert(&mut self, info: &SettingInfo, value: OsString) {
+    pub(crate) fn insert(&mut self, info: &SettingInfo, value: OsString) {
         self.values.insert(info.env, value);
     }
 
