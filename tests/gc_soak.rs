@@ -43,7 +43,11 @@ fn collecting(builder: TestServerBuilder) -> TestServer {
         .env("NIXERY_GC_TOUCH_INTERVAL", "1s")
         .env("NIXERY_GC_KEEP", "6s")
         .env("NIXERY_GC_INTERVAL", "2s")
-        .env("NIXERY_GC_GRACE", "1s")
+        // New blobs are safe for `grace` before a manifest names them. At
+        // 1 s, a loaded machine's packing outlasted it twice in a row and a
+        // build failed with its (clean, retryable) 503: not what this soak
+        // is about, and no operator runs a grace shorter than a build.
+        .env("NIXERY_GC_GRACE", "8s")
         .start()
 }
 
