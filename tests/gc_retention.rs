@@ -600,10 +600,23 @@ async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
         };
         async move { gc::collect(storage, &options, &mut |_| {}).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the collection has announced itself (it then gives the
+    // servers `notice` before it deletes); a fixed sleep was too short on
+    // a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        watch.refresh().await.unwrap();
+        if watch.snapshot().running {
+            break;
+        }
+        assert!(!running.is_finished(), "the collection ended unseen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collection never announced itself"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A server serves `pulled` from a tier stamped before this collection.
-    watch.refresh().await.unwrap();
-    assert!(watch.snapshot().running);
     assert!(!watch.trusts(Some(0)));
     assert!(watch.confirm(&dg(&pulled)).await.unwrap().is_some());
     let report = running.await.unwrap().unwrap();

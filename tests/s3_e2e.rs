@@ -178,10 +178,16 @@ async fn three_images_build_and_pull_whole_while_a_fifth_of_api_calls_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_bucket_answers_503_for_blobs_and_new_images_and_runs_no_nix() {
+    // The server reaches the bucket only through a proxy this test owns,
+    // which then fails every API call. Killing moto alone would free its
+    // port for the next emulator another test starts, and the server's
+    // retries (a minute) would then reach a live bucket: a miss, a build.
     let mut moto = MotoS3::start().await;
-    let server = s3_server(&moto, &moto.origin());
+    let proxy = moto.fault_proxy(0, 1).await;
+    let server = s3_server(&moto, &format!("http://{}", proxy.host()));
     let manifest = server.manifest_json_async("hello", "latest").await;
     let digest = layer_digests(&manifest)[0].clone();
+    proxy.set_rate(1000);
     moto.kill();
 
     // Neither a miss (404) nor a rebuild: the bucket is failing.
@@ -204,5 +210,10 @@ async fn a_dead_bucket_answers_503_for_blobs_and_new_images_and_runs_no_nix() {
         count_logs(&server, "building image"),
         1,
         "Nix ran for a dead bucket"
+    );
+    assert!(
+        proxy.counts().faults() > 0,
+        "the bucket was never asked: {:?}",
+        proxy.counts()
     );
 }
