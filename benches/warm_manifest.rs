@@ -15,7 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nixery::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings, ImageBuilder, ImageManifests},
-    identity::{ImageIdentity, Recipe},
+    identity::Recipe,
     image::Image,
     layer_store::LayerStore,
     layers::{DEFAULT_BUDGET, Layering, Popularity, Strategy},
@@ -80,12 +80,7 @@ fn warm_builder(
         platforms: vec![nixery::platform::Platform::host()],
         gc: None,
     };
-    let identity = ImageIdentity::new(
-        &resolved.revision,
-        image.arch.nix_system(),
-        &image.packages,
-        &settings.recipe(&nix),
-    );
+    let identity = settings.identity(&image, &resolved.revision, &nix);
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
     let manifest = ImageManifests::from_docker(Bytes::from_static(
         br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#,

@@ -68,6 +68,9 @@
   # {"name": ..., "uid": <1..2147483647>, "home": "/home/..."}; its gid is
   # its uid. nixery checks these values before passing them.
   user ? "null",
+  # Name of the package (one of `packages`) whose main program nixery makes
+  # the image's command, or "" for none.
+  command ? "",
 }:
 let
   load = import loadPkgs { inherit srcType srcArgs; allowUnfree = allowUnfree == "true"; };
@@ -263,12 +266,42 @@ let
     true
   '';
 
-  result = buildPkgs.runCommand "nixery-image.json" { } ''
+  # The package named by `command`, and its meta.mainProgram (or "").
+  commandDrv =
+    let found = builtins.filter (r: r.name == command && r.drv != null) results; in
+    if command == "" || found == [ ] then null else (builtins.head found).drv;
+  declaredMainProgram =
+    let m = try (d: d.meta.mainProgram or "") commandDrv ""; in
+    if commandDrv != null && builtins.isString m then m else "";
+
+  # The JSON result; "mainProgram" is the command package's declared main
+  # program when bin/ has it, else its only program in bin/, and is left
+  # out when there is none or its name is not a plain file name.
+  result = buildPkgs.runCommand "nixery-image.json" {
+    commandPackage = if commandDrv == null then "" else commandDrv;
+    inherit declaredMainProgram;
+  } ''
+    program=""
+    if [ -n "$commandPackage" ]; then
+      if [ -n "$declaredMainProgram" ] && [ -f "$commandPackage/bin/$declaredMainProgram" ] \
+        && [ -x "$commandPackage/bin/$declaredMainProgram" ]; then
+        program=$declaredMainProgram
+      else
+        set -- "$commandPackage"/bin/*
+        if [ $# -eq 1 ] && [ -f "$1" ] && [ -x "$1" ]; then program=''${1##*/}; fi
+      fi
+    fi
+    case "$program" in
+      *[!A-Za-z0-9._+-]* | . | ..) program="" ;;
+    esac
     {
       printf '{"runtimeGraph":'
       cat ${runtimeGraph}
       printf ',"symlinkLayer":'
       cat ${symlinkLayer}/meta.json
+      if [ -n "$program" ]; then
+        printf ',"mainProgram":"%s"' "$program"
+      fi
       printf '}\n'
     } > "$out"
     true

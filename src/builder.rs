@@ -21,7 +21,11 @@
 //! image index gets one ([`index`]): a fan-out above the single-platform
 //! build, which builds each platform's image at the same time.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,7 +43,7 @@ use crate::{
     cache::CacheError,
     digest::Digest,
     gc::GcWatch,
-    identity::{ImageIdentity, Recipe},
+    identity::{ImageIdentity, Recipe, Revision},
     image::{Arch, Image},
     image_index::IndexKind,
     layer_store::{LayerRecord, LayerStore, LayerStoreError, Packing, Stored},
@@ -56,6 +60,7 @@ use crate::{
     },
     resolve::{ResolveError, Resolved, Resolver},
     sbom::{self, SbomInput},
+    source::PackageSource,
 };
 
 mod index;
@@ -246,7 +251,8 @@ pub struct BuilderSettings {
 
 impl BuilderSettings {
     /// The recipe part of every image identity these settings build with
-    /// `nix` (which passes the unfree policy to the Nix step).
+    /// `nix` (which passes the unfree policy to the Nix step); its
+    /// [`Recipe::config`] is filled in per image.
     pub fn recipe(&self, nix: &NixRunner) -> Recipe {
         Recipe {
             layering: self.layering.fingerprint(),
@@ -255,6 +261,52 @@ impl BuilderSettings {
             config: String::new(),
         }
     }
+
+    /// The identity of `image` built from `revision` with these settings
+    /// and `nix`.
+    pub fn identity(&self, image: &Image, revision: &Revision, nix: &NixRunner) -> ImageIdentity {
+        let labels = image_labels(image, revision, nix.source());
+        identity_of(image, revision, &labels, &self.recipe(nix))
+    }
+}
+
+/// The config labels of `image` built from `revision` of `source` (see
+/// [`manifest::labels`]): the source is the channel, the git URL without
+/// credentials, `embedded` or `path`; the revision is the commit or the
+/// embedded set's hash (a local path has none); the title is the name.
+fn image_labels(
+    image: &Image,
+    revision: &Revision,
+    source: &PackageSource,
+) -> BTreeMap<String, String> {
+    let source_label = match (revision, source) {
+        (Revision::Embedded(_), _) => "embedded".to_owned(),
+        (_, PackageSource::Channel(channel)) => channel.clone(),
+        (_, PackageSource::Git(url)) => crate::redact::without_credentials(url),
+        _ => "path".to_owned(),
+    };
+    let revision_label = match revision {
+        Revision::Embedded(hash) | Revision::Commit(hash) => Some(hash.as_str()),
+        Revision::Path { .. } => None,
+    };
+    manifest::labels(&source_label, revision_label, &image.name)
+}
+
+/// The identity of `image` from `revision` with `recipe`, its
+/// [`Recipe::config`] set to what decides the image's config: the image's
+/// [`Image::config_fingerprint`] and its `labels`.
+fn identity_of(
+    image: &Image,
+    revision: &Revision,
+    labels: &BTreeMap<String, String>,
+    recipe: &Recipe,
+) -> ImageIdentity {
+    let config = serde_json::json!({ "image": image.config_fingerprint(), "labels": labels });
+    let recipe = Recipe {
+        config: config.to_string(),
+        ..recipe.clone()
+    };
+    ImageIdentity::new(revision, image.arch.nix_system(), &image.packages, &recipe)
 }
 
 type SharedBuild = Shared<BoxFuture<'static, Result<ImageManifests, Arc<BuildError>>>>;
@@ -443,16 +495,8 @@ impl Builder {
     /// The identity of `image` built from `resolved` with this builder's
     /// recipe (layering and Nix files).
     fn identity(&self, image: &Image, resolved: &Resolved) -> ImageIdentity {
-        let recipe = Recipe {
-            config: image.config_fingerprint(),
-            ..self.inner.recipe.clone()
-        };
-        ImageIdentity::new(
-            &resolved.revision,
-            image.arch.nix_system(),
-            &image.packages,
-            &recipe,
-        )
+        let labels = image_labels(image, &resolved.revision, self.inner.nix.source());
+        identity_of(image, &resolved.revision, &labels, &self.inner.recipe)
     }
 
     /// Whether a request for `image` accepting `index` gets an index or
@@ -636,12 +680,14 @@ impl Inner {
         let layer_count = entries.len() + 1;
         let mut blobs: Vec<Digest> = entries.iter().map(|e| e.digest).collect();
         blobs.push(symlink_entry.digest);
-        let cmd = image.cmd();
+        let cmd = image.cmd(prepared.main_program.as_deref());
         let user = image.user.as_ref().map(|user| user.config_user());
+        let labels = image_labels(image, &resolved.revision, self.nix.source());
         let documents = manifest::assemble(
             image.arch.image_arch(),
             cmd.as_deref(),
             user.as_deref(),
+            &labels,
             entries,
             symlink_entry,
         )

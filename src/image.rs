@@ -27,6 +27,15 @@ pub const MAX_UID: u32 = 2_147_483_647;
 /// The package whose presence makes `bash` the image's command.
 const INTERACTIVE_SHELL: &str = "bashInteractive";
 
+/// The meta-packages that are plain words (besides `user-<uid>`, see
+/// [`User::from_meta_package`]).
+pub const META_PACKAGES: [&str; 3] = ["shell", "arm64", "nonroot"];
+
+/// Whether `component` is a meta-package when it leads an image name.
+pub fn is_meta_package(component: &str) -> bool {
+    META_PACKAGES.contains(&component) || User::from_meta_package(component).is_some()
+}
+
 /// CPU architecture of an image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Arch {
@@ -129,6 +138,9 @@ pub struct Image {
     /// The non-root user it runs as (`nonroot`, `user-<uid>`; the last
     /// one named counts), or root.
     pub user: Option<User>,
+    /// The first package named after the meta-packages, as requested (not
+    /// sorted): its main program is the image's command.
+    pub first_package: Option<String>,
 }
 
 impl Image {
@@ -152,6 +164,7 @@ impl Image {
             }
             rest = tail;
         }
+        let first_package = rest.first().map(|p| p.to_string());
         packages.extend(rest.iter().map(|p| p.to_string()));
         packages.extend(ALWAYS_ADDED.iter().map(|p| p.to_string()));
         packages.sort();
@@ -164,6 +177,7 @@ impl Image {
             packages,
             arch,
             user,
+            first_package,
         }
     }
 
@@ -189,22 +203,40 @@ impl Image {
 
     /// What the name decides of the image besides its packages and
     /// architecture, for the image identity's
-    /// [`crate::identity::Recipe::config`]: the user (`user <uid>`, empty
-    /// for root).
+    /// [`crate::identity::Recipe::config`]: the user and the package whose
+    /// program is the command, as one unambiguous string.
     pub fn config_fingerprint(&self) -> String {
-        match &self.user {
-            None => String::new(),
-            Some(user) => format!("user {} {}", user.name, user.uid),
+        let user = self
+            .user
+            .as_ref()
+            .map(|user| format!("{} {}", user.name, user.uid));
+        serde_json::json!({ "user": user, "command": self.command_package() }).to_string()
+    }
+
+    /// Whether the image has `bashInteractive` (then `bash` is its command).
+    fn has_shell(&self) -> bool {
+        self.packages.iter().any(|p| p == INTERACTIVE_SHELL)
+    }
+
+    /// The package whose main program is the command: the first named
+    /// package, unless the image has a shell.
+    pub fn command_package(&self) -> Option<&str> {
+        if self.has_shell() {
+            None
+        } else {
+            self.first_package.as_deref()
         }
     }
 
     /// The image config's `Cmd`: `["bash"]` when the image has
-    /// `bashInteractive`, else none.
-    pub fn cmd(&self) -> Option<Vec<String>> {
-        self.packages
-            .iter()
-            .any(|p| p == INTERACTIVE_SHELL)
-            .then(|| vec!["bash".to_string()])
+    /// `bashInteractive`, else `/bin/<program>` for the main program the
+    /// Nix step found in [`Image::command_package`], else none.
+    pub fn cmd(&self, main_program: Option<&str>) -> Option<Vec<String>> {
+        if self.has_shell() {
+            Some(vec!["bash".to_string()])
+        } else {
+            main_program.map(|program| vec![format!("/bin/{program}")])
+        }
     }
 }
 
@@ -225,7 +257,8 @@ mod tests {
     fn package_order_does_not_matter() {
         let a = Image::from_name("hello/git/htop", "latest");
         let b = Image::from_name("htop/hello/git", "latest");
-        assert_eq!(a, b);
+        assert_eq!(a.packages, b.packages);
+        assert_eq!(a.name, b.name);
         assert_eq!(a.name, "git/hello/htop");
         assert_eq!(a.packages, ["cacert", "git", "hello", "htop", "iana-etc"]);
     }
@@ -292,7 +325,8 @@ mod tests {
             image.packages,
             ["arm64", "cacert", "hello", "iana-etc", "shell"]
         );
-        assert_eq!(image.cmd(), None);
+        assert_eq!(image.cmd(None), None);
+        assert_eq!(image.command_package(), Some("hello"));
     }
 
     #[test]
@@ -327,14 +361,42 @@ mod tests {
     #[test]
     fn bash_interactive_makes_bash_the_command() {
         assert_eq!(
-            Image::from_name("shell", "latest").cmd(),
+            Image::from_name("shell", "latest").cmd(Some("x")),
             Some(vec!["bash".to_string()])
         );
         assert_eq!(
-            Image::from_name("bashInteractive/git", "latest").cmd(),
+            Image::from_name("bashInteractive/git", "latest").cmd(Some("git")),
             Some(vec!["bash".to_string()])
         );
-        assert_eq!(Image::from_name("git", "latest").cmd(), None);
+        assert_eq!(Image::from_name("git", "latest").cmd(None), None);
+    }
+
+    #[test]
+    fn the_first_named_package_gives_the_command_unless_there_is_a_shell() {
+        let image = Image::from_name("nonroot/hello/git", "latest");
+        assert_eq!(image.command_package(), Some("hello"));
+        assert_eq!(
+            image.cmd(Some("hello")),
+            Some(vec!["/bin/hello".to_string()])
+        );
+        assert_eq!(
+            Image::from_name("git/hello", "latest").command_package(),
+            Some("git")
+        );
+        assert_eq!(
+            Image::from_name("shell/hello", "latest").command_package(),
+            None
+        );
+        assert_eq!(Image::from_name("arm64", "latest").command_package(), None);
+        // The same packages, another command: another image.
+        assert_ne!(
+            Image::from_name("git/hello", "latest").config_fingerprint(),
+            Image::from_name("hello/git", "latest").config_fingerprint()
+        );
+        assert_eq!(
+            Image::from_name("shell/git/hello", "latest").config_fingerprint(),
+            Image::from_name("shell/hello/git", "latest").config_fingerprint()
+        );
     }
 
     #[test]

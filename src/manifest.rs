@@ -10,6 +10,8 @@
 //! same inputs always give byte-identical documents and therefore the same
 //! manifest digests.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
@@ -20,6 +22,26 @@ use crate::media_type::{
 /// The environment of every image: where the CA bundle that Nixery puts in
 /// every image lives, for programs that honour `SSL_CERT_FILE`.
 pub const DEFAULT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+
+/// The config label naming the package source an image was built from.
+pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
+/// The config label naming the exact revision of that source.
+pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
+/// The config label naming the image (its name, sorted).
+pub const LABEL_TITLE: &str = "org.opencontainers.image.title";
+
+/// The labels of an image config: [`LABEL_SOURCE`], [`LABEL_REVISION`]
+/// when the source has a revision, and [`LABEL_TITLE`]. A sorted map, so
+/// the config's bytes never depend on insertion order.
+pub fn labels(source: &str, revision: Option<&str>, title: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_SOURCE.to_owned(), source.to_owned());
+    if let Some(revision) = revision {
+        labels.insert(LABEL_REVISION.to_owned(), revision.to_owned());
+    }
+    labels.insert(LABEL_TITLE.to_owned(), title.to_owned());
+    labels
+}
 
 /// One packed layer as the manifest and config need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,16 +110,17 @@ pub fn order_layers(mut layers: Vec<LayerEntry>, symlink_layer: LayerEntry) -> V
 /// Builds the config and manifest of an image whose layers are `layers`
 /// (in any order) plus `symlink_layer`, for `architecture` ("amd64" or
 /// "arm64"), with `cmd` as the default command and `user` (numeric,
-/// `uid:gid`) as the user when given.
+/// `uid:gid`) as the user when given, and `labels` (see [`labels`]).
 pub fn assemble(
     architecture: &str,
     cmd: Option<&[String]>,
     user: Option<&str>,
+    labels: &BTreeMap<String, String>,
     layers: Vec<LayerEntry>,
     symlink_layer: LayerEntry,
 ) -> Result<ImageDocuments, ManifestError> {
     let layers = order_layers(layers, symlink_layer);
-    let config = config_json(architecture, cmd, user, &layers)?;
+    let config = config_json(architecture, cmd, user, labels, &layers)?;
     let config_ref = BlobRef {
         digest: Digest::of(&config),
         size: config.len() as u64,
@@ -117,6 +140,7 @@ pub fn config_json(
     architecture: &str,
     cmd: Option<&[String]>,
     user: Option<&str>,
+    labels: &BTreeMap<String, String>,
     layers: &[LayerEntry],
 ) -> Result<Vec<u8>, ManifestError> {
     let diff_ids = layers.iter().map(|layer| layer.diff_id).collect();
@@ -131,6 +155,7 @@ pub fn config_json(
             user,
             cmd,
             env: [DEFAULT_ENV],
+            labels: (!labels.is_empty()).then_some(labels),
         },
     };
     Ok(serde_json::to_vec(&config)?)
@@ -214,6 +239,8 @@ struct RuntimeConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cmd: Option<&'a [String]>,
     env: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a BTreeMap<String, String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -293,7 +320,7 @@ mod tests {
     #[test]
     fn manifest_parses_strictly_with_ordered_layer_descriptors() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, None, layers, symlinks).unwrap();
+        let docs = assemble("amd64", None, None, &BTreeMap::new(), layers, symlinks).unwrap();
         let manifest = ImageManifest::from_reader(&docs.manifest[..]).unwrap();
         assert_eq!(manifest.schema_version(), 2);
         assert_eq!(
@@ -330,7 +357,7 @@ mod tests {
     #[test]
     fn config_parses_strictly_with_diff_ids_in_layer_order() {
         let (layers, symlinks) = sample();
-        let docs = assemble("arm64", None, None, layers, symlinks).unwrap();
+        let docs = assemble("arm64", None, None, &BTreeMap::new(), layers, symlinks).unwrap();
         let config = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
         assert_eq!(config.architecture(), &Arch::ARM64);
         assert_eq!(config.os(), &Os::Linux);
@@ -352,7 +379,15 @@ mod tests {
     fn config_keys_are_pascal_case_and_cmd_is_kept_when_given() {
         let (layers, symlinks) = sample();
         let cmd = vec!["/bin/hello".to_owned(), "--greeting=hi".to_owned()];
-        let docs = assemble("amd64", Some(&cmd), None, layers, symlinks).unwrap();
+        let docs = assemble(
+            "amd64",
+            Some(&cmd),
+            None,
+            &BTreeMap::new(),
+            layers,
+            symlinks,
+        )
+        .unwrap();
         let parsed = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
         assert_eq!(parsed.architecture(), &Arch::Amd64);
         assert_eq!(parsed.config().as_ref().unwrap().cmd().as_ref(), Some(&cmd));
@@ -365,7 +400,15 @@ mod tests {
     #[test]
     fn user_is_written_numerically_when_given() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, Some("65532:65532"), layers, symlinks).unwrap();
+        let docs = assemble(
+            "amd64",
+            None,
+            Some("65532:65532"),
+            &BTreeMap::new(),
+            layers,
+            symlinks,
+        )
+        .unwrap();
         let parsed = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
         assert_eq!(
             parsed.config().as_ref().unwrap().user().as_deref(),
@@ -377,12 +420,54 @@ mod tests {
     }
 
     #[test]
+    fn labels_are_written_sorted_and_the_revision_only_when_known() {
+        let (layers, symlinks) = sample();
+        let with = labels("nixos-24.11", Some("4155c364"), "hello/nonroot");
+        let docs = assemble("amd64", None, None, &with, layers.clone(), symlinks.clone()).unwrap();
+        let parsed = ImageConfiguration::from_reader(&docs.config[..]).unwrap();
+        let got = parsed.config().as_ref().unwrap().labels().clone().unwrap();
+        assert_eq!(
+            got.get(LABEL_SOURCE).map(String::as_str),
+            Some("nixos-24.11")
+        );
+        assert_eq!(
+            got.get(LABEL_REVISION).map(String::as_str),
+            Some("4155c364")
+        );
+        assert_eq!(
+            got.get(LABEL_TITLE).map(String::as_str),
+            Some("hello/nonroot")
+        );
+        let text = String::from_utf8(docs.config.clone()).unwrap();
+        let order: Vec<usize> = [LABEL_REVISION, LABEL_SOURCE, LABEL_TITLE]
+            .iter()
+            .map(|label| text.find(label).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let without = labels("path", None, "hello");
+        let docs = assemble("amd64", None, None, &without, layers, symlinks).unwrap();
+        let raw: Value = serde_json::from_slice(&docs.config).unwrap();
+        assert_eq!(
+            raw["config"]["Labels"],
+            serde_json::json!({LABEL_SOURCE: "path", LABEL_TITLE: "hello"})
+        );
+    }
+
+    #[test]
     fn same_inputs_give_byte_identical_documents() {
         let (layers, symlinks) = sample();
-        let first = assemble("amd64", None, None, layers.clone(), symlinks.clone()).unwrap();
+        let first = assemble(
+            "amd64",
+            None,
+            None,
+            &BTreeMap::new(),
+            layers.clone(),
+            symlinks.clone(),
+        )
+        .unwrap();
         let mut shuffled = layers;
         shuffled.rotate_left(2);
-        let second = assemble("amd64", None, None, shuffled, symlinks).unwrap();
+        let second = assemble("amd64", None, None, &BTreeMap::new(), shuffled, symlinks).unwrap();
         assert_eq!(first, second);
     }
 
@@ -397,7 +482,7 @@ mod tests {
     #[test]
     fn oci_variant_has_the_same_blobs_with_oci_media_types() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, None, layers, symlinks).unwrap();
+        let docs = assemble("amd64", None, None, &BTreeMap::new(), layers, symlinks).unwrap();
         let oci_bytes = oci_variant(&docs.manifest).unwrap();
         assert_eq!(
             oci_variant(&docs.manifest).unwrap(),
@@ -427,7 +512,7 @@ mod tests {
     #[test]
     fn oci_variant_refuses_what_is_not_a_docker_image_manifest() {
         let (layers, symlinks) = sample();
-        let docs = assemble("amd64", None, None, layers, symlinks).unwrap();
+        let docs = assemble("amd64", None, None, &BTreeMap::new(), layers, symlinks).unwrap();
         let oci = oci_variant(&docs.manifest).unwrap();
         for bad in [&oci[..], b"{}", b"not json", br#"{"schemaVersion":2}"#] {
             assert!(

@@ -497,7 +497,15 @@ mod tests {
             merge_rating: 0,
             first_path: String::new(),
         };
-        let docs = assemble("amd64", None, None, Vec::new(), layer).unwrap();
+        let docs = assemble(
+            "amd64",
+            None,
+            None,
+            &std::collections::BTreeMap::new(),
+            Vec::new(),
+            layer,
+        )
+        .unwrap();
         ImageManifests::from_docker(Bytes::from(docs.manifest)).unwrap()
     }
 

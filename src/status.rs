@@ -232,6 +232,22 @@ pub fn meta_packages() -> Vec<(String, String)> {
              it adds no package"
                 .to_owned(),
         ),
+        (
+            "nonroot".to_owned(),
+            format!(
+                "runs the image as the user nonroot (User {0}:{0}), with a home it owns; \
+                 it adds no package",
+                crate::image::NONROOT_UID
+            ),
+        ),
+        (
+            "user-<uid>".to_owned(),
+            format!(
+                "runs the image as the user with that uid (1 to {}, group the same) \
+                 and a home it owns: user-1000; it adds no package",
+                crate::image::MAX_UID
+            ),
+        ),
     ]
 }
 

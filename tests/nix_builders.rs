@@ -131,6 +131,7 @@ async fn concurrent_cold_builds_all_succeed() {
                 packages: vec!["hello".into(), format!("salt{i}")],
                 arch: Arch::Amd64,
                 user: None,
+                first_package: None,
             };
             let runner = &runner;
             async move { (i, runner.build(&image).await) }

@@ -39,6 +39,7 @@ fn image_of(packages: &[&str]) -> Image {
         packages,
         arch: Arch::Amd64,
         user: None,
+        first_package: None,
     }
 }
 

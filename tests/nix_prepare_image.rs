@@ -161,7 +161,10 @@ async fn shell_resolves_to_its_four_packages() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "from-bash");
-    assert_eq!(image.cmd(), Some(vec!["bash".to_string()]));
+    assert_eq!(
+        image.cmd(result.main_program.as_deref()),
+        Some(vec!["bash".to_string()])
+    );
 }
 
 #[tokio::test]

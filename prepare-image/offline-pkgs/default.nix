@@ -164,6 +164,13 @@ rec {
   htop = simpleProgram { name = "htop"; version = "3.3.0"; bin = "htop"; libs = [ ncurses ]; libSize = 200000; };
   nano = simpleProgram { name = "nano"; version = "8.1"; bin = "nano"; libs = [ ncurses ]; libSize = 250000; };
 
+  # Several programs and a declared main one, as nixpkgs' gnugrep.
+  gnugrep = package "gnugrep-3.11" ''
+    program "$out/bin/grep" 'echo "grep 3.11 (nixery offline package set)"'
+    ln -s grep "$out/bin/egrep"
+    ln -s grep "$out/bin/fgrep"
+  '' // { meta.mainProgram = "grep"; };
+
   moreutils = package "moreutils-0.69" ''
     mkdir -p "$out/bin"
     ln -s ${glibc}/bin/busybox "$out/bin/ts"

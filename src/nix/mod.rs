@@ -6,7 +6,7 @@
 //! directory and `nix-build` (from PATH) runs them; `NIXERY_PREPARE_IMAGE`
 //! names a wrapper program to run instead (`prepare-image/default.nix`
 //! builds one). Either way the process gets the same arguments
-//! (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree|user`),
+//! (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree|user|command`),
 //! runs in its own process group, has its stderr logged line by line and is
 //! stopped with everything it started when the deadline passes or the
 //! caller stops waiting.
@@ -90,6 +90,11 @@ pub struct PrepareResult {
     /// The symlink layer.
     #[serde(rename = "symlinkLayer")]
     pub symlink_layer: SymlinkLayer,
+    /// The main program of the package named by `--argstr command` (its
+    /// `meta.mainProgram`, else its only program in `bin/`), when it has
+    /// one; see [`crate::image::Image::cmd`].
+    #[serde(rename = "mainProgram", default)]
+    pub main_program: Option<String>,
 }
 
 /// Why the Nix step failed. `Display` is safe to show to clients: it holds
@@ -244,6 +249,7 @@ impl NixRunner {
             ("system", image.arch.nix_system().to_string()),
             ("allowUnfree", self.allow_unfree.to_string()),
             ("user", crate::image::User::nix_arg(image.user.as_ref())),
+            ("command", image.command_package().unwrap_or("").to_owned()),
         ] {
             args.push("--argstr".into());
             args.push(name.into());
@@ -507,6 +513,7 @@ mod tests {
             packages: vec!["a\"b".into(), "${c}".into()],
             arch: crate::image::Arch::Arm64,
             user: crate::image::User::from_meta_package("user-1000"),
+            first_package: Some("x".into()),
         };
         let source = NixSource::Git {
             url: "file:///srv/pkgs".into(),
@@ -546,7 +553,10 @@ mod tests {
                 "false",
                 "--argstr",
                 "user",
-                r#"{"home":"/home/user","name":"user","uid":1000}"#
+                r#"{"home":"/home/user","name":"user","uid":1000}"#,
+                "--argstr",
+                "command",
+                "x"
             ]
         );
     }
