@@ -84,7 +84,7 @@ fn warm_builder(
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
     let manifest = ImageManifests::from_docker(Bytes::from_static(
         br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#,
-    ))
+    ), &std::collections::BTreeMap::new())
     .unwrap();
     runtime
         .block_on(manifests.put(identity.key(), &manifest, None))

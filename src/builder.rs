@@ -692,7 +692,7 @@ impl Inner {
             symlink_entry,
         )
         .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
-        let built = ImageManifests::from_docker(Bytes::from(documents.manifest))
+        let built = ImageManifests::from_docker(Bytes::from(documents.manifest), &labels)
             .map_err(|error| BuildError::Layers(LayersError::Manifest(error)))?;
         self.layers
             .put_blob(media_type::DOCKER_CONFIG, Bytes::from(documents.config))

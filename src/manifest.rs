@@ -180,15 +180,20 @@ pub fn manifest_json(config: &BlobRef, layers: &[LayerEntry]) -> Result<Vec<u8>,
             digest: config.digest,
         },
         layers,
+        annotations: BTreeMap::new(),
     };
     Ok(serde_json::to_vec(&manifest)?)
 }
 
 /// The OCI image manifest of the image whose Docker schema 2 manifest is
 /// `docker` (as [`manifest_json`] writes it): the same descriptors with
-/// the OCI manifest, config and layer media types. The config blob is
+/// the OCI manifest, config and layer media types, and `annotations` (the
+/// image's labels, see [`labels`]; none when empty). The config blob is
 /// shared: Docker and OCI image configs have the same JSON format.
-pub fn oci_variant(docker: &[u8]) -> Result<Vec<u8>, ManifestError> {
+pub fn oci_variant(
+    docker: &[u8],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, ManifestError> {
     let not_docker = |what: &str| ManifestError::NotDockerManifest(what.to_owned());
     let mut manifest: Manifest =
         serde_json::from_slice(docker).map_err(|error| not_docker(&error.to_string()))?;
@@ -210,7 +215,22 @@ pub fn oci_variant(docker: &[u8]) -> Result<Vec<u8>, ManifestError> {
     for layer in &mut manifest.layers {
         layer.media_type = OCI_LAYER.to_owned();
     }
+    manifest.annotations = annotations.clone();
     Ok(serde_json::to_vec(&manifest)?)
+}
+
+/// The annotations of a stored OCI manifest (none when it has none or is
+/// not one), so that a cached pair can be checked against
+/// [`oci_variant`] of its Docker manifest.
+pub fn annotations_of(oci: &[u8]) -> BTreeMap<String, String> {
+    #[derive(Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+    }
+    serde_json::from_slice::<Annotated>(oci)
+        .map(|annotated| annotated.annotations)
+        .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -250,6 +270,11 @@ struct Manifest {
     media_type: String,
     config: Descriptor,
     layers: Vec<Descriptor>,
+    /// OCI manifests only (Docker schema 2 has no such field): the image's
+    /// labels again, so that registries and tools that read only the
+    /// manifest see them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -483,9 +508,9 @@ mod tests {
     fn oci_variant_has_the_same_blobs_with_oci_media_types() {
         let (layers, symlinks) = sample();
         let docs = assemble("amd64", None, None, &BTreeMap::new(), layers, symlinks).unwrap();
-        let oci_bytes = oci_variant(&docs.manifest).unwrap();
+        let oci_bytes = oci_variant(&docs.manifest, &BTreeMap::new()).unwrap();
         assert_eq!(
-            oci_variant(&docs.manifest).unwrap(),
+            oci_variant(&docs.manifest, &BTreeMap::new()).unwrap(),
             oci_bytes,
             "not deterministic"
         );
@@ -510,13 +535,36 @@ mod tests {
     }
 
     #[test]
+    fn the_oci_variant_carries_the_labels_as_annotations_and_the_docker_one_none() {
+        let (layers, symlinks) = sample();
+        let labels = labels("embedded", Some("4155c364"), "hello/nonroot");
+        let docs = assemble("amd64", None, None, &labels, layers, symlinks).unwrap();
+        let oci = oci_variant(&docs.manifest, &labels).unwrap();
+        let parsed = ImageManifest::from_reader(&oci[..]).unwrap();
+        let annotations: BTreeMap<String, String> =
+            parsed.annotations().clone().unwrap().into_iter().collect();
+        assert_eq!(annotations, labels);
+        assert_eq!(annotations_of(&oci), labels);
+        assert!(annotations_of(&docs.manifest).is_empty());
+        let raw: serde_json::Value = serde_json::from_slice(&docs.manifest).unwrap();
+        assert!(raw.get("annotations").is_none(), "{raw}");
+        // No labels, no annotations field at all.
+        let bare = oci_variant(&docs.manifest, &BTreeMap::new()).unwrap();
+        let raw: serde_json::Value = serde_json::from_slice(&bare).unwrap();
+        assert!(raw.get("annotations").is_none(), "{raw}");
+    }
+
+    #[test]
     fn oci_variant_refuses_what_is_not_a_docker_image_manifest() {
         let (layers, symlinks) = sample();
         let docs = assemble("amd64", None, None, &BTreeMap::new(), layers, symlinks).unwrap();
-        let oci = oci_variant(&docs.manifest).unwrap();
+        let oci = oci_variant(&docs.manifest, &BTreeMap::new()).unwrap();
         for bad in [&oci[..], b"{}", b"not json", br#"{"schemaVersion":2}"#] {
             assert!(
-                matches!(oci_variant(bad), Err(ManifestError::NotDockerManifest(_))),
+                matches!(
+                    oci_variant(bad, &BTreeMap::new()),
+                    Err(ManifestError::NotDockerManifest(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

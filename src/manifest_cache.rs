@@ -12,10 +12,11 @@
 //! 3. storage: `manifests/<key>` and `manifests/<key>.oci`, shared by every
 //!    instance on the bucket.
 //!
-//! The OCI manifest is derived from the Docker one
-//! ([`crate::manifest::oci_variant`]), so a tier whose `<key>.oci` is
-//! missing (written before OCI manifests existed) or does not match its
-//! `<key>` gets it derived again, stored as a blob and written back: the
+//! The OCI manifest is derived from the Docker one plus the image's labels
+//! as annotations ([`crate::manifest::oci_variant`]), so a tier whose
+//! `<key>.oci` is missing (written before OCI manifests existed; derived
+//! then without annotations) or is not the variant of its `<key>` with its
+//! own annotations gets it derived again, stored as a blob and written back: the
 //! pair read is always consistent and the same across restarts. The OCI
 //! object is written before the Docker one, which completes an entry.
 //!
@@ -25,6 +26,7 @@
 //! answered as such instead of turning every pull into a Nix build.
 
 use std::{
+    collections::BTreeMap,
     io,
     num::NonZeroUsize,
     path::{Path, PathBuf},
@@ -94,9 +96,13 @@ pub struct ImageManifests {
 }
 
 impl ImageManifests {
-    /// The pair for the Docker manifest `docker`, its OCI variant derived.
-    pub fn from_docker(docker: Bytes) -> Result<Self, crate::manifest::ManifestError> {
-        let oci = Bytes::from(crate::manifest::oci_variant(&docker)?);
+    /// The pair for the Docker manifest `docker`, its OCI variant derived
+    /// with `annotations` (the image's labels).
+    pub fn from_docker(
+        docker: Bytes,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Self, crate::manifest::ManifestError> {
+        let oci = Bytes::from(crate::manifest::oci_variant(&docker, annotations)?);
         Ok(Self {
             docker: BuiltManifest::from_bytes(docker),
             oci: BuiltManifest::with_media_type(oci, crate::media_type::OCI_MANIFEST),
@@ -352,7 +358,13 @@ impl ManifestCache {
             // An index: one form only.
             return Ok(Some((ImageManifests::single(docker), false)));
         }
-        let expected = match crate::manifest::oci_variant(&docker.bytes) {
+        // The stored OCI manifest is accepted when it is exactly the
+        // variant of the Docker one with its own annotations.
+        let annotations = oci
+            .as_ref()
+            .map(|oci| crate::manifest::annotations_of(&oci.bytes))
+            .unwrap_or_default();
+        let expected = match crate::manifest::oci_variant(&docker.bytes, &annotations) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) => {
                 tracing::warn!(key, error = %error, "ignoring malformed cached manifest");
@@ -506,7 +518,11 @@ mod tests {
             layer,
         )
         .unwrap();
-        ImageManifests::from_docker(Bytes::from(docs.manifest)).unwrap()
+        ImageManifests::from_docker(
+            Bytes::from(docs.manifest),
+            &crate::manifest::labels("path", None, &format!("image-{n}")),
+        )
+        .unwrap()
     }
 
     async fn store_blob(storage: &Arc<dyn Storage>, built: &BuiltManifest) {
@@ -562,8 +578,10 @@ mod tests {
     async fn entries_without_an_oci_variant_get_it_derived_stored_and_cached() {
         let root = tempfile::tempdir().unwrap();
         let storage = storage(root.path());
-        let built = image(4);
-        // What an earlier version wrote: the Docker manifest alone.
+        // What an earlier version wrote: the Docker manifest alone, whose
+        // OCI variant is derived without annotations (the labels are in
+        // the config, which the cache does not read).
+        let built = ImageManifests::from_docker(image(4).docker.bytes, &BTreeMap::new()).unwrap();
         storage
             .persist(
                 &StorageKey::manifest(KEY).unwrap(),

@@ -8,7 +8,8 @@
 //!   (`uid:uid`) and add that user with a home it owns.
 //! - Command: an image without a shell runs the main program of its first
 //!   named package.
-//! - Labels: the config names the source, its revision and the image.
+//! - Labels: the config names the source, its revision and the image,
+//!   and the OCI manifest carries them as annotations.
 //! - Meta-packages combine with `arm64` and `NIXERY_PLATFORMS`: every
 //!   platform's image has the same user and command (inspected only: this
 //!   host cannot run arm64 programs; the arm64 images come from the copy of
@@ -125,6 +126,13 @@ fn docker_runs_the_first_named_packages_main_program_and_shows_the_labels() {
         revision.len() == 64 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
         "{labels}"
     );
+    // The OCI manifest carries the labels as its annotations.
+    let oci = server
+        .get("/v2/nonroot/hello/git/manifests/latest")
+        .accept(support::media::OCI_MANIFEST)
+        .expect_status(200)
+        .json();
+    assert_eq!(oci["annotations"], labels, "{oci}");
     // The same packages named the other way round: git's program.
     let git = format!("{host}/git/hello");
     docker.pull(&[&git]);
