@@ -16,6 +16,8 @@ packages=(
   apache2-utils                    # htpasswd -B: the auth tests' user files
   python3-venv                     # fake-gcs-server and moto for the GCS and S3 tests
   chromium                         # status page check in a real browser
+  pigz libdeflate-tools            # the packer bench's references (pigz -pN, libdeflate-gzip)
+  faketime                         # servers run with a skewed clock in the GC tests
 )
 missing=()
 for p in "${packages[@]}"; do
