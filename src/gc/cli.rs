@@ -102,15 +102,16 @@ pub fn run(args: GcArgs) -> ExitCode {
         ))
         .filter(|dir| dir.is_dir());
         let options = Options {
-            policy: Policy {
-                keep,
-                grace,
-                touch_interval,
-            },
             dry_run,
-            notice: notice_period(touch_interval),
             local_tier,
-            timing: super::generation::Timing::DEFAULT,
+            ..Options::new(
+                Policy {
+                    keep,
+                    grace,
+                    touch_interval,
+                },
+                notice_period(touch_interval),
+            )
         };
         let verb = if dry_run { "would delete" } else { "deleted" };
         let mut print = |deletion: &super::Deletion| {
