@@ -284,7 +284,7 @@ mod tests {
         fs::create_dir_all(p.join("bin")).unwrap();
         symlink("/nix/store/x-coreutils/bin/env", p.join("bin/env")).unwrap();
         let user = User::from_meta_package("user-1000").unwrap();
-        let layer = build(&[p.clone()], Some(&user)).unwrap();
+        let layer = build(std::slice::from_ref(&p), Some(&user)).unwrap();
         let members = listing(&layer);
         let get = |name: &str| {
             members
