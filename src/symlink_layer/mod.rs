@@ -221,3 +221,107 @@ fn group(user: Option<&User>) -> String {
 
 /// `/etc/nsswitch.conf`: users and groups from the files above.
 const NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    /// (name, mode, owner, symlink target) of every member, in order.
+    fn listing(layer: &SymlinkLayer) -> Vec<(String, u32, u64, Option<String>)> {
+        let mut archive = tar::Archive::new(layer.tar.as_ref());
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let header = entry.header();
+                (
+                    String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    entry
+                        .link_name()
+                        .unwrap()
+                        .map(|t| t.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bytes_depend_on_the_set_of_packages_not_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("aaaa-a");
+        let b = dir.path().join("bbbb-b");
+        for (p, program) in [(&a, "x"), (&b, "y")] {
+            fs::create_dir_all(p.join("bin")).unwrap();
+            fs::write(p.join("bin").join(program), "").unwrap();
+            fs::write(p.join("bin/both"), "").unwrap();
+        }
+        let one = build(&[a.clone(), b.clone()], None).unwrap();
+        let other = build(&[b.clone(), a.clone(), b.clone()], None).unwrap();
+        assert_eq!(one, other);
+        assert_eq!(one.tar_hash, Digest::of(&one.tar));
+        assert_eq!(one.size, one.tar.len() as u64);
+        // The first package by store path wins the conflict.
+        let both = listing(&one)
+            .into_iter()
+            .find(|(name, ..)| name == "bin/both")
+            .unwrap();
+        assert_eq!(both.3, Some(format!("{}/bin/both", a.display())));
+    }
+
+    #[test]
+    fn fixed_entries_replace_what_packages_bring() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pkg");
+        fs::create_dir_all(p.join("etc")).unwrap();
+        fs::write(p.join("etc/passwd"), "evil").unwrap();
+        fs::write(p.join("etc/motd"), "hi").unwrap();
+        symlink("/somewhere", p.join("tmp")).unwrap();
+        fs::create_dir_all(p.join("bin")).unwrap();
+        symlink("/nix/store/x-coreutils/bin/env", p.join("bin/env")).unwrap();
+        let user = User::from_meta_package("user-1000").unwrap();
+        let layer = build(std::slice::from_ref(&p), Some(&user)).unwrap();
+        let members = listing(&layer);
+        let get = |name: &str| {
+            members
+                .iter()
+                .find(|(n, ..)| n.trim_end_matches('/') == name)
+                .unwrap_or_else(|| panic!("{name} in {members:?}"))
+                .clone()
+        };
+        assert_eq!(get("tmp"), ("tmp/".into(), 0o1777, 0, None));
+        assert_eq!(get("root").1, 0o700);
+        assert_eq!(get("var/empty").1, 0o555);
+        assert_eq!(get("etc/passwd").3, None, "a file of the layer's own");
+        assert_eq!(get("etc/motd").3, Some(format!("{}/etc/motd", p.display())));
+        assert_eq!(
+            get("usr/bin/env").3,
+            Some("/nix/store/x-coreutils/bin/env".into())
+        );
+        // The home comes last, owned by the user.
+        assert_eq!(
+            members.last().unwrap(),
+            &("home/user/".to_string(), 0o755, 1000, None)
+        );
+        let mut archive = tar::Archive::new(layer.tar.as_ref());
+        let passwd = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path_bytes().as_ref() == b"etc/passwd")
+            .map(|mut e| {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+                text
+            })
+            .unwrap();
+        assert!(
+            passwd.ends_with("user:x:1000:1000:user:/home/user:/bin/sh\n"),
+            "{passwd}"
+        );
+    }
+}
