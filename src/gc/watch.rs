@@ -1,5 +1,7 @@
 //! The server's side of garbage collection: recording use, and never
-//! serving what a collection removed.
+//! serving what a collection removed. The tiers do not call this module:
+//! they hold [`super::tiers::Stamped`] entries and ask
+//! [`super::tiers::Guard`], which is this watch narrowed to them.
 //!
 //! **Use marks.** Each manifest served (any tier, by tag or by digest)
 //! calls [`GcWatch::touch`]: at most once per touch interval per digest, a

@@ -151,9 +151,10 @@ async fn records_in_memory_are_bounded() {
     let (_dir, _storage, store) = filesystem_store();
     let record = some_record();
     for i in 0..MEMORY_RECORDS * 2 {
-        store
-            .records
-            .insert(format!("k{i}"), (record.clone(), None));
+        store.records.insert(
+            format!("k{i}"),
+            crate::gc::Stamped::new(record.clone(), crate::gc::Stamp::UNCHECKED),
+        );
     }
     assert!(store.records.len() <= MEMORY_RECORDS);
 }
