@@ -662,19 +662,28 @@ impl Inner {
             let (built, blobs, layer_count, mut phases) =
                 self.build_once(image, resolved, identity).await?;
             let manifest_started = Instant::now();
-            let Some(stamp) = self
+            let finished = self
                 .settings
                 .gc
                 .build_finished(ticket, &built.docker.digest, &blobs)
                 .await
-                .map_err(|e| BuildError::Storage(e.into()))?
-            else {
-                self.layers.forget_records();
-                if attempt == 0 {
-                    tracing::warn!(image = %image.name, tag = %image.tag, "blobs of the image were collected during its build, building it again");
-                    continue;
+                .map_err(|e| BuildError::Storage(e.into()))?;
+            let stamp = match finished {
+                Ok(stamp) => stamp,
+                Err(missing) => {
+                    // This build may itself have recorded a layer whose
+                    // blob the collection then deleted: such records go,
+                    // so the next attempt packs those layers again.
+                    self.layers
+                        .forget_records_naming(&missing)
+                        .await
+                        .map_err(|e| BuildError::Storage(e.into()))?;
+                    if attempt == 0 {
+                        tracing::warn!(image = %image.name, tag = %image.tag, "blobs of the image were collected during its build, building it again");
+                        continue;
+                    }
+                    return Err(BuildError::Collected);
                 }
-                return Err(BuildError::Collected);
             };
             if self.resolver.still_current(resolved).await {
                 self.manifests.put(identity.key(), &built, stamp).await?;

@@ -157,20 +157,21 @@ impl Guard {
     }
 
     /// A build that began with `ticket` stored the manifest `digest`
-    /// naming `blobs`: the stamp of its tier entries, or `None` when a
-    /// collection it overlapped removed one of the blobs (build again).
+    /// naming `blobs`: `Ok(stamp)` for its tier entries, or
+    /// `Err(missing)`: the blobs a collection it overlapped removed (build
+    /// again, and trust no layer record naming one of them).
     pub async fn build_finished(
         &self,
         ticket: BuildTicket,
         digest: &Digest,
         blobs: &[Digest],
-    ) -> Result<Option<Stamp>, StorageError> {
+    ) -> Result<Result<Stamp, Vec<Digest>>, StorageError> {
         match (&self.watch, ticket.0) {
             (Some(watch), Some(started)) => Ok(watch
                 .settle(started, digest, blobs)
                 .await?
                 .map(|stamp| Stamp(Some(stamp)))),
-            _ => Ok(Some(Stamp::UNCHECKED)),
+            _ => Ok(Ok(Stamp::UNCHECKED)),
         }
     }
 

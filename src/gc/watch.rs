@@ -270,15 +270,18 @@ impl GcWatch {
     }
 
     /// After a build stored the manifest `digest` naming `blobs`:
-    /// the stamp of its tier entries, or `None` when a collection that
-    /// overlapped the build removed one of the blobs (build again).
-    /// `started` is the snapshot taken when the build began.
+    /// `Ok(stamp)` for its tier entries, or `Err(missing)`: the blobs a
+    /// collection that overlapped the build removed (build again, without
+    /// trusting any layer record that names one of them: the build may
+    /// have written such a record itself, after the collection listed
+    /// the blob it then deleted). `started` is the snapshot taken when
+    /// the build began.
     pub async fn settle(
         &self,
         started: Snapshot,
         digest: &Digest,
         blobs: &[Digest],
-    ) -> Result<Option<u64>, StorageError> {
+    ) -> Result<Result<u64, Vec<Digest>>, StorageError> {
         self.write_mark(digest).await?;
         let before = self.refresh().await?;
         let generation = self.settled().await?;
@@ -286,6 +289,7 @@ impl GcWatch {
             || !started.fresh
             || before.deleting(self.stale_after)
             || generation.generation.number != started.number;
+        let mut missing = Vec::new();
         if overlapped {
             for blob in blobs.iter().chain([digest]) {
                 match self.storage.stat(&StorageKey::layer(blob)).await {
@@ -295,13 +299,17 @@ impl GcWatch {
                             digest = %blob,
                             "a blob of the image was collected during its build"
                         );
-                        return Ok(None);
+                        missing.push(*blob);
                     }
                     Err(error) => return Err(error),
                 }
             }
         }
-        Ok(Some(generation.generation.number))
+        if missing.is_empty() {
+            Ok(Ok(generation.generation.number))
+        } else {
+            Ok(Err(missing))
+        }
     }
 
     /// Read the generation now, and wait while a collection is deleting.

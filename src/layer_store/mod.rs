@@ -36,7 +36,7 @@ use crate::{
     digest::Digest,
     gc::tiers::{Guard, Stamped},
     media_type::DOCKER_LAYER,
-    storage::{ByteStream, Persisted, Storage, StorageKey},
+    storage::{ByteStream, Persisted, Storage, StorageError, StorageKey},
 };
 pub use record::LayerRecord;
 
@@ -126,10 +126,25 @@ impl LayerStore {
         Self { gc, ..self }
     }
 
-    /// Forget every record held in memory (a collection removed a blob one
-    /// of them named).
-    pub fn forget_records(&self) {
+    /// Forget every record that names one of the blobs `missing` (a
+    /// collection removed them): in memory, and in storage, so that the
+    /// layers are packed again. The other records held in memory are
+    /// dropped too (they are read again, under the new generation).
+    pub async fn forget_records_naming(&self, missing: &[Digest]) -> Result<(), StorageError> {
+        let stale: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, entry)| missing.contains(&entry.value().digest))
+            .map(|(key, _)| key)
+            .collect();
         self.records.clear();
+        for layer_key in stale {
+            if let Ok(key) = StorageKey::build(&layer_key) {
+                self.storage.delete(&key).await?;
+                tracing::info!(layer = %layer_key, "forgot a layer record whose blob was collected");
+            }
+        }
+        Ok(())
     }
 
     /// A record just read or written, stamped.

@@ -173,3 +173,22 @@ async fn an_absent_entry_is_a_miss() {
     let (_dir, _storage, store) = filesystem_store();
     assert!(store.record("abc").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn records_naming_a_collected_blob_are_forgotten_in_memory_and_storage() {
+    let (_dir, storage, store) = filesystem_store();
+    let gone = some_record();
+    let kept = LayerRecord {
+        digest: Digest::parse_hex(&"c".repeat(64)).unwrap(),
+        ..some_record()
+    };
+    store.put_record("gone", &gone).await.unwrap();
+    store.put_record("kept", &kept).await.unwrap();
+    store.forget_records_naming(&[gone.digest]).await.unwrap();
+    assert_eq!(store.record("gone").await.unwrap(), None);
+    assert!(matches!(
+        storage.stat(&StorageKey::build("gone").unwrap()).await,
+        Err(crate::storage::StorageError::NotFound(_))
+    ));
+    assert_eq!(store.record("kept").await.unwrap(), Some(kept));
+}
