@@ -16,6 +16,7 @@
 //! same store paths give the same layer digest on every instance (see
 //! `archive/tree.rs` for the exact rules).
 
+mod deflate_walk;
 mod gzip;
 mod pipeline;
 mod tree;
