@@ -14,8 +14,16 @@
 //! boundaries in `data_type`, but zlib-rs keeps that field out of its safe
 //! API (only its C-compatible, `unsafe` API has it), and flate2 has no
 //! `Z_BLOCK` at all; no deflate crate found reports bit positions of block
-//! boundaries. Walking without writing output is also cheaper than a full
-//! inflate.
+//! boundaries.
+//!
+//! Cost: the walk follows the same serial chain of Huffman lookups as an
+//! inflate, so it runs about as fast as libdeflate's own decompressor
+//! (0.29 to 0.36 s against 0.20 to 0.26 s for 125 MB of system files
+//! deflated in 1 MiB blocks, on a loaded 2-core machine), which is about
+//! 20% of the time libdeflate takes to deflate them at level 6. Two tables
+//! keep it there: codes of up to 10 bits are found in one lookup (longer
+//! ones in a second), and one lookup skips a whole run of literals whose
+//! codes fit in those 10 bits.
 
 /// Bit positions in a deflate stream, counted from bit 0 (the least
 /// significant bit) of its first byte.

@@ -17,14 +17,17 @@
 //! single-member readers such as flate2's `GzDecoder`.
 //!
 //! A block cannot refer back into the block before it (no dictionary), so
-//! the first bytes of each block compress a little worse; with 1 MiB
-//! blocks that costs about 0.3% of the output, and libdeflate's level 6
-//! still writes smaller output than zlib's level 6 with its 32 KiB window
-//! carried across (pigz). libdeflate chooses for each deflate block the
-//! cheapest of dynamic codes, fixed codes and stored bytes, so an
-//! incompressible block grows only by stored-block headers (5 bytes per
-//! 64 KiB) and the 5-byte join. The output depends only on the input, the
-//! level and [`BLOCK`], never on how many threads did the work.
+//! the first bytes of each block compress a little worse: on 125 MB of
+//! system files, 256 KiB blocks cost 0.4% of the output against one
+//! libdeflate stream, 1 MiB blocks 0.1 to 0.2%, 4 MiB 0.03% (and hold more
+//! memory per layer in flight). With 1 MiB blocks libdeflate's level 6 still
+//! writes smaller output than zlib's level 6 with its 32 KiB window carried
+//! across (pigz). libdeflate chooses for each deflate block the cheapest of
+//! dynamic codes, fixed codes and stored bytes, so an incompressible block
+//! grows only by stored-block headers (5 bytes per 64 KiB, a few more where
+//! libdeflate cuts its blocks) and the 5-byte join. The output depends
+//! only on the input, the level and [`BLOCK`], never on how many threads
+//! did the work.
 
 use std::io;
 
