@@ -64,6 +64,7 @@ let
   nixery-prepare-image = import ./prepare-image {
     inherit pkgs;
     nixBuild = "${nix}/bin/nix-build";
+    nix = "${nix}/bin/nix";
   };
   prepareImageProgram = "${nixery-prepare-image}/bin/nixery-prepare-image";
 

@@ -1,10 +1,11 @@
 # prepare-image.nix: the Nix step of nixery.
 #
-# Given package names, it realises the packages and writes a JSON file whose
-# path nix-build prints as the last line of stdout:
-#
-#   {"runtimeGraph": <exportReferencesGraph data of all packages>,
-#    "symlinkLayer": {"size": <bytes>, "tarHash": <hex sha256>, "path": <tarball>}}
+# Given package names, it evaluates to the list of their derivations, so
+# that `nix-build --no-out-link` realises exactly the requested packages
+# (their default outputs) and prints their store paths on stdout, one a
+# line. Nothing else is built: nixery reads the closure of those paths from
+# the store (`nix path-info`) and writes the symlink layer itself
+# (src/nix/graph.rs, src/symlink_layer/).
 #
 # Package names are data: they arrive as one JSON string and are only ever
 # used as attribute names, never evaluated. A name is looked up
@@ -38,20 +39,16 @@
 # cannot catch (a missing file, a type error) can be attributed to the name
 # being evaluated.
 #
-# Every builder written here keeps a shell as its last process: Nix 2.8
-# kills a build's process group as soon as the builder's log pipe closes,
-# and GNU tools close stdout/stderr just before they exit, so a builder
-# that ends by exec'ing one of them is killed at random (tests/
-# nix_builders.rs checks this).
+# When `command` names a requested package, one more line is traced,
+#   trace: nixery-command {"path": <its store path>, "mainProgram": <its
+#   declared meta.mainProgram, or "">}
+# from which nixery chooses the image's command.
 #
 # Interfaces of the package set used here, all of them present in nixpkgs
 # for many years (and imitated by ./offline-pkgs):
 #   lib.toLower, lib.splitString, lib.hasAttrByPath, lib.attrByPath,
-#   lib.isDerivation, runCommand, symlinkJoin, coreutils, bash;
-#   lib.meta.availableOn and stdenv.hostPlatform when present.
-# Build-time tools expected on the PATH of runCommand (nixpkgs' stdenv has
-# them): cp, chmod, mkdir, ln, find, sort, tar (GNU), sha256sum, stat, cut,
-# readlink.
+#   lib.isDerivation; lib.meta.availableOn and stdenv.hostPlatform when
+#   present.
 {
   # JSON array of package names.
   packages,
@@ -64,10 +61,6 @@
   allowUnfree ? "false",
   # Path of load-pkgs.nix (a path or an absolute path string).
   loadPkgs ? ./load-pkgs.nix,
-  # JSON: null (the image runs as root), or the non-root user of the image,
-  # {"name": ..., "uid": <1..2147483647>, "home": "/home/..."}; its gid is
-  # its uid. nixery checks these values before passing them.
-  user ? "null",
   # Name of the package (one of `packages`) whose main program nixery makes
   # the image's command, or "" for none.
   command ? "",
@@ -75,11 +68,9 @@
 let
   load = import loadPkgs { inherit srcType srcArgs; allowUnfree = allowUnfree == "true"; };
 
-  # Packages of the image are built for `system`; the tools that assemble
-  # the result run on this machine.
+  # Packages of the image are built for `system`.
   pkgs = load system;
-  buildPkgs = if system == builtins.currentSystem then pkgs else load builtins.currentSystem;
-  inherit (buildPkgs) lib;
+  inherit (pkgs) lib;
 
   requested = builtins.fromJSON packages;
 
@@ -173,98 +164,9 @@ let
 
   refusals = builtins.filter (r: r.reason != null) evaluated;
 
-  # The requested packages, one entry per store path.
-  contents = builtins.attrValues (builtins.listToAttrs
-    (map (r: { name = builtins.unsafeDiscardStringContext r.drv.outPath; value = r.drv; }) results));
-
-  # Nix writes the closure of `contents` (path, closureSize, references,
-  # narHash, narSize) into the structured attributes of this build, which
-  # copies them out. The attributes file is named by $NIX_ATTRS_JSON_FILE
-  # (Nix >= 2.4 sets it; older ones only write .attrs.json into the build
-  # directory, which is also the working directory). Neither `$out` nor PATH
-  # is set in structured-attrs builds, hence the placeholder and full path.
-  # `; true` keeps bash, not cp, as the last process (see the top).
-  runtimeGraph = derivation {
-    name = "nixery-runtime-graph.json";
-    system = builtins.currentSystem;
-    builder = "${buildPkgs.bash}/bin/bash";
-    args = [ "-c" ''${buildPkgs.coreutils}/bin/cp "''${NIX_ATTRS_JSON_FILE:-.attrs.json}" "${placeholder "out"}"; true'' ];
-    __structuredAttrs = true;
-    exportReferencesGraph.graph = contents;
-  };
-
-  # The symlink forest of all packages, as one more layer: what makes
-  # /bin/<program> of every package work in the image.
-  forest = buildPkgs.symlinkJoin { name = "nixery-symlink-forest"; paths = contents; };
-
-  imageUser = builtins.fromJSON user;
-  hasUser = imageUser != null;
-  uid = toString imageUser.uid;
-
-  # The user database of every image, as nixpkgs' fakeNss provides it:
-  # root and nobody, plus the image's non-root user when it has one.
-  passwd = ''
-    root:x:0:0:root:/root:/bin/sh
-    nobody:x:65534:65534:nobody:/var/empty:/bin/false
-  '' + (if hasUser then "${imageUser.name}:x:${uid}:${uid}:${imageUser.name}:${imageUser.home}:/bin/sh\n" else "");
-  group = ''
-    root:x:0:
-    nobody:x:65534:
-  '' + (if hasUser then "${imageUser.name}:x:${uid}:\n" else "");
-  nsswitch = ''
-    passwd: files
-    group: files
-    shadow: files
-    hosts: files dns
-  '';
-
-  # Deterministic tarball of the forest plus an empty, world-writable /tmp,
-  # /etc/passwd, /etc/group and /etc/nsswitch.conf (above; they replace any
-  # a package brings), root's home /root and nobody's /var/empty, /nix and
-  # /nix/store as 0755 directories (the store layers hold only their paths,
-  # and runtimes create missing parents with modes a non-root user cannot
-  # pass: Docker gives /nix 0600), and, when
-  # a package of the image provides bin/env (coreutils, busybox),
-  # /usr/bin/env pointing to that program (scripts' "#!/usr/bin/env"
-  # lines): sorted members without a "./" prefix, fixed mtime, owner root;
-  # then the non-root user's home, owned by that user.
-  symlinkLayer = buildPkgs.runCommand "nixery-symlink-layer"
-    { inherit passwd group nsswitch; passAsFile = [ "passwd" "group" "nsswitch" ]; } ''
-    mkdir -p root
-    cp -R ${forest}/. root/
-    chmod -R u+w root
-    mkdir -p root/tmp root/etc root/root root/var/empty root/nix/store
-    rm -f root/etc/passwd root/etc/group root/etc/nsswitch.conf
-    cp "$passwdPath" root/etc/passwd
-    cp "$groupPath" root/etc/group
-    cp "$nsswitchPath" root/etc/nsswitch.conf
-    chmod 0644 root/etc/passwd root/etc/group root/etc/nsswitch.conf
-    if [ -L root/bin/env ]; then
-      mkdir -p root/usr/bin
-      ln -sfn "$(readlink root/bin/env)" root/usr/bin/env
-    fi
-    find root -type d -exec chmod 0755 {} +
-    chmod 1777 root/tmp
-    chmod 0700 root/root
-    chmod 0555 root/var/empty
-    ${if hasUser then "mkdir -p root/home" else ""}
-    (cd root && find . -mindepth 1 -printf '%P\0' | LC_ALL=C sort -z) > members
-    mkdir -p "$out"
-    tar --create --file "$out/layer.tar" --directory root \
-      --null --no-recursion --files-from members \
-      --format=gnu --mtime=@1 --owner=0 --group=0 --numeric-owner
-    ${if !hasUser then "" else ''
-      mkdir -p "home${imageUser.home}"
-      chmod 0755 "home${imageUser.home}"
-      tar --append --file "$out/layer.tar" --directory home \
-        --no-recursion "${builtins.substring 1 (-1) imageUser.home}" \
-        --format=gnu --mtime=@1 --owner=${uid} --group=${uid} --numeric-owner
-    ''}
-    size=$(stat -c %s "$out/layer.tar")
-    hash=$(sha256sum "$out/layer.tar" | cut -d ' ' -f 1)
-    printf '{"size":%s,"tarHash":"%s","path":"%s"}' "$size" "$hash" "$out/layer.tar" > "$out/meta.json"
-    true
-  '';
+  # The requested packages, as nix-build realises them: it builds each
+  # derivation's default output and prints its store path.
+  contents = map (r: r.drv) results;
 
   # The package named by `command`, and its meta.mainProgram (or "").
   commandDrv =
@@ -274,38 +176,15 @@ let
     let m = try (d: d.meta.mainProgram or "") commandDrv ""; in
     if commandDrv != null && builtins.isString m then m else "";
 
-  # The JSON result; "mainProgram" is the command package's declared main
-  # program when bin/ has it, else its only program in bin/, and is left
-  # out when there is none or its name is not a plain file name.
-  result = buildPkgs.runCommand "nixery-image.json" {
-    commandPackage = if commandDrv == null then "" else commandDrv;
-    inherit declaredMainProgram;
-  } ''
-    program=""
-    if [ -n "$commandPackage" ]; then
-      if [ -n "$declaredMainProgram" ] && [ -f "$commandPackage/bin/$declaredMainProgram" ] \
-        && [ -x "$commandPackage/bin/$declaredMainProgram" ]; then
-        program=$declaredMainProgram
-      else
-        set -- "$commandPackage"/bin/*
-        if [ $# -eq 1 ] && [ -f "$1" ] && [ -x "$1" ]; then program=''${1##*/}; fi
-      fi
-    fi
-    case "$program" in
-      *[!A-Za-z0-9._+-]* | . | ..) program="" ;;
-    esac
-    {
-      printf '{"runtimeGraph":'
-      cat ${runtimeGraph}
-      printf ',"symlinkLayer":'
-      cat ${symlinkLayer}/meta.json
-      if [ -n "$program" ]; then
-        printf ',"mainProgram":"%s"' "$program"
-      fi
-      printf '}\n'
-    } > "$out"
-    true
-  '';
+  # `trace: nixery-command {"path": ..., "mainProgram": ...}`: the store
+  # path of the command package and its declared main program, which
+  # nixery checks against the realised bin/ (src/symlink_layer).
+  withCommand = value:
+    if commandDrv == null then value
+    else builtins.trace "nixery-command ${builtins.toJSON {
+      path = builtins.unsafeDiscardStringContext commandDrv.outPath;
+      mainProgram = declaredMainProgram;
+    }}" value;
 
   # Traces every refusal, then fails with the first refusal's own error.
   refuse =
@@ -323,4 +202,4 @@ in
 if !(builtins.isList requested && builtins.all builtins.isString requested) then
   throw "nixery: packages must be a JSON array of strings"
 else builtins.seq (builtins.attrNames pkgs)
-  (if refusals != [ ] then refuse else result)
+  (if refusals != [ ] then refuse else withCommand contents)

@@ -107,19 +107,6 @@ impl User {
     pub fn config_user(&self) -> String {
         format!("{}:{}", self.uid, self.uid)
     }
-
-    /// The user as the Nix step takes it (`--argstr user`).
-    pub fn nix_arg(user: Option<&User>) -> String {
-        match user {
-            None => "null".to_owned(),
-            Some(user) => serde_json::json!({
-                "name": user.name,
-                "uid": user.uid,
-                "home": user.home(),
-            })
-            .to_string(),
-        }
-    }
 }
 
 /// An image requested by name: what to build and how to call it.

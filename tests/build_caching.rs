@@ -299,3 +299,45 @@ fn metrics_count_nix_builds_cache_hits_and_uploads() {
     get_manifest(&server, "hello/htop", &commit);
     assert!(metric(&server, "nixery_layer_cache_hits_total") >= 2);
 }
+
+#[test]
+fn build_phases_are_exported_as_a_histogram_and_logged() {
+    let storage = tempfile::tempdir().unwrap();
+    let server = server_on(storage.path());
+    let count = |phase: &str| {
+        metric(
+            &server,
+            &format!("nixery_build_phase_seconds_count{{phase=\"{phase}\"}}"),
+        )
+    };
+    let built = [
+        "realise",
+        "graph",
+        "symlink_layer",
+        "grouping",
+        "layers",
+        "manifest",
+    ];
+    for phase in built {
+        assert_eq!(count(phase), 0, "{phase}");
+    }
+    get_manifest(&server, "hello", "latest");
+    for phase in built {
+        assert_eq!(count(phase), 1, "{phase}");
+    }
+    assert_eq!(count("resolve"), 1);
+    // A cache hit resolves again and builds nothing.
+    get_manifest(&server, "hello", "latest");
+    assert_eq!(count("resolve"), 2);
+    assert_eq!(count("realise"), 1);
+
+    let events = server.log_events();
+    let built_event = events
+        .iter()
+        .find(|e| e["message"] == "image built")
+        .expect("an image built event");
+    let phases = built_event["phases"].as_str().expect("phases field");
+    for phase in built {
+        assert!(phases.contains(&format!("{phase}=")), "{phases}");
+    }
+}

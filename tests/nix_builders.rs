@@ -79,6 +79,26 @@ fn every_shell_builder_of_the_project_ends_with_a_builtin() {
         "--argstr",
         "nixBuild",
         "nix-build",
+        "--argstr",
+        "nix",
+        "nix",
+    ]));
+
+    // The previous Nix recipe of the symlink layer, kept as a test's
+    // reference.
+    let reference =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nix-symlink-layer.nix");
+    drvs.extend(instantiate(&[
+        reference.to_str().expect("UTF-8 path"),
+        "--arg",
+        "pkgsDir",
+        offline,
+        "--argstr",
+        "packages",
+        "[]",
+        "--argstr",
+        "user",
+        r#"{"name":"user","uid":1000,"home":"/home/user"}"#,
     ]));
 
     let all = derivations(&drvs);

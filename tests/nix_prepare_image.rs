@@ -39,7 +39,7 @@ async fn symlink_layer_holds_the_forest_tmp_and_env() {
     let result = offline_build("git/hello").await.unwrap();
     let layer = &result.symlink_layer;
 
-    let bytes = std::fs::read(&layer.path).unwrap();
+    let bytes = layer.tar.to_vec();
     assert_eq!(bytes.len() as u64, layer.size);
     assert_eq!(hex::encode(Sha256::digest(&bytes)), layer.tar_hash.hex());
 
@@ -108,7 +108,7 @@ async fn symlink_layer_holds_the_forest_tmp_and_env() {
 
 /// The target of `usr/bin/env` in the symlink layer of `result`, if any.
 fn env_link(result: &nixery::nix::PrepareResult) -> Option<String> {
-    let bytes = std::fs::read(&result.symlink_layer.path).unwrap();
+    let bytes = result.symlink_layer.tar.to_vec();
     let mut archive = tar::Archive::new(bytes.as_slice());
     archive
         .entries()
@@ -130,7 +130,19 @@ async fn env_is_the_one_of_the_image_coreutils_and_absent_without_one() {
     let result = runner.build_named("coreutils/hello").await.unwrap();
     let env_target = env_link(&result).expect("usr/bin/env with coreutils in the image");
     let coreutils = find_path(&top_level(&result), "coreutils-").to_string();
-    assert_eq!(env_target, format!("{coreutils}/bin/env"));
+    // The forest's bin/env, as symlinkJoin makes it: a symlink to the
+    // package's bin/env, or to its target when that is a symlink itself
+    // (the offline coreutils' programs are symlinks to busybox).
+    let package_env = format!("{coreutils}/bin/env");
+    let expected = match std::fs::read_link(&package_env) {
+        Ok(target) => target.to_string_lossy().into_owned(),
+        Err(_) => package_env.clone(),
+    };
+    assert_eq!(env_target, expected);
+    assert_eq!(
+        std::fs::canonicalize(&env_target).unwrap(),
+        std::fs::canonicalize(&package_env).unwrap()
+    );
     let status = std::process::Command::new(&env_target)
         .arg("true")
         .status()
@@ -306,7 +318,8 @@ async fn wrapper_program_runs_the_nix_step() {
                 "import {} {{}}",
                 root.join("offline-pkgs").display()
             ))
-            .args(["--argstr", "nixBuild", "nix-build"]),
+            .args(["--argstr", "nixBuild", "nix-build"])
+            .args(["--argstr", "nix", "nix"]),
     );
     let wrapper = built.trim().to_string();
     let program = Path::new(&wrapper).join("bin/nixery-prepare-image");
@@ -337,4 +350,58 @@ fn wrapper_expression_parses() {
         .status()
         .expect("run nix-instantiate");
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn runtime_graph_matches_what_export_references_graph_gives() {
+    // The closure as Nix's exportReferencesGraph writes it (how the Nix
+    // step read it before), for the same top-level paths.
+    let result = offline_build("git/curl/htop/coreutils").await.unwrap();
+    let tops = top_level(&result);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let expression = format!(
+        "import {} {{ pkgs = import {} {{ }}; name = \"export-references-graph.json\"; contents = map builtins.storePath (builtins.fromJSON ''{}''); }}",
+        root.join("scripts/runtime-graph.nix").display(),
+        root.join("prepare-image/offline-pkgs").display(),
+        serde_json::to_string(&tops).unwrap()
+    );
+    let built = support::run(
+        std::process::Command::new("nix-build")
+            .args(["--no-out-link", "--expr"])
+            .arg(expression),
+    );
+    let exported: nixery::layers::RuntimeGraph =
+        serde_json::from_slice(&std::fs::read(built.trim()).unwrap()).unwrap();
+
+    let mut theirs = exported.graph.clone();
+    theirs.sort_by(|a, b| a.path.cmp(&b.path));
+    let ours = &result.runtime_graph.graph;
+    assert!(ours.len() > tops.len(), "the closure holds dependencies");
+    assert_eq!(
+        ours.iter().map(|e| &e.path).collect::<Vec<_>>(),
+        theirs.iter().map(|e| &e.path).collect::<Vec<_>>()
+    );
+    for (a, b) in ours.iter().zip(&theirs) {
+        let sorted = |refs: &[String]| {
+            let mut refs = refs.to_vec();
+            refs.sort();
+            refs
+        };
+        assert_eq!(sorted(&a.references), sorted(&b.references), "{}", a.path);
+        assert_eq!(a.closure_size, b.closure_size, "{}", a.path);
+        assert_eq!(a.nar_size, b.nar_size, "{}", a.path);
+        // Nix writes the same hash in two encodings.
+        let hex = |h: &Option<String>| {
+            h.as_deref()
+                .and_then(nixery::sbom::nar_hash::sha256_hex)
+                .unwrap_or_else(|| panic!("no readable narHash for {}", a.path))
+        };
+        assert_eq!(hex(&a.nar_hash), hex(&b.nar_hash), "{}", a.path);
+    }
+    let mut exported_tops = exported.export_references_graph.graph.clone();
+    exported_tops.sort();
+    assert_eq!(
+        result.runtime_graph.export_references_graph.graph,
+        exported_tops
+    );
 }

@@ -119,7 +119,8 @@ fn arm64_image_after_the_same_amd64_image_is_an_arm64_image() {
 }
 
 /// A wrapper for the Nix step that appends a line to `count` every time it
-/// starts, then runs nix-build on this repository's prepare-image.
+/// starts, then runs nix-build on this repository's prepare-image, or
+/// `nix path-info` when asked for the graph.
 fn counting_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
     let count = dir.join("nix-processes");
     let wrapper = dir.join("prepare-image");
@@ -127,7 +128,7 @@ fn counting_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\necho started >> '{}'\nnix-build --no-out-link '{}' \"$@\"\n",
+            "#!/bin/sh\necho started >> '{}'\nif [ \"$1\" = path-info ]; then shift; exec nix --extra-experimental-features nix-command path-info --json --recursive --closure-size \"$@\"; fi\nnix-build --no-out-link '{}' \"$@\"\n",
             count.display(),
             prepare.display()
         ),
@@ -196,7 +197,8 @@ fn warm_pulls_start_no_nix_process_for_any_source_kind() {
         let server = builder.start();
         let before = nix_processes(&count);
         let cold = manifest(&server, "hello/git", &tag);
-        assert_eq!(nix_processes(&count), before + 1, "{kind}: cold pull");
+        // nix-build, then nix path-info.
+        assert_eq!(nix_processes(&count), before + 2, "{kind}: cold pull");
         // The same name (`git/hello` names another image: its command is
         // git's, see docs/using.md).
         for _ in 0..20 {
@@ -209,7 +211,7 @@ fn warm_pulls_start_no_nix_process_for_any_source_kind() {
         assert!(head.header("docker-content-digest").is_some(), "{kind}");
         assert_eq!(
             nix_processes(&count),
-            before + 1,
+            before + 2,
             "{kind}: warm pulls started Nix"
         );
     }

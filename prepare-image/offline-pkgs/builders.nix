@@ -34,21 +34,38 @@ rec {
       chmod 0755 "$out/bin/${name}"
     '';
 
-  # Like nixpkgs' `symlinkJoin { name, paths }`: one tree of real
-  # directories whose files are symlinks into `paths`; the first path that
-  # provides a file wins (as with lndir).
+  # Like nixpkgs' `symlinkJoin { name, paths }`, which runs X.Org's
+  # `lndir -silent` once per path: one tree of real directories whose other
+  # entries are symlinks, to the file in the path, or, for a symlink, to
+  # its own target; a symlink to a directory stays a symlink; the first
+  # path that provides a name wins, and nothing goes below a name the tree
+  # has as a symlink; directories named RCS, SCCS, CVS, CVS.adm, .svn, .git
+  # or .hg are skipped. (nixery computes this tree itself, see
+  # src/symlink_layer/forest.rs; tests compare the two.)
   symlinkJoin = { name, paths, ... }:
     runCommand name { paths = map (p: "${p}") paths; } ''
       mkdir -p "$out"
       for p in $paths; do
         cd "$p"
-        find . -mindepth 1 -type d -exec sh -c \
-          'out=$1; shift; for d; do mkdir -p "$out/$d"; done' sh "$out" {} +
-        find . -mindepth 1 ! -type d -exec sh -c \
-          'out=$1 src=$2; shift 2; for f; do
-             f=''${f#./}
-             [ -e "$out/$f" ] || [ -L "$out/$f" ] || ln -s "$src/$f" "$out/$f"
-           done' sh "$out" "$p" {} +
+        find . -mindepth 1 -exec sh -c '
+          out=$1 src=$2; shift 2
+          for f; do
+            f=''${f#./}
+            parent=$(dirname "$f")
+            if [ "$parent" != . ] && { [ -L "$out/$parent" ] || [ ! -d "$out/$parent" ]; }; then
+              continue
+            fi
+            if [ -d "$f" ] && [ ! -L "$f" ]; then
+              case "''${f##*/}" in RCS|SCCS|CVS|CVS.adm|.svn|.git|.hg) continue ;; esac
+              if [ ! -e "$out/$f" ] && [ ! -L "$out/$f" ]; then mkdir "$out/$f"; fi
+            elif [ -e "$out/$f" ] || [ -L "$out/$f" ]; then
+              continue
+            elif [ -L "$f" ]; then
+              ln -s "$(readlink "$f")" "$out/$f"
+            else
+              ln -s "$src/$f" "$out/$f"
+            fi
+          done' sh "$out" "$p" {} +
       done
     '';
 }

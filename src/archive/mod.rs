@@ -112,5 +112,20 @@ pub fn gzip_file(path: PathBuf) -> (ByteStream, JoinHandle<Result<TarSummary, Ar
     })
 }
 
+/// Gzip-compresses `tar` (the symlink layer's tarball, made in memory by
+/// [`crate::symlink_layer`]) while hashing it, with the same streaming,
+/// error and cancellation behaviour as [`pack_store_paths`].
+pub fn gzip_tar(tar: bytes::Bytes) -> (ByteStream, JoinHandle<Result<TarSummary, ArchiveError>>) {
+    pipeline::spawn(move |sink| {
+        io::Write::write_all(sink, &tar).map_err(|source| {
+            if sink.is_closed() {
+                ArchiveError::ConsumerGone
+            } else {
+                ArchiveError::Compress(source)
+            }
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,34 +1,44 @@
 //! The Nix step: turning an [`Image`] into realised store paths, their
-//! runtime graph and the symlink layer, by running `prepare-image`
-//! (`prepare-image/prepare-image.nix`, see NIXERY.md section 3).
+//! runtime graph and the symlink layer.
+//!
+//! Nix does only what Nix must: `prepare-image`
+//! (`prepare-image/prepare-image.nix`, see NIXERY.md section 3) evaluates
+//! the requested names to their derivations and `nix-build` realises them,
+//! printing their store paths. Then one `nix path-info` reads their
+//! closure from the store ([`graph`]), and the symlink layer is computed
+//! here ([`crate::symlink_layer`]), as is the command package's main
+//! program ([`crate::main_program`]). [`PrepareResult::phases`] says how
+//! long each of the three took.
 //!
 //! By default the Nix files embedded in the binary are written to a private
-//! directory and `nix-build` (from PATH) runs them; `NIXERY_PREPARE_IMAGE`
+//! directory and `nix-build` and `nix` (from PATH) run; `NIXERY_PREPARE_IMAGE`
 //! names a wrapper program to run instead (`prepare-image/default.nix`
-//! builds one). Either way the process gets the same arguments
-//! (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree|user|command`),
-//! runs in its own process group, has its stderr logged line by line and is
-//! stopped with everything it started when the deadline passes or the
-//! caller stops waiting.
+//! builds one): it gets the arguments `nix-build` would get after the file
+//! name (`--timeout`, `--argstr packages|srcType|srcArgs|system|allowUnfree|command`),
+//! or `path-info` and the store paths for the graph. Every process runs in
+//! its own process group, has its stderr logged line by line and is
+//! stopped with everything it started when the step's deadline passes or
+//! the caller stops waiting.
 //!
 //! Packages the package set refuses (not found, unfree, removed, ...) are
 //! decided during evaluation and come back as [`NixError::Refused`]; see
 //! [`refusal`].
 
 mod embedded;
+pub mod graph;
 pub(crate) mod process;
 pub mod refusal;
 
 pub use embedded::content_hash as embedded_files_hash;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, BufReader};
@@ -37,14 +47,21 @@ use tokio::process::Command;
 use crate::image::Image;
 use crate::layers::RuntimeGraph;
 use crate::source::{NixSource, PackageSource};
+pub use crate::symlink_layer::SymlinkLayer;
 use process::{ProcessGroup, Tail};
 pub use refusal::{Refusal, RefusalReason};
 
 /// Lines of Nix's stderr kept for error reports.
 pub const STDERR_TAIL_LINES: usize = 30;
 
-/// Most bytes of stdout read (it holds only store paths).
-const MAX_STDOUT_BYTES: u64 = 64 * 1024;
+/// Most bytes of nix-build's stdout read (it holds only store paths).
+const MAX_STDOUT_BYTES: u64 = 1024 * 1024;
+
+/// Most bytes of `nix path-info`'s stdout read (about 400 bytes a path).
+const MAX_PATH_INFO_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The prefix of the stderr line that names the command package.
+const COMMAND_MARKER: &str = "trace: nixery-command ";
 
 /// Exit status of nix-build when a build hit `--timeout`.
 const NIX_TIMEOUT_EXIT_CODE: i32 = 101;
@@ -68,33 +85,41 @@ pub struct NixSettings {
     pub prepare_image: Option<PathBuf>,
 }
 
-/// The symlink layer built by Nix: an uncompressed tarball.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct SymlinkLayer {
-    /// Size of the tarball in bytes.
-    pub size: u64,
-    /// SHA-256 of the tarball (bare hex in Nix's output).
-    #[serde(rename = "tarHash", with = "crate::digest::bare_hex")]
-    pub tar_hash: crate::digest::Digest,
-    /// The tarball's store path.
-    pub path: PathBuf,
-}
-
 /// What the Nix step produced for an image.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PrepareResult {
     /// The closure of the requested packages: the top-level store paths and
     /// one entry per path of the closure.
-    #[serde(rename = "runtimeGraph")]
     pub runtime_graph: RuntimeGraph,
     /// The symlink layer.
-    #[serde(rename = "symlinkLayer")]
     pub symlink_layer: SymlinkLayer,
-    /// The main program of the package named by `--argstr command` (its
-    /// `meta.mainProgram`, else its only program in `bin/`), when it has
-    /// one; see [`crate::image::Image::cmd`].
-    #[serde(rename = "mainProgram", default)]
+    /// The main program of the package named by `--argstr command` (see
+    /// [`crate::main_program`]), when it has one; see
+    /// [`crate::image::Image::cmd`].
     pub main_program: Option<String>,
+    /// How long each part took.
+    pub phases: NixPhases,
+}
+
+/// How long each part of the Nix step took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NixPhases {
+    /// Evaluating the names and realising the packages (`nix-build`).
+    pub realise: Duration,
+    /// Reading the closure from the store (`nix path-info`).
+    pub graph: Duration,
+    /// Computing the symlink layer and the main program.
+    pub symlink_layer: Duration,
+}
+
+/// The command package as prepare-image traces it.
+#[derive(Debug, Deserialize)]
+struct CommandPackage {
+    /// Its store path.
+    path: String,
+    /// Its declared `meta.mainProgram`, or empty.
+    #[serde(rename = "mainProgram")]
+    main_program: String,
 }
 
 /// Why the Nix step failed. `Display` is safe to show to clients: it holds
@@ -130,6 +155,9 @@ pub enum NixError {
     /// Nix succeeded but its result could not be read.
     #[error("the Nix build produced an unreadable result")]
     BadResult(String),
+    /// The symlink layer could not be made from the realised packages.
+    #[error("the symlink layer of the image could not be made")]
+    SymlinkLayer(#[source] crate::symlink_layer::SymlinkLayerError),
     /// The private directory for the Nix files could not be prepared, or
     /// the configured package directory is unusable.
     #[error("the Nix step could not be set up: {0}")]
@@ -154,6 +182,8 @@ impl NixError {
 pub struct NixRunner {
     program: PathBuf,
     leading_args: Vec<OsString>,
+    path_info_program: PathBuf,
+    path_info_args: Vec<OsString>,
     source: PackageSource,
     timeout: Duration,
     deadline: Duration,
@@ -164,10 +194,19 @@ pub struct NixRunner {
     _files: tempfile::TempDir,
 }
 
+/// What one Nix process left behind.
+struct Finished {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr_tail: String,
+    markers: refusal::Markers,
+    command: Option<String>,
+}
+
 impl NixRunner {
     /// Prepare the Nix step: write the embedded Nix files to a private
     /// directory (the offline package set is used from there when the source
-    /// is [`PackageSource::Builtin`]) and choose the program to run.
+    /// is [`PackageSource::Builtin`]) and choose the programs to run.
     pub fn new(settings: NixSettings) -> Result<NixRunner, NixError> {
         let files = tempfile::Builder::new()
             .prefix("nixery-nix-")
@@ -184,23 +223,33 @@ impl NixRunner {
             other => other.with_builtin_dir(&files.path().join(embedded::OFFLINE_PKGS)),
         };
 
-        let (program, leading_args) = match settings.prepare_image {
-            Some(wrapper) => (wrapper, Vec::new()),
-            None => (
-                PathBuf::from("nix-build"),
-                vec![
-                    "--no-out-link".into(),
-                    files.path().join(embedded::PREPARE_IMAGE).into(),
-                    "--argstr".into(),
-                    "loadPkgs".into(),
-                    files.path().join(embedded::LOAD_PKGS).into(),
-                ],
-            ),
-        };
+        let (program, leading_args, path_info_program, path_info_args) =
+            match settings.prepare_image {
+                Some(wrapper) => (
+                    wrapper.clone(),
+                    Vec::new(),
+                    wrapper,
+                    vec![OsString::from("path-info")],
+                ),
+                None => (
+                    PathBuf::from("nix-build"),
+                    vec![
+                        "--no-out-link".into(),
+                        files.path().join(embedded::PREPARE_IMAGE).into(),
+                        "--argstr".into(),
+                        "loadPkgs".into(),
+                        files.path().join(embedded::LOAD_PKGS).into(),
+                    ],
+                    PathBuf::from("nix"),
+                    graph::PATH_INFO_ARGS.iter().map(OsString::from).collect(),
+                ),
+            };
 
         Ok(NixRunner {
             program,
             leading_args,
+            path_info_program,
+            path_info_args,
             source,
             timeout: settings.timeout,
             deadline: settings.deadline,
@@ -228,7 +277,7 @@ impl NixRunner {
         self.embedded.then(embedded_files_hash)
     }
 
-    /// How many Nix processes this runner has started.
+    /// How many Nix steps (`nix-build` processes) this runner has started.
     pub fn builds_started(&self) -> u64 {
         self.builds_started.load(Ordering::Relaxed)
     }
@@ -248,7 +297,6 @@ impl NixRunner {
             ("srcArgs", source.src_args()),
             ("system", image.arch.nix_system().to_string()),
             ("allowUnfree", self.allow_unfree.to_string()),
-            ("user", crate::image::User::nix_arg(image.user.as_ref())),
             ("command", image.command_package().unwrap_or("").to_owned()),
         ] {
             args.push("--argstr".into());
@@ -269,7 +317,7 @@ impl NixRunner {
         source: &NixSource,
     ) -> Result<PrepareResult, NixError> {
         let label = format!("{}:{}", image.name, image.tag);
-        let result = self.run(image, &label, source).await;
+        let result = self.prepare(image, &label, source).await;
         match &result {
             Err(NixError::Refused(refusals)) => {
                 let refused: Vec<String> = refusals.iter().map(ToString::to_string).collect();
@@ -283,18 +331,159 @@ impl NixRunner {
         result
     }
 
-    async fn run(
+    async fn prepare(
         &self,
         image: &Image,
         label: &str,
         source: &NixSource,
     ) -> Result<PrepareResult, NixError> {
+        let deadline = Instant::now() + self.deadline;
+        let started = Instant::now();
+        let (tops, command) = self.realise(image, label, source, deadline).await?;
+        let realised = Instant::now();
+        let runtime_graph = self.runtime_graph(label, &tops, deadline).await?;
+        let graphed = Instant::now();
+
+        let packages: Vec<PathBuf> = tops.iter().map(PathBuf::from).collect();
+        let user = image.user.clone();
+        let (symlink_layer, main_program) = tokio::task::spawn_blocking(move || {
+            let layer = crate::symlink_layer::build(&packages, user.as_ref())?;
+            let program = command.and_then(|command| {
+                crate::main_program::choose(Path::new(&command.path), &command.main_program)
+            });
+            Ok::<_, crate::symlink_layer::SymlinkLayerError>((layer, program))
+        })
+        .await
+        .map_err(|e| NixError::BadResult(format!("the symlink layer task failed: {e}")))?
+        .map_err(NixError::SymlinkLayer)?;
+        let phases = NixPhases {
+            realise: realised - started,
+            graph: graphed - realised,
+            symlink_layer: graphed.elapsed(),
+        };
+        tracing::info!(
+            image = %label,
+            packages = tops.len(),
+            paths = runtime_graph.graph.len(),
+            symlink_layer = %symlink_layer.tar_hash,
+            "nix build finished"
+        );
+        Ok(PrepareResult {
+            runtime_graph,
+            symlink_layer,
+            main_program,
+            phases,
+        })
+    }
+
+    /// Evaluate and realise the packages: their store paths (sorted, each
+    /// once) and the command package nix-build traced, if any.
+    async fn realise(
+        &self,
+        image: &Image,
+        label: &str,
+        source: &NixSource,
+        deadline: Instant,
+    ) -> Result<(Vec<String>, Option<CommandPackage>), NixError> {
         self.builds_started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(image = %label, system = image.arch.nix_system(), "nix build started");
+        let args = self.args(image, source);
+        let finished = self
+            .run(label, &self.program, &args, MAX_STDOUT_BYTES, deadline)
+            .await?;
 
-        let mut command = Command::new(&self.program);
+        if !finished.status.success() {
+            let refused = refusal::refusals(
+                &finished.markers,
+                &finished.stderr_tail,
+                image.arch.nix_system(),
+            );
+            if !refused.is_empty() {
+                return Err(NixError::Refused(refused));
+            }
+            return Err(self.failure(label, &finished));
+        }
+
+        let mut tops = store_paths(&finished.stdout)?;
+        tops.sort();
+        tops.dedup();
+        let command = match finished.command {
+            None => None,
+            Some(json) => Some(serde_json::from_str::<CommandPackage>(&json).map_err(|e| {
+                NixError::BadResult(format!("unreadable command package trace: {e}"))
+            })?),
+        };
+        if let Some(command) = &command
+            && !tops.contains(&command.path)
+        {
+            return Err(NixError::BadResult(format!(
+                "the command package {} was not realised",
+                command.path
+            )));
+        }
+        Ok((tops, command))
+    }
+
+    /// The runtime graph of `tops`, read with one `nix path-info`.
+    async fn runtime_graph(
+        &self,
+        label: &str,
+        tops: &[String],
+        deadline: Instant,
+    ) -> Result<RuntimeGraph, NixError> {
+        if tops.is_empty() {
+            return graph::parse(tops, b"[]").map_err(NixError::BadResult);
+        }
+        let mut args = self.path_info_args.clone();
+        args.extend(tops.iter().map(OsString::from));
+        let finished = self
+            .run(
+                label,
+                &self.path_info_program,
+                &args,
+                MAX_PATH_INFO_BYTES,
+                deadline,
+            )
+            .await?;
+        if !finished.status.success() {
+            return Err(self.failure(label, &finished));
+        }
+        graph::parse(tops, &finished.stdout).map_err(NixError::BadResult)
+    }
+
+    /// The error of a Nix process that exited unsuccessfully.
+    fn failure(&self, label: &str, finished: &Finished) -> NixError {
+        let nix_timed_out = finished.status.code() == Some(NIX_TIMEOUT_EXIT_CODE)
+            || finished.stderr_tail.contains("timed out after");
+        if nix_timed_out {
+            NixError::TimedOut {
+                image: label.to_string(),
+                timeout: self.timeout,
+                stderr_tail: finished.stderr_tail.clone(),
+            }
+        } else {
+            NixError::BuildFailed {
+                image: label.to_string(),
+                stderr_tail: finished.stderr_tail.clone(),
+            }
+        }
+    }
+
+    /// Run `program` with `args` in its own process group until it exits
+    /// or `deadline` passes (then the group is stopped and the step has
+    /// timed out), keeping at most `stdout_limit` bytes of its stdout and
+    /// logging its stderr.
+    async fn run(
+        &self,
+        label: &str,
+        program: &Path,
+        args: &[OsString],
+        stdout_limit: u64,
+        deadline: Instant,
+    ) -> Result<Finished, NixError> {
+        let mut command = Command::new(program);
         command
-            .args(self.args(image, source))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -306,14 +495,21 @@ impl NixRunner {
 
         let tail = Arc::new(Mutex::new(Tail::new(STDERR_TAIL_LINES)));
         let markers = Arc::new(Mutex::new(refusal::Markers::default()));
+        let command_line: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let stderr_task = stderr.map(|stderr| {
             let tail = tail.clone();
             let markers = markers.clone();
+            let command_line = command_line.clone();
             let label = label.to_string();
             tokio::spawn(async move {
                 let result = process::for_each_line(BufReader::new(stderr), |line| {
                     tracing::info!(image = %label, line = %line, "nix output");
                     markers.lock().offer(&line);
+                    if let Some(json) = line.strip_prefix(COMMAND_MARKER) {
+                        // The first one: evaluation traces it before any
+                        // build prints anything.
+                        command_line.lock().get_or_insert_with(|| json.to_owned());
+                    }
                     tail.lock().push(line);
                 })
                 .await;
@@ -327,14 +523,14 @@ impl NixRunner {
             let read_stdout = async {
                 let mut out = Vec::new();
                 if let Some(stdout) = stdout {
-                    stdout.take(MAX_STDOUT_BYTES).read_to_end(&mut out).await?;
+                    stdout.take(stdout_limit).read_to_end(&mut out).await?;
                 }
                 Ok::<_, std::io::Error>(out)
             };
             let (status, out) = tokio::join!(group.wait(), read_stdout);
             Ok::<_, std::io::Error>((status?, out?))
         };
-        let outcome = tokio::time::timeout(self.deadline, work).await;
+        let outcome = tokio::time::timeout_at(deadline.into(), work).await;
 
         let timed_out = outcome.is_err();
         if timed_out {
@@ -355,40 +551,48 @@ impl NixRunner {
                     stderr_tail,
                 });
             }
-            Ok(Err(io)) => return Err(NixError::BadResult(format!("waiting for nix-build: {io}"))),
+            Ok(Err(io)) => {
+                return Err(NixError::BadResult(format!(
+                    "waiting for {}: {io}",
+                    program.display()
+                )));
+            }
             Ok(Ok(done)) => done,
         };
-
-        if !status.success() {
-            let refused = refusal::refusals(&markers.lock(), &stderr_tail, image.arch.nix_system());
-            if !refused.is_empty() {
-                return Err(NixError::Refused(refused));
-            }
-            let nix_timed_out = status.code() == Some(NIX_TIMEOUT_EXIT_CODE)
-                || tail.lock().contains("timed out after");
-            return Err(if nix_timed_out {
-                NixError::TimedOut {
-                    image: label.to_string(),
-                    timeout: self.timeout,
-                    stderr_tail,
-                }
-            } else {
-                NixError::BuildFailed {
-                    image: label.to_string(),
-                    stderr_tail,
-                }
-            });
-        }
-
-        let result_path = last_line(&stdout)
-            .ok_or_else(|| NixError::BadResult("no result path on stdout".into()))?;
-        let bytes = tokio::fs::read(&result_path)
-            .await
-            .map_err(|e| NixError::BadResult(format!("reading {}: {e}", result_path.display())))?;
-        let result = parse_result(&bytes)?;
-        tracing::info!(image = %label, result = %result_path.display(), "nix build finished");
-        Ok(result)
+        let markers = std::mem::take(&mut *markers.lock());
+        let command = command_line.lock().take();
+        Ok(Finished {
+            status,
+            stdout,
+            stderr_tail,
+            markers,
+            command,
+        })
     }
+}
+
+/// The store paths nix-build printed, one a line.
+fn store_paths(stdout: &[u8]) -> Result<Vec<String>, NixError> {
+    let text = std::str::from_utf8(stdout)
+        .map_err(|_| NixError::BadResult("nix-build printed a path that is not UTF-8".into()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let path = Path::new(line);
+            let plain = path.is_absolute()
+                && path
+                    .components()
+                    .all(|c| !matches!(c, std::path::Component::ParentDir));
+            if plain {
+                Ok(line.to_owned())
+            } else {
+                Err(NixError::BadResult(format!(
+                    "nix-build printed {line:?}, not a store path"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// The error and its sources, for logs.
@@ -399,15 +603,6 @@ fn error_chain(error: &NixError) -> String {
     }
 }
 
-/// The last non-empty line of `stdout`, as a path.
-fn last_line(stdout: &[u8]) -> Option<PathBuf> {
-    let text = String::from_utf8_lossy(stdout);
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .map(PathBuf::from)
-}
-
 /// The refusals as one message for clients: each package and why, joined
 /// by "; ".
 pub fn describe_refusals(refusals: &[Refusal]) -> String {
@@ -415,55 +610,24 @@ pub fn describe_refusals(refusals: &[Refusal]) -> String {
     parts.join("; ")
 }
 
-/// Parse and check the result file of prepare-image.nix.
-fn parse_result(bytes: &[u8]) -> Result<PrepareResult, NixError> {
-    let result: PrepareResult = serde_json::from_slice(bytes)
-        .map_err(|e| NixError::BadResult(format!("result is not the expected JSON: {e}")))?;
-    let layer = &result.symlink_layer;
-    if !layer.path.is_absolute() {
-        return Err(NixError::BadResult("malformed symlink layer".into()));
-    }
-    Ok(result)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const HASH: &str = "a07d9188738b39352af845703290564df550048d790e8824e2a0241eed3286db";
-
     #[test]
-    fn built_result_is_parsed() {
-        let json = format!(
-            r#"{{"runtimeGraph":{{"exportReferencesGraph":{{"graph":["/nix/store/a-x"]}},"graph":[{{"path":"/nix/store/a-x","closureSize":1,"references":[]}}]}},
-               "symlinkLayer":{{"size":10240,"tarHash":"{HASH}","path":"/nix/store/b-layer/layer.tar"}}}}"#
-        );
-        let result = parse_result(json.as_bytes()).unwrap();
-        assert_eq!(result.symlink_layer.size, 10240);
-        assert_eq!(result.symlink_layer.tar_hash.hex(), HASH);
-        assert_eq!(result.runtime_graph.graph[0].closure_size, 1);
-    }
-
-    #[test]
-    fn malformed_results_are_bad_results() {
-        for json in [
-            "not json".to_string(),
-            r#"{"error":"not_found","pkgs":[]}"#.to_string(),
-            format!(r#"{{"runtimeGraph":{{"graph":[]}},"symlinkLayer":{{"size":1,"tarHash":"{HASH}","path":"/x"}}}}"#),
-            r#"{"runtimeGraph":{"exportReferencesGraph":{"graph":[]},"graph":[]},"symlinkLayer":{"size":1,"tarHash":"zz","path":"/x"}}"#.to_string(),
-            format!(r#"{{"runtimeGraph":{{"exportReferencesGraph":{{"graph":[]}},"graph":[]}},"symlinkLayer":{{"size":1,"tarHash":"{HASH}","path":"x"}}}}"#),
-        ] {
-            assert!(matches!(parse_result(json.as_bytes()), Err(NixError::BadResult(_))), "{json}");
-        }
-    }
-
-    #[test]
-    fn result_path_is_the_last_non_empty_line() {
+    fn realised_paths_are_the_non_empty_lines() {
         assert_eq!(
-            last_line(b"/nix/store/a\n/nix/store/b\n\n"),
-            Some(PathBuf::from("/nix/store/b"))
+            store_paths(b"/nix/store/a-x\n\n/nix/store/b-y\n").unwrap(),
+            ["/nix/store/a-x", "/nix/store/b-y"]
         );
-        assert_eq!(last_line(b"\n"), None);
+        assert!(store_paths(b"").unwrap().is_empty());
+        for bad in [
+            &b"relative\n"[..],
+            b"/nix/store/../etc\n",
+            b"/nix/store/\xff\n",
+        ] {
+            assert!(matches!(store_paths(bad), Err(NixError::BadResult(_))));
+        }
     }
 
     #[test]
@@ -551,9 +715,6 @@ mod tests {
                 "--argstr",
                 "allowUnfree",
                 "false",
-                "--argstr",
-                "user",
-                r#"{"home":"/home/user","name":"user","uid":1000}"#,
                 "--argstr",
                 "command",
                 "x"

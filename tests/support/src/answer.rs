@@ -95,6 +95,13 @@ impl std::fmt::Display for PullError {
     }
 }
 
+/// `call` sending `headers` too.
+fn with_headers<'s>(headers: &[(&str, &str)], call: Call<'s>) -> Call<'s> {
+    headers
+        .iter()
+        .fold(call, |call, (name, value)| call.header(name, value))
+}
+
 /// A request to a [`TestServer`], built by [`TestServer::get`],
 /// [`TestServer::head`] or [`TestServer::call`].
 #[must_use = "a call does nothing until it is sent"]
@@ -155,24 +162,37 @@ impl TestServer {
         name: &str,
         headers: &[(&str, &str)],
     ) -> Result<serde_json::Value, PullError> {
-        fn with<'s>(headers: &[(&str, &str)], call: Call<'s>) -> Call<'s> {
-            headers
-                .iter()
-                .fold(call, |call, (name, value)| call.header(name, value))
-        }
-        let manifest = with(headers, self.get(&format!("/v2/{name}/manifests/latest")))
+        let manifest = with_headers(headers, self.get(&format!("/v2/{name}/manifests/latest")))
             .accept(crate::server::MANIFEST_V2)
             .send();
         if manifest.status != 200 {
             return Err(PullError::Manifest(manifest));
         }
         let manifest = manifest.json();
+        self.fetch_blobs_with(name, &manifest, headers)?;
+        Ok(manifest)
+    }
+
+    /// The second half of [`Self::pull`]: every blob `manifest` names,
+    /// fetched from `name` (redirects followed) and checked against its
+    /// digest.
+    pub fn fetch_blobs(&self, name: &str, manifest: &serde_json::Value) -> Result<(), PullError> {
+        self.fetch_blobs_with(name, manifest, &[])
+    }
+
+    fn fetch_blobs_with(
+        &self,
+        name: &str,
+        manifest: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> Result<(), PullError> {
         let config = manifest["config"]["digest"]
             .as_str()
             .unwrap_or_else(|| panic!("a manifest without a config digest: {manifest}"))
             .to_owned();
-        for digest in crate::layer_digests(&manifest).into_iter().chain([config]) {
-            let blob = with(headers, self.get(&format!("/v2/{name}/blobs/{digest}"))).send();
+        for digest in crate::layer_digests(manifest).into_iter().chain([config]) {
+            let blob =
+                with_headers(headers, self.get(&format!("/v2/{name}/blobs/{digest}"))).send();
             if blob.status != 200 {
                 let how = format!("blob {digest} of {name}: {} {}", blob.status, blob.text());
                 return Err(PullError::Blob(how));
@@ -183,7 +203,7 @@ impl TestServer {
                 )));
             }
         }
-        Ok(manifest)
+        Ok(())
     }
 
     /// Where `method path` redirects to: the answer must be a `303`

@@ -5,6 +5,8 @@
 //! [`ServerOn`] runs on each; a client that follows redirects then meets
 //! the bucket exactly as a registry client would.
 
+use std::sync::Arc;
+
 use nixery::storage::Storage;
 
 use crate::gcs::FakeGcs;
@@ -30,7 +32,9 @@ pub struct ServerOn {
     pub server: TestServer,
     /// Which backend it uses.
     pub backend: Backend,
-    storage: Box<dyn Storage>,
+    storage: Arc<dyn Storage>,
+    /// The settings that put a server on this storage.
+    storage_env: Vec<(String, String)>,
     /// The emulator the bucket lives in, if any, kept alive with the server.
     _gcs: Option<FakeGcs>,
     _s3: Option<S3sFs>,
@@ -46,29 +50,42 @@ impl ServerOn {
     ) -> ServerOn {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime for the storage calls");
         let builder = configure(TestServer::builder());
-        let (server, storage, gcs, s3): (TestServer, Box<dyn Storage>, _, _) = match backend {
+        type Started = (TestServer, Arc<dyn Storage>, Vec<(String, String)>);
+        let owned = |env: Vec<(&str, String)>| {
+            env.into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect::<Vec<_>>()
+        };
+        let ((server, storage, storage_env), gcs, s3): (Started, _, _) = match backend {
             Backend::Filesystem => {
                 let server = builder.start();
-                let storage = Box::new(server.storage());
-                (server, storage, None, None)
+                let storage = Arc::new(server.storage());
+                let env = vec![(
+                    "STORAGE_PATH".to_owned(),
+                    server.storage_path().display().to_string(),
+                )];
+                ((server, storage, env), None, None)
             }
             Backend::Gcs => {
                 let gcs = runtime.block_on(FakeGcs::start());
-                let storage = Box::new(runtime.block_on(gcs.storage()));
-                let server = builder.envs(crate::gcs::server_env(&gcs.host())).start();
-                (server, storage, Some(gcs), None)
+                let storage = Arc::new(runtime.block_on(gcs.storage()));
+                let env = owned(crate::gcs::server_env(&gcs.host()));
+                let server = builder.envs(env.clone()).start();
+                ((server, storage, env), Some(gcs), None)
             }
             Backend::S3 => {
                 let s3 = runtime.block_on(S3sFs::start());
-                let storage = Box::new(runtime.block_on(s3.storage()));
-                let server = builder.envs(s3.server_env(&s3.origin())).start();
-                (server, storage, None, Some(s3))
+                let storage = Arc::new(runtime.block_on(s3.storage()));
+                let env = owned(s3.server_env(&s3.origin()));
+                let server = builder.envs(env.clone()).start();
+                ((server, storage, env), None, Some(s3))
             }
         };
         ServerOn {
             server,
             backend,
             storage,
+            storage_env,
             _gcs: gcs,
             _s3: s3,
             runtime,
@@ -88,6 +105,22 @@ impl ServerOn {
     /// The backend's own view of the storage.
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
+    }
+
+    /// The same view, shared (to wrap it, or to run a collection on it).
+    pub fn shared_storage(&self) -> Arc<dyn Storage> {
+        self.storage.clone()
+    }
+
+    /// Another server on the same storage (its own cache directory),
+    /// configured further by `configure`.
+    pub fn another_server(
+        &self,
+        configure: impl FnOnce(TestServerBuilder) -> TestServerBuilder,
+    ) -> TestServer {
+        configure(TestServer::builder())
+            .envs(self.storage_env.clone())
+            .start()
     }
 
     /// Runs `future` on this value's runtime.

@@ -14,6 +14,9 @@
 //! - [`Interposed::hold_writes_to`]: writes to one key wait from now on
 //!   until the test lets them go (a heartbeat that stalls).
 //! - [`Interposed::slow_deletes`]: every delete takes at least this long.
+//! - [`Interposed::before_deleting`]: run an action before the first
+//!   delete; every delete waits for it (the collection has switched to
+//!   deleting and decided what goes, and nothing is gone yet).
 //!
 //! It keeps a log of completed deletions and conditional writes with the
 //! instant each completed ([`Interposed::log`]), so that a test can order
@@ -48,6 +51,8 @@ pub struct Interposed {
     held: Mutex<Option<(StorageKey, watch::Receiver<bool>)>>,
     held_writes: AtomicUsize,
     delete_delay: Mutex<Duration>,
+    before_deleting: Mutex<Option<Action>>,
+    first_delete: tokio::sync::OnceCell<()>,
     log: Mutex<Vec<(Instant, Done)>>,
 }
 
@@ -90,6 +95,8 @@ impl Interposed {
             held: Mutex::new(None),
             held_writes: AtomicUsize::new(0),
             delete_delay: Mutex::new(Duration::ZERO),
+            before_deleting: Mutex::new(None),
+            first_delete: tokio::sync::OnceCell::new(),
             log: Mutex::new(Vec::new()),
         })
     }
@@ -123,6 +130,15 @@ impl Interposed {
     /// Make every delete take at least `delay`.
     pub fn slow_deletes(&self, delay: Duration) {
         *self.delete_delay.lock().unwrap() = delay;
+    }
+
+    /// Run `action` before the first delete; every delete waits until it
+    /// is done.
+    pub fn before_deleting<F>(&self, action: F)
+    where
+        F: FnOnce() -> BoxFuture<'static, ()> + Send + 'static,
+    {
+        *self.before_deleting.lock().unwrap() = Some(Box::new(action));
     }
 
     /// Completed deletions and conditional writes, in order.
@@ -256,6 +272,14 @@ impl Storage for Interposed {
                 }
             }
         }
+        self.first_delete
+            .get_or_init(|| async {
+                let action = self.before_deleting.lock().unwrap().take();
+                if let Some(action) = action {
+                    action().await;
+                }
+            })
+            .await;
         let mut guard = Abandoned(self, Some(key.clone()));
         let delay = *self.delete_delay.lock().unwrap();
         tokio::time::sleep(delay).await;
