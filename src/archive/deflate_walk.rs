@@ -387,7 +387,11 @@ impl Code {
     /// The entry for the code at the start of `hold`.
     #[inline(always)]
     fn lookup(&self, hold: u64) -> u32 {
-        let entry = self.table[(hold & self.first_mask) as usize];
+        let entry = self
+            .table
+            .get((hold & self.first_mask) as usize)
+            .copied()
+            .unwrap_or(0);
         if entry & LINK == 0 {
             return entry;
         }
@@ -522,6 +526,44 @@ mod tests {
                 stream[ends.final_header / 8] >> (ends.final_header % 8) & 1,
                 1
             );
+        }
+    }
+
+    #[test]
+    fn finds_the_end_of_streams_libdeflate_wrote_at_every_level() {
+        let mut data = b"a line of text that repeats, more or less. ".repeat(30_000);
+        data.extend(crate::archive::tests::xorshift_bytes(300_000, 9));
+        data.extend(vec![0u8; 200_000]);
+        for level in 0..=12 {
+            let mut compressor =
+                libdeflater::Compressor::new(libdeflater::CompressionLvl::new(level).unwrap());
+            let mut stream = vec![0; compressor.deflate_compress_bound(data.len())];
+            let len = compressor.deflate_compress(&data, &mut stream).unwrap();
+            stream.truncate(len);
+            let ends = walk(&stream).unwrap();
+            assert_eq!(ends.end.div_ceil(8), len, "level {level}");
+            assert_eq!(
+                stream[ends.final_header / 8] >> (ends.final_header % 8) & 1,
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_with_a_flipped_bit_is_walked_or_refused_without_a_panic() {
+        let mut data = b"some text, some more text, and then some. ".repeat(3000);
+        data.extend(crate::archive::tests::xorshift_bytes(5000, 3));
+        let stream = {
+            let mut compressor = libdeflater::Compressor::new(Default::default());
+            let mut out = vec![0; compressor.deflate_compress_bound(data.len())];
+            let len = compressor.deflate_compress(&data, &mut out).unwrap();
+            out.truncate(len);
+            out
+        };
+        for bit in (0..stream.len() * 8).step_by(7) {
+            let mut damaged = stream.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            let _ = walk(&damaged);
         }
     }
 
