@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::{
     build_errors::BuildErrors,
     builder::{Builder, BuilderSettings},
-    config::{Config, ServeArgs, StorageSetting},
+    config::{Config, ServeArgs},
     connection::{self, ConnectionLimits},
     gc::{GcWatch, periodic::GcStatus},
     http::{AppState, router},
@@ -28,32 +28,18 @@ use crate::{
     popularity::{self, PopularityError},
     resolve::{Resolver, ResolverSettings},
     status::StatusInfo,
-    storage::{
-        Storage,
-        filesystem::{FilesystemStorage, InitError},
-        gcs::{GcsError, GcsStorage},
-        s3::{S3Error, S3Storage},
-    },
+    storage::Storage,
 };
 
 /// Longest wait for requests in flight once a shutdown signal arrived.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Exit code for a configuration error (as for a command-line usage error).
-pub const EXIT_CONFIG: u8 = 2;
-
 /// Why the server could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The filesystem backend's directory could not be prepared.
+    /// The storage could not be opened.
     #[error(transparent)]
-    Storage(#[from] InitError),
-    /// The gcs backend could not connect to its bucket.
-    #[error(transparent)]
-    Gcs(#[from] GcsError),
-    /// The s3 backend could not connect to its bucket.
-    #[error(transparent)]
-    S3(#[from] S3Error),
+    Storage(#[from] crate::storage::settings::OpenError),
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -88,7 +74,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             // A value is quoted: it may be a URL with credentials.
             let message = crate::redact::redact(&error.to_string());
             eprintln!("nixery: configuration error: {message}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(crate::config::EXIT_CONFIG);
         }
     };
     let _logs = crate::logging::init();
@@ -116,28 +102,6 @@ pub fn main(args: ServeArgs) -> ExitCode {
             tracing::error!(error = %error, "server failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Open the configured storage backend.
-pub async fn open_storage(setting: &StorageSetting) -> Result<Arc<dyn Storage>, ServerError> {
-    match setting {
-        StorageSetting::Filesystem { path } => {
-            // Creating directories and sweeping old uploads is blocking work.
-            let path = path.clone();
-            let storage = tokio::task::spawn_blocking(move || FilesystemStorage::new(path))
-                .await
-                .map_err(|e| ServerError::Serve(io::Error::other(e)))??;
-            Ok(Arc::new(storage))
-        }
-        StorageSetting::Gcs {
-            bucket,
-            credentials,
-            emulator_host,
-        } => Ok(Arc::new(
-            GcsStorage::connect(bucket.clone(), credentials.clone(), emulator_host.clone()).await?,
-        )),
-        StorageSetting::S3(settings) => Ok(Arc::new(S3Storage::connect(settings.clone()).await?)),
     }
 }
 
@@ -249,7 +213,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
         None => None,
     };
-    let storage = open_storage(&config.storage).await?;
+    let storage = crate::storage::settings::open(&config.storage).await?;
     let build_errors = Arc::new(BuildErrors::new());
     // Always on: `nixery gc` may run beside any server.
     let watch = GcWatch::start(storage.clone(), config.gc.touch_interval);

@@ -10,6 +10,8 @@
 //! its child manifests and an SBOM lives as long as its subject; objects
 //! written in upstream Nixery's shape follow the same rules; a second
 //! collection refuses to run beside the first; a dry run deletes nothing;
+//! listings are read page by page (pages of three here) and a page that
+//! never arrives stops the collection before it deletes anything;
 //! a server confirming an image during a collection keeps it; and a build
 //! that reused a blob collected meanwhile is told to build again.
 //!
@@ -50,13 +52,14 @@ fn policy() -> Policy {
     }
 }
 
+/// Pages of three objects: every listing here spans many pages.
+const PAGE: usize = 3;
+
 fn options(policy: Policy) -> Options {
     Options {
-        policy,
-        dry_run: false,
-        notice: Duration::ZERO,
-        local_tier: None,
         timing: timing(),
+        page_size: PAGE,
+        ..Options::new(policy, Duration::ZERO)
     }
 }
 
@@ -171,13 +174,29 @@ fn layer(hex: &str) -> StorageKey {
     StorageKey::layer(&dg(hex))
 }
 
-async fn collect(storage: &Arc<dyn Storage>, options: &Options) -> Report {
-    gc::collect(storage.clone(), options, &mut |_| {})
-        .await
-        .expect("collection")
+/// A collection's report and every deletion it announced, in order.
+struct Collected {
+    report: Report,
+    deleted: Vec<gc::Deletion>,
 }
 
-fn deleted(report: &Report, kind: Kind) -> Vec<String> {
+impl std::ops::Deref for Collected {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        &self.report
+    }
+}
+
+async fn collect(storage: &Arc<dyn Storage>, options: &Options) -> Collected {
+    let mut deleted = Vec::new();
+    let report = gc::collect(storage.clone(), options, &mut |d| deleted.push(d.clone()))
+        .await
+        .expect("collection");
+    assert_eq!(report.objects(), deleted.len(), "the report's count");
+    Collected { report, deleted }
+}
+
+fn deleted(report: &Collected, kind: Kind) -> Vec<String> {
     let mut names: Vec<String> = report
         .deleted
         .iter()
@@ -254,6 +273,7 @@ on_signature_checking_s3! {
     storage_lists_stats_deletes_idempotently_and_creates_only_once => primitives;
     an_unused_image_goes_and_a_used_one_keeps_its_shared_blobs => retention;
     a_lease_taken_over_while_its_holder_is_alive_never_lets_both_delete => takeover_of_a_live_holder;
+    a_listing_of_many_pages_is_collected_page_by_page => many_pages;
 }
 
 on_every_backend! {
@@ -269,6 +289,8 @@ on_every_backend! {
     a_use_recorded_between_the_listing_and_deleting_is_rescued => use_between_listing_and_deleting;
     a_storage_error_during_rescue_aborts_the_collection => error_during_rescue;
     a_lease_taken_over_while_its_holder_is_alive_never_lets_both_delete => takeover_of_a_live_holder;
+    a_listing_of_many_pages_is_collected_page_by_page => many_pages;
+    a_page_that_never_arrives_stops_the_collection_before_it_deletes => hanging_page;
 }
 
 async fn primitives(storage: Arc<dyn Storage>) {
@@ -569,7 +591,7 @@ async fn dry_run(storage: Arc<dyn Storage>) {
     )
     .await
     .unwrap();
-    assert_eq!(report.deleted.len(), 4, "{:?}", report.deleted);
+    assert_eq!(report.objects(), 4, "{}", report.summary());
     assert_eq!(printed.len(), 4);
     assert!(report.summary().starts_with("would delete: 4 objects"));
     for key in [
@@ -598,7 +620,7 @@ async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
             notice: Duration::from_secs(2),
             ..options(policy())
         };
-        async move { gc::collect(storage, &options, &mut |_| {}).await }
+        async move { collect(&storage, &options).await }
     });
     // Wait until the collection has announced itself (it then gives the
     // servers `notice` before it deletes); a fixed sleep was too short on
@@ -619,7 +641,7 @@ async fn confirmed_during_collection(storage: Arc<dyn Storage>) {
     // A server serves `pulled` from a tier stamped before this collection.
     assert!(!watch.trusts(Some(0)));
     assert!(watch.confirm(&dg(&pulled)).await.unwrap().is_some());
-    let report = running.await.unwrap().unwrap();
+    let report = running.await.unwrap();
     assert!(
         exists(s, &layer(&only)).await,
         "a confirmed image lost a layer"
@@ -830,8 +852,118 @@ async fn takeover_of_a_live_holder(storage: Arc<dyn Storage>) {
         last_by_a - took_over
     );
     assert_eq!(second.generation, 2);
-    assert!(completed + second.deleted.len() <= GARBAGE);
+    assert!(completed + second.objects() <= GARBAGE);
     for hex in &garbage {
         assert!(!exists(s, &layer(hex)).await);
     }
+}
+
+/// Garbage and a used image spread over many pages of three: every page
+/// is read, what is garbage on any page goes, what is used on any page
+/// stays, and the listings were delivered in pages, never whole.
+async fn many_pages(storage: Arc<dyn Storage>) {
+    const GARBAGE: usize = 40;
+    let s = storage.as_ref();
+    let mut garbage = Vec::new();
+    for n in 0..GARBAGE {
+        garbage.push(blob(s, format!("paged garbage {n}").as_bytes(), LAYER).await);
+    }
+    let mut layers = Vec::new();
+    for n in 0..10 {
+        layers.push(blob(s, format!("paged used layer {n}").as_bytes(), LAYER).await);
+    }
+    let names: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let (used, config) = image(s, "paged used", &names).await;
+    let (unused, _) = image(s, "paged unused", &names[..3]).await;
+    for (n, layer) in layers.iter().enumerate() {
+        record(s, &format!("paged{n}"), layer).await;
+    }
+    for (n, hex) in garbage.iter().enumerate().take(10) {
+        record(s, &format!("pagedgarbage{n}"), hex).await;
+    }
+    tag(s, "dddd", &used).await;
+    tag(s, "eeee", &unused).await;
+    tokio::time::sleep(AGE).await;
+    mark(s, &used).await;
+
+    let interposed = support::interposed::Interposed::new(storage.clone());
+    let report = collect(
+        &(interposed.clone() as Arc<dyn Storage>),
+        &options(policy()),
+    )
+    .await;
+
+    // layers/ holds 40 + 10 + 2 configs + 2 manifests = 54 objects: 18
+    // pages of three, listed three times (mark, manifests, blobs).
+    assert!(
+        interposed.pages(KeyPrefix::Layers) >= 3 * 54 / PAGE,
+        "{} pages of layers/",
+        interposed.pages(KeyPrefix::Layers)
+    );
+    assert_eq!(
+        report.count(Kind::Blob),
+        GARBAGE + 1,
+        "{}",
+        report.summary()
+    );
+    assert_eq!(
+        deleted(&report, Kind::Manifest),
+        [format!("layers/{unused}")]
+    );
+    assert_eq!(deleted(&report, Kind::TagEntry), ["manifests/eeee"]);
+    assert_eq!(report.count(Kind::LayerRecord), 10);
+    for hex in &garbage {
+        assert!(!exists(s, &layer(hex)).await, "{hex} kept");
+    }
+    for hex in layers.iter().chain([&used, &config]) {
+        assert!(exists(s, &layer(hex)).await, "{hex} collected");
+    }
+    for n in 0..10 {
+        assert!(exists(s, &StorageKey::build(&format!("paged{n}")).unwrap()).await);
+    }
+}
+
+/// The second page of the first listing of `layers/` never arrives: the
+/// collection stops when that page's bound runs out, says which listing
+/// and page, deletes nothing, and frees the lease for the next one.
+async fn hanging_page(storage: Arc<dyn Storage>) {
+    let s = storage.as_ref();
+    let mut garbage = Vec::new();
+    for n in 0..12 {
+        garbage.push(
+            blob(
+                s,
+                format!("garbage behind a hung page {n}").as_bytes(),
+                LAYER,
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(AGE).await;
+    let interposed = support::interposed::Interposed::new(storage.clone());
+    interposed.hang_page(KeyPrefix::Layers, 1, 2);
+    let bounded = Options {
+        page_timeout: Duration::from_secs(2),
+        ..options(policy())
+    };
+    let mut deleted = 0;
+    let outcome = gc::collect(interposed.clone(), &bounded, &mut |_| deleted += 1).await;
+    let error = outcome.expect_err("a collection past a hung page");
+    assert!(
+        matches!(error, GcError::ListingStalled { page: 2, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "listing layers/ stalled: page 2 did not arrive within 2s"
+    );
+    assert_eq!(deleted, 0);
+    assert_eq!(interposed.pages(KeyPrefix::Layers), 1);
+    for hex in &garbage {
+        assert!(exists(s, &layer(hex)).await, "{hex} deleted");
+    }
+    // The lease was released: the next collection runs at once, and
+    // collects.
+    let next = collect(&storage, &options(policy())).await;
+    assert_eq!(next.count(Kind::Blob), garbage.len());
 }

@@ -38,7 +38,7 @@ use std::{
 
 use nixery::{
     digest::Digest,
-    gc::{self, Kind, Options, Policy, generation::Timing, watch::notice_period},
+    gc::{self, Kind, Options, Policy, watch::notice_period},
     storage::{StorageError, StorageKey},
 };
 use support::backends::{Backend, ServerOn};
@@ -235,17 +235,14 @@ fn no_collected_entry_is_served_and_skewed_uses_are_honoured(backend: Backend) {
         })
     });
     let touch = Duration::from_secs(1);
-    let options = Options {
-        policy: Policy {
+    let options = Options::new(
+        Policy {
             keep: KEEP,
             grace: Duration::from_secs(1),
             touch_interval: touch,
         },
-        dry_run: false,
-        notice: notice_period(touch),
-        local_tier: None,
-        timing: Timing::DEFAULT,
-    };
+        notice_period(touch),
+    );
     let builds_before = [
         count_logs(ahead, "building image"),
         count_logs(&behind, "building image"),

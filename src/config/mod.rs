@@ -47,6 +47,10 @@ pub use self::{cache::default_cache_dir, gc::GcSettings};
 pub use crate::settings_table::{ConfigError, Parsed, ServeSettings, Setting, SettingInfo, parse};
 pub use crate::storage::settings::StorageSetting;
 
+/// Exit code for a configuration error (as for a command-line usage
+/// error), of `nixery serve` and `nixery gc` alike.
+pub const EXIT_CONFIG: u8 = 2;
+
 /// Every group of settings, in `--help` order.
 pub const GROUPS: &[&[SettingInfo]] = &[
     server::SETTINGS,

@@ -33,7 +33,7 @@ pub struct GcArgs {
 /// Why `nixery gc` cannot start.
 fn usage_error(message: &str) -> ExitCode {
     print_error(message);
-    ExitCode::from(crate::server::EXIT_CONFIG)
+    ExitCode::from(crate::config::EXIT_CONFIG)
 }
 
 /// One line on stderr, redacted: an output, like the server's log.
@@ -85,7 +85,7 @@ pub fn run(args: GcArgs) -> ExitCode {
     };
     let dry_run = args.dry_run;
     runtime.block_on(async move {
-        let storage = match crate::server::open_storage(&config.storage).await {
+        let storage = match crate::storage::settings::open(&config.storage).await {
             Ok(storage) => storage,
             Err(error) => {
                 print_error(&error.to_string());
@@ -102,15 +102,16 @@ pub fn run(args: GcArgs) -> ExitCode {
         ))
         .filter(|dir| dir.is_dir());
         let options = Options {
-            policy: Policy {
-                keep,
-                grace,
-                touch_interval,
-            },
             dry_run,
-            notice: notice_period(touch_interval),
             local_tier,
-            timing: super::generation::Timing::DEFAULT,
+            ..Options::new(
+                Policy {
+                    keep,
+                    grace,
+                    touch_interval,
+                },
+                notice_period(touch_interval),
+            )
         };
         let verb = if dry_run { "would delete" } else { "deleted" };
         let mut print = |deletion: &super::Deletion| {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, future, stream};
 
 use super::{
     generation::{self, Holder, LeaseError, Phase, Timing},
@@ -17,7 +17,8 @@ use super::{
 use crate::{
     digest::Digest,
     storage::{
-        KeyPrefix, ListedObject, Storage, StorageError, StorageKey, small_object::read_small,
+        KeyPrefix, LIST_PAGE_SIZE, ListedObject, Storage, StorageError, StorageKey,
+        small_object::read_small,
     },
 };
 
@@ -25,6 +26,9 @@ use crate::{
 const MAX_DOCUMENT: usize = 4 * 1024 * 1024;
 /// Objects read or deleted at once.
 const CONCURRENCY: usize = 16;
+/// Longest wait for one page of a listing (the backends' own retries
+/// included) before the collection stops.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// How one collection runs.
 #[derive(Clone, Debug)]
@@ -42,6 +46,27 @@ pub struct Options {
     /// Heartbeat and staleness of the lease ([`Timing::DEFAULT`] outside
     /// tests).
     pub timing: Timing,
+    /// Objects per page of a listing ([`LIST_PAGE_SIZE`] outside tests).
+    pub page_size: usize,
+    /// Longest wait for one page ([`PAGE_TIMEOUT`] outside tests).
+    pub page_timeout: Duration,
+}
+
+impl Options {
+    /// A real collection by `policy`, announced `notice` ahead, with the
+    /// production lease timing, page size and page bound, and no local
+    /// tier.
+    pub fn new(policy: Policy, notice: Duration) -> Options {
+        Options {
+            policy,
+            dry_run: false,
+            notice,
+            local_tier: None,
+            timing: Timing::DEFAULT,
+            page_size: LIST_PAGE_SIZE,
+            page_timeout: PAGE_TIMEOUT,
+        }
+    }
 }
 
 /// The kinds of objects a collection deletes, in deletion order.
@@ -99,15 +124,18 @@ pub struct Deletion {
     pub size: u64,
 }
 
-/// What a collection did.
+/// What a collection did: counts, never the objects themselves (each
+/// deletion is handed to the caller as it happens), so a collection of
+/// any size reports in constant memory.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     /// The generation number of this collection (0 for a dry run).
     pub generation: u64,
     /// Whether nothing was deleted on purpose.
     pub dry_run: bool,
-    /// Every deletion, in order.
-    pub deleted: Vec<Deletion>,
+    /// Objects deleted (or deletable, in a dry run) and their bytes, per
+    /// kind.
+    deleted: HashMap<Kind, (usize, u64)>,
     /// Objects examined and kept.
     pub kept: usize,
     /// How long it took, notice period included.
@@ -115,19 +143,32 @@ pub struct Report {
 }
 
 impl Report {
+    /// Objects deleted.
+    pub fn objects(&self) -> usize {
+        self.deleted.values().map(|(n, _)| n).sum()
+    }
+
+    /// Objects of `kind` deleted.
+    pub fn count(&self, kind: Kind) -> usize {
+        self.deleted.get(&kind).map_or(0, |(n, _)| *n)
+    }
+
     /// Total bytes deleted.
     pub fn bytes(&self) -> u64 {
-        self.deleted.iter().map(|d| d.size).sum()
+        self.deleted.values().map(|(_, bytes)| bytes).sum()
+    }
+
+    fn add(&mut self, deletion: &Deletion) {
+        let (n, bytes) = self.deleted.entry(deletion.kind).or_default();
+        *n += 1;
+        *bytes += deletion.size;
     }
 
     /// The last line `nixery gc` prints: counts per kind, objects, bytes.
     pub fn summary(&self) -> String {
         let counts: Vec<String> = Kind::ALL
             .iter()
-            .map(|kind| {
-                let n = self.deleted.iter().filter(|d| d.kind == *kind).count();
-                format!("{n} {}", kind.plural())
-            })
+            .map(|kind| format!("{} {}", self.count(*kind), kind.plural()))
             .collect();
         format!(
             "{}: {} objects, {} bytes ({}); kept {} objects; generation {}; {:.1} s",
@@ -136,7 +177,7 @@ impl Report {
             } else {
                 "deleted"
             },
-            self.deleted.len(),
+            self.objects(),
             self.bytes(),
             counts.join(", "),
             self.kept,
@@ -160,6 +201,20 @@ pub enum GcError {
     /// deleted, which is safe: see the deletion order).
     #[error("storage failed during the collection: {0}")]
     Storage(#[from] StorageError),
+    /// A page of a listing did not arrive within its bound; the
+    /// collection stopped there.
+    #[error(
+        "listing {prefix}/ stalled: page {page} did not arrive within {}",
+        humantime::format_duration(*.waited)
+    )]
+    ListingStalled {
+        /// The prefix being listed.
+        prefix: &'static str,
+        /// The page waited for (1-based).
+        page: usize,
+        /// How long it was waited for.
+        waited: Duration,
+    },
 }
 
 impl From<LeaseError> for GcError {
@@ -244,12 +299,52 @@ pub async fn collect(
     Ok(report)
 }
 
-/// A build record and the blob it names.
-struct RecordInfo {
-    object: ListedObject,
-    digest: Option<Digest>,
+/// Listings as the collector reads them: page by page, each page under
+/// [`Options::page_timeout`], one object at a time to the caller, so that
+/// no listing is ever held whole.
+struct Lister<'a> {
+    storage: &'a dyn Storage,
+    page_size: usize,
+    page_timeout: Duration,
 }
 
+impl<'a> Lister<'a> {
+    /// Every object under `prefix`, fetched a page at a time.
+    fn objects(
+        &self,
+        prefix: KeyPrefix,
+    ) -> impl Stream<Item = Result<ListedObject, GcError>> + Send + 'a {
+        let pages = self.storage.list_pages(prefix, self.page_size);
+        let waited = self.page_timeout;
+        stream::try_unfold((pages, 0usize), move |(mut pages, done)| async move {
+            match tokio::time::timeout(waited, pages.next()).await {
+                Err(_) => Err(GcError::ListingStalled {
+                    prefix: prefix.as_str(),
+                    page: done + 1,
+                    waited,
+                }),
+                Ok(None) => Ok(None),
+                Ok(Some(page)) => {
+                    let objects = stream::iter(page?.into_iter().map(Ok::<_, GcError>));
+                    Ok(Some((objects, (pages, done + 1))))
+                }
+            }
+        })
+        .try_flatten()
+    }
+}
+
+/// The collection proper, in two passes over the storage, so that memory
+/// holds the manifest graph, the tag entries' digests and the use marks
+/// (one entry per image), never a listing of blobs or records:
+///
+/// 1. **Mark.** Stream `layers/` and read every object that may be a
+///    manifest; stream `manifests/` and read the tag entries; stream
+///    `uses/`. Compute the live set; switch to `deleting`; rescue.
+/// 2. **Sweep**, kind by kind in deletion order, each prefix streamed
+///    again: an object not live and older than `grace` goes. An object
+///    written since the mark pass began is younger than `now` and so
+///    never old enough.
 async fn run(
     storage: Arc<dyn Storage>,
     options: &Options,
@@ -270,26 +365,24 @@ async fn run(
         }
         None => (0, SystemTime::now()),
     };
-    let layers = storage.list(KeyPrefix::Layers).await?;
-    let tags = storage.list(KeyPrefix::Manifests).await?;
-    let builds = storage.list(KeyPrefix::Builds).await?;
-    let uses = storage.list(KeyPrefix::Uses).await?;
-    let referrers = storage.list(KeyPrefix::Referrers).await?;
+    let lister = Lister {
+        storage: storage.as_ref(),
+        page_size: options.page_size,
+        page_timeout: options.page_timeout,
+    };
 
+    // Pass 1: what is in use. Whether an object is a manifest is read
+    // from its bytes: listings need not say (S3's never carries a content
+    // type).
     let mut inventory = Inventory::default();
-    // Whether an object is a manifest is read from its bytes: listings
-    // need not say (S3's never carries a content type).
-    let candidates: Vec<ListedObject> = layers
-        .iter()
-        .filter(|o| o.size as usize <= MAX_DOCUMENT)
-        .cloned()
-        .collect();
-    let parsed: Vec<Option<(Digest, ManifestNode)>> = stream::iter(candidates)
-        .map(|object: ListedObject| {
+    lister
+        .objects(KeyPrefix::Layers)
+        .try_filter(|object| future::ready(object.size as usize <= MAX_DOCUMENT))
+        .map_ok(|object| {
             let storage = storage.clone();
             async move {
                 let refs = read_manifest(storage.as_ref(), &object.key).await?;
-                Ok::<_, StorageError>(refs.and_then(|refs| {
+                Ok::<_, GcError>(refs.and_then(|refs| {
                     Some((
                         named(&object)?,
                         ManifestNode {
@@ -300,143 +393,193 @@ async fn run(
                 }))
             }
         })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
+        .try_buffer_unordered(CONCURRENCY)
+        .try_for_each(|manifest| {
+            inventory.manifests.extend(manifest);
+            future::ready(Ok(()))
+        })
         .await?;
-    inventory.manifests.extend(parsed.into_iter().flatten());
-    let tag_entries: Vec<Option<TagEntry>> = stream::iter(tags.clone())
-        .map(|object: ListedObject| {
+    lister
+        .objects(KeyPrefix::Manifests)
+        .map_ok(|object| {
             let storage = storage.clone();
             async move {
                 let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
-                Ok::<_, StorageError>(bytes.map(|bytes| TagEntry {
+                Ok::<_, GcError>(bytes.map(|bytes| TagEntry {
                     name: object.key.name().to_owned(),
                     digest: Digest::of(&bytes),
                     modified: modified(&object, now),
                 }))
             }
         })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    inventory.tags = tag_entries.into_iter().flatten().collect();
-    inventory.marks = uses
-        .iter()
-        .filter_map(|o| Some((named(o)?, modified(o, now))))
-        .collect();
-    let records: Vec<RecordInfo> = stream::iter(builds.clone())
-        .map(|object: ListedObject| {
-            let storage = storage.clone();
-            async move {
-                let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
-                let digest = bytes
-                    .and_then(|bytes| crate::layer_store::record::decode(&bytes).ok())
-                    .map(|record| record.digest);
-                Ok::<_, StorageError>(RecordInfo { object, digest })
-            }
+        .try_buffer_unordered(CONCURRENCY)
+        .try_for_each(|tag| {
+            inventory.tags.extend(tag);
+            future::ready(Ok(()))
         })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
         .await?;
+    // The marks as first listed, by the digest they are named after
+    // (objects under `uses/` named otherwise are left alone).
+    let mut marks: HashMap<Digest, ListedObject> = HashMap::new();
+    lister
+        .objects(KeyPrefix::Uses)
+        .try_for_each(|object| {
+            if let Some(digest) = named(&object) {
+                marks.insert(digest, object);
+            }
+            future::ready(Ok(()))
+        })
+        .await?;
+    inventory.marks = marks
+        .iter()
+        .map(|(digest, object)| (*digest, modified(object, now)))
+        .collect();
 
     let mut live = mark::live_set(&inventory, &options.policy, now);
     if let Some(holder) = holder {
         holder.enter(Phase::Deleting).await?;
-        rescue(storage.as_ref(), &mut inventory, &mut live, &uses).await?;
+        rescue(&lister, &mut inventory, &mut live, &marks).await?;
     }
 
+    // Pass 2: the sweep.
     let policy = &options.policy;
     let collectable = |object: &ListedObject| age(now, modified(object, now)) >= policy.grace;
+    let dead = |object: &ListedObject| {
+        collectable(object) && named(object).is_some_and(|d| !live.contains(&d))
+    };
+    let is_manifest =
+        |object: &ListedObject| named(object).is_some_and(|d| inventory.manifests.contains_key(&d));
     let live_tags: HashSet<&str> = inventory
         .tags
         .iter()
         .filter(|t| live.contains(&t.digest))
         .map(|t| t.name.as_str())
         .collect();
-    let mut plan: Vec<(Kind, &ListedObject)> = Vec::new();
-    plan.extend(
-        tags.iter()
-            .filter(|o| collectable(o) && !live_tags.contains(o.key.name()))
-            .map(|o| (Kind::TagEntry, o)),
-    );
-    plan.extend(
-        records
-            .iter()
-            .filter(|r| {
-                collectable(&r.object) && r.digest.as_ref().is_none_or(|d| !live.contains(d))
-            })
-            .map(|r| (Kind::LayerRecord, &r.object)),
-    );
-    // Objects whose name is no digest (put there by hand) are left alone.
-    let dead = |o: &&ListedObject| collectable(o) && named(o).is_some_and(|d| !live.contains(&d));
-    let is_manifest =
-        |o: &&ListedObject| named(o).is_some_and(|d| inventory.manifests.contains_key(&d));
-    plan.extend(
-        layers
-            .iter()
-            .filter(dead)
-            .filter(is_manifest)
-            .map(|o| (Kind::Manifest, o)),
-    );
-    plan.extend(
-        layers
-            .iter()
-            .filter(dead)
-            .filter(|o| !is_manifest(o))
-            .map(|o| (Kind::Blob, o)),
-    );
-    plan.extend(uses.iter().filter(dead).map(|o| (Kind::UseMark, o)));
-    // A referrers list lives as long as the manifest it is named after.
-    plan.extend(
-        referrers
-            .iter()
-            .filter(dead)
-            .map(|o| (Kind::ReferrersList, o)),
-    );
-    let examined = layers.len() + tags.len() + builds.len() + uses.len() + referrers.len();
     let mut report = Report {
         generation: generation_number,
         dry_run: options.dry_run,
-        kept: examined - plan.len(),
         ..Report::default()
+    };
+    let mut examined = marks.len();
+    let mut sweep = Sweep {
+        storage: storage.as_ref(),
+        holder,
+        dry_run: options.dry_run,
+        report: &mut report,
+        on_delete,
     };
     // Kinds one after the other, so that a tag entry never outlives its
     // manifest, a record its blob, and a manifest its layers (also when
     // the collection stops half-way); objects of one kind in parallel.
-    for kind in Kind::ALL {
-        let batch: Vec<&ListedObject> = plan
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, o)| *o)
-            .collect();
-        if !options.dry_run {
-            let keys: Vec<StorageKey> = batch.iter().map(|o| o.key.clone()).collect();
-            stream::iter(keys)
-                .map(|key: StorageKey| {
-                    let storage = storage.clone();
-                    async move { delete_under_lease(storage.as_ref(), holder, &key).await }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await?;
-        }
-        for object in batch {
-            let deletion = Deletion {
-                kind,
-                name: object.key.to_string(),
-                size: object.size,
-            };
-            on_delete(&deletion);
-            report.deleted.push(deletion);
-        }
-    }
+    let tags = lister
+        .objects(KeyPrefix::Manifests)
+        .inspect_ok(|_| examined += 1);
+    sweep
+        .delete(
+            Kind::TagEntry,
+            tags.try_filter(|o| future::ready(collectable(o) && !live_tags.contains(o.key.name()))),
+        )
+        .await?;
+    // A referrers list lives as long as the manifest it is named after.
+    let referrers = lister
+        .objects(KeyPrefix::Referrers)
+        .inspect_ok(|_| examined += 1);
+    sweep
+        .delete(
+            Kind::ReferrersList,
+            referrers.try_filter(|o| future::ready(dead(o))),
+        )
+        .await?;
+    // A record goes with its blob: read only the records old enough.
+    let records = lister
+        .objects(KeyPrefix::Builds)
+        .inspect_ok(|_| examined += 1)
+        .try_filter(|o| future::ready(collectable(o)))
+        .map_ok(|object| async {
+            let bytes = read_small(storage.as_ref(), &object.key, MAX_DOCUMENT).await?;
+            let digest = bytes
+                .and_then(|bytes| crate::layer_store::record::decode(&bytes).ok())
+                .map(|record| record.digest);
+            Ok::<_, GcError>(digest.is_none_or(|d| !live.contains(&d)).then_some(object))
+        })
+        .try_buffer_unordered(CONCURRENCY)
+        .try_filter_map(|dead| future::ready(Ok(dead)));
+    sweep.delete(Kind::LayerRecord, records).await?;
+    // Objects whose name is no digest (put there by hand) are left alone.
+    let layers = lister
+        .objects(KeyPrefix::Layers)
+        .inspect_ok(|_| examined += 1);
+    sweep
+        .delete(
+            Kind::Manifest,
+            layers.try_filter(|o| future::ready(dead(o) && is_manifest(o))),
+        )
+        .await?;
+    let layers = lister.objects(KeyPrefix::Layers);
+    sweep
+        .delete(
+            Kind::Blob,
+            layers.try_filter(|o| future::ready(dead(o) && !is_manifest(o))),
+        )
+        .await?;
+    let dead_marks: Vec<Result<ListedObject, GcError>> = marks
+        .into_values()
+        .filter(|object| dead(object))
+        .map(Ok)
+        .collect();
+    sweep
+        .delete(Kind::UseMark, stream::iter(dead_marks))
+        .await?;
     if let Some(dir) = &options.local_tier {
         for deletion in prune_local_tier(dir, &live, policy.grace, now, options.dry_run).await {
-            on_delete(&deletion);
-            report.deleted.push(deletion);
+            (sweep.on_delete)(&deletion);
+            sweep.report.add(&deletion);
         }
     }
+    report.kept = examined.saturating_sub(report.objects() - report.count(Kind::LocalEntry));
     Ok(report)
+}
+
+/// Deletion, one kind at a time, each object reported as it goes.
+struct Sweep<'a, 'r> {
+    storage: &'a dyn Storage,
+    holder: Option<&'a Arc<Holder>>,
+    dry_run: bool,
+    report: &'r mut Report,
+    on_delete: &'r mut (dyn FnMut(&Deletion) + Send),
+}
+
+impl Sweep<'_, '_> {
+    /// Delete every object `doomed` yields as `kind` (in a dry run, only
+    /// report it), [`CONCURRENCY`] at a time.
+    async fn delete(
+        &mut self,
+        kind: Kind,
+        doomed: impl Stream<Item = Result<ListedObject, GcError>>,
+    ) -> Result<(), GcError> {
+        let (storage, holder, dry_run) = (self.storage, self.holder, self.dry_run);
+        let report = &mut *self.report;
+        let on_delete = &mut *self.on_delete;
+        doomed
+            .map_ok(|object| async move {
+                if !dry_run {
+                    delete_under_lease(storage, holder, &object.key).await?;
+                }
+                Ok::<_, GcError>(object)
+            })
+            .try_buffer_unordered(CONCURRENCY)
+            .try_for_each(|object| {
+                let deletion = Deletion {
+                    kind,
+                    name: object.key.to_string(),
+                    size: object.size,
+                };
+                on_delete(&deletion);
+                report.add(&deletion);
+                future::ready(Ok(()))
+            })
+            .await
+    }
 }
 
 /// Delete `key` while the lease lasts: not at all once it has run out,
@@ -486,31 +629,33 @@ fn named(object: &ListedObject) -> Option<Digest> {
 /// failure stops the collection, since a manifest kept without its layers
 /// is worse than no collection.
 async fn rescue(
-    storage: &dyn Storage,
+    lister: &Lister<'_>,
     inventory: &mut Inventory,
     live: &mut HashSet<Digest>,
-    first_listing: &[ListedObject],
-) -> Result<(), StorageError> {
-    let seen: HashMap<&StorageKey, Option<SystemTime>> =
-        first_listing.iter().map(|o| (&o.key, o.modified)).collect();
-    let fresh: Vec<Digest> = storage
-        .list(KeyPrefix::Uses)
-        .await?
-        .iter()
-        .filter_map(|o| {
-            let digest = named(o)?;
-            let changed = o.modified.is_none() || seen.get(&o.key) != Some(&o.modified);
-            // A mark of a manifest written after `layers/` was listed.
-            let unknown = !inventory.manifests.contains_key(&digest);
-            ((changed || unknown) && !live.contains(&digest)).then_some(digest)
+    first_listing: &HashMap<Digest, ListedObject>,
+) -> Result<(), GcError> {
+    let mut fresh: Vec<Digest> = Vec::new();
+    lister
+        .objects(KeyPrefix::Uses)
+        .try_for_each(|o| {
+            if let Some(digest) = named(&o) {
+                let changed = o.modified.is_none()
+                    || first_listing.get(&digest).map(|first| first.modified) != Some(o.modified);
+                // A mark of a manifest written after `layers/` was listed.
+                let unknown = !inventory.manifests.contains_key(&digest);
+                if (changed || unknown) && !live.contains(&digest) {
+                    fresh.push(digest);
+                }
+            }
+            future::ready(Ok(()))
         })
-        .collect();
+        .await?;
     for digest in &fresh {
         if inventory.manifests.contains_key(digest) {
             continue;
         }
         let key = StorageKey::layer(digest);
-        if let Some(refs) = read_manifest(storage, &key).await? {
+        if let Some(refs) = read_manifest(lister.storage, &key).await? {
             inventory.manifests.insert(
                 *digest,
                 ManifestNode {

@@ -22,6 +22,11 @@
 //! never from listing metadata a backend may not return (S3 lists no
 //! content type).
 //!
+//! **Listings stream** ([`collect`]): every prefix is read page by page,
+//! each page under its own bound, in two passes (mark, then sweep), so
+//! that memory holds the manifest graph and one entry per image, never a
+//! listing of the bucket.
+//!
 //! **Sweep** ([`collect`]). Objects that are not live and are older than
 //! `--grace` go, kind by kind: tag entries, layer records, manifests,
 //! other blobs, use marks. So at every moment a tag entry names a manifest

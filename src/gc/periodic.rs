@@ -84,15 +84,15 @@ pub async fn run(
 ) {
     let Some(keep) = settings.keep else { return };
     let options = Options {
-        policy: Policy {
-            keep,
-            grace: settings.grace,
-            touch_interval: settings.touch_interval,
-        },
-        dry_run: false,
-        notice: notice_period(settings.touch_interval),
         local_tier,
-        timing: super::generation::Timing::DEFAULT,
+        ..Options::new(
+            Policy {
+                keep,
+                grace: settings.grace,
+                touch_interval: settings.touch_interval,
+            },
+            notice_period(settings.touch_interval),
+        )
     };
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.tick().await;
@@ -106,13 +106,13 @@ pub async fn run(
                 record_metrics(&metrics, &report);
                 tracing::info!(
                     generation = report.generation,
-                    objects = report.deleted.len(),
+                    objects = report.objects(),
                     bytes = report.bytes(),
                     kept = report.kept,
                     elapsed_ms = report.elapsed.as_millis() as u64,
                     "collection finished"
                 );
-                status.record(Ok((report.deleted.len(), report.bytes())));
+                status.record(Ok((report.objects(), report.bytes())));
             }
             Err(GcError::Busy(busy)) => {
                 tracing::info!(reason = %busy, "periodic collection skipped");
@@ -129,7 +129,7 @@ pub async fn run(
 
 fn record_metrics(metrics: &Metrics, report: &Report) {
     Metrics::inc(&metrics.gc_runs);
-    Metrics::add(&metrics.gc_objects_deleted, report.deleted.len() as u64);
+    Metrics::add(&metrics.gc_objects_deleted, report.objects() as u64);
     Metrics::add(&metrics.gc_bytes_deleted, report.bytes());
     metrics.gc_last_run.store(
         super::generation::unix_secs(SystemTime::now()),

@@ -280,11 +280,8 @@ mod tests {
                 location: format!("https://storage.example/{key}?sig=1"),
             })
         }
-        async fn list(
-            &self,
-            _: crate::storage::KeyPrefix,
-        ) -> Result<Vec<crate::storage::ListedObject>, StorageError> {
-            Ok(Vec::new())
+        fn list_pages(&self, _: crate::storage::KeyPrefix, _: usize) -> crate::storage::Pages<'_> {
+            Box::pin(futures::stream::empty())
         }
         async fn delete(&self, _: &StorageKey) -> Result<(), StorageError> {
             Ok(())

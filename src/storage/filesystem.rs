@@ -438,11 +438,25 @@ async fn commit(temp: tempfile::TempPath, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The regular files of `dir` whose names are valid under `prefix`.
+/// The next page of `dir`'s listing under `prefix`: up to `page_size`
+/// regular files whose names are valid keys there, read from `entries`
+/// (opened on the first page); `None` for the reader once it is done.
 /// Blocking.
-fn list_dir(dir: &Path, prefix: KeyPrefix) -> io::Result<Vec<ListedObject>> {
+fn list_page(
+    dir: &Path,
+    entries: Option<std::fs::ReadDir>,
+    prefix: KeyPrefix,
+    page_size: usize,
+) -> io::Result<(Vec<ListedObject>, Option<std::fs::ReadDir>)> {
+    let mut entries = match entries {
+        Some(entries) => entries,
+        None => std::fs::read_dir(dir)?,
+    };
     let mut listed = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    while listed.len() < page_size.max(1) {
+        let Some(entry) = entries.next() else {
+            return Ok((listed, None));
+        };
         let entry = entry?;
         let Some(key) = entry
             .file_name()
@@ -467,7 +481,7 @@ fn list_dir(dir: &Path, prefix: KeyPrefix) -> io::Result<Vec<ListedObject>> {
             modified: metadata.modified().ok(),
         });
     }
-    Ok(listed)
+    Ok((listed, Some(entries)))
 }
 
 #[async_trait]
@@ -511,16 +525,35 @@ impl Storage for FilesystemStorage {
 
     /// Files of the prefix directory whose name is a valid key name: the
     /// sidecars and temporary files (names starting with `.`) are left out.
-    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+    /// One `readdir` stream, `page_size` entries at a time off the async
+    /// workers.
+    fn list_pages(&self, prefix: KeyPrefix, page_size: usize) -> super::Pages<'_> {
         let dir = self.root.join(prefix.as_str());
-        let listed = tokio::task::spawn_blocking(move || list_dir(&dir, prefix))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|result| result);
-        listed.map_err(|source| StorageError::Io {
-            key: StorageKey(prefix.as_str().to_owned()),
-            source,
+        // `None`: done; `Some(None)`: not opened yet.
+        let start: Option<Option<std::fs::ReadDir>> = Some(None);
+        futures::stream::try_unfold(start, move |state| {
+            let dir = dir.clone();
+            async move {
+                let Some(entries) = state else {
+                    return Ok(None);
+                };
+                let page = tokio::task::spawn_blocking(move || {
+                    list_page(&dir, entries, prefix, page_size)
+                })
+                .await
+                .map_err(io::Error::other)
+                .and_then(|result| result);
+                let (page, rest) = page.map_err(|source| StorageError::Io {
+                    key: StorageKey(prefix.as_str().to_owned()),
+                    source,
+                })?;
+                if page.is_empty() && rest.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some((page, rest.map(Some))))
+            }
         })
+        .boxed()
     }
 
     async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {

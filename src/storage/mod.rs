@@ -23,12 +23,21 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, TryStreamExt, stream::BoxStream};
 
 use crate::digest::Digest;
 
 /// A stream of bytes flowing into or out of storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+/// A listing delivered page by page ([`Storage::list_pages`]): each item
+/// is one page, fetched only when the stream is polled for it, so a
+/// listing of any size is held in memory one page at a time.
+pub type Pages<'a> = BoxStream<'a, Result<Vec<ListedObject>, StorageError>>;
+
+/// Objects per page of a listing, unless a caller asks otherwise: S3's
+/// own maximum for `ListObjectsV2`, GCS's default.
+pub const LIST_PAGE_SIZE: usize = 1000;
 
 /// Prefix of content-addressed blobs (layers, configs, manifests).
 pub const LAYERS_PREFIX: &str = "layers";
@@ -397,8 +406,20 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Every object under `prefix` whose name is a valid key name there
     /// (objects this server cannot name, and a backend's helper files,
-    /// are left out), in no particular order.
-    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError>;
+    /// are left out), in no particular order, page by page: each page
+    /// holds at most `page_size` objects (a page may hold fewer, and the
+    /// listing ends with the stream) and is fetched by one bounded call
+    /// (or a few, retried), only when the stream is polled for it. An
+    /// object written or removed while the listing runs may or may not
+    /// be in it.
+    fn list_pages(&self, prefix: KeyPrefix, page_size: usize) -> Pages<'_>;
+
+    /// Every page of [`Storage::list_pages`] gathered in one `Vec`: for
+    /// prefixes that stay small (`staging/`, `gc/`); a collection streams
+    /// the pages instead.
+    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+        self.list_pages(prefix, LIST_PAGE_SIZE).try_concat().await
+    }
 
     /// Remove the object at `key`; an absent object is not an error, so a
     /// retried or repeated delete is harmless.

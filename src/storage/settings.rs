@@ -86,3 +86,55 @@ pub fn storage_setting(settings: &ServeSettings) -> Result<StorageSetting, Confi
         Backend::S3 => s3::settings::storage_setting(settings),
     }
 }
+
+/// Why the configured storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The filesystem backend's directory could not be prepared.
+    #[error(transparent)]
+    Filesystem(#[from] super::filesystem::InitError),
+    /// Preparing the directory did not finish (its task failed).
+    #[error("preparing the storage directory failed: {0}")]
+    Preparing(#[source] std::io::Error),
+    /// The gcs backend could not connect to its bucket.
+    #[error(transparent)]
+    Gcs(#[from] super::gcs::GcsError),
+    /// The s3 backend could not connect to its bucket.
+    #[error(transparent)]
+    S3(#[from] super::s3::S3Error),
+}
+
+/// The storage `setting` names, opened: a directory prepared, or a bucket
+/// connected to (and listed once). What `nixery serve` and `nixery gc`
+/// both start with.
+pub async fn open(
+    setting: &StorageSetting,
+) -> Result<std::sync::Arc<dyn super::Storage>, OpenError> {
+    match setting {
+        StorageSetting::Filesystem { path } => {
+            // Creating directories and sweeping old uploads is blocking work.
+            let path = path.clone();
+            let storage = tokio::task::spawn_blocking(move || {
+                super::filesystem::FilesystemStorage::new(path)
+            })
+            .await
+            .map_err(|e| OpenError::Preparing(std::io::Error::other(e)))??;
+            Ok(std::sync::Arc::new(storage))
+        }
+        StorageSetting::Gcs {
+            bucket,
+            credentials,
+            emulator_host,
+        } => Ok(std::sync::Arc::new(
+            super::gcs::GcsStorage::connect(
+                bucket.clone(),
+                credentials.clone(),
+                emulator_host.clone(),
+            )
+            .await?,
+        )),
+        StorageSetting::S3(settings) => Ok(std::sync::Arc::new(
+            super::s3::S3Storage::connect(settings.clone()).await?,
+        )),
+    }
+}

@@ -146,38 +146,41 @@ impl JsonApi {
         self.content_type(object).await.map(drop)
     }
 
-    /// The objects whose name starts with `prefix`, every page.
-    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ListItem>, ApiError> {
-        let mut items = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page: ListPage = self
-                .retry
-                .run("list", prefix, || async {
-                    let url = self.endpoint.objects(&self.bucket);
-                    let mut request = self.http.get(url).query(&[
-                        ("prefix", prefix),
-                        (
-                            "fields",
-                            "items(name,size,updated,contentType),nextPageToken",
-                        ),
-                    ]);
-                    if let Some(token) = &token {
-                        request = request.query(&[("pageToken", token)]);
-                    }
-                    expect_success(self.send(request).await?)
-                        .await?
-                        .json()
-                        .await
-                        .map_err(|e| self.body_error("object listing", e))
-                })
-                .await?;
-            items.extend(page.items);
-            match page.next_page_token {
-                Some(next) if !next.is_empty() => token = Some(next),
-                _ => return Ok(items),
-            }
-        }
+    /// One page of the objects whose name starts with `prefix`: at most
+    /// `page_size` of them, from `token` (the first page without one),
+    /// and the token of the next page, if any. One call, retried as
+    /// every call is.
+    pub(crate) async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        page_size: usize,
+    ) -> Result<(Vec<ListItem>, Option<String>), ApiError> {
+        let max_results = page_size.max(1).to_string();
+        let page: ListPage = self
+            .retry
+            .run("list", prefix, || async {
+                let url = self.endpoint.objects(&self.bucket);
+                let mut request = self.http.get(url).query(&[
+                    ("prefix", prefix),
+                    ("maxResults", max_results.as_str()),
+                    (
+                        "fields",
+                        "items(name,size,updated,contentType),nextPageToken",
+                    ),
+                ]);
+                if let Some(token) = token {
+                    request = request.query(&[("pageToken", token)]);
+                }
+                expect_success(self.send(request).await?)
+                    .await?
+                    .json()
+                    .await
+                    .map_err(|e| self.body_error("object listing", e))
+            })
+            .await?;
+        let next = page.next_page_token.filter(|next| !next.is_empty());
+        Ok((page.items, next))
     }
 
     /// An object's name, size, last update and content type, if it exists.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use google_cloud_auth::signer::Signer;
 use google_cloud_storage::builder::storage::SignedUrlBuilder;
 
@@ -348,22 +348,35 @@ impl Storage for GcsStorage {
         }
     }
 
-    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+    /// One `objects.list` call (`maxResults`, `pageToken`) per page.
+    fn list_pages(&self, prefix: KeyPrefix, page_size: usize) -> super::Pages<'_> {
         let wanted = format!("{}/", prefix.as_str());
-        let items = self
-            .api
-            .list(&wanted)
-            .await
-            .map_err(|e| backend_error_named(&wanted, format!("listing failed: {e}")))?;
-        Ok(items
-            .into_iter()
-            .filter_map(|item| {
-                // A name this server does not give is left out.
-                let name = item.name.strip_prefix(&wanted)?;
-                let key = StorageKey::under(prefix, name).ok()?;
-                Some(listed(key, item))
-            })
-            .collect())
+        // `None`: done; `Some(None)`: the first page.
+        let start: Option<Option<String>> = Some(None);
+        futures::stream::try_unfold(start, move |state| {
+            let wanted = wanted.clone();
+            async move {
+                let Some(token) = state else {
+                    return Ok(None);
+                };
+                let (items, next) = self
+                    .api
+                    .list_page(&wanted, token.as_deref(), page_size)
+                    .await
+                    .map_err(|e| backend_error_named(&wanted, format!("listing failed: {e}")))?;
+                let page = items
+                    .into_iter()
+                    .filter_map(|item| {
+                        // A name this server does not give is left out.
+                        let name = item.name.strip_prefix(&wanted)?;
+                        let key = StorageKey::under(prefix, name).ok()?;
+                        Some(listed(key, item))
+                    })
+                    .collect();
+                Ok(Some((page, next.map(Some))))
+            }
+        })
+        .boxed()
     }
 
     async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {

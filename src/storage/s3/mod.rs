@@ -502,42 +502,75 @@ impl Storage for S3Storage {
         Ok(Served::Redirect { location })
     }
 
-    /// Page by page (`ListObjectsV2`, 1,000 keys a page): each step of the
-    /// listing is bounded on its own, so a bucket of any size is listed in
-    /// as many bounded calls as it has pages, never under one timeout.
-    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
+    /// `ListObjectsV2` with `max-keys` = `page_size`: each page is taken
+    /// from the lister under one bound (OpenDAL fetches the next page of
+    /// keys when the previous one is used up), so a bucket of any size is
+    /// listed in as many bounded calls as it has pages, never under one
+    /// timeout.
+    fn list_pages(&self, prefix: KeyPrefix, page_size: usize) -> super::Pages<'_> {
         let wanted = format!("{}/", prefix.as_str());
-        let failed = |e: opendal::Error| StorageError::Backend {
+        let page_size = page_size.max(1);
+        let failed = move |wanted: &str, e: opendal::Error| StorageError::Backend {
             backend: BACKEND,
-            key: wanted.clone(),
+            key: wanted.to_owned(),
             message: format!("listing failed: {e}"),
         };
-        let mut lister = self
-            .bounded(self.op.lister_with(&wanted).recursive(true).into_future())
-            .await
-            .map_err(failed)?;
-        let mut listed = Vec::new();
-        while let Some(entry) = self
-            .bounded(async { lister.next().await.transpose() })
-            .await
-            .map_err(failed)?
-        {
-            // Names this server does not give are left out.
-            let Some(name) = entry.path().strip_prefix(&wanted) else {
-                continue;
-            };
-            let Ok(key) = StorageKey::under(prefix, name) else {
-                continue;
-            };
-            let metadata = entry.metadata();
-            listed.push(ListedObject {
-                key,
-                size: metadata.content_length(),
-                modified: metadata.last_modified().map(SystemTime::from),
-                content_type: metadata.content_type().map(str::to_owned),
-            });
-        }
-        Ok(listed)
+        // `None`: done; `Some(None)`: not started.
+        let start: Option<Option<opendal::Lister>> = Some(None);
+        futures::stream::try_unfold(start, move |state| {
+            let wanted = wanted.clone();
+            async move {
+                let Some(lister) = state else {
+                    return Ok(None);
+                };
+                let mut lister = match lister {
+                    Some(lister) => lister,
+                    None => self
+                        .bounded(
+                            self.op
+                                .lister_with(&wanted)
+                                .recursive(true)
+                                .limit(page_size)
+                                .into_future(),
+                        )
+                        .await
+                        .map_err(|e| failed(&wanted, e))?,
+                };
+                let (entries, done) = self
+                    .bounded(async {
+                        let mut entries = Vec::with_capacity(page_size);
+                        while entries.len() < page_size {
+                            match lister.next().await.transpose()? {
+                                Some(entry) => entries.push(entry),
+                                None => return Ok((entries, true)),
+                            }
+                        }
+                        Ok((entries, false))
+                    })
+                    .await
+                    .map_err(|e| failed(&wanted, e))?;
+                let page: Vec<ListedObject> = entries
+                    .into_iter()
+                    .filter_map(|entry| {
+                        // Names this server does not give are left out.
+                        let name = entry.path().strip_prefix(&wanted)?;
+                        let key = StorageKey::under(prefix, name).ok()?;
+                        let metadata = entry.metadata();
+                        Some(ListedObject {
+                            key,
+                            size: metadata.content_length(),
+                            modified: metadata.last_modified().map(SystemTime::from),
+                            content_type: metadata.content_type().map(str::to_owned),
+                        })
+                    })
+                    .collect();
+                if done && page.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some((page, (!done).then_some(Some(lister)))))
+            }
+        })
+        .boxed()
     }
 
     async fn stat(&self, key: &StorageKey) -> Result<ListedObject, StorageError> {

@@ -5,7 +5,9 @@
 //!
 //! - [`Interposed::after_listing`]: run an action (a use recorded by a
 //!   server, a write by a second collector) right after the `n`th listing
-//!   of a prefix, before the caller sees that listing. The collector lists
+//!   of a prefix, before the caller sees that listing end (after its last
+//!   page).
+//! - [`Interposed::hang_page`]: one page of one listing never arrives. The collector lists
 //!   use marks once to mark and once more after the switch to deleting, so
 //!   "after the first listing of `uses/`" is the worst moment for a use.
 //! - [`Interposed::fail_reads_after`]: once the `n`th listing of a prefix
@@ -33,10 +35,10 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::{StreamExt, future::BoxFuture};
 use nixery::storage::{
-    ByteStream, KeyPrefix, ListedObject, Persisted, ServeRequest, Served, Storage, StorageError,
-    StorageKey, Version,
+    ByteStream, KeyPrefix, ListedObject, Pages, Persisted, ServeRequest, Served, Storage,
+    StorageError, StorageKey, Version,
 };
 use tokio::sync::watch;
 
@@ -46,6 +48,8 @@ type Action = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 pub struct Interposed {
     inner: Arc<dyn Storage>,
     listings: Mutex<HashMap<KeyPrefix, usize>>,
+    pages: Mutex<HashMap<KeyPrefix, usize>>,
+    hanging: Mutex<Vec<(KeyPrefix, usize, usize)>>,
     actions: Mutex<Vec<(KeyPrefix, usize, Action)>>,
     failing: Mutex<Vec<(StorageKey, KeyPrefix, usize)>>,
     held: Mutex<Option<(StorageKey, watch::Receiver<bool>)>>,
@@ -90,6 +94,8 @@ impl Interposed {
         Arc::new(Self {
             inner,
             listings: Mutex::new(HashMap::new()),
+            pages: Mutex::new(HashMap::new()),
+            hanging: Mutex::new(Vec::new()),
             actions: Mutex::new(Vec::new()),
             failing: Mutex::new(Vec::new()),
             held: Mutex::new(None),
@@ -151,7 +157,23 @@ impl Interposed {
         self.held_writes.load(Ordering::SeqCst)
     }
 
-    /// How many times `prefix` was listed.
+    /// Make page `page` (1-based) of the `nth` listing of `prefix` never
+    /// arrive: the listing hangs there, as a call that never answers.
+    pub fn hang_page(&self, prefix: KeyPrefix, nth: usize, page: usize) {
+        self.hanging.lock().unwrap().push((prefix, nth, page));
+    }
+
+    /// How many pages of listings of `prefix` were delivered.
+    pub fn pages(&self, prefix: KeyPrefix) -> usize {
+        self.pages
+            .lock()
+            .unwrap()
+            .get(&prefix)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many times `prefix` was listed (listings started).
     pub fn listings(&self, prefix: KeyPrefix) -> usize {
         self.listings
             .lock()
@@ -236,26 +258,43 @@ impl Storage for Interposed {
         self.inner.persist_blob(content_type, body).await
     }
 
-    async fn list(&self, prefix: KeyPrefix) -> Result<Vec<ListedObject>, StorageError> {
-        let listed = self.inner.list(prefix).await?;
+    fn list_pages(&self, prefix: KeyPrefix, page_size: usize) -> Pages<'_> {
         let nth = {
             let mut listings = self.listings.lock().unwrap();
             let count = listings.entry(prefix).or_default();
             *count += 1;
             *count
         };
-        let due: Vec<Action> = {
-            let mut actions = self.actions.lock().unwrap();
-            let (due, rest) = std::mem::take(&mut *actions)
-                .into_iter()
-                .partition(|(p, n, _)| *p == prefix && *n == nth);
-            *actions = rest;
-            due.into_iter().map(|(_, _, action)| action).collect()
-        };
-        for action in due {
-            action().await;
-        }
-        Ok(listed)
+        let inner = self.inner.list_pages(prefix, page_size);
+        futures::stream::unfold(Some((inner, 0usize)), move |state| async move {
+            let (mut inner, pages) = state?;
+            match inner.next().await {
+                Some(page) => {
+                    let pages = pages + 1;
+                    let hangs = self.hanging.lock().unwrap().contains(&(prefix, nth, pages));
+                    if hangs {
+                        std::future::pending::<()>().await;
+                    }
+                    *self.pages.lock().unwrap().entry(prefix).or_default() += 1;
+                    Some((page, Some((inner, pages))))
+                }
+                None => {
+                    let due: Vec<Action> = {
+                        let mut actions = self.actions.lock().unwrap();
+                        let (due, rest) = std::mem::take(&mut *actions)
+                            .into_iter()
+                            .partition(|(p, n, _)| *p == prefix && *n == nth);
+                        *actions = rest;
+                        due.into_iter().map(|(_, _, action)| action).collect()
+                    };
+                    for action in due {
+                        action().await;
+                    }
+                    None
+                }
+            }
+        })
+        .boxed()
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
