@@ -84,6 +84,26 @@ fn pinned_image_is_served_after_restart_without_nix() {
     assert_eq!(nix_builds(&server), 0, "the restarted server ran Nix");
 }
 
+/// Layer blobs depend only on the store paths they hold: two servers, each
+/// with its own empty storage, pack the same image into the same layer
+/// digests (which is what lets instances on one bucket reuse each other's
+/// layers, and a rebuilt layer overwrite nothing but itself).
+#[test]
+fn two_servers_with_empty_storage_pack_identical_layer_digests() {
+    let (repo, commit) = offline_pkgs_repo();
+    let (storage_a, storage_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = pinned_server(repo.path(), storage_a.path());
+    let b = pinned_server(repo.path(), storage_b.path());
+    let from_a = get_manifest(&a, "hello/git", &commit);
+    let from_b = get_manifest(&b, "hello/git", &commit);
+    assert_eq!((nix_builds(&a), nix_builds(&b)), (1, 1));
+    let layers = layer_digests(&from_a);
+    assert!(layers.len() >= 2, "{from_a}");
+    assert_eq!(layer_uploads(&a), layers.len(), "A packed every layer");
+    assert_eq!(layer_uploads(&b), layers.len(), "B packed every layer");
+    assert_eq!(layers, layer_digests(&from_b));
+}
+
 /// The manifest cache key covers the layering strategy: after a restart
 /// with another strategy on the same storage (and local tier), a pinned
 /// image is built again and gets that strategy's layers.

@@ -16,6 +16,7 @@
 //! same store paths give the same layer digest on every instance (see
 //! `archive/tree.rs` for the exact rules).
 
+mod deflate_walk;
 mod gzip;
 mod pipeline;
 mod tree;
@@ -29,15 +30,16 @@ use crate::storage::ByteStream;
 /// The gzip compression level of every layer.
 ///
 /// Level 6 is gzip's and zlib's default and what upstream Nixery produced,
-/// so layers are as small as a registry user expects. With the zlib-rs
-/// backend, one core deflates at level 6 about 1.7 times as fast as
-/// `gzip -6`, and the block-parallel compression in `archive/gzip.rs` adds the other
-/// cores (see `benches/pack.rs` for the figures). Level 1 would deflate
-/// about three times as fast again, but on the bench's closure its layers
-/// are 53% of the tar instead of 38% (40% larger), a cost paid by every pull
-/// of every layer, while packing is paid once per layer; level 4 is no
-/// faster than 6 with zlib-rs. Changing the level changes every layer
-/// digest, which costs a one-time cache miss per layer.
+/// so layers are as small as a registry user expects. Layers are deflated
+/// by libdeflate, whose level 6 writes output 0.6 to 0.9% smaller than
+/// zlib's level 6, in 1 MiB blocks on every core (`archive/gzip.rs`;
+/// figures in `docs/internals.md`, "Packing"). libdeflate's level 5 is no
+/// faster than 6 on real files; level 4 deflates about 20% faster but its
+/// output was 0.85% larger than `pigz -6`'s on a tar of system files (1.3%
+/// on another), too close to the 1% a level change may cost, paid by every
+/// pull of every layer while packing is paid once per layer. Changing the
+/// level changes every layer digest, which costs a one-time cache miss per
+/// layer.
 pub const GZIP_LEVEL: u32 = 6;
 
 /// What packing learnt about the uncompressed tar.

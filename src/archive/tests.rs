@@ -448,3 +448,36 @@ async fn gnu_tar_reads_the_same_members() {
     assert_eq!(listed, ours);
     assert!(listed.contains(&long.display().to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_the_same_for_any_number_of_compressor_threads() {
+    // Several blocks, compressible and not, ending inside a block.
+    let mut content = Vec::new();
+    for seed in 1..4 {
+        content.extend(xorshift_bytes(700_000, seed));
+        content.extend(
+            format!("line {seed} of a text that repeats\n")
+                .repeat(40_000)
+                .bytes(),
+        );
+    }
+    content.extend(b"tail");
+    let mut streams = Vec::new();
+    for compressors in [1, 2, 3, 7] {
+        let input = content.clone();
+        let (stream, handle) = super::pipeline::spawn_with(compressors, move |sink| {
+            std::io::Write::write_all(sink, &input).map_err(ArchiveError::Compress)
+        });
+        let blob = collect(stream).await.unwrap();
+        let summary = handle.await.unwrap().unwrap();
+        assert_eq!(summary.diff_id, sha256_hex(&content));
+        assert!(gunzip(&blob) == content, "{compressors} compressors");
+        streams.push((compressors, blob));
+    }
+    for (compressors, blob) in &streams[1..] {
+        assert!(
+            *blob == streams[0].1,
+            "{compressors} compressors give other bytes than 1"
+        );
+    }
+}

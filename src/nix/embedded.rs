@@ -4,8 +4,12 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+
+/// Start of the name of every directory [`create_dir`] makes; the owning
+/// process id follows, then `-` and a random part.
+const DIR_PREFIX: &str = "nixery-nix-";
 
 /// `prepare-image.nix` inside the written directory.
 pub const PREPARE_IMAGE: &str = "prepare-image.nix";
@@ -51,6 +55,56 @@ pub fn content_hash() -> String {
         }
     }
     hex::encode(hasher.finalize())
+}
+
+/// Creates the private directory the files are written to, in the system's
+/// temporary directory and named after this process, after removing the
+/// ones processes that no longer run left there (a server that is killed
+/// never removes its own).
+pub fn create_dir() -> io::Result<tempfile::TempDir> {
+    let parent = std::env::temp_dir();
+    let removed = remove_abandoned(&parent);
+    if removed > 0 {
+        tracing::info!(removed, dir = %parent.display(), "removed Nix file directories of servers that no longer run");
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        .tempdir_in(&parent)
+}
+
+/// Removes the directories under `parent` that [`create_dir`] made for a
+/// process that no longer runs, when this user owns them; returns how many
+/// went. Best effort: what cannot be read or removed stays. Without `/proc`
+/// no process can be confirmed gone, and nothing is removed.
+fn remove_abandoned(parent: &Path) -> usize {
+    let Ok(me) = fs::metadata("/proc/self") else {
+        return 0;
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `DirEntry::metadata` does not follow symlinks: a link is never a directory here.
+        let ours = entry
+            .metadata()
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == me.uid());
+        let running = Path::new("/proc").join(pid.to_string()).exists();
+        if ours && !running && pid != std::process::id() && fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Write [`FILES`] under `dir` (directories 0755, files 0644, so that Nix
@@ -99,6 +153,46 @@ mod tests {
         on_disk.insert(LOAD_PKGS.to_string());
         let embedded: BTreeSet<String> = FILES.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(embedded, on_disk);
+    }
+
+    /// The id of a process that has just ended.
+    fn ended_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn directories_of_ended_processes_are_removed_and_others_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let ended = ended_pid();
+        let abandoned = parent.path().join(format!("{DIR_PREFIX}{ended}-a1b2c3"));
+        fs::create_dir_all(abandoned.join(OFFLINE_PKGS)).unwrap();
+        write_all(&abandoned).unwrap();
+        let live = parent
+            .path()
+            .join(format!("{DIR_PREFIX}{}-d4e5f6", std::process::id()));
+        let init = parent.path().join(format!("{DIR_PREFIX}1-g7h8i9"));
+        let not_ours_by_name = parent.path().join(format!("nixery-nixos-{ended}-x"));
+        let a_file = parent.path().join(format!("{DIR_PREFIX}{ended}-file"));
+        let target = parent.path().join("target-of-link");
+        let a_link = parent.path().join(format!("{DIR_PREFIX}{ended}-link"));
+        for dir in [&live, &init, &not_ours_by_name, &target] {
+            fs::create_dir(dir).unwrap();
+        }
+        fs::write(&a_file, "kept").unwrap();
+        std::os::unix::fs::symlink(&target, &a_link).unwrap();
+
+        assert_eq!(remove_abandoned(parent.path()), 1);
+        assert!(!abandoned.exists(), "the ended process's directory is gone");
+        for kept in [&live, &init, &not_ours_by_name, &a_file, &target, &a_link] {
+            assert!(
+                kept.symlink_metadata().is_ok(),
+                "{} is kept",
+                kept.display()
+            );
+        }
     }
 
     #[test]

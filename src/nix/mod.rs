@@ -208,9 +208,7 @@ impl NixRunner {
     /// directory (the offline package set is used from there when the source
     /// is [`PackageSource::Builtin`]) and choose the programs to run.
     pub fn new(settings: NixSettings) -> Result<NixRunner, NixError> {
-        let files = tempfile::Builder::new()
-            .prefix("nixery-nix-")
-            .tempdir()
+        let files = embedded::create_dir()
             .map_err(|e| NixError::Setup(format!("creating a directory for the Nix files: {e}")))?;
         embedded::write_all(files.path())
             .map_err(|e| NixError::Setup(format!("writing the Nix files: {e}")))?;
