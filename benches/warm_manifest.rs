@@ -78,7 +78,7 @@ fn warm_builder(
         build_queue: 16,
         build_errors,
         platforms: vec![nixery::platform::Platform::host()],
-        gc: None,
+        gc: nixery::gc::Guard::off(),
     };
     let identity = settings.identity(&image, &resolved.revision, &nix);
     let manifests = ManifestCache::new(storage.clone(), 4096, None).unwrap();
@@ -87,7 +87,7 @@ fn warm_builder(
     ), &std::collections::BTreeMap::new())
     .unwrap();
     runtime
-        .block_on(manifests.put(identity.key(), &manifest, None))
+        .block_on(manifests.put(identity.key(), &manifest, nixery::gc::Stamp::UNCHECKED))
         .unwrap();
     let metrics = Arc::new(Metrics::default());
     let builder = Builder::new(

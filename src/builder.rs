@@ -43,7 +43,7 @@ use crate::{
     build_errors::{BuildErrors, FailureKind},
     cache::CacheError,
     digest::Digest,
-    gc::GcWatch,
+    gc::tiers::Guard,
     identity::{ImageIdentity, Recipe, Revision},
     image::{Arch, Image},
     image_index::IndexKind,
@@ -62,6 +62,7 @@ use crate::{
     resolve::{ResolveError, Resolved, Resolver},
     sbom::{self, SbomInput},
     source::PackageSource,
+    storage::StorageError,
 };
 
 mod index;
@@ -222,6 +223,16 @@ pub trait ImageBuilder: Send + Sync + 'static {
         index: Option<IndexKind>,
         format: ImageFormat,
     ) -> Result<Option<BuiltManifest>, BuildError>;
+
+    /// Whether the manifest `digest`, which storage has just shown to
+    /// exist, may be served by digest: the collection protocol records its
+    /// use and, while a collection may be deleting, confirms it
+    /// ([`Guard::by_digest`]); `Ok(false)` when a collection removed it.
+    /// A builder without collections says yes.
+    async fn serve_by_digest(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let _ = digest;
+        Ok(true)
+    }
 }
 
 /// Settings of the [`Builder`].
@@ -245,9 +256,9 @@ pub struct BuilderSettings {
     /// The platforms a name is built for (`NIXERY_PLATFORMS`), first one
     /// first; an image index lists those that built.
     pub platforms: Vec<Platform>,
-    /// Use marks and collection generations (see [`crate::gc::watch`]);
-    /// without it nothing is marked and collections are not watched.
-    pub gc: Option<Arc<GcWatch>>,
+    /// The collection protocol (see [`crate::gc::tiers`]); off, nothing is
+    /// marked and collections are not watched.
+    pub gc: Guard,
 }
 
 impl BuilderSettings {
@@ -480,6 +491,10 @@ enum Plan {
 
 #[async_trait]
 impl ImageBuilder for Builder {
+    async fn serve_by_digest(&self, digest: &Digest) -> Result<bool, StorageError> {
+        self.inner.settings.gc.by_digest(digest).await
+    }
+
     async fn manifest(
         &self,
         name: &str,
@@ -612,12 +627,10 @@ impl Inner {
     /// off the request path. Every manifest answered by tag, from any
     /// tier or from its build, goes through here.
     fn touch(&self, built: &ImageManifests) {
-        if let Some(watch) = &self.settings.gc {
-            watch.touch(&built.docker.digest);
-            if built.oci.digest != built.docker.digest {
-                watch.touch(&built.oci.digest);
-            }
-        }
+        let oci = (built.oci.digest != built.docker.digest).then_some(&built.oci.digest);
+        self.settings
+            .gc
+            .used([&built.docker.digest].into_iter().chain(oci));
     }
 
     async fn build(
@@ -643,31 +656,34 @@ impl Inner {
             return Ok(built);
         }
         // A collection may remove blobs the build reuses; then it is built
-        // again, once (see `GcWatch::settle`).
+        // again, once (see `Guard::build_finished`).
         for attempt in 0..2 {
-            let started = self.settings.gc.as_ref().map(|watch| watch.snapshot());
+            let ticket = self.settings.gc.build_started();
             let (built, blobs, layer_count, mut phases) =
                 self.build_once(image, resolved, identity).await?;
             let manifest_started = Instant::now();
-            let stamp = match (&self.settings.gc, started) {
-                (Some(watch), Some(started)) => {
-                    match watch
-                        .settle(started, &built.docker.digest, &blobs)
+            let finished = self
+                .settings
+                .gc
+                .build_finished(ticket, &built.docker.digest, &blobs)
+                .await
+                .map_err(|e| BuildError::Storage(e.into()))?;
+            let stamp = match finished {
+                Ok(stamp) => stamp,
+                Err(missing) => {
+                    // This build may itself have recorded a layer whose
+                    // blob the collection then deleted: such records go,
+                    // so the next attempt packs those layers again.
+                    self.layers
+                        .forget_records_naming(&missing)
                         .await
-                        .map_err(|e| BuildError::Storage(e.into()))?
-                    {
-                        Some(stamp) => Some(stamp),
-                        None => {
-                            self.layers.forget_records();
-                            if attempt == 0 {
-                                tracing::warn!(image = %image.name, tag = %image.tag, "blobs of the image were collected during its build, building it again");
-                                continue;
-                            }
-                            return Err(BuildError::Collected);
-                        }
+                        .map_err(|e| BuildError::Storage(e.into()))?;
+                    if attempt == 0 {
+                        tracing::warn!(image = %image.name, tag = %image.tag, "blobs of the image were collected during its build, building it again");
+                        continue;
                     }
+                    return Err(BuildError::Collected);
                 }
-                _ => None,
             };
             if self.resolver.still_current(resolved).await {
                 self.manifests.put(identity.key(), &built, stamp).await?;

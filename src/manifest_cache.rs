@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use crate::{
     cache::{CacheError, bytes_stream, write_atomically},
     digest::Digest,
-    gc::GcWatch,
+    gc::tiers::{Guard, Stamp, Stamped},
     storage::{Storage, StorageError, StorageKey},
 };
 
@@ -156,19 +156,15 @@ impl Tier {
     }
 }
 
-/// A memory entry: the manifests and the collection generation they were
-/// last checked under (see [`crate::gc::watch`]).
-type Stamped = (ImageManifests, Option<u64>);
-
 /// Manifests by image identity key, in memory, on local disk and in storage.
-/// With a [`GcWatch`], an entry is confirmed against storage before it is
+/// With a watching [`Guard`], an entry is confirmed against storage before it is
 /// served under a collection generation newer than its stamp; entries from
 /// the disk tier and storage are always confirmed.
 pub struct ManifestCache {
-    memory: Mutex<LruCache<String, Stamped>>,
+    memory: Mutex<LruCache<String, Stamped<ImageManifests>>>,
     disk: Option<PathBuf>,
     storage: Arc<dyn Storage>,
-    watch: Option<Arc<GcWatch>>,
+    gc: Guard,
 }
 
 impl ManifestCache {
@@ -188,16 +184,13 @@ impl ManifestCache {
             memory: Mutex::new(LruCache::new(capacity)),
             disk,
             storage,
-            watch: None,
+            gc: Guard::off(),
         })
     }
 
-    /// The same tiers, checked against collections seen by `watch`.
-    pub fn with_watch(self, watch: Arc<GcWatch>) -> Self {
-        Self {
-            watch: Some(watch),
-            ..self
-        }
+    /// The same tiers, their entries checked by `gc`.
+    pub fn with_gc(self, gc: Guard) -> Self {
+        Self { gc, ..self }
     }
 
     /// The local tier's directory, if there is one.
@@ -209,50 +202,40 @@ impl ManifestCache {
     /// served without asking storage.
     pub fn memory(&self, key: &str) -> Option<ImageManifests> {
         let mut memory = self.lock();
-        let (built, stamp) = memory.get(key)?;
-        match &self.watch {
-            Some(watch) if !watch.trusts(*stamp) => None,
-            _ => Some(built.clone()),
-        }
+        let entry = memory.get(key)?;
+        self.gc.trusted(entry).cloned()
     }
 
-    /// Without a watch: `Some(None)` (serve, nothing to stamp). With one:
-    /// the stamp when both manifests may be served, `None` when one was
-    /// collected (then the entry leaves the memory and disk tiers).
+    /// Serve this checked entry ([`Guard::check`]): both manifests of
+    /// `pair` confirmed, stamped; `None` when one was collected (then the
+    /// entry leaves the memory and disk tiers).
     async fn confirm(
         &self,
         key: &str,
-        pair: &ImageManifests,
-    ) -> Result<Option<Option<u64>>, StorageError> {
-        let Some(watch) = &self.watch else {
-            return Ok(Some(None));
-        };
-        let mut stamp = u64::MAX;
+        pair: ImageManifests,
+    ) -> Result<Option<Stamped<ImageManifests>>, StorageError> {
         let digests = if pair.is_single() {
             vec![pair.docker.digest]
         } else {
             vec![pair.docker.digest, pair.oci.digest]
         };
-        for digest in digests {
-            match watch.confirm(&digest).await {
-                Ok(Some(confirmed)) => stamp = stamp.min(confirmed),
-                Ok(None) => {
-                    tracing::info!(key, digest = %digest, "cached manifest was collected, building it again");
-                    self.lock().pop(key);
-                    for name in [key.to_owned(), format!("{key}{OCI_SUFFIX}")] {
-                        if let Some(path) = self.disk_path(&name) {
-                            let _ = tokio::fs::remove_file(path).await;
-                        }
+        match self.gc.check(pair, &digests).await {
+            Ok(Some(checked)) => Ok(Some(checked)),
+            Ok(None) => {
+                tracing::info!(key, digest = %digests[0], "cached manifest was collected, building it again");
+                self.lock().pop(key);
+                for name in [key.to_owned(), format!("{key}{OCI_SUFFIX}")] {
+                    if let Some(path) = self.disk_path(&name) {
+                        let _ = tokio::fs::remove_file(path).await;
                     }
-                    return Ok(None);
                 }
-                Err(error) => {
-                    tracing::warn!(key, error = %error, "confirming a cached manifest against storage failed");
-                    return Err(error);
-                }
+                Ok(None)
+            }
+            Err(error) => {
+                tracing::warn!(key, error = %error, "confirming a cached manifest against storage failed");
+                Err(error)
             }
         }
-        Ok(Some(Some(stamp)))
     }
 
     /// The manifests for `key` and the tier that had them, memory first;
@@ -261,23 +244,25 @@ impl ManifestCache {
         if let Some(built) = self.memory(key) {
             return Ok(Some((built, Tier::Memory)));
         }
-        let untrusted = self.lock().get(key).map(|(built, _)| built.clone());
+        let untrusted = self.lock().get(key).map(|entry| entry.value().clone());
         if let Some(pair) = untrusted
-            && let Some(stamp) = self.confirm(key, &pair).await?
+            && let Some(checked) = self.confirm(key, pair).await?
         {
-            self.lock().put(key.to_owned(), (pair.clone(), stamp));
+            let pair = checked.value().clone();
+            self.lock().put(key.to_owned(), checked);
             return Ok(Some((pair, Tier::Memory)));
         }
         if let Some(docker) = self.read_disk(key).await? {
             let oci = self.read_disk_file(&format!("{key}{OCI_SUFFIX}")).await;
             if let Some((pair, derived)) = self.pair(key, docker, oci).await?
-                && let Some(stamp) = self.confirm(key, &pair).await?
+                && let Some(checked) = self.confirm(key, pair).await?
             {
+                let pair = checked.value().clone();
                 if derived {
                     self.write_disk(&format!("{key}{OCI_SUFFIX}"), &pair.oci.bytes)
                         .await;
                 }
-                self.lock().put(key.to_owned(), (pair.clone(), stamp));
+                self.lock().put(key.to_owned(), checked);
                 return Ok(Some((pair, Tier::Disk)));
             }
         }
@@ -288,16 +273,17 @@ impl ManifestCache {
         let Some((pair, derived)) = self.pair(key, docker, oci).await? else {
             return Ok(None);
         };
-        let Some(stamp) = self.confirm(key, &pair).await? else {
+        let Some(checked) = self.confirm(key, pair).await? else {
             return Ok(None);
         };
+        let pair = checked.value().clone();
         if derived {
             self.persist_oci(key, &pair.oci).await?;
         }
         self.write_disk(&format!("{key}{OCI_SUFFIX}"), &pair.oci.bytes)
             .await;
         self.write_disk(key, &pair.docker.bytes).await;
-        self.lock().put(key.to_owned(), (pair.clone(), stamp));
+        self.lock().put(key.to_owned(), checked);
         Ok(Some((pair, Tier::Storage)))
     }
 
@@ -308,7 +294,7 @@ impl ManifestCache {
         &self,
         key: &str,
         built: &ImageManifests,
-        stamp: Option<u64>,
+        stamp: Stamp,
     ) -> Result<(), CacheError> {
         let storage_key = StorageKey::manifest(key)?;
         if !built.is_single() {
@@ -326,7 +312,8 @@ impl ManifestCache {
                 .await;
         }
         self.write_disk(key, &built.docker.bytes).await;
-        self.lock().put(key.to_owned(), (built.clone(), stamp));
+        self.lock()
+            .put(key.to_owned(), Stamped::new(built.clone(), stamp));
         Ok(())
     }
 
@@ -387,7 +374,7 @@ impl ManifestCache {
         Ok(Some((ImageManifests { docker, oci }, true)))
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, Stamped>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LruCache<String, Stamped<ImageManifests>>> {
         self.memory.lock()
     }
 
@@ -540,10 +527,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = ManifestCache::new(storage(root.path()), 2, None).unwrap();
         for (n, key) in [(1, "01"), (2, "02")] {
-            cache.put(key, &image(n), None).await.unwrap();
+            cache.put(key, &image(n), Stamp::UNCHECKED).await.unwrap();
         }
         assert!(cache.memory("01").is_some());
-        cache.put("03", &image(3), None).await.unwrap();
+        cache.put("03", &image(3), Stamp::UNCHECKED).await.unwrap();
         assert!(cache.memory("02").is_none(), "least recently used kept");
         assert!(cache.memory("01").is_some() && cache.memory("03").is_some());
         // Evicted entries still come from storage, both variants.
@@ -561,7 +548,7 @@ mod tests {
         let built = image(1);
         store_blob(&storage, &built.docker).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
-        cache.put(KEY, &built, None).await.unwrap();
+        cache.put(KEY, &built, Stamp::UNCHECKED).await.unwrap();
         drop(cache);
         std::fs::remove_dir_all(root.path().join("manifests")).unwrap();
 
@@ -676,7 +663,11 @@ mod tests {
         store_blob(&storage, &built).await;
         let cache = ManifestCache::new(storage.clone(), 8, Some(local.path().into())).unwrap();
         cache
-            .put(KEY, &ImageManifests::single(built.clone()), None)
+            .put(
+                KEY,
+                &ImageManifests::single(built.clone()),
+                Stamp::UNCHECKED,
+            )
             .await
             .unwrap();
         assert!(!local.path().join(format!("{KEY}.oci")).exists());

@@ -17,7 +17,7 @@ use crate::{
     builder::{Builder, BuilderSettings},
     config::{Config, ServeArgs},
     connection::{self, ConnectionLimits},
-    gc::{GcWatch, periodic::GcStatus},
+    gc::{GcWatch, Guard, periodic::GcStatus},
     http::{AppState, router},
     identity::Recipe,
     layer_store::LayerStore,
@@ -112,7 +112,7 @@ pub async fn image_builder(
     storage: Arc<dyn Storage>,
     build_errors: Arc<BuildErrors>,
     metrics: Arc<Metrics>,
-    gc: Option<Arc<GcWatch>>,
+    gc: Guard,
 ) -> Result<Arc<Builder>, ServerError> {
     let strategy = Strategy::resolve(config.layering, config.popularity_url.is_some());
     let popularity = if strategy.uses_popularity() {
@@ -153,13 +153,10 @@ pub async fn image_builder(
             }
         }
     };
-    let mut manifests = ManifestCache::new(storage.clone(), config.manifest_cache_entries, disk)
-        .map_err(ServerError::LocalCache)?;
-    let mut layers = LayerStore::new(storage, config.pack_concurrency);
-    if let Some(watch) = &gc {
-        manifests = manifests.with_watch(watch.clone());
-        layers = layers.with_watch(watch.clone());
-    }
+    let manifests = ManifestCache::new(storage.clone(), config.manifest_cache_entries, disk)
+        .map_err(ServerError::LocalCache)?
+        .with_gc(gc.clone());
+    let layers = LayerStore::new(storage, config.pack_concurrency).with_gc(gc.clone());
     tracing::info!(
         dir = %manifests.disk_dir().map_or_else(|| "none".into(), |d| d.display().to_string()),
         memory_entries = config.manifest_cache_entries,
@@ -216,13 +213,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let storage = crate::storage::settings::open(&config.storage).await?;
     let build_errors = Arc::new(BuildErrors::new());
     // Always on: `nixery gc` may run beside any server.
-    let watch = GcWatch::start(storage.clone(), config.gc.touch_interval);
+    let gc = Guard::watching(GcWatch::start(storage.clone(), config.gc.touch_interval));
     let builder = image_builder(
         &config,
         storage.clone(),
         build_errors.clone(),
         metrics.clone(),
-        Some(watch.clone()),
+        gc.clone(),
     )
     .await?;
     let listener = TcpListener::bind(config.listen)
@@ -251,7 +248,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let mut state = AppState::new(storage, builder)
         .with_status(status, build_errors)
         .with_metrics(metrics)
-        .with_gc(watch, gc_status);
+        .with_gc_status(gc_status);
+    // Small objects kept for blob requests may be gone once a collection
+    // ended.
+    let objects = Arc::downgrade(&state.objects);
+    gc.on_collection(move || {
+        if let Some(objects) = objects.upgrade() {
+            objects.clear();
+        }
+    });
     if let Some(auth) = auth {
         state = state.with_auth(auth);
     }

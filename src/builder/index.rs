@@ -118,8 +118,12 @@ impl Builder {
         } else if self.inner.resolver.still_current(resolved).await {
             self.inner
                 .manifests
-                // Unstamped: the next pull confirms it (and marks it) first.
-                .put(&key, &ImageManifests::single(built.clone()), None)
+                // Unchecked: the next pull confirms it (and marks it) first.
+                .put(
+                    &key,
+                    &ImageManifests::single(built.clone()),
+                    crate::gc::tiers::Stamp::UNCHECKED,
+                )
                 .await?;
         } else {
             tracing::warn!(image = %image.name, tag = %image.tag, "the package set changed during the build, not caching its index");

@@ -46,7 +46,8 @@
 //! checked under and confirm an entry against storage before serving it
 //! under a newer one, so the next pull of a collected image rebuilds it;
 //! builds that overlapped a collection check their blobs before their
-//! manifest is served. The argument is written out in [`watch`].
+//! manifest is served. The argument is written out in [`watch`]; the
+//! tiers reach it only through [`tiers::Guard`].
 
 pub mod cli;
 pub mod collect;
@@ -54,8 +55,10 @@ pub mod generation;
 pub mod mark;
 pub mod periodic;
 pub mod references;
+pub mod tiers;
 pub mod watch;
 
 pub use collect::{Deletion, GcError, Kind, Options, Report, collect};
 pub use mark::Policy;
+pub use tiers::{Guard, Stamp, Stamped};
 pub use watch::GcWatch;

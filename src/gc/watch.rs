@@ -1,5 +1,7 @@
 //! The server's side of garbage collection: recording use, and never
-//! serving what a collection removed.
+//! serving what a collection removed. The tiers do not call this module:
+//! they hold [`super::tiers::Stamped`] entries and ask
+//! [`super::tiers::Guard`], which is this watch narrowed to them.
 //!
 //! **Use marks.** Each manifest served (any tier, by tag or by digest)
 //! calls [`GcWatch::touch`]: at most once per touch interval per digest, a
@@ -268,15 +270,18 @@ impl GcWatch {
     }
 
     /// After a build stored the manifest `digest` naming `blobs`:
-    /// the stamp of its tier entries, or `None` when a collection that
-    /// overlapped the build removed one of the blobs (build again).
-    /// `started` is the snapshot taken when the build began.
+    /// `Ok(stamp)` for its tier entries, or `Err(missing)`: the blobs a
+    /// collection that overlapped the build removed (build again, without
+    /// trusting any layer record that names one of them: the build may
+    /// have written such a record itself, after the collection listed
+    /// the blob it then deleted). `started` is the snapshot taken when
+    /// the build began.
     pub async fn settle(
         &self,
         started: Snapshot,
         digest: &Digest,
         blobs: &[Digest],
-    ) -> Result<Option<u64>, StorageError> {
+    ) -> Result<Result<u64, Vec<Digest>>, StorageError> {
         self.write_mark(digest).await?;
         let before = self.refresh().await?;
         let generation = self.settled().await?;
@@ -284,6 +289,7 @@ impl GcWatch {
             || !started.fresh
             || before.deleting(self.stale_after)
             || generation.generation.number != started.number;
+        let mut missing = Vec::new();
         if overlapped {
             for blob in blobs.iter().chain([digest]) {
                 match self.storage.stat(&StorageKey::layer(blob)).await {
@@ -293,13 +299,17 @@ impl GcWatch {
                             digest = %blob,
                             "a blob of the image was collected during its build"
                         );
-                        return Ok(None);
+                        missing.push(*blob);
                     }
                     Err(error) => return Err(error),
                 }
             }
         }
-        Ok(Some(generation.generation.number))
+        if missing.is_empty() {
+            Ok(Ok(generation.generation.number))
+        } else {
+            Ok(Err(missing))
+        }
     }
 
     /// Read the generation now, and wait while a collection is deleting.

@@ -18,7 +18,6 @@ use super::{
 };
 use crate::{
     builder::{BuiltManifest, ImageBuilder},
-    gc::GcWatch,
     image_index::IndexKind,
     media_type::{ImageFormat, MANIFEST_TYPES},
     reference::{Digest, RepositoryName, Tag},
@@ -74,15 +73,15 @@ fn answer(built: BuiltManifest) -> Result<Response, RegistryError> {
 
 /// GET/HEAD `/v2/<name>/manifests/sha256:<hex>`: the stored object
 /// `layers/<hex>` if it was stored as a manifest (Docker or OCI image
-/// manifest, image index, manifest list), with that media type. With a
-/// `watch`, serving marks the manifest as used, and while a collection may
-/// be deleting it is also confirmed against storage. Both happen only
-/// after storage has shown the manifest exists: a request for a digest
-/// nobody stored writes nothing.
+/// manifest, image index, manifest list), with that media type, once the
+/// `builder` agrees ([`ImageBuilder::serve_by_digest`]: the collection
+/// protocol marks it as used and, while a collection may be deleting,
+/// confirms it). Both happen only after storage has shown the manifest
+/// exists: a request for a digest nobody stored writes nothing.
 pub async fn by_digest(
     storage: &dyn Storage,
     objects: &SmallObjects,
-    watch: Option<&GcWatch>,
+    builder: &dyn ImageBuilder,
     digest: &Digest,
     head: bool,
     headers: &HeaderMap,
@@ -98,11 +97,8 @@ pub async fn by_digest(
         headers,
     )
     .await?;
-    if let Some(watch) = watch {
-        if !watch.quiet() && watch.confirm(digest).await?.is_none() {
-            return Err(RegistryError::manifest_unknown(&digest.to_string()));
-        }
-        watch.touch(digest);
+    if !builder.serve_by_digest(digest).await? {
+        return Err(RegistryError::manifest_unknown(&digest.to_string()));
     }
     Ok(response)
 }

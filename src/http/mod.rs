@@ -60,7 +60,7 @@ use crate::{
     auth::{Auth, Grant},
     build_errors::BuildErrors,
     builder::ImageBuilder,
-    gc::{GcWatch, periodic::GcStatus},
+    gc::periodic::GcStatus,
     metrics::Metrics,
     reference::Reference,
     status::StatusInfo,
@@ -92,8 +92,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Small content-addressed objects kept in memory.
     pub objects: Arc<SmallObjects>,
-    /// Use marks and collection generations; `None` when not watched.
-    pub gc: Option<Arc<GcWatch>>,
     /// What the status page says about collection.
     pub gc_status: Arc<GcStatus>,
     /// Pull authentication; `None`: anyone may pull and build.
@@ -113,7 +111,6 @@ impl AppState {
             build_errors: Arc::new(BuildErrors::new()),
             metrics: Arc::new(Metrics::default()),
             objects: Arc::new(SmallObjects::default()),
-            gc: None,
             gc_status: Arc::new(GcStatus::default()),
             auth: None,
         }
@@ -127,18 +124,10 @@ impl AppState {
         }
     }
 
-    /// The same state marking manifests served by digest through `watch`
-    /// and confirming them while collections run; the small-object cache
-    /// is emptied whenever a collection ends.
-    pub fn with_gc(self, watch: Arc<GcWatch>, status: Arc<GcStatus>) -> Self {
-        let objects = Arc::downgrade(&self.objects);
-        watch.on_collection(move || {
-            if let Some(objects) = objects.upgrade() {
-                objects.clear();
-            }
-        });
+    /// The same state showing `status` about collection on the status
+    /// page.
+    pub fn with_gc_status(self, status: Arc<GcStatus>) -> Self {
         Self {
-            gc: Some(watch),
             gc_status: status,
             ..self
         }
@@ -296,7 +285,7 @@ async fn registry(
             manifests::by_digest(
                 state.storage.as_ref(),
                 &state.objects,
-                state.gc.as_deref(),
+                state.builder.as_ref(),
                 &digest,
                 head,
                 &headers,

@@ -34,9 +34,9 @@ use crate::{
     archive::{ArchiveError, TarSummary},
     cache::{CacheError, bytes_stream},
     digest::Digest,
-    gc::GcWatch,
+    gc::tiers::{Guard, Stamped},
     media_type::DOCKER_LAYER,
-    storage::{ByteStream, Persisted, Storage, StorageKey},
+    storage::{ByteStream, Persisted, Storage, StorageError, StorageKey},
 };
 pub use record::LayerRecord;
 
@@ -101,10 +101,10 @@ impl Stored {
 pub struct LayerStore {
     storage: Arc<dyn Storage>,
     /// Records with the collection generation they were read under.
-    records: quick_cache::sync::Cache<String, (LayerRecord, Option<u64>)>,
+    records: quick_cache::sync::Cache<String, Stamped<LayerRecord>>,
     upload_locks: KeyedLocks,
     pack_slots: Semaphore,
-    watch: Option<Arc<GcWatch>>,
+    gc: Guard,
 }
 
 impl LayerStore {
@@ -116,30 +116,40 @@ impl LayerStore {
             records: quick_cache::sync::Cache::new(MEMORY_RECORDS),
             upload_locks: KeyedLocks::default(),
             pack_slots: Semaphore::new(pack_concurrency.max(1)),
-            watch: None,
+            gc: Guard::off(),
         }
     }
 
-    /// The same store, trusting records in memory only under the
-    /// collection generation `watch` knows (see [`crate::gc::watch`]).
-    pub fn with_watch(self, watch: Arc<GcWatch>) -> Self {
-        Self {
-            watch: Some(watch),
-            ..self
-        }
+    /// The same store, trusting records in memory only as `gc` allows
+    /// (see [`crate::gc::tiers`]).
+    pub fn with_gc(self, gc: Guard) -> Self {
+        Self { gc, ..self }
     }
 
-    /// Forget every record held in memory (a collection removed a blob one
-    /// of them named).
-    pub fn forget_records(&self) {
+    /// Forget every record that names one of the blobs `missing` (a
+    /// collection removed them): in memory, and in storage, so that the
+    /// layers are packed again. The other records held in memory are
+    /// dropped too (they are read again, under the new generation).
+    pub async fn forget_records_naming(&self, missing: &[Digest]) -> Result<(), StorageError> {
+        let stale: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, entry)| missing.contains(&entry.value().digest))
+            .map(|(key, _)| key)
+            .collect();
         self.records.clear();
+        for layer_key in stale {
+            if let Ok(key) = StorageKey::build(&layer_key) {
+                self.storage.delete(&key).await?;
+                tracing::info!(layer = %layer_key, "forgot a layer record whose blob was collected");
+            }
+        }
+        Ok(())
     }
 
-    /// The stamp of a record just read or written.
-    fn stamp(&self) -> Option<u64> {
-        self.watch
-            .as_ref()
-            .map_or(Some(0), |watch| watch.stamp_for_read())
+    /// A record just read or written, stamped.
+    fn stamped(&self, record: &LayerRecord) -> Stamped<LayerRecord> {
+        Stamped::new(record.clone(), self.gc.read())
     }
 
     /// The storage backend behind the store.
@@ -169,10 +179,10 @@ impl LayerStore {
     /// The build record of the layer `layer_key`, memory first; `Ok(None)`
     /// when there is none (or only a corrupt one).
     pub async fn record(&self, layer_key: &str) -> Result<Option<LayerRecord>, CacheError> {
-        if let Some((record, stamp)) = self.records.get(layer_key)
-            && self.watch.as_ref().is_none_or(|w| w.trusts(stamp))
+        if let Some(entry) = self.records.get(layer_key)
+            && let Some(record) = self.gc.trusted(&entry)
         {
-            return Ok(Some(record));
+            return Ok(Some(record.clone()));
         }
         let key = StorageKey::build(layer_key)?;
         let Some(bytes) =
@@ -184,7 +194,7 @@ impl LayerStore {
         match record::decode(&bytes) {
             Ok(record) => {
                 self.records
-                    .insert(layer_key.to_owned(), (record.clone(), self.stamp()));
+                    .insert(layer_key.to_owned(), self.stamped(&record));
                 Ok(Some(record))
             }
             Err(error) => {
@@ -259,7 +269,7 @@ impl LayerStore {
             .persist(&key, RECORD_CONTENT_TYPE, bytes_stream(json))
             .await?;
         self.records
-            .insert(layer_key.to_owned(), (record.clone(), self.stamp()));
+            .insert(layer_key.to_owned(), self.stamped(record));
         Ok(())
     }
 }

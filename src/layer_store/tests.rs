@@ -151,9 +151,10 @@ async fn records_in_memory_are_bounded() {
     let (_dir, _storage, store) = filesystem_store();
     let record = some_record();
     for i in 0..MEMORY_RECORDS * 2 {
-        store
-            .records
-            .insert(format!("k{i}"), (record.clone(), None));
+        store.records.insert(
+            format!("k{i}"),
+            crate::gc::Stamped::new(record.clone(), crate::gc::Stamp::UNCHECKED),
+        );
     }
     assert!(store.records.len() <= MEMORY_RECORDS);
 }
@@ -171,4 +172,23 @@ async fn a_failing_backend_is_an_error_not_a_miss() {
 async fn an_absent_entry_is_a_miss() {
     let (_dir, _storage, store) = filesystem_store();
     assert!(store.record("abc").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn records_naming_a_collected_blob_are_forgotten_in_memory_and_storage() {
+    let (_dir, storage, store) = filesystem_store();
+    let gone = some_record();
+    let kept = LayerRecord {
+        digest: Digest::parse_hex(&"c".repeat(64)).unwrap(),
+        ..some_record()
+    };
+    store.put_record("gone", &gone).await.unwrap();
+    store.put_record("kept", &kept).await.unwrap();
+    store.forget_records_naming(&[gone.digest]).await.unwrap();
+    assert_eq!(store.record("gone").await.unwrap(), None);
+    assert!(matches!(
+        storage.stat(&StorageKey::build("gone").unwrap()).await,
+        Err(crate::storage::StorageError::NotFound(_))
+    ));
+    assert_eq!(store.record("kept").await.unwrap(), Some(kept));
 }
