@@ -411,10 +411,14 @@ mod tests {
     use super::*;
     use crate::storage::filesystem::FilesystemStorage;
 
+    /// Beats every 50 ms; dead after 2 s unchanged, so that a holder may
+    /// delete for 1 s after a write: the assertions on `may_delete` below
+    /// keep that margin on a loaded machine (at 400 ms, 200 ms between
+    /// the takeover's write and its check were once not enough).
     fn fast() -> Timing {
         Timing {
             heartbeat: Duration::from_millis(50),
-            stale_after: Duration::from_millis(400),
+            stale_after: Duration::from_secs(2),
         }
     }
 
