@@ -10,8 +10,9 @@
 //! manifest whose blobs are gone; pulls in a loop during a collection never
 //! get a failed blob; periodic collection runs with `NIXERY_GC_KEEP` and
 //! shows in `/metrics` and on the status page; every manifest answered
-//! (single or index, from memory, disk or storage, by tag or by digest)
-//! records a use, and a request for a digest nobody stored writes nothing.
+//! (single, from memory, disk or storage, by tag or by digest) records a
+//! use (an index: `gc_index_tiers.rs`, on every backend), and a request
+//! for a digest nobody stored writes nothing.
 //!
 //! Every server here marks use at most once a second
 //! (`NIXERY_GC_TOUCH_INTERVAL=1s`), so the shortest `--keep` is 6 s.
@@ -28,7 +29,6 @@ use std::{
 
 use serde_json::Value;
 use support::gcs::{FakeGcs, sha256_hex};
-use support::media::OCI_INDEX;
 use support::server::{MANIFEST_V2, TestServer};
 use support::{count_logs, metric};
 
@@ -555,64 +555,6 @@ fn use_is_recorded_from_every_tier_by_tag_and_by_digest() {
         "storage tier pull not marked"
     );
     assert!(hit_from(&third, "storage"));
-}
-
-#[test]
-fn an_index_served_from_every_tier_is_marked() {
-    let storage = tempfile::tempdir().expect("storage");
-    let cache = tempfile::tempdir().expect("cache dir");
-    let pkgs = support::any_system_pkgs();
-    let start = |cache: &std::path::Path| {
-        TestServer::builder()
-            .storage_path(storage.path())
-            .env("NIXERY_CACHE_DIR", cache.display().to_string())
-            .env("NIXERY_GC_TOUCH_INTERVAL", TOUCH)
-            .env("NIXERY_PLATFORMS", "linux/amd64,linux/arm64")
-            .env("NIXERY_PKGS_PATH", pkgs.path().display().to_string())
-            .env("NIX_TIMEOUT", "300")
-            .start()
-    };
-    let index_of = |server: &TestServer| {
-        let (content_type, digest, _) =
-            server.get_document("/v2/zlib/manifests/latest", &[OCI_INDEX]);
-        assert_eq!(content_type, OCI_INDEX);
-        digest.trim_start_matches("sha256:").to_owned()
-    };
-    let mut first = start(cache.path());
-    let hex = index_of(&first);
-    assert!(marked(storage.path(), &hex), "building the index marked it");
-    // Memory tier.
-    past_touch_interval();
-    assert!(
-        marks_again(storage.path(), &hex, || assert_eq!(index_of(&first), hex)),
-        "an index from the memory tier was not marked"
-    );
-    first.stop();
-    // Disk tier.
-    let mut second = start(cache.path());
-    assert!(
-        marks_again(storage.path(), &hex, || assert_eq!(index_of(&second), hex)),
-        "an index from the disk tier was not marked"
-    );
-    assert!(index_hit_from(&second, "disk"));
-    second.stop();
-    // Storage tier.
-    let empty = tempfile::tempdir().expect("empty cache dir");
-    let third = start(empty.path());
-    assert!(
-        marks_again(storage.path(), &hex, || assert_eq!(index_of(&third), hex)),
-        "an index from the storage tier was not marked"
-    );
-    assert!(index_hit_from(&third, "storage"));
-}
-
-/// Whether `server` answered an index from `tier` and built nothing.
-fn index_hit_from(server: &TestServer, tier: &str) -> bool {
-    let events = server.settled_log_events();
-    !events.iter().any(|e| e["message"] == "building image")
-        && events
-            .iter()
-            .any(|e| e["message"] == "index cache hit" && e["tier"] == tier)
 }
 
 #[test]
